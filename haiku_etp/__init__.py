@@ -1,0 +1,63 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""haiku_etp: online training of recurrent and spiking Haiku networks.
+
+Trainable operations are marked with ETP primitives that carry eligibility
+trace rules. ``haiku_etp._src`` is private; use the names exported here.
+"""
+
+from haiku_etp._src.conv import conv
+from haiku_etp._src.conv import conv_dimension_numbers
+from haiku_etp._src.conv import etp_conv_p
+from haiku_etp._src.dense import dense
+from haiku_etp._src.dense import etp_batched_dense_p
+from haiku_etp._src.dense import etp_dense_p
+from haiku_etp._src.elementwise import elementwise
+from haiku_etp._src.elementwise import etp_elementwise_p
+from haiku_etp._src.primitive import DecomposedPrimitiveWarning
+from haiku_etp._src.primitive import drtrl_init
+from haiku_etp._src.primitive import drtrl_solve
+from haiku_etp._src.primitive import drtrl_update
+from haiku_etp._src.primitive import ETPPrimitive
+from haiku_etp._src.primitive import ETPRules
+from haiku_etp._src.primitive import get_etp_rules
+from haiku_etp._src.primitive import is_etp_primitive
+from haiku_etp._src.primitive import pp_init
+from haiku_etp._src.primitive import pp_solve
+from haiku_etp._src.primitive import register_primitive
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DecomposedPrimitiveWarning",
+    "ETPPrimitive",
+    "ETPRules",
+    "conv",
+    "conv_dimension_numbers",
+    "dense",
+    "drtrl_init",
+    "drtrl_solve",
+    "drtrl_update",
+    "elementwise",
+    "etp_batched_dense_p",
+    "etp_conv_p",
+    "etp_dense_p",
+    "etp_elementwise_p",
+    "get_etp_rules",
+    "is_etp_primitive",
+    "pp_init",
+    "pp_solve",
+    "register_primitive",
+)
