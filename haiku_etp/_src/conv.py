@@ -346,15 +346,26 @@ etp_conv_p.register_etp_rules(
 )
 
 
-def _normalise_padding(padding):
+_PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
+
+
+def _normalise_padding(padding, num_spatial):
+  """Returns a padding string or a tuple of ``num_spatial`` int pairs."""
   if isinstance(padding, str):
+    if padding.upper() not in _PADDING_STRINGS:
+      raise ValueError(f"padding must be one of {_PADDING_STRINGS} or "
+                       f"(low, high) pairs, got {padding!r}.")
     return padding.upper()
   try:
-    return tuple((int(lo), int(hi)) for lo, hi in padding)
+    pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
   except (TypeError, ValueError):
     raise ValueError(
         "padding must be a string or a sequence of (low, high) pairs, got "
         f"{padding!r}.") from None
+  if len(pairs) != num_spatial:
+    raise ValueError(f"padding must have {num_spatial} (low, high) pairs for a "
+                     f"{num_spatial}-D conv, got {padding!r}.")
+  return pairs
 
 
 def _normalise_dn(dimension_numbers):
@@ -433,7 +444,7 @@ def conv(
                      f"{strides}.")
   params = dict(
       strides=strides,
-      padding=_normalise_padding(padding),
+      padding=_normalise_padding(padding, n),
       lhs_dilation=_optional_tuple(lhs_dilation, n, "lhs_dilation"),
       rhs_dilation=_optional_tuple(rhs_dilation, n, "rhs_dilation"),
       feature_group_count=int(feature_group_count),
