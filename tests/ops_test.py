@@ -792,5 +792,63 @@ class ErrorTest(chex.TestCase):
       haiku_etp.elementwise(jnp.zeros(3), 2.0)
 
 
+class ShardMapTest(chex.TestCase):
+  """The ops under ``jax.shard_map`` with the batch sharded over 4 devices."""
+
+  def setUp(self):
+    super().setUp()
+    chex.assert_devices_available(4, "cpu")
+    self.mesh = jax.make_mesh((4,), ("i",))
+
+  def _sharded(self, x):
+    return jax.device_put(
+        x, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
+            "i")))
+
+  def test_conv_value_grad_and_jaxpr(self):
+    spec = jax.sharding.PartitionSpec
+    x = jnp.asarray(_rand((8, 3, 6, 5), "float32", 0))
+    kernel = jnp.asarray(_rand((4, 3, 3, 3), "float32", 1))
+    bias = jnp.asarray(_rand((4,), "float32", 2))
+    conv = lambda x, k, b: haiku_etp.conv(x, k, b, padding="SAME")
+    sharded = jax.shard_map(conv, mesh=self.mesh,
+                            in_specs=(spec("i"), spec(), spec()),
+                            out_specs=spec("i"))
+    xs = self._sharded(x)
+    _assert_close(jax.jit(sharded)(xs, kernel, bias),
+                  _lax_conv(x, kernel, bias, padding="SAME"), "float32")
+    self.assertIn("etp_conv", _primitive_names(
+        jax.make_jaxpr(sharded)(xs, kernel, bias)))
+
+    def loss(k, b):
+      per_shard = lambda x, k, b: lax.psum(jnp.sum(jnp.tanh(conv(x, k, b))**2),
+                                           "i")
+      return jax.shard_map(per_shard, mesh=self.mesh,
+                           in_specs=(spec("i"), spec(), spec()),
+                           out_specs=spec())(xs, k, b)
+
+    ref = lambda k, b: jnp.sum(jnp.tanh(_lax_conv(x, k, b, padding="SAME"))**2)
+    _assert_tree_close(jax.jit(jax.grad(loss, (0, 1)))(kernel, bias),
+                       jax.grad(ref, (0, 1))(kernel, bias), "float32")
+
+  def test_dense_and_elementwise_grad(self):
+    spec = jax.sharding.PartitionSpec
+    x = jnp.asarray(_rand((8, 5), "float32", 0))
+    w = jnp.asarray(_rand((5, 3), "float32", 1))
+    g = jnp.asarray(_rand((3,), "float32", 2))
+    model = lambda x, w, g: jnp.tanh(
+        haiku_etp.dense(x, w) * haiku_etp.elementwise(g, jax.nn.sigmoid))
+
+    def loss(w, g):
+      per_shard = lambda x, w, g: lax.psum(jnp.sum(model(x, w, g)**2), "i")
+      return jax.shard_map(per_shard, mesh=self.mesh,
+                           in_specs=(spec("i"), spec(), spec()),
+                           out_specs=spec())(self._sharded(x), w, g)
+
+    ref = lambda w, g: jnp.sum(jnp.tanh((x @ w) * jax.nn.sigmoid(g))**2)
+    _assert_tree_close(jax.jit(jax.grad(loss, (0, 1)))(w, g),
+                       jax.grad(ref, (0, 1))(w, g), "float32")
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -200,9 +200,10 @@ def get_etp_rules(prim: jex_core.Primitive) -> ETPRules:
 
 
 def _abstract_eval(*avals, impl, **params):
-  shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
-  out = jax.eval_shape(functools.partial(impl, **params), *shapes)
-  return jax.core.ShapedArray(out.shape, out.dtype)
+  # Tracing impl on the operands' own avals lets JAX's rules decide the
+  # output's sharding and, under shard_map, its varying manual axes.
+  closed = jax.make_jaxpr(functools.partial(impl, **params))(*avals)
+  return closed.out_avals[0]
 
 
 def _jvp(primals, tangents, *, prim, **params):
