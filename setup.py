@@ -37,8 +37,10 @@ def _requirements(name):
 setuptools.setup(
     name="haiku_etp",
     version=_version(),
-    description=("Online training of recurrent and spiking Haiku networks "
-                 "with eligibility traces (D-RTRL, ES-D-RTRL)."),
+    description=(
+        "Online training of recurrent and spiking Haiku networks "
+        "with eligibility traces (D-RTRL, ES-D-RTRL)."
+    ),
     long_description=open(os.path.join(_HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     license="Apache 2.0",

@@ -38,50 +38,96 @@ import haiku_etp
 from haiku_etp import testing
 
 DEMO_NUM_STEPS = flags.DEFINE_integer(
-    "demo_num_steps", 7, "Sequence length T of the oracle systems.")
+    "demo_num_steps", 7, "Sequence length T of the oracle systems."
+)
 DEMO_NUM_STATES = flags.DEFINE_integer(
-    "demo_num_states", 2, "States per position S of the oracle systems.")
+    "demo_num_states", 2, "States per position S of the oracle systems."
+)
 DEMO_LEAK = flags.DEFINE_float(
-    "demo_leak", 0.8, "Uniform leak for the exact ES-D-RTRL case.")
+    "demo_leak", 0.8, "Uniform leak for the exact ES-D-RTRL case."
+)
 DEMO_SEED = flags.DEFINE_integer("demo_seed", 0, "Random seed.")
 DEMO_OUTPUT = flags.DEFINE_string(
-    "demo_output", None, "Optional path of a JSON file with the results.")
+    "demo_output", None, "Optional path of a JSON file with the results."
+)
 
 
 def _conv_params(x, kernel, bias, **kwargs):
-  jaxpr = jax.make_jaxpr(
-      lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs))(x, kernel, bias)
-  return [e for e in jaxpr.eqns if e.primitive is haiku_etp.etp_conv_p][0].params
+  jaxpr = jax.make_jaxpr(lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs))(
+      x, kernel, bias
+  )
+  return [e for e in jaxpr.eqns if e.primitive is haiku_etp.etp_conv_p][
+      0
+  ].params
 
 
 def _relations(num_steps, seed):
   """``(name, prim, weights, xs, params, oracle_kwargs)`` per relation."""
   rng = np.random.default_rng(seed)
   normal = lambda *shape: jnp.asarray(rng.standard_normal(shape))
-  out = [("dense", haiku_etp.etp_batched_dense_p,
+  out = [
+      (
+          "dense",
+          haiku_etp.etp_batched_dense_p,
           {"weight": normal(16, 8), "bias": normal(8)},
-          normal(num_steps, 4, 16), {"has_bias": True}, {})]
+          normal(num_steps, 4, 16),
+          {"has_bias": True},
+          {},
+      )
+  ]
   conv_cases = (
-      ("conv1d_nch", (4, 3, 12), (5, 3, 3), dict(strides=(2,),
-                                                 rhs_dilation=(2,))),
-      ("conv2d_nhwc", (4, 8, 8, 3), (3, 3, 3, 6),
-       dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), padding="SAME")),
-      ("conv2d_nchw_groups", (4, 4, 7, 7), (6, 2, 3, 3),
-       dict(feature_group_count=2, padding="VALID")),
-      ("conv3d_ndhwc", (2, 4, 5, 4, 2), (2, 2, 2, 2, 3),
-       dict(dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))),
+      (
+          "conv1d_nch",
+          (4, 3, 12),
+          (5, 3, 3),
+          dict(strides=(2,), rhs_dilation=(2,)),
+      ),
+      (
+          "conv2d_nhwc",
+          (4, 8, 8, 3),
+          (3, 3, 3, 6),
+          dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), padding="SAME"),
+      ),
+      (
+          "conv2d_nchw_groups",
+          (4, 4, 7, 7),
+          (6, 2, 3, 3),
+          dict(feature_group_count=2, padding="VALID"),
+      ),
+      (
+          "conv3d_ndhwc",
+          (2, 4, 5, 4, 2),
+          (2, 2, 2, 2, 3),
+          dict(dimension_numbers=("NDHWC", "DHWIO", "NDHWC")),
+      ),
   )
   for name, x_shape, k_shape, kwargs in conv_cases:
     xs = normal(num_steps, *x_shape)
     kernel = normal(*k_shape)
-    dn = haiku_etp.conv_dimension_numbers(kwargs.get("dimension_numbers"),
-                                          len(x_shape) - 2)
+    dn = haiku_etp.conv_dimension_numbers(
+        kwargs.get("dimension_numbers"), len(x_shape) - 2
+    )
     bias = normal(k_shape[dn.rhs_spec[0]])
-    out.append((name, haiku_etp.etp_conv_p, {"weight": kernel, "bias": bias},
-                xs, _conv_params(xs[0], kernel, bias, **kwargs), {}))
-  out.append(("elementwise", haiku_etp.etp_elementwise_p,
-              {"weight": normal(10)}, None, {"fn": jax.nn.sigmoid},
-              dict(num_steps=num_steps, batch_size=4)))
+    out.append(
+        (
+            name,
+            haiku_etp.etp_conv_p,
+            {"weight": kernel, "bias": bias},
+            xs,
+            _conv_params(xs[0], kernel, bias, **kwargs),
+            {},
+        )
+    )
+  out.append(
+      (
+          "elementwise",
+          haiku_etp.etp_elementwise_p,
+          {"weight": normal(10)},
+          None,
+          {"fn": jax.nn.sigmoid},
+          dict(num_steps=num_steps, batch_size=4),
+      )
+  )
   return out
 
 
@@ -95,12 +141,18 @@ def _show_transformations():
   y_jit = jax.jit(jax.vmap(conv))(x)
   y_pmap = jax.pmap(conv)(x)
   np.testing.assert_allclose(y_jit, y_pmap, rtol=1e-5)
-  logging.info("conv under jit and pmap over %d %s device(s): output %s", n,
-               devices[0].platform, y_pmap.shape)
-  jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: jnp.sum(
-      haiku_etp.conv(x[0], k, padding="SAME"))))(kernel))
-  logging.info("etp_conv visible in the jaxpr of grad: %s", "etp_conv" in
-               jaxpr)
+  logging.info(
+      "conv under jit and pmap over %d %s device(s): output %s",
+      n,
+      devices[0].platform,
+      y_pmap.shape,
+  )
+  jaxpr = str(
+      jax.make_jaxpr(
+          jax.grad(lambda k: jnp.sum(haiku_etp.conv(x[0], k, padding="SAME")))
+      )(kernel)
+  )
+  logging.info("etp_conv visible in the jaxpr of grad: %s", "etp_conv" in jaxpr)
 
 
 def run(num_steps, num_states, leak, seed):
@@ -111,17 +163,46 @@ def run(num_steps, num_states, leak, seed):
     for strip in (False, True):
       row["drtrl_batch_stripped" if strip else "drtrl_batch_kept"] = (
           testing.drtrl_rule_oracle(
-              prim, weights, xs, params, num_hidden_state=num_states,
-              strip_batch=strip, seed=seed, **kwargs).relative_error)
+              prim,
+              weights,
+              xs,
+              params,
+              num_hidden_state=num_states,
+              strip_batch=strip,
+              seed=seed,
+              **kwargs,
+          ).relative_error
+      )
     row["drtrl_generic_rules"] = testing.drtrl_rule_oracle(
-        prim, weights, xs, params, num_hidden_state=num_states, fast=False,
-        seed=seed, **kwargs).relative_error
+        prim,
+        weights,
+        xs,
+        params,
+        num_hidden_state=num_states,
+        fast=False,
+        seed=seed,
+        **kwargs,
+    ).relative_error
     row["es_drtrl_uniform_leak"] = testing.pp_rule_oracle(
-        prim, weights, xs, params, decay=(leak, 0.0), leak=leak, seed=seed,
-        **kwargs).relative_error
+        prim,
+        weights,
+        xs,
+        params,
+        decay=(leak, 0.0),
+        leak=leak,
+        seed=seed,
+        **kwargs,
+    ).relative_error
     approx = testing.pp_rule_oracle(
-        prim, weights, xs, params, decay=(0.5, 0.5),
-        num_hidden_state=num_states, seed=seed, **kwargs)
+        prim,
+        weights,
+        xs,
+        params,
+        decay=(0.5, 0.5),
+        num_hidden_state=num_states,
+        seed=seed,
+        **kwargs,
+    )
     row["es_drtrl_random_D_cosine"] = approx.cosine
     results[name] = row
   return results
@@ -140,24 +221,39 @@ def main(argv):
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   _show_transformations()
   with jax.enable_x64(True):
-    results = run(DEMO_NUM_STEPS.value, DEMO_NUM_STATES.value,
-                  DEMO_LEAK.value, DEMO_SEED.value)
+    results = run(
+        DEMO_NUM_STEPS.value,
+        DEMO_NUM_STATES.value,
+        DEMO_LEAK.value,
+        DEMO_SEED.value,
+    )
   columns = list(next(iter(results.values())))
   header = f"{'relation':<20}" + "".join(f"{c:>26}" for c in columns)
-  print(f"Rule oracles, float64, T={DEMO_NUM_STEPS.value}, "
-        f"S={DEMO_NUM_STATES.value} (relative error vs jax.grad; the last "
-        "column is the cosine of the ES-D-RTRL approximation)")
+  print(
+      f"Rule oracles, float64, T={DEMO_NUM_STEPS.value}, "
+      f"S={DEMO_NUM_STATES.value} (relative error vs jax.grad; the last "
+      "column is the cosine of the ES-D-RTRL approximation)"
+  )
   print(header)
   for name, row in results.items():
     print(f"{name:<20}" + "".join(f"{row[c]:>26.3e}" for c in columns))
-  exact = [v for row in results.values() for k, v in row.items()
-           if "cosine" not in k]
+  exact = [
+      v for row in results.values() for k, v in row.items() if "cosine" not in k
+  ]
   print(f"max relative error of the exact cases: {max(exact):.3e}")
   if DEMO_OUTPUT.value:
-    _write_json(DEMO_OUTPUT.value, {"flags": {
-        "num_steps": DEMO_NUM_STEPS.value,
-        "num_states": DEMO_NUM_STATES.value, "leak": DEMO_LEAK.value,
-        "seed": DEMO_SEED.value}, "results": results})
+    _write_json(
+        DEMO_OUTPUT.value,
+        {
+            "flags": {
+                "num_steps": DEMO_NUM_STEPS.value,
+                "num_states": DEMO_NUM_STATES.value,
+                "leak": DEMO_LEAK.value,
+                "seed": DEMO_SEED.value,
+            },
+            "results": results,
+        },
+    )
   if max(exact) > 1e-10:
     raise SystemExit("A rule oracle exceeded relative error 1e-10.")
 

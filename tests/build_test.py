@@ -35,8 +35,11 @@ def _targets():
     tree = ast.parse(f.read(), "BUILD")
   targets = {}
   for node in ast.walk(tree):
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
-            node.func.id in _KINDS):
+    if not (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in _KINDS
+    ):
       continue
     kw = {}
     for k in node.keywords:
@@ -65,17 +68,24 @@ class BuildTest(absltest.TestCase):
     self.targets = _targets()
 
   def _srcs(self, kind=None):
-    return {s for k, kw in self.targets.values() if kind in (None, k)
-            for s in kw.get("srcs", [])}
+    return {
+        s
+        for k, kw in self.targets.values()
+        if kind in (None, k)
+        for s in kw.get("srcs", [])
+    }
 
   def test_every_file_has_a_target(self):
     missing = sorted(_python_files() - self._srcs())
     self.assertEmpty(missing, f"Files without a BUILD target: {missing}")
 
   def test_every_src_exists(self):
-    absent = sorted(s for s in self._srcs() | {
-        kw["main"] for _, kw in self.targets.values() if kw.get("main")}
-                    if not os.path.exists(os.path.join(_ROOT, s)))
+    absent = sorted(
+        s
+        for s in self._srcs()
+        | {kw["main"] for _, kw in self.targets.values() if kw.get("main")}
+        if not os.path.exists(os.path.join(_ROOT, s))
+    )
     self.assertEmpty(absent, f"BUILD names missing files: {absent}")
 
   def test_deps_name_targets(self):
@@ -97,8 +107,9 @@ class BuildTest(absltest.TestCase):
       with open(os.path.join(_ROOT, f)) as fh:
         if re.search(r"^\s+app\.run\(main\)$", fh.read(), re.M):
           binaries.add(f)
-    mains = {kw.get("main") for k, kw in self.targets.values()
-             if k == "py_binary"}
+    mains = {
+        kw.get("main") for k, kw in self.targets.values() if k == "py_binary"
+    }
     self.assertEqual(binaries, mains)
 
   def test_library_sources_are_in_libraries(self):

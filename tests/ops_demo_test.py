@@ -34,8 +34,9 @@ class OpsDemoTest(absltest.TestCase):
 
   def test_runs_and_writes_results(self):
     path = os.path.join(self.create_tempdir().full_path, "out", "ops.json")
-    with flagsaver.flagsaver(demo_num_steps=2, demo_num_states=1,
-                             demo_output=path):
+    with flagsaver.flagsaver(
+        demo_num_steps=2, demo_num_states=1, demo_output=path
+    ):
       ops_demo.main(["ops_demo"])
     self.assertFalse(jax.config.jax_enable_x64)
     with open(path) as f:

@@ -44,57 +44,148 @@ _TOL = {"float64": 1e-12, "float32": 1e-5, "bfloat16": 2e-2}
 # name, x shape, kernel shape, conv kwargs (same names as ``haiku_etp.conv``).
 _CONV_CASES = (
     ("1d_default", (2, 3, 9), (4, 3, 3), {}),
-    ("1d_nch_strings_stride_valid", (2, 3, 9), (4, 3, 3),
-     dict(dimension_numbers=("NCH", "OIH", "NCH"), strides=(2,),
-          padding="VALID")),
-    ("1d_nwc_explicit_lhs_dilation", (2, 7, 3), (3, 3, 4),
-     dict(dimension_numbers=("NWC", "WIO", "NWC"), padding=((1, 2),),
-          lhs_dilation=(2,))),
-    ("1d_nwc_rhs_dilation_same", (2, 8, 3), (3, 3, 2),
-     dict(dimension_numbers=("NWC", "WIO", "NWC"), rhs_dilation=(2,))),
-    ("2d_nchw_oihw_stride_same", (2, 3, 7, 6), (4, 3, 3, 2),
-     dict(strides=(2, 1), padding="SAME")),
-    ("2d_nchw_oihw_strings_rhs_dilation_valid", (2, 3, 7, 6), (4, 3, 2, 2),
-     dict(dimension_numbers=("NCHW", "OIHW", "NCHW"), rhs_dilation=(2, 3),
-          padding="VALID")),
-    ("2d_nhwc_hwio_explicit", (2, 6, 5, 3), (3, 2, 3, 4),
-     dict(dimension_numbers=("NHWC", "HWIO", "NHWC"),
-          padding=((1, 0), (2, 1)))),
-    ("2d_nhwc_hwio_same_lower_stride", (2, 6, 5, 3), (2, 2, 3, 4),
-     dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), padding="SAME_LOWER",
-          strides=(2, 2))),
-    ("2d_nchw_hwio_nhwc_mixed", (2, 3, 6, 5), (3, 2, 3, 4),
-     dict(dimension_numbers=("NCHW", "HWIO", "NHWC"))),
-    ("2d_conv_dimension_numbers", (2, 6, 5, 3), (2, 3, 3, 4),
-     dict(dimension_numbers=lax.conv_dimension_numbers(
-         (2, 6, 5, 3), (2, 3, 3, 4), ("NHWC", "HWIO", "NHWC")),
-          strides=(1, 2))),
-    ("2d_custom_permutation", (2, 5, 3, 6), (3, 3, 2, 4),
-     dict(dimension_numbers=("NHCW", "HIWO", "CNHW"), strides=(1, 2),
-          rhs_dilation=(2, 1))),
-    ("2d_lhs_rhs_dilation_stride", (2, 3, 5, 4), (4, 3, 3, 2),
-     dict(strides=(2, 1), padding=((2, 1), (0, 1)), lhs_dilation=(2, 2),
-          rhs_dilation=(1, 2))),
-    ("2d_feature_groups", (2, 4, 6, 5), (6, 2, 3, 3),
-     dict(feature_group_count=2, padding=((1, 0), (2, 1)))),
-    ("2d_feature_groups_nhwc", (2, 6, 5, 4), (3, 3, 2, 6),
-     dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2)),
-    ("2d_batch_groups", (4, 3, 6, 5), (6, 3, 3, 2),
-     dict(batch_group_count=2, padding="VALID")),
-    ("3d_ndhwc_dhwio", (2, 4, 5, 4, 2), (2, 3, 2, 2, 3),
-     dict(dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), strides=(1, 2, 1))),
+    (
+        "1d_nch_strings_stride_valid",
+        (2, 3, 9),
+        (4, 3, 3),
+        dict(
+            dimension_numbers=("NCH", "OIH", "NCH"),
+            strides=(2,),
+            padding="VALID",
+        ),
+    ),
+    (
+        "1d_nwc_explicit_lhs_dilation",
+        (2, 7, 3),
+        (3, 3, 4),
+        dict(
+            dimension_numbers=("NWC", "WIO", "NWC"),
+            padding=((1, 2),),
+            lhs_dilation=(2,),
+        ),
+    ),
+    (
+        "1d_nwc_rhs_dilation_same",
+        (2, 8, 3),
+        (3, 3, 2),
+        dict(dimension_numbers=("NWC", "WIO", "NWC"), rhs_dilation=(2,)),
+    ),
+    (
+        "2d_nchw_oihw_stride_same",
+        (2, 3, 7, 6),
+        (4, 3, 3, 2),
+        dict(strides=(2, 1), padding="SAME"),
+    ),
+    (
+        "2d_nchw_oihw_strings_rhs_dilation_valid",
+        (2, 3, 7, 6),
+        (4, 3, 2, 2),
+        dict(
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            rhs_dilation=(2, 3),
+            padding="VALID",
+        ),
+    ),
+    (
+        "2d_nhwc_hwio_explicit",
+        (2, 6, 5, 3),
+        (3, 2, 3, 4),
+        dict(
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), padding=((1, 0), (2, 1))
+        ),
+    ),
+    (
+        "2d_nhwc_hwio_same_lower_stride",
+        (2, 6, 5, 3),
+        (2, 2, 3, 4),
+        dict(
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            padding="SAME_LOWER",
+            strides=(2, 2),
+        ),
+    ),
+    (
+        "2d_nchw_hwio_nhwc_mixed",
+        (2, 3, 6, 5),
+        (3, 2, 3, 4),
+        dict(dimension_numbers=("NCHW", "HWIO", "NHWC")),
+    ),
+    (
+        "2d_conv_dimension_numbers",
+        (2, 6, 5, 3),
+        (2, 3, 3, 4),
+        dict(
+            dimension_numbers=lax.conv_dimension_numbers(
+                (2, 6, 5, 3), (2, 3, 3, 4), ("NHWC", "HWIO", "NHWC")
+            ),
+            strides=(1, 2),
+        ),
+    ),
+    (
+        "2d_custom_permutation",
+        (2, 5, 3, 6),
+        (3, 3, 2, 4),
+        dict(
+            dimension_numbers=("NHCW", "HIWO", "CNHW"),
+            strides=(1, 2),
+            rhs_dilation=(2, 1),
+        ),
+    ),
+    (
+        "2d_lhs_rhs_dilation_stride",
+        (2, 3, 5, 4),
+        (4, 3, 3, 2),
+        dict(
+            strides=(2, 1),
+            padding=((2, 1), (0, 1)),
+            lhs_dilation=(2, 2),
+            rhs_dilation=(1, 2),
+        ),
+    ),
+    (
+        "2d_feature_groups",
+        (2, 4, 6, 5),
+        (6, 2, 3, 3),
+        dict(feature_group_count=2, padding=((1, 0), (2, 1))),
+    ),
+    (
+        "2d_feature_groups_nhwc",
+        (2, 6, 5, 4),
+        (3, 3, 2, 6),
+        dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2),
+    ),
+    (
+        "2d_batch_groups",
+        (4, 3, 6, 5),
+        (6, 3, 3, 2),
+        dict(batch_group_count=2, padding="VALID"),
+    ),
+    (
+        "3d_ndhwc_dhwio",
+        (2, 4, 5, 4, 2),
+        (2, 3, 2, 2, 3),
+        dict(dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), strides=(1, 2, 1)),
+    ),
 )
 
 _CONV_BY_NAME = {case[0]: case for case in _CONV_CASES}
 
 # Cases whose batch axis a ``vmap`` over ``x`` can be folded into.
 _FOLDABLE_CONV_CASES = tuple(
-    c for c in _CONV_CASES if c[3].get("batch_group_count", 1) == 1)
+    c for c in _CONV_CASES if c[3].get("batch_group_count", 1) == 1
+)
 
 _VARIANT_CONV_CASES = tuple(
-    _CONV_BY_NAME[name] for name in (
-        "1d_default", "2d_nhwc_hwio_explicit", "2d_custom_permutation",
-        "2d_feature_groups", "2d_batch_groups", "3d_ndhwc_dhwio"))
+    _CONV_BY_NAME[name]
+    for name in (
+        "1d_default",
+        "2d_nhwc_hwio_explicit",
+        "2d_custom_permutation",
+        "2d_feature_groups",
+        "2d_batch_groups",
+        "3d_ndhwc_dhwio",
+    )
+)
 
 _ELEMENTWISE_FNS = (
     ("identity", None),
@@ -119,44 +210,62 @@ def _rand(shape, dtype, seed):
 def _assert_close(actual, expected, dtype_name):
   tol = _TOL[dtype_name]
   np.testing.assert_allclose(
-      np.asarray(actual, np.float64), np.asarray(expected, np.float64),
-      rtol=tol, atol=tol)
+      np.asarray(actual, np.float64),
+      np.asarray(expected, np.float64),
+      rtol=tol,
+      atol=tol,
+  )
 
 
 def _assert_tree_close(actual, expected, dtype_name):
   chex.assert_trees_all_equal_structs(actual, expected)
-  for a, e in zip(jax.tree_util.tree_leaves(actual),
-                  jax.tree_util.tree_leaves(expected)):
+  for a, e in zip(
+      jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)
+  ):
     chex.assert_equal_shape((a, e))
     _assert_close(a, e, dtype_name)
 
 
 def _conv_specs(x_shape, k_shape, kwargs):
-  return lax.conv_dimension_numbers(x_shape, k_shape,
-                                    kwargs.get("dimension_numbers"))
+  return lax.conv_dimension_numbers(
+      x_shape, k_shape, kwargs.get("dimension_numbers")
+  )
 
 
 def _num_out(x_shape, k_shape, kwargs):
   return k_shape[_conv_specs(x_shape, k_shape, kwargs).rhs_spec[0]]
 
 
-def _lax_conv(x, kernel, bias=None, *, strides=None, padding="SAME",
-              lhs_dilation=None, rhs_dilation=None, feature_group_count=1,
-              batch_group_count=1, dimension_numbers=None):
+def _lax_conv(
+    x,
+    kernel,
+    bias=None,
+    *,
+    strides=None,
+    padding="SAME",
+    lhs_dilation=None,
+    rhs_dilation=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    dimension_numbers=None,
+):
   """Reference: ``lax.conv_general_dilated`` plus a channel-axis bias."""
   n = x.ndim - 2
   y = lax.conv_general_dilated(
-      x, kernel,
+      x,
+      kernel,
       window_strides=(1,) * n if strides is None else strides,
       padding=padding,
       lhs_dilation=lhs_dilation,
       rhs_dilation=rhs_dilation,
       dimension_numbers=dimension_numbers,
       feature_group_count=feature_group_count,
-      batch_group_count=batch_group_count)
+      batch_group_count=batch_group_count,
+  )
   if bias is not None:
     channel_axis = lax.conv_dimension_numbers(
-        x.shape, kernel.shape, dimension_numbers).out_spec[1]
+        x.shape, kernel.shape, dimension_numbers
+    ).out_spec[1]
     shape = [1] * y.ndim
     shape[channel_axis] = bias.shape[0]
     y = y + jnp.reshape(bias, shape)
@@ -206,12 +315,12 @@ def _top_level_names(jaxpr):
   return {eqn.primitive.name for eqn in jaxpr.jaxpr.eqns}
 
 
-def _conv_named(bias_options=(True, False), dtypes=_DTYPES,
-                cases=_CONV_CASES):
+def _conv_named(bias_options=(True, False), dtypes=_DTYPES, cases=_CONV_CASES):
   """Named parameters for a product of conv cases, bias and dtypes."""
   out = []
   for (name, x_shape, k_shape, kwargs), with_bias, dtype in itertools.product(
-      cases, bias_options, dtypes):
+      cases, bias_options, dtypes
+  ):
     suffix = ("_bias" if with_bias else "_nobias") + f"_{dtype}"
     out.append((name + suffix, x_shape, k_shape, kwargs, with_bias, dtype))
   return out
@@ -243,7 +352,8 @@ class ForwardTest(chex.TestCase):
     y = haiku_etp.conv(x, kernel, bias, dimension_numbers=dn)
     self.assertEqual(y.shape, (4, 2, 5, 6))
     np.testing.assert_array_equal(
-        y, jnp.broadcast_to(bias[:, None, None, None], y.shape))
+        y, jnp.broadcast_to(bias[:, None, None, None], y.shape)
+    )
 
   def test_conv_default_strides_and_padding(self):
     x, kernel, _ = _conv_args((2, 3, 6, 5), (4, 3, 3, 3), {}, jnp.float32)
@@ -253,11 +363,19 @@ class ForwardTest(chex.TestCase):
     _assert_close(y, expected, "float32")
 
   @parameterized.named_parameters(
-      (f"{'batched' if batched else 'unbatched'}"
-       f"_{'bias' if with_bias else 'nobias'}_{dtype}", batched, with_bias,
-       dtype)
+      (
+          (
+              f"{'batched' if batched else 'unbatched'}"
+              f"_{'bias' if with_bias else 'nobias'}_{dtype}"
+          ),
+          batched,
+          with_bias,
+          dtype,
+      )
       for batched, with_bias, dtype in itertools.product(
-          (True, False), (True, False), _DTYPES))
+          (True, False), (True, False), _DTYPES
+      )
+  )
   def test_dense(self, batched, with_bias, dtype_name):
     with _x64_scope(dtype_name):
       dtype = jnp.dtype(dtype_name)
@@ -271,7 +389,8 @@ class ForwardTest(chex.TestCase):
 
   @parameterized.named_parameters(
       (f"{fn_name}_{dtype}", fn, dtype)
-      for (fn_name, fn), dtype in itertools.product(_ELEMENTWISE_FNS, _DTYPES))
+      for (fn_name, fn), dtype in itertools.product(_ELEMENTWISE_FNS, _DTYPES)
+  )
   def test_elementwise(self, fn, dtype_name):
     with _x64_scope(dtype_name):
       dtype = jnp.dtype(dtype_name)
@@ -328,7 +447,8 @@ class VariantsTest(chex.TestCase):
       return lambda x, k, b: jnp.sum(jnp.sin(conv_fn(x, k, b, **kwargs)))
 
     grads = self.variant(jax.grad(loss(haiku_etp.conv), argnums=(0, 1, 2)))(
-        x, kernel, bias)
+        x, kernel, bias
+    )
     expected = jax.grad(loss(_lax_conv), argnums=(0, 1, 2))(x, kernel, bias)
     _assert_tree_close(grads, expected, "float32")
 
@@ -340,7 +460,8 @@ class VariantsTest(chex.TestCase):
       return lambda x, w, b: jnp.sum(jnp.tanh(dense_fn(x, w, b)))
 
     grads = self.variant(jax.grad(loss(haiku_etp.dense), argnums=(0, 1, 2)))(
-        x, w, b)
+        x, w, b
+    )
     expected = jax.grad(loss(_lax_dense), argnums=(0, 1, 2))(x, w, b)
     _assert_tree_close(grads, expected, "float32")
 
@@ -358,8 +479,7 @@ class GradTest(chex.TestCase):
       def loss(conv_fn):
         return lambda x, k, b: jnp.sum(conv_fn(x, k, b, **kwargs) * cot)
 
-      grads = jax.grad(loss(haiku_etp.conv), argnums=(0, 1, 2))(
-          x, kernel, bias)
+      grads = jax.grad(loss(haiku_etp.conv), argnums=(0, 1, 2))(x, kernel, bias)
       expected = jax.grad(loss(_lax_conv), argnums=(0, 1, 2))(x, kernel, bias)
       _assert_tree_close(grads, expected, "float64")
 
@@ -382,20 +502,33 @@ class GradTest(chex.TestCase):
     with jax.enable_x64(True):
       w = _rand((2, 3), jnp.float64, 0)
       loss = lambda op: lambda w: jnp.sum(jnp.sin(op(w, fn)))
-      _assert_tree_close(jax.grad(loss(haiku_etp.elementwise))(w),
-                         jax.grad(loss(_lax_elementwise))(w), "float64")
+      _assert_tree_close(
+          jax.grad(loss(haiku_etp.elementwise))(w),
+          jax.grad(loss(_lax_elementwise))(w),
+          "float64",
+      )
 
   @parameterized.named_parameters(
-      *(_CONV_BY_NAME[n] for n in ("2d_custom_permutation", "2d_batch_groups",
-                                   "1d_nwc_explicit_lhs_dilation")))
+      *(
+          _CONV_BY_NAME[n]
+          for n in (
+              "2d_custom_permutation",
+              "2d_batch_groups",
+              "1d_nwc_explicit_lhs_dilation",
+          )
+      )
+  )
   def test_conv_jvp_vjp(self, x_shape, k_shape, kwargs):
     with jax.enable_x64(True):
       primals = _conv_args(x_shape, k_shape, kwargs, jnp.float64)
       tangents = _conv_args(x_shape, k_shape, kwargs, jnp.float64, seed=10)
       fn = lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs)
       ref = lambda x, k, b: _lax_conv(x, k, b, **kwargs)
-      _assert_tree_close(jax.jvp(fn, primals, tangents),
-                         jax.jvp(ref, primals, tangents), "float64")
+      _assert_tree_close(
+          jax.jvp(fn, primals, tangents),
+          jax.jvp(ref, primals, tangents),
+          "float64",
+      )
       y, fn_vjp = jax.vjp(fn, *primals)
       y_ref, ref_vjp = jax.vjp(ref, *primals)
       _assert_close(y, y_ref, "float64")
@@ -407,8 +540,11 @@ class GradTest(chex.TestCase):
     with jax.enable_x64(True):
       primals = _dense_args(batched, jnp.float64)
       tangents = _dense_args(batched, jnp.float64, seed=10)
-      _assert_tree_close(jax.jvp(haiku_etp.dense, primals, tangents),
-                         jax.jvp(_lax_dense, primals, tangents), "float64")
+      _assert_tree_close(
+          jax.jvp(haiku_etp.dense, primals, tangents),
+          jax.jvp(_lax_dense, primals, tangents),
+          "float64",
+      )
       y, fn_vjp = jax.vjp(haiku_etp.dense, *primals)
       _, ref_vjp = jax.vjp(_lax_dense, *primals)
       cot = _rand(y.shape, jnp.float64, 20)
@@ -419,8 +555,11 @@ class GradTest(chex.TestCase):
       w = _rand((2, 3), jnp.float64, 0)
       t = _rand((2, 3), jnp.float64, 1)
       fn = lambda w: haiku_etp.elementwise(w, jax.nn.sigmoid)
-      _assert_tree_close(jax.jvp(fn, (w,), (t,)),
-                         jax.jvp(jax.nn.sigmoid, (w,), (t,)), "float64")
+      _assert_tree_close(
+          jax.jvp(fn, (w,), (t,)),
+          jax.jvp(jax.nn.sigmoid, (w,), (t,)),
+          "float64",
+      )
       _, fn_vjp = jax.vjp(fn, w)
       _, ref_vjp = jax.vjp(jax.nn.sigmoid, w)
       _assert_tree_close(fn_vjp(t), ref_vjp(t), "float64")
@@ -438,21 +577,27 @@ class GradTest(chex.TestCase):
     with jax.enable_x64(True):
       w = _rand((3,), jnp.float64, 0)
       hess = jax.hessian(
-          lambda w: jnp.sum(haiku_etp.elementwise(w, jnp.exp) ** 2))(w)
+          lambda w: jnp.sum(haiku_etp.elementwise(w, jnp.exp) ** 2)
+      )(w)
       _assert_close(hess, jnp.diag(4.0 * jnp.exp(2.0 * w)), "float64")
 
   def test_nested_jit(self):
     _, x_shape, k_shape, kwargs = _CONV_BY_NAME["2d_custom_permutation"]
     x, kernel, bias = _conv_args(x_shape, k_shape, kwargs, jnp.float32)
     fn = jax.jit(jax.jit(lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs)))
-    _assert_close(fn(x, kernel, bias), _lax_conv(x, kernel, bias, **kwargs),
-                  "float32")
+    _assert_close(
+        fn(x, kernel, bias), _lax_conv(x, kernel, bias, **kwargs), "float32"
+    )
     xd, w, b = _dense_args(False, jnp.float32)
-    _assert_close(jax.jit(jax.jit(haiku_etp.dense))(xd, w, b),
-                  _lax_dense(xd, w, b), "float32")
+    _assert_close(
+        jax.jit(jax.jit(haiku_etp.dense))(xd, w, b),
+        _lax_dense(xd, w, b),
+        "float32",
+    )
     inner = jax.jit(lambda w: haiku_etp.elementwise(w, jnp.exp))
-    _assert_close(jax.jit(lambda w: inner(w) * 2.0)(w), 2.0 * jnp.exp(w),
-                  "float32")
+    _assert_close(
+        jax.jit(lambda w: inner(w) * 2.0)(w), 2.0 * jnp.exp(w), "float32"
+    )
 
   def test_checkpoint_conv(self):
     with jax.enable_x64(True):
@@ -462,9 +607,11 @@ class GradTest(chex.TestCase):
       ref = lambda x, k, b: _lax_conv(x, k, b, **kwargs)
       _assert_close(fn(*args), ref(*args), "float64")
       loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))
-      _assert_tree_close(jax.grad(loss(fn), argnums=(0, 1, 2))(*args),
-                         jax.grad(loss(ref), argnums=(0, 1, 2))(*args),
-                         "float64")
+      _assert_tree_close(
+          jax.grad(loss(fn), argnums=(0, 1, 2))(*args),
+          jax.grad(loss(ref), argnums=(0, 1, 2))(*args),
+          "float64",
+      )
 
   def test_checkpoint_dense_and_elementwise(self):
     with jax.enable_x64(True):
@@ -473,8 +620,10 @@ class GradTest(chex.TestCase):
 
       def model(op_dense, op_elementwise):
         def f(x, w, b, tau):
-          return jnp.sum(jnp.tanh(op_dense(x, w, b)) *
-                         op_elementwise(tau, jax.nn.sigmoid))
+          return jnp.sum(
+              jnp.tanh(op_dense(x, w, b)) * op_elementwise(tau, jax.nn.sigmoid)
+          )
+
         return f
 
       fn = jax.checkpoint(model(haiku_etp.dense, haiku_etp.elementwise))
@@ -482,14 +631,17 @@ class GradTest(chex.TestCase):
       _assert_close(fn(x, w, b, tau), ref(x, w, b, tau), "float64")
       _assert_tree_close(
           jax.grad(fn, argnums=(0, 1, 2, 3))(x, w, b, tau),
-          jax.grad(ref, argnums=(0, 1, 2, 3))(x, w, b, tau), "float64")
+          jax.grad(ref, argnums=(0, 1, 2, 3))(x, w, b, tau),
+          "float64",
+      )
 
 
 class VmapTest(chex.TestCase):
   """``vmap`` over inputs and over weights."""
 
-  @parameterized.product(batched=(True, False), with_bias=(True, False),
-                         in_axis=(0, 1))
+  @parameterized.product(
+      batched=(True, False), with_bias=(True, False), in_axis=(0, 1)
+  )
   def test_dense_over_x(self, batched, with_bias, in_axis):
     x, w, b = _dense_args(batched, jnp.float32)
     b = b if with_bias else None
@@ -521,17 +673,21 @@ class VmapTest(chex.TestCase):
     _assert_close(ys, expected, "float32")
 
   @parameterized.named_parameters(
-      ("in1_out0", 1, 0), ("in2_out1", 2, 1), ("in0_out3", 0, 3))
+      ("in1_out0", 1, 0), ("in2_out1", 2, 1), ("in0_out3", 0, 3)
+  )
   def test_conv_over_x_axes(self, in_axis, out_axis):
     _, x_shape, k_shape, kwargs = _CONV_BY_NAME["2d_custom_permutation"]
     x, kernel, bias = _conv_args(x_shape, k_shape, kwargs, jnp.float32)
     samples = [x, _rand(x_shape, jnp.float32, 11), -x]
     xs = jnp.stack(samples, axis=in_axis)
-    ys = jax.vmap(lambda x: haiku_etp.conv(x, kernel, bias, **kwargs),
-                  in_axes=in_axis, out_axes=out_axis)(xs)
+    ys = jax.vmap(
+        lambda x: haiku_etp.conv(x, kernel, bias, **kwargs),
+        in_axes=in_axis,
+        out_axes=out_axis,
+    )(xs)
     expected = jnp.stack(
-        [_lax_conv(v, kernel, bias, **kwargs) for v in samples],
-        axis=out_axis)
+        [_lax_conv(v, kernel, bias, **kwargs) for v in samples], axis=out_axis
+    )
     chex.assert_equal_shape((ys, expected))
     _assert_close(ys, expected, "float32")
 
@@ -550,10 +706,13 @@ class VmapTest(chex.TestCase):
     with jax.enable_x64(True):
       x, w, b = _dense_args(True, jnp.float64)
       loss = lambda op: lambda w, b, x: jnp.sum(jnp.sin(op(x, w, b)))
-      grads = jax.vmap(jax.grad(loss(haiku_etp.dense), argnums=(0, 1)),
-                       in_axes=(None, None, 0))(w, b, x)
-      expected = jax.vmap(jax.grad(loss(_lax_dense), argnums=(0, 1)),
-                          in_axes=(None, None, 0))(w, b, x)
+      grads = jax.vmap(
+          jax.grad(loss(haiku_etp.dense), argnums=(0, 1)),
+          in_axes=(None, None, 0),
+      )(w, b, x)
+      expected = jax.vmap(
+          jax.grad(loss(_lax_dense), argnums=(0, 1)), in_axes=(None, None, 0)
+      )(w, b, x)
       _assert_tree_close(grads, expected, "float64")
 
   @parameterized.named_parameters(
@@ -579,23 +738,27 @@ class VmapTest(chex.TestCase):
     _assert_close(ys, expected, "float32")
 
   @parameterized.named_parameters(
-      ("kernel", (None, 0, None)), ("bias", (None, None, 0)),
-      ("x_and_kernel", (0, 0, None)))
+      ("kernel", (None, 0, None)),
+      ("bias", (None, None, 0)),
+      ("x_and_kernel", (0, 0, None)),
+  )
   def test_conv_over_weight_decomposes(self, in_axes):
     _, x_shape, k_shape, kwargs = _CONV_BY_NAME["2d_nhwc_hwio_explicit"]
     args = list(_conv_args(x_shape, k_shape, kwargs, jnp.float32))
     for i, axis in enumerate(in_axes):
       if axis is not None:
         args[i] = jnp.stack([args[i], 0.5 * args[i]])
-    fn = jax.vmap(lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs),
-                  in_axes=in_axes)
+    fn = jax.vmap(
+        lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs), in_axes=in_axes
+    )
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       ys = fn(*args)
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       names = _primitive_names(jax.make_jaxpr(fn)(*args))
     self.assertNotIn("etp_conv", names)
-    expected = jax.vmap(lambda x, k, b: _lax_conv(x, k, b, **kwargs),
-                        in_axes=in_axes)(*args)
+    expected = jax.vmap(
+        lambda x, k, b: _lax_conv(x, k, b, **kwargs), in_axes=in_axes
+    )(*args)
     _assert_close(ys, expected, "float32")
 
   @parameterized.named_parameters(*_ELEMENTWISE_FNS)
@@ -607,8 +770,7 @@ class VmapTest(chex.TestCase):
       ys = vfn(ws)
       names = _primitive_names(jax.make_jaxpr(vfn)(ws))
     self.assertIn("etp_elementwise", names)
-    _assert_close(ys, jnp.moveaxis(_lax_elementwise(ws, fn), 1, 0),
-                  "float32")
+    _assert_close(ys, jnp.moveaxis(_lax_elementwise(ws, fn), 1, 0), "float32")
 
 
 def _jaxpr_cases():
@@ -619,14 +781,38 @@ def _jaxpr_cases():
   cx, ck, cb = _conv_args(cx_shape, ck_shape, ckw, jnp.float32)
   tau = _rand((4,), jnp.float32, 0)
   return (
-      ("dense", haiku_etp.dense, (x, w, b), "etp_dense", "etp_batched_dense",
-       "etp_dense"),
-      ("batched_dense", haiku_etp.dense, (xb, w, b), "etp_batched_dense",
-       "etp_batched_dense", "etp_dense"),
-      ("conv", lambda x, k, b: haiku_etp.conv(x, k, b, **ckw), (cx, ck, cb),
-       "etp_conv", "etp_conv", None),
-      ("elementwise", lambda w: haiku_etp.elementwise(w, jnp.exp), (tau,),
-       "etp_elementwise", "etp_elementwise", None),
+      (
+          "dense",
+          haiku_etp.dense,
+          (x, w, b),
+          "etp_dense",
+          "etp_batched_dense",
+          "etp_dense",
+      ),
+      (
+          "batched_dense",
+          haiku_etp.dense,
+          (xb, w, b),
+          "etp_batched_dense",
+          "etp_batched_dense",
+          "etp_dense",
+      ),
+      (
+          "conv",
+          lambda x, k, b: haiku_etp.conv(x, k, b, **ckw),
+          (cx, ck, cb),
+          "etp_conv",
+          "etp_conv",
+          None,
+      ),
+      (
+          "elementwise",
+          lambda w: haiku_etp.elementwise(w, jnp.exp),
+          (tau,),
+          "etp_elementwise",
+          "etp_elementwise",
+          None,
+      ),
   )
 
 
@@ -689,7 +875,8 @@ class JaxprTest(chex.TestCase):
     self.assertIn(prim, _primitive_names(jax.make_jaxpr(remat)(*args)))
     loss = lambda *a: jnp.sum(jnp.sin(remat(*a)))
     jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=tuple(range(len(args)))))(
-        *args)
+        *args
+    )
     self.assertIn(prim, _primitive_names(jaxpr))
 
   @parameterized.parameters(*_JAXPR_CASE_NAMES)
@@ -703,8 +890,9 @@ class JaxprTest(chex.TestCase):
     fn, (x, w, b), _, _, _ = self._case("conv")
     ks = jnp.stack([w, -w])
     vfn = jax.vmap(fn, in_axes=(None, 0, None))
-    with self.assertWarnsRegex(haiku_etp.DecomposedPrimitiveWarning,
-                               "etp_conv"):
+    with self.assertWarnsRegex(
+        haiku_etp.DecomposedPrimitiveWarning, "etp_conv"
+    ):
       jaxpr = jax.make_jaxpr(vfn)(x, ks, b)
     self.assertNotIn("etp_conv", _primitive_names(jaxpr))
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
@@ -714,10 +902,13 @@ class JaxprTest(chex.TestCase):
 
 def _conv_call(x_shape, k_shape, bias_shape=None, **kwargs):
   """A thunk calling ``haiku_etp.conv`` on zeros of the given shapes."""
+
   def thunk():
     bias = None if bias_shape is None else jnp.zeros(bias_shape)
-    return haiku_etp.conv(jnp.zeros(x_shape), jnp.zeros(k_shape), bias,
-                          **kwargs)
+    return haiku_etp.conv(
+        jnp.zeros(x_shape), jnp.zeros(k_shape), bias, **kwargs
+    )
+
   return thunk
 
 
@@ -725,6 +916,7 @@ def _dense_call(x_shape, w_shape, b_shape=None):
   def thunk():
     b = None if b_shape is None else jnp.zeros(b_shape)
     return haiku_etp.dense(jnp.zeros(x_shape), jnp.zeros(w_shape), b)
+
   return thunk
 
 
@@ -739,43 +931,92 @@ class ErrorTest(chex.TestCase):
       ("dense_x_rank_0", _dense_call((), (5, 4)), "rank 1 or 2"),
       ("dense_w_rank_1", _dense_call((3, 5), (5,)), "Weight .* rank 2"),
       ("dense_w_rank_3", _dense_call((3, 5), (5, 4, 1)), "Weight .* rank 2"),
-      ("dense_feature_mismatch", _dense_call((3, 5), (6, 4)),
-       "5 features but the weight expects 6"),
-      ("dense_feature_mismatch_unbatched", _dense_call((5,), (4, 5)),
-       "5 features but the weight expects 4"),
-      ("dense_bias_wrong_size", _dense_call((3, 5), (5, 4), (3,)),
-       r"Bias of dense must have shape \(4,\)"),
-      ("dense_bias_wrong_rank", _dense_call((3, 5), (5, 4), (1, 4)),
-       r"Bias of dense must have shape \(4,\).*\(1, 4\)"),
+      (
+          "dense_feature_mismatch",
+          _dense_call((3, 5), (6, 4)),
+          "5 features but the weight expects 6",
+      ),
+      (
+          "dense_feature_mismatch_unbatched",
+          _dense_call((5,), (4, 5)),
+          "5 features but the weight expects 4",
+      ),
+      (
+          "dense_bias_wrong_size",
+          _dense_call((3, 5), (5, 4), (3,)),
+          r"Bias of dense must have shape \(4,\)",
+      ),
+      (
+          "dense_bias_wrong_rank",
+          _dense_call((3, 5), (5, 4), (1, 4)),
+          r"Bias of dense must have shape \(4,\).*\(1, 4\)",
+      ),
       ("conv_rank_mismatch", _conv_call(_X4, (4, 3, 3)), "same rank"),
-      ("conv_x_without_spatial_axis", _conv_call((2, 3), (4, 3)),
-       "spatial axis"),
-      ("conv_too_few_strides", _conv_call(_X4, _K4, strides=(1,)),
-       "strides must have 2 entries"),
-      ("conv_too_many_strides", _conv_call(_X4, _K4, strides=(1, 1, 1)),
-       "strides must have 2 entries"),
-      ("conv_wrong_lhs_dilation", _conv_call(_X4, _K4, lhs_dilation=(1,)),
-       "lhs_dilation must have 2 entries"),
-      ("conv_wrong_rhs_dilation",
-       _conv_call(_X4, _K4, rhs_dilation=(1, 1, 1)),
-       "rhs_dilation must have 2 entries"),
-      ("conv_padding_int", _conv_call(_X4, _K4, padding=3),
-       "padding must be a string or a sequence of"),
-      ("conv_padding_triples",
-       _conv_call(_X4, _K4, padding=((1, 2, 3), (0, 0))),
-       "padding must be a string or a sequence of"),
-      ("conv_padding_unknown_string", _conv_call(_X4, _K4, padding="FULL"),
-       "(?i)padding"),
-      ("conv_padding_wrong_number_of_pairs",
-       _conv_call(_X4, _K4, padding=((1, 1),)), "(?i)pad"),
-      ("conv_bias_wrong_size", _conv_call(_X4, _K4, (3,)),
-       r"Bias of conv must have shape \(4,\)"),
-      ("conv_bias_wrong_rank", _conv_call(_X4, _K4, (4, 1)),
-       r"Bias of conv must have shape \(4,\)"),
-      ("conv_bias_sized_by_wrong_kernel_axis",
-       _conv_call((2, 6, 5, 3), (2, 2, 3, 4), (2,),
-                  dimension_numbers=("NHWC", "HWIO", "NHWC")),
-       r"Bias of conv must have shape \(4,\)"),
+      (
+          "conv_x_without_spatial_axis",
+          _conv_call((2, 3), (4, 3)),
+          "spatial axis",
+      ),
+      (
+          "conv_too_few_strides",
+          _conv_call(_X4, _K4, strides=(1,)),
+          "strides must have 2 entries",
+      ),
+      (
+          "conv_too_many_strides",
+          _conv_call(_X4, _K4, strides=(1, 1, 1)),
+          "strides must have 2 entries",
+      ),
+      (
+          "conv_wrong_lhs_dilation",
+          _conv_call(_X4, _K4, lhs_dilation=(1,)),
+          "lhs_dilation must have 2 entries",
+      ),
+      (
+          "conv_wrong_rhs_dilation",
+          _conv_call(_X4, _K4, rhs_dilation=(1, 1, 1)),
+          "rhs_dilation must have 2 entries",
+      ),
+      (
+          "conv_padding_int",
+          _conv_call(_X4, _K4, padding=3),
+          "padding must be a string or a sequence of",
+      ),
+      (
+          "conv_padding_triples",
+          _conv_call(_X4, _K4, padding=((1, 2, 3), (0, 0))),
+          "padding must be a string or a sequence of",
+      ),
+      (
+          "conv_padding_unknown_string",
+          _conv_call(_X4, _K4, padding="FULL"),
+          "(?i)padding",
+      ),
+      (
+          "conv_padding_wrong_number_of_pairs",
+          _conv_call(_X4, _K4, padding=((1, 1),)),
+          "(?i)pad",
+      ),
+      (
+          "conv_bias_wrong_size",
+          _conv_call(_X4, _K4, (3,)),
+          r"Bias of conv must have shape \(4,\)",
+      ),
+      (
+          "conv_bias_wrong_rank",
+          _conv_call(_X4, _K4, (4, 1)),
+          r"Bias of conv must have shape \(4,\)",
+      ),
+      (
+          "conv_bias_sized_by_wrong_kernel_axis",
+          _conv_call(
+              (2, 6, 5, 3),
+              (2, 2, 3, 4),
+              (2,),
+              dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          ),
+          r"Bias of conv must have shape \(4,\)",
+      ),
   )
   def test_raises(self, thunk, regex):
     with self.assertRaisesRegex(ValueError, regex):
@@ -802,8 +1043,9 @@ class ShardMapTest(chex.TestCase):
 
   def _sharded(self, x):
     return jax.device_put(
-        x, jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
-            "i")))
+        x,
+        jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("i")),
+    )
 
   def test_conv_value_grad_and_jaxpr(self):
     spec = jax.sharding.PartitionSpec
@@ -811,25 +1053,41 @@ class ShardMapTest(chex.TestCase):
     kernel = jnp.asarray(_rand((4, 3, 3, 3), "float32", 1))
     bias = jnp.asarray(_rand((4,), "float32", 2))
     conv = lambda x, k, b: haiku_etp.conv(x, k, b, padding="SAME")
-    sharded = jax.shard_map(conv, mesh=self.mesh,
-                            in_specs=(spec("i"), spec(), spec()),
-                            out_specs=spec("i"))
+    sharded = jax.shard_map(
+        conv,
+        mesh=self.mesh,
+        in_specs=(spec("i"), spec(), spec()),
+        out_specs=spec("i"),
+    )
     xs = self._sharded(x)
-    _assert_close(jax.jit(sharded)(xs, kernel, bias),
-                  _lax_conv(x, kernel, bias, padding="SAME"), "float32")
-    self.assertIn("etp_conv", _primitive_names(
-        jax.make_jaxpr(sharded)(xs, kernel, bias)))
+    _assert_close(
+        jax.jit(sharded)(xs, kernel, bias),
+        _lax_conv(x, kernel, bias, padding="SAME"),
+        "float32",
+    )
+    self.assertIn(
+        "etp_conv", _primitive_names(jax.make_jaxpr(sharded)(xs, kernel, bias))
+    )
 
     def loss(k, b):
-      per_shard = lambda x, k, b: lax.psum(jnp.sum(jnp.tanh(conv(x, k, b))**2),
-                                           "i")
-      return jax.shard_map(per_shard, mesh=self.mesh,
-                           in_specs=(spec("i"), spec(), spec()),
-                           out_specs=spec())(xs, k, b)
+      per_shard = lambda x, k, b: lax.psum(
+          jnp.sum(jnp.tanh(conv(x, k, b)) ** 2), "i"
+      )
+      return jax.shard_map(
+          per_shard,
+          mesh=self.mesh,
+          in_specs=(spec("i"), spec(), spec()),
+          out_specs=spec(),
+      )(xs, k, b)
 
-    ref = lambda k, b: jnp.sum(jnp.tanh(_lax_conv(x, k, b, padding="SAME"))**2)
-    _assert_tree_close(jax.jit(jax.grad(loss, (0, 1)))(kernel, bias),
-                       jax.grad(ref, (0, 1))(kernel, bias), "float32")
+    ref = lambda k, b: jnp.sum(
+        jnp.tanh(_lax_conv(x, k, b, padding="SAME")) ** 2
+    )
+    _assert_tree_close(
+        jax.jit(jax.grad(loss, (0, 1)))(kernel, bias),
+        jax.grad(ref, (0, 1))(kernel, bias),
+        "float32",
+    )
 
   def test_dense_and_elementwise_grad(self):
     spec = jax.sharding.PartitionSpec
@@ -837,17 +1095,24 @@ class ShardMapTest(chex.TestCase):
     w = jnp.asarray(_rand((5, 3), "float32", 1))
     g = jnp.asarray(_rand((3,), "float32", 2))
     model = lambda x, w, g: jnp.tanh(
-        haiku_etp.dense(x, w) * haiku_etp.elementwise(g, jax.nn.sigmoid))
+        haiku_etp.dense(x, w) * haiku_etp.elementwise(g, jax.nn.sigmoid)
+    )
 
     def loss(w, g):
-      per_shard = lambda x, w, g: lax.psum(jnp.sum(model(x, w, g)**2), "i")
-      return jax.shard_map(per_shard, mesh=self.mesh,
-                           in_specs=(spec("i"), spec(), spec()),
-                           out_specs=spec())(self._sharded(x), w, g)
+      per_shard = lambda x, w, g: lax.psum(jnp.sum(model(x, w, g) ** 2), "i")
+      return jax.shard_map(
+          per_shard,
+          mesh=self.mesh,
+          in_specs=(spec("i"), spec(), spec()),
+          out_specs=spec(),
+      )(self._sharded(x), w, g)
 
-    ref = lambda w, g: jnp.sum(jnp.tanh((x @ w) * jax.nn.sigmoid(g))**2)
-    _assert_tree_close(jax.jit(jax.grad(loss, (0, 1)))(w, g),
-                       jax.grad(ref, (0, 1))(w, g), "float32")
+    ref = lambda w, g: jnp.sum(jnp.tanh((x @ w) * jax.nn.sigmoid(g)) ** 2)
+    _assert_tree_close(
+        jax.jit(jax.grad(loss, (0, 1)))(w, g),
+        jax.grad(ref, (0, 1))(w, g),
+        "float32",
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,11 @@ def _scale_trace_to_dw(trace, weights):
 
 def _scale_init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state):
   del x_aval, weight_avals
-  return {"weight": jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,),
-                              y_aval.dtype)}
+  return {
+      "weight": jnp.zeros(
+          tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype
+      )
+  }
 
 
 def _scale_init_pp(x_aval, y_aval, weight_avals, num_hidden_state):
@@ -89,14 +92,22 @@ _SCALE_RULES = dict(
 )
 
 scale_p = haiku_etp.register_primitive(
-    _SCALE_NAME, _scale_impl, batched=True,
-    trainable_invars_fn=lambda p: {"weight": 1}, x_invar_index=0)
+    _SCALE_NAME,
+    _scale_impl,
+    batched=True,
+    trainable_invars_fn=lambda p: {"weight": 1},
+    x_invar_index=0,
+)
 scale_rules = scale_p.register_etp_rules(**_SCALE_RULES)
 
 # An ETP primitive that never gets rules.
 bare_p = haiku_etp.register_primitive(
-    "test_bare_scale", _scale_impl, batched=True,
-    trainable_invars_fn=lambda p: {"weight": 1}, x_invar_index=0)
+    "test_bare_scale",
+    _scale_impl,
+    batched=True,
+    trainable_invars_fn=lambda p: {"weight": 1},
+    x_invar_index=0,
+)
 
 
 def _scale(x, w):
@@ -116,13 +127,17 @@ def _aval(value):
 
 
 def _assert_trees_close(test, actual, expected, rtol, atol=0.0):
-  test.assertEqual(jax.tree_util.tree_structure(actual),
-                   jax.tree_util.tree_structure(expected))
-  for a, e in zip(jax.tree_util.tree_leaves(actual),
-                  jax.tree_util.tree_leaves(expected)):
+  test.assertEqual(
+      jax.tree_util.tree_structure(actual),
+      jax.tree_util.tree_structure(expected),
+  )
+  for a, e in zip(
+      jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)
+  ):
     test.assertEqual(a.shape, e.shape)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=rtol,
-                               atol=atol)
+    np.testing.assert_allclose(
+        np.asarray(a), np.asarray(e), rtol=rtol, atol=atol
+    )
 
 
 def _conv_params(x, kernel, bias=None, **kwargs):
@@ -141,7 +156,8 @@ def _conv_params(x, kernel, bias=None, **kwargs):
 def _lax_conv(x, kernel, params):
   """``lax.conv_general_dilated`` with an ETP conv's params."""
   return lax.conv_general_dilated(
-      x, kernel,
+      x,
+      kernel,
       window_strides=params["strides"],
       padding=params["padding"],
       lhs_dilation=params["lhs_dilation"],
@@ -149,7 +165,8 @@ def _lax_conv(x, kernel, params):
       dimension_numbers=params["dimension_numbers"],
       feature_group_count=params["feature_group_count"],
       batch_group_count=params["batch_group_count"],
-      precision=lax.Precision.HIGHEST)
+      precision=lax.Precision.HIGHEST,
+  )
 
 
 class RegisterPrimitiveTest(chex.TestCase):
@@ -188,7 +205,9 @@ class RegisterPrimitiveTest(chex.TestCase):
     np.testing.assert_allclose(
         jax.grad(remat, argnums=1)(x, w),
         jax.grad(lambda x, w: jnp.sum(jnp.tanh(x * w)), argnums=1)(x, w),
-        rtol=1e-5, atol=1e-6)
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
   @parameterized.parameters(0, 1)
   def test_vmap_over_x_folds_into_batch(self, in_axis):
@@ -222,8 +241,9 @@ class RegisterPrimitiveTest(chex.TestCase):
       y = self.variant(_scale)(x, w)
       self.assertEqual(y.dtype, jnp.float64)
       np.testing.assert_allclose(y, x * w, rtol=1e-15)
-      dw = self.variant(jax.grad(lambda x, w: jnp.sum(_scale(x, w)),
-                                 argnums=1))(x, w)
+      dw = self.variant(
+          jax.grad(lambda x, w: jnp.sum(_scale(x, w)), argnums=1)
+      )(x, w)
       self.assertEqual(dw.dtype, jnp.float64)
       np.testing.assert_allclose(dw, jnp.sum(x, axis=0), rtol=1e-14)
 
@@ -234,8 +254,9 @@ class RegisterPrimitiveTest(chex.TestCase):
     w = _normal(kw, (3,)).astype(jnp.bfloat16)
     y = self.variant(_scale)(x, w)
     self.assertEqual(y.dtype, jnp.bfloat16)
-    np.testing.assert_allclose(np.asarray(y, np.float32),
-                               np.asarray(x * w, np.float32), rtol=1e-2)
+    np.testing.assert_allclose(
+        np.asarray(y, np.float32), np.asarray(x * w, np.float32), rtol=1e-2
+    )
 
   def test_registry(self):
     self.assertIsInstance(scale_p, haiku_etp.ETPPrimitive)
@@ -253,15 +274,22 @@ class RegisterPrimitiveTest(chex.TestCase):
 
   @parameterized.named_parameters(
       (f"T{t}_{'stripped' if strip else 'kept'}", t, strip)
-      for t in (1, 4, 7) for strip in (False, True))
+      for t in (1, 4, 7)
+      for strip in (False, True)
+  )
   def test_drtrl_oracle_exact(self, num_steps, strip_batch):
     with jax.enable_x64(True):
       kx, kw = _keys(2, seed=6)
       xs = _normal(kx, (num_steps, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
       result = testing.drtrl_rule_oracle(
-          scale_p, {"weight": w}, xs, {}, num_hidden_state=2,
-          strip_batch=strip_batch)
+          scale_p,
+          {"weight": w},
+          xs,
+          {},
+          num_hidden_state=2,
+          strip_batch=strip_batch,
+      )
       self.assertEqual(result.online["weight"].dtype, jnp.float64)
       self.assertEqual(result.online["weight"].shape, (4,))
       self.assertLessEqual(result.relative_error, _TOL)
@@ -272,8 +300,9 @@ class RegisterPrimitiveTest(chex.TestCase):
       kx, kw = _keys(2, seed=7)
       xs = _normal(kx, (7, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
-      result = testing.pp_rule_oracle(scale_p, {"weight": w}, xs, {},
-                                      decay=(leak, 0.0), leak=leak)
+      result = testing.pp_rule_oracle(
+          scale_p, {"weight": w}, xs, {}, decay=(leak, 0.0), leak=leak
+      )
       self.assertLessEqual(result.relative_error, _TOL)
 
   def test_pp_oracle_exact_at_one_step(self):
@@ -281,8 +310,9 @@ class RegisterPrimitiveTest(chex.TestCase):
       kx, kw = _keys(2, seed=8)
       xs = _normal(kx, (1, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
-      result = testing.pp_rule_oracle(scale_p, {"weight": w}, xs, {},
-                                      decay=(0.5, 0.3), num_hidden_state=2)
+      result = testing.pp_rule_oracle(
+          scale_p, {"weight": w}, xs, {}, decay=(0.5, 0.3), num_hidden_state=2
+      )
       self.assertLessEqual(result.relative_error, _TOL)
 
 
@@ -317,8 +347,13 @@ class RegistryErrorTest(absltest.TestCase):
     self.assertFalse(haiku_etp.is_etp_primitive(lax.add_p))
     self.assertFalse(haiku_etp.is_etp_primitive(bare_p))
     self.assertFalse(haiku_etp.is_etp_primitive("etp_dense"))
-    for prim in (haiku_etp.etp_dense_p, haiku_etp.etp_batched_dense_p,
-                 haiku_etp.etp_conv_p, haiku_etp.etp_elementwise_p, scale_p):
+    for prim in (
+        haiku_etp.etp_dense_p,
+        haiku_etp.etp_batched_dense_p,
+        haiku_etp.etp_conv_p,
+        haiku_etp.etp_elementwise_p,
+        scale_p,
+    ):
       self.assertTrue(haiku_etp.is_etp_primitive(prim), msg=prim.name)
 
 
@@ -327,25 +362,49 @@ def _fast_path_case(kind):
   kx, kw, kb = _keys(3, seed=11)
   if kind == "dense":
     x = _normal(kx, (3, 5), jnp.float64)
-    weights = {"weight": _normal(kw, (5, 4), jnp.float64),
-               "bias": _normal(kb, (4,), jnp.float64)}
-    return (haiku_etp.etp_batched_dense_p, weights, x, {"has_bias": True},
-            (3, 4), 0)
+    weights = {
+        "weight": _normal(kw, (5, 4), jnp.float64),
+        "bias": _normal(kb, (4,), jnp.float64),
+    }
+    return (
+        haiku_etp.etp_batched_dense_p,
+        weights,
+        x,
+        {"has_bias": True},
+        (3, 4),
+        0,
+    )
   if kind == "conv":
     x = _normal(kx, (2, 5, 4, 3), jnp.float64)
-    weights = {"weight": _normal(kw, (3, 2, 3, 4), jnp.float64),
-               "bias": _normal(kb, (4,), jnp.float64)}
-    params = _conv_params(x, weights["weight"], weights["bias"],
-                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                          strides=(2, 1), padding="SAME")
+    weights = {
+        "weight": _normal(kw, (3, 2, 3, 4), jnp.float64),
+        "bias": _normal(kb, (4,), jnp.float64),
+    }
+    params = _conv_params(
+        x,
+        weights["weight"],
+        weights["bias"],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        strides=(2, 1),
+        padding="SAME",
+    )
     y_shape = jax.eval_shape(
-        functools.partial(haiku_etp.etp_conv_p.bind, **params), x,
-        weights["weight"], weights["bias"]).shape
+        functools.partial(haiku_etp.etp_conv_p.bind, **params),
+        x,
+        weights["weight"],
+        weights["bias"],
+    ).shape
     return haiku_etp.etp_conv_p, weights, x, params, y_shape, 0
   assert kind == "elementwise"
   weights = {"weight": _normal(kw, (2, 3), jnp.float64)}
-  return haiku_etp.etp_elementwise_p, weights, None, {"fn": jnp.tanh}, (
-      4, 2, 3), None
+  return (
+      haiku_etp.etp_elementwise_p,
+      weights,
+      None,
+      {"fn": jnp.tanh},
+      (4, 2, 3),
+      None,
+  )
 
 
 class FastPathTest(parameterized.TestCase):
@@ -353,7 +412,9 @@ class FastPathTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       (f"{kind}_{'stripped' if strip else 'kept'}", kind, strip)
-      for kind in ("dense", "conv", "elementwise") for strip in (False, True))
+      for kind in ("dense", "conv", "elementwise")
+      for strip in (False, True)
+  )
   def test_update_and_solve_agree(self, kind, strip_batch):
     num_states = 2
     with jax.enable_x64(True):
@@ -361,37 +422,46 @@ class FastPathTest(parameterized.TestCase):
       self.assertIsNotNone(prim.rules.drtrl_update)
       self.assertIsNotNone(prim.rules.drtrl_solve)
       trace = haiku_etp.drtrl_init(
-          prim, None if x is None else _aval(x),
+          prim,
+          None if x is None else _aval(x),
           jax.ShapeDtypeStruct(y_shape, jnp.float64),
-          {k: _aval(v) for k, v in weights.items()}, num_states, params)
+          {k: _aval(v) for k, v in weights.items()},
+          num_states,
+          params,
+      )
       keys = _keys(len(trace) + 3, seed=12)
-      trace = {k: _normal(keys.pop(), v.shape, jnp.float64)
-               for k, v in sorted(trace.items())}
+      trace = {
+          k: _normal(keys.pop(), v.shape, jnp.float64)
+          for k, v in sorted(trace.items())
+      }
       d = _normal(keys.pop(), y_shape + (num_states, num_states), jnp.float64)
       d_f = _normal(keys.pop(), y_shape + (num_states,), jnp.float64)
       g = _normal(keys.pop(), y_shape + (num_states,), jnp.float64)
 
       def update(trace, d, d_f, x, fast):
-        return haiku_etp.drtrl_update(prim, trace, d, d_f, x, weights, params,
-                                      fast=fast)
+        return haiku_etp.drtrl_update(
+            prim, trace, d, d_f, x, weights, params, fast=fast
+        )
 
       def solve(trace, g, fast):
-        return haiku_etp.drtrl_solve(prim, trace, g, weights, params,
-                                     fast=fast)
+        return haiku_etp.drtrl_solve(prim, trace, g, weights, params, fast=fast)
 
       if strip_batch:
         update = jax.vmap(update, in_axes=(0, 0, 0, x_axis, None))
         per_sample = jax.vmap(solve, in_axes=(0, 0, None))
         solve = lambda trace, g, fast: jax.tree_util.tree_map(
-            lambda v: jnp.sum(v, axis=0), per_sample(trace, g, fast))
+            lambda v: jnp.sum(v, axis=0), per_sample(trace, g, fast)
+        )
 
       new_fast = update(trace, d, d_f, x, True)
       new_slow = update(trace, d, d_f, x, False)
       _assert_trees_close(self, new_fast, new_slow, rtol=_RTOL)
       jax.tree_util.tree_map(
-          lambda a, b: self.assertEqual(a.shape, b.shape), new_fast, trace)
-      self.assertEqual(jax.tree_util.tree_leaves(new_fast)[0].dtype,
-                       jnp.float64)
+          lambda a, b: self.assertEqual(a.shape, b.shape), new_fast, trace
+      )
+      self.assertEqual(
+          jax.tree_util.tree_leaves(new_fast)[0].dtype, jnp.float64
+      )
       dw_fast = solve(new_fast, g, True)
       dw_slow = solve(new_fast, g, False)
       _assert_trees_close(self, dw_fast, dw_slow, rtol=_RTOL)
@@ -404,16 +474,19 @@ class InitShapeTest(parameterized.TestCase):
 
   def _check(self, prim, x_aval, y_aval, weight_avals, params, expected):
     for num_states in (1, 3):
-      trace = haiku_etp.drtrl_init(prim, x_aval, y_aval, weight_avals,
-                                   num_states, params)
+      trace = haiku_etp.drtrl_init(
+          prim, x_aval, y_aval, weight_avals, num_states, params
+      )
       self.assertEqual(
           {k: v.shape for k, v in trace.items()},
-          {k: v + (num_states,) for k, v in expected.items()})
+          {k: v + (num_states,) for k, v in expected.items()},
+      )
       for v in trace.values():
         self.assertEqual(v.dtype, y_aval.dtype)
         self.assertFalse(np.any(np.asarray(v)))
-      pp = haiku_etp.pp_init(prim, x_aval, y_aval, weight_avals, num_states,
-                             params)
+      pp = haiku_etp.pp_init(
+          prim, x_aval, y_aval, weight_avals, num_states, params
+      )
       self.assertEqual(pp.shape, tuple(y_aval.shape) + (num_states,))
       self.assertEqual(pp.dtype, y_aval.dtype)
       self.assertFalse(np.any(np.asarray(pp)))
@@ -421,75 +494,117 @@ class InitShapeTest(parameterized.TestCase):
   def test_dense_batched(self):
     sds = jax.ShapeDtypeStruct
     self._check(
-        haiku_etp.etp_batched_dense_p, sds((2, 5), jnp.float32),
+        haiku_etp.etp_batched_dense_p,
+        sds((2, 5), jnp.float32),
         sds((2, 4), jnp.float32),
         {"weight": sds((5, 4), jnp.float32), "bias": sds((4,), jnp.float32)},
-        {"has_bias": True}, {"weight": (2, 5, 4), "bias": (2, 4)})
+        {"has_bias": True},
+        {"weight": (2, 5, 4), "bias": (2, 4)},
+    )
 
   def test_dense_unbatched(self):
     sds = jax.ShapeDtypeStruct
     self._check(
-        haiku_etp.etp_dense_p, sds((5,), jnp.float32), sds((4,), jnp.float32),
+        haiku_etp.etp_dense_p,
+        sds((5,), jnp.float32),
+        sds((4,), jnp.float32),
         {"weight": sds((5, 4), jnp.float32), "bias": sds((4,), jnp.float32)},
-        {"has_bias": True}, {"weight": (5, 4), "bias": (4,)})
+        {"has_bias": True},
+        {"weight": (5, 4), "bias": (4,)},
+    )
     self._check(
-        haiku_etp.etp_dense_p, sds((5,), jnp.float32), sds((4,), jnp.float32),
-        {"weight": sds((5, 4), jnp.float32)}, {"has_bias": False},
-        {"weight": (5, 4)})
+        haiku_etp.etp_dense_p,
+        sds((5,), jnp.float32),
+        sds((4,), jnp.float32),
+        {"weight": sds((5, 4), jnp.float32)},
+        {"has_bias": False},
+        {"weight": (5, 4)},
+    )
 
   def test_conv_nchw(self):
     x = jnp.zeros((2, 3, 7, 6))
     kernel = jnp.zeros((4, 3, 3, 2))  # OIHW
     bias = jnp.zeros((4,))
     params = _conv_params(x, kernel, bias, strides=(2, 1), padding="VALID")
-    y = jax.eval_shape(functools.partial(haiku_etp.etp_conv_p.bind, **params),
-                       x, kernel, bias)
+    y = jax.eval_shape(
+        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel, bias
+    )
     self.assertEqual(y.shape, (2, 4, 3, 5))
     self._check(
-        haiku_etp.etp_conv_p, _aval(x), y,
-        {"weight": _aval(kernel), "bias": _aval(bias)}, params,
-        {"weight": (2, 3, 5, 4, 3, 3, 2), "bias": (2, 3, 5, 4)})
+        haiku_etp.etp_conv_p,
+        _aval(x),
+        y,
+        {"weight": _aval(kernel), "bias": _aval(bias)},
+        params,
+        {"weight": (2, 3, 5, 4, 3, 3, 2), "bias": (2, 3, 5, 4)},
+    )
 
   def test_conv_channel_last(self):
     x = jnp.zeros((2, 6, 5, 3))
     kernel = jnp.zeros((3, 2, 3, 4))  # HWIO
     bias = jnp.zeros((4,))
-    params = _conv_params(x, kernel, bias,
-                          dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                          padding="SAME")
-    y = jax.eval_shape(functools.partial(haiku_etp.etp_conv_p.bind, **params),
-                       x, kernel, bias)
+    params = _conv_params(
+        x,
+        kernel,
+        bias,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        padding="SAME",
+    )
+    y = jax.eval_shape(
+        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel, bias
+    )
     self.assertEqual(y.shape, (2, 6, 5, 4))
     self._check(
-        haiku_etp.etp_conv_p, _aval(x), y,
-        {"weight": _aval(kernel), "bias": _aval(bias)}, params,
-        {"weight": (2, 6, 5, 3, 2, 3, 4), "bias": (2, 6, 5, 4)})
+        haiku_etp.etp_conv_p,
+        _aval(x),
+        y,
+        {"weight": _aval(kernel), "bias": _aval(bias)},
+        params,
+        {"weight": (2, 6, 5, 3, 2, 3, 4), "bias": (2, 6, 5, 4)},
+    )
 
   def test_conv_channel_first_output_from_channel_last_input(self):
     x = jnp.zeros((2, 6, 5, 3))
     kernel = jnp.zeros((3, 2, 3, 4))  # HWIO
-    params = _conv_params(x, kernel,
-                          dimension_numbers=("NHWC", "HWIO", "NCHW"),
-                          padding="VALID")
-    y = jax.eval_shape(functools.partial(haiku_etp.etp_conv_p.bind, **params),
-                       x, kernel)
+    params = _conv_params(
+        x, kernel, dimension_numbers=("NHWC", "HWIO", "NCHW"), padding="VALID"
+    )
+    y = jax.eval_shape(
+        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel
+    )
     self.assertEqual(y.shape, (2, 4, 4, 4))
-    self._check(haiku_etp.etp_conv_p, _aval(x), y, {"weight": _aval(kernel)},
-                params, {"weight": (2, 4, 4, 3, 2, 3, 4)})
+    self._check(
+        haiku_etp.etp_conv_p,
+        _aval(x),
+        y,
+        {"weight": _aval(kernel)},
+        params,
+        {"weight": (2, 4, 4, 3, 2, 3, 4)},
+    )
 
   @parameterized.parameters(((3,), (3,)), ((2, 3), (4, 2, 3)))
   def test_elementwise(self, w_shape, y_shape):
     sds = jax.ShapeDtypeStruct
-    self._check(haiku_etp.etp_elementwise_p, None, sds(y_shape, jnp.float32),
-                {"weight": sds(w_shape, jnp.float32)}, {"fn": None},
-                {"weight": y_shape})
+    self._check(
+        haiku_etp.etp_elementwise_p,
+        None,
+        sds(y_shape, jnp.float32),
+        {"weight": sds(w_shape, jnp.float32)},
+        {"fn": None},
+        {"weight": y_shape},
+    )
 
   def test_dtype_follows_y(self):
     with jax.enable_x64(True):
       sds = jax.ShapeDtypeStruct
-      self._check(haiku_etp.etp_elementwise_p, None, sds((3,), jnp.float64),
-                  {"weight": sds((3,), jnp.float64)}, {"fn": None},
-                  {"weight": (3,)})
+      self._check(
+          haiku_etp.etp_elementwise_p,
+          None,
+          sds((3,), jnp.float64),
+          {"weight": sds((3,), jnp.float64)},
+          {"fn": None},
+          {"weight": (3,)},
+      )
 
 
 class PpSolveTest(parameterized.TestCase):
@@ -504,75 +619,121 @@ class PpSolveTest(parameterized.TestCase):
   def test_input_free_keys(self):
     self.assertEqual(
         haiku_etp.etp_batched_dense_p.input_free_keys({"has_bias": True}),
-        frozenset({"bias"}))
-    self.assertIn("bias",
-                  haiku_etp.etp_dense_p.input_free_keys({"has_bias": True}))
+        frozenset({"bias"}),
+    )
+    self.assertIn(
+        "bias", haiku_etp.etp_dense_p.input_free_keys({"has_bias": True})
+    )
     x = jnp.zeros((1, 2, 5))
     params = _conv_params(x, jnp.zeros((3, 2, 3)), jnp.zeros((3,)))
     self.assertIn("bias", haiku_etp.etp_conv_p.input_free_keys(params))
     self.assertNotIn("weight", haiku_etp.etp_conv_p.input_free_keys(params))
-    self.assertIn("weight",
-                  haiku_etp.etp_elementwise_p.input_free_keys({"fn": None}))
+    self.assertIn(
+        "weight", haiku_etp.etp_elementwise_p.input_free_keys({"fn": None})
+    )
 
   @parameterized.parameters(True, False)
   def test_dense(self, batched):
     with jax.enable_x64(True):
       kx, kw, kb = _keys(3, seed=21)
       x_trace = _normal(kx, (3, 5) if batched else (5,), jnp.float64)
-      weights = {"weight": _normal(kw, (5, 4), jnp.float64),
-                 "bias": _normal(kb, (4,), jnp.float64)}
+      weights = {
+          "weight": _normal(kw, (5, 4), jnp.float64),
+          "bias": _normal(kb, (4,), jnp.float64),
+      }
       y_shape = (3, 4) if batched else (4,)
       correction, one_trace = 0.7, 2.5
       f_trace, g, signal = self._signal(y_shape, 2, correction, seed=22)
-      prim = (haiku_etp.etp_batched_dense_p if batched else
-              haiku_etp.etp_dense_p)
-      grads = haiku_etp.pp_solve(prim, x_trace, one_trace, f_trace, g,
-                                 weights, {"has_bias": True}, correction)
+      prim = haiku_etp.etp_batched_dense_p if batched else haiku_etp.etp_dense_p
+      grads = haiku_etp.pp_solve(
+          prim,
+          x_trace,
+          one_trace,
+          f_trace,
+          g,
+          weights,
+          {"has_bias": True},
+          correction,
+      )
       _, vjp = jax.vjp(lambda w: jnp.matmul(x_trace, w), weights["weight"])
       (expected_w,) = vjp(signal)
       expected_b = one_trace * _sum_to_rank(signal, 1)
-      _assert_trees_close(self, grads,
-                          {"weight": expected_w, "bias": expected_b},
-                          rtol=_RTOL, atol=1e-14)
+      _assert_trees_close(
+          self,
+          grads,
+          {"weight": expected_w, "bias": expected_b},
+          rtol=_RTOL,
+          atol=1e-14,
+      )
 
   @parameterized.named_parameters(
-      ("nhwc", (2, 6, 5, 3), (3, 2, 3, 4),
-       dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), strides=(2, 1))),
-      ("nchw_groups", (2, 4, 5, 6), (6, 2, 3, 3),
-       dict(feature_group_count=2, padding=((1, 0), (2, 1)),
-            rhs_dilation=(1, 2))),
+      (
+          "nhwc",
+          (2, 6, 5, 3),
+          (3, 2, 3, 4),
+          dict(dimension_numbers=("NHWC", "HWIO", "NHWC"), strides=(2, 1)),
+      ),
+      (
+          "nchw_groups",
+          (2, 4, 5, 6),
+          (6, 2, 3, 3),
+          dict(
+              feature_group_count=2,
+              padding=((1, 0), (2, 1)),
+              rhs_dilation=(1, 2),
+          ),
+      ),
   )
   def test_conv(self, x_shape, k_shape, kwargs):
     with jax.enable_x64(True):
       kx, kw, kb = _keys(3, seed=23)
       x_trace = _normal(kx, x_shape, jnp.float64)
       kernel = _normal(kw, k_shape, jnp.float64)
-      dn = haiku_etp.conv_dimension_numbers(kwargs.get("dimension_numbers"),
-                                            2)
+      dn = haiku_etp.conv_dimension_numbers(kwargs.get("dimension_numbers"), 2)
       bias = _normal(kb, (k_shape[dn.rhs_spec[0]],), jnp.float64)
       params = _conv_params(x_trace, kernel, bias, **kwargs)
       weights = {"weight": kernel, "bias": bias}
       y, vjp = jax.vjp(lambda k: _lax_conv(x_trace, k, params), kernel)
       correction, one_trace = 0.4, 1.75
       f_trace, g, signal = self._signal(y.shape, 2, correction, seed=24)
-      grads = haiku_etp.pp_solve(haiku_etp.etp_conv_p, x_trace, one_trace,
-                                 f_trace, g, weights, params, correction)
+      grads = haiku_etp.pp_solve(
+          haiku_etp.etp_conv_p,
+          x_trace,
+          one_trace,
+          f_trace,
+          g,
+          weights,
+          params,
+          correction,
+      )
       (expected_w,) = vjp(signal)
       channel_axis = dn.out_spec[1]
       expected_b = one_trace * jnp.sum(
-          signal, axis=tuple(a for a in range(y.ndim) if a != channel_axis))
-      _assert_trees_close(self, grads,
-                          {"weight": expected_w, "bias": expected_b},
-                          rtol=1e-11, atol=1e-13)
+          signal, axis=tuple(a for a in range(y.ndim) if a != channel_axis)
+      )
+      _assert_trees_close(
+          self,
+          grads,
+          {"weight": expected_w, "bias": expected_b},
+          rtol=1e-11,
+          atol=1e-13,
+      )
 
   def test_elementwise(self):
     with jax.enable_x64(True):
       w = _normal(_keys(1, seed=25)[0], (2, 3), jnp.float64)
       correction, one_trace = 0.9, 3.0
       f_trace, g, signal = self._signal((4, 2, 3), 2, correction, seed=26)
-      grads = haiku_etp.pp_solve(haiku_etp.etp_elementwise_p, None,
-                                 one_trace, f_trace, g, {"weight": w},
-                                 {"fn": jnp.tanh}, correction)
+      grads = haiku_etp.pp_solve(
+          haiku_etp.etp_elementwise_p,
+          None,
+          one_trace,
+          f_trace,
+          g,
+          {"weight": w},
+          {"fn": jnp.tanh},
+          correction,
+      )
       expected = one_trace * (1 - jnp.tanh(w) ** 2) * jnp.sum(signal, axis=0)
       _assert_trees_close(self, grads, {"weight": expected}, rtol=_RTOL)
 
@@ -587,8 +748,9 @@ class DecompositionTest(absltest.TestCase):
     fn = jax.vmap(lambda w: haiku_etp.dense(x, w))
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       y = fn(ws)
-    np.testing.assert_allclose(y, jnp.einsum("bi,vio->vbo", x, ws),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        y, jnp.einsum("bi,vio->vbo", x, ws), rtol=1e-5, atol=1e-5
+    )
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       jaxpr = jax.make_jaxpr(fn)(ws)
     self.assertNotIn("etp_batched_dense", str(jaxpr))
@@ -600,8 +762,9 @@ class DecompositionTest(absltest.TestCase):
     fn = jax.vmap(lambda k: haiku_etp.conv(x, k))
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       y = fn(ks)
-    expected = jax.vmap(
-        lambda k: lax.conv_general_dilated(x, k, (1,), "SAME"))(ks)
+    expected = jax.vmap(lambda k: lax.conv_general_dilated(x, k, (1,), "SAME"))(
+        ks
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
   def test_dense_vmap_over_x_keeps_primitive(self):
@@ -627,9 +790,16 @@ class DecompositionTest(absltest.TestCase):
     with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
       jaxpr = jax.make_jaxpr(fn)(xs)
     self.assertNotIn("etp_conv", str(jaxpr))
-    expected = jax.vmap(lambda x: lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", batch_group_count=2,
-        precision=lax.Precision.HIGHEST))(xs)
+    expected = jax.vmap(
+        lambda x: lax.conv_general_dilated(
+            x,
+            kernel,
+            (1, 1),
+            "SAME",
+            batch_group_count=2,
+            precision=lax.Precision.HIGHEST,
+        )
+    )(xs)
     self.assertEqual(y.shape, (2, 2, 6, 5, 4))
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     # Unmapped, the primitive stays.

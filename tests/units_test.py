@@ -76,8 +76,9 @@ class DenseUnitsTest(chex.TestCase):
     self.assertEqual(u.get_unit(y), expected_unit)
     self.assertEqual(u.get_unit(y).dim, expected_unit.dim)
     self.assertEqual(y.shape, x_shape[:-1] + (4,))
-    np.testing.assert_allclose(u.get_mantissa(y), x_m @ w_m, rtol=_RTOL,
-                               atol=_ATOL)
+    np.testing.assert_allclose(
+        u.get_mantissa(y), x_m @ w_m, rtol=_RTOL, atol=_ATOL
+    )
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
@@ -87,18 +88,20 @@ class DenseUnitsTest(chex.TestCase):
       ("ua_into_ma", u.mV, u.siemens, u.uA, 1e-3),
       ("same_unit", u.mV, None, u.mV, 1.0),
   )
-  def test_bias_in_compatible_unit_is_converted(self, x_unit, w_unit,
-                                                bias_unit, factor):
+  def test_bias_in_compatible_unit_is_converted(
+      self, x_unit, w_unit, bias_unit, factor
+  ):
     kx, kw, kb = _keys(3, seed=1)
     x_m = jax.random.normal(kx, (2, 3))
     w_m = jax.random.normal(kw, (3, 4))
     b_m = jax.random.normal(kb, (4,))
-    y = self.variant(haiku_etp.dense)(_with(x_m, x_unit), _with(w_m, w_unit),
-                                      _with(b_m, bias_unit))
-    self.assertEqual(u.get_unit(y),
-                     _unit_or_one(x_unit) * _unit_or_one(w_unit))
-    np.testing.assert_allclose(u.get_mantissa(y), x_m @ w_m + factor * b_m,
-                               rtol=_RTOL, atol=_ATOL)
+    y = self.variant(haiku_etp.dense)(
+        _with(x_m, x_unit), _with(w_m, w_unit), _with(b_m, bias_unit)
+    )
+    self.assertEqual(u.get_unit(y), _unit_or_one(x_unit) * _unit_or_one(w_unit))
+    np.testing.assert_allclose(
+        u.get_mantissa(y), x_m @ w_m + factor * b_m, rtol=_RTOL, atol=_ATOL
+    )
 
   def test_bias_with_other_dimension_raises(self):
     x = jnp.ones((2, 3)) * u.mV
@@ -121,8 +124,10 @@ class DenseUnitsTest(chex.TestCase):
     x = jax.random.normal(kx, (2, 3))
     w = jax.random.normal(kw, (3, 4))
     b = jax.random.normal(kb, (4,))
-    for y, expected in ((self.variant(haiku_etp.dense)(x, w), x @ w),
-                        (self.variant(haiku_etp.dense)(x, w, b), x @ w + b)):
+    for y, expected in (
+        (self.variant(haiku_etp.dense)(x, w), x @ w),
+        (self.variant(haiku_etp.dense)(x, w, b), x @ w + b),
+    ):
       self.assertNotIsInstance(y, u.Quantity)
       self.assertIsInstance(y, jax.Array)
       np.testing.assert_allclose(y, expected, rtol=_RTOL, atol=_ATOL)
@@ -142,8 +147,9 @@ class ConvUnitsTest(chex.TestCase):
     x_m = jax.random.normal(kx, (2, 3, 6))  # NCH
     k_m = jax.random.normal(kk, (4, 3, 3))  # OIH
     b_m = jax.random.normal(kb, (4,))
-    plain = lax.conv_general_dilated(x_m, k_m, (1,), "SAME",
-                                     precision=lax.Precision.HIGHEST)
+    plain = lax.conv_general_dilated(
+        x_m, k_m, (1,), "SAME", precision=lax.Precision.HIGHEST
+    )
     return x_m, k_m, b_m, plain
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -156,19 +162,20 @@ class ConvUnitsTest(chex.TestCase):
     x_m, k_m, _, plain = self._operands()
     y = self.variant(haiku_etp.conv)(_with(x_m, x_unit), _with(k_m, k_unit))
     self.assertIsInstance(y, u.Quantity)
-    self.assertEqual(u.get_unit(y),
-                     _unit_or_one(x_unit) * _unit_or_one(k_unit))
-    np.testing.assert_allclose(u.get_mantissa(y), plain, rtol=_RTOL,
-                               atol=_ATOL)
+    self.assertEqual(u.get_unit(y), _unit_or_one(x_unit) * _unit_or_one(k_unit))
+    np.testing.assert_allclose(u.get_mantissa(y), plain, rtol=_RTOL, atol=_ATOL)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_bias_in_scaled_unit_is_converted(self):
     x_m, k_m, b_m, plain = self._operands(seed=4)
     y = self.variant(haiku_etp.conv)(x_m * u.mV, k_m, b_m * u.volt)
     self.assertEqual(u.get_unit(y), u.mV)
-    np.testing.assert_allclose(u.get_mantissa(y),
-                               plain + 1e3 * b_m[None, :, None], rtol=_RTOL,
-                               atol=_ATOL)
+    np.testing.assert_allclose(
+        u.get_mantissa(y),
+        plain + 1e3 * b_m[None, :, None],
+        rtol=_RTOL,
+        atol=_ATOL,
+    )
 
   def test_bias_with_other_dimension_raises(self):
     x_m, k_m, b_m, _ = self._operands()
@@ -185,8 +192,9 @@ class ConvUnitsTest(chex.TestCase):
     y = haiku_etp.conv(x_m, k_m, b_m)
     self.assertNotIsInstance(y, u.Quantity)
     self.assertIsInstance(y, jax.Array)
-    np.testing.assert_allclose(y, plain + b_m[None, :, None], rtol=_RTOL,
-                               atol=_ATOL)
+    np.testing.assert_allclose(
+        y, plain + b_m[None, :, None], rtol=_RTOL, atol=_ATOL
+    )
 
 
 class ElementwiseUnitsTest(chex.TestCase):
@@ -208,7 +216,8 @@ class ElementwiseUnitsTest(chex.TestCase):
   def test_decay_is_dimensionless(self, tau_unit, to_ms):
     tau_m = jnp.array([[1.0, 2.0, 5.0], [10.0, 20.0, 0.5]]) / to_ms
     y = self.variant(lambda tau: haiku_etp.elementwise(tau, _decay))(
-        tau_m * tau_unit)
+        tau_m * tau_unit
+    )
     self.assertNotIsInstance(y, u.Quantity)
     self.assertEqual(u.get_unit(y), u.UNITLESS)
     self.assertEqual(y.shape, tau_m.shape)
@@ -218,7 +227,8 @@ class ElementwiseUnitsTest(chex.TestCase):
   def test_scaling_keeps_unit(self):
     tau_m = jnp.array([1.0, 2.0, 5.0])
     y = self.variant(lambda tau: haiku_etp.elementwise(tau, _double))(
-        tau_m * u.ms)
+        tau_m * u.ms
+    )
     self.assertIsInstance(y, u.Quantity)
     self.assertEqual(u.get_unit(y), u.ms)
     np.testing.assert_allclose(u.get_mantissa(y), 2 * tau_m, rtol=_RTOL)
@@ -235,32 +245,39 @@ class ElementwiseUnitsTest(chex.TestCase):
   @parameterized.named_parameters(("identity", None), ("tanh", jnp.tanh))
   def test_grad_unitless(self, fn):
     w = jnp.array([0.3, -1.2, 2.0])
-    grad = self.variant(jax.grad(
-        lambda w: jnp.sum(haiku_etp.elementwise(w, fn) ** 2)))(w)
+    grad = self.variant(
+        jax.grad(lambda w: jnp.sum(haiku_etp.elementwise(w, fn) ** 2))
+    )(w)
     y = w if fn is None else jnp.tanh(w)
     dy = jnp.ones_like(w) if fn is None else 1 - jnp.tanh(w) ** 2
     np.testing.assert_allclose(grad, 2 * y * dy, rtol=_RTOL, atol=1e-6)
 
   def test_grad_through_unitful_decay(self):
     tau_m = jnp.array([1.0, 2.0, 5.0])
-    grad = jax.grad(lambda m: jnp.sum(
-        haiku_etp.elementwise(m * u.ms, _decay)))(tau_m)
-    np.testing.assert_allclose(grad, jnp.exp(-1.0 / tau_m) / tau_m ** 2,
-                               rtol=_RTOL)
+    grad = jax.grad(lambda m: jnp.sum(haiku_etp.elementwise(m * u.ms, _decay)))(
+        tau_m
+    )
+    np.testing.assert_allclose(
+        grad, jnp.exp(-1.0 / tau_m) / tau_m**2, rtol=_RTOL
+    )
 
   def test_jit_with_unitful_inputs(self):
     tau = jnp.array([1.0, 2.0]) * u.ms
     y = jax.jit(lambda tau: haiku_etp.elementwise(tau, _decay))(tau)
     np.testing.assert_allclose(y, np.exp([-1.0, -0.5]), rtol=_RTOL)
-    self.assertIn("etp_elementwise",
-                  str(jax.make_jaxpr(
-                      lambda tau: haiku_etp.elementwise(tau, _decay))(tau)))
+    self.assertIn(
+        "etp_elementwise",
+        str(
+            jax.make_jaxpr(lambda tau: haiku_etp.elementwise(tau, _decay))(tau)
+        ),
+    )
     x = jnp.ones((2, 3)) * u.mV
     w = jnp.full((3, 4), 2.0) * u.siemens
     y = jax.jit(lambda x, w: haiku_etp.dense(x, w, jnp.ones(4) * u.uA))(x, w)
     self.assertEqual(u.get_unit(y), u.mA)
-    np.testing.assert_allclose(u.get_mantissa(y), np.full((2, 4), 6.001),
-                               rtol=_RTOL)
+    np.testing.assert_allclose(
+        u.get_mantissa(y), np.full((2, 4), 6.001), rtol=_RTOL
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ from haiku_etp._src import units
 DimensionNumbers = Union[None, Sequence[str], lax.ConvDimensionNumbers]
 
 
-def conv_dimension_numbers(dimension_numbers: DimensionNumbers,
-                           num_spatial: int) -> lax.ConvDimensionNumbers:
+def conv_dimension_numbers(
+    dimension_numbers: DimensionNumbers, num_spatial: int
+) -> lax.ConvDimensionNumbers:
   """Normalises any accepted ``dimension_numbers`` form to specs."""
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
     return dimension_numbers
@@ -63,20 +64,23 @@ def conv_dimension_numbers(dimension_numbers: DimensionNumbers,
 
 
 def _dn(params):
-  return conv_dimension_numbers(params["dimension_numbers"],
-                                len(params["strides"]))
+  return conv_dimension_numbers(
+      params["dimension_numbers"], len(params["strides"])
+  )
 
 
 def _conv(x, kernel, params):
   return lax.conv_general_dilated(
-      x, kernel,
+      x,
+      kernel,
       window_strides=params["strides"],
       padding=params["padding"],
       lhs_dilation=params["lhs_dilation"],
       rhs_dilation=params["rhs_dilation"],
       dimension_numbers=params["dimension_numbers"],
       feature_group_count=params["feature_group_count"],
-      batch_group_count=params["batch_group_count"])
+      batch_group_count=params["batch_group_count"],
+  )
 
 
 def _bias_shape(ndim, channel_axis, size):
@@ -87,8 +91,9 @@ def _conv_impl(x, kernel, *bias, has_bias, **params):
   y = _conv(x, kernel, params)
   if has_bias:
     channel_axis = _dn(params).out_spec[1]
-    y = y + jnp.reshape(bias[0], _bias_shape(y.ndim, channel_axis,
-                                             bias[0].shape[0]))
+    y = y + jnp.reshape(
+        bias[0], _bias_shape(y.ndim, channel_axis, bias[0].shape[0])
+    )
   return y
 
 
@@ -118,8 +123,11 @@ class _Layout:
     self.channel_axis = renum(out_spec[1])
     self.spatial_axes = tuple(renum(a) for a in out_spec[2:])
     # Permutation from y's physical layout to (B?, *spatial, C).
-    self.to_canonical = ((out_spec[0],) if kept else ()) + self.spatial_axes + (
-        self.channel_axis,)
+    self.to_canonical = (
+        ((out_spec[0],) if kept else ())
+        + self.spatial_axes
+        + (self.channel_axis,)
+    )
     self.lead = self.n + (1 if kept else 0)
 
   def y_to_canonical(self, y, extra=0):
@@ -134,10 +142,10 @@ class _Layout:
     rank, size ``C`` on the kernel's ``O`` axis and 1 elsewhere.
     """
     y = self.y_to_canonical(y, extra)
-    lead_shape = y.shape[:self.lead]
+    lead_shape = y.shape[: self.lead]
     channels = y.shape[self.lead]
     k_shape = _bias_shape(kernel_ndim, self.dn.rhs_spec[0], channels)
-    return jnp.reshape(y, lead_shape + k_shape + y.shape[self.lead + 1:])
+    return jnp.reshape(y, lead_shape + k_shape + y.shape[self.lead + 1 :])
 
 
 def _is_kept(params, y_like):
@@ -158,17 +166,19 @@ def _patches(x, kernel_shape, params):
   num_out = kernel_shape[rhs_spec[0]]
   num_in = kernel_shape[rhs_spec[1]]
   p = lax.conv_general_dilated_patches(
-      x, filter_shape,
+      x,
+      filter_shape,
       window_strides=params["strides"],
       padding=params["padding"],
       lhs_dilation=params["lhs_dilation"],
       rhs_dilation=params["rhs_dilation"],
       dimension_numbers=dn,
-      precision=lax.Precision.HIGHEST)
+      precision=lax.Precision.HIGHEST,
+  )
   # p: physical output layout with features ordered (channel, *filter).
   out_spec = dn.out_spec
   p = jnp.transpose(p, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
-  batch, spatial = p.shape[0], p.shape[1:1 + n]
+  batch, spatial = p.shape[0], p.shape[1 : 1 + n]
   channels = p.shape[-1] // max(1, _prod(filter_shape))
   p = jnp.reshape(p, (batch,) + spatial + (channels,) + filter_shape)
   fgc = params["feature_group_count"]
@@ -187,13 +197,16 @@ def _patches(x, kernel_shape, params):
   g_axis = p.ndim - n - 2
   p = jnp.expand_dims(p, g_axis + 1)
   p = jnp.broadcast_to(
-      p, p.shape[:g_axis + 1] + (per_group,) + p.shape[g_axis + 2:])
-  p = jnp.reshape(p, p.shape[:g_axis] + (groups * per_group,) +
-                  p.shape[g_axis + 2:])
+      p, p.shape[: g_axis + 1] + (per_group,) + p.shape[g_axis + 2 :]
+  )
+  p = jnp.reshape(
+      p, p.shape[:g_axis] + (groups * per_group,) + p.shape[g_axis + 2 :]
+  )
   # p: (B_out, *sp, O, I, *filter) in logical kernel order; go physical.
   lead = 1 + n
-  perm = tuple(range(lead)) + tuple(lead + rhs_spec.index(a)
-                                    for a in range(n + 2))
+  perm = tuple(range(lead)) + tuple(
+      lead + rhs_spec.index(a) for a in range(n + 2)
+  )
   return jnp.transpose(p, perm)
 
 
@@ -209,7 +222,8 @@ def _with_batch(x, params):
   if params["batch_group_count"] != 1:
     raise ValueError(
         "Conv rules with the batch stripped need batch_group_count == 1, got "
-        f"{params['batch_group_count']}.")
+        f"{params['batch_group_count']}."
+    )
   return jnp.expand_dims(x, _dn(params).lhs_spec[0])
 
 
@@ -227,19 +241,26 @@ def _instantaneous_weight(x, d_f, kernel_shape, params, extra):
 
 def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
-  out = {"weight": _instantaneous_weight(x, hidden_dim, kernel_shape, params,
-                                         extra=0)}
+  out = {
+      "weight": _instantaneous_weight(
+          x, hidden_dim, kernel_shape, params, extra=0
+      )
+  }
   if has_bias:
     out["bias"] = _Layout(params, _is_kept(params, hidden_dim)).y_to_canonical(
-        hidden_dim)
+        hidden_dim
+    )
   return out
 
 
 def _yw_to_w(hidden_dim, trace, *, has_bias, **params):
   layout = _Layout(params, _is_kept(params, hidden_dim))
   kernel_ndim = trace["weight"].ndim - layout.lead
-  out = {"weight": trace["weight"] *
-                   layout.y_to_kernel_slots(hidden_dim, kernel_ndim)}
+  out = {
+      "weight": (
+          trace["weight"] * layout.y_to_kernel_slots(hidden_dim, kernel_ndim)
+      )
+  }
   if has_bias:
     out["bias"] = trace["bias"] * layout.y_to_canonical(hidden_dim)
   return out
@@ -254,8 +275,9 @@ def _reduce_bias(y_like, params):
 
 def _trace_to_dw(trace, weights, *, has_bias, **params):
   w = trace["weight"]
-  out = {"weight": jnp.sum(w, axis=tuple(range(w.ndim -
-                                               weights["weight"].ndim)))}
+  out = {
+      "weight": jnp.sum(w, axis=tuple(range(w.ndim - weights["weight"].ndim)))
+  }
   if has_bias:
     b = trace["bias"]
     out["bias"] = jnp.sum(b, axis=tuple(range(b.ndim - 1)))
@@ -281,22 +303,30 @@ def _spatial_out(y_shape, params):
   return lead + tuple(y_shape[a] for a in layout.spatial_axes)
 
 
-def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias,
-                **params):
+def _init_drtrl(
+    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **params
+):
   del x_aval
   y_shape = tuple(y_aval.shape)
   w_shape = tuple(weight_avals["weight"].shape)
-  out = {"weight": jnp.zeros(_spatial_out(y_shape, params) + w_shape +
-                             (num_hidden_state,), y_aval.dtype)}
+  out = {
+      "weight": jnp.zeros(
+          _spatial_out(y_shape, params) + w_shape + (num_hidden_state,),
+          y_aval.dtype,
+      )
+  }
   if has_bias:
     num_out = w_shape[_dn(params).rhs_spec[0]]
-    out["bias"] = jnp.zeros(_spatial_out(y_shape, params) +
-                            (num_out, num_hidden_state), y_aval.dtype)
+    out["bias"] = jnp.zeros(
+        _spatial_out(y_shape, params) + (num_out, num_hidden_state),
+        y_aval.dtype,
+    )
   return out
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias,
-             **params):
+def _init_pp(
+    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **params
+):
   del x_aval, weight_avals, has_bias, params
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
@@ -310,11 +340,16 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, d_f.ndim - 1 == len(params["strides"]) + 2)
   d_w = layout.y_to_kernel_slots(d, len(kernel_shape), extra=2)
-  out = {"weight": _mix_states(d_w, trace["weight"]) +
-                   _instantaneous_weight(x, d_f, kernel_shape, params, extra=1)}
+  out = {
+      "weight": (
+          _mix_states(d_w, trace["weight"])
+          + _instantaneous_weight(x, d_f, kernel_shape, params, extra=1)
+      )
+  }
   if has_bias:
-    out["bias"] = (_mix_states(layout.y_to_canonical(d, extra=2), trace["bias"])
-                   + layout.y_to_canonical(d_f, extra=1))
+    out["bias"] = _mix_states(
+        layout.y_to_canonical(d, extra=2), trace["bias"]
+    ) + layout.y_to_canonical(d_f, extra=1)
   return out
 
 
@@ -331,9 +366,14 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **params):
 
 
 etp_conv_p = primitive.register_primitive(
-    "etp_conv", _conv_impl, batched=True,
-    trainable_invars_fn=_trainable_invars, x_invar_index=0,
-    input_free_keys=("bias",), batch_axes_fn=_batch_axes)
+    "etp_conv",
+    _conv_impl,
+    batched=True,
+    trainable_invars_fn=_trainable_invars,
+    x_invar_index=0,
+    input_free_keys=("bias",),
+    batch_axes_fn=_batch_axes,
+)
 etp_conv_p.register_etp_rules(
     yw_to_w=_yw_to_w,
     xy_to_dw=_xy_to_dw,
@@ -353,24 +393,30 @@ def _normalise_padding(padding, num_spatial):
   """Returns a padding string or a tuple of ``num_spatial`` int pairs."""
   if isinstance(padding, str):
     if padding.upper() not in _PADDING_STRINGS:
-      raise ValueError(f"padding must be one of {_PADDING_STRINGS} or "
-                       f"(low, high) pairs, got {padding!r}.")
+      raise ValueError(
+          f"padding must be one of {_PADDING_STRINGS} or "
+          f"(low, high) pairs, got {padding!r}."
+      )
     return padding.upper()
   try:
     pairs = tuple((int(lo), int(hi)) for lo, hi in padding)
   except (TypeError, ValueError):
     raise ValueError(
         "padding must be a string or a sequence of (low, high) pairs, got "
-        f"{padding!r}.") from None
+        f"{padding!r}."
+    ) from None
   if len(pairs) != num_spatial:
-    raise ValueError(f"padding must have {num_spatial} (low, high) pairs for a "
-                     f"{num_spatial}-D conv, got {padding!r}.")
+    raise ValueError(
+        f"padding must have {num_spatial} (low, high) pairs for a "
+        f"{num_spatial}-D conv, got {padding!r}."
+    )
   return pairs
 
 
 def _normalise_dn(dimension_numbers):
-  if dimension_numbers is None or isinstance(dimension_numbers,
-                                             lax.ConvDimensionNumbers):
+  if dimension_numbers is None or isinstance(
+      dimension_numbers, lax.ConvDimensionNumbers
+  ):
     return dimension_numbers
   return tuple(dimension_numbers)
 
@@ -380,8 +426,9 @@ def _optional_tuple(value, n, what):
     return None
   value = tuple(int(v) for v in value)
   if len(value) != n:
-    raise ValueError(f"{what} must have {n} entries for a {n}-D conv, got "
-                     f"{value}.")
+    raise ValueError(
+        f"{what} must have {n} entries for a {n}-D conv, got {value}."
+    )
   return value
 
 
@@ -436,12 +483,14 @@ def conv(
     raise ValueError(
         "conv needs an input with a batch axis, a channel axis and at least "
         "one spatial axis, and a kernel of the same rank; got x shape "
-        f"{x_m.shape} and kernel shape {k_m.shape}.")
+        f"{x_m.shape} and kernel shape {k_m.shape}."
+    )
   n = x_m.ndim - 2
   strides = (1,) * n if strides is None else tuple(int(s) for s in strides)
   if len(strides) != n:
-    raise ValueError(f"strides must have {n} entries for a {n}-D conv, got "
-                     f"{strides}.")
+    raise ValueError(
+        f"strides must have {n} entries for a {n}-D conv, got {strides}."
+    )
   params = dict(
       strides=strides,
       padding=_normalise_padding(padding, n),
@@ -457,8 +506,9 @@ def conv(
     b_m = units.bias_mantissa(bias, unit, "conv")
     num_out = k_m.shape[_dn(params).rhs_spec[0]]
     if b_m.shape != (num_out,):
-      raise ValueError(f"Bias of conv must have shape ({num_out},), got shape "
-                       f"{b_m.shape}.")
+      raise ValueError(
+          f"Bias of conv must have shape ({num_out},), got shape {b_m.shape}."
+      )
     args.append(b_m)
   y = etp_conv_p.bind(*args, has_bias=bias is not None, **params)
   return units.with_unit(y, unit)

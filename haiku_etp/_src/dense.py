@@ -83,11 +83,11 @@ def _xy_to_dw(x, hidden_dim, weights, *, has_bias):
 def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias):
   lead = tuple(y_aval.shape[:-1])
   w_shape = tuple(weight_avals["weight"].shape)
-  out = {"weight": jnp.zeros(lead + w_shape + (num_hidden_state,),
-                             y_aval.dtype)}
+  out = {
+      "weight": jnp.zeros(lead + w_shape + (num_hidden_state,), y_aval.dtype)
+  }
   if has_bias:
-    out["bias"] = jnp.zeros(lead + (w_shape[1], num_hidden_state),
-                            y_aval.dtype)
+    out["bias"] = jnp.zeros(lead + (w_shape[1], num_hidden_state), y_aval.dtype)
   del x_aval
   return out
 
@@ -100,9 +100,10 @@ def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias):
 def _drtrl_update(trace, d, d_f, x, weights, *, has_bias):
   del weights
   out = {
-      "weight":
-          jnp.einsum("...oab,...iob->...ioa", d, trace["weight"]) +
-          jnp.einsum("...i,...oa->...ioa", x, d_f)
+      "weight": (
+          jnp.einsum("...oab,...iob->...ioa", d, trace["weight"])
+          + jnp.einsum("...i,...oa->...ioa", x, d_f)
+      )
   }
   if has_bias:
     out["bias"] = jnp.einsum("...oab,...ob->...oa", d, trace["bias"]) + d_f
@@ -129,15 +130,24 @@ _RULES = dict(
 )
 
 etp_batched_dense_p = primitive.register_primitive(
-    "etp_batched_dense", _dense_impl, batched=True,
-    trainable_invars_fn=_trainable_invars, x_invar_index=0,
-    input_free_keys=("bias",))
+    "etp_batched_dense",
+    _dense_impl,
+    batched=True,
+    trainable_invars_fn=_trainable_invars,
+    x_invar_index=0,
+    input_free_keys=("bias",),
+)
 etp_batched_dense_p.register_etp_rules(**_RULES)
 
 etp_dense_p = primitive.register_primitive(
-    "etp_dense", _dense_impl, batched=False,
-    trainable_invars_fn=_trainable_invars, x_invar_index=0,
-    input_free_keys=("bias",), batched_counterpart=etp_batched_dense_p)
+    "etp_dense",
+    _dense_impl,
+    batched=False,
+    trainable_invars_fn=_trainable_invars,
+    x_invar_index=0,
+    input_free_keys=("bias",),
+    batched_counterpart=etp_batched_dense_p,
+)
 etp_dense_p.register_etp_rules(**_RULES)
 
 
@@ -162,21 +172,27 @@ def dense(x: Any, w: Any, b: Optional[Any] = None) -> Any:
   x_m, x_unit = units.split(x)
   w_m, w_unit = units.split(w)
   if w_m.ndim != 2:
-    raise ValueError(f"Weight of dense must have rank 2, got shape {w_m.shape}.")
+    raise ValueError(
+        f"Weight of dense must have rank 2, got shape {w_m.shape}."
+    )
   if x_m.ndim not in (1, 2):
     raise ValueError(
-        f"Input to dense must have rank 1 or 2, got shape {x_m.shape}.")
+        f"Input to dense must have rank 1 or 2, got shape {x_m.shape}."
+    )
   if x_m.shape[-1] != w_m.shape[0]:
     raise ValueError(
         f"Input to dense has {x_m.shape[-1]} features but the weight expects "
-        f"{w_m.shape[0]}: x shape {x_m.shape}, w shape {w_m.shape}.")
+        f"{w_m.shape[0]}: x shape {x_m.shape}, w shape {w_m.shape}."
+    )
   unit = x_unit * w_unit
   args = [x_m, w_m]
   if b is not None:
     b_m = units.bias_mantissa(b, unit, "dense")
     if b_m.shape != (w_m.shape[1],):
-      raise ValueError(f"Bias of dense must have shape ({w_m.shape[1]},), "
-                       f"got shape {b_m.shape}.")
+      raise ValueError(
+          f"Bias of dense must have shape ({w_m.shape[1]},), "
+          f"got shape {b_m.shape}."
+      )
     args.append(b_m)
   prim = etp_batched_dense_p if x_m.ndim == 2 else etp_dense_p
   y = prim.bind(*args, has_bias=b is not None)

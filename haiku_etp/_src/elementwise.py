@@ -77,8 +77,11 @@ def _xy_to_dw(x, hidden_dim, weights, *, fn):
 
 def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
   del x_aval, weight_avals, fn
-  return {"weight": jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,),
-                              y_aval.dtype)}
+  return {
+      "weight": jnp.zeros(
+          tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype
+      )
+  }
 
 
 def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
@@ -89,8 +92,12 @@ def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
 def _drtrl_update(trace, d, d_f, x, weights, *, fn):
   del x
   deriv = _derivative(fn, weights["weight"])
-  return {"weight": jnp.einsum("...ab,...b->...a", d, trace["weight"]) +
-                    d_f * deriv[..., None]}
+  return {
+      "weight": (
+          jnp.einsum("...ab,...b->...a", d, trace["weight"])
+          + d_f * deriv[..., None]
+      )
+  }
 
 
 def _drtrl_solve(trace, g, weights, *, fn):
@@ -105,9 +112,13 @@ def _batching_rule(args, dims, *, fn):
 
 
 etp_elementwise_p = primitive.register_primitive(
-    "etp_elementwise", _elementwise_impl, batched=False,
-    trainable_invars_fn=lambda params: {"weight": 0}, x_invar_index=None,
-    batching_rule=_batching_rule)
+    "etp_elementwise",
+    _elementwise_impl,
+    batched=False,
+    trainable_invars_fn=lambda params: {"weight": 0},
+    x_invar_index=None,
+    batching_rule=_batching_rule,
+)
 etp_elementwise_p.register_etp_rules(
     yw_to_w=_yw_to_w,
     xy_to_dw=_xy_to_dw,
@@ -169,12 +180,14 @@ def elementwise(w: Any, fn: Optional[Callable[[Any], Any]] = None) -> Any:
       on_quantity = fn
     else:
       on_quantity = lambda m: fn(u.Quantity(m, unit=w_unit))
-    probe = jax.eval_shape(on_quantity,
-                           jax.ShapeDtypeStruct(w_m.shape, w_m.dtype))
+    probe = jax.eval_shape(
+        on_quantity, jax.ShapeDtypeStruct(w_m.shape, w_m.dtype)
+    )
     if probe.shape != w_m.shape:
       raise ValueError(
           f"fn must act position by position: it maps shape {w_m.shape} to "
-          f"{probe.shape}.")
+          f"{probe.shape}."
+      )
     out_unit = u.get_unit(probe)
     if not (w_unit.is_unitless and out_unit.is_unitless):
       fn = _OnMantissa(fn, w_unit, out_unit)

@@ -39,23 +39,31 @@ from haiku_etp._src import primitive
 def relative_error(actual: Any, expected: Any) -> float:
   """Largest per-leaf ``||actual - expected|| / ||expected||`` of two trees."""
   errs = jax.tree_util.tree_map(
-      lambda a, e: float(np.linalg.norm(np.asarray(a, np.float64) -
-                                        np.asarray(e, np.float64)) /
-                         max(np.linalg.norm(np.asarray(e, np.float64)), 1e-300)),
-      actual, expected)
+      lambda a, e: float(
+          np.linalg.norm(np.asarray(a, np.float64) - np.asarray(e, np.float64))
+          / max(np.linalg.norm(np.asarray(e, np.float64)), 1e-300)
+      ),
+      actual,
+      expected,
+  )
   return max(jax.tree_util.tree_leaves(errs), default=0.0)
 
 
 def cosine_similarity(actual: Any, expected: Any) -> float:
   """Cosine between two trees flattened into single vectors."""
-  flat = lambda t: np.concatenate([np.ravel(np.asarray(l, np.float64))
-                                   for l in jax.tree_util.tree_leaves(t)])
+  flat = lambda t: np.concatenate(
+      [
+          np.ravel(np.asarray(l, np.float64))
+          for l in jax.tree_util.tree_leaves(t)
+      ]
+  )
   a, e = flat(actual), flat(expected)
   return float(a @ e / max(np.linalg.norm(a) * np.linalg.norm(e), 1e-300))
 
 
 class OracleResult(NamedTuple):
   """Gradients from the rules (``online``) and from ``jax.grad`` (``exact``)."""
+
   online: dict
   exact: dict
 
@@ -69,9 +77,9 @@ class OracleResult(NamedTuple):
 
 
 class _System(NamedTuple):
-  d: jax.Array       # (T, *H, S, S)
-  d_f: jax.Array     # (T, *H, S)
-  g: jax.Array       # (T, *H, S)
+  d: jax.Array  # (T, *H, S, S)
+  d_f: jax.Array  # (T, *H, S)
+  g: jax.Array  # (T, *H, S)
   hidden_shape: tuple
   batch_axis: Optional[int]
 
@@ -85,8 +93,17 @@ def _bind(prim, x, weights, params):
   return prim.bind(*args, **params)
 
 
-def _system(prim, weights, xs, params, num_steps, num_hidden_state,
-            batch_size, leak, seed) -> _System:
+def _system(
+    prim,
+    weights,
+    xs,
+    params,
+    num_steps,
+    num_hidden_state,
+    batch_size,
+    leak,
+    seed,
+) -> _System:
   x0 = None if xs is None else xs[0]
   y = jax.eval_shape(lambda x, w: _bind(prim, x, w, params), x0, weights)
   if prim.x_invar_index is None and batch_size is not None:
@@ -116,10 +133,13 @@ def _exact_grads(prim, weights, xs, params, system):
     for t in range(system.d.shape[0]):
       y = _bind(prim, None if xs is None else xs[t], w, params)
       y = jnp.broadcast_to(y, system.hidden_shape)
-      h = (jnp.einsum("...ab,...b->...a", system.d[t], h) +
-           system.d_f[t] * y[..., None])
+      h = (
+          jnp.einsum("...ab,...b->...a", system.d[t], h)
+          + system.d_f[t] * y[..., None]
+      )
       total = total + jnp.sum(system.g[t] * h)
     return total
+
   return jax.grad(loss)(dict(weights))
 
 
@@ -170,17 +190,24 @@ def drtrl_rule_oracle(
   """
   weights = dict(weights)
   steps = _num_steps(xs, num_steps)
-  system = _system(prim, weights, xs, params, steps, num_hidden_state,
-                   batch_size, None, seed)
+  system = _system(
+      prim, weights, xs, params, steps, num_hidden_state, batch_size, None, seed
+  )
   x0 = None if xs is None else xs[0]
   y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
-  trace = primitive.drtrl_init(prim, None if x0 is None else _aval(x0), y_aval,
-                               {k: _aval(v) for k, v in weights.items()},
-                               num_hidden_state, params)
+  trace = primitive.drtrl_init(
+      prim,
+      None if x0 is None else _aval(x0),
+      y_aval,
+      {k: _aval(v) for k, v in weights.items()},
+      num_hidden_state,
+      params,
+  )
 
   def update(trace, d, d_f, x):
-    return primitive.drtrl_update(prim, trace, d, d_f, x, weights, params,
-                                  fast=fast)
+    return primitive.drtrl_update(
+        prim, trace, d, d_f, x, weights, params, fast=fast
+    )
 
   def solve(trace, g):
     return primitive.drtrl_solve(prim, trace, g, weights, params, fast=fast)
@@ -195,7 +222,8 @@ def drtrl_rule_oracle(
     update = jax.vmap(update, in_axes=(0, ax, ax, x_axis))
     per_sample_solve = jax.vmap(solve, in_axes=(0, ax))
     solve = lambda trace, g: jax.tree_util.tree_map(
-        lambda v: jnp.sum(v, axis=0), per_sample_solve(trace, g))
+        lambda v: jnp.sum(v, axis=0), per_sample_solve(trace, g)
+    )
 
   grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
   for t in range(steps):
@@ -248,13 +276,19 @@ def pp_rule_oracle(
   weights = dict(weights)
   alpha_x, alpha_f = decay
   steps = _num_steps(xs, num_steps)
-  system = _system(prim, weights, xs, params, steps, num_hidden_state,
-                   batch_size, leak, seed)
+  system = _system(
+      prim, weights, xs, params, steps, num_hidden_state, batch_size, leak, seed
+  )
   x0 = None if xs is None else xs[0]
   y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
-  f_trace = primitive.pp_init(prim, None if x0 is None else _aval(x0), y_aval,
-                              {k: _aval(v) for k, v in weights.items()},
-                              num_hidden_state, params)
+  f_trace = primitive.pp_init(
+      prim,
+      None if x0 is None else _aval(x0),
+      y_aval,
+      {k: _aval(v) for k, v in weights.items()},
+      num_hidden_state,
+      params,
+  )
   x_trace = None if x0 is None else jnp.zeros_like(x0)
   one_trace = 0.0
   grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
@@ -262,10 +296,20 @@ def pp_rule_oracle(
     if x_trace is not None:
       x_trace = alpha_x * x_trace + xs[t]
     one_trace = alpha_x * one_trace + 1.0
-    f_trace = (alpha_f * jnp.einsum("...ab,...b->...a", system.d[t], f_trace) +
-               (1.0 - alpha_f) * system.d_f[t])
-    correction = 1.0 - alpha_f**(t + 1)
-    step = primitive.pp_solve(prim, x_trace, one_trace, f_trace, system.g[t],
-                              weights, params, correction)
+    f_trace = (
+        alpha_f * jnp.einsum("...ab,...b->...a", system.d[t], f_trace)
+        + (1.0 - alpha_f) * system.d_f[t]
+    )
+    correction = 1.0 - alpha_f ** (t + 1)
+    step = primitive.pp_solve(
+        prim,
+        x_trace,
+        one_trace,
+        f_trace,
+        system.g[t],
+        weights,
+        params,
+        correction,
+    )
     grads = jax.tree_util.tree_map(jnp.add, grads, step)
   return OracleResult(grads, _exact_grads(prim, weights, xs, params, system))

@@ -89,6 +89,7 @@ class ETPRules(NamedTuple):
   * ``drtrl_solve(trace, g, weights, **params) -> dict`` computes the
     parameter-shaped ``sum_a reduce(g[..., a] * eps[..., a])``.
   """
+
   yw_to_w: Callable[..., Any]
   xy_to_dw: Callable[..., Any]
   xy_to_trace: Callable[..., Any]
@@ -164,14 +165,19 @@ class ETPPrimitive(jex_core.Primitive):
 
   def register_etp_rules(self, **rules: Callable[..., Any]) -> ETPRules:
     """Registers the trace rules of this primitive (see :class:`ETPRules`)."""
-    missing = [f for f in ETPRules._fields
-               if f not in rules and ETPRules._field_defaults.get(f, 0) is not None]
+    missing = [
+        f
+        for f in ETPRules._fields
+        if f not in rules and ETPRules._field_defaults.get(f, 0) is not None
+    ]
     if missing:
       raise TypeError(f"Rules for {self.name!r} lack {missing}.")
     unknown = set(rules) - set(ETPRules._fields)
     if unknown:
-      raise TypeError(f"Unknown rules for {self.name!r}: {sorted(unknown)}; "
-                      f"known rules are {list(ETPRules._fields)}.")
+      raise TypeError(
+          f"Unknown rules for {self.name!r}: {sorted(unknown)}; "
+          f"known rules are {list(ETPRules._fields)}."
+      )
     _RULES[self] = ETPRules(**rules)
     return _RULES[self]
 
@@ -196,7 +202,8 @@ def get_etp_rules(prim: jex_core.Primitive) -> ETPRules:
   except (KeyError, TypeError):
     raise KeyError(
         f"No ETP rules are registered for primitive {prim!r}; call "
-        "register_etp_rules on it first.") from None
+        "register_etp_rules on it first."
+    ) from None
 
 
 def _abstract_eval(*avals, impl, **params):
@@ -219,8 +226,11 @@ def _jvp(primals, tangents, *, prim, **params):
   if not nonzero:
     return out, ad.Zero.from_primal_value(out)
   # The tangent map is linear in the tangents, so JAX can transpose it.
-  _, t_out = jax.jvp(partial_impl, [primals[i] for i in nonzero],
-                     [tangents[i] for i in nonzero])
+  _, t_out = jax.jvp(
+      partial_impl,
+      [primals[i] for i in nonzero],
+      [tangents[i] for i in nonzero],
+  )
   return out, t_out
 
 
@@ -228,7 +238,9 @@ def _decompose(prim, args, dims, params, why):
   warnings.warn(
       f"vmap of {prim.name} {why}; it is computed with plain JAX ops and is "
       "no longer visible to the ETP compiler.",
-      DecomposedPrimitiveWarning, stacklevel=4)
+      DecomposedPrimitiveWarning,
+      stacklevel=4,
+  )
   fn = functools.partial(prim.impl, **params)
   return jax.vmap(fn, in_axes=tuple(dims))(*args), 0
 
@@ -237,29 +249,39 @@ def _batching_rule(args, dims, *, prim, **params):
   x_idx = prim.x_invar_index
   others = [d for i, d in enumerate(dims) if i != x_idx and d is not None]
   if x_idx is None or others or dims[x_idx] is None:
-    return _decompose(prim, args, dims, params,
-                      "over a trainable operand cannot be expressed as one op")
+    return _decompose(
+        prim,
+        args,
+        dims,
+        params,
+        "over a trainable operand cannot be expressed as one op",
+    )
   x, d = args[x_idx], dims[x_idx]
   new_args = list(args)
   if not prim.batched:
     if prim.batched_counterpart is None:
-      return _decompose(prim, args, dims, params,
-                        "has no batched counterpart")
+      return _decompose(prim, args, dims, params, "has no batched counterpart")
     new_args[x_idx] = jnp.moveaxis(x, d, 0)
     return prim.batched_counterpart.bind(*new_args, **params), 0
   axes = prim.batch_axes(params)
   if axes is None:
-    return _decompose(prim, args, dims, params,
-                      "cannot fold the mapped axis into a grouped batch")
+    return _decompose(
+        prim,
+        args,
+        dims,
+        params,
+        "cannot fold the mapped axis into a grouped batch",
+    )
   x_axis, y_axis = axes
   # Fold the mapped axis into the op's own batch axis, mapped axis outermost.
   x = jnp.moveaxis(x, d, x_axis)
   v = x.shape[x_axis]
-  x = x.reshape(x.shape[:x_axis] + (-1,) + x.shape[x_axis + 2:])
+  x = x.reshape(x.shape[:x_axis] + (-1,) + x.shape[x_axis + 2 :])
   new_args[x_idx] = x
   y = prim.bind(*new_args, **params)
-  y = y.reshape(y.shape[:y_axis] + (v, y.shape[y_axis] // v) +
-                y.shape[y_axis + 1:])
+  y = y.reshape(
+      y.shape[:y_axis] + (v, y.shape[y_axis] // v) + y.shape[y_axis + 1 :]
+  )
   return y, y_axis
 
 
@@ -311,9 +333,14 @@ def register_primitive(
   [3.0, 3.0]
   """
   prim = ETPPrimitive(
-      name, impl, batched=batched, trainable_invars_fn=trainable_invars_fn,
-      x_invar_index=x_invar_index, input_free_keys=input_free_keys,
-      batch_axes_fn=batch_axes_fn)
+      name,
+      impl,
+      batched=batched,
+      trainable_invars_fn=trainable_invars_fn,
+      x_invar_index=x_invar_index,
+      input_free_keys=input_free_keys,
+      batch_axes_fn=batch_axes_fn,
+  )
   prim.batched_counterpart = batched_counterpart
   prim.def_impl(impl)
   prim.def_abstract_eval(functools.partial(_abstract_eval, impl=impl))
@@ -335,8 +362,9 @@ def _add(a, b):
 
 def drtrl_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):
   """Zero D-RTRL traces of one relation feeding a group of ``S`` states."""
-  return prim.rules.init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state,
-                               **params)
+  return prim.rules.init_drtrl(
+      x_aval, y_aval, weight_avals, num_hidden_state, **params
+  )
 
 
 def drtrl_update(prim, trace, d, d_f, x, weights, params, *, fast=True):
@@ -394,19 +422,22 @@ def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
   total = None
   for a in range(g.shape[-1]):
     part = rules.trace_to_dw(
-        rules.yw_to_w(g[..., a], _slot(trace, a), **params), weights, **params)
+        rules.yw_to_w(g[..., a], _slot(trace, a), **params), weights, **params
+    )
     total = part if total is None else _add(total, part)
   return total
 
 
 def pp_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):
   """Zero output-side ES-D-RTRL trace ``eps_f`` of shape ``(*y.shape, S)``."""
-  return prim.rules.init_pp(x_aval, y_aval, weight_avals, num_hidden_state,
-                            **params)
+  return prim.rules.init_pp(
+      x_aval, y_aval, weight_avals, num_hidden_state, **params
+  )
 
 
-def pp_solve(prim, x_trace, one_trace, f_trace, g, weights, params,
-             correction=1.0):
+def pp_solve(
+    prim, x_trace, one_trace, f_trace, g, weights, params, correction=1.0
+):
   r"""ES-D-RTRL gradient of one relation at one step.
 
   .. math::
@@ -432,4 +463,4 @@ def pp_solve(prim, x_trace, one_trace, f_trace, g, weights, params,
   signal = jnp.sum(f_trace * g, axis=-1) / correction
   grads = prim.rules.xy_to_dw(x_trace, signal, weights, **params)
   free = prim.input_free_keys(params)
-  return {k: (v * one_trace if k in free else v) for k, v in grads.items()}
+  return {k: v * one_trace if k in free else v for k, v in grads.items()}

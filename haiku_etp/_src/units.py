@@ -35,7 +35,8 @@ def bias_mantissa(bias: Any, unit: u.Unit, op_name: str) -> jax.Array:
   if bias_unit.dim != unit.dim:
     raise ValueError(
         f"The bias of {op_name} has unit {bias_unit}, which does not match "
-        f"unit(x) * unit(weight) = {unit}.")
+        f"unit(x) * unit(weight) = {unit}."
+    )
   return u.Quantity(bias).to_decimal(unit)
 
 
