@@ -34,9 +34,12 @@ from haiku_etp._src.primitive import ETPPrimitive
 from haiku_etp._src.primitive import ETPRules
 from haiku_etp._src.primitive import get_etp_rules
 from haiku_etp._src.primitive import is_etp_primitive
+from haiku_etp._src.primitive import mix_states
 from haiku_etp._src.primitive import pp_init
 from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
+from haiku_etp._src.primitive import sum_leading
+from haiku_etp._src.primitive import weighted_state_sum
 
 __version__ = "0.1.0"
 
@@ -57,7 +60,10 @@ __all__ = (
     "etp_elementwise_p",
     "get_etp_rules",
     "is_etp_primitive",
+    "mix_states",
     "pp_init",
     "pp_solve",
     "register_primitive",
+    "sum_leading",
+    "weighted_state_sum",
 )

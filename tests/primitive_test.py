@@ -806,5 +806,44 @@ class DecompositionTest(absltest.TestCase):
     self.assertIn("etp_conv", str(jax.make_jaxpr(conv)(xs[0])))
 
 
+class ReductionHelpersTest(parameterized.TestCase):
+  """The fused helpers the fast paths are built from."""
+
+  @parameterized.parameters((1, 0), (1, 1), (7, 1), (6, 2), (13, 3), (5, 0))
+  def test_sum_leading(self, size, num_axes):
+    shape = (size, 3, 2, 4)[: num_axes + 2] if num_axes else (size, 3)
+    x = np.random.RandomState(size).standard_normal(shape).astype(np.float32)
+    expected = x.sum(axis=tuple(range(num_axes)))
+    np.testing.assert_allclose(
+        haiku_etp.sum_leading(jnp.asarray(x), num_axes),
+        expected,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+  @parameterized.parameters(1, 2, 3)
+  def test_mix_states_and_weighted_state_sum(self, num_states):
+    rng = np.random.RandomState(num_states)
+    d = rng.standard_normal((4, 1, 5, num_states, num_states))
+    trace = rng.standard_normal((4, 3, 5, num_states))
+    g = rng.standard_normal((4, 1, 5, num_states))
+    np.testing.assert_allclose(
+        haiku_etp.mix_states(jnp.asarray(d), jnp.asarray(trace)),
+        np.einsum(
+            "xyzab,xyzb->xyza",
+            np.broadcast_to(d, (4, 3, 5) + d.shape[-2:]),
+            trace,
+        ),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        haiku_etp.weighted_state_sum(jnp.asarray(trace), jnp.asarray(g)),
+        np.einsum("xyza,xyza->xyz", trace, np.broadcast_to(g, trace.shape)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -269,18 +269,15 @@ def _yw_to_w(hidden_dim, trace, *, has_bias, **params):
 def _reduce_bias(y_like, params):
   """Sums a y-shaped array over everything but the layout's channel axis."""
   layout = _Layout(params, _is_kept(params, y_like))
-  axes = tuple(a for a in range(y_like.ndim) if a != layout.channel_axis)
-  return jnp.sum(y_like, axis=axes)
+  return primitive.sum_leading(layout.y_to_canonical(y_like), layout.lead)
 
 
 def _trace_to_dw(trace, weights, *, has_bias, **params):
   w = trace["weight"]
-  out = {
-      "weight": jnp.sum(w, axis=tuple(range(w.ndim - weights["weight"].ndim)))
-  }
+  out = {"weight": primitive.sum_leading(w, w.ndim - weights["weight"].ndim)}
   if has_bias:
     b = trace["bias"]
-    out["bias"] = jnp.sum(b, axis=tuple(range(b.ndim - 1)))
+    out["bias"] = primitive.sum_leading(b, b.ndim - 1)
   return out
 
 
@@ -331,23 +328,18 @@ def _init_pp(
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _mix_states(d, trace):
-  """``out[..., a] = sum_b d[..., a, b] * trace[..., b]`` with broadcasting."""
-  return jnp.sum(d * trace[..., None, :], axis=-1)
-
-
 def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, d_f.ndim - 1 == len(params["strides"]) + 2)
   d_w = layout.y_to_kernel_slots(d, len(kernel_shape), extra=2)
   out = {
       "weight": (
-          _mix_states(d_w, trace["weight"])
+          primitive.mix_states(d_w, trace["weight"])
           + _instantaneous_weight(x, d_f, kernel_shape, params, extra=1)
       )
   }
   if has_bias:
-    out["bias"] = _mix_states(
+    out["bias"] = primitive.mix_states(
         layout.y_to_canonical(d, extra=2), trace["bias"]
     ) + layout.y_to_canonical(d_f, extra=1)
   return out
@@ -357,11 +349,13 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, g.ndim - 1 == len(params["strides"]) + 2)
   g_w = layout.y_to_kernel_slots(g, len(kernel_shape), extra=1)
-  w = jnp.sum(trace["weight"] * g_w, axis=-1)
-  out = {"weight": jnp.sum(w, axis=tuple(range(layout.lead)))}
+  w = primitive.weighted_state_sum(trace["weight"], g_w)
+  out = {"weight": primitive.sum_leading(w, layout.lead)}
   if has_bias:
-    b = jnp.sum(trace["bias"] * layout.y_to_canonical(g, extra=1), axis=-1)
-    out["bias"] = jnp.sum(b, axis=tuple(range(b.ndim - 1)))
+    b = primitive.weighted_state_sum(
+        trace["bias"], layout.y_to_canonical(g, extra=1)
+    )
+    out["bias"] = primitive.sum_leading(b, b.ndim - 1)
   return out
 
 

@@ -50,7 +50,7 @@ def _derivative(fn, w):
 
 
 def _sum_to_rank(value, rank):
-  return jnp.sum(value, axis=tuple(range(value.ndim - rank)))
+  return primitive.sum_leading(value, value.ndim - rank)
 
 
 def _xy_to_trace(x, hidden_dim, weights, *, fn):
@@ -94,15 +94,14 @@ def _drtrl_update(trace, d, d_f, x, weights, *, fn):
   deriv = _derivative(fn, weights["weight"])
   return {
       "weight": (
-          jnp.einsum("...ab,...b->...a", d, trace["weight"])
-          + d_f * deriv[..., None]
+          primitive.mix_states(d, trace["weight"]) + d_f * deriv[..., None]
       )
   }
 
 
 def _drtrl_solve(trace, g, weights, *, fn):
   del fn
-  per_position = jnp.sum(trace["weight"] * g, axis=-1)
+  per_position = primitive.weighted_state_sum(trace["weight"], g)
   return {"weight": _sum_to_rank(per_position, weights["weight"].ndim)}
 
 

@@ -84,15 +84,6 @@ class _System(NamedTuple):
   batch_axis: Optional[int]
 
 
-def _bind(prim, x, weights, params):
-  args = [None] * (len(weights) + (prim.x_invar_index is not None))
-  if prim.x_invar_index is not None:
-    args[prim.x_invar_index] = x
-  for k, i in prim.trainable_invars(params).items():
-    args[i] = weights[k]
-  return prim.bind(*args, **params)
-
-
 def _system(
     prim,
     weights,
@@ -105,7 +96,7 @@ def _system(
     seed,
 ) -> _System:
   x0 = None if xs is None else xs[0]
-  y = jax.eval_shape(lambda x, w: _bind(prim, x, w, params), x0, weights)
+  y = jax.eval_shape(lambda x, w: prim.bind_operands(x, w, params), x0, weights)
   if prim.x_invar_index is None and batch_size is not None:
     hidden_shape, batch_axis = (batch_size,) + tuple(y.shape), 0
   else:
@@ -131,7 +122,7 @@ def _exact_grads(prim, weights, xs, params, system):
     h = jnp.zeros(system.hidden_shape + (system.d.shape[-1],), system.d.dtype)
     total = 0.0
     for t in range(system.d.shape[0]):
-      y = _bind(prim, None if xs is None else xs[t], w, params)
+      y = prim.bind_operands(None if xs is None else xs[t], w, params)
       y = jnp.broadcast_to(y, system.hidden_shape)
       h = (
           jnp.einsum("...ab,...b->...a", system.d[t], h)
