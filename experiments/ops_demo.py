@@ -23,10 +23,6 @@ error against the exact gradient, in float64.
     python -m experiments.ops_demo --demo_num_steps=7 --demo_num_states=2
 """
 
-import json
-import os
-import tempfile
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -34,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 import haiku_etp
 from haiku_etp import testing
 
@@ -208,14 +205,6 @@ def run(num_steps, num_states, leak, seed):
   return results
 
 
-def _write_json(path, payload):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as f:
-    json.dump(payload, f, indent=2)
-  os.replace(f.name, path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
@@ -242,7 +231,7 @@ def main(argv):
   ]
   print(f"max relative error of the exact cases: {max(exact):.3e}")
   if DEMO_OUTPUT.value:
-    _write_json(
+    common.write_json(
         DEMO_OUTPUT.value,
         {
             "flags": {

@@ -24,9 +24,6 @@ takes at the copy bandwidth measured in the same run.
     python -m experiments.rules_benchmark --bench_repeats=50
 """
 
-import json
-import os
-import tempfile
 import time
 
 from absl import app
@@ -36,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 import haiku_etp
 
 BENCH_REPEATS = flags.DEFINE_integer(
@@ -172,14 +170,6 @@ def run(num_states, repeats, scale):
   return rows
 
 
-def _write_json(path, payload):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as f:
-    json.dump(payload, f, indent=2)
-  os.replace(f.name, path)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
@@ -208,7 +198,7 @@ def main(argv):
         + "".join(f"{row[key]:>11.3f}" for key, _ in cols)
     )
   if BENCH_OUTPUT.value:
-    _write_json(
+    common.write_json(
         BENCH_OUTPUT.value,
         {
             "device": f"{device.platform} {device.device_kind}",

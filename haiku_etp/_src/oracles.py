@@ -146,6 +146,13 @@ def _aval(value):
   return jax.ShapeDtypeStruct(value.shape, value.dtype)
 
 
+def _init_avals(xs, weights, system):
+  """``(x_aval, y_aval, weight_avals)`` for the init rules; y as h sees it."""
+  x_aval = None if xs is None else _aval(xs[0])
+  y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
+  return x_aval, y_aval, {k: _aval(v) for k, v in weights.items()}
+
+
 def drtrl_rule_oracle(
     prim: primitive.ETPPrimitive,
     weights: Mapping[str, jax.Array],
@@ -184,15 +191,8 @@ def drtrl_rule_oracle(
   system = _system(
       prim, weights, xs, params, steps, num_hidden_state, batch_size, None, seed
   )
-  x0 = None if xs is None else xs[0]
-  y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
   trace = primitive.drtrl_init(
-      prim,
-      None if x0 is None else _aval(x0),
-      y_aval,
-      {k: _aval(v) for k, v in weights.items()},
-      num_hidden_state,
-      params,
+      prim, *_init_avals(xs, weights, system), num_hidden_state, params
   )
 
   def update(trace, d, d_f, x):
@@ -270,17 +270,10 @@ def pp_rule_oracle(
   system = _system(
       prim, weights, xs, params, steps, num_hidden_state, batch_size, leak, seed
   )
-  x0 = None if xs is None else xs[0]
-  y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
   f_trace = primitive.pp_init(
-      prim,
-      None if x0 is None else _aval(x0),
-      y_aval,
-      {k: _aval(v) for k, v in weights.items()},
-      num_hidden_state,
-      params,
+      prim, *_init_avals(xs, weights, system), num_hidden_state, params
   )
-  x_trace = None if x0 is None else jnp.zeros_like(x0)
+  x_trace = None if xs is None else jnp.zeros_like(xs[0])
   one_trace = 0.0
   grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
   for t in range(steps):
