@@ -845,5 +845,25 @@ class ReductionHelpersTest(parameterized.TestCase):
     )
 
 
+class OperandsTest(absltest.TestCase):
+
+  def test_split_and_bind_operands_round_trip(self):
+    x, w, b = jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.arange(4.0)
+    prim = haiku_etp.etp_batched_dense_p
+    params = {"has_bias": True}
+    x_split, weights = prim.split_operands((x, w, b), params)
+    self.assertIs(x_split, x)
+    self.assertEqual(set(weights), {"weight", "bias"})
+    np.testing.assert_allclose(
+        prim.bind_operands(x_split, weights, params), x @ w + b
+    )
+    ew = haiku_etp.etp_elementwise_p
+    x_none, ew_weights = ew.split_operands((b,), {"fn": None})
+    self.assertIsNone(x_none)
+    np.testing.assert_allclose(
+        ew.bind_operands(None, ew_weights, {"fn": None}), b
+    )
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -41,6 +41,7 @@ input patches, so its cost is that of one im2col of ``x``.
 ``y``-shaped; ``xy_to_dw`` is the conv VJP at the filtered input.
 """
 
+import math
 from typing import Any, Optional, Sequence, Union
 
 import jax
@@ -179,7 +180,7 @@ def _patches(x, kernel_shape, params):
   out_spec = dn.out_spec
   p = jnp.transpose(p, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
   batch, spatial = p.shape[0], p.shape[1 : 1 + n]
-  channels = p.shape[-1] // max(1, _prod(filter_shape))
+  channels = p.shape[-1] // max(1, math.prod(filter_shape))
   p = jnp.reshape(p, (batch,) + spatial + (channels,) + filter_shape)
   fgc = params["feature_group_count"]
   bgc = params["batch_group_count"]
@@ -208,13 +209,6 @@ def _patches(x, kernel_shape, params):
       lead + rhs_spec.index(a) for a in range(n + 2)
   )
   return jnp.transpose(p, perm)
-
-
-def _prod(shape):
-  out = 1
-  for s in shape:
-    out *= s
-  return out
 
 
 def _with_batch(x, params):
