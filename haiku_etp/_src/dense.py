@@ -47,11 +47,6 @@ def _trainable_invars(params):
   return {"weight": 1, "bias": 2} if params["has_bias"] else {"weight": 1}
 
 
-def _sum_to_rank(value, rank):
-  """Sums the leading axes of ``value`` until it has ``rank`` axes."""
-  return primitive.sum_leading(value, value.ndim - rank)
-
-
 def _xy_to_trace(x, hidden_dim, weights, *, has_bias):
   del weights
   out = {"weight": x[..., :, None] * hidden_dim[..., None, :]}
@@ -69,7 +64,9 @@ def _yw_to_w(hidden_dim, trace, *, has_bias):
 
 def _trace_to_dw(trace, weights, *, has_bias):
   del has_bias
-  return {k: _sum_to_rank(v, weights[k].ndim) for k, v in trace.items()}
+  return {
+      k: primitive.sum_to_rank(v, weights[k].ndim) for k, v in trace.items()
+  }
 
 
 def _xy_to_dw(x, hidden_dim, weights, *, has_bias):
@@ -114,9 +111,9 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias):
 
 def _drtrl_solve(trace, g, weights, *, has_bias):
   w = primitive.weighted_state_sum(trace["weight"], g[..., None, :, :])
-  out = {"weight": _sum_to_rank(w, weights["weight"].ndim)}
+  out = {"weight": primitive.sum_to_rank(w, weights["weight"].ndim)}
   if has_bias:
-    out["bias"] = _sum_to_rank(
+    out["bias"] = primitive.sum_to_rank(
         primitive.weighted_state_sum(trace["bias"], g), 1
     )
   return out

@@ -38,19 +38,11 @@ def _elementwise_impl(w, *, fn):
   return w if fn is None else fn(w)
 
 
-def _apply(fn, w):
-  return w if fn is None else fn(w)
-
-
 def _derivative(fn, w):
   """``fn'(w)`` position by position."""
   if fn is None:
     return jnp.ones_like(w)
   return jax.jvp(fn, (w,), (jnp.ones_like(w),))[1]
-
-
-def _sum_to_rank(value, rank):
-  return primitive.sum_leading(value, value.ndim - rank)
 
 
 def _xy_to_trace(x, hidden_dim, weights, *, fn):
@@ -65,14 +57,20 @@ def _yw_to_w(hidden_dim, trace, *, fn):
 
 def _trace_to_dw(trace, weights, *, fn):
   del fn
-  return {"weight": _sum_to_rank(trace["weight"], weights["weight"].ndim)}
+  return {
+      "weight": primitive.sum_to_rank(trace["weight"], weights["weight"].ndim)
+  }
 
 
 def _xy_to_dw(x, hidden_dim, weights, *, fn):
   del x
   w = weights["weight"]
-  _, vjp = jax.vjp(lambda v: _apply(fn, v), w)
-  return {"weight": vjp(_sum_to_rank(hidden_dim, w.ndim).astype(w.dtype))[0]}
+  _, vjp = jax.vjp(lambda v: _elementwise_impl(v, fn=fn), w)
+  return {
+      "weight": vjp(primitive.sum_to_rank(hidden_dim, w.ndim).astype(w.dtype))[
+          0
+      ]
+  }
 
 
 def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
@@ -102,7 +100,7 @@ def _drtrl_update(trace, d, d_f, x, weights, *, fn):
 def _drtrl_solve(trace, g, weights, *, fn):
   del fn
   per_position = primitive.weighted_state_sum(trace["weight"], g)
-  return {"weight": _sum_to_rank(per_position, weights["weight"].ndim)}
+  return {"weight": primitive.sum_to_rank(per_position, weights["weight"].ndim)}
 
 
 def _batching_rule(args, dims, *, fn):

@@ -137,8 +137,6 @@ class ETPPrimitive(jex_core.Primitive):
     self.batched = batched
     self.x_invar_index = x_invar_index
     self._trainable_invars_fn = trainable_invars_fn
-    if input_free_keys is None:
-      input_free_keys = () if x_invar_index is not None else None
     self._input_free_keys = input_free_keys
     self._batch_axes_fn = batch_axes_fn or (lambda params: (0, 0))
     self.batched_counterpart: Optional["ETPPrimitive"] = None
@@ -149,9 +147,11 @@ class ETPPrimitive(jex_core.Primitive):
 
   def input_free_keys(self, params: Params) -> frozenset[str]:
     """Trainable inputs whose Jacobian does not depend on ``x``."""
-    if self._input_free_keys is None:
+    if self._input_free_keys is not None:
+      return frozenset(self._input_free_keys)
+    if self.x_invar_index is None:
       return frozenset(self.trainable_invars(params))
-    return frozenset(self._input_free_keys)
+    return frozenset()
 
   def batch_axes(self, params: Params) -> Optional[tuple[int, int]]:
     """``(x_batch_axis, y_batch_axis)``, or ``None`` if the batch is mixed."""
@@ -400,6 +400,11 @@ def sum_leading(x: Array, num_axes: int) -> Array:
       head = jnp.concatenate([head, x[2 * half :]], axis=0)
     x = head
   return x[0]
+
+
+def sum_to_rank(x: Array, rank: int) -> Array:
+  """Sums the leading axes of ``x`` (with :func:`sum_leading`) to ``rank``."""
+  return sum_leading(x, x.ndim - rank)
 
 
 def _slot(tree, a):
