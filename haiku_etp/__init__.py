@@ -18,6 +18,12 @@ Trainable operations are marked with ETP primitives that carry eligibility
 trace rules. ``haiku_etp._src`` is private; use the names exported here.
 """
 
+from haiku_etp._src.compiler import compile_step
+from haiku_etp._src.compiler import CompileError
+from haiku_etp._src.compiler import CompiledStep
+from haiku_etp._src.compiler import Diagnostic
+from haiku_etp._src.compiler import HiddenGroup
+from haiku_etp._src.compiler import Relation
 from haiku_etp._src.conv import conv
 from haiku_etp._src.conv import conv_dimension_numbers
 from haiku_etp._src.conv import etp_conv_p
@@ -26,6 +32,15 @@ from haiku_etp._src.dense import etp_batched_dense_p
 from haiku_etp._src.dense import etp_dense_p
 from haiku_etp._src.elementwise import elementwise
 from haiku_etp._src.elementwise import etp_elementwise_p
+from haiku_etp._src.learners import bptt
+from haiku_etp._src.learners import d_rtrl
+from haiku_etp._src.learners import es_d_rtrl
+from haiku_etp._src.learners import Learner
+from haiku_etp._src.parallel import replicate
+from haiku_etp._src.parallel import shard_batch
+from haiku_etp._src.parallel import shard_state
+from haiku_etp._src.parallel import unshard_batch
+from haiku_etp._src.parallel import unshard_state
 from haiku_etp._src.primitive import DecomposedPrimitiveWarning
 from haiku_etp._src.primitive import drtrl_init
 from haiku_etp._src.primitive import drtrl_solve
@@ -40,30 +55,51 @@ from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
+from haiku_etp._src.sequence import sequence_grad
+from haiku_etp._src.state import get_hidden_state
+from haiku_etp._src.state import set_hidden_state
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "CompileError",
+    "CompiledStep",
     "DecomposedPrimitiveWarning",
+    "Diagnostic",
     "ETPPrimitive",
     "ETPRules",
+    "HiddenGroup",
+    "Learner",
+    "Relation",
+    "bptt",
+    "compile_step",
     "conv",
     "conv_dimension_numbers",
+    "d_rtrl",
     "dense",
     "drtrl_init",
     "drtrl_solve",
     "drtrl_update",
     "elementwise",
+    "es_d_rtrl",
     "etp_batched_dense_p",
     "etp_conv_p",
     "etp_dense_p",
     "etp_elementwise_p",
     "get_etp_rules",
+    "get_hidden_state",
     "is_etp_primitive",
     "mix_states",
     "pp_init",
     "pp_solve",
     "register_primitive",
+    "replicate",
+    "sequence_grad",
+    "set_hidden_state",
+    "shard_batch",
+    "shard_state",
     "sum_leading",
+    "unshard_batch",
+    "unshard_state",
     "weighted_state_sum",
 )

@@ -1,0 +1,222 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""One step of a compiled model with its D, D_f and relation inputs.
+
+The step runs through the compiler's flat program, binding the same
+primitives as ``model.apply`` (custom derivatives included). The Jacobians
+come from forward-mode derivatives of a *cut* copy of the step, where every
+ETP output and every mixing op is held constant:
+
+* ``D[g][..., a, b]``: tangent of the new state ``a`` of group ``g`` when the
+  old state ``b`` of ``g`` moves by one at every position;
+* ``D_f[r][g][..., a]``: tangent of the new state ``a`` when relation ``r``'s
+  output moves by one at every position.
+
+Only the tail ops are recomputed for the cut copy; every other value comes
+from the forward pass. All of it is gradient-stopped.
+"""
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+from jax import lax
+from jax import tree_util
+import jax.numpy as jnp
+
+from haiku_etp._src import compiler as compiler_lib
+
+Lit = compiler_lib.Lit
+
+
+class StepRecord(NamedTuple):
+  """What the trace rules need from one step.
+
+  Attributes:
+    x: per relation, its input ``x_t`` (``None`` for input-free ops).
+    d: per group, the blocks ``(*V, S, S)``.
+    d_f: per relation, per fed group (in ``relation.groups`` order), the tail
+      Jacobian ``(*V, S)``.
+  """
+
+  x: tuple
+  d: tuple
+  d_f: tuple
+
+
+def _bind(node, vals):
+  params = node.prim.get_bind_params(node.params)
+  out = node.prim.bind(*vals, **params)
+  return out if node.prim.multiple_results else [out]
+
+
+def _read(env, atom):
+  return atom.val if isinstance(atom, Lit) else env[atom]
+
+
+def check_tree(compiled, params, state, rng, x):
+  leaves, tree = tree_util.tree_flatten((params, state, rng, x))
+  if tree != compiled.in_tree:
+    raise ValueError(
+        "The (params, state, rng, x) structure differs from the one the step "
+        f"was compiled for.\n  got:      {tree}\n  expected: {compiled.in_tree}"
+    )
+  return leaves
+
+
+def run_step(
+    compiled: compiler_lib.CompiledStep,
+    params,
+    state,
+    rng,
+    x,
+    *,
+    jacobians: bool = True,
+) -> tuple[Any, Any, Optional[StepRecord]]:
+  """Runs one step; returns ``(out, new_state, record)``.
+
+  Args:
+    compiled: the step's :class:`~haiku_etp.CompiledStep`.
+    params: parameters.
+    state: model state (no learner entries).
+    rng: rng or ``None``, as at compile time.
+    x: the step's input.
+    jacobians: also compute the :class:`StepRecord`.
+
+  Returns:
+    The step's output, its new model state, and the record (or ``None``).
+  """
+  program = compiled.program
+  leaves = check_tree(compiled, params, state, rng, x)
+  env = dict(zip(program.invars, leaves))
+  for node in program.nodes:
+    for o, v in zip(node.outs, _bind(node, [_read(env, a) for a in node.ins])):
+      env[o] = v
+  out, new_state = tree_util.tree_unflatten(
+      compiled.out_tree, [_read(env, a) for a in program.outvars]
+  )
+  record = _jacobians(compiled, env) if jacobians else None
+  return out, new_state, record
+
+
+def _jacobians(compiled, env) -> StepRecord:
+  program = compiled.program
+  sg = lax.stop_gradient
+  hidden = compiled.hidden
+  h_ids = [compiled.hidden_in(leaf) for leaf in hidden]
+  fed = [r for r, rel in enumerate(compiled.relations) if rel.groups]
+  y_ids = [program.nodes[compiled.relations[r].node].outs[0] for r in fed]
+  delta_of = {
+      program.nodes[compiled.relations[r].node].outs[0]: k
+      for k, r in enumerate(fed)
+  }
+  order = sorted(
+      set(compiled.tangent_nodes) | {compiled.relations[r].node for r in fed}
+  )
+
+  def cut(h_olds, deltas):
+    env2 = dict(zip(h_ids, h_olds))
+
+    def read(a):
+      if isinstance(a, Lit):
+        return a.val
+      return env2[a] if a in env2 else sg(env[a])
+
+    for ni in order:
+      node = program.nodes[ni]
+      if node.etp:
+        y = node.outs[0]
+        env2[y] = sg(env[y]) + deltas[delta_of[y]]
+        continue
+      for o, v in zip(node.outs, _bind(node, [read(a) for a in node.ins])):
+        env2[o] = v
+    return [read(compiled.hidden_out(leaf)) for leaf in hidden]
+
+  h0 = [sg(env[i]) for i in h_ids]
+  d0 = [jnp.zeros_like(env[i]) for i in y_ids]
+  seeds = []  # ("h", leaf position) or ("y", k)
+  for g in range(len(compiled.groups)):
+    for leaf in compiled.group_leaves(g):
+      seeds.append(("h", hidden.index(leaf)))
+  for k in range(len(fed)):
+    seeds.append(("y", k))
+  th = [
+      jnp.stack(
+          [
+              jnp.ones_like(h) if s == ("h", i) else jnp.zeros_like(h)
+              for s in seeds
+          ]
+      )
+      for i, h in enumerate(h0)
+  ]
+  td = [
+      jnp.stack(
+          [
+              jnp.ones_like(y) if s == ("y", k) else jnp.zeros_like(y)
+              for s in seeds
+          ]
+      )
+      for k, y in enumerate(d0)
+  ]
+  tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
+  tangents = [sg(t) for t in tangents]
+  seed_index = {s: n for n, s in enumerate(seeds)}
+  pos = {leaf: i for i, leaf in enumerate(hidden)}
+  ds = []
+  for g in range(len(compiled.groups)):
+    members = [pos[leaf] for leaf in compiled.group_leaves(g)]
+    rows = [
+        jnp.stack([tangents[a][seed_index[("h", b)]] for b in members], axis=-1)
+        for a in members
+    ]
+    ds.append(jnp.stack(rows, axis=-2))
+  d_f = []
+  xs = []
+  for r, rel in enumerate(compiled.relations):
+    node = program.nodes[rel.node]
+    xi = rel.primitive.x_invar_index
+    xs.append(None if xi is None else sg(_read(env, node.ins[xi])))
+    per_group = []
+    if rel.groups:
+      n = seed_index[("y", fed.index(r))]
+      for g in rel.groups:
+        members = [pos[leaf] for leaf in compiled.group_leaves(g)]
+        per_group.append(jnp.stack([tangents[a][n] for a in members], axis=-1))
+    d_f.append(tuple(per_group))
+  return StepRecord(tuple(xs), tuple(ds), tuple(d_f))
+
+
+def relation_weights(compiled, params) -> list:
+  """Trainable operands of every relation, computed from ``params``.
+
+  Differentiable in ``params``: the learners pull weight-shaped gradients
+  back to the parameters with its VJP.
+  """
+  program = compiled.program
+  leaves = tree_util.tree_leaves(params)
+  env = dict(zip(program.invars[: compiled.num_param_leaves], leaves))
+  for ni in compiled.weight_nodes:
+    node = program.nodes[ni]
+    for o, v in zip(node.outs, _bind(node, [_read(env, a) for a in node.ins])):
+      env[o] = v
+  out = []
+  for rel in compiled.relations:
+    node = program.nodes[rel.node]
+    out.append(
+        {
+            k: _read(env, node.ins[i])
+            for k, i in rel.primitive.trainable_invars(rel.params).items()
+        }
+    )
+  return out

@@ -1,0 +1,155 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Hidden (recurrent) state declared inside Haiku modules.
+
+Hidden state is ordinary ``hk.state`` whose name carries the suffix
+:data:`HIDDEN_SUFFIX`, so hidden-ness is readable from the state pytree alone
+and survives ``init``, ``apply``, checkpoints and ``pmap``. Modules use
+:func:`get_hidden_state` / :func:`set_hidden_state` with the bare name.
+"""
+
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HIDDEN_SUFFIX = ":hidden"
+# Top-level state entries owned by the learners (traces, counters) start with
+# this prefix; they are never part of a model's own state.
+LEARNER_PREFIX = "~etp"
+
+State = Mapping[str, Mapping[str, Any]]
+
+
+def _check_name(name: str) -> None:
+  if not isinstance(name, str) or not name:
+    raise ValueError(
+        f"A hidden state name must be a non-empty str, got {name!r}."
+    )
+  if name.endswith(HIDDEN_SUFFIX):
+    raise ValueError(
+        f"Give the bare name, not one ending in {HIDDEN_SUFFIX!r}: {name!r}."
+    )
+
+
+def get_hidden_state(
+    name: str,
+    shape: Optional[Sequence[int]] = None,
+    dtype: Any = jnp.float32,
+    init: Optional[Callable[[Sequence[int], Any], jax.Array]] = None,
+) -> jax.Array:
+  """Reads recurrent memory ``name`` of the current module (``h_tm1``).
+
+  Like ``hk.get_state``, but the entry is marked as hidden so the compiler
+  treats it as a state variable of the recurrence. The leading axis of
+  ``shape`` is the batch.
+
+  Args:
+    name: the state's name inside the module, e.g. ``"v"``.
+    shape: its shape, required on first use.
+    dtype: a floating dtype.
+    init: initialiser ``init(shape, dtype)``; zeros by default.
+
+  Returns:
+    The value stored at the previous step (or the initial value).
+
+  Raises:
+    ValueError: for a bad name or a non-floating dtype.
+
+  >>> import haiku as hk, jax.numpy as jnp
+  >>> def step(x):
+  ...   v = get_hidden_state("v", x.shape, x.dtype)
+  ...   set_hidden_state("v", 0.9 * v + x)
+  ...   return v
+  >>> _, state = hk.transform_with_state(step).init(None, jnp.ones((2, 3)))
+  >>> list(state["~"])
+  ['v:hidden']
+  """
+  _check_name(name)
+  if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    raise ValueError(
+        f"Hidden state {name!r} must have a floating dtype, got {dtype}; keep "
+        "integer counters in ordinary hk.state."
+    )
+  if init is None:
+    init = jnp.zeros
+  return hk.get_state(name + HIDDEN_SUFFIX, shape, dtype, init=init)
+
+
+def set_hidden_state(name: str, value: jax.Array) -> None:
+  """Writes the new value ``h_t`` of recurrent memory ``name``."""
+  _check_name(name)
+  hk.set_state(name + HIDDEN_SUFFIX, value)
+
+
+def is_hidden_name(name: str) -> bool:
+  """Whether a state entry name marks hidden state."""
+  return name.endswith(HIDDEN_SUFFIX)
+
+
+def is_learner_module(module_name: str) -> bool:
+  """Whether a top-level state entry belongs to a learner (traces)."""
+  return module_name.startswith(LEARNER_PREFIX)
+
+
+def state_path(module_name: str, name: str) -> str:
+  """Readable path of a state entry, ``module/name`` without the suffix."""
+  if is_hidden_name(name):
+    name = name[: -len(HIDDEN_SUFFIX)]
+  return f"{module_name}/{name}"
+
+
+def iter_state(state: State) -> Iterator[tuple[str, str, Any]]:
+  """Yields ``(module_name, name, value)`` in the pytree's leaf order."""
+  for module_name in sorted(state):
+    for name in sorted(state[module_name]):
+      yield module_name, name, state[module_name][name]
+
+
+def hidden_paths(state: State) -> list[str]:
+  """Paths (``module/name``) of the hidden entries of ``state``."""
+  return [
+      state_path(m, n)
+      for m, n, _ in iter_state(state)
+      if not is_learner_module(m) and is_hidden_name(n)
+  ]
+
+
+def split_learner_state(state: State) -> tuple[dict, dict]:
+  """Splits a learner state into ``(model_state, learner_entries)``."""
+  model, learner = {}, {}
+  for m, entries in state.items():
+    (learner if is_learner_module(m) else model)[m] = dict(entries)
+  return model, learner
+
+
+def map_hidden(fn: Callable[[Any], Any], state: State) -> dict:
+  """Applies ``fn`` to every hidden leaf, leaving other entries as they are."""
+  return {
+      m: {
+          n: fn(v) if (is_hidden_name(n) and not is_learner_module(m)) else v
+          for n, v in entries.items()
+      }
+      for m, entries in state.items()
+  }
+
+
+def to_numpy(state: State) -> dict:
+  """A host copy of a state (for checkpoints); names and structure kept."""
+  return jax.tree_util.tree_map(
+      np.asarray, {m: dict(e) for m, e in state.items()}
+  )
