@@ -12,8 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Testing utilities: rule oracles and gradient comparisons."""
+"""Testing utilities: rule oracles, a BPTT oracle and gradient comparisons."""
 
+from haiku_etp._src.oracles import bptt_grads
 from haiku_etp._src.oracles import cosine_similarity
 from haiku_etp._src.oracles import drtrl_rule_oracle
 from haiku_etp._src.oracles import OracleResult
@@ -22,6 +23,7 @@ from haiku_etp._src.oracles import relative_error
 
 __all__ = (
     "OracleResult",
+    "bptt_grads",
     "cosine_similarity",
     "drtrl_rule_oracle",
     "pp_rule_oracle",

@@ -297,3 +297,47 @@ def pp_rule_oracle(
     )
     grads = jax.tree_util.tree_map(jnp.add, grads, step)
   return OracleResult(grads, _exact_grads(prim, weights, xs, params, system))
+
+
+def bptt_grads(
+    model,
+    loss_fn,
+    params,
+    state,
+    rng,
+    xs,
+    ys,
+) -> tuple[Any, jax.Array]:
+  """Whole-sequence gradients by ``jax.grad`` through ``model.apply``.
+
+  An oracle independent of the learners: it unrolls the Haiku step with
+  ``lax.scan`` and differentiates the summed per-step loss. The per-step rng
+  is ``fold_in(rng, t)``, as in the learners' sequence driver.
+
+  Args:
+    model: an ``hk.transform_with_state`` step.
+    loss_fn: ``loss_fn(out_t, y_t) -> scalar``.
+    params: parameters.
+    state: the model's Haiku state (learner entries are ignored).
+    rng: rng or ``None``.
+    xs: time-major inputs ``(T, ...)``.
+    ys: time-major targets.
+
+  Returns:
+    ``(grads, losses)`` with per-step losses ``(T,)``.
+  """
+  state = {m: dict(e) for m, e in state.items() if not m.startswith("~etp")}
+  num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+
+  def total(p):
+    def body(st, inp):
+      t, x, y = inp
+      r = None if rng is None else jax.random.fold_in(rng, t)
+      out, st = model.apply(p, st, r, x)
+      return st, loss_fn(out, y)
+
+    _, losses = jax.lax.scan(body, state, (jnp.arange(num_steps), xs, ys))
+    return jnp.sum(losses), losses
+
+  grads, losses = jax.grad(total, has_aux=True)(params)
+  return grads, losses
