@@ -61,6 +61,41 @@ def _bind(node, vals):
   return out if node.prim.multiple_results else [out]
 
 
+_CUSTOM_VJP = frozenset({"custom_vjp_call", "custom_vjp_call_jaxpr"})
+
+
+def _custom_vjp_forward(node, vals):
+  """Binds a ``custom_vjp`` call so forward mode sees its custom derivative.
+
+  JAX refuses forward mode through ``custom_vjp``. The compiler treats such a
+  call as position-preserving, so its Jacobian is diagonal and one VJP with a
+  cotangent of ones per output recovers it; the tangent is that diagonal
+  times the input tangent.
+  """
+  fn = lambda *args: _bind(node, args)
+
+  @jax.custom_jvp
+  def call(*args):
+    return fn(*args)
+
+  @call.defjvp
+  def _(primals, tangents):
+    outs, vjp = jax.vjp(fn, *primals)
+    tangent_outs = []
+    for k, out in enumerate(outs):
+      cot = [jnp.zeros_like(o) for o in outs]
+      cot[k] = jnp.ones_like(out)
+      diag = vjp(cot)
+      t = jnp.zeros_like(out)
+      for d, dx in zip(diag, tangents):
+        if dx.dtype != jax.dtypes.float0 and jnp.shape(dx) == jnp.shape(out):
+          t = t + (d * dx).astype(out.dtype)
+      tangent_outs.append(t)
+    return outs, tangent_outs
+
+  return call(*vals)
+
+
 def _read(env, atom):
   return atom.val if isinstance(atom, Lit) else env[atom]
 
@@ -139,7 +174,12 @@ def _jacobians(compiled, env) -> StepRecord:
         y = node.outs[0]
         env2[y] = sg(env[y]) + deltas[delta_of[y]]
         continue
-      for o, v in zip(node.outs, _bind(node, [read(a) for a in node.ins])):
+      vals = [read(a) for a in node.ins]
+      if node.prim.name in _CUSTOM_VJP:
+        outs = _custom_vjp_forward(node, vals)
+      else:
+        outs = _bind(node, vals)
+      for o, v in zip(node.outs, outs):
         env2[o] = v
     return [read(compiled.hidden_out(leaf)) for leaf in hidden]
 
