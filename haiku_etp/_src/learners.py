@@ -286,6 +286,7 @@ class Learner:
     self.algorithm = algorithm
     self.name = name
     self._cache = {}
+    self._checked = set()
     self._last = None
 
   @property
@@ -300,11 +301,78 @@ class Learner:
     leaves, tree = tree_util.tree_flatten((params, model_state, rng, x))
     key = (tree, tuple((np.shape(l), jnp.result_type(l)) for l in leaves))
     if key not in self._cache:
+      self._check_model_state(params, model_state, x)
       self._cache[key] = compiler_lib.compile_step(
           self.model, params, model_state, rng, x
       )
     self._last = self._cache[key]
     return self._last
+
+  def _check_model_state(self, params, model_state, x):
+    """Raises if params or model state do not fit what ``model.init`` makes."""
+    key = jax.random.PRNGKey(0)
+    expected_params, expected_state = jax.eval_shape(self.model.init, key, x)
+    for what, got, want in (
+        ("params", params, expected_params),
+        ("state", model_state, expected_state),
+    ):
+      got = {
+          f"{m}/{n}": (tuple(np.shape(v)), jnp.result_type(v))
+          for m, e in got.items()
+          for n, v in e.items()
+      }
+      want = {
+          f"{m}/{n}": (tuple(v.shape), jnp.dtype(v.dtype))
+          for m, e in want.items()
+          for n, v in e.items()
+      }
+      if got != want:
+        missing = sorted(set(want) - set(got))
+        extra = sorted(set(got) - set(want))
+        changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {missing}" if missing else "",
+                f"unexpected {extra}" if extra else "",
+                ", ".join(
+                    f"{k} is {got[k][0]} {got[k][1]}, expected {want[k][0]} "
+                    f"{want[k][1]}"
+                    for k in changed
+                ),
+            )
+            if part
+        )
+        raise ValueError(
+            f"The {what} structure does not match what the model builds for "
+            f"an input of shape {jax.tree_util.tree_map(np.shape, x)}: "
+            f"{detail}."
+        )
+
+  def _check_traces(self, compiled, trace) -> None:
+    """Raises if the trace entries do not fit the compiled step."""
+    if not self.online:
+      return
+    want = jax.eval_shape(lambda: self.algorithm.init(compiled))
+    want = {k: (tuple(v.shape), jnp.dtype(v.dtype)) for k, v in want.items()}
+    got = {
+        k: (tuple(np.shape(v)), jnp.result_type(v)) for k, v in trace.items()
+    }
+    if got != want:
+      missing = sorted(set(want) - set(got))
+      changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+      raise ValueError(
+          f"The {self.name} trace entries (state[{self.algorithm.key!r}]) "
+          "do not match the compiled step: "
+          + (f"missing {missing}; " if missing else "")
+          + (
+              f"unexpected {sorted(set(got) - set(want))}; "
+              if set(got) - set(want)
+              else ""
+          )
+          + "; ".join(f"{k} is {got[k]}, expected {want[k]}" for k in changed)
+          + ". Build the state with learner.init or learner.init_state."
+      )
 
   def init(self, rng, x0):
     """Initialises ``(params, state)``; the state includes zero traces.
@@ -382,6 +450,7 @@ class Learner:
       out, model_state = self.model.apply(params, model_state, rng, x)
       return out, self._join(model_state, trace)
     compiled = self.compile(params, model_state, rng, x)
+    self._check_traces(compiled, trace)
     out, model_state, record = jacobians_lib.run_step(
         compiled, params, model_state, rng, x
     )
@@ -470,6 +539,13 @@ class Learner:
     compiled = None
     if self.online:
       compiled = self.compile(params, model_state, rng0, first(xs))
+      self._check_traces(compiled, trace)
+    else:
+      leaves, tree = tree_util.tree_flatten((params, model_state, first(xs)))
+      key = (tree, tuple((np.shape(l), jnp.result_type(l)) for l in leaves))
+      if key not in self._checked:
+        self._check_model_state(params, model_state, first(xs))
+        self._checked.add(key)
     hidden_index = [
         (m, n)
         for m, n, _ in state_lib.iter_state(model_state)

@@ -1,0 +1,594 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Exactness of the online learners against whole-sequence BPTT.
+
+Every case runs in float64 and asserts a relative error of at most 1e-8 on
+every parameter leaf (``testing.relative_error`` is the largest per-leaf
+error); every leaf of the reference gradient must be non-zero somewhere, so a
+case cannot pass by comparing zeros. The cases are the ones DESIGN.md section
+1 lists as exact:
+
+* D-RTRL, any window, on models whose groups have per-position transitions
+  and elementwise tails (leaky integrators on dense and conv relations, a
+  trained leak, two coupled states, same-step chains, feed-forward LIF with a
+  current synapse, reset and a readout);
+* ES-D-RTRL at ``T = 1``, with decays ``(lam, 0)`` on a uniform leak ``lam``,
+  and with decays ``(0, 0)`` on a group with ``D == 0``;
+* any learner with a window covering the whole sequence.
+
+The per-step losses must equal BPTT's, the compiler must call every D-RTRL
+case exact (with the expected ``S``), truncated BPTT must be far from the
+reference (so the trace contraction is what closes the gap), and the BPTT
+learner itself is checked against ``jax.grad`` of an unrolled loop. The hidden
+states start from a fixed non-zero value.
+
+The largest relative error of each case is printed at the end of each test
+class (visible with ``pytest -s``).
+"""
+
+import zlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import haiku_etp
+from haiku_etp import testing
+
+_TOL = 1e-8
+_BATCH = 2
+_NUM_IN = 3
+_NUM_HIDDEN = 4
+_NUM_OUT = 2
+_IMAGE = 5
+_CONV_IN = 2
+_CONV_OUT = 3
+_THRESHOLD = 0.5
+_STEPS = (1, 5, 17)
+_WINDOWS = (1, 3)
+
+
+# Surrogate spikes: a Heaviside forward pass with a fast-sigmoid derivative.
+
+
+def _heaviside(x):
+  return jnp.where(x > 0, 1.0, 0.0).astype(x.dtype)
+
+
+def _surrogate(x):
+  return 1.0 / (1.0 + 5.0 * jnp.abs(x)) ** 2
+
+
+@jax.custom_jvp
+def _spike_jvp(x):
+  return _heaviside(x)
+
+
+@_spike_jvp.defjvp
+def _spike_jvp_rule(primals, tangents):
+  (x,), (t,) = primals, tangents
+  return _heaviside(x), t * _surrogate(x)
+
+
+@jax.custom_vjp
+def _spike_vjp(x):
+  return _heaviside(x)
+
+
+def _spike_vjp_fwd(x):
+  return _heaviside(x), x
+
+
+def _spike_vjp_bwd(x, g):
+  return (g * _surrogate(x),)
+
+
+_spike_vjp.defvjp(_spike_vjp_fwd, _spike_vjp_bwd)
+
+
+# Model steps. Each maps x_t (batch first) to out_t and keeps its memory in
+# hidden state; trainable ops go through haiku_etp.dense/conv/elementwise.
+
+
+def _param(name, shape, dtype, stddev=0.5):
+  return hk.get_parameter(
+      name, shape, dtype, init=hk.initializers.RandomNormal(stddev)
+  )
+
+
+def _initial_state(shape, dtype):
+  """A fixed non-zero ``h_0``: terms in ``h_0`` count from ``T = 1`` on."""
+  size = int(np.prod(shape))
+  return 0.5 * jnp.cos(jnp.arange(size, dtype=dtype)).reshape(shape)
+
+
+def _hidden(name, shape, dtype):
+  return haiku_etp.get_hidden_state(name, shape, dtype, init=_initial_state)
+
+
+def _dense_param(name, num_in, num_out, dtype, bias=True):
+  w = _param(name, (num_in, num_out), dtype)
+  b = _param(name.replace("w", "b"), (num_out,), dtype) if bias else None
+  return w, b
+
+
+def _dense_leaky(x):
+  w, b = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  v = _hidden("v", (x.shape[0], _NUM_HIDDEN), x.dtype)
+  v = 0.8 * v + haiku_etp.dense(x, w, b)
+  haiku_etp.set_hidden_state("v", v)
+  return v
+
+
+def _conv_leaky(layout):
+  if layout == "nchw":
+    dn = ("NCHW", "OIHW", "NCHW")
+    kernel_shape = (_CONV_OUT, _CONV_IN, 3, 3)
+    out_shape = (_CONV_OUT, _IMAGE, _IMAGE)
+  else:
+    dn = ("NHWC", "HWIO", "NHWC")
+    kernel_shape = (3, 3, _CONV_IN, _CONV_OUT)
+    out_shape = (_IMAGE, _IMAGE, _CONV_OUT)
+
+  def step(x):
+    kernel = _param("w", kernel_shape, x.dtype)
+    bias = _param("b", (_CONV_OUT,), x.dtype)
+    v = _hidden("v", (x.shape[0],) + out_shape, x.dtype)
+    y = haiku_etp.conv(x, kernel, bias, padding="SAME", dimension_numbers=dn)
+    v = 0.7 * v + y
+    haiku_etp.set_hidden_state("v", v)
+    return v
+
+  return step
+
+
+def _trained_leak(x):
+  w, _ = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype, bias=False)
+  tau = _param("tau", (_NUM_HIDDEN,), x.dtype, stddev=1.0)
+  v = _hidden("v", (x.shape[0], _NUM_HIDDEN), x.dtype)
+  v = haiku_etp.elementwise(tau, jax.nn.sigmoid) * v + haiku_etp.dense(x, w)
+  haiku_etp.set_hidden_state("v", v)
+  return v
+
+
+def _two_state(x):
+  w, b = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  shape = (x.shape[0], _NUM_HIDDEN)
+  v_tm1 = _hidden("v", shape, x.dtype)
+  a_tm1 = _hidden("a", shape, x.dtype)
+  v = 0.8 * v_tm1 + haiku_etp.dense(x, w, b) - a_tm1
+  a = 0.6 * a_tm1 + 0.3 * v_tm1
+  haiku_etp.set_hidden_state("v", v)
+  haiku_etp.set_hidden_state("a", a)
+  return v
+
+
+def _same_step_chain(x):
+  w, b = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  shape = (x.shape[0], _NUM_HIDDEN)
+  a = _hidden("a", shape, x.dtype)
+  v = _hidden("v", shape, x.dtype)
+  a = 0.7 * a + haiku_etp.dense(x, w, b)
+  v = 0.8 * v + jnp.tanh(a)
+  haiku_etp.set_hidden_state("a", a)
+  haiku_etp.set_hidden_state("v", v)
+  return v
+
+
+def _lif_layer(x, spike_fn):
+  """Feed-forward LIF with a current synapse and soft reset."""
+  w, b = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  shape = (x.shape[0], _NUM_HIDDEN)
+  i = _hidden("i", shape, x.dtype)
+  v = _hidden("v", shape, x.dtype)
+  i = 0.6 * i + haiku_etp.dense(x, w, b)
+  v = 0.8 * v + i
+  s = spike_fn(v - _THRESHOLD)
+  v = v - s * _THRESHOLD
+  haiku_etp.set_hidden_state("i", i)
+  haiku_etp.set_hidden_state("v", v)
+  return s
+
+
+def _lif(x):
+  return _lif_layer(x, _spike_jvp)
+
+
+def _lif_readout(spike_fn, activation=None):
+  def step(x):
+    s = _lif_layer(x, spike_fn)
+    w_out, b_out = _dense_param("w_out", _NUM_HIDDEN, _NUM_OUT, x.dtype)
+    out = haiku_etp.dense(s, w_out, b_out)
+    return out if activation is None else activation(out)
+
+  return step
+
+
+def _d_zero(x):
+  """A group with D == 0: the new state ignores the old one.
+
+  The output reads the old state, so the loss still depends on it and the
+  trace contraction is not trivially zero.
+  """
+  w, b = _dense_param("w", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  h_tm1 = _hidden("h", (x.shape[0], _NUM_HIDDEN), x.dtype)
+  h = jnp.tanh(haiku_etp.dense(x, w, b))
+  haiku_etp.set_hidden_state("h", h)
+  return h + 0.5 * h_tm1
+
+
+def _tanh_rnn(x):
+  """Recurrent weights: D-RTRL and ES-D-RTRL are approximate here."""
+  w_i, b = _dense_param("w_i", _NUM_IN, _NUM_HIDDEN, x.dtype)
+  w_h, _ = _dense_param("w_h", _NUM_HIDDEN, _NUM_HIDDEN, x.dtype, bias=False)
+  h = _hidden("h", (x.shape[0], _NUM_HIDDEN), x.dtype)
+  h = jnp.tanh(haiku_etp.dense(x, w_i, b) + haiku_etp.dense(h, w_h))
+  haiku_etp.set_hidden_state("h", h)
+  return h
+
+
+def _mse(out, y):
+  return jnp.mean((out - y) ** 2)
+
+
+def _cross_entropy(logits, y):
+  return -jnp.mean(jnp.sum(jax.nn.softmax(y) * jax.nn.log_softmax(logits), -1))
+
+
+# name -> (step, input shape without batch, loss, expected S).
+_MODELS = {
+    "dense_leaky": (_dense_leaky, (_NUM_IN,), _mse, 1),
+    "conv_nchw_leaky": (
+        _conv_leaky("nchw"),
+        (_CONV_IN, _IMAGE, _IMAGE),
+        _mse,
+        1,
+    ),
+    "conv_nhwc_leaky": (
+        _conv_leaky("nhwc"),
+        (_IMAGE, _IMAGE, _CONV_IN),
+        _mse,
+        1,
+    ),
+    "trained_leak": (_trained_leak, (_NUM_IN,), _mse, 1),
+    "two_state": (_two_state, (_NUM_IN,), _mse, 2),
+    "same_step_chain": (_same_step_chain, (_NUM_IN,), _mse, 2),
+    "lif": (_lif, (_NUM_IN,), _mse, 2),
+    "lif_readout": (_lif_readout(_spike_jvp), (_NUM_IN,), _mse, 2),
+    "lif_readout_jax_nn": (
+        _lif_readout(_spike_jvp, jax.nn.softplus),
+        (_NUM_IN,),
+        _cross_entropy,
+        2,
+    ),
+    "lif_readout_custom_vjp": (
+        _lif_readout(_spike_vjp),
+        (_NUM_IN,),
+        _mse,
+        2,
+    ),
+    "d_zero": (_d_zero, (_NUM_IN,), _mse, 1),
+    "tanh_rnn": (_tanh_rnn, (_NUM_IN,), _mse, 1),
+}
+
+_DRTRL_EXACT = (
+    "dense_leaky",
+    "conv_nchw_leaky",
+    "conv_nhwc_leaky",
+    "trained_leak",
+    "two_state",
+    "same_step_chain",
+    "lif",
+    "lif_readout",
+    "lif_readout_jax_nn",
+    "lif_readout_custom_vjp",
+    "d_zero",
+)
+
+
+_PREFIX = dict(num_steps="T", window="w", decay="decay")
+
+
+def _cases(**axes):
+  """Named parameter dicts for the product of ``axes`` (readable for -k)."""
+  out = [{"testcase_name": ""}]
+  for key, values in axes.items():
+    out = [
+        dict(
+            case, **{key: v}, testcase_name=case["testcase_name"] + _tag(key, v)
+        )
+        for case in out
+        for v in values
+    ]
+  return out
+
+
+def _tag(key, value) -> str:
+  text = "_".join(map(str, value)) if isinstance(value, tuple) else str(value)
+  return "_" + _PREFIX.get(key, "") + text.replace(".", "p")
+
+
+def _seed(*parts) -> int:
+  return zlib.crc32(repr(parts).encode())
+
+
+def _problem(name, num_steps):
+  """``(model, loss, params, xs, ys)`` in float64; call under x64."""
+  step, x_shape, loss, _ = _MODELS[name]
+  model = hk.transform_with_state(step)
+  rs = np.random.RandomState(_seed(name, num_steps))
+  xs = jnp.asarray(rs.normal(size=(num_steps, _BATCH) + x_shape))
+  params, state = model.init(jax.random.PRNGKey(_seed(name)), xs[0])
+  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+  ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape))
+  return model, loss, params, xs, ys
+
+
+# Whole-sequence BPTT per (model, T), shared by the test classes.
+_REFERENCES = {}
+
+
+def _run(learner, loss, params, xs, ys, window):
+  """``(grads, losses)`` of ``learner`` over the sequence from its init."""
+  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+  fn = jax.jit(learner.sequence_grad(loss, window=window))
+  grads, _, losses = fn(params, state, None, xs, ys)
+  return grads, np.asarray(losses)
+
+
+def _compiled(learner, params, xs):
+  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+  return learner.compile(params, state, None, xs[0])
+
+
+def _print_table(title, errors):
+  if not errors:
+    return
+  width = max(len(k) for k in errors)
+  lines = [f"\n{title}", f"{'case':<{width}} | max rel err"]
+  lines += [f"{k:<{width}} | {v:.3e}" for k, v in sorted(errors.items())]
+  print("\n".join(lines))
+
+
+class _ExactTestCase(parameterized.TestCase):
+  """Float64 scope, the BPTT references and the table of errors."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.errors = {}
+
+  @classmethod
+  def tearDownClass(cls):
+    _print_table(cls.__name__, cls.errors)
+    super().tearDownClass()
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+
+  def reference(self, name, num_steps):
+    """Whole-sequence BPTT ``(problem, grads, losses)``, cached."""
+    key = (name, num_steps)
+    if key not in _REFERENCES:
+      problem = _problem(name, num_steps)
+      model, loss, params, xs, ys = problem
+      grads, losses = _run(haiku_etp.bptt(model), loss, params, xs, ys, None)
+      _REFERENCES[key] = (problem, grads, losses)
+    return _REFERENCES[key]
+
+  def assert_nonvacuous(self, grads):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
+      leaf = np.asarray(leaf)
+      self.assertEqual(leaf.dtype, np.float64)
+      self.assertTrue(
+          np.any(leaf != 0),
+          msg=f"reference gradient {jax.tree_util.keystr(path)} is all zero",
+      )
+
+  def assert_exact(self, case, grads, grads_ref):
+    chex.assert_trees_all_equal_structs(grads, grads_ref)
+    self.assert_nonvacuous(grads_ref)
+    err = testing.relative_error(grads, grads_ref)
+    self.errors[case] = err
+    self.assertLessEqual(err, _TOL, msg=case)
+    return err
+
+
+class DRTRLExactTest(_ExactTestCase):
+  """D-RTRL equals BPTT, whatever the window, on per-position models."""
+
+  @parameterized.named_parameters(
+      _cases(name=_DRTRL_EXACT, num_steps=_STEPS, window=_WINDOWS)
+  )
+  def test_equals_bptt(self, name, num_steps, window):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, num_steps
+    )
+    learner = haiku_etp.d_rtrl(model)
+    grads, losses = _run(learner, loss, params, xs, ys, window)
+    self.assert_exact(
+        f"d_rtrl/{name}/T={num_steps}/w={window}", grads, grads_ref
+    )
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
+  @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
+  def test_generic_rules_equal_bptt(self, name):
+    num_steps, window = 17, 1
+    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
+        name, num_steps
+    )
+    learner = haiku_etp.d_rtrl(model, fast=False)
+    grads, _ = _run(learner, loss, params, xs, ys, window)
+    self.assert_exact(
+        f"d_rtrl(fast=False)/{name}/T={num_steps}/w={window}", grads, grads_ref
+    )
+
+  @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
+  def test_traces_matter(self, name):
+    # Truncated BPTT (the in-window term alone) must be far from the
+    # reference, so the equalities above exercise the trace contraction.
+    num_steps, window = 17, 1
+    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
+        name, num_steps
+    )
+    grads, _ = _run(haiku_etp.bptt(model), loss, params, xs, ys, window)
+    err = testing.relative_error(grads, grads_ref)
+    self.errors[f"bptt(truncated)/{name}/T={num_steps}/w={window}"] = err
+    self.assertGreater(err, 1e-3)
+
+  @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
+  def test_compiler_finds_exact_step(self, name):
+    model, _, params, xs, _ = _problem(name, 1)
+    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    self.assertTrue(compiled.drtrl_exact, msg=compiled.report())
+    self.assertLen(compiled.groups, 1)
+    self.assertEqual(compiled.groups[0].num_states, _MODELS[name][3])
+    self.assertEqual(compiled.groups[0].dtype, np.float64)
+
+  @parameterized.named_parameters(
+      _cases(name=("lif_readout", "lif_readout_jax_nn"))
+  )
+  def test_readout_is_non_temporal(self, name):
+    model, _, params, xs, _ = _problem(name, 1)
+    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    self.assertIn("~/w_out", compiled.non_temporal)
+    self.assertIn("~/b_out", compiled.non_temporal)
+
+
+class ESDRTRLExactTest(_ExactTestCase):
+  """ES-D-RTRL in the cases where DESIGN.md says it equals BPTT."""
+
+  @parameterized.named_parameters(
+      _cases(
+          name=(
+              "dense_leaky",
+              "conv_nhwc_leaky",
+              "two_state",
+              "lif_readout",
+              "tanh_rnn",
+          ),
+          decay=((0.3, 0.7), 0.9, 4),
+          window=_WINDOWS,
+      )
+  )
+  def test_single_step_any_decay(self, name, decay, window):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, 1
+    )
+    learner = haiku_etp.es_d_rtrl(model, decay=decay)
+    grads, losses = _run(learner, loss, params, xs, ys, window)
+    self.assert_exact(
+        f"es/T=1/{name}/decay={decay}/w={window}", grads, grads_ref
+    )
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
+  @parameterized.named_parameters(
+      _cases(
+          name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"),
+          num_steps=(5, 17),
+          window=_WINDOWS,
+      )
+  )
+  def test_uniform_leak_decay_lambda_zero(self, name, num_steps, window):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, num_steps
+    )
+    leak = 0.8 if name == "dense_leaky" else 0.7
+    learner = haiku_etp.es_d_rtrl(model, decay=(leak, 0.0))
+    grads, losses = _run(learner, loss, params, xs, ys, window)
+    self.assert_exact(
+        f"es/leak/{name}/T={num_steps}/w={window}", grads, grads_ref
+    )
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
+  @parameterized.named_parameters(_cases(num_steps=(5, 17), window=_WINDOWS))
+  def test_zero_decays_on_memoryless_group(self, num_steps, window):
+    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
+        "d_zero", num_steps
+    )
+    grads, _ = _run(
+        haiku_etp.es_d_rtrl(model, decay=(0.0, 0.0)),
+        loss,
+        params,
+        xs,
+        ys,
+        window,
+    )
+    grads_d, _ = _run(haiku_etp.d_rtrl(model), loss, params, xs, ys, window)
+    case = f"es/D=0/T={num_steps}/w={window}"
+    self.assert_exact(case + " vs bptt", grads, grads_ref)
+    self.assert_exact(case + " vs d_rtrl", grads, grads_d)
+
+
+class FullWindowTest(_ExactTestCase):
+  """A window covering the whole sequence is BPTT for every learner."""
+
+  @parameterized.named_parameters(
+      _cases(learner=("d_rtrl", "es_d_rtrl"), num_steps=(5, 17))
+  )
+  def test_full_window_is_bptt(self, learner, num_steps):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        "tanh_rnn", num_steps
+    )
+    make = dict(
+        d_rtrl=haiku_etp.d_rtrl,
+        es_d_rtrl=lambda m: haiku_etp.es_d_rtrl(m, decay=(0.5, 0.5)),
+    )[learner]
+    grads, losses = _run(make(model), loss, params, xs, ys, num_steps)
+    self.assert_exact(f"{learner}/tanh_rnn/T={num_steps}/w=T", grads, grads_ref)
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    # The same learner with one-step windows is only an approximation here,
+    # so the full-window equality is not an accident of the model.
+    grads_1, _ = _run(make(model), loss, params, xs, ys, 1)
+    err_1 = testing.relative_error(grads_1, grads_ref)
+    self.errors[f"{learner}/tanh_rnn/T={num_steps}/w=1 (approx.)"] = err_1
+    self.assertGreater(err_1, 1e-4)
+
+  def test_compiler_flags_recurrent_weights(self):
+    model, _, params, xs, _ = _problem("tanh_rnn", 1)
+    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    self.assertFalse(compiled.drtrl_exact)
+
+
+class ReferenceTest(_ExactTestCase):
+  """The BPTT learner agrees with ``jax.grad`` of a plain unrolled loop."""
+
+  @parameterized.named_parameters(_cases(name=tuple(_MODELS)))
+  def test_bptt_is_unrolled_grad(self, name):
+    num_steps = 5
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, num_steps
+    )
+    _, state = model.init(jax.random.PRNGKey(0), xs[0])
+
+    def total(params):
+      st, losses = state, []
+      for t in range(num_steps):
+        out, st = model.apply(params, st, None, xs[t])
+        losses.append(loss(out, ys[t]))
+      return sum(losses), jnp.stack(losses)
+
+    grads, losses = jax.grad(total, has_aux=True)(params)
+    self.assert_exact(f"bptt/{name}/T={num_steps}", grads_ref, grads)
+    np.testing.assert_allclose(losses_ref, losses, rtol=1e-12, atol=1e-14)
+
+
+if __name__ == "__main__":
+  absltest.main()
