@@ -355,9 +355,12 @@ class CompiledStep:
     program: the flat program of ``model.apply(params, state, rng, x)``.
     in_tree: treedef of ``(params, state, rng, x)``.
     out_tree: treedef of ``(out, new_state)``.
+    num_param_leaves: number of parameter leaves (the first program inputs).
+    num_state_leaves: number of model state leaves (the next inputs).
     param_paths: paths of the parameter leaves, in leaf order.
     state_paths: ``(module, name)`` of the model state leaves, in leaf order.
     hidden: indices (into the state leaves) of the hidden leaves.
+    hidden_group: hidden leaf index -> index of its group.
     groups: the hidden groups.
     relations: the ETP relations.
     non_temporal: paths of parameters that reach no hidden state (readouts);
@@ -365,6 +368,8 @@ class CompiledStep:
     diagnostics: everything the compiler found worth saying.
     tangent_nodes: indices of the nodes on tails (recomputed when D and
       ``D_f`` are taken).
+    weight_nodes: indices of the nodes that compute the relations' trainable
+      operands from the parameters.
   """
 
   program: Program
