@@ -210,7 +210,7 @@ def _jacobians(compiled, env) -> StepRecord:
       for k, y in enumerate(d0)
   ]
   tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
-  tangents = [sg(t) for t in tangents]
+  tangents = [_materialize(sg(t)) for t in tangents]
   seed_index = {s: n for n, s in enumerate(seeds)}
   pos = {leaf: i for i, leaf in enumerate(hidden)}
   ds = []
@@ -235,6 +235,18 @@ def _jacobians(compiled, env) -> StepRecord:
         per_group.append(jnp.stack([tangents[a][n] for a in members], axis=-1))
     d_f.append(tuple(per_group))
   return StepRecord(tuple(xs), tuple(ds), tuple(d_f))
+
+
+def _materialize(tangents):
+  """Identity on stacked tangents that keeps XLA from fusing them onward.
+
+  Fused into the trace roll, every trace element would recompute its
+  position's tail derivatives (all seeds of the forward-mode pass), once per
+  input unit: many times the cost of reading them from memory. A product with
+  the identity matrix is exact and is not fused into elementwise consumers.
+  """
+  eye = jnp.eye(tangents.shape[0], dtype=tangents.dtype)
+  return jnp.tensordot(eye, tangents, axes=1, precision=lax.Precision.HIGHEST)
 
 
 def relation_weights(compiled, params) -> list:

@@ -111,39 +111,53 @@ def sequence_grad(
     num_full, rest = divmod(num_steps, k)
     grads = tree_util.tree_map(jnp.zeros_like, params)
 
-    def cut(tree, start, stop, windows=None):
-      def f(v):
-        v = v[start:stop]
-        return v if windows is None else v.reshape((windows, k) + v.shape[1:])
+    def cut(tree, start, stop):
+      if tree is None:
+        return None
+      return tree_util.tree_map(lambda v: v[start:stop], tree)
 
-      return None if tree is None else tree_util.tree_map(f, tree)
+    def window_of(tree, i):
+      # A dynamic slice of the closed-over sequence: reshaping it into
+      # (windows, k, ...) would make XLA copy the whole sequence.
+      if tree is None:
+        return None
+      return tree_util.tree_map(
+          lambda v: lax.dynamic_slice_in_dim(v, i * k, k), tree
+      )
 
-    def body(carry, inp):
-      state, grads = carry
-      r, x, y, w, m = inp
+    def run_window(state, grads, pieces):
+      r, x, y, w, m = pieces
       g, state, losses, auxes = learner.window_grad(
           loss_fn, params, state, r, x, y, w, m, has_aux=has_aux
       )
       grads = tree_util.tree_map(jnp.add, grads, g)
-      return (state, grads), (losses, auxes)
+      return state, grads, losses, auxes
 
     stop = num_full * k
     pieces = (rngs, xs, ys, weights, sample_masks)
     if num_full == 1:
-      (state, grads), (losses, auxes) = body(
-          (state, grads), tuple(cut(t, 0, stop) for t in pieces)
+      state, grads, losses, auxes = run_window(
+          state, grads, tuple(cut(t, 0, stop) for t in pieces)
       )
     else:
+
+      def body(carry, i):
+        state, grads = carry
+        state, grads, losses, auxes = run_window(
+            state, grads, tuple(window_of(t, i) for t in pieces)
+        )
+        return (state, grads), (losses, auxes)
+
       (state, grads), (losses, auxes) = lax.scan(
-          body, (state, grads), tuple(cut(t, 0, stop, num_full) for t in pieces)
+          body, (state, grads), jnp.arange(num_full)
       )
       losses = losses.reshape(-1)
       auxes = tree_util.tree_map(
           lambda v: v.reshape((-1,) + v.shape[2:]), auxes
       )
     if rest:
-      (state, grads), (tail_losses, tail_auxes) = body(
-          (state, grads), tuple(cut(t, stop, num_steps) for t in pieces)
+      state, grads, tail_losses, tail_auxes = run_window(
+          state, grads, tuple(cut(t, stop, num_steps) for t in pieces)
       )
       losses = jnp.concatenate([losses, tail_losses])
       auxes = tree_util.tree_map(

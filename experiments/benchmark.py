@@ -1,0 +1,565 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+r"""Benchmarks D-RTRL, ES-D-RTRL and BPTT on the reference models.
+
+Three models, each one Haiku step built from ETP ops and hidden state:
+
+* ``gru``: a GRU 32 -> 256 (every gate with its own dense map on ``x`` and on
+  ``h``) and a linear readout 256 -> 10, B=32;
+* ``lif``: LIF neurons 100 -> 512 with soft reset and a surrogate spike, and
+  a leaky readout ``r_t = kappa r_{t-1} + s_t W``, B=32;
+* ``conv_lif``: a 3x3 SAME conv 32x32x2 -> 16 channels into per-position LIF
+  neurons, and a leaky readout of the spatially mean-pooled spikes, B=8.
+
+For every model, learner and sequence length ``T`` one call of
+``learner.sequence_grad`` (window 1 for the online learners, the whole
+sequence for BPTT) is compiled under ``jit``. The table gives XLA's memory
+analysis of that call ("compiled" = temp + output bytes; the input sequence
+is an argument and counted apart, since generating it inside the call would
+put ``O(T)`` input bytes into temp memory and hide whether the learner's own
+memory is flat), and the median time of one call divided by ``T``. For
+D-RTRL, the copy bound is one read plus one write of all traces per step at
+the copy bandwidth measured in the same run. A second table gives, per model
+and learner, the compiled memory at the largest ``T`` over the smallest and
+its growth per step beside the input bytes of one step.
+
+    python -m experiments.benchmark --bench_steps=64,256,1024 \
+        --bench_output=/tmp/bench.json
+"""
+
+import functools
+import math
+import time
+from typing import Any, Callable, NamedTuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import chex
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+import haiku_etp
+
+_MODEL_NAMES = ("gru", "lif", "conv_lif")
+_LEARNER_NAMES = ("d_rtrl", "es_d_rtrl", "bptt")
+
+# rules_benchmark defines flags of the same names; allowing the override lets
+# both binaries be imported into one process (the test runner).
+BENCH_STEPS = flags.DEFINE_list(
+    "bench_steps", ["64", "256", "1024"], "Sequence lengths T."
+)
+BENCH_MODELS = flags.DEFINE_list(
+    "bench_models", list(_MODEL_NAMES), f"Models, from {_MODEL_NAMES}."
+)
+BENCH_LEARNERS = flags.DEFINE_list(
+    "bench_learners", list(_LEARNER_NAMES), f"Learners, from {_LEARNER_NAMES}."
+)
+BENCH_REPEATS = flags.DEFINE_integer(
+    "bench_repeats",
+    5,
+    "Timed calls per measurement, after one warm-up call (median reported).",
+    allow_override=True,
+)
+BENCH_SCALE = flags.DEFINE_float(
+    "bench_scale",
+    1.0,
+    "Multiplies batch sizes, widths and image sizes (use <1 for smoke runs).",
+    allow_override=True,
+)
+BENCH_ES_DECAY = flags.DEFINE_float(
+    "bench_es_decay", 0.9, "Decay of ES-D-RTRL's input and output traces."
+)
+BENCH_COPY_MIB = flags.DEFINE_integer(
+    "bench_copy_mib", 64, "Size of the array timed for the copy bandwidth."
+)
+BENCH_OUTPUT = flags.DEFINE_string(
+    "bench_output",
+    None,
+    "Optional path of a JSON file with the results.",
+    allow_override=True,
+)
+
+_NUM_CLASSES = 10
+
+
+@jax.custom_jvp
+def spike(v: jax.Array) -> jax.Array:
+  """Heaviside step ``v > 0`` with a fast-sigmoid surrogate derivative."""
+  return (v > 0).astype(v.dtype)
+
+
+@spike.defjvp
+def _spike_jvp(primals, tangents):
+  (v,), (dv,) = primals, tangents
+  return spike(v), dv / (1.0 + 10.0 * jnp.abs(v)) ** 2
+
+
+def _fan_in_init(fan_in: int) -> hk.initializers.Initializer:
+  return hk.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
+
+
+class Dense(hk.Module):
+  """``y = x w (+ b)`` through :func:`haiku_etp.dense`."""
+
+  def __init__(
+      self, output_size: int, with_bias: bool = True, name: str | None = None
+  ):
+    super().__init__(name=name)
+    self.output_size = output_size
+    self.with_bias = with_bias
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    chex.assert_rank(x, 2)
+    input_size = x.shape[-1]
+    w = hk.get_parameter(
+        "w", (input_size, self.output_size), init=_fan_in_init(input_size)
+    )
+    b = None
+    if self.with_bias:
+      b = hk.get_parameter("b", (self.output_size,), init=jnp.zeros)
+    return haiku_etp.dense(x, w, b)
+
+
+class GRU(hk.Module):
+  """GRU cell with one dense map per gate and side; ``h`` is hidden state."""
+
+  def __init__(self, hidden_size: int, name: str | None = None):
+    super().__init__(name=name)
+    self.hidden_size = hidden_size
+
+  def __call__(self, x_t: jax.Array) -> jax.Array:
+    chex.assert_rank(x_t, 2)
+    shape = (x_t.shape[0], self.hidden_size)
+    h_tm1 = haiku_etp.get_hidden_state("h", shape, x_t.dtype)
+    gate = lambda g: (
+        Dense(self.hidden_size, name=f"x_{g}")(x_t)
+        + Dense(self.hidden_size, with_bias=False, name=f"h_{g}")(h_tm1)
+    )
+    z = jax.nn.sigmoid(gate("z"))
+    r = jax.nn.sigmoid(gate("r"))
+    n = jnp.tanh(
+        Dense(self.hidden_size, name="x_n")(x_t)
+        + r * Dense(self.hidden_size, with_bias=False, name="h_n")(h_tm1)
+    )
+    h_t = (1.0 - z) * n + z * h_tm1
+    haiku_etp.set_hidden_state("h", h_t)
+    return h_t
+
+
+class LIF(hk.Module):
+  r"""Leaky integrate-and-fire neurons with soft reset.
+
+  .. math::
+    u_t = \beta v_{t-1} + i_t, \quad s_t = H(u_t - \vartheta), \quad
+    v_t = u_t - \vartheta s_t
+  """
+
+  def __init__(
+      self, beta: float = 0.9, threshold: float = 1.0, name: str | None = None
+  ):
+    super().__init__(name=name)
+    self.beta = beta
+    self.threshold = threshold
+
+  def __call__(self, i_t: jax.Array) -> jax.Array:
+    v_tm1 = haiku_etp.get_hidden_state("v", i_t.shape, i_t.dtype)
+    u_t = self.beta * v_tm1 + i_t
+    s_t = spike(u_t - self.threshold)
+    haiku_etp.set_hidden_state("v", u_t - self.threshold * s_t)
+    return s_t
+
+
+class LeakyReadout(hk.Module):
+  """``r_t = kappa r_{t-1} + s_t w``; ``r`` is hidden state."""
+
+  def __init__(
+      self, output_size: int, kappa: float = 0.9, name: str | None = None
+  ):
+    super().__init__(name=name)
+    self.output_size = output_size
+    self.kappa = kappa
+
+  def __call__(self, s_t: jax.Array) -> jax.Array:
+    chex.assert_rank(s_t, 2)
+    shape = (s_t.shape[0], self.output_size)
+    r_tm1 = haiku_etp.get_hidden_state("r", shape, s_t.dtype)
+    r_t = self.kappa * r_tm1 + Dense(self.output_size, with_bias=False)(s_t)
+    haiku_etp.set_hidden_state("r", r_t)
+    return r_t
+
+
+def _conv_lif_step(x_t: jax.Array, channels: int) -> jax.Array:
+  chex.assert_rank(x_t, 4)
+  in_channels = x_t.shape[-1]
+  with hk.name_scope("conv"):
+    k = hk.get_parameter(
+        "w", (3, 3, in_channels, channels), init=_fan_in_init(9 * in_channels)
+    )
+    b = hk.get_parameter("b", (channels,), init=jnp.zeros)
+  i_t = haiku_etp.conv(
+      x_t, k, b, padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+  s_t = LIF(name="lif")(i_t)
+  return LeakyReadout(_NUM_CLASSES)(jnp.mean(s_t, axis=(1, 2)))
+
+
+class ModelSpec(NamedTuple):
+  """One benchmark model.
+
+  Attributes:
+    name: the model's flag name.
+    description: sizes, for the log and the JSON.
+    step: the untransformed Haiku step ``x_t -> logits_t``.
+    x_shape: one step's input shape, batch first.
+  """
+
+  name: str
+  description: str
+  step: Callable[[jax.Array], jax.Array]
+  x_shape: tuple[int, ...]
+
+
+def _scaled(n: int, scale: float) -> int:
+  return max(1, round(n * scale))
+
+
+def make_model(name: str, scale: float) -> ModelSpec:
+  """The model ``name`` with batch, widths and image size times ``scale``."""
+  s = functools.partial(_scaled, scale=scale)
+  if name == "gru":
+    batch, num_in, hidden = s(32), s(32), s(256)
+    step = lambda x_t: Dense(_NUM_CLASSES, name="readout")(GRU(hidden)(x_t))
+    desc = f"GRU {num_in}->{hidden}, readout ->{_NUM_CLASSES}, B={batch}"
+    return ModelSpec(name, desc, step, (batch, num_in))
+  if name == "lif":
+    batch, num_in, hidden = s(32), s(100), s(512)
+    step = lambda x_t: LeakyReadout(_NUM_CLASSES)(LIF()(Dense(hidden)(x_t)))
+    desc = f"LIF {num_in}->{hidden}, leaky readout ->{_NUM_CLASSES}, B={batch}"
+    return ModelSpec(name, desc, step, (batch, num_in))
+  if name == "conv_lif":
+    batch, size, channels = s(8), s(32), s(16)
+    step = functools.partial(_conv_lif_step, channels=channels)
+    desc = (
+        f"conv LIF {size}x{size}x2->{channels} 3x3, leaky readout "
+        f"->{_NUM_CLASSES}, B={batch}"
+    )
+    return ModelSpec(name, desc, step, (batch, size, size, 2))
+  raise ValueError(f"Unknown model {name!r}; known models are {_MODEL_NAMES}.")
+
+
+def make_learner(name: str, model: hk.TransformedWithState, es_decay: float):
+  """The learner ``name`` for ``model``."""
+  if name == "d_rtrl":
+    return haiku_etp.d_rtrl(model)
+  if name == "es_d_rtrl":
+    return haiku_etp.es_d_rtrl(model, decay=es_decay)
+  if name == "bptt":
+    return haiku_etp.bptt(model)
+  raise ValueError(
+      f"Unknown learner {name!r}; known learners are {_LEARNER_NAMES}."
+  )
+
+
+def loss_fn(logits_t: jax.Array, y_t: jax.Array) -> jax.Array:
+  """Softmax cross-entropy against integer labels, mean over the batch."""
+  log_p = jax.nn.log_softmax(logits_t)
+  return -jnp.mean(jnp.take_along_axis(log_p, y_t[:, None], axis=-1))
+
+
+def _nbytes(tree: Any) -> int:
+  return sum(l.size * l.dtype.itemsize for l in jax.tree_util.tree_leaves(tree))
+
+
+def _median_seconds(fn: Callable[..., Any], args, repeats: int) -> float:
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(max(1, repeats)):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def copy_bandwidth(num_bytes: int, repeats: int) -> float:
+  """Bytes/s of ``a -> 0.5 a`` (one read, one write) on a float32 array.
+
+  The argument is donated so the product is written in place: a fresh output
+  buffer per call would add the cost of first-touch page faults, which the
+  traces, updated in place inside the compiled loop, do not pay.
+  """
+  scale = jax.jit(lambda a: a * 0.5, donate_argnums=0)
+  # 0.5 ** 30 is still a normal float32: no denormal slow-down.
+  repeats = min(max(1, repeats), 30)
+  a = jax.block_until_ready(scale(jnp.ones((max(1, num_bytes // 4),))))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    a = jax.block_until_ready(scale(a))
+    times.append(time.perf_counter() - start)
+  return 2 * a.size * a.dtype.itemsize / float(np.median(times))
+
+
+def _sequence(spec: ModelSpec, num_steps: int, seed: int):
+  # NumPy rather than jax.random: eager JAX would compile once per shape.
+  rng = np.random.default_rng(seed)
+  xs = rng.standard_normal((num_steps,) + spec.x_shape, np.float32)
+  ys = rng.integers(0, _NUM_CLASSES, (num_steps, spec.x_shape[0]), np.int32)
+  return jnp.asarray(xs), jnp.asarray(ys)
+
+
+def measure(learner, params, state, xs, ys, repeats: int) -> dict:
+  """Compiles one ``sequence_grad`` call; returns its memory and timing."""
+  grad_fn = learner.sequence_grad(loss_fn)
+
+  def call(params, state, xs, ys):
+    grads, state, losses = grad_fn(params, state, None, xs, ys)
+    # The mean keeps the output's size independent of T.
+    return grads, state, jnp.mean(losses)
+
+  start = time.perf_counter()
+  compiled = jax.jit(call).lower(params, state, xs, ys).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  num_steps = xs.shape[0]
+  seconds = _median_seconds(compiled, (params, state, xs, ys), repeats)
+  row = {
+      "temp_bytes": int(mem.temp_size_in_bytes),
+      "argument_bytes": int(mem.argument_size_in_bytes),
+      "output_bytes": int(mem.output_size_in_bytes),
+      "alias_bytes": int(mem.alias_size_in_bytes),
+      "input_bytes": _nbytes((xs, ys)),
+      "compile_s": compile_s,
+      "ms_per_step": 1e3 * seconds / num_steps,
+  }
+  row["compiled_bytes"] = row["temp_bytes"] + row["output_bytes"]
+  row["compiled_mib"] = row["compiled_bytes"] / 2**20
+  return row
+
+
+def run(
+    model_names,
+    learner_names,
+    steps,
+    scale: float,
+    repeats: int,
+    es_decay: float,
+    bandwidth: float,
+    on_row: Callable[[list[dict]], None] = lambda rows: None,
+) -> list[dict]:
+  """One row per (model, learner, T); ``on_row`` sees the rows so far."""
+  rows = []
+  for model_name in model_names:
+    spec = make_model(model_name, scale)
+    logging.info("Model %s: %s", model_name, spec.description)
+    model = hk.transform_with_state(spec.step)
+    x0 = jnp.zeros(spec.x_shape, jnp.float32)
+    # One set of parameters for all learners; jit avoids compiling every
+    # initialiser eagerly.
+    params, model_state = jax.jit(model.init)(jax.random.key(0), x0)
+    for learner_name in learner_names:
+      learner = make_learner(learner_name, model, es_decay)
+      state = learner.init_state(params, model_state, None, x0)
+      trace_bytes = _nbytes(learner.traces(state))
+      for num_steps in steps:
+        xs, ys = _sequence(spec, num_steps, seed=num_steps)
+        row = {
+            "model": model_name,
+            "description": spec.description,
+            "learner": learner_name,
+            "steps": num_steps,
+            "batch": spec.x_shape[0],
+            "param_bytes": _nbytes(params),
+            "trace_bytes": trace_bytes,
+        }
+        row.update(measure(learner, params, state, xs, ys, repeats))
+        if learner_name == "d_rtrl":
+          row["copy_bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
+          row["x_bound"] = row["ms_per_step"] / row["copy_bound_ms"]
+          # Trace bytes read and written per second of a whole step.
+          row["trace_gb_per_s"] = 2 * trace_bytes / row["ms_per_step"] / 1e6
+        logging.info(
+            "%s %s T=%d: %.2f MiB, %.3f ms/step (compiled in %.1f s)",
+            model_name,
+            learner_name,
+            num_steps,
+            row["compiled_mib"],
+            row["ms_per_step"],
+            row["compile_s"],
+        )
+        rows.append(row)
+        on_row(rows)
+  _add_bptt_ratios(rows)
+  return rows
+
+
+def _add_bptt_ratios(rows: list[dict]) -> None:
+  bptt = {
+      (r["model"], r["steps"]): r["ms_per_step"]
+      for r in rows
+      if r["learner"] == "bptt"
+  }
+  for r in rows:
+    ref = bptt.get((r["model"], r["steps"]))
+    r["x_bptt"] = None if ref is None else r["ms_per_step"] / ref
+
+
+def memory_growth(rows: list[dict]) -> list[dict]:
+  """Compiled memory at the largest over the smallest T, per model/learner."""
+  out = []
+  keys = dict.fromkeys((r["model"], r["learner"]) for r in rows)
+  for model_name, learner_name in keys:
+    mine = [
+        r
+        for r in rows
+        if r["model"] == model_name and r["learner"] == learner_name
+    ]
+    lo = min(mine, key=lambda r: r["steps"])
+    hi = max(mine, key=lambda r: r["steps"])
+    ratio = hi["compiled_bytes"] / lo["compiled_bytes"]
+    extra_steps = max(1, hi["steps"] - lo["steps"])
+    out.append(
+        {
+            "model": model_name,
+            "learner": learner_name,
+            "t_min": lo["steps"],
+            "t_max": hi["steps"],
+            "ratio": ratio,
+            # Growth per extra step, beside the input bytes of one step: equal
+            # numbers mean the call holds a copy of the input sequence.
+            "bytes_per_step": (
+                (hi["compiled_bytes"] - lo["compiled_bytes"]) / extra_steps
+            ),
+            "input_bytes_per_step": hi["input_bytes"] / hi["steps"],
+            # Online memory must not depend on T (DESIGN.md, section 3).
+            "flat": abs(ratio - 1.0) <= 0.05,
+        }
+    )
+  return out
+
+
+def _fmt(value, spec: str, width: int) -> str:
+  return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
+
+
+def print_table(rows, growth, bandwidth: float) -> None:
+  cols = (
+      ("compiled_mib", "compiled MiB", ".2f"),
+      ("ms_per_step", "ms/step", ".3f"),
+      ("x_bptt", "xBPTT", ".2f"),
+      ("copy_bound_ms", "bound ms", ".3f"),
+      ("x_bound", "xbound", ".2f"),
+  )
+  print(
+      "Gradient over a sequence, float32, "
+      f"{jax.devices()[0].platform}; compiled = temp + output bytes; "
+      "bound = one read + one write of the D-RTRL traces per step at "
+      f"{bandwidth / 1e9:.2f} GB/s (copy bandwidth measured in this run)"
+  )
+  print(
+      f"{'model':<10}{'learner':<11}{'T':>6}"
+      + "".join(f"{title:>14}" for _, title, _ in cols)
+  )
+  for r in rows:
+    print(
+        f"{r['model']:<10}{r['learner']:<11}{r['steps']:>6}"
+        + "".join(_fmt(r.get(key), spec, 14) for key, _, spec in cols)
+    )
+  print(
+      "Compiled memory at T=max over T=min (online learners: flat within 5%), "
+      "its growth per step and the input bytes per step"
+  )
+  print(
+      f"{'model':<10}{'learner':<11}{'T ratio':>13}{'ratio':>8}"
+      f"{'KiB/step':>10}{'input KiB':>10}"
+  )
+  for g in growth:
+    print(
+        f"{g['model']:<10}{g['learner']:<11}"
+        f"{g['t_max']:>6}/{g['t_min']:<6}{g['ratio']:>8.3f}"
+        f"{g['bytes_per_step'] / 2**10:>10.1f}"
+        f"{g['input_bytes_per_step'] / 2**10:>10.1f}"
+    )
+
+
+def _parse_names(values, known, what):
+  unknown = [v for v in values if v not in known]
+  if unknown or not values:
+    raise app.UsageError(f"Unknown {what} {unknown}; choose from {known}.")
+  return list(values)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  model_names = _parse_names(BENCH_MODELS.value, _MODEL_NAMES, "models")
+  learner_names = _parse_names(BENCH_LEARNERS.value, _LEARNER_NAMES, "learners")
+  try:
+    steps = sorted({int(t) for t in BENCH_STEPS.value})
+  except ValueError as e:
+    raise app.UsageError(f"--bench_steps takes integers: {e}") from None
+  if not steps or steps[0] < 1:
+    raise app.UsageError(f"--bench_steps must be >= 1, got {steps}.")
+  device = jax.devices()[0]
+  logging.info("Benchmarking on %s (%s)", device.platform, device.device_kind)
+  bandwidth = copy_bandwidth(BENCH_COPY_MIB.value * 2**20, 20)
+  logging.info("Copy bandwidth: %.2f GB/s", bandwidth / 1e9)
+  config = {
+      "device": f"{device.platform} {device.device_kind}",
+      "steps": steps,
+      "scale": BENCH_SCALE.value,
+      "repeats": BENCH_REPEATS.value,
+      "es_decay": BENCH_ES_DECAY.value,
+      "copy_mib": BENCH_COPY_MIB.value,
+      "copy_gb_per_s": bandwidth / 1e9,
+  }
+
+  def write(rows, growth=None):
+    if BENCH_OUTPUT.value:
+      payload = dict(config, rows=rows)
+      if growth is not None:
+        payload["memory_growth"] = growth
+      common.write_json(BENCH_OUTPUT.value, payload)
+
+  rows = run(
+      model_names,
+      learner_names,
+      steps,
+      BENCH_SCALE.value,
+      BENCH_REPEATS.value,
+      BENCH_ES_DECAY.value,
+      bandwidth,
+      on_row=write,
+  )
+  growth = memory_growth(rows)
+  for g in growth:
+    if g["learner"] != "bptt" and not g["flat"]:
+      logging.warning(
+          "%s %s: compiled memory grows %.3fx from T=%d to T=%d.",
+          g["model"],
+          g["learner"],
+          g["ratio"],
+          g["t_min"],
+          g["t_max"],
+      )
+  write(rows, growth)
+  print_table(rows, growth, bandwidth)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,107 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Smoke test of the sequence-gradient benchmark binary on a tiny config."""
+
+import itertools
+import json
+import math
+import os
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+
+from experiments import benchmark
+
+_MODELS = ("gru", "lif", "conv_lif")
+_LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt")
+_STEPS = (4, 8)
+
+
+def _positive_finite(value):
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+class BenchmarkTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+
+  def test_runs_and_writes_results(self):
+    path = os.path.join(self.create_tempdir().full_path, "bench.json")
+    # Every flag is set: rules_benchmark shares some names, and the default
+    # of whichever binary was imported last would apply.
+    with flagsaver.flagsaver(
+        bench_steps=[str(t) for t in _STEPS],
+        bench_models=list(_MODELS),
+        bench_learners=list(_LEARNERS),
+        bench_scale=0.1,
+        bench_repeats=1,
+        bench_es_decay=0.9,
+        bench_copy_mib=4,
+        bench_output=path,
+    ):
+      benchmark.main(["benchmark"])
+    with open(path) as f:
+      payload = json.load(f)
+    self.assertTrue(_positive_finite(payload["copy_gb_per_s"]))
+    rows = {(r["model"], r["learner"], r["steps"]): r for r in payload["rows"]}
+    self.assertCountEqual(rows, itertools.product(_MODELS, _LEARNERS, _STEPS))
+    for key, row in sorted(rows.items()):
+      print(
+          "%s %s T=%d: compiled %d B (temp %d, output %d, args %d), "
+          "%.4f ms/step, x%.2f BPTT"
+          % (
+              *key,
+              row["compiled_bytes"],
+              row["temp_bytes"],
+              row["output_bytes"],
+              row["argument_bytes"],
+              row["ms_per_step"],
+              row["x_bptt"],
+          )
+      )
+      for name in (
+          "ms_per_step",
+          "compiled_bytes",
+          "output_bytes",
+          "argument_bytes",
+          "x_bptt",
+      ):
+        self.assertTrue(_positive_finite(row[name]), f"{key} {name}")
+      self.assertGreaterEqual(row["temp_bytes"], 0, key)
+      if row["learner"] == "d_rtrl":
+        self.assertTrue(_positive_finite(row["trace_bytes"]), key)
+        self.assertTrue(_positive_finite(row["copy_bound_ms"]), key)
+        self.assertTrue(_positive_finite(row["x_bound"]), key)
+      if row["learner"] == "bptt":
+        self.assertEqual(row["x_bptt"], 1.0, key)
+    growth = {(g["model"], g["learner"]) for g in payload["memory_growth"]}
+    self.assertCountEqual(growth, itertools.product(_MODELS, _LEARNERS))
+
+  def test_rejects_extra_arguments(self):
+    with self.assertRaisesRegex(Exception, "Too many"):
+      benchmark.main(["benchmark", "extra"])
+
+  def test_rejects_unknown_model(self):
+    with flagsaver.flagsaver(bench_models=["lstm"]):
+      with self.assertRaisesRegex(Exception, "Unknown models"):
+        benchmark.main(["benchmark"])
+
+
+if __name__ == "__main__":
+  absltest.main()
