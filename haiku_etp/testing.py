@@ -17,6 +17,7 @@
 from haiku_etp._src.oracles import bptt_grads
 from haiku_etp._src.oracles import cosine_similarity
 from haiku_etp._src.oracles import drtrl_rule_oracle
+from haiku_etp._src.oracles import expect_warning
 from haiku_etp._src.oracles import OracleResult
 from haiku_etp._src.oracles import pp_rule_oracle
 from haiku_etp._src.oracles import relative_error
@@ -26,6 +27,7 @@ __all__ = (
     "bptt_grads",
     "cosine_similarity",
     "drtrl_rule_oracle",
+    "expect_warning",
     "pp_rule_oracle",
     "relative_error",
 )

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
+from haiku_etp import testing
 
 _DTYPES = ("float32", "float64", "bfloat16")
 
@@ -696,7 +697,7 @@ class VmapTest(chex.TestCase):
     x, kernel, bias = _conv_args(x_shape, k_shape, kwargs, jnp.float32)
     xs = jnp.stack([x, -x])
     fn = jax.vmap(lambda x: haiku_etp.conv(x, kernel, bias, **kwargs))
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       ys = fn(xs)
     expected = jnp.stack([_lax_conv(v, kernel, bias, **kwargs) for v in xs])
     _assert_close(ys, expected, "float32")
@@ -728,9 +729,9 @@ class VmapTest(chex.TestCase):
       if axis is not None:
         args[i] = jnp.stack([args[i], 0.5 * args[i]])
     fn = jax.vmap(haiku_etp.dense, in_axes=in_axes)
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       ys = fn(*args)
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       names = _primitive_names(jax.make_jaxpr(fn)(*args))
     self.assertNotIn("etp_dense", names)
     self.assertNotIn("etp_batched_dense", names)
@@ -751,9 +752,9 @@ class VmapTest(chex.TestCase):
     fn = jax.vmap(
         lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs), in_axes=in_axes
     )
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       ys = fn(*args)
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       names = _primitive_names(jax.make_jaxpr(fn)(*args))
     self.assertNotIn("etp_conv", names)
     expected = jax.vmap(
@@ -890,12 +891,12 @@ class JaxprTest(chex.TestCase):
     fn, (x, w, b), _, _, _ = self._case("conv")
     ks = jnp.stack([w, -w])
     vfn = jax.vmap(fn, in_axes=(None, 0, None))
-    with self.assertWarnsRegex(
+    with testing.expect_warning(
         haiku_etp.DecomposedPrimitiveWarning, "etp_conv"
     ):
       jaxpr = jax.make_jaxpr(vfn)(x, ks, b)
     self.assertNotIn("etp_conv", _primitive_names(jaxpr))
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       ys = vfn(x, ks, b)
     _assert_close(ys[1], fn(x, -w, b), "float32")
 

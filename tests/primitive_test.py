@@ -746,12 +746,12 @@ class DecompositionTest(absltest.TestCase):
     x = _normal(kx, (3, 5))
     ws = _normal(kw, (2, 5, 4))
     fn = jax.vmap(lambda w: haiku_etp.dense(x, w))
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       y = fn(ws)
     np.testing.assert_allclose(
         y, jnp.einsum("bi,vio->vbo", x, ws), rtol=1e-5, atol=1e-5
     )
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       jaxpr = jax.make_jaxpr(fn)(ws)
     self.assertNotIn("etp_batched_dense", str(jaxpr))
 
@@ -760,7 +760,7 @@ class DecompositionTest(absltest.TestCase):
     x = _normal(kx, (2, 3, 6))
     ks = _normal(kw, (2, 4, 3, 3))
     fn = jax.vmap(lambda k: haiku_etp.conv(x, k))
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       y = fn(ks)
     expected = jax.vmap(lambda k: lax.conv_general_dilated(x, k, (1,), "SAME"))(
         ks
@@ -785,9 +785,9 @@ class DecompositionTest(absltest.TestCase):
     kernel = _normal(kw, (6, 3, 3, 2))
     conv = lambda x: haiku_etp.conv(x, kernel, batch_group_count=2)
     fn = jax.vmap(conv)
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       y = fn(xs)
-    with self.assertWarns(haiku_etp.DecomposedPrimitiveWarning):
+    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
       jaxpr = jax.make_jaxpr(fn)(xs)
     self.assertNotIn("etp_conv", str(jaxpr))
     expected = jax.vmap(

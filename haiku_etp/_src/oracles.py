@@ -27,7 +27,10 @@ and learning signals ``g^t``. D-RTRL is exact on this system for every op, so
 its error is a direct check of the rules.
 """
 
+import contextlib
+import re
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -341,3 +344,28 @@ def bptt_grads(
 
   grads, losses = jax.grad(total, has_aux=True)(params)
   return grads, losses
+
+
+@contextlib.contextmanager
+def expect_warning(category: type[Warning], regex: Optional[str] = None):
+  """Fails unless the block emits a warning of ``category`` (matching ``regex``).
+
+  Use it instead of ``unittest``'s ``assertWarns``: that one reads
+  ``__warningregistry__`` on every loaded module, and Haiku's stub module
+  for its optional flax support raises ``ImportError`` on any attribute read.
+
+  Raises:
+    AssertionError: if no matching warning was emitted.
+  """
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    yield caught
+  for w in caught:
+    if issubclass(w.category, category) and (
+        regex is None or re.search(regex, str(w.message))
+    ):
+      return
+  raise AssertionError(
+      f"No {category.__name__} matching {regex!r} was emitted; got "
+      f"{[(w.category.__name__, str(w.message)) for w in caught]}."
+  )

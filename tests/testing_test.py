@@ -12,13 +12,17 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""The BPTT learner against ``testing.bptt_grads``, an independent oracle.
+"""Testing utilities; the BPTT learner against ``testing.bptt_grads``.
+
+``bptt_grads`` is an oracle independent of the learners.
 
 The oracle differentiates ``model.apply`` unrolled with ``lax.scan``; the
 learner goes through the window machinery. Both must agree in float64, with
 and without an rng used inside the step, for one window and for truncation
 reassembled from windows.
 """
+
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -95,6 +99,21 @@ class BpttOracleTest(parameterized.TestCase):
       gap = testing.relative_error(grads, expected)
       print(f"truncated BPTT (window 2, T 9) vs BPTT: rel err {gap:.3g}")
       self.assertGreater(gap, 1e-3)
+
+
+class ExpectWarningTest(absltest.TestCase):
+
+  def test_passes_on_a_matching_warning(self):
+    with testing.expect_warning(UserWarning, "trace"):
+      warnings.warn("a trace was cut", UserWarning)
+
+  def test_fails_without_one(self):
+    with self.assertRaisesRegex(AssertionError, "No DeprecationWarning"):
+      with testing.expect_warning(DeprecationWarning):
+        warnings.warn("other", UserWarning)
+    with self.assertRaisesRegex(AssertionError, "matching"):
+      with testing.expect_warning(UserWarning, "^trace"):
+        warnings.warn("a trace", UserWarning)
 
 
 if __name__ == "__main__":
