@@ -612,9 +612,6 @@ class Learner:
         ]
         signals.append(jnp.stack(leaves, axis=-1))
       dws = self.algorithm.solve(compiled, trace, signals, weights)
-      # The roll overwrites the traces the solve reads; finishing the solve
-      # first lets XLA update them in place instead of copying them.
-      dws, trace = lax.optimization_barrier((dws, trace))
       (extra,) = pull(dws)
       grads = tree_util.tree_map(
           lambda a, b: a + b.astype(a.dtype), grads, extra
