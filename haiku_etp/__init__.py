@@ -55,6 +55,7 @@ from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
+from haiku_etp._src.sequence import raise_if_not_finite
 from haiku_etp._src.sequence import sequence_grad
 from haiku_etp._src.state import get_hidden_state
 from haiku_etp._src.state import set_hidden_state
@@ -92,6 +93,7 @@ __all__ = (
     "mix_states",
     "pp_init",
     "pp_solve",
+    "raise_if_not_finite",
     "register_primitive",
     "replicate",
     "sequence_grad",

@@ -44,6 +44,7 @@ import numpy as np
 from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import jacobians as jacobians_lib
 from haiku_etp._src import primitive
+from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
 
 DRTRL_KEY = state_lib.LEARNER_PREFIX + "/d_rtrl"
@@ -632,13 +633,16 @@ class Learner:
       *,
       has_aux: bool = False,
       axis_name: Optional[str] = None,
+      check_finite: bool = False,
   ):
     """One online step: ``fn(params, state, rng, x_t, y_t)``.
 
     Returns ``(loss, grads, state)`` (``((loss, aux), grads, state)`` with
     ``has_aux``). ``grads`` has the structure of ``params``; with
     ``axis_name`` the loss and grads are ``pmean``-ed over that axis. For
-    BPTT this is the one-step (truncated) gradient.
+    BPTT this is the one-step (truncated) gradient. ``check_finite=True``
+    raises ``FloatingPointError`` at run time on NaN or inf in the inputs,
+    the loss or the gradients.
     """
 
     def fn(params, state, rng, x_t, y_t):
@@ -652,6 +656,10 @@ class Learner:
       if axis_name is not None:
         grads = lax.pmean(grads, axis_name)
         loss = lax.pmean(loss, axis_name)
+      if check_finite:
+        sequence.check_all_finite(
+            {"inputs": (x_t, y_t), "loss": loss, "gradients": grads}
+        )
       if has_aux:
         return (loss, tree_util.tree_map(lambda v: v[0], auxes)), grads, state
       return loss, grads, state
@@ -666,10 +674,9 @@ class Learner:
       reduction: str = "sum",
       has_aux: bool = False,
       axis_name: Optional[str] = None,
+      check_finite: bool = False,
   ):
     """Gradient over a whole sequence; see :func:`haiku_etp.sequence_grad`."""
-    from haiku_etp._src import sequence  # pylint: disable=g-import-not-at-top
-
     if window == "default":
       window = 1 if self.online else None
     return sequence.sequence_grad(
@@ -679,6 +686,7 @@ class Learner:
         reduction=reduction,
         has_aux=has_aux,
         axis_name=axis_name,
+        check_finite=check_finite,
     )
 
 
