@@ -26,7 +26,7 @@ import numpy as np
 def raise_if_not_finite(tree: Any, what: str) -> None:
   """Raises ``FloatingPointError`` at run time if ``tree`` holds NaN or inf.
 
-  Works under ``jit`` and ``pmap`` (through ``jax.debug.callback``); the
+  Works under ``jit`` (through ``jax.debug.callback``); the
   error names the offending leaves by path. Learners call it when built with
   ``check_finite=True``.
 
