@@ -31,7 +31,6 @@ Traces live in the Haiku state under the top-level entries ``~etp/d_rtrl``
 and ``~etp/es_d_rtrl``, keyed by parameter path and group name.
 """
 
-import functools
 from typing import Any, Callable, Optional, Sequence, Union
 
 import haiku as hk
