@@ -191,6 +191,10 @@ class Node:
   mixing: bool
 
 
+def _atom_aval(avals, atom):
+  return jax.typeof(atom.val) if isinstance(atom, Lit) else avals[atom]
+
+
 @dataclasses.dataclass
 class Program:
   """A step flattened to ops over integer value ids."""
@@ -199,6 +203,10 @@ class Program:
   avals: dict
   invars: list
   outvars: list
+
+  def aval(self, atom):
+    """Abstract value of a value id or literal."""
+    return _atom_aval(self.avals, atom)
 
 
 def _sub_jaxprs(params):
@@ -280,7 +288,7 @@ class _Flattener:
     return i
 
   def aval(self, atom):
-    return jax.typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
+    return _atom_aval(self.avals, atom)
 
   def run(self, jaxpr, consts, ins) -> list:
     env = {}

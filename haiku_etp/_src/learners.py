@@ -62,17 +62,13 @@ def _relation_avals(compiled, r, g):
   xi = rel.primitive.x_invar_index
   x_aval = None
   if xi is not None:
-    a = (
-        program.avals[node.ins[xi]]
-        if not isinstance(node.ins[xi], compiler_lib.Lit)
-        else jax.typeof(node.ins[xi].val)
-    )
+    a = program.aval(node.ins[xi])
     x_aval = _aval(a.shape, a.dtype)
-  y = program.avals[node.outs[0]]
+  y = program.aval(node.outs[0])
   shape = compiled.groups[g].shape if xi is None else y.shape
   weights = {}
   for k, i in rel.primitive.trainable_invars(rel.params).items():
-    a = program.avals[node.ins[i]]
+    a = program.aval(node.ins[i])
     weights[k] = _aval(a.shape, a.dtype)
   return x_aval, _aval(shape, y.dtype), weights
 
@@ -86,7 +82,14 @@ def _label(rel, key, group_name):
   return f"{rel.weights[key][0]}{suffix}@{group_name}"
 
 
-class _DRTRL:
+class _TraceAlgorithm:
+  """What the online algorithms share: their traces restart from zeros."""
+
+  def reset(self, entries):
+    return {k: jnp.zeros_like(v) for k, v in entries.items()}
+
+
+class _DRTRL(_TraceAlgorithm):
   """Parameter-dimension traces, one per relation and group."""
 
   name = "d_rtrl"
@@ -148,9 +151,6 @@ class _DRTRL:
       out.append(total)
     return out
 
-  def reset(self, entries):
-    return {k: jnp.zeros_like(v) for k, v in entries.items()}
-
 
 def parse_decay(decay) -> tuple[float, float]:
   """``(alpha_x, alpha_f)`` from a float, a pair or an int rank.
@@ -180,7 +180,7 @@ def parse_decay(decay) -> tuple[float, float]:
   return pair
 
 
-class _ESDRTRL:
+class _ESDRTRL(_TraceAlgorithm):
   """Input-side and output-side traces (pp-prop)."""
 
   name = "es_d_rtrl"
@@ -255,9 +255,6 @@ class _ESDRTRL:
         total = {k: total[k] + part[k].astype(total[k].dtype) for k in total}
       out.append(total)
     return out
-
-  def reset(self, entries):
-    return {k: jnp.zeros_like(v) for k, v in entries.items()}
 
 
 class _BPTT:

@@ -25,7 +25,6 @@ single-device gradient of a batch-mean loss exactly.
 
 from typing import Any
 
-import jax
 from jax import tree_util
 import jax.numpy as jnp
 
@@ -104,8 +103,3 @@ def unshard_state(state: Any) -> dict:
         for n, v in entries.items()
     }
   return out
-
-
-def device_count() -> int:
-  """Number of local devices a ``pmap`` over them would use."""
-  return jax.local_device_count()

@@ -25,7 +25,6 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import haiku as hk
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 HIDDEN_SUFFIX = ":hidden"
 # Top-level state entries owned by the learners (traces, counters) start with
@@ -146,10 +145,3 @@ def map_hidden(fn: Callable[[Any], Any], state: State) -> dict:
       }
       for m, entries in state.items()
   }
-
-
-def to_numpy(state: State) -> dict:
-  """A host copy of a state (for checkpoints); names and structure kept."""
-  return jax.tree_util.tree_map(
-      np.asarray, {m: dict(e) for m, e in state.items()}
-  )
