@@ -32,6 +32,11 @@ from haiku_etp._src.dense import etp_batched_dense_p
 from haiku_etp._src.dense import etp_dense_p
 from haiku_etp._src.elementwise import elementwise
 from haiku_etp._src.elementwise import etp_elementwise_p
+from haiku_etp._src.layers import Conv1D
+from haiku_etp._src.layers import Conv2D
+from haiku_etp._src.layers import Conv3D
+from haiku_etp._src.layers import ConvND
+from haiku_etp._src.layers import Linear
 from haiku_etp._src.learners import bptt
 from haiku_etp._src.learners import d_rtrl
 from haiku_etp._src.learners import es_d_rtrl
@@ -55,6 +60,17 @@ from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
+from haiku_etp._src.recurrent import Conv1DGRU
+from haiku_etp._src.recurrent import Conv1DLSTM
+from haiku_etp._src.recurrent import Conv2DGRU
+from haiku_etp._src.recurrent import Conv2DLSTM
+from haiku_etp._src.recurrent import Conv3DGRU
+from haiku_etp._src.recurrent import Conv3DLSTM
+from haiku_etp._src.recurrent import ConvNDGRU
+from haiku_etp._src.recurrent import ConvNDLSTM
+from haiku_etp._src.recurrent import GRU
+from haiku_etp._src.recurrent import LSTM
+from haiku_etp._src.recurrent import VanillaRNN
 from haiku_etp._src.sequence import raise_if_not_finite
 from haiku_etp._src.sequence import sequence_grad
 from haiku_etp._src.state import get_hidden_state
@@ -65,13 +81,29 @@ __version__ = "0.1.0"
 __all__ = (
     "CompileError",
     "CompiledStep",
+    "Conv1D",
+    "Conv1DGRU",
+    "Conv1DLSTM",
+    "Conv2D",
+    "Conv2DGRU",
+    "Conv2DLSTM",
+    "Conv3D",
+    "Conv3DGRU",
+    "Conv3DLSTM",
+    "ConvND",
+    "ConvNDGRU",
+    "ConvNDLSTM",
     "DecomposedPrimitiveWarning",
     "Diagnostic",
     "ETPPrimitive",
     "ETPRules",
+    "GRU",
     "HiddenGroup",
+    "LSTM",
     "Learner",
+    "Linear",
     "Relation",
+    "VanillaRNN",
     "bptt",
     "compile_step",
     "conv",

@@ -1,0 +1,558 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Feed-forward Haiku layers routed through the ETP ops.
+
+``Linear`` and ``ConvND`` (with ``Conv1D``, ``Conv2D`` and ``Conv3D``) take the
+arguments of ``hk.Linear`` and ``hk.ConvND`` and create the same parameters
+(names, shapes, default initialisers), so a checkpoint of a Haiku model loads
+into the ETP model and gives the same outputs. The difference is that the
+weights go through :func:`haiku_etp.dense` and :func:`haiku_etp.conv`, which
+the compiler reads as trainable relations.
+"""
+
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import haiku as hk
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from haiku_etp._src import conv as conv_lib
+from haiku_etp._src import dense as dense_lib
+
+PadFn = Callable[[int], Sequence[int]]
+Padding = Union[str, Sequence[tuple[int, int]], PadFn, Sequence[PadFn]]
+
+
+def fan_in_init(fan_in: int) -> hk.initializers.Initializer:
+  """Haiku's default weight initialiser: truncated normal, std ``1/sqrt(n)``."""
+  return hk.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
+
+
+def replicate(value: Union[int, Sequence[int]], n: int, what: str):
+  """Normalises an int-or-sequence argument to a tuple of ``n`` positive ints."""
+  if isinstance(value, int):
+    value = (value,) * n
+  try:
+    value = tuple(int(v) for v in value)
+  except TypeError:
+    raise ValueError(
+        f"{what} must be an int or a sequence of {n} ints, got {value!r}."
+    ) from None
+  if len(value) != n or any(v <= 0 for v in value):
+    raise ValueError(
+        f"{what} must be a positive int or a sequence of {n} positive ints, "
+        f"got {value!r}."
+    )
+  return value
+
+
+def check_positive(value: Any, what: str) -> int:
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ValueError(f"{what} must be a positive int, got {value!r}.")
+  return value
+
+
+def channel_index(data_format: str, num_spatial_dims: int) -> int:
+  """Channel axis (0 = first after batch, ``-1`` = last) of a data format.
+
+  Accepts ``"channels_last"``, ``"channels_first"`` and layout strings such
+  as ``"NWC"``, ``"NCHW"`` or ``"NDHWC"`` of rank ``num_spatial_dims + 2``.
+
+  Raises:
+    ValueError: for any other value.
+  """
+  if data_format == "channels_last":
+    return -1
+  if data_format == "channels_first":
+    return 1
+  if (
+      isinstance(data_format, str)
+      and len(data_format) == num_spatial_dims + 2
+      and len(set(data_format)) == len(data_format)
+      and data_format.startswith("N")
+  ):
+    if data_format.endswith("C"):
+      return -1
+    if data_format[1] == "C":
+      return 1
+  raise ValueError(
+      f"Unknown data_format {data_format!r} for a {num_spatial_dims}-D "
+      "convolution: use 'channels_last', 'channels_first' or a layout such "
+      "as 'N...C' / 'NC...' of rank num_spatial_dims + 2."
+  )
+
+
+def dimension_numbers(
+    num_spatial_dims: int, channels_last: bool
+) -> lax.ConvDimensionNumbers:
+  """Input/output layout by channel position; kernels are ``(*k, I, O)``."""
+  n = num_spatial_dims
+  if channels_last:
+    io_spec = (0, n + 1) + tuple(range(1, n + 1))
+  else:
+    io_spec = (0, 1) + tuple(range(2, n + 2))
+  kernel_spec = (n + 1, n) + tuple(range(n))
+  return lax.ConvDimensionNumbers(io_spec, kernel_spec, io_spec)
+
+
+def _padding(padding: Padding, kernel_shape, rate, n: int):
+  """A padding string or ``n`` pairs; pad functions see the dilated size."""
+  if isinstance(padding, str):
+    return padding.upper()
+  fns = padding
+  if callable(fns):
+    fns = (fns,) * n
+  if isinstance(fns, Sequence) and fns and all(callable(f) for f in fns):
+    if len(fns) != n:
+      raise ValueError(
+          f"padding needs {n} pad functions, got {len(fns)}: {padding!r}."
+      )
+    return tuple(
+        tuple(int(p) for p in f((k - 1) * r + 1))
+        for f, k, r in zip(fns, kernel_shape, rate)
+    )
+  return padding
+
+
+def _part_size(total: int, num: int, what: str) -> int:
+  if not isinstance(num, int) or num <= 0 or total % num:
+    raise ValueError(
+        f"num must be a positive divisor of {what} {total}, got {num!r}."
+    )
+  return total // num
+
+
+def _part(b, k, size):
+  return None if b is None else b[k * size : (k + 1) * size]
+
+
+class Linear(hk.Module):
+  r"""Affine layer :math:`y = x W + b` through :func:`haiku_etp.dense`.
+
+  A drop-in replacement for ``hk.Linear``: parameters ``w`` of shape
+  ``(input_size, output_size)`` and ``b`` of shape ``(output_size,)``, with
+  Haiku's default initialisers. Inputs of rank 1 (unbatched) and 2 use the
+  dense op; inputs of higher rank ``(B, *positions, input_size)`` are mapped
+  position by position as a convolution with a size-1 kernel, so the
+  eligibility traces keep one slot per position, as they must for
+  exactness.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> f = hk.transform(lambda x: Linear(4)(x))
+  >>> params = f.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  >>> f.apply(params, None, jnp.ones((2, 3))).shape
+  (2, 4)
+  """
+
+  def __init__(
+      self,
+      output_size: int,
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      name: Optional[str] = None,
+  ):
+    """Constructs the layer.
+
+    Args:
+      output_size: number of output features.
+      with_bias: whether to add a bias.
+      w_init: weight initialiser; truncated normal with std
+        ``1/sqrt(input_size)`` by default.
+      b_init: bias initialiser; zeros by default.
+      name: module name.
+
+    Raises:
+      ValueError: if ``output_size`` is not a positive int.
+    """
+    super().__init__(name=name)
+    self.output_size = check_positive(output_size, "output_size")
+    self.with_bias = with_bias
+    self.w_init = w_init
+    self.b_init = b_init or jnp.zeros
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    """Applies the layer to ``(..., input_size)`` inputs.
+
+    Raises:
+      ValueError: for a scalar input.
+    """
+    inputs, w, b = self._params(inputs)
+    return self._apply(inputs, w, b)
+
+  def split(self, inputs: jax.Array, num: int) -> tuple[jax.Array, ...]:
+    """``jnp.split(self(inputs), num, -1)``, one ETP op per part.
+
+    Each part is computed from its own slice of ``w`` and ``b``, so the
+    compiler sees one relation per part. Recurrent cells use this to feed
+    each gate from its own relation, aligned with the hidden state.
+
+    Args:
+      inputs: as for ``__call__``.
+      num: number of equal parts; must divide ``output_size``.
+
+    Returns:
+      ``num`` arrays of ``output_size // num`` features each.
+
+    Raises:
+      ValueError: if ``num`` does not divide ``output_size``.
+    """
+    size = _part_size(self.output_size, num, "output_size")
+    inputs, w, b = self._params(inputs)
+    return tuple(
+        self._apply(inputs, w[:, k * size : (k + 1) * size], _part(b, k, size))
+        for k in range(num)
+    )
+
+  def _params(self, inputs):
+    inputs = jnp.asarray(inputs)
+    if inputs.ndim < 1:
+      raise ValueError(
+          "Input to Linear must have rank >= 1, got shape "
+          f"{tuple(inputs.shape)}."
+      )
+    input_size = inputs.shape[-1]
+    w_init = self.w_init or fan_in_init(input_size)
+    w = hk.get_parameter(
+        "w", (input_size, self.output_size), inputs.dtype, init=w_init
+    )
+    b = None
+    if self.with_bias:
+      b = hk.get_parameter(
+          "b", (self.output_size,), inputs.dtype, init=self.b_init
+      )
+    return inputs, w, b
+
+  def _apply(self, inputs, w, b):
+    if inputs.ndim <= 2:
+      return dense_lib.dense(inputs, w, b)
+    n = inputs.ndim - 2
+    kernel = jnp.reshape(w, (1,) * n + w.shape)
+    return conv_lib.conv(
+        inputs,
+        kernel,
+        b,
+        padding="VALID",
+        dimension_numbers=dimension_numbers(n, channels_last=True),
+    )
+
+
+class ConvND(hk.Module):
+  """N-D convolution through :func:`haiku_etp.conv`.
+
+  A drop-in replacement for ``hk.ConvND``: the kernel ``w`` has shape
+  ``(*kernel_shape, input_channels // feature_group_count, output_channels)``
+  whatever the data format, and the bias ``b`` has shape
+  ``(output_channels,)`` (``(output_channels, 1, ..., 1)`` for channels-first
+  layouts), both with Haiku's default initialisers. Inputs are batched
+  (rank ``num_spatial_dims + 2``) or unbatched (rank ``num_spatial_dims +
+  1``).
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> f = hk.transform(lambda x: ConvND(2, 4, 3)(x))
+  >>> params = f.init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 2)))
+  >>> params["conv_nd"]["w"].shape
+  (3, 3, 2, 4)
+  """
+
+  def __init__(
+      self,
+      num_spatial_dims: int,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "channels_last",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution.
+
+    Args:
+      num_spatial_dims: number of spatial axes (1 or more).
+      output_channels: number of output channels.
+      kernel_shape: kernel size, an int or one per spatial axis.
+      stride: window stride, an int or one per spatial axis.
+      rate: kernel dilation, an int or one per spatial axis.
+      padding: ``"SAME"``, ``"VALID"``, ``(low, high)`` pairs, or a pad
+        function (or one per spatial axis) mapping the dilated kernel size to
+        ``(low, high)``, as ``hk.pad.causal``.
+      with_bias: whether to add a bias.
+      w_init: weight initialiser; truncated normal with std
+        ``1/sqrt(fan_in)`` by default.
+      b_init: bias initialiser; zeros by default.
+      data_format: ``"channels_last"``, ``"channels_first"`` or a layout
+        string (``"NHWC"``, ``"NCHW"``, ...).
+      mask: optional array of the kernel's shape multiplied into the kernel.
+      feature_group_count: number of feature groups.
+      name: module name.
+
+    Raises:
+      ValueError: for a non-positive size, a sequence of the wrong length or
+        an unknown ``data_format``.
+    """
+    super().__init__(name=name)
+    self.num_spatial_dims = check_positive(num_spatial_dims, "num_spatial_dims")
+    n = num_spatial_dims
+    self.output_channels = check_positive(output_channels, "output_channels")
+    self.kernel_shape = replicate(kernel_shape, n, "kernel_shape")
+    self.stride = replicate(stride, n, "stride")
+    self.rate = replicate(rate, n, "rate")
+    self.padding = _padding(padding, self.kernel_shape, self.rate, n)
+    self.with_bias = with_bias
+    self.w_init = w_init
+    self.b_init = b_init or jnp.zeros
+    self.data_format = data_format
+    self.channel_index = channel_index(data_format, n)
+    self.mask = mask
+    self.feature_group_count = check_positive(
+        feature_group_count, "feature_group_count"
+    )
+    if output_channels % feature_group_count:
+      raise ValueError(
+          f"output_channels {output_channels} must be a multiple of "
+          f"feature_group_count {feature_group_count}."
+      )
+    self.dimension_numbers = dimension_numbers(
+        n, channels_last=self.channel_index == -1
+    )
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    """Applies the convolution.
+
+    Args:
+      inputs: ``(B, *spatial, C)`` or ``(*spatial, C)`` for channels-last
+        layouts, ``(B, C, *spatial)`` or ``(C, *spatial)`` otherwise.
+
+    Returns:
+      The output, batched like the input.
+
+    Raises:
+      ValueError: on a wrong rank, a channel count that is not a multiple of
+        ``feature_group_count``, or a mask of the wrong shape.
+    """
+    inputs, w, b, unbatched = self._params(inputs)
+    out = self._apply(inputs, w, b)
+    return out[0] if unbatched else out
+
+  def split(self, inputs: jax.Array, num: int) -> tuple[jax.Array, ...]:
+    """``jnp.split(self(inputs), num, channel_axis)``, one ETP op per part.
+
+    Each part is computed from its own slice of the kernel's output channels
+    (and of ``b``), so the compiler sees one relation per part. Recurrent
+    cells use this to feed each gate from its own relation.
+
+    Args:
+      inputs: as for ``__call__``.
+      num: number of equal parts; must divide ``output_channels``.
+
+    Returns:
+      ``num`` arrays of ``output_channels // num`` channels each.
+
+    Raises:
+      ValueError: if ``num`` does not divide ``output_channels``, or with
+        ``feature_group_count > 1`` (a part would straddle groups).
+    """
+    size = _part_size(self.output_channels, num, "output_channels")
+    if self.feature_group_count != 1:
+      raise ValueError(
+          f"{type(self).__name__}.split needs feature_group_count == 1, got "
+          f"{self.feature_group_count}."
+      )
+    inputs, w, b, unbatched = self._params(inputs)
+    outs = tuple(
+        self._apply(
+            inputs, w[..., k * size : (k + 1) * size], _part(b, k, size)
+        )
+        for k in range(num)
+    )
+    return tuple(o[0] for o in outs) if unbatched else outs
+
+  def _params(self, inputs):
+    inputs = jnp.asarray(inputs)
+    name = type(self).__name__
+    unbatched_rank = self.num_spatial_dims + 1
+    if inputs.ndim not in (unbatched_rank, unbatched_rank + 1):
+      raise ValueError(
+          f"Input to {name} must have rank {unbatched_rank} (unbatched) or "
+          f"{unbatched_rank + 1}, got shape {tuple(inputs.shape)}."
+      )
+    unbatched = inputs.ndim == unbatched_rank
+    if unbatched:
+      inputs = inputs[None]
+    in_channels = inputs.shape[self.channel_index]
+    if in_channels % self.feature_group_count:
+      raise ValueError(
+          f"Input to {name} has {in_channels} channels, not a multiple of "
+          f"feature_group_count {self.feature_group_count}; input shape "
+          f"{tuple(inputs.shape)}."
+      )
+    w_shape = self.kernel_shape + (
+        in_channels // self.feature_group_count,
+        self.output_channels,
+    )
+    if self.mask is not None and tuple(self.mask.shape) != w_shape:
+      raise ValueError(
+          f"mask of {name} must have the kernel's shape {w_shape}, got "
+          f"{tuple(self.mask.shape)}."
+      )
+    w_init = self.w_init or fan_in_init(math.prod(w_shape[:-1]))
+    w = hk.get_parameter("w", w_shape, inputs.dtype, init=w_init)
+    if self.mask is not None:
+      w = w * self.mask
+    b = None
+    if self.with_bias:
+      b_shape = (self.output_channels,)
+      if self.channel_index != -1:
+        b_shape += (1,) * self.num_spatial_dims
+      b = hk.get_parameter("b", b_shape, inputs.dtype, init=self.b_init)
+      b = jnp.reshape(b, (self.output_channels,))
+    return inputs, w, b, unbatched
+
+  def _apply(self, inputs, w, b):
+    return conv_lib.conv(
+        inputs,
+        w,
+        b,
+        strides=self.stride,
+        padding=self.padding,
+        rhs_dilation=self.rate,
+        feature_group_count=self.feature_group_count,
+        dimension_numbers=self.dimension_numbers,
+    )
+
+
+class Conv1D(ConvND):
+  """1-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+
+  A drop-in replacement for ``hk.Conv1D``.
+  """
+
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
+    super().__init__(
+        num_spatial_dims=1,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )
+
+
+class Conv2D(ConvND):
+  """2-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+
+  A drop-in replacement for ``hk.Conv2D``.
+  """
+
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NHWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
+    super().__init__(
+        num_spatial_dims=2,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )
+
+
+class Conv3D(ConvND):
+  """3-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+
+  A drop-in replacement for ``hk.Conv3D``.
+  """
+
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NDHWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
+    super().__init__(
+        num_spatial_dims=3,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )
