@@ -18,6 +18,7 @@ Trainable operations are marked with ETP primitives that carry eligibility
 trace rules. ``haiku_etp._src`` is private; use the names exported here.
 """
 
+from haiku_etp import surrogate
 from haiku_etp._src.compiler import compile_step
 from haiku_etp._src.compiler import CompileError
 from haiku_etp._src.compiler import CompiledStep
@@ -73,12 +74,17 @@ from haiku_etp._src.recurrent import LSTM
 from haiku_etp._src.recurrent import VanillaRNN
 from haiku_etp._src.sequence import raise_if_not_finite
 from haiku_etp._src.sequence import sequence_grad
+from haiku_etp._src.spiking import ALIF
+from haiku_etp._src.spiking import ExponentialSynapse
+from haiku_etp._src.spiking import LeakyReadout
+from haiku_etp._src.spiking import LIF
 from haiku_etp._src.state import get_hidden_state
 from haiku_etp._src.state import set_hidden_state
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "ALIF",
     "CompileError",
     "CompiledStep",
     "Conv1D",
@@ -97,9 +103,12 @@ __all__ = (
     "Diagnostic",
     "ETPPrimitive",
     "ETPRules",
+    "ExponentialSynapse",
     "GRU",
     "HiddenGroup",
+    "LIF",
     "LSTM",
+    "LeakyReadout",
     "Learner",
     "Linear",
     "Relation",
@@ -133,6 +142,7 @@ __all__ = (
     "shard_batch",
     "shard_state",
     "sum_leading",
+    "surrogate",
     "unshard_batch",
     "unshard_state",
     "weighted_state_sum",

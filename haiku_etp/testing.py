@@ -12,8 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Testing utilities: rule oracles, a BPTT oracle and gradient comparisons."""
+"""Testing utilities: rule oracles, a BPTT oracle, gradient comparisons and
+one registered example per public module."""
 
+from haiku_etp._src.descriptors import ExampleRun
+from haiku_etp._src.descriptors import MODULE_LEARNERS
+from haiku_etp._src.descriptors import make_module_learner
+from haiku_etp._src.descriptors import MODULE_EXAMPLES
+from haiku_etp._src.descriptors import ModuleExample
+from haiku_etp._src.descriptors import mse
+from haiku_etp._src.descriptors import run_module_example
 from haiku_etp._src.oracles import bptt_grads
 from haiku_etp._src.oracles import cosine_similarity
 from haiku_etp._src.oracles import drtrl_rule_oracle
@@ -23,11 +31,18 @@ from haiku_etp._src.oracles import pp_rule_oracle
 from haiku_etp._src.oracles import relative_error
 
 __all__ = (
+    "ExampleRun",
+    "MODULE_EXAMPLES",
+    "MODULE_LEARNERS",
+    "ModuleExample",
     "OracleResult",
     "bptt_grads",
     "cosine_similarity",
     "drtrl_rule_oracle",
     "expect_warning",
+    "make_module_learner",
+    "mse",
     "pp_rule_oracle",
     "relative_error",
+    "run_module_example",
 )

@@ -22,12 +22,18 @@ from absl.testing import parameterized
 from haiku_etp._src import conv
 from haiku_etp._src import dense
 from haiku_etp._src import elementwise
+from haiku_etp._src import layers
 from haiku_etp._src import primitive
+from haiku_etp._src import recurrent
+from haiku_etp._src import spiking
+from haiku_etp._src import surrogate
 
 
 class DoctestTest(parameterized.TestCase):
 
-  @parameterized.parameters(conv, dense, elementwise, primitive)
+  @parameterized.parameters(
+      conv, dense, elementwise, layers, primitive, recurrent, spiking, surrogate
+  )
   def test_examples(self, module):
     result = doctest.testmod(module, verbose=False)
     self.assertGreater(result.attempted, 0, module.__name__)

@@ -1,0 +1,72 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Smoke test of the per-module report binary on a tiny config."""
+
+import json
+import os
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+
+from experiments import modules_report
+
+_MODULES = ("Linear", "GRU", "LIF")
+
+
+class ModulesReportTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+
+  def test_runs_and_writes_rows(self):
+    path = os.path.join(self.create_tempdir().full_path, "modules.json")
+    with flagsaver.flagsaver(
+        report_modules=list(_MODULES),
+        report_steps=4,
+        report_batch=2,
+        report_window=1,
+        report_float64=True,
+        report_output=path,
+    ):
+      modules_report.main(["modules_report"])
+    with open(path) as f:
+      rows = {r["module"]: r for r in json.load(f)["rows"]}
+    self.assertCountEqual(rows, _MODULES)
+    for name, row in rows.items():
+      for learner in ("d_rtrl", "es_d_rtrl", "bptt"):
+        self.assertTrue(row[learner]["passed"], f"{name} {learner}")
+      for learner in row["claimed_exact"]:
+        self.assertTrue(row[learner]["exact"], f"{name} {learner}")
+      self.assertFalse(row["bptt"]["exact"], name)
+    self.assertEqual(rows["Linear"]["claimed_exact"], ["d_rtrl", "es_d_rtrl"])
+    self.assertEqual(rows["LIF"]["groups"], [2])
+    self.assertIn("cut_memory_path", rows["GRU"]["warnings"])
+    self.assertGreater(rows["GRU"]["d_rtrl"]["trace_bytes_per_sample"], 0)
+    table = modules_report.format_table(list(rows.values()))
+    self.assertLen(table.splitlines(), 2 + len(_MODULES))
+    self.assertIn("exact", table)
+    self.assertIn("cos", table)
+
+  def test_rejects_unknown_module(self):
+    with flagsaver.flagsaver(report_modules=["Nope"]):
+      with self.assertRaisesRegex(Exception, "Unknown modules"):
+        modules_report.main(["modules_report"])
+
+
+if __name__ == "__main__":
+  absltest.main()
