@@ -18,8 +18,14 @@ import os
 import re
 
 from absl.testing import absltest
+import chex
+import haiku as hk
+import jax
 import jax.numpy as jnp
 import numpy as np
+import saiunit as u
+
+import haiku_etp
 
 _README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -28,6 +34,13 @@ def _training_block() -> str:
   with open(_README) as f:
     text = f.read()
   section = text[text.index("## Online training") :]
+  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def _modules_block() -> str:
+  with open(_README) as f:
+    text = f.read()
+  section = text[text.index("## Modules") :]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -45,6 +58,22 @@ class ReadmeTest(absltest.TestCase):
     last = float(np.mean(namespace["losses"]))
     self.assertTrue(np.isfinite(last))
     self.assertLess(last, 0.5 * first)
+
+  def test_modules_block_trains_online(self):
+    namespace = dict(haiku_etp=haiku_etp, u=u)
+    exec(compile(_modules_block(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
+    learner = haiku_etp.d_rtrl(hk.transform_with_state(namespace["snn"]))
+    xs = (jax.random.uniform(jax.random.PRNGKey(0), (3, 2, 100)) < 0.3) * 1.0
+    params, state = learner.init(jax.random.PRNGKey(1), xs[0])
+    grads, _, losses = learner.sequence_grad(
+        lambda o, y: jnp.mean((o - y) ** 2)
+    )(params, state, None, xs, jnp.ones((3, 2, 10)))
+    self.assertEqual(losses.shape, (3,))
+    chex.assert_trees_all_equal_structs(grads, params)
+    chex.assert_tree_all_finite(grads)
+    self.assertCountEqual(
+        params, ["linear", "leaky_readout"], "the block's modules"
+    )
 
 
 if __name__ == "__main__":
