@@ -442,117 +442,36 @@ class ConvND(hk.Module):
 
 
 class Conv1D(ConvND):
-  """1-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+  """1-D convolution, a drop-in ``hk.Conv1D``; see :class:`ConvND`.
 
-  A drop-in replacement for ``hk.Conv1D``.
+  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
+  ``data_format`` defaults to ``"NWC"``.
   """
 
-  def __init__(
-      self,
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      stride: Union[int, Sequence[int]] = 1,
-      rate: Union[int, Sequence[int]] = 1,
-      padding: Padding = "SAME",
-      with_bias: bool = True,
-      w_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      data_format: str = "NWC",
-      mask: Optional[jax.Array] = None,
-      feature_group_count: int = 1,
-      name: Optional[str] = None,
-  ):
-    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
-    super().__init__(
-        num_spatial_dims=1,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        stride=stride,
-        rate=rate,
-        padding=padding,
-        with_bias=with_bias,
-        w_init=w_init,
-        b_init=b_init,
-        data_format=data_format,
-        mask=mask,
-        feature_group_count=feature_group_count,
-        name=name,
-    )
+  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
+    kwargs.setdefault("data_format", "NWC")
+    super().__init__(1, output_channels, kernel_shape, *args, **kwargs)
 
 
 class Conv2D(ConvND):
-  """2-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+  """2-D convolution, a drop-in ``hk.Conv2D``; see :class:`ConvND`.
 
-  A drop-in replacement for ``hk.Conv2D``.
+  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
+  ``data_format`` defaults to ``"NHWC"``.
   """
 
-  def __init__(
-      self,
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      stride: Union[int, Sequence[int]] = 1,
-      rate: Union[int, Sequence[int]] = 1,
-      padding: Padding = "SAME",
-      with_bias: bool = True,
-      w_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      data_format: str = "NHWC",
-      mask: Optional[jax.Array] = None,
-      feature_group_count: int = 1,
-      name: Optional[str] = None,
-  ):
-    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
-    super().__init__(
-        num_spatial_dims=2,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        stride=stride,
-        rate=rate,
-        padding=padding,
-        with_bias=with_bias,
-        w_init=w_init,
-        b_init=b_init,
-        data_format=data_format,
-        mask=mask,
-        feature_group_count=feature_group_count,
-        name=name,
-    )
+  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
+    kwargs.setdefault("data_format", "NHWC")
+    super().__init__(2, output_channels, kernel_shape, *args, **kwargs)
 
 
 class Conv3D(ConvND):
-  """3-D convolution through :func:`haiku_etp.conv`; see :class:`ConvND`.
+  """3-D convolution, a drop-in ``hk.Conv3D``; see :class:`ConvND`.
 
-  A drop-in replacement for ``hk.Conv3D``.
+  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
+  ``data_format`` defaults to ``"NDHWC"``.
   """
 
-  def __init__(
-      self,
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      stride: Union[int, Sequence[int]] = 1,
-      rate: Union[int, Sequence[int]] = 1,
-      padding: Padding = "SAME",
-      with_bias: bool = True,
-      w_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      data_format: str = "NDHWC",
-      mask: Optional[jax.Array] = None,
-      feature_group_count: int = 1,
-      name: Optional[str] = None,
-  ):
-    """Constructs the convolution; the arguments are those of :class:`ConvND`."""
-    super().__init__(
-        num_spatial_dims=3,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        stride=stride,
-        rate=rate,
-        padding=padding,
-        with_bias=with_bias,
-        w_init=w_init,
-        b_init=b_init,
-        data_format=data_format,
-        mask=mask,
-        feature_group_count=feature_group_count,
-        name=name,
-    )
+  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
+    kwargs.setdefault("data_format", "NDHWC")
+    super().__init__(3, output_channels, kernel_shape, *args, **kwargs)

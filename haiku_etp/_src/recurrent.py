@@ -274,6 +274,19 @@ class _ConvCell(hk.Module):
       kernel_shape: Union[int, Sequence[int]],
       name: Optional[str] = None,
   ):
+    """Constructs the cell.
+
+    Args:
+      num_spatial_dims: number of spatial axes.
+      input_shape: spatial shape of the inputs (no batch, no channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or one per spatial axis.
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
     super().__init__(name=name)
     n = layers.check_positive(num_spatial_dims, "num_spatial_dims")
     self.num_spatial_dims = n
@@ -424,138 +437,60 @@ class ConvNDGRU(_ConvCell):
 
 
 class Conv1DLSTM(ConvNDLSTM):
-  """1-D convolutional LSTM; see :class:`ConvNDLSTM`."""
+  """1-D convolutional LSTM; see :class:`ConvNDLSTM`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDLSTM`."""
-    super().__init__(
-        num_spatial_dims=1,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        name=name,
-    )
+  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(1, input_shape, output_channels, kernel_shape, **kwargs)
 
 
 class Conv2DLSTM(ConvNDLSTM):
-  """2-D convolutional LSTM; see :class:`ConvNDLSTM`."""
+  """2-D convolutional LSTM; see :class:`ConvNDLSTM`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDLSTM`."""
-    super().__init__(
-        num_spatial_dims=2,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        name=name,
-    )
+  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(2, input_shape, output_channels, kernel_shape, **kwargs)
 
 
 class Conv3DLSTM(ConvNDLSTM):
-  """3-D convolutional LSTM; see :class:`ConvNDLSTM`."""
+  """3-D convolutional LSTM; see :class:`ConvNDLSTM`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDLSTM`."""
-    super().__init__(
-        num_spatial_dims=3,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        name=name,
-    )
+  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(3, input_shape, output_channels, kernel_shape, **kwargs)
 
 
 class Conv1DGRU(ConvNDGRU):
-  """1-D convolutional GRU; see :class:`ConvNDGRU`."""
+  """1-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      w_i_init: Optional[hk.initializers.Initializer] = None,
-      w_h_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDGRU`."""
-    super().__init__(
-        num_spatial_dims=1,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        w_i_init=w_i_init,
-        w_h_init=w_h_init,
-        b_init=b_init,
-        name=name,
-    )
+  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(1, input_shape, output_channels, kernel_shape, **kwargs)
 
 
 class Conv2DGRU(ConvNDGRU):
-  """2-D convolutional GRU; see :class:`ConvNDGRU`."""
+  """2-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      w_i_init: Optional[hk.initializers.Initializer] = None,
-      w_h_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDGRU`."""
-    super().__init__(
-        num_spatial_dims=2,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        w_i_init=w_i_init,
-        w_h_init=w_h_init,
-        b_init=b_init,
-        name=name,
-    )
+  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(2, input_shape, output_channels, kernel_shape, **kwargs)
 
 
 class Conv3DGRU(ConvNDGRU):
-  """3-D convolutional GRU; see :class:`ConvNDGRU`."""
+  """3-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  def __init__(
-      self,
-      input_shape: Sequence[int],
-      output_channels: int,
-      kernel_shape: Union[int, Sequence[int]],
-      w_i_init: Optional[hk.initializers.Initializer] = None,
-      w_h_init: Optional[hk.initializers.Initializer] = None,
-      b_init: Optional[hk.initializers.Initializer] = None,
-      name: Optional[str] = None,
-  ):
-    """Constructs the cell; the arguments are those of :class:`ConvNDGRU`."""
-    super().__init__(
-        num_spatial_dims=3,
-        input_shape=input_shape,
-        output_channels=output_channels,
-        kernel_shape=kernel_shape,
-        w_i_init=w_i_init,
-        w_h_init=w_h_init,
-        b_init=b_init,
-        name=name,
-    )
+  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  """
+
+  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
+    super().__init__(3, input_shape, output_channels, kernel_shape, **kwargs)
