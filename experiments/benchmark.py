@@ -14,14 +14,16 @@
 # ==============================================================================
 r"""Benchmarks D-RTRL, ES-D-RTRL and BPTT on the reference models.
 
-Three models, each one Haiku step built from ETP ops and hidden state:
+Three models built from the library's modules:
 
-* ``gru``: a GRU 32 -> 256 (every gate with its own dense map on ``x`` and on
-  ``h``) and a linear readout 256 -> 10, B=32;
-* ``lif``: LIF neurons 100 -> 512 with soft reset and a surrogate spike, and
-  a leaky readout ``r_t = kappa r_{t-1} + s_t W``, B=32;
-* ``conv_lif``: a 3x3 SAME conv 32x32x2 -> 16 channels into per-position LIF
-  neurons, and a leaky readout of the spatially mean-pooled spikes, B=8.
+* ``gru``: ``haiku_etp.GRU`` 32 -> 256 (``hk.GRU``'s parameters, one relation
+  per gate and side) and a ``Linear`` readout 256 -> 10, B=32;
+* ``lif``: ``Linear`` 100 -> 512 into ``LIF`` neurons (leak 0.9, soft reset,
+  fast-sigmoid surrogate) and a ``LeakyReadout`` ``r_t = 0.9 r_{t-1} + s_t
+  W``, B=32;
+* ``conv_lif``: a 3x3 SAME ``Conv2D`` 32x32x2 -> 16 channels into
+  per-position ``LIF`` neurons, and a ``LeakyReadout`` of the spatially
+  mean-pooled spikes, B=8.
 
 For every model, learner and sequence length ``T`` one call of
 ``learner.sequence_grad`` (window 1 for the online learners, the whole
@@ -47,7 +49,6 @@ from typing import Any, Callable, NamedTuple
 from absl import app
 from absl import flags
 from absl import logging
-import chex
 import haiku as hk
 import jax
 import jax.numpy as jnp
@@ -96,127 +97,21 @@ BENCH_OUTPUT = flags.DEFINE_string(
 )
 
 _NUM_CLASSES = 10
-
-
-@jax.custom_jvp
-def spike(v: jax.Array) -> jax.Array:
-  """Heaviside step ``v > 0`` with a fast-sigmoid surrogate derivative."""
-  return (v > 0).astype(v.dtype)
-
-
-@spike.defjvp
-def _spike_jvp(primals, tangents):
-  (v,), (dv,) = primals, tangents
-  return spike(v), dv / (1.0 + 10.0 * jnp.abs(v)) ** 2
-
-
-def _fan_in_init(fan_in: int) -> hk.initializers.Initializer:
-  return hk.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
-
-
-class Dense(hk.Module):
-  """``y = x w (+ b)`` through :func:`haiku_etp.dense`."""
-
-  def __init__(
-      self, output_size: int, with_bias: bool = True, name: str | None = None
-  ):
-    super().__init__(name=name)
-    self.output_size = output_size
-    self.with_bias = with_bias
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    chex.assert_rank(x, 2)
-    input_size = x.shape[-1]
-    w = hk.get_parameter(
-        "w", (input_size, self.output_size), init=_fan_in_init(input_size)
-    )
-    b = None
-    if self.with_bias:
-      b = hk.get_parameter("b", (self.output_size,), init=jnp.zeros)
-    return haiku_etp.dense(x, w, b)
-
-
-class GRU(hk.Module):
-  """GRU cell with one dense map per gate and side; ``h`` is hidden state."""
-
-  def __init__(self, hidden_size: int, name: str | None = None):
-    super().__init__(name=name)
-    self.hidden_size = hidden_size
-
-  def __call__(self, x_t: jax.Array) -> jax.Array:
-    chex.assert_rank(x_t, 2)
-    shape = (x_t.shape[0], self.hidden_size)
-    h_tm1 = haiku_etp.get_hidden_state("h", shape, x_t.dtype)
-    gate = lambda g: (
-        Dense(self.hidden_size, name=f"x_{g}")(x_t)
-        + Dense(self.hidden_size, with_bias=False, name=f"h_{g}")(h_tm1)
-    )
-    z = jax.nn.sigmoid(gate("z"))
-    r = jax.nn.sigmoid(gate("r"))
-    n = jnp.tanh(
-        Dense(self.hidden_size, name="x_n")(x_t)
-        + r * Dense(self.hidden_size, with_bias=False, name="h_n")(h_tm1)
-    )
-    h_t = (1.0 - z) * n + z * h_tm1
-    haiku_etp.set_hidden_state("h", h_t)
-    return h_t
-
-
-class LIF(hk.Module):
-  r"""Leaky integrate-and-fire neurons with soft reset.
-
-  .. math::
-    u_t = \beta v_{t-1} + i_t, \quad s_t = H(u_t - \vartheta), \quad
-    v_t = u_t - \vartheta s_t
-  """
-
-  def __init__(
-      self, beta: float = 0.9, threshold: float = 1.0, name: str | None = None
-  ):
-    super().__init__(name=name)
-    self.beta = beta
-    self.threshold = threshold
-
-  def __call__(self, i_t: jax.Array) -> jax.Array:
-    v_tm1 = haiku_etp.get_hidden_state("v", i_t.shape, i_t.dtype)
-    u_t = self.beta * v_tm1 + i_t
-    s_t = spike(u_t - self.threshold)
-    haiku_etp.set_hidden_state("v", u_t - self.threshold * s_t)
-    return s_t
-
-
-class LeakyReadout(hk.Module):
-  """``r_t = kappa r_{t-1} + s_t w``; ``r`` is hidden state."""
-
-  def __init__(
-      self, output_size: int, kappa: float = 0.9, name: str | None = None
-  ):
-    super().__init__(name=name)
-    self.output_size = output_size
-    self.kappa = kappa
-
-  def __call__(self, s_t: jax.Array) -> jax.Array:
-    chex.assert_rank(s_t, 2)
-    shape = (s_t.shape[0], self.output_size)
-    r_tm1 = haiku_etp.get_hidden_state("r", shape, s_t.dtype)
-    r_t = self.kappa * r_tm1 + Dense(self.output_size, with_bias=False)(s_t)
-    haiku_etp.set_hidden_state("r", r_t)
-    return r_t
+# Leak 0.9 per step for the neurons and the readout.
+_LIF_TAU = -1.0 / math.log(0.9)
+_SPIKE = functools.partial(haiku_etp.surrogate.fast_sigmoid, scale=10.0)
 
 
 def _conv_lif_step(x_t: jax.Array, channels: int) -> jax.Array:
-  chex.assert_rank(x_t, 4)
-  in_channels = x_t.shape[-1]
-  with hk.name_scope("conv"):
-    k = hk.get_parameter(
-        "w", (3, 3, in_channels, channels), init=_fan_in_init(9 * in_channels)
-    )
-    b = hk.get_parameter("b", (channels,), init=jnp.zeros)
-  i_t = haiku_etp.conv(
-      x_t, k, b, padding="SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  i_t = haiku_etp.Conv2D(channels, 3, name="conv")(x_t)
+  s_t = haiku_etp.LIF(tau=_LIF_TAU, surrogate=_SPIKE)(i_t)
+  return _readout(jnp.mean(s_t, axis=(1, 2)))
+
+
+def _readout(s_t: jax.Array) -> jax.Array:
+  return haiku_etp.LeakyReadout(_NUM_CLASSES, tau=_LIF_TAU, with_bias=False)(
+      s_t
   )
-  s_t = LIF(name="lif")(i_t)
-  return LeakyReadout(_NUM_CLASSES)(jnp.mean(s_t, axis=(1, 2)))
 
 
 class ModelSpec(NamedTuple):
@@ -244,12 +139,18 @@ def make_model(name: str, scale: float) -> ModelSpec:
   s = functools.partial(_scaled, scale=scale)
   if name == "gru":
     batch, num_in, hidden = s(32), s(32), s(256)
-    step = lambda x_t: Dense(_NUM_CLASSES, name="readout")(GRU(hidden)(x_t))
+    step = lambda x_t: haiku_etp.Linear(_NUM_CLASSES, name="readout")(
+        haiku_etp.GRU(hidden)(x_t)
+    )
     desc = f"GRU {num_in}->{hidden}, readout ->{_NUM_CLASSES}, B={batch}"
     return ModelSpec(name, desc, step, (batch, num_in))
   if name == "lif":
     batch, num_in, hidden = s(32), s(100), s(512)
-    step = lambda x_t: LeakyReadout(_NUM_CLASSES)(LIF()(Dense(hidden)(x_t)))
+    step = lambda x_t: _readout(
+        haiku_etp.LIF(tau=_LIF_TAU, surrogate=_SPIKE)(
+            haiku_etp.Linear(hidden)(x_t)
+        )
+    )
     desc = f"LIF {num_in}->{hidden}, leaky readout ->{_NUM_CLASSES}, B={batch}"
     return ModelSpec(name, desc, step, (batch, num_in))
   if name == "conv_lif":
