@@ -23,6 +23,7 @@ the compiler reads as trainable relations.
 """
 
 import math
+import operator
 from typing import Any, Callable, Optional, Sequence, Union
 
 import haiku as hk
@@ -42,12 +43,20 @@ def fan_in_init(fan_in: int) -> hk.initializers.Initializer:
   return hk.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
 
 
+def _index(value: Any) -> int:
+  """``value`` as an int if it is an integer (Python or NumPy), not a bool."""
+  if isinstance(value, bool):
+    raise TypeError(value)
+  return operator.index(value)
+
+
 def replicate(value: Union[int, Sequence[int]], n: int, what: str):
   """Normalises an int-or-sequence argument to a tuple of ``n`` positive ints."""
-  if isinstance(value, int):
-    value = (value,) * n
   try:
-    value = tuple(int(v) for v in value)
+    try:
+      value = (_index(value),) * n
+    except TypeError:
+      value = tuple(_index(v) for v in value)
   except TypeError:
     raise ValueError(
         f"{what} must be an int or a sequence of {n} ints, got {value!r}."
@@ -61,9 +70,14 @@ def replicate(value: Union[int, Sequence[int]], n: int, what: str):
 
 
 def check_positive(value: Any, what: str) -> int:
-  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+  """``value`` as a positive Python int (NumPy integers accepted)."""
+  try:
+    number = _index(value)
+  except TypeError:
+    number = 0
+  if number <= 0:
     raise ValueError(f"{what} must be a positive int, got {value!r}.")
-  return value
+  return number
 
 
 def channel_index(data_format: str, num_spatial_dims: int) -> int:

@@ -290,10 +290,13 @@ class _ConvCell(hk.Module):
     super().__init__(name=name)
     n = layers.check_positive(num_spatial_dims, "num_spatial_dims")
     self.num_spatial_dims = n
-    self.input_shape = tuple(input_shape)
-    if len(self.input_shape) != n or any(
-        not isinstance(s, int) or s <= 0 for s in self.input_shape
-    ):
+    try:
+      self.input_shape = tuple(
+          layers.check_positive(s, "") for s in input_shape
+      )
+    except (TypeError, ValueError):
+      self.input_shape = None
+    if self.input_shape is None or len(self.input_shape) != n:
       raise ValueError(
           f"input_shape must be {n} positive spatial sizes (no batch, no "
           f"channels), got {input_shape!r}."
