@@ -326,7 +326,7 @@ class ConvND(hk.Module):
     """
     super().__init__(name=name)
     self.num_spatial_dims = check_positive(num_spatial_dims, "num_spatial_dims")
-    n = num_spatial_dims
+    n = self.num_spatial_dims
     self.output_channels = check_positive(output_channels, "output_channels")
     self.kernel_shape = replicate(kernel_shape, n, "kernel_shape")
     self.stride = replicate(stride, n, "stride")
@@ -341,7 +341,7 @@ class ConvND(hk.Module):
     self.feature_group_count = check_positive(
         feature_group_count, "feature_group_count"
     )
-    if output_channels % feature_group_count:
+    if self.output_channels % self.feature_group_count:
       raise ValueError(
           f"output_channels {output_channels} must be a multiple of "
           f"feature_group_count {feature_group_count}."
