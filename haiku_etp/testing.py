@@ -22,6 +22,7 @@ from haiku_etp._src.descriptors import MODULE_EXAMPLES
 from haiku_etp._src.descriptors import ModuleExample
 from haiku_etp._src.descriptors import mse
 from haiku_etp._src.descriptors import run_module_example
+from haiku_etp._src.descriptors import TRUNCATED_BPTT
 from haiku_etp._src.oracles import bptt_grads
 from haiku_etp._src.oracles import cosine_similarity
 from haiku_etp._src.oracles import drtrl_rule_oracle
@@ -36,6 +37,7 @@ __all__ = (
     "MODULE_LEARNERS",
     "ModuleExample",
     "OracleResult",
+    "TRUNCATED_BPTT",
     "bptt_grads",
     "cosine_similarity",
     "drtrl_rule_oracle",

@@ -619,6 +619,25 @@ def _readout(x):
   return haiku_etp.LeakyReadout(_NUM_OUT, tau=4.0)(x)
 
 
+def _trained_synapse_lif(x):
+  i = haiku_etp.ExponentialSynapse(tau=3.0, train_tau=True)(_current(x))
+  return haiku_etp.LIF(tau=5.0, refractory=1, train_tau=True)(i)
+
+
+def _trained_conv_alif(x):
+  kernel = _param("w", (3, 3, _CONV_IN, _CONV_OUT), x.dtype, 0.7)
+  bias = _param("b", (_CONV_OUT,), x.dtype, 0.5)
+  dn = ("NHWC", "HWIO", "NHWC")
+  y = haiku_etp.conv(x, kernel, bias, padding="SAME", dimension_numbers=dn)
+  return haiku_etp.ALIF(tau=4.0, tau_adapt=8.0, beta_adapt=0.5, train_tau=True)(
+      y
+  )
+
+
+def _trained_readout(x):
+  return haiku_etp.LeakyReadout(_NUM_OUT, tau=4.0, train_tau=True)(x)
+
+
 _LIF = functools.partial(haiku_etp.LIF, tau=5.0)
 _TRIANGLE = functools.partial(surrogate.triangle, scale=0.4)
 
@@ -677,8 +696,16 @@ _CASES = {
     ),
     "conv_lif": (_conv_lif, (_IMAGE, _IMAGE, _CONV_IN), 1),
     "readout": (_readout, (_NUM_IN,), 1),
+    # Trained per-feature time constants (haiku_etp.elementwise relations).
+    "lif_train_tau": (_trained_synapse_lif, (_NUM_IN,), 2),
+    "conv_alif_train_tau": (
+        _trained_conv_alif,
+        (_IMAGE, _IMAGE, _CONV_IN),
+        2,
+    ),
+    "readout_train_tau": (_trained_readout, (_NUM_IN,), 1),
 }
-_SPIKING = tuple(k for k in _CASES if k != "readout")
+_SPIKING = tuple(k for k in _CASES if not k.startswith("readout"))
 
 
 def _mse(out, y):
@@ -849,6 +876,62 @@ class ExactTest(_ExactTestCase):
             f"es_d_rtrl(kappa, 0)/readout/w={window}", grads, grads_ref
         )
         np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
+
+class TrainTauTest(_X64TestCase):
+  """Trained time constants start at the fixed ones and are traced."""
+
+  @parameterized.named_parameters(
+      (
+          "synapse",
+          lambda t: haiku_etp.ExponentialSynapse(tau=3.0, train_tau=t),
+          ["log_tau"],
+      ),
+      (
+          "lif",
+          lambda t: haiku_etp.LIF(tau=5.0, refractory=1, train_tau=t),
+          ["log_tau"],
+      ),
+      (
+          "alif",
+          lambda t: haiku_etp.ALIF(tau=5.0, tau_adapt=8.0, train_tau=t),
+          ["log_tau", "log_tau_adapt"],
+      ),
+      (
+          "readout",
+          lambda t: haiku_etp.LeakyReadout(2, tau=4.0, train_tau=t),
+          ["b", "log_tau", "w"],
+      ),
+  )
+  def test_same_forward_at_init(self, make, names):
+    xs = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (6, _BATCH, 4))
+    trained = hk.transform_with_state(lambda x: make(True)(x))
+    fixed = hk.transform_with_state(lambda x: make(False)(x))
+    params, state = trained.init(jax.random.PRNGKey(1), xs[0])
+    (module_params,) = params.values()
+    self.assertEqual(sorted(module_params), names)
+    out_features = jax.eval_shape(trained.apply, params, state, None, xs[0])
+    for name in names:
+      if name.startswith("log_tau"):
+        # One time constant per feature of the state (the output).
+        self.assertEqual(
+            module_params[name].shape, (out_features[0].shape[-1],)
+        )
+    fixed_params = {
+        m: {k: v for k, v in e.items() if not k.startswith("log_tau")}
+        for m, e in params.items()
+    }
+    state_fixed = state
+    for x in xs:
+      out, state = trained.apply(params, state, None, x)
+      expected, state_fixed = fixed.apply(fixed_params, state_fixed, None, x)
+      np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+
+  def test_log_tau_gets_a_gradient(self):
+    model, params, state, xs, ys = _problem("lif_train_tau")
+    grads, _ = _run(haiku_etp.d_rtrl(model), params, state, xs, ys, 1)
+    for module in ("exponential_synapse", "lif"):
+      self.assertTrue(np.all(np.asarray(grads[module]["log_tau"]) != 0))
 
 
 def _recurrent(x):

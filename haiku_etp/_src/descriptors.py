@@ -107,9 +107,10 @@ def _conv_lif(x):
 
 
 def _alif(x):
-  return spiking.ALIF(tau=10.0, tau_adapt=50.0, beta_adapt=0.2, reset="hard")(
-      layers.Linear(4)(x)
+  alif = spiking.ALIF(
+      tau=10.0, tau_adapt=50.0, beta_adapt=0.2, reset="hard", train_tau=True
   )
+  return alif(layers.Linear(4)(x))
 
 
 _READOUT_TAU = 10.0
@@ -161,6 +162,8 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
 
 
 MODULE_LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt")
+# The BPTT learner with the online learners' window: the in-window term alone.
+TRUNCATED_BPTT = "truncated_bptt"
 
 
 def mse(out_t: jax.Array, y_t: jax.Array) -> jax.Array:
@@ -177,8 +180,10 @@ class ExampleRun(NamedTuple):
     xs: inputs ``(T, B, *input_shape)``.
     ys: targets.
     reference: whole-sequence BPTT gradients from :func:`bptt_grads`.
-    grads: learner name -> gradients from ``sequence_grad(window=...)``
-      (``bptt`` with a window shorter than the sequence is truncated BPTT).
+    grads: learner name -> gradients from ``sequence_grad``: the online
+      learners with ``window``, ``bptt`` over the whole sequence, and
+      ``"truncated_bptt"`` (the BPTT learner with ``window``: what is left
+      without traces).
     losses: learner name -> per-step losses.
     reference_losses: per-step losses of the reference.
   """
@@ -200,10 +205,11 @@ def make_module_learner(example: ModuleExample, name: str, model):
     return learners_lib.d_rtrl(model)
   if name == "es_d_rtrl":
     return learners_lib.es_d_rtrl(model, decay=example.es_decay)
-  if name == "bptt":
+  if name in ("bptt", TRUNCATED_BPTT):
     return learners_lib.bptt(model)
   raise ValueError(
-      f"Unknown learner {name!r}; expected one of {MODULE_LEARNERS}."
+      f"Unknown learner {name!r}; expected one of "
+      f"{MODULE_LEARNERS + (TRUNCATED_BPTT,)}."
   )
 
 
@@ -214,13 +220,24 @@ def run_module_example(
     batch_size: int = 2,
     window: int = 1,
     dtype: Any = jnp.float32,
-    learners: tuple[str, ...] = MODULE_LEARNERS,
+    learners: tuple[str, ...] = MODULE_LEARNERS + (TRUNCATED_BPTT,),
 ) -> ExampleRun:
   """Runs ``example`` through BPTT and each learner on one random sequence.
 
   Inputs, targets and parameters are drawn from seeds derived from the
   example's name, so runs are reproducible. Call under
   ``jax.enable_x64(True)`` for ``float64``.
+
+  Args:
+    example: the registered example.
+    num_steps: sequence length ``T``.
+    batch_size: batch size.
+    window: window of the online learners and of truncated BPTT.
+    dtype: floating dtype of inputs, targets and parameters.
+    learners: names from :data:`MODULE_LEARNERS` and ``"truncated_bptt"``.
+
+  Returns:
+    An :class:`ExampleRun`.
   """
   seed = zlib.crc32(example.name.encode())
   model = hk.transform_with_state(example.step)
@@ -239,7 +256,8 @@ def run_module_example(
   for name in learners:
     learner = make_module_learner(example, name, model)
     _, learner_state = learner.init(jax.random.PRNGKey(0), xs[0])
-    fn = jax.jit(learner.sequence_grad(mse, window=window))
+    whole = name == "bptt"
+    fn = jax.jit(learner.sequence_grad(mse, window=None if whole else window))
     grads[name], _, losses[name] = fn(params, learner_state, None, xs, ys)
   return ExampleRun(
       model, params, state, xs, ys, reference, grads, losses, reference_losses

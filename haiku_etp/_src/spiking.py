@@ -24,7 +24,10 @@ Time constants and the step ``dt`` are either positive Python floats in one
 shared time unit (the default ``dt = 1.0`` makes ``tau`` a number of steps)
 or ``saiunit`` time quantities (``tau=20 * u.ms, dt=1 * u.ms``). They become
 Python float decay factors :math:`\exp(-\Delta t / \tau)` in the constructor;
-voltages and currents are plain dimensionless arrays.
+voltages and currents are plain dimensionless arrays. With ``train_tau=True``
+the time constants are parameters instead, one per feature, routed through
+:func:`haiku_etp.elementwise` so the transition stays per-position and
+D-RTRL stays exact.
 """
 
 import math
@@ -39,6 +42,7 @@ import numpy as np
 import saiunit as u
 
 from haiku_etp._src import dense as dense_lib
+from haiku_etp._src import elementwise as elementwise_lib
 from haiku_etp._src import layers
 from haiku_etp._src import state as state_lib
 from haiku_etp._src import surrogate as surrogate_lib
@@ -119,6 +123,29 @@ def _decay(tau: Any, dt: Any, tau_name: str = "tau") -> float:
   """
   tau_value, dt_value = _check_time_pair(tau, dt, tau_name)
   return math.exp(-dt_value / tau_value)
+
+
+def _decay_from_log_tau(log_tau: jax.Array) -> jax.Array:
+  """``exp(-dt / tau)`` from ``log(tau / dt)``: positive ``tau`` always."""
+  return jnp.exp(-jnp.exp(-log_tau))
+
+
+def _leak(decay: float, train: bool, name: str, x: jax.Array) -> Any:
+  """The decay factor, or a trained per-feature one through the ETP op.
+
+  With ``train``, the parameter ``name`` holds ``log(tau / dt)`` per feature
+  (the last axis of ``x``), initialised from ``decay``, and the factor goes
+  through :func:`haiku_etp.elementwise` so the learners trace it.
+  """
+  if not train:
+    return decay
+  log_tau = hk.get_parameter(
+      name,
+      (x.shape[-1],),
+      x.dtype,
+      init=hk.initializers.Constant(math.log(-1.0 / math.log(decay))),
+  )
+  return elementwise_lib.elementwise(log_tau, _decay_from_log_tau)
 
 
 def _refractory_steps(refractory: Any, dt: Any) -> int:
@@ -205,6 +232,7 @@ class ExponentialSynapse(hk.Module):
       self,
       tau: Any = 5.0,
       dt: Any = 1.0,
+      train_tau: bool = False,
       name: Optional[str] = None,
   ):
     """Constructs an ExponentialSynapse.
@@ -214,6 +242,10 @@ class ExponentialSynapse(hk.Module):
         or a saiunit time Quantity.
       dt: simulation step, a positive float or a saiunit time Quantity (a
         Quantity exactly when ``tau`` is one).
+      train_tau: learn the time constants, one per feature (the last input
+        axis): parameters ``log_tau`` (and ``log_tau_adapt`` for ALIF) hold
+        ``log(tau / dt)``, start from the given values and reach the state
+        through :func:`haiku_etp.elementwise`, so every learner traces them.
       name: module name.
 
     Raises:
@@ -222,6 +254,7 @@ class ExponentialSynapse(hk.Module):
     """
     super().__init__(name=name)
     self.alpha = _decay(tau, dt)
+    self.train_tau = bool(train_tau)
 
   def __call__(self, x_t: Any) -> jax.Array:
     """Advances the synapse by one step.
@@ -237,7 +270,8 @@ class ExponentialSynapse(hk.Module):
     """
     x_t = _elementwise_input(x_t, "ExponentialSynapse")
     i_tm1 = state_lib.get_hidden_state("i_syn", x_t.shape, x_t.dtype)
-    i_t = self.alpha * i_tm1 + x_t
+    alpha = _leak(self.alpha, self.train_tau, "log_tau", x_t)
+    i_t = alpha * i_tm1 + x_t
     state_lib.set_hidden_state("i_syn", i_t)
     return i_t
 
@@ -291,6 +325,7 @@ class LIF(hk.Module):
           surrogate_lib.fast_sigmoid
       ),
       detach_reset: bool = False,
+      train_tau: bool = False,
       name: Optional[str] = None,
   ):
     r"""Constructs a LIF neuron.
@@ -311,6 +346,10 @@ class LIF(hk.Module):
         e.g. ``functools.partial(surrogate.triangle, scale=2.0)``.
       detach_reset: stop the gradient through the spikes in the reset term
         (the forward pass is unchanged).
+      train_tau: learn the time constants, one per feature (the last input
+        axis): parameters ``log_tau`` (and ``log_tau_adapt`` for ALIF) hold
+        ``log(tau / dt)``, start from the given values and reach the state
+        through :func:`haiku_etp.elementwise`, so every learner traces them.
       name: module name.
 
     Raises:
@@ -337,6 +376,7 @@ class LIF(hk.Module):
       )
     self.surrogate = surrogate
     self.detach_reset = bool(detach_reset)
+    self.train_tau = bool(train_tau)
 
   def __call__(self, i_t: Any) -> jax.Array:
     """Advances the neuron by one step.
@@ -356,7 +396,8 @@ class LIF(hk.Module):
   def _fire(self, i_t: jax.Array, theta_t: Any) -> jax.Array:
     """Integrates ``i_t``, spikes above ``theta_t`` and resets ``v``."""
     v_tm1 = state_lib.get_hidden_state("v", i_t.shape, i_t.dtype)
-    u_t = self.beta * v_tm1 + i_t
+    beta = _leak(self.beta, self.train_tau, "log_tau", i_t)
+    u_t = beta * v_tm1 + i_t
     if self.refractory:
       c_tm1 = hk.get_state("refractory", i_t.shape, jnp.int32, init=jnp.zeros)
       active = c_tm1 == 0
@@ -417,6 +458,7 @@ class ALIF(LIF):
           surrogate_lib.fast_sigmoid
       ),
       detach_reset: bool = False,
+      train_tau: bool = False,
       name: Optional[str] = None,
   ):
     r"""Constructs an ALIF neuron.
@@ -433,6 +475,10 @@ class ALIF(LIF):
       refractory: refractory period, as in :class:`LIF`.
       surrogate: spike function ``x -> spikes``, as in :class:`LIF`.
       detach_reset: stop the gradient through the spikes in the reset term.
+      train_tau: learn the time constants, one per feature (the last input
+        axis): parameters ``log_tau`` (and ``log_tau_adapt`` for ALIF) hold
+        ``log(tau / dt)``, start from the given values and reach the state
+        through :func:`haiku_etp.elementwise`, so every learner traces them.
       name: module name.
 
     Raises:
@@ -448,6 +494,7 @@ class ALIF(LIF):
         refractory=refractory,
         surrogate=surrogate,
         detach_reset=detach_reset,
+        train_tau=train_tau,
         name=name,
     )
     self.rho = _decay(tau_adapt, dt, "tau_adapt")
@@ -470,7 +517,8 @@ class ALIF(LIF):
     i_t = _elementwise_input(i_t, type(self).__name__)
     a_tm1 = state_lib.get_hidden_state("a", i_t.shape, i_t.dtype)
     s_t = self._fire(i_t, self.threshold + self.beta_adapt * a_tm1)
-    state_lib.set_hidden_state("a", self.rho * a_tm1 + s_t)
+    rho = _leak(self.rho, self.train_tau, "log_tau_adapt", i_t)
+    state_lib.set_hidden_state("a", rho * a_tm1 + s_t)
     return s_t
 
 
@@ -506,6 +554,7 @@ class LeakyReadout(hk.Module):
       with_bias: bool = True,
       w_init: Optional[hk.initializers.Initializer] = None,
       b_init: Optional[hk.initializers.Initializer] = None,
+      train_tau: bool = False,
       name: Optional[str] = None,
   ):
     """Constructs a LeakyReadout.
@@ -519,6 +568,10 @@ class LeakyReadout(hk.Module):
       w_init: weight initialiser; truncated normal with standard deviation
         ``1 / sqrt(I)`` by default.
       b_init: bias initialiser; zeros by default.
+      train_tau: learn the time constants, one per feature (the last input
+        axis): parameters ``log_tau`` (and ``log_tau_adapt`` for ALIF) hold
+        ``log(tau / dt)``, start from the given values and reach the state
+        through :func:`haiku_etp.elementwise`, so every learner traces them.
       name: module name.
 
     Raises:
@@ -527,6 +580,7 @@ class LeakyReadout(hk.Module):
     super().__init__(name=name)
     self.output_size = layers.check_positive(output_size, "output_size")
     self.kappa = _decay(tau, dt)
+    self.train_tau = bool(train_tau)
     self.with_bias = with_bias
     self.w_init = w_init
     self.b_init = b_init or jnp.zeros
@@ -559,6 +613,7 @@ class LeakyReadout(hk.Module):
       b = hk.get_parameter("b", (self.output_size,), dtype, self.b_init)
     y_t = dense_lib.dense(x_t, w, b)
     r_tm1 = state_lib.get_hidden_state("r", y_t.shape, dtype)
-    r_t = self.kappa * r_tm1 + y_t
+    kappa = _leak(self.kappa, self.train_tau, "log_tau", y_t)
+    r_t = kappa * r_tm1 + y_t
     state_lib.set_hidden_state("r", r_t)
     return r_t
