@@ -15,7 +15,9 @@
 """haiku_etp: online training of recurrent and spiking Haiku networks.
 
 Trainable operations are marked with ETP primitives that carry eligibility
-trace rules. ``haiku_etp._src`` is private; use the names exported here.
+trace rules; Haiku layers, rate cells and spiking modules are built on them,
+and the learners compute online gradients for any step made of them.
+``haiku_etp._src`` is private; use the names exported here.
 """
 
 from haiku_etp import surrogate
