@@ -944,6 +944,44 @@ def _recurrent(x):
   return s
 
 
+class DataParallelTest(_X64TestCase):
+  """The refractory counter is per sample: it is sharded with the batch."""
+
+  def test_pmap_equals_single_device(self):
+    n = 4
+    chex.assert_devices_available(n, "cpu")
+    model = hk.transform_with_state(_synapse_neuron(lambda: _LIF(refractory=2)))
+    learner = haiku_etp.d_rtrl(model)
+    rs = np.random.RandomState(_seed("pmap"))
+    xs = jnp.asarray(rs.normal(size=(_STEPS, 2 * n, _NUM_IN)))
+    ys = jnp.asarray(rs.normal(size=(_STEPS, 2 * n, _NUM_HIDDEN)))
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    sharded = haiku_etp.shard_state(state, n)
+    self.assertEqual(sharded["lif"]["refractory"].shape, (n, 2, _NUM_HIDDEN))
+    grads, new_state, losses = jax.jit(learner.sequence_grad(_mse))(
+        params, state, None, xs, ys
+    )
+    p_grads, p_state, p_losses = jax.pmap(
+        learner.sequence_grad(_mse, axis_name="i"),
+        axis_name="i",
+        in_axes=(0, 0, None, 0, 0),
+    )(
+        haiku_etp.replicate(params, n),
+        sharded,
+        None,
+        haiku_etp.shard_batch(xs, n, axis=1),
+        haiku_etp.shard_batch(ys, n, axis=1),
+    )
+    # The counters did run, so sharding them is exercised.
+    self.assertTrue(np.any(np.asarray(new_state["lif"]["refractory"]) > 0))
+    first = lambda t: jax.tree_util.tree_map(lambda v: v[0], t)
+    chex.assert_trees_all_close(first(p_grads), grads, rtol=1e-10)
+    np.testing.assert_allclose(first(p_losses), losses, rtol=1e-10)
+    chex.assert_trees_all_equal(
+        haiku_etp.unshard_state(p_state)["lif"], new_state["lif"]
+    )
+
+
 class ApproximateTest(_X64TestCase):
   """Recurrent weights: the online learners only approximate BPTT."""
 

@@ -71,23 +71,34 @@ def replicate(tree: Any, num_devices: int) -> Any:
   )
 
 
-def _batched_leaf(module: str, name: str, value) -> bool:
+def _batched(module: str, entries: dict, leaf_shape) -> set:
+  """Names of the entries of one state module that carry the batch.
+
+  Traces (non-scalar learner entries) and hidden state are batch first.
+  Ordinary state of the same shape as a hidden entry of its module is
+  per-sample too (a neuron's refractory counter); other ordinary state is
+  shared and replicated.
+  """
   if state_lib.is_learner_module(module):
-    return jnp.ndim(value) >= 1
-  return state_lib.is_hidden_name(name)
+    return {n for n, v in entries.items() if len(leaf_shape(v)) >= 1}
+  hidden = {n for n in entries if state_lib.is_hidden_name(n)}
+  shapes = {leaf_shape(entries[n]) for n in hidden}
+  return hidden | {n for n, v in entries.items() if leaf_shape(v) in shapes}
 
 
 def shard_state(state: Any, num_devices: int) -> dict:
   """Shards a learner state for ``pmap``.
 
-  Hidden state and traces (batch first) are split over devices; scalar
-  learner entries and ordinary model state are replicated.
+  Hidden state, traces and per-sample ordinary state (batch first) are split
+  over devices; scalar learner entries and other ordinary state are
+  replicated.
   """
   out = {}
   for m, entries in state.items():
+    batched = _batched(m, entries, jnp.shape)
     out[m] = {
         n: shard_batch(v, num_devices)
-        if _batched_leaf(m, n, v)
+        if n in batched
         else replicate(v, num_devices)
         for n, v in entries.items()
     }
@@ -98,8 +109,9 @@ def unshard_state(state: Any) -> dict:
   """Inverse of :func:`shard_state` (replicated leaves from device 0)."""
   out = {}
   for m, entries in state.items():
+    batched = _batched(m, entries, lambda v: jnp.shape(v)[1:])
     out[m] = {
-        n: unshard_batch(v) if _batched_leaf(m, n, v[0]) else v[0]
+        n: unshard_batch(v) if n in batched else v[0]
         for n, v in entries.items()
     }
   return out
