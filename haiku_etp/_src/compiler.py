@@ -348,11 +348,13 @@ def _path(key_path) -> str:
 
 
 def _fmt_bytes(n: int) -> str:
-  for unit in ("B", "KiB", "MiB", "GiB"):
-    if n < 1024 or unit == "GiB":
-      return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+  if n < 1024:
+    return f"{n} B"
+  for unit in ("KiB", "MiB", "GiB"):
     n /= 1024
-  return f"{n} B"
+    if n < 1024 or unit == "GiB":
+      break
+  return f"{n:.1f} {unit}"
 
 
 @dataclasses.dataclass

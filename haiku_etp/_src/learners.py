@@ -73,6 +73,43 @@ def _relation_avals(compiled, r, g):
   return x_aval, _aval(shape, y.dtype), weights
 
 
+def _signature(tree):
+  """Hashable structure, shapes and dtypes of ``tree`` (a cache key)."""
+  leaves, treedef = tree_util.tree_flatten(tree)
+  return treedef, tuple((np.shape(l), jnp.result_type(l)) for l in leaves)
+
+
+def _mismatch(got: dict, want: dict) -> str:
+  """What differs between two ``{name: (shape, dtype)}`` tables."""
+  missing = sorted(set(want) - set(got))
+  extra = sorted(set(got) - set(want))
+  changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+  parts = [
+      f"missing {missing}" if missing else "",
+      f"unexpected {extra}" if extra else "",
+      ", ".join(
+          f"{k} is {got[k][0]} {got[k][1]}, expected {want[k][0]} "
+          f"{want[k][1]}"
+          for k in changed
+      ),
+  ]
+  return "; ".join(p for p in parts if p)
+
+
+def _table(entries, nested: bool = False) -> dict:
+  """``{name: (shape, dtype)}`` of flat entries or of ``{module: entries}``."""
+  if not nested:
+    return {
+        k: (tuple(np.shape(v)), jnp.dtype(jnp.result_type(v)))
+        for k, v in entries.items()
+    }
+  return {
+      f"{m}/{k}": shape_dtype
+      for m, e in entries.items()
+      for k, shape_dtype in _table(e).items()
+  }
+
+
 def _label(rel, key, group_name):
   suffix = (
       rel.name[len(rel.weights[next(iter(rel.weights))][0]) :]
@@ -284,6 +321,7 @@ class Learner:
     self.name = name
     self._cache = {}
     self._checked = set()
+    self._trace_tables = {}
     self._last = None
 
   @property
@@ -295,8 +333,7 @@ class Learner:
   def compile(self, params, state, rng, x) -> compiler_lib.CompiledStep:
     """Compiles (and caches) the step for these argument shapes."""
     model_state, _ = state_lib.split_learner_state(state)
-    leaves, tree = tree_util.tree_flatten((params, model_state, rng, x))
-    key = (tree, tuple((np.shape(l), jnp.result_type(l)) for l in leaves))
+    key = _signature((params, model_state, rng, x))
     if key not in self._cache:
       self._check_model_state(params, model_state, x)
       self._cache[key] = compiler_lib.compile_step(
@@ -313,33 +350,8 @@ class Learner:
         ("params", params, expected_params),
         ("state", model_state, expected_state),
     ):
-      got = {
-          f"{m}/{n}": (tuple(np.shape(v)), jnp.result_type(v))
-          for m, e in got.items()
-          for n, v in e.items()
-      }
-      want = {
-          f"{m}/{n}": (tuple(v.shape), jnp.dtype(v.dtype))
-          for m, e in want.items()
-          for n, v in e.items()
-      }
-      if got != want:
-        missing = sorted(set(want) - set(got))
-        extra = sorted(set(got) - set(want))
-        changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
-        detail = "; ".join(
-            part
-            for part in (
-                f"missing {missing}" if missing else "",
-                f"unexpected {extra}" if extra else "",
-                ", ".join(
-                    f"{k} is {got[k][0]} {got[k][1]}, expected {want[k][0]} "
-                    f"{want[k][1]}"
-                    for k in changed
-                ),
-            )
-            if part
-        )
+      detail = _mismatch(_table(got, nested=True), _table(want, nested=True))
+      if detail:
         raise ValueError(
             f"The {what} structure does not match what the model builds for "
             f"an input of shape {jax.tree_util.tree_map(np.shape, x)}: "
@@ -350,25 +362,15 @@ class Learner:
     """Raises if the trace entries do not fit the compiled step."""
     if not self.online:
       return
-    want = jax.eval_shape(lambda: self.algorithm.init(compiled))
-    want = {k: (tuple(v.shape), jnp.dtype(v.dtype)) for k, v in want.items()}
-    got = {
-        k: (tuple(np.shape(v)), jnp.result_type(v)) for k, v in trace.items()
-    }
-    if got != want:
-      missing = sorted(set(want) - set(got))
-      changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    if id(compiled) not in self._trace_tables:
+      want = jax.eval_shape(lambda: self.algorithm.init(compiled))
+      self._trace_tables[id(compiled)] = _table(want)
+    detail = _mismatch(_table(trace), self._trace_tables[id(compiled)])
+    if detail:
       raise ValueError(
           f"The {self.name} trace entries (state[{self.algorithm.key!r}]) "
-          "do not match the compiled step: "
-          + (f"missing {missing}; " if missing else "")
-          + (
-              f"unexpected {sorted(set(got) - set(want))}; "
-              if set(got) - set(want)
-              else ""
-          )
-          + "; ".join(f"{k} is {got[k]}, expected {want[k]}" for k in changed)
-          + ". Build the state with learner.init or learner.init_state."
+          f"do not match the compiled step: {detail}. Build the state with "
+          "learner.init or learner.init_state."
       )
 
   def init(self, rng, x0):
@@ -538,8 +540,7 @@ class Learner:
       compiled = self.compile(params, model_state, rng0, first(xs))
       self._check_traces(compiled, trace)
     else:
-      leaves, tree = tree_util.tree_flatten((params, model_state, first(xs)))
-      key = (tree, tuple((np.shape(l), jnp.result_type(l)) for l in leaves))
+      key = _signature((params, model_state, first(xs)))
       if key not in self._checked:
         self._check_model_state(params, model_state, first(xs))
         self._checked.add(key)
