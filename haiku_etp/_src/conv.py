@@ -377,7 +377,7 @@ etp_conv_p.register_etp_rules(
 _PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
 
 
-def _normalise_padding(padding, num_spatial):
+def normalise_padding(padding, num_spatial):
   """Returns a padding string or a tuple of ``num_spatial`` int pairs."""
   if isinstance(padding, str):
     if padding.upper() not in _PADDING_STRINGS:
@@ -481,7 +481,7 @@ def conv(
     )
   params = dict(
       strides=strides,
-      padding=_normalise_padding(padding, n),
+      padding=normalise_padding(padding, n),
       lhs_dilation=_optional_tuple(lhs_dilation, n, "lhs_dilation"),
       rhs_dilation=_optional_tuple(rhs_dilation, n, "rhs_dilation"),
       feature_group_count=int(feature_group_count),

@@ -124,9 +124,12 @@ def dimension_numbers(
 
 
 def _padding(padding: Padding, kernel_shape, rate, n: int):
-  """A padding string or ``n`` pairs; pad functions see the dilated size."""
-  if isinstance(padding, str):
-    return padding.upper()
+  """A padding string or ``n`` pairs; pad functions see the dilated size.
+
+  Raises:
+    ValueError: for an unknown string, pairs of the wrong number or a
+      wrong number of pad functions (in the constructor, not at call time).
+  """
   fns = padding
   if callable(fns):
     fns = (fns,) * n
@@ -139,7 +142,7 @@ def _padding(padding: Padding, kernel_shape, rate, n: int):
         tuple(int(p) for p in f((k - 1) * r + 1))
         for f, k, r in zip(fns, kernel_shape, rate)
     )
-  return padding
+  return conv_lib.normalise_padding(padding, n)
 
 
 def _part_size(total: int, num: int, what: str) -> int:
