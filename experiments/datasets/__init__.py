@@ -1,0 +1,26 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Loaders of datasets on disk, as arrays and as ``experiments.tasks`` tasks.
+
+``shd`` reads Spiking Heidelberg Digits / Spiking Speech Commands HDF5 files
+(h5py), ``nmnist`` N-MNIST event files, ``digits`` scikit-learn's bundled 8x8
+digits; ``events`` holds the time binning the event loaders share. Each
+module writes its files' format too, for tests and small examples.
+"""
+
+from experiments.datasets import digits
+from experiments.datasets import events
+from experiments.datasets import nmnist
+from experiments.datasets import shd
