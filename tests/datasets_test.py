@@ -16,8 +16,10 @@
 
 import importlib.util
 import os
+import sys
 import threading
 import time
+from unittest import mock
 
 from absl import flags
 from absl.testing import absltest
@@ -492,6 +494,19 @@ def _count_up(n, record=None, fail_at=None):
     if record is not None:
       record.append(i)
     yield i
+
+
+class OptionalDependencyTest(absltest.TestCase):
+
+  def test_missing_h5py(self):
+    with mock.patch.dict(sys.modules, {"h5py": None}):
+      with self.assertRaisesRegex(ImportError, "pip install h5py"):
+        shd.read_shd("shd_train.h5")
+
+  def test_missing_sklearn(self):
+    with mock.patch.dict(sys.modules, {"sklearn": None}):
+      with self.assertRaisesRegex(ImportError, "pip install scikit-learn"):
+        digits.digits_task()
 
 
 class PrefetchTest(absltest.TestCase):
