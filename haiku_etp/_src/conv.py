@@ -458,8 +458,9 @@ def conv(
     The convolution output, carrying ``unit(x) * unit(kernel)``.
 
   Raises:
-    ValueError: on ranks that disagree, a bias of the wrong size or unit, or
-      malformed arguments.
+    ValueError: on ranks that disagree, a bias of the wrong size or unit,
+      malformed arguments, or an empty output (a kernel larger than a
+      ``VALID``-padded input).
 
   >>> import jax.numpy as jnp
   >>> conv(jnp.ones((8, 3, 16)), jnp.ones((4, 3, 5))).shape
@@ -488,6 +489,18 @@ def conv(
       batch_group_count=int(batch_group_count),
       dimension_numbers=_normalise_dn(dimension_numbers),
   )
+  out = jax.eval_shape(
+      lambda a, b: _conv(a, b, params),
+      jax.ShapeDtypeStruct(x_m.shape, x_m.dtype),
+      jax.ShapeDtypeStruct(k_m.shape, k_m.dtype),
+  )
+  if 0 in out.shape:
+    raise ValueError(
+        f"conv of an input of shape {x_m.shape} with a kernel of shape "
+        f"{k_m.shape} (padding {params['padding']}, strides {strides}) has "
+        f"an empty output {out.shape}: the kernel does not fit the input. "
+        "Use SAME padding, a smaller kernel or dilation, or a larger input."
+    )
   unit = x_unit * k_unit
   args = [x_m, k_m]
   if bias is not None:

@@ -258,7 +258,8 @@ def run_module_example(
     _, learner_state = learner.init(jax.random.PRNGKey(0), xs[0])
     whole = name == "bptt"
     fn = jax.jit(learner.sequence_grad(mse, window=None if whole else window))
-    grads[name], _, losses[name] = fn(params, learner_state, None, xs, ys)
+    result = fn(params, learner_state, None, xs, ys)
+    grads[name], losses[name] = result.grads, result.losses
   return ExampleRun(
       model, params, state, xs, ys, reference, grads, losses, reference_losses
   )

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import saiunit as u
 
 from haiku_etp._src import primitive
+from haiku_etp._src import program
 from haiku_etp._src import units
 
 
@@ -156,12 +157,16 @@ def elementwise(w: Any, fn: Optional[Callable[[Any], Any]] = None) -> Any:
 
   Args:
     w: the parameter, any shape; may be a ``saiunit.Quantity``.
-    fn: optional function applied position by position (it must not mix
-      positions). With a unitful ``w``, ``fn`` receives the quantity and its
-      result's unit is carried to ``y``.
+    fn: optional function applied position by position. With a unitful
+      ``w``, ``fn`` receives the quantity and its result's unit is carried
+      to ``y``.
 
   Returns:
     ``fn(w)`` (or ``w``), of the same shape as ``w``.
+
+  Raises:
+    ValueError: if ``fn`` changes the shape or mixes positions (its jaxpr or
+      its derivative's holds a reduction, a sort, a cumulative op, ...).
 
   >>> import jax.numpy as jnp
   >>> elementwise(jnp.zeros(3), jnp.exp).tolist()
@@ -188,5 +193,15 @@ def elementwise(w: Any, fn: Optional[Callable[[Any], Any]] = None) -> Any:
     out_unit = u.get_unit(probe)
     if not (w_unit.is_unitless and out_unit.is_unitless):
       fn = _OnMantissa(fn, w_unit, out_unit)
+    why = program.preserves_positions(
+        fn, jax.ShapeDtypeStruct(w_m.shape, w_m.dtype)
+    )
+    if why:
+      raise ValueError(
+          f"fn must act position by position, but {why}: its derivative "
+          "would be taken per position and give a wrong gradient. Use an "
+          "elementwise fn (exp, a gain, a sigmoid), or compute the mixing "
+          "outside the op."
+      )
   y = etp_elementwise_p.bind(w_m, fn=fn)
   return units.with_unit(y, out_unit)

@@ -35,9 +35,12 @@ from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 
+from haiku_etp._src import backend
 from haiku_etp._src import compiler as compiler_lib
+from haiku_etp._src import program as program_lib
 
-Lit = compiler_lib.Lit
+Lit = program_lib.Lit
+_bind = program_lib.bind
 
 
 class StepRecord(NamedTuple):
@@ -55,22 +58,14 @@ class StepRecord(NamedTuple):
   d_f: tuple
 
 
-def _bind(node, vals):
-  params = node.prim.get_bind_params(node.params)
-  out = node.prim.bind(*vals, **params)
-  return out if node.prim.multiple_results else [out]
-
-
-_CUSTOM_VJP = frozenset({"custom_vjp_call", "custom_vjp_call_jaxpr"})
-
-
 def _custom_vjp_forward(node, vals):
   """Binds a ``custom_vjp`` call so forward mode sees its custom derivative.
 
-  JAX refuses forward mode through ``custom_vjp``. The compiler treats such a
-  call as position-preserving, so its Jacobian is diagonal and one VJP with a
-  cotangent of ones per output recovers it; the tangent is that diagonal
-  times the input tangent.
+  JAX refuses forward mode through ``custom_vjp``. The compiler lets tails
+  through such a call only for inputs of the output's shape whose VJP keeps
+  positions (other inputs are held constant here), so the Jacobian of each
+  such pair is diagonal and one VJP with a cotangent of ones per output
+  recovers it; the tangent is that diagonal times the input tangent.
   """
   fn = lambda *args: _bind(node, args)
 
@@ -168,14 +163,20 @@ def _jacobians(compiled, env) -> StepRecord:
         return a.val
       return env2[a] if a in env2 else sg(env[a])
 
+    def read_constant(a):
+      return a.val if isinstance(a, Lit) else sg(env[a])
+
     for ni in order:
       node = program.nodes[ni]
       if node.etp:
         y = node.outs[0]
         env2[y] = sg(env[y]) + deltas[delta_of[y]]
         continue
-      vals = [read(a) for a in node.ins]
-      if node.prim.name in _CUSTOM_VJP:
+      vals = [
+          read(a) if program_lib.row_keeps(row) else read_constant(a)
+          for a, row in zip(node.ins, node.flows)
+      ]
+      if node.prim.name in program_lib.CUSTOM_VJP:
         outs = _custom_vjp_forward(node, vals)
       else:
         outs = _bind(node, vals)
@@ -210,7 +211,7 @@ def _jacobians(compiled, env) -> StepRecord:
       for k, y in enumerate(d0)
   ]
   tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
-  tangents = [_materialize(sg(t)) for t in tangents]
+  tangents = [backend.materialize(sg(t)) for t in tangents]
   seed_index = {s: n for n, s in enumerate(seeds)}
   pos = {leaf: i for i, leaf in enumerate(hidden)}
   ds = []
@@ -235,18 +236,6 @@ def _jacobians(compiled, env) -> StepRecord:
         per_group.append(jnp.stack([tangents[a][n] for a in members], axis=-1))
     d_f.append(tuple(per_group))
   return StepRecord(tuple(xs), tuple(ds), tuple(d_f))
-
-
-def _materialize(tangents):
-  """Identity on stacked tangents that keeps XLA from fusing them onward.
-
-  Fused into the trace roll, every trace element would recompute its
-  position's tail derivatives (all seeds of the forward-mode pass), once per
-  input unit: many times the cost of reading them from memory. A product with
-  the identity matrix is exact and is not fused into elementwise consumers.
-  """
-  eye = jnp.eye(tangents.shape[0], dtype=tangents.dtype)
-  return jnp.tensordot(eye, tangents, axes=1, precision=lax.Precision.HIGHEST)
 
 
 def relation_weights(compiled, params) -> list:

@@ -145,6 +145,18 @@ def _padding(padding: Padding, kernel_shape, rate, n: int):
   return conv_lib.normalise_padding(padding, n)
 
 
+def as_floating(inputs: Any) -> jax.Array:
+  """``inputs`` as an array; integer and boolean inputs (spikes) are cast.
+
+  They take JAX's default floating dtype (float32, or float64 under
+  ``jax_enable_x64``), which the layer's parameters then share.
+  """
+  inputs = jnp.asarray(inputs)
+  if not jnp.issubdtype(inputs.dtype, jnp.inexact):
+    inputs = inputs.astype(jnp.result_type(float))
+  return inputs
+
+
 def _part_size(total: int, num: int, what: str) -> int:
   if not isinstance(num, int) or num <= 0 or total % num:
     raise ValueError(
@@ -166,7 +178,8 @@ class Linear(hk.Module):
   dense op; inputs of higher rank ``(B, *positions, input_size)`` are mapped
   position by position as a convolution with a size-1 kernel, so the
   eligibility traces keep one slot per position, as they must for
-  exactness.
+  exactness. Integer and boolean inputs (spikes) are cast to JAX's default
+  floating dtype, which the parameters take.
 
   >>> import haiku as hk, jax, jax.numpy as jnp
   >>> f = hk.transform(lambda x: Linear(4)(x))
@@ -236,7 +249,7 @@ class Linear(hk.Module):
     )
 
   def _params(self, inputs):
-    inputs = jnp.asarray(inputs)
+    inputs = as_floating(inputs)
     if inputs.ndim < 1:
       raise ValueError(
           "Input to Linear must have rank >= 1, got shape "
@@ -277,7 +290,8 @@ class ConvND(hk.Module):
   ``(output_channels,)`` (``(output_channels, 1, ..., 1)`` for channels-first
   layouts), both with Haiku's default initialisers. Inputs are batched
   (rank ``num_spatial_dims + 2``) or unbatched (rank ``num_spatial_dims +
-  1``).
+  1``). Integer and boolean inputs (spikes) are cast to JAX's default
+  floating dtype, which the parameters take.
 
   >>> import haiku as hk, jax, jax.numpy as jnp
   >>> f = hk.transform(lambda x: ConvND(2, 4, 3)(x))
@@ -405,7 +419,7 @@ class ConvND(hk.Module):
     return tuple(o[0] for o in outs) if unbatched else outs
 
   def _params(self, inputs):
-    inputs = jnp.asarray(inputs)
+    inputs = as_floating(inputs)
     name = type(self).__name__
     unbatched_rank = self.num_spatial_dims + 1
     if inputs.ndim not in (unbatched_rank, unbatched_rank + 1):

@@ -14,24 +14,27 @@
 # ==============================================================================
 r"""Online learners (D-RTRL, ES-D-RTRL) and the BPTT reference.
 
-Every learner computes gradients in the *window form*: for a window of ``k``
-steps entered with hidden state ``h^e``,
+A learner is a :class:`Learner`, a NamedTuple of pure functions shaped like
+``hk.Transformed`` and ``optax.GradientTransformation``: everything that
+changes a result is in the arguments. Gradients come in the window form
+(:mod:`~haiku_etp._src.window`): one VJP of a window of ``k`` steps plus the
+contraction of the traces at its entry with ``dL/dh``; the traces then roll
+through the window. BPTT has no traces: with a window covering the sequence
+it is the exact reference, with a shorter one truncated BPTT.
 
-.. math::
-  \nabla_\theta L_\mathrm{win} = \frac{\partial L_\mathrm{win}}{\partial
-  \theta}\Big|_{h^e\ \mathrm{fixed}} + \mathrm{contract}\Bigl(\epsilon^e,
-  \frac{\partial L_\mathrm{win}}{\partial h^e}\Bigr),
-
-then rolls the traces through the ``k`` steps. The first term is one VJP of
-the window (exact for readouts and same-step chains); the second is the
-trace contraction. BPTT has no traces: with a window covering the whole
-sequence it is the exact reference, with a shorter one it is truncated BPTT.
-
-Traces live in the Haiku state under the top-level entries ``~etp/d_rtrl``
-and ``~etp/es_d_rtrl``, keyed by parameter path and group name.
+The learner state is the model's Haiku state plus top-level entries owned by
+the learner: ``"~etp/d_rtrl"`` or ``"~etp/es_d_rtrl"`` (the traces) and
+``"~etp/initial"`` (the initial hidden and per-sample state, which
+:func:`reset` restores). See ``docs/design.md``.
 """
 
-from typing import Any, Callable, Optional, Sequence, Union
+import collections
+import functools
+import inspect
+import os
+import sys
+from typing import Any, Callable, NamedTuple, Optional
+import warnings
 
 import haiku as hk
 import jax
@@ -41,42 +44,126 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src import compiler as compiler_lib
-from haiku_etp._src import jacobians as jacobians_lib
-from haiku_etp._src import primitive
+from haiku_etp._src import jacobians
 from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
+from haiku_etp._src import traces as traces_lib
+from haiku_etp._src import window as window_lib
 
-DRTRL_KEY = state_lib.LEARNER_PREFIX + "/d_rtrl"
-ES_KEY = state_lib.LEARNER_PREFIX + "/es_d_rtrl"
-
-
-def _aval(shape, dtype):
-  return jax.ShapeDtypeStruct(tuple(shape), dtype)
+INITIAL_KEY = state_lib.LEARNER_PREFIX + "/initial"
+_CACHE_SIZE = 16
 
 
-def _relation_avals(compiled, r, g):
-  """``(x_aval, y_aval, weight_avals)`` of relation ``r`` as group ``g`` sees it."""
-  rel = compiled.relations[r]
-  program = compiled.program
-  node = program.nodes[rel.node]
-  xi = rel.primitive.x_invar_index
-  x_aval = None
-  if xi is not None:
-    a = program.aval(node.ins[xi])
-    x_aval = _aval(a.shape, a.dtype)
-  y = program.aval(node.outs[0])
-  shape = compiled.groups[g].shape if xi is None else y.shape
-  weights = {}
-  for k, i in rel.primitive.trainable_invars(rel.params).items():
-    a = program.aval(node.ins[i])
-    weights[k] = _aval(a.shape, a.dtype)
-  return x_aval, _aval(shape, y.dtype), weights
+class ApproximationWarning(UserWarning):
+  """A learner's gradient is not exact for some parameters of this step.
+
+  Emitted once per learner and input signature, when the step is compiled,
+  naming each approximate parameter and the cut that makes it so.
+  """
+
+
+class StepResult(NamedTuple):
+  """What one online step returns.
+
+  Attributes:
+    loss: the step's loss (``pmean``-ed with ``axis_name``).
+    grads: gradients with the structure of ``params``.
+    state: the learner state after the step.
+    aux: the loss's auxiliary output (``None`` without ``has_aux``).
+  """
+
+  loss: jax.Array
+  grads: Any
+  state: Any
+  aux: Any = None
+
+
+class SequenceResult(NamedTuple):
+  """What a whole-sequence gradient returns.
+
+  Attributes:
+    losses: per-step losses ``(T,)``.
+    grads: the summed (or averaged) gradients, structured like ``params``.
+    state: the learner state after the sequence.
+    aux: per-step auxiliary outputs stacked on a leading ``T`` axis
+      (``None`` without ``has_aux``).
+  """
+
+  losses: jax.Array
+  grads: Any
+  state: Any
+  aux: Any = None
+
+
+class Learner(NamedTuple):
+  """A gradient algorithm for one ``hk.transform_with_state`` step.
+
+  Build it with :func:`d_rtrl`, :func:`es_d_rtrl` or :func:`bptt`. Every
+  function is pure and jittable (``report`` and ``compile`` read shapes
+  only); the learner state is the model's Haiku state plus the learner's own
+  ``"~etp/..."`` entries.
+
+  Attributes:
+    name: ``"d_rtrl"``, ``"es_d_rtrl"`` or ``"bptt"``.
+    init: ``init(rng, x0) -> (params, state)``.
+    init_state: ``init_state(params, model_state, rng, x0) -> state``: the
+      learner entries added to an existing model state.
+    apply: ``apply(params, state, rng, x_t) -> (out_t, state)``: one forward
+      step; online learners also roll their traces.
+    unroll: ``unroll(params, state, rng, xs) -> (outs, state)``: the forward
+      pass over time-major ``xs`` without gradients (evaluation, like
+      ``hk.dynamic_unroll``); traces restart from zero.
+    evolve: ``evolve(params, state, rng, x_t) -> (out_t, state)``: one step
+      outside every gradient (a burn-in); traces restart from zero.
+    reset: ``reset(state, initial=None) -> state``: hidden and per-sample
+      state back to their initial values (or ``initial``'s), traces zeroed.
+    value_and_grad: ``value_and_grad(loss_fn, *, has_aux=False,
+      axis_name=None, check_finite=False)`` builds ``fn(params, state, rng,
+      x_t, y_t, mask_t=None) -> StepResult``, one online step.
+    sequence_grad: ``sequence_grad(loss_fn, *, window=None,
+      reduction="sum", has_aux=False, axis_name=None, check_finite=False)``
+      builds ``fn(params, state, rng, xs, ys, mask=None) -> SequenceResult``.
+    report: ``report(params, state, rng, x) -> str``: the compiler's
+      analysis of the step for these arguments, with the traces' bytes.
+    traces: ``traces(state) -> dict``: the trace leaves by label.
+    compile: ``compile(params, state, rng, x) -> CompiledStep``.
+  """
+
+  name: str
+  init: Callable[..., Any]
+  init_state: Callable[..., Any]
+  apply: Callable[..., Any]
+  unroll: Callable[..., Any]
+  evolve: Callable[..., Any]
+  reset: Callable[..., Any]
+  value_and_grad: Callable[..., Any]
+  sequence_grad: Callable[..., Any]
+  report: Callable[..., str]
+  traces: Callable[..., dict]
+  compile: Callable[..., Any]
+
+
+# --------------------------------------------------------------------------
+# The compile cache: bounded, keyed by structure, shapes and dtypes.
 
 
 def _signature(tree):
-  """Hashable structure, shapes and dtypes of ``tree`` (a cache key)."""
   leaves, treedef = tree_util.tree_flatten(tree)
   return treedef, tuple((np.shape(l), jnp.result_type(l)) for l in leaves)
+
+
+def _table(entries, nested: bool = False) -> dict:
+  """``{name: (shape, dtype)}`` of flat entries or of ``{module: entries}``."""
+  if nested:
+    return {
+        f"{m}/{k}": sd
+        for m, e in entries.items()
+        for k, sd in _table(e).items()
+    }
+  return {
+      k: (tuple(np.shape(v)), jnp.dtype(jnp.result_type(v)))
+      for k, v in entries.items()
+  }
 
 
 def _mismatch(got: dict, want: dict) -> str:
@@ -88,607 +175,514 @@ def _mismatch(got: dict, want: dict) -> str:
       f"missing {missing}" if missing else "",
       f"unexpected {extra}" if extra else "",
       ", ".join(
-          f"{k} is {got[k][0]} {got[k][1]}, expected {want[k][0]} "
-          f"{want[k][1]}"
+          f"{k} is {got[k][0]} {got[k][1]}, expected {want[k][0]} {want[k][1]}"
           for k in changed
       ),
   ]
   return "; ".join(p for p in parts if p)
 
 
-def _table(entries, nested: bool = False) -> dict:
-  """``{name: (shape, dtype)}`` of flat entries or of ``{module: entries}``."""
-  if not nested:
-    return {
-        k: (tuple(np.shape(v)), jnp.dtype(jnp.result_type(v)))
-        for k, v in entries.items()
-    }
-  return {
-      f"{m}/{k}": shape_dtype
-      for m, e in entries.items()
-      for k, shape_dtype in _table(e).items()
-  }
+class _Entry(NamedTuple):
+  compiled: Any
+  trace_table: dict
 
 
-def _label(rel, key, group_name):
-  suffix = (
-      rel.name[len(rel.weights[next(iter(rel.weights))][0]) :]
-      if rel.weights
-      else ""
-  )
-  return f"{rel.weights[key][0]}{suffix}@{group_name}"
+class _Core(NamedTuple):
+  """What every learner function closes over (immutable but for the memo)."""
 
-
-class _TraceAlgorithm:
-  """What the online algorithms share: their traces restart from zeros."""
-
-  def reset(self, entries):
-    return {k: jnp.zeros_like(v) for k, v in entries.items()}
-
-
-class _DRTRL(_TraceAlgorithm):
-  """Parameter-dimension traces, one per relation and group."""
-
-  name = "d_rtrl"
-  key = DRTRL_KEY
-
-  def __init__(self, fast: bool = True):
-    self.fast = fast
-
-  def init(self, compiled) -> dict:
-    entries = {}
-    for r, rel in enumerate(compiled.relations):
-      for g in rel.groups:
-        trace = primitive.drtrl_init(
-            rel.primitive,
-            *_relation_avals(compiled, r, g),
-            compiled.groups[g].num_states,
-            rel.params,
-        )
-        for k, v in trace.items():
-          entries[_label(rel, k, compiled.groups[g].name)] = v
-    return entries
-
-  def _trace(self, compiled, entries, rel, g):
-    name = compiled.groups[g].name
-    return {k: entries[_label(rel, k, name)] for k in rel.weights}
-
-  def roll(self, compiled, entries, record, weights) -> dict:
-    new = dict(entries)
-    for r, rel in enumerate(compiled.relations):
-      for n, g in enumerate(rel.groups):
-        trace = primitive.drtrl_update(
-            rel.primitive,
-            self._trace(compiled, entries, rel, g),
-            record.d[g],
-            record.d_f[r][n],
-            record.x[r],
-            weights[r],
-            rel.params,
-            fast=self.fast,
-        )
-        for k, v in trace.items():
-          new[_label(rel, k, compiled.groups[g].name)] = v
-    return new
-
-  def solve(self, compiled, entries, signals, weights) -> list:
-    out = []
-    for r, rel in enumerate(compiled.relations):
-      total = {k: jnp.zeros_like(v) for k, v in weights[r].items()}
-      for g in rel.groups:
-        part = primitive.drtrl_solve(
-            rel.primitive,
-            self._trace(compiled, entries, rel, g),
-            signals[g],
-            weights[r],
-            rel.params,
-            fast=self.fast,
-        )
-        total = {k: total[k] + part[k].astype(total[k].dtype) for k in total}
-      out.append(total)
-    return out
-
-
-def parse_decay(decay) -> tuple[float, float]:
-  """``(alpha_x, alpha_f)`` from a float, a pair or an int rank.
-
-  An int rank ``n >= 1`` gives the decay whose exponential window has the
-  same centre of mass as ``n`` equal steps: ``alpha = (n - 1) / (n + 1)``.
-  """
-  if isinstance(decay, bool):
-    raise ValueError(f"decay must be a float, a pair or an int, got {decay!r}.")
-  if isinstance(decay, (int, np.integer)):
-    if decay < 1:
-      raise ValueError(f"An int decay is a rank and must be >= 1, got {decay}.")
-    a = (decay - 1) / (decay + 1)
-    return float(a), float(a)
-  if isinstance(decay, (float, np.floating)):
-    pair = (float(decay), float(decay))
-  elif isinstance(decay, (tuple, list)) and len(decay) == 2:
-    pair = (float(decay[0]), float(decay[1]))
-  else:
-    raise ValueError(
-        f"decay must be a float, an (alpha_x, alpha_f) pair or an int rank, "
-        f"got {decay!r}."
-    )
-  for a in pair:
-    if not 0.0 <= a < 1.0 or not np.isfinite(a):
-      raise ValueError(f"Decays must lie in [0, 1), got {decay!r}.")
-  return pair
-
-
-class _ESDRTRL(_TraceAlgorithm):
-  """Input-side and output-side traces (pp-prop)."""
-
-  name = "es_d_rtrl"
-  key = ES_KEY
-
-  def __init__(self, decay):
-    self.alpha_x, self.alpha_f = parse_decay(decay)
-
-  def init(self, compiled) -> dict:
-    entries = {}
-    dtype = compiled.groups[0].dtype
-    for r, rel in enumerate(compiled.relations):
-      if not rel.groups:
-        continue
-      x_aval = _relation_avals(compiled, r, rel.groups[0])[0]
-      if x_aval is not None:
-        entries[f"x:{rel.name}"] = jnp.zeros(x_aval.shape, x_aval.dtype)
-      for g in rel.groups:
-        entries[f"f:{rel.name}@{compiled.groups[g].name}"] = primitive.pp_init(
-            rel.primitive,
-            *_relation_avals(compiled, r, g),
-            compiled.groups[g].num_states,
-            rel.params,
-        )
-    entries["one"] = jnp.zeros((), dtype)
-    entries["steps"] = jnp.zeros((), jnp.int32)
-    return entries
-
-  def roll(self, compiled, entries, record, weights) -> dict:
-    ax, af = self.alpha_x, self.alpha_f
-    new = dict(entries)
-    for r, rel in enumerate(compiled.relations):
-      if not rel.groups:
-        continue
-      if record.x[r] is not None:
-        key = f"x:{rel.name}"
-        new[key] = ax * entries[key] + record.x[r].astype(entries[key].dtype)
-      for n, g in enumerate(rel.groups):
-        key = f"f:{rel.name}@{compiled.groups[g].name}"
-        f = entries[key]
-        d_f = record.d_f[r][n].astype(f.dtype)
-        if af == 0.0:
-          new[key] = d_f
-        else:
-          mixed = primitive.mix_states(record.d[g].astype(f.dtype), f)
-          new[key] = af * mixed + (1.0 - af) * d_f
-    new["one"] = ax * entries["one"] + 1.0
-    new["steps"] = entries["steps"] + 1
-    return new
-
-  def solve(self, compiled, entries, signals, weights) -> list:
-    steps = entries["steps"]
-    dtype = entries["one"].dtype
-    correction = jnp.where(
-        steps > 0, 1.0 - jnp.asarray(self.alpha_f, dtype) ** steps, 1.0
-    ).astype(dtype)
-    out = []
-    for r, rel in enumerate(compiled.relations):
-      total = {k: jnp.zeros_like(v) for k, v in weights[r].items()}
-      x_trace = entries.get(f"x:{rel.name}")
-      for g in rel.groups:
-        part = primitive.pp_solve(
-            rel.primitive,
-            x_trace,
-            entries["one"],
-            entries[f"f:{rel.name}@{compiled.groups[g].name}"],
-            signals[g],
-            weights[r],
-            rel.params,
-            correction,
-        )
-        total = {k: total[k] + part[k].astype(total[k].dtype) for k in total}
-      out.append(total)
-    return out
-
-
-class _BPTT:
-  name = "bptt"
-  key = None
-
-
-LossFn = Callable[..., Any]
-
-
-class Learner:
-  """Trains a ``hk.transform_with_state`` step with one gradient algorithm.
-
-  Build it with :func:`d_rtrl`, :func:`es_d_rtrl` or :func:`bptt`. All
-  methods are pure and jittable; the learner's state is the model's Haiku
-  state plus the trace entries.
-  """
-
-  def __init__(self, model: hk.TransformedWithState, algorithm, name: str):
-    if not isinstance(model, hk.TransformedWithState):
-      raise TypeError(
-          "Learners take an hk.transform_with_state model, got "
-          f"{type(model).__name__}."
-      )
-    self.model = model
-    self.algorithm = algorithm
-    self.name = name
-    self._cache = {}
-    self._checked = set()
-    self._trace_tables = {}
-    self._last = None
+  model: hk.TransformedWithState
+  algorithm: Any  # traces_lib.DRTRL, traces_lib.ESDRTRL, or None for BPTT.
+  name: str
+  memo: collections.OrderedDict
 
   @property
   def online(self) -> bool:
-    return self.algorithm.key is not None
+    return self.algorithm is not None
 
-  # Compilation -------------------------------------------------------------
-
-  def compile(self, params, state, rng, x) -> compiler_lib.CompiledStep:
-    """Compiles (and caches) the step for these argument shapes."""
-    model_state, _ = state_lib.split_learner_state(state)
-    key = _signature((params, model_state, rng, x))
-    if key not in self._cache:
-      self._check_model_state(params, model_state, x)
-      self._cache[key] = compiler_lib.compile_step(
-          self.model, params, model_state, rng, x
-      )
-    self._last = self._cache[key]
-    return self._last
-
-  def _check_model_state(self, params, model_state, x):
-    """Raises if params or model state do not fit what ``model.init`` makes."""
-    key = jax.random.PRNGKey(0)
-    expected_params, expected_state = jax.eval_shape(self.model.init, key, x)
-    for what, got, want in (
-        ("params", params, expected_params),
-        ("state", model_state, expected_state),
-    ):
-      detail = _mismatch(_table(got, nested=True), _table(want, nested=True))
-      if detail:
-        raise ValueError(
-            f"The {what} structure does not match what the model builds for "
-            f"an input of shape {jax.tree_util.tree_map(np.shape, x)}: "
-            f"{detail}."
-        )
-
-  def _check_traces(self, compiled, trace) -> None:
-    """Raises if the trace entries do not fit the compiled step."""
+  @property
+  def trace_key(self) -> Optional[str]:
     if not self.online:
-      return
-    if id(compiled) not in self._trace_tables:
-      want = jax.eval_shape(lambda: self.algorithm.init(compiled))
-      self._trace_tables[id(compiled)] = _table(want)
-    detail = _mismatch(_table(trace), self._trace_tables[id(compiled)])
+      return None
+    return f"{state_lib.LEARNER_PREFIX}/{self.algorithm.name}"
+
+
+def _check_model_state(core: _Core, params, model_state, x) -> None:
+  expected = jax.eval_shape(core.model.init, jax.random.PRNGKey(0), x)
+  for what, got, want in zip(
+      ("params", "state"), (params, model_state), expected
+  ):
+    detail = _mismatch(_table(got, nested=True), _table(want, nested=True))
     if detail:
       raise ValueError(
-          f"The {self.name} trace entries (state[{self.algorithm.key!r}]) "
-          f"do not match the compiled step: {detail}. Build the state with "
-          "learner.init or learner.init_state."
+          f"The {what} structure does not match what the model builds for an "
+          f"input of shape {tree_util.tree_map(np.shape, x)}: {detail}. Use "
+          "the params and state from learner.init (under pmap, replicate "
+          "params with haiku_etp.replicate and shard the state with "
+          "haiku_etp.shard_state)."
       )
 
-  def init(self, rng, x0):
-    """Initialises ``(params, state)``; the state includes zero traces.
 
-    Args:
-      rng: rng for ``model.init`` (also used to compile the step).
-      x0: an example input of one step (batch first).
+def _entry(core: _Core, params, model_state, rng, x, compile_step=None):
+  """The memoised compiled step (and checks) for these shapes."""
+  key = _signature((params, model_state, rng, x))
+  entry = core.memo.get(key)
+  if entry is not None and (entry.compiled is not None or not compile_step):
+    core.memo.move_to_end(key)
+    return entry
+  _check_model_state(core, params, model_state, x)
+  compiled, table = None, {}
+  if core.online or compile_step:
+    compiled = compiler_lib.compile_step(
+        core.model, params, model_state, rng, x
+    )
+  if core.online:
+    table = _table(jax.eval_shape(lambda: core.algorithm.init(compiled)))
+    if entry is None:
+      _warn_if_approximate(core, compiled, x)
+  core.memo[key] = entry = _Entry(compiled, table)
+  while len(core.memo) > _CACHE_SIZE:
+    core.memo.popitem(last=False)
+  return entry
 
-    Returns:
-      ``(params, state)``.
-    """
-    params, model_state = self.model.init(rng, x0)
-    return params, self.init_state(params, model_state, rng, x0)
 
-  def init_state(self, params, model_state, rng, x0):
-    """Adds zero traces to an existing model state."""
-    state = {m: dict(e) for m, e in model_state.items()}
-    if self.online:
-      compiled = self.compile(params, state, rng, x0)
-      state[self.algorithm.key] = self.algorithm.init(compiled)
-    elif not state_lib.hidden_paths(state):
-      raise compiler_lib.CompileError(
-          "The step declares no hidden state. Keep recurrent memory with "
-          "haiku_etp.get_hidden_state / set_hidden_state."
-      )
-    return state
+def _approximate(core: _Core, compiled) -> list:
+  """``(path, reasons)`` of the parameters this learner is approximate for."""
+  out = []
+  for p in compiled.parameters:
+    reasons = list(p.reasons)
+    if core.name == "es_d_rtrl" and p.role != "non-temporal":
+      reasons.append("es_d_rtrl_factorised_trace")
+    if reasons:
+      out.append((p.path, reasons))
+  return out
 
-  def traces(self, state) -> dict:
-    """The trace leaves of ``state`` by readable label."""
-    if not self.online:
-      return {}
-    return dict(state.get(self.algorithm.key, {}))
 
-  def report(self, params=None, state=None, rng=None, x=None) -> str:
-    """Prints and returns the compiler's report (groups, relations, traces).
+_ES_NOTE = (
+    "es_d_rtrl_factorised_trace: ES-D-RTRL factorises the trace; it is exact "
+    "only at T = 1 or with decay=(lam, 0) on a uniform leak lam. "
+)
 
-    With no arguments it reports the step compiled last.
-    """
-    if params is not None:
-      compiled = self.compile(params, state, rng, x)
-    elif self._last is not None:
-      compiled = self._last
-    else:
+
+def _user_stacklevel() -> int:
+  """The stack level of the first frame outside haiku_etp, jax and haiku."""
+  packages = tuple(
+      os.path.dirname(m.__file__) + os.sep
+      for m in (jax, hk, sys.modules[__name__.split(".")[0]])
+  )
+  frame, level = sys._getframe(1), 1  # pylint: disable=protected-access
+  while frame is not None and frame.f_code.co_filename.startswith(packages):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
+def _warn_if_approximate(core: _Core, compiled, x) -> None:
+  approximate = _approximate(core, compiled)
+  if not approximate:
+    return
+  lines = "\n".join(f"  {p}: {', '.join(r)}" for p, r in approximate)
+  shapes = tree_util.tree_map(np.shape, x)
+  note = _ES_NOTE if core.name == "es_d_rtrl" else ""
+  warnings.warn(
+      f"{core.name} gives an approximate gradient for {len(approximate)} of "
+      f"{len(compiled.parameters)} parameters of this step (input {shapes}):"
+      f"\n{lines}\n{note}learner.report(params, state, rng, x) explains "
+      "each reason.",
+      ApproximationWarning,
+      stacklevel=_user_stacklevel(),
+  )
+
+
+# --------------------------------------------------------------------------
+# State layout.
+
+
+def _check_params(params) -> None:
+  if not isinstance(params, dict) and not hasattr(params, "keys"):
+    raise TypeError(
+        "params must be the parameter mapping from learner.init, got "
+        f"{type(params).__name__}."
+    )
+
+
+def _split(core: _Core, state) -> tuple[dict, dict, dict]:
+  """``(model_state, traces, extra)`` of a learner state.
+
+  ``extra`` holds the other learner entries (the initial state, a data
+  parallel marker), carried through unchanged.
+  """
+  if not isinstance(state, dict) and not hasattr(state, "keys"):
+    raise TypeError(
+        "state must be the learner state from learner.init or "
+        f"learner.init_state, got {type(state).__name__}."
+    )
+  model_state, entries = state_lib.split_learner_state(state)
+  missing = [k for k in (core.trace_key, INITIAL_KEY) if k and k not in entries]
+  if missing:
+    raise ValueError(
+        f"The state has no {missing} entries: build the {core.name} state "
+        "with learner.init or learner.init_state (a plain model state or "
+        "another learner's state does not fit)."
+    )
+  trace = dict(entries.pop(core.trace_key)) if core.online else {}
+  return model_state, trace, entries
+
+
+def _join(core: _Core, model_state, trace, extra) -> dict:
+  state = {m: dict(e) for m, e in model_state.items()}
+  state.update({m: dict(e) for m, e in extra.items()})
+  if core.online:
+    state[core.trace_key] = dict(trace)
+  return state
+
+
+def _resettable(model_state) -> dict:
+  """``{path: value}`` of the hidden and per-sample entries."""
+  return {
+      state_lib.state_path(m, n): v
+      for m, n, v in state_lib.iter_state(model_state)
+      if state_lib.is_hidden_name(n) or state_lib.is_sample_name(n)
+  }
+
+
+def _hidden_paths(model_state) -> list:
+  return [
+      (m, n)
+      for m, n, _ in state_lib.iter_state(model_state)
+      if state_lib.is_hidden_name(n)
+  ]
+
+
+def _checked_compile(core: _Core, params, state, rng, x, compile_step=None):
+  """``(model_state, trace, extra, entry)`` with params and traces checked."""
+  _check_params(params)
+  model_state, trace, extra = _split(core, state)
+  entry = _entry(core, params, model_state, rng, x, compile_step)
+  if core.online:
+    detail = _mismatch(_table(trace), entry.trace_table)
+    if detail:
       raise ValueError(
-          "Nothing compiled yet: call init, or pass (params, state, rng, x)."
+          f"The {core.name} trace entries (state[{core.trace_key!r}]) do not "
+          f"match the compiled step: {detail}. Build the state with "
+          "learner.init or learner.init_state for these shapes."
       )
-    traces = None
-    if self.online:
-      traces = jax.eval_shape(lambda: self.algorithm.init(compiled))
-    text = f"learner: {self.name}\n" + compiled.report(traces)
-    print(text, end="")
-    return text
+  return model_state, trace, extra, entry
 
-  # Stepping ----------------------------------------------------------------
 
-  def _split(self, state):
-    model_state, entries = state_lib.split_learner_state(state)
-    trace = entries.get(self.algorithm.key, {}) if self.online else {}
-    return model_state, trace
+# --------------------------------------------------------------------------
+# The learner functions.
 
-  def _join(self, model_state, trace):
-    state = {m: dict(e) for m, e in model_state.items()}
-    if self.online:
-      state[self.algorithm.key] = dict(trace)
-    return state
 
-  def apply(self, params, state, rng, x):
-    """One forward step; online learners also roll their traces.
+def _init(core: _Core, rng, x0):
+  params, model_state = core.model.init(rng, x0)
+  return params, _init_state(core, params, model_state, rng, x0)
 
-    Returns:
-      ``(out, state)``.
-    """
-    model_state, trace = self._split(state)
-    if not self.online:
-      out, model_state = self.model.apply(params, model_state, rng, x)
-      return out, self._join(model_state, trace)
-    compiled = self.compile(params, model_state, rng, x)
-    self._check_traces(compiled, trace)
-    out, model_state, record = jacobians_lib.run_step(
-        compiled, params, model_state, rng, x
+
+def _init_state(core: _Core, params, model_state, rng, x0):
+  _check_params(params)
+  model_state = {m: dict(e) for m, e in model_state.items()}
+  if not state_lib.hidden_paths(model_state):
+    raise compiler_lib.CompileError(
+        "The step declares no hidden state. Keep recurrent memory with "
+        "haiku_etp.get_hidden_state / set_hidden_state."
     )
-    weights = jacobians_lib.relation_weights(compiled, params)
-    trace = self.algorithm.roll(compiled, trace, record, weights)
-    return out, self._join(model_state, trace)
+  entry = _entry(core, params, model_state, rng, x0)
+  trace = core.algorithm.init(entry.compiled) if core.online else {}
+  return _join(
+      core, model_state, trace, {INITIAL_KEY: _resettable(model_state)}
+  )
 
-  def evolve(self, params, state, rng, x):
-    """Advances the model with no gradient; traces restart from zero.
 
-    The steps taken by ``evolve`` are outside every later gradient (a
-    burn-in), so the traces, which would describe them, are zeroed.
+def _apply(core: _Core, params, state, rng, x):
+  model_state, trace, extra, entry = _checked_compile(
+      core, params, state, rng, x
+  )
+  if not core.online:
+    out, model_state = core.model.apply(params, model_state, rng, x)
+    return out, _join(core, model_state, trace, extra)
+  compiled = entry.compiled
+  out, model_state, record = jacobians.run_step(
+      compiled, params, model_state, rng, x
+  )
+  weights = jacobians.relation_weights(compiled, params)
+  trace = core.algorithm.roll(compiled, trace, record, weights)
+  return out, _join(core, model_state, trace, extra)
 
-    Returns:
-      ``(out, state)``.
-    """
-    model_state, trace = self._split(state)
-    out, model_state = self.model.apply(params, model_state, rng, x)
-    if self.online:
-      trace = self.algorithm.reset(trace)
-    return lax.stop_gradient(out), self._join(model_state, trace)
 
-  def reset(self, state, initial=None):
-    """Zeroes hidden state and traces between sequences.
+def _evolve(core: _Core, params, state, rng, x):
+  model_state, trace, extra, _ = _checked_compile(core, params, state, rng, x)
+  out, model_state = core.model.apply(params, model_state, rng, x)
+  trace = traces_lib.zeros_like(trace)
+  return lax.stop_gradient(out), _join(core, model_state, trace, extra)
 
-    Args:
-      state: a learner state.
-      initial: optional state (e.g. from ``init``) whose hidden values are
-        used instead of zeros.
 
-    Returns:
-      The reset state; ordinary (non-hidden) state is kept.
-    """
-    model_state, trace = self._split(state)
-    if initial is None:
-      model_state = state_lib.map_hidden(jnp.zeros_like, model_state)
-    else:
-      init_model, _ = state_lib.split_learner_state(initial)
-      model_state = {
-          m: {
-              n: (init_model[m][n] if state_lib.is_hidden_name(n) else v)
-              for n, v in e.items()
-          }
-          for m, e in model_state.items()
+def _unroll(core: _Core, params, state, rng, xs):
+  num_steps = sequence.time_length(xs)
+  first = tree_util.tree_map(lambda v: v[0], xs)
+  rng0 = None if rng is None else jax.random.fold_in(rng, 0)
+  model_state, trace, extra, _ = _checked_compile(
+      core, params, state, rng0, first
+  )
+
+  def body(st, inp):
+    rng_t, x_t = inp
+    out, st = core.model.apply(params, st, rng_t, x_t)
+    return st, out
+
+  rngs = sequence.step_rngs(rng, num_steps)
+  model_state, outs = lax.scan(body, model_state, (rngs, xs))
+  trace = traces_lib.zeros_like(trace)
+  return lax.stop_gradient(outs), _join(core, model_state, trace, extra)
+
+
+def _reset(core: _Core, state, initial=None):
+  model_state, trace, extra = _split(core, state)
+  stored = extra[INITIAL_KEY]
+  values = stored
+  if initial is not None:
+    values = _resettable(state_lib.split_learner_state(initial)[0])
+    detail = _mismatch(_table(values), _table(stored))
+    if detail:
+      raise ValueError(
+          "initial does not hold the hidden and per-sample state of this "
+          f"model: {detail}. Pass a state built by this learner's init (or "
+          "the model's init) for the same shapes."
+      )
+  model_state = {
+      m: {
+          n: values.get(state_lib.state_path(m, n), v)
+          if state_lib.is_hidden_name(n) or state_lib.is_sample_name(n)
+          else v
+          for n, v in e.items()
       }
-    if self.online:
-      trace = self.algorithm.reset(trace)
-    return self._join(model_state, trace)
+      for m, e in model_state.items()
+  }
+  return _join(core, model_state, traces_lib.zeros_like(trace), extra)
 
-  # Gradients ---------------------------------------------------------------
 
-  def window_grad(
-      self,
-      loss_fn: LossFn,
+def _traces(core: _Core, state) -> dict:
+  if not core.online:
+    return {}
+  return dict(state.get(core.trace_key, {}))
+
+
+def _compile(core: _Core, params, state, rng, x):
+  model_state, _ = state_lib.split_learner_state(state)
+  _check_params(params)
+  return _entry(core, params, model_state, rng, x, compile_step=True).compiled
+
+
+def _report(core: _Core, params, state, rng, x) -> str:
+  compiled = _compile(core, params, state, rng, x)
+  traces = None
+  if core.online:
+    traces = jax.eval_shape(lambda: core.algorithm.init(compiled))
+  text = compiled.report(traces)
+  approximate = _approximate(core, compiled)
+  verdict = (
+      "exact for every parameter"
+      if not approximate
+      else f"approximate for {[p for p, _ in approximate]}"
+  )
+  return f"learner: {core.name} ({verdict})\n{text}"
+
+
+# --------------------------------------------------------------------------
+# Gradients.
+
+
+def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
+  rngs, xs = inputs[0], inputs[1]
+  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
+  model_state, trace, extra, entry = _checked_compile(
+      core, params, state, first(rngs), first(xs)
+  )
+  compiled = entry.compiled
+  hidden_paths = _hidden_paths(model_state)
+  step_fn = (
+      window_lib.online_step_fn(compiled)
+      if core.online
+      else window_lib.plain_step_fn(core.model)
+  )
+  w = window_lib.in_window(
+      step_fn,
+      loss_fn,
       params,
-      state,
-      rngs,
-      xs,
-      ys,
-      step_weights,
-      sample_masks=None,
-      *,
-      has_aux: bool = False,
-  ):
-    """Gradient of one window of ``k`` steps (time-major inputs).
-
-    Args:
-      loss_fn: ``loss_fn(out_t, y_t)`` (or ``(out_t, y_t, mask_t)`` when
-        ``sample_masks`` is given) returning a scalar, or ``(scalar, aux)``.
-      params: parameters.
-      state: learner state at the window's entry.
-      rngs: per-step rngs stacked on a leading ``k`` axis, or ``None``.
-      xs: inputs ``(k, ...)``.
-      ys: targets ``(k, ...)``.
-      step_weights: ``(k,)`` weights of the step losses.
-      sample_masks: optional ``(k, B)`` masks passed to ``loss_fn``.
-      has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-
-    Returns:
-      ``(grads, state, losses, auxes)`` with per-step ``losses`` ``(k,)``.
-    """
-    model_state, trace = self._split(state)
+      model_state,
+      hidden_paths,
+      inputs,
+      has_aux=has_aux,
+  )  # pyformat: disable
+  grads = w.grads
+  if core.online:
+    signals = window_lib.group_signals(compiled, hidden_paths, w.signals)
+    from_traces, weights = window_lib.trace_term(
+        compiled,
+        core.algorithm,
+        trace,
+        signals,
+        params,
+        lambda p: jacobians.relation_weights(compiled, p),
+    )
+    grads = tree_util.tree_map(
+        lambda a, b: a + b.astype(a.dtype), grads, from_traces
+    )
     k = tree_util.tree_leaves(xs)[0].shape[0]
-    first = lambda t: tree_util.tree_map(lambda v: v[0], t)
-    rng0 = None if rngs is None else first(rngs)
-    compiled = None
-    if self.online:
-      compiled = self.compile(params, model_state, rng0, first(xs))
-      self._check_traces(compiled, trace)
-    else:
-      key = _signature((params, model_state, first(xs)))
-      if key not in self._checked:
-        self._check_model_state(params, model_state, first(xs))
-        self._checked.add(key)
-    hidden_index = [
-        (m, n)
-        for m, n, _ in state_lib.iter_state(model_state)
-        if state_lib.is_hidden_name(n)
-    ]
-
-    def with_hidden(h):
-      st = {m: dict(e) for m, e in model_state.items()}
-      for (m, n), v in zip(hidden_index, h):
-        st[m][n] = v
-      return st
-
-    def one_step(p, st, rng_t, x_t, y_t, w_t, m_t):
-      if self.online:
-        out, st, rec = jacobians_lib.run_step(compiled, p, st, rng_t, x_t)
-      else:
-        out, st = self.model.apply(p, st, rng_t, x_t)
-        rec = None
-      res = loss_fn(out, y_t) if m_t is None else loss_fn(out, y_t, m_t)
-      loss, aux = res if has_aux else (res, None)
-      loss = jnp.asarray(loss)
-      if loss.shape != ():
-        raise ValueError(
-            f"loss_fn must return a scalar, got shape {loss.shape}."
-        )
-      return st, (loss * w_t, aux, rec)
-
-    def run(p, h):
-      st = with_hidden(h)
-      if k == 1:
-        st, outs = one_step(
-            p,
-            st,
-            rng0,
-            first(xs),
-            first(ys),
-            step_weights[0],
-            None if sample_masks is None else sample_masks[0],
-        )
-        outs = tree_util.tree_map(lambda v: v[None], outs)
-      else:
-        body = lambda st, inp: one_step(p, st, *inp)
-        st, outs = lax.scan(
-            body, st, (rngs, xs, ys, step_weights, sample_masks)
-        )
-      losses, auxes, recs = outs
-      return jnp.sum(losses), (losses, auxes, recs, st)
-
-    h_e = [model_state[m][n] for m, n in hidden_index]
-    _, vjp, (losses, auxes, recs, new_model_state) = jax.vjp(
-        run, params, h_e, has_aux=True
+    trace = window_lib.roll(
+        compiled, core.algorithm, trace, w.records, weights, k
     )
-    grads, g_h = vjp(jnp.ones((), losses.dtype))
-    if self.online:
-      weights, pull = jax.vjp(
-          lambda p: jacobians_lib.relation_weights(compiled, p), params
-      )
-      pos = {path: i for i, path in enumerate(hidden_index)}
-      signals = []
-      for g in range(len(compiled.groups)):
-        leaves = [
-            g_h[pos[compiled.state_paths[leaf]]]
-            for leaf in compiled.group_leaves(g)
-        ]
-        signals.append(jnp.stack(leaves, axis=-1))
-      dws = self.algorithm.solve(compiled, trace, signals, weights)
-      (extra,) = pull(dws)
-      grads = tree_util.tree_map(
-          lambda a, b: a + b.astype(a.dtype), grads, extra
-      )
-      roll = lambda tr, rec: (
-          self.algorithm.roll(compiled, tr, rec, weights),
-          None,
-      )
-      if k == 1:
-        trace, _ = roll(trace, first(recs))
-      else:
-        trace, _ = lax.scan(roll, trace, recs)
-    return grads, self._join(new_model_state, trace), losses, auxes
+  return grads, _join(core, w.state, trace, extra), w.losses, w.aux
 
-  def value_and_grad(
-      self,
-      loss_fn: LossFn,
-      *,
-      has_aux: bool = False,
-      axis_name: Optional[str] = None,
-      check_finite: bool = False,
-  ):
-    """One online step: ``fn(params, state, rng, x_t, y_t)``.
 
-    Returns ``(loss, grads, state)`` (``((loss, aux), grads, state)`` with
-    ``has_aux``). ``grads`` has the structure of ``params``; with
-    ``axis_name`` the loss and grads are ``pmean``-ed over that axis. For
-    BPTT this is the one-step (truncated) gradient. ``check_finite=True``
-    raises ``FloatingPointError`` at run time on NaN or inf in the inputs,
-    the loss or the gradients.
-    """
+def _value_and_grad(
+    core: _Core,
+    loss_fn,
+    *,
+    has_aux: bool = False,
+    axis_name: Optional[str] = None,
+    check_finite: bool = False,
+):
+  def fn(params, state, rng, x_t, y_t, mask_t=None):
+    if mask_t is not None:
+      sequence.check_loss_takes_mask(loss_fn)
+    add = (
+        lambda t: None
+        if t is None
+        else tree_util.tree_map(lambda v: jnp.asarray(v)[None], t)
+    )
+    inputs = (add(rng), add(x_t), add(y_t), add(mask_t))
+    grads, state, losses, aux = _window(
+        core, loss_fn, has_aux, params, state, inputs
+    )
+    loss = losses[0]
+    if axis_name is not None:
+      grads, loss = lax.pmean((grads, loss), axis_name)
+    aux = None if aux is None else tree_util.tree_map(lambda v: v[0], aux)
+    return StepResult(loss, grads, state, aux)
 
-    def fn(params, state, rng, x_t, y_t):
-      add = lambda t: tree_util.tree_map(lambda v: v[None], t)
-      rngs = None if rng is None else add(rng)
-      w = jnp.ones((1,), jnp.result_type(float))
-      grads, state, losses, auxes = self.window_grad(
-          loss_fn, params, state, rngs, add(x_t), add(y_t), w, has_aux=has_aux
-      )
-      loss = losses[0]
-      if axis_name is not None:
-        grads = lax.pmean(grads, axis_name)
-        loss = lax.pmean(loss, axis_name)
-      if check_finite:
-        sequence.check_all_finite(
-            {"inputs": (x_t, y_t), "loss": loss, "gradients": grads}
-        )
-      if has_aux:
-        return (loss, tree_util.tree_map(lambda v: v[0], auxes)), grads, state
-      return loss, grads, state
-
+  if not check_finite:
     return fn
+  roles = lambda args, res: {
+      "params": args[0],
+      "x_t": args[3],
+      "y_t": args[4],
+      "loss": res.loss,
+      "grads": res.grads,
+  }
+  return sequence.checked(fn, roles)
 
-  def sequence_grad(
-      self,
-      loss_fn: LossFn,
-      *,
-      window: Optional[int] = "default",
-      reduction: str = "sum",
-      has_aux: bool = False,
-      axis_name: Optional[str] = None,
-      check_finite: bool = False,
+
+def _check_window(window) -> None:
+  if window is not None and (
+      isinstance(window, bool) or not isinstance(window, int) or window < 1
   ):
-    """Gradient over a whole sequence; see :func:`haiku_etp.sequence_grad`."""
-    if window == "default":
-      window = 1 if self.online else None
-    return sequence.sequence_grad(
-        self,
-        loss_fn,
-        window=window,
-        reduction=reduction,
-        has_aux=has_aux,
-        axis_name=axis_name,
-        check_finite=check_finite,
+    raise ValueError(
+        f"window must be an int >= 1 or None (the learner's default), got "
+        f"{window!r}."
     )
+
+
+def _sequence_grad(
+    core: _Core,
+    loss_fn,
+    *,
+    window: Optional[int] = None,
+    reduction: str = "sum",
+    has_aux: bool = False,
+    axis_name: Optional[str] = None,
+    check_finite: bool = False,
+):
+  _check_window(window)
+  if reduction not in ("sum", "mean"):
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+
+  def fn(params, state, rng, xs, ys, mask=None):
+    num_steps = sequence.time_length(xs, "xs")
+    if sequence.time_length(ys, "ys") != num_steps:
+      raise ValueError(
+          f"xs has {num_steps} steps but ys has "
+          f"{sequence.time_length(ys, 'ys')}."
+      )
+    mask = sequence.check_mask(mask, num_steps)
+    if mask is not None:
+      sequence.check_loss_takes_mask(loss_fn)
+    k = window or (1 if core.online else num_steps)
+    inputs = (sequence.step_rngs(rng, num_steps), xs, ys, mask)
+
+    def window_fn(carry, pieces):
+      state, grads = carry
+      g, state, losses, aux = _window(
+          core, loss_fn, has_aux, params, state, pieces
+      )
+      return (state, tree_util.tree_map(jnp.add, grads, g)), (losses, aux)
+
+    zeros = tree_util.tree_map(jnp.zeros_like, params)
+    (state, grads), (losses, aux) = sequence.scan_windows(
+        window_fn, (state, zeros), inputs, num_steps, k
+    )
+    if reduction == "mean":
+      grads = tree_util.tree_map(lambda g: g / num_steps, grads)
+    if axis_name is not None:
+      grads, losses = lax.pmean((grads, losses), axis_name)
+    return SequenceResult(losses, grads, state, aux)
+
+  if not check_finite:
+    return fn
+  roles = lambda args, res: {
+      "params": args[0],
+      "xs": args[3],
+      "ys": args[4],
+      "losses": res.losses,
+      "grads": res.grads,
+  }
+  return sequence.checked(fn, roles)
+
+
+# --------------------------------------------------------------------------
+# Factories.
+
+
+def _as_model(model) -> hk.TransformedWithState:
+  """The model, with ``hk.without_apply_rng`` undone so ``apply`` takes rng."""
+  if not isinstance(model, hk.TransformedWithState):
+    raise TypeError(
+        "Learners take an hk.transform_with_state model (a step x_t -> "
+        f"out_t with hidden state), got {type(model).__name__}."
+    )
+  try:
+    takes_rng = "rng" in inspect.signature(model.apply).parameters
+  except (TypeError, ValueError):
+    takes_rng = True
+  if takes_rng:
+    return model
+  apply = model.apply
+  return hk.TransformedWithState(
+      init=model.init,
+      apply=lambda params, state, rng, *args: apply(params, state, *args),
+  )
+
+
+def _learner(model, algorithm, name: str) -> Learner:
+  core = _Core(_as_model(model), algorithm, name, collections.OrderedDict())
+  bound = lambda f: functools.partial(f, core)
+  return Learner(
+      name=name,
+      init=bound(_init),
+      init_state=bound(_init_state),
+      apply=bound(_apply),
+      unroll=bound(_unroll),
+      evolve=bound(_evolve),
+      reset=bound(_reset),
+      value_and_grad=bound(_value_and_grad),
+      sequence_grad=bound(_sequence_grad),
+      report=bound(_report),
+      traces=bound(_traces),
+      compile=bound(_compile),
+  )
 
 
 def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
-  r"""D-RTRL: exact per-parameter eligibility traces, rolled forward in time.
+  r"""D-RTRL: per-parameter eligibility traces, rolled forward in time.
 
   .. math::
     \epsilon^t[\dots, a] = \sum_b D^t[\dots, a, b]\, \epsilon^{t-1}[\dots, b]
@@ -696,10 +690,13 @@ def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
 
   Equals BPTT when every group's transition is per-position and each
   relation's tail is elementwise (leaky integrators, feed-forward LIF/ALIF,
-  dense and conv relations). Memory ``O(B |theta| S)``, flat in time.
+  dense and conv relations); elsewhere the compiler names the cut, and the
+  learner emits an :class:`ApproximationWarning` naming the parameters it
+  affects. Memory ``O(B |theta| S)``, flat in time.
 
   Args:
-    model: a ``hk.transform_with_state`` step ``x_t -> out_t``.
+    model: a ``hk.transform_with_state`` step ``x_t -> out_t`` (also one made
+      with ``hk.without_apply_rng``).
     fast: use the primitives' closed-form fast paths.
 
   Returns:
@@ -714,15 +711,17 @@ def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
   ...   return v
   >>> learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
   >>> params, state = learner.init(None, jnp.ones((2, 3)))
-  >>> sorted(state["~etp/d_rtrl"])
-  ['~/w@~']
+  >>> sorted(learner.traces(state))
+  ['~/w:weight@~']
   """
-  return Learner(model, _DRTRL(fast=fast), "d_rtrl")
+  return _learner(model, traces_lib.DRTRL(fast=fast), "d_rtrl")
 
 
 def es_d_rtrl(
     model: hk.TransformedWithState,
-    decay: Union[float, Sequence[float], int] = (0.0, 0.0),
+    decay: Optional[traces_lib.Decay] = None,
+    *,
+    rank: Optional[int] = None,
 ) -> Learner:
   r"""ES-D-RTRL: input-side and output-side traces, ``O(B (I + O S))``.
 
@@ -732,27 +731,40 @@ def es_d_rtrl(
 
   and the gradient ``xy_to_dw(eps_x, sum_a eps_f[..., a] g[..., a] / c)`` with
   bias correction ``c = 1 - alpha_f ** n`` after ``n`` trace steps. Exact at
-  ``T = 1`` and with ``decay = (lambda, 0)`` on a uniform leak
-  ``h <- lambda h + op(x)``; an approximation elsewhere.
+  ``T = 1`` and with ``decay=(lam, 0)`` on a uniform leak
+  ``h <- lam h + op(x)``; an approximation elsewhere, so building it emits
+  an :class:`ApproximationWarning`.
 
   Args:
     model: a ``hk.transform_with_state`` step.
-    decay: a float ``alpha`` (both decays), an ``(alpha_x, alpha_f)`` pair, or
-      an int rank ``n`` (``alpha = (n - 1) / (n + 1)``).
+    decay: a float ``alpha`` (both decays) or an ``(alpha_x, alpha_f)`` pair
+      in ``[0, 1)``; ``(0, 0)`` by default.
+    rank: instead of ``decay``, an int ``n >= 1``: the decay
+      ``(n - 1) / (n + 1)`` whose window has the centre of mass of ``n``
+      steps.
 
   Returns:
     A :class:`Learner`.
 
   Raises:
-    ValueError: for a decay outside ``[0, 1)`` or a rank below 1.
+    ValueError: for a decay outside ``[0, 1)``, a rank below 1, or both.
+    TypeError: for an int ``decay`` (use ``rank=``) or another type.
   """
-  return Learner(model, _ESDRTRL(decay), "es_d_rtrl")
+  alpha_x, alpha_f = traces_lib.parse_decay(decay, rank)
+  return _learner(model, traces_lib.ESDRTRL(alpha_x, alpha_f), "es_d_rtrl")
 
 
 def bptt(model: hk.TransformedWithState) -> Learner:
   """Backpropagation through time, the reference.
 
   ``sequence_grad`` defaults to one window over the whole sequence (exact
-  BPTT, memory linear in ``T``); a shorter ``window`` gives truncated BPTT.
+  BPTT, memory linear in ``T``); ``window=k`` gives truncated BPTT.
+  ``value_and_grad`` is the one-step (truncated) gradient.
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+
+  Returns:
+    A :class:`Learner`.
   """
-  return Learner(model, _BPTT(), "bptt")
+  return _learner(model, None, "bptt")

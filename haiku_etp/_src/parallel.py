@@ -23,95 +23,162 @@ single-device gradient of a batch-mean loss exactly.
 (4, 2, 3)
 """
 
+import numbers
 from typing import Any
 
+import jax
 from jax import tree_util
 import jax.numpy as jnp
 
 from haiku_etp._src import state as state_lib
+
+# shard_state marks the state it shards with one entry holding the device
+# index (a scalar per device under pmap); unshard_state requires it, so an
+# unsharded state is never silently reshaped.
+SHARDS_KEY = state_lib.LEARNER_PREFIX + "/shards"
+
+
+def _check_count(num_devices: Any) -> int:
+  if (
+      isinstance(num_devices, bool)
+      or not isinstance(num_devices, numbers.Integral)
+      or num_devices < 1
+  ):
+    raise ValueError(
+        f"num_devices must be an int >= 1, got {num_devices!r}; "
+        "jax.local_device_count() gives the number of local devices."
+    )
+  return int(num_devices)
 
 
 def shard_batch(tree: Any, num_devices: int, axis: int = 0) -> Any:
   """Splits axis ``axis`` (the batch) of every leaf into ``num_devices``.
 
   The device axis is put first: ``(..., B, ...) -> (n, ..., B / n, ...)``.
+  Time-major sequences ``(T, B, ...)`` use ``axis=1``.
 
   Raises:
-    ValueError: if a leaf's batch is not divisible by ``num_devices``.
+    ValueError: for a bad ``num_devices`` or a leaf whose batch axis is
+      missing or not divisible by ``num_devices``.
   """
+  num_devices = _check_count(num_devices)
 
-  def split(v):
+  def split(path, v):
     v = jnp.asarray(v)
     if v.ndim <= axis or v.shape[axis] % num_devices:
+      where = tree_util.keystr(path) or "the input"
       raise ValueError(
-          f"Cannot shard axis {axis} of shape {v.shape} over {num_devices} "
-          "devices: it must exist and be divisible by the device count."
+          f"Cannot shard axis {axis} of {where} with shape {v.shape} over "
+          f"{num_devices} devices: the axis "
+          "must exist and its size be divisible by the device count (pick a "
+          "batch size that is a multiple of it)."
       )
     shape = v.shape[:axis] + (num_devices, v.shape[axis] // num_devices)
     v = v.reshape(shape + v.shape[axis + 1 :])
     return jnp.moveaxis(v, axis, 0)
 
-  return tree_util.tree_map(split, tree)
+  return tree_util.tree_map_with_path(split, tree)
 
 
 def unshard_batch(tree: Any, axis: int = 0) -> Any:
-  """Inverse of :func:`shard_batch`."""
+  """Inverse of :func:`shard_batch`.
 
-  def merge(v):
+  Raises:
+    ValueError: for a leaf without the device axis and the batch axis.
+  """
+
+  def merge(path, v):
+    if jnp.ndim(v) < axis + 2:
+      raise ValueError(
+          f"{tree_util.keystr(path) or 'The input'} has shape "
+          f"{jnp.shape(v)}: it lacks the leading device axis and batch axis "
+          "that shard_batch (or a pmap output) gives it."
+      )
     v = jnp.moveaxis(v, 0, axis)
     return v.reshape(v.shape[:axis] + (-1,) + v.shape[axis + 2 :])
 
-  return tree_util.tree_map(merge, tree)
+  return tree_util.tree_map_with_path(merge, tree)
 
 
 def replicate(tree: Any, num_devices: int) -> Any:
-  """Stacks ``num_devices`` copies of every leaf on a new leading axis."""
+  """Stacks ``num_devices`` copies of every leaf on a new leading axis.
+
+  Raises:
+    ValueError: for ``num_devices`` below 1.
+  """
+  num_devices = _check_count(num_devices)
   return tree_util.tree_map(
       lambda v: jnp.broadcast_to(v, (num_devices,) + jnp.shape(v)), tree
   )
 
 
-def _batched(module: str, entries: dict, leaf_shape) -> set:
-  """Names of the entries of one state module that carry the batch.
+def _batched(module: str, name: str, leaf_shape) -> bool:
+  """Whether a state entry carries the batch.
 
-  Traces (non-scalar learner entries) and hidden state are batch first.
-  Ordinary state of the same shape as a hidden entry of its module is
-  per-sample too (a neuron's refractory counter); other ordinary state is
-  shared and replicated.
+  Hidden state, declared per-sample state (``get_sample_state``) and the
+  learner's non-scalar entries (traces, initial state) are batch first;
+  other ordinary state is shared and replicated.
   """
   if state_lib.is_learner_module(module):
-    return {n for n, v in entries.items() if len(leaf_shape(v)) >= 1}
-  hidden = {n for n in entries if state_lib.is_hidden_name(n)}
-  shapes = {leaf_shape(entries[n]) for n in hidden}
-  return hidden | {n for n, v in entries.items() if leaf_shape(v) in shapes}
+    return len(leaf_shape) >= 1
+  return state_lib.is_hidden_name(name) or state_lib.is_sample_name(name)
 
 
 def shard_state(state: Any, num_devices: int) -> dict:
   """Shards a learner state for ``pmap``.
 
-  Hidden state, traces and per-sample ordinary state (batch first) are split
-  over devices; scalar learner entries and other ordinary state are
-  replicated.
+  Hidden state, per-sample state and traces are split over the devices
+  along the batch; scalar learner entries and other ordinary state are
+  replicated. The result is marked, so :func:`unshard_state` can tell it
+  from an unsharded state.
+
+  Raises:
+    ValueError: for a bad ``num_devices``, an already sharded state, or a
+      batch that does not divide.
   """
+  num_devices = _check_count(num_devices)
+  if SHARDS_KEY in state:
+    raise ValueError("The state is already sharded (it has a device axis).")
   out = {}
   for m, entries in state.items():
-    batched = _batched(m, entries, jnp.shape)
     out[m] = {
-        n: shard_batch(v, num_devices)
-        if n in batched
+        n: shard_batch({f"{m}/{n}": v}, num_devices)[f"{m}/{n}"]
+        if _batched(m, n, jnp.shape(v))
         else replicate(v, num_devices)
         for n, v in entries.items()
     }
+  out[SHARDS_KEY] = {"index": jnp.arange(num_devices, dtype=jnp.int32)}
   return out
 
 
 def unshard_state(state: Any) -> dict:
-  """Inverse of :func:`shard_state` (replicated leaves from device 0)."""
+  """Inverse of :func:`shard_state` (replicated leaves from device 0).
+
+  Takes the output of :func:`shard_state` or of a ``pmap`` that carried it.
+
+  Raises:
+    ValueError: for a state that :func:`shard_state` did not shard.
+  """
+  marker = None
+  if hasattr(state, "get"):
+    marker = state.get(SHARDS_KEY, {}).get("index")
+  if marker is None or jnp.ndim(marker) != 1:
+    raise ValueError(
+        "unshard_state takes a state sharded by haiku_etp.shard_state (or "
+        "returned by a pmap that carried one); this state has no device "
+        "axis. An unsharded state needs no unsharding."
+    )
+  num_devices = jnp.shape(marker)[0]
   out = {}
   for m, entries in state.items():
-    batched = _batched(m, entries, lambda v: jnp.shape(v)[1:])
-    out[m] = {
-        n: unshard_batch(v) if n in batched else v[0]
-        for n, v in entries.items()
-    }
+    if m == SHARDS_KEY:
+      continue
+    out[m] = {}
+    for n, v in entries.items():
+      if jnp.ndim(v) < 1 or jnp.shape(v)[0] != num_devices:
+        raise ValueError(
+            f"state[{m!r}][{n!r}] has shape {jnp.shape(v)}, without the "
+            f"leading axis of {num_devices} devices that shard_state gives."
+        )
+      out[m][n] = unshard_batch(v) if _batched(m, n, jnp.shape(v)[1:]) else v[0]
   return out

@@ -47,6 +47,8 @@ from jax.interpreters import batching
 from jax.interpreters import mlir
 import jax.numpy as jnp
 
+from haiku_etp._src import backend
+
 Array = jax.Array
 Params = Mapping[str, Any]
 
@@ -362,44 +364,9 @@ def register_primitive(
   return prim
 
 
-def mix_states(d: Array, trace: Array) -> Array:
-  """``out[..., a] = sum_b d[..., a, b] * trace[..., b]``, ``d`` broadcasting.
-
-  Written as a short loop over ``b`` (``S`` is small) so XLA fuses it into one
-  elementwise pass over the trace; a batched contraction is many times slower
-  on CPU for these memory-bound shapes.
-  """
-  num_states = trace.shape[-1]
-  out = d[..., 0] * trace[..., 0:1]
-  for b in range(1, num_states):
-    out = out + d[..., b] * trace[..., b : b + 1]
-  return out
-
-
-def weighted_state_sum(trace: Array, g: Array) -> Array:
-  """``sum_a trace[..., a] * g[..., a]`` over the trailing state axis, fused."""
-  out = trace[..., 0] * g[..., 0]
-  for a in range(1, trace.shape[-1]):
-    out = out + trace[..., a] * g[..., a]
-  return out
-
-
-def sum_leading(x: Array, num_axes: int) -> Array:
-  """Sums the first ``num_axes`` axes of ``x`` with a pairwise tree of adds.
-
-  XLA's CPU reduction over leading axes is far from memory speed; halving the
-  flattened leading axis repeatedly fuses into fast elementwise passes.
-  """
-  if num_axes == 0:
-    return x
-  x = jnp.reshape(x, (-1,) + x.shape[num_axes:])
-  while x.shape[0] > 1:
-    half = x.shape[0] // 2
-    head = x[:half] + x[half : 2 * half]
-    if x.shape[0] % 2:
-      head = jnp.concatenate([head, x[2 * half :]], axis=0)
-    x = head
-  return x[0]
+mix_states = backend.mix_states
+weighted_state_sum = backend.weighted_state_sum
+sum_leading = backend.sum_leading
 
 
 def sum_to_rank(x: Array, rank: int) -> Array:

@@ -12,8 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Drivers over time: whole-sequence gradients in windows, with masks."""
+"""Drivers over time: windows scanned over a sequence, masks, finite checks.
 
+Nothing here knows the learners: :func:`scan_windows` takes any window
+function, so data flows one way (ops, compiler, learners, drivers).
+"""
+
+import inspect
 from typing import Any, Callable, Optional
 
 import jax
@@ -23,207 +28,201 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def raise_if_not_finite(tree: Any, what: str) -> None:
-  """Raises ``FloatingPointError`` at run time if ``tree`` holds NaN or inf.
+def time_length(xs: Any, name: str = "xs") -> int:
+  """The shared leading (time) length of the leaves of ``xs``.
 
-  Works under ``jit`` (through ``jax.debug.callback``); the
-  error names the offending leaves by path. Learners call it when built with
-  ``check_finite=True``.
+  Raises:
+    ValueError: for no arrays, a scalar leaf, unequal lengths or ``T = 0``.
+  """
+  leaves = tree_util.tree_leaves(xs)
+  if not leaves:
+    raise ValueError(f"{name} has no arrays.")
+  lengths = {np.shape(l)[0] if np.ndim(l) else None for l in leaves}
+  if len(lengths) != 1 or None in lengths:
+    raise ValueError(
+        f"{name} must be time-major with one shared leading length, got "
+        f"leading dims {sorted(map(str, lengths))}."
+    )
+  length = lengths.pop()
+  if length == 0:
+    raise ValueError(
+        f"{name} has 0 time steps; a sequence needs at least one step."
+    )
+  return length
+
+
+def step_rngs(rng: Any, num_steps: int) -> Any:
+  """Per-step rngs ``fold_in(rng, t)`` stacked on a leading axis, or None."""
+  if rng is None:
+    return None
+  return jax.vmap(lambda t: jax.random.fold_in(rng, t))(jnp.arange(num_steps))
+
+
+def check_mask(mask: Any, num_steps: int) -> Optional[jax.Array]:
+  """Validates a ``(T,)`` or ``(T, B)`` mask."""
+  if mask is None:
+    return None
+  mask = jnp.asarray(mask)
+  if mask.ndim not in (1, 2) or mask.shape[0] != num_steps:
+    raise ValueError(
+        f"mask must have shape ({num_steps},) or ({num_steps}, B), got "
+        f"{mask.shape}."
+    )
+  return mask
+
+
+def check_loss_takes_mask(loss_fn: Callable[..., Any]) -> None:
+  """Raises a clear TypeError if ``loss_fn`` cannot take a third argument."""
+  try:
+    signature = inspect.signature(loss_fn)
+  except (TypeError, ValueError):
+    return  # Builtins and some callables have no signature; let them run.
+  try:
+    signature.bind(None, None, None)
+  except TypeError:
+    raise TypeError(
+        "A mask was given, so the loss is called as loss_fn(out_t, y_t, "
+        f"mask_t), but {getattr(loss_fn, '__name__', loss_fn)!r} takes "
+        f"{signature}. Add a third parameter (mask_t=None) that weights the "
+        "step's loss."
+    ) from None
+
+
+def scan_windows(
+    window_fn: Callable[[Any, Any], tuple[Any, Any]],
+    carry: Any,
+    inputs: Any,
+    num_steps: int,
+    window: int,
+) -> tuple[Any, Any]:
+  """Runs ``window_fn`` over consecutive windows of ``inputs``.
+
+  The sequence is cut into windows of ``window`` steps (the last one may be
+  shorter). Full windows are scanned over dynamic slices of the closed-over
+  sequence (reshaping it into ``(windows, k, ...)`` would make XLA copy it),
+  so only the carry lives across windows and memory is flat in ``T``.
+
+  Args:
+    window_fn: ``window_fn(carry, window_inputs) -> (carry, outs)`` where
+      every leaf of ``window_inputs`` and ``outs`` has a leading axis of the
+      window's length.
+    carry: the initial carry.
+    inputs: time-major leaves (``None`` leaves are passed through).
+    num_steps: ``T``.
+    window: steps per window, ``1 <= window``.
+
+  Returns:
+    ``(carry, outs)`` with the windows' outputs concatenated over time.
+  """
+  k = min(window, num_steps)
+  num_full, rest = divmod(num_steps, k)
+  cut = lambda start, stop: tree_util.tree_map(lambda v: v[start:stop], inputs)
+  if num_full == 1:
+    carry, outs = window_fn(carry, cut(0, k))
+  else:
+
+    def body(carry, i):
+      piece = tree_util.tree_map(
+          lambda v: lax.dynamic_slice_in_dim(v, i * k, k), inputs
+      )
+      return window_fn(carry, piece)
+
+    carry, outs = lax.scan(body, carry, jnp.arange(num_full))
+    outs = tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:]), outs)
+  if rest:
+    carry, tail = window_fn(carry, cut(num_full * k, num_steps))
+    outs = tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), outs, tail)
+  return carry, outs
+
+
+def scan_steps(step_fn, carry, inputs, length: int):
+  """``lax.scan`` of ``step_fn``, called directly for a single step.
+
+  A one-step window (the online rule) is the hot path; calling the step
+  directly keeps XLA from wrapping it in a loop.
+  """
+  if length == 1:
+    first = tree_util.tree_map(lambda v: v[0], inputs)
+    carry, out = step_fn(carry, first)
+    return carry, tree_util.tree_map(lambda v: v[None], out)
+  return lax.scan(step_fn, carry, inputs)
+
+
+def _named_leaves(named: dict):
+  for role, tree in named.items():
+    for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
+      if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+        yield role + tree_util.keystr(path), leaf
+
+
+def _raise_bad(names, flags) -> None:
+  bad = [n for n, ok in zip(names, flags) if not ok]
+  if bad:
+    raise FloatingPointError(
+        f"Non-finite values (NaN or inf) in {', '.join(bad[:8])}"
+        + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        + "."
+    )
+
+
+def finite_flags(named: dict) -> tuple[list, list]:
+  """Leaf names (role and path) and per-leaf all-finite flags of ``named``."""
+  names, flags = [], []
+  for name, leaf in _named_leaves(named):
+    names.append(name)
+    flags.append(jnp.all(jnp.isfinite(leaf)))
+  return names, flags
+
+
+def raise_if_not_finite(tree: Any, what: str) -> None:
+  """Raises ``FloatingPointError`` if ``tree`` holds NaN or inf.
+
+  Called on concrete arrays it raises at once. Inside a traced function
+  (``jit``, ``pmap``) the check runs through ``jax.debug.callback``: the
+  runtime then raises its own error type, whose message carries the
+  ``FloatingPointError`` text.
 
   Args:
     tree: arrays to check; non-floating leaves are skipped.
-    what: what the tree is, for the message (``"gradients"``).
+    what: what the tree is, prefixed to each leaf's path in the message
+      (``"grads"`` gives ``grads['linear']['w']``).
   """
-  check_all_finite({what: tree})
-
-
-def check_all_finite(named: dict) -> None:
-  """One run-time check of several trees; the first bad one is reported.
-
-  Args:
-    named: ``{what: tree}`` in the order to report.
-  """
-  kinds, paths, leaves = [], [], []
-  for what, tree in named.items():
-    for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
-      if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-        kinds.append(what)
-        paths.append(jax.tree_util.keystr(path) or "<root>")
-        leaves.append(leaf)
-  if not leaves:
+  names, flags = finite_flags({what: tree})
+  if not flags:
     return
-
-  def raise_if_bad(*values):
-    for what in named:
-      bad = [
-          p
-          for k, p, v in zip(kinds, paths, values)
-          if k == what and not np.all(np.isfinite(v))
-      ]
-      if bad:
-        raise FloatingPointError(
-            f"Non-finite {what} (NaN or inf) at {bad[:8]}"
-            + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
-            + "."
-        )
-
-  jax.debug.callback(raise_if_bad, *leaves)
+  if any(isinstance(f, jax.core.Tracer) for f in flags):
+    jax.debug.callback(lambda *fs: _raise_bad(names, fs), *flags)
+  else:
+    _raise_bad(names, [bool(f) for f in flags])
 
 
-def _time_length(xs) -> int:
-  leaves = tree_util.tree_leaves(xs)
-  if not leaves:
-    raise ValueError("xs has no arrays.")
-  lengths = {l.shape[0] if l.ndim else None for l in leaves}
-  if len(lengths) != 1 or None in lengths:
-    raise ValueError(
-        "xs must be time-major with one shared leading length, got leading "
-        f"dims {sorted(map(str, lengths))}."
-    )
-  return lengths.pop()
+def checked(fn: Callable[..., Any], roles: Callable[..., dict]) -> Callable:
+  """Wraps ``fn`` to raise ``FloatingPointError`` on non-finite values.
 
-
-def sequence_grad(
-    learner,
-    loss_fn: Callable[..., Any],
-    *,
-    window: Optional[int] = 1,
-    reduction: str = "sum",
-    has_aux: bool = False,
-    axis_name: Optional[str] = None,
-    check_finite: bool = False,
-):
-  """Builds ``fn(params, state, rng, xs, ys, mask=None)`` for a sequence.
-
-  The sequence is cut into windows of ``window`` steps (the last one may be
-  shorter) and scanned; each window contributes its window-form gradient
-  (:meth:`Learner.window_grad`). For online learners the scan carries only
-  the state and the summed gradients, so memory is flat in ``T``.
-
-  Args:
-    learner: a :class:`~haiku_etp.Learner`.
-    loss_fn: ``loss_fn(out_t, y_t)`` returning a scalar (or ``(scalar, aux)``
-      with ``has_aux``). With a per-sample ``mask`` of shape ``(T, B)`` it is
-      called as ``loss_fn(out_t, y_t, mask_t)``.
-    window: steps per window, ``>= 1``; ``None`` means the whole sequence
-      (BPTT's default).
-    reduction: ``"sum"`` of the per-step gradients, or ``"mean"`` over the
-      weighted steps.
-    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-    axis_name: ``pmean`` grads and losses over this mapped axis.
-    check_finite: raise ``FloatingPointError`` at run time when the inputs,
-      targets, losses or gradients hold NaN or inf (a debug check; it costs a
-      host round trip per call).
-
-  Returns:
-    ``fn`` returning ``(grads, state, losses)`` where ``losses`` is ``(T,)``
-    (``(losses, auxes)`` with ``has_aux``); ``xs``/``ys`` are time-major
-    ``(T, B, ...)``. ``mask`` is ``(T,)`` step weights (a step with weight 0
-    contributes nothing) or ``(T, B)`` per-sample masks handed to
-    ``loss_fn``.
-
-  Raises:
-    ValueError: for a bad window, reduction or mask shape.
+  Called with concrete arrays, the wrapper runs ``fn`` under ``jit`` together
+  with one all-finite flag per leaf of ``roles(args, result)`` and raises
+  after the call returns, naming the leaves. Called inside a traced function,
+  it checks through :func:`raise_if_not_finite`.
   """
-  if window is not None and (
-      isinstance(window, bool) or not isinstance(window, int) or window < 1
-  ):
-    raise ValueError(f"window must be an int >= 1 or None, got {window!r}.")
-  if reduction not in ("sum", "mean"):
-    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
 
-  def fn(params, state, rng, xs, ys, mask=None):
-    num_steps = _time_length(xs)
-    inputs = (xs, ys)
-    if _time_length(ys) != num_steps:
-      raise ValueError(
-          f"xs has {num_steps} steps but ys has {_time_length(ys)}."
-      )
-    dtype = jnp.result_type(*tree_util.tree_leaves(params))
-    sample_masks = None
-    if mask is None:
-      weights = jnp.ones((num_steps,), dtype)
-    else:
-      mask = jnp.asarray(mask)
-      if mask.shape == (num_steps,):
-        weights = mask.astype(dtype)
-      elif mask.ndim == 2 and mask.shape[0] == num_steps:
-        weights = jnp.ones((num_steps,), dtype)
-        sample_masks = mask
-      else:
-        raise ValueError(
-            f"mask must have shape ({num_steps},) or ({num_steps}, B), got "
-            f"{mask.shape}."
-        )
-    rngs = None
-    if rng is not None:
-      rngs = jax.vmap(lambda t: jax.random.fold_in(rng, t))(
-          jnp.arange(num_steps)
-      )
-    k = num_steps if window is None else min(window, num_steps)
-    num_full, rest = divmod(num_steps, k)
-    grads = tree_util.tree_map(jnp.zeros_like, params)
+  def with_flags(*args):
+    result = fn(*args)
+    return result, finite_flags(roles(args, result))[1]
 
-    def cut(tree, start, stop):
-      if tree is None:
-        return None
-      return tree_util.tree_map(lambda v: v[start:stop], tree)
+  compiled = jax.jit(with_flags)
 
-    def window_of(tree, i):
-      # A dynamic slice of the closed-over sequence: reshaping it into
-      # (windows, k, ...) would make XLA copy the whole sequence.
-      if tree is None:
-        return None
-      return tree_util.tree_map(
-          lambda v: lax.dynamic_slice_in_dim(v, i * k, k), tree
-      )
+  def wrapper(*args):
+    traced = any(
+        isinstance(l, jax.core.Tracer) for l in tree_util.tree_leaves(args)
+    )
+    if traced:
+      result = fn(*args)
+      for role, tree in roles(args, result).items():
+        raise_if_not_finite(tree, role)
+      return result
+    result, flags = compiled(*args)
+    names = [n for n, _ in _named_leaves(roles(args, result))]
+    _raise_bad(names, [bool(f) for f in flags])
+    return result
 
-    def run_window(state, grads, pieces):
-      r, x, y, w, m = pieces
-      g, state, losses, auxes = learner.window_grad(
-          loss_fn, params, state, r, x, y, w, m, has_aux=has_aux
-      )
-      grads = tree_util.tree_map(jnp.add, grads, g)
-      return state, grads, losses, auxes
-
-    stop = num_full * k
-    pieces = (rngs, xs, ys, weights, sample_masks)
-    if num_full == 1:
-      state, grads, losses, auxes = run_window(
-          state, grads, tuple(cut(t, 0, stop) for t in pieces)
-      )
-    else:
-
-      def body(carry, i):
-        state, grads = carry
-        state, grads, losses, auxes = run_window(
-            state, grads, tuple(window_of(t, i) for t in pieces)
-        )
-        return (state, grads), (losses, auxes)
-
-      (state, grads), (losses, auxes) = lax.scan(
-          body, (state, grads), jnp.arange(num_full)
-      )
-      losses = losses.reshape(-1)
-      auxes = tree_util.tree_map(
-          lambda v: v.reshape((-1,) + v.shape[2:]), auxes
-      )
-    if rest:
-      state, grads, tail_losses, tail_auxes = run_window(
-          state, grads, tuple(cut(t, stop, num_steps) for t in pieces)
-      )
-      losses = jnp.concatenate([losses, tail_losses])
-      auxes = tree_util.tree_map(
-          lambda a, b: jnp.concatenate([a, b]), auxes, tail_auxes
-      )
-    if reduction == "mean":
-      count = jnp.maximum(jnp.sum(weights), 1.0)
-      grads = tree_util.tree_map(lambda g: g / count.astype(g.dtype), grads)
-    if axis_name is not None:
-      grads = lax.pmean(grads, axis_name)
-      losses = lax.pmean(losses, axis_name)
-    if check_finite:
-      check_all_finite({"inputs": inputs, "losses": losses, "gradients": grads})
-    return grads, state, ((losses, auxes) if has_aux else losses)
-
-  return fn
+  return wrapper

@@ -297,8 +297,8 @@ class LIF(hk.Module):
     c_t = n \text{ if } s_t > 0 \text{ else } \max(c_{t-1} - 1, 0).
 
   Hidden state: ``"v"`` (membrane potential, resting at zero); with a
-  refractory period also the ordinary int32 state ``"refractory"`` (the
-  counter, carried but not traced). Returns the spikes :math:`s_t`.
+  refractory period also the per-sample int32 state ``"refractory"`` (the
+  counter, carried but not traced; :func:`haiku_etp.get_sample_state`). Returns the spikes :math:`s_t`.
 
   Its state transition is per-position, so D-RTRL equals BPTT for a
   feed-forward layer (weights -> synapse -> neuron).
@@ -399,12 +399,12 @@ class LIF(hk.Module):
     beta = _leak(self.beta, self.train_tau, "log_tau", i_t)
     u_t = beta * v_tm1 + i_t
     if self.refractory:
-      c_tm1 = hk.get_state("refractory", i_t.shape, jnp.int32, init=jnp.zeros)
+      c_tm1 = state_lib.get_sample_state("refractory", i_t.shape, jnp.int32)
       active = c_tm1 == 0
       u_t = jnp.where(active, u_t, v_tm1)
       s_t = self.surrogate(u_t - theta_t) * active.astype(i_t.dtype)
       c_t = jnp.where(s_t > 0, self.refractory, jnp.maximum(c_tm1 - 1, 0))
-      hk.set_state("refractory", c_t.astype(jnp.int32))
+      state_lib.set_sample_state("refractory", c_t.astype(jnp.int32))
     else:
       s_t = self.surrogate(u_t - theta_t)
     s_reset = lax.stop_gradient(s_t) if self.detach_reset else s_t
@@ -430,8 +430,8 @@ class ALIF(LIF):
   same.
 
   Hidden state: ``"v"`` (membrane potential) and ``"a"`` (adaptation
-  variable), both zero at rest; with a refractory period also the ordinary
-  int32 state ``"refractory"``. Returns the spikes :math:`s_t`.
+  variable), both zero at rest; with a refractory period also the
+  per-sample int32 state ``"refractory"``. Returns the spikes :math:`s_t`.
 
   Its state transition is per-position, so D-RTRL equals BPTT for a
   feed-forward layer (weights -> synapse -> neuron).

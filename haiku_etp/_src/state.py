@@ -18,6 +18,11 @@ Hidden state is ordinary ``hk.state`` whose name carries the suffix
 :data:`HIDDEN_SUFFIX`, so hidden-ness is readable from the state pytree alone
 and survives ``init``, ``apply``, checkpoints and ``pmap``. Modules use
 :func:`get_hidden_state` / :func:`set_hidden_state` with the bare name.
+
+Per-sample state that is carried but not traced (a refractory counter) is
+declared with :func:`get_sample_state` / :func:`set_sample_state` (suffix
+:data:`SAMPLE_SUFFIX`), so data parallelism shards it with the batch instead
+of guessing from its shape.
 """
 
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -27,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 HIDDEN_SUFFIX = ":hidden"
+SAMPLE_SUFFIX = ":sample"
 # Top-level state entries owned by the learners (traces, counters) start with
 # this prefix; they are never part of a model's own state.
 LEARNER_PREFIX = "~etp"
@@ -39,10 +45,11 @@ def _check_name(name: str) -> None:
     raise ValueError(
         f"A hidden state name must be a non-empty str, got {name!r}."
     )
-  if name.endswith(HIDDEN_SUFFIX):
-    raise ValueError(
-        f"Give the bare name, not one ending in {HIDDEN_SUFFIX!r}: {name!r}."
-    )
+  for suffix in (HIDDEN_SUFFIX, SAMPLE_SUFFIX):
+    if name.endswith(suffix):
+      raise ValueError(
+          f"Give the bare name, not one ending in {suffix!r}: {name!r}."
+      )
 
 
 def get_hidden_state(
@@ -89,15 +96,108 @@ def get_hidden_state(
   return hk.get_state(name + HIDDEN_SUFFIX, shape, dtype, init=init)
 
 
+def _declared(full_name: str, setter: str, getter: str, name: str):
+  """The value of declared state ``full_name``; raises if it was never read."""
+  try:
+    return hk.get_state(full_name)
+  except (ValueError, KeyError):
+    raise ValueError(
+        f"{setter}({name!r}) in module {_module_name()!r}: no state {name!r} "
+        f"was declared with {getter}({name!r}, shape, dtype) in this module "
+        "before. Check the name for a typo, or declare it first."
+    ) from None
+
+
+def _module_name() -> str:
+  try:
+    return hk.experimental.current_name()
+  except ValueError:
+    return "~"
+
+
+def _check_write(value, declared, setter: str, name: str) -> None:
+  got_shape, want_shape = jnp.shape(value), jnp.shape(declared)
+  got_dtype = jnp.result_type(value)
+  want_dtype = jnp.result_type(declared)
+  if got_shape != want_shape or got_dtype != want_dtype:
+    raise ValueError(
+        f"{setter}({name!r}) in module {_module_name()!r} got shape "
+        f"{got_shape} and dtype {got_dtype}, but the state was declared with "
+        f"shape {want_shape} and dtype {want_dtype}. Write a value of the "
+        "declared shape (cast with .astype if only the dtype differs)."
+    )
+
+
 def set_hidden_state(name: str, value: jax.Array) -> None:
-  """Writes the new value ``h_t`` of recurrent memory ``name``."""
+  """Writes the new value ``h_t`` of recurrent memory ``name``.
+
+  Raises:
+    ValueError: if ``name`` was not declared with :func:`get_hidden_state` in
+      this module, or ``value`` has another shape or dtype than declared.
+  """
   _check_name(name)
-  hk.set_state(name + HIDDEN_SUFFIX, value)
+  full = name + HIDDEN_SUFFIX
+  declared = _declared(full, "set_hidden_state", "get_hidden_state", name)
+  _check_write(value, declared, "set_hidden_state", name)
+  hk.set_state(full, value)
+
+
+def get_sample_state(
+    name: str,
+    shape: Sequence[int],
+    dtype: Any = jnp.int32,
+    init: Optional[Callable[[Sequence[int], Any], jax.Array]] = None,
+) -> jax.Array:
+  """Reads per-sample state that is carried across steps but not traced.
+
+  Use it for per-sample memory without a gradient path, such as a refractory
+  counter: the leading axis of ``shape`` is the batch, so data parallelism
+  shards it with the batch (:func:`haiku_etp.shard_state`). Floating memory
+  that depends on parameters belongs in :func:`get_hidden_state`; the
+  compiler warns when such memory is kept anywhere else.
+
+  Args:
+    name: the state's name inside the module, e.g. ``"refractory"``.
+    shape: its shape, batch first.
+    dtype: its dtype.
+    init: initialiser ``init(shape, dtype)``; zeros by default.
+
+  Returns:
+    The value stored at the previous step (or the initial value).
+  """
+  _check_name(name)
+  if not shape:
+    raise ValueError(
+        f"Sample state {name!r} needs a shape with a leading batch axis, got "
+        f"{shape!r}."
+    )
+  return hk.get_state(
+      name + SAMPLE_SUFFIX, shape, dtype, init=init or jnp.zeros
+  )
+
+
+def set_sample_state(name: str, value: jax.Array) -> None:
+  """Writes per-sample state declared with :func:`get_sample_state`.
+
+  Raises:
+    ValueError: if ``name`` was not declared in this module, or ``value`` has
+      another shape or dtype than declared.
+  """
+  _check_name(name)
+  full = name + SAMPLE_SUFFIX
+  declared = _declared(full, "set_sample_state", "get_sample_state", name)
+  _check_write(value, declared, "set_sample_state", name)
+  hk.set_state(full, value)
 
 
 def is_hidden_name(name: str) -> bool:
   """Whether a state entry name marks hidden state."""
   return name.endswith(HIDDEN_SUFFIX)
+
+
+def is_sample_name(name: str) -> bool:
+  """Whether a state entry name marks per-sample (untraced) state."""
+  return name.endswith(SAMPLE_SUFFIX)
 
 
 def is_learner_module(module_name: str) -> bool:
@@ -107,8 +207,9 @@ def is_learner_module(module_name: str) -> bool:
 
 def state_path(module_name: str, name: str) -> str:
   """Readable path of a state entry, ``module/name`` without the suffix."""
-  if is_hidden_name(name):
-    name = name[: -len(HIDDEN_SUFFIX)]
+  for suffix in (HIDDEN_SUFFIX, SAMPLE_SUFFIX):
+    if name.endswith(suffix):
+      name = name[: -len(suffix)]
   return f"{module_name}/{name}"
 
 

@@ -1,0 +1,280 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+r"""The trace algorithms: what D-RTRL and ES-D-RTRL keep and how it moves.
+
+Each algorithm is an immutable value with three pure functions over a
+compiled step (``docs/design.md``, "The learners"):
+
+* ``init(compiled) -> entries``: zero traces, ``{label: array}``;
+* ``roll(compiled, entries, record, weights) -> entries``: one step forward
+  with the step's :class:`~haiku_etp._src.jacobians.StepRecord`;
+* ``solve(compiled, entries, signals, weights) -> grads``: the trace term of
+  the window gradient, one dict per relation shaped like its trainable
+  operands, from the learning signals ``dL/dh`` at the window's entry.
+
+Trace labels are built from the compiler's relation keys and group names:
+``"<relation key>:<operand>@<group>"`` for D-RTRL; ``"x:<input key>"``,
+``"f:<relation key>@<group>"``, ``"one"`` and ``"steps"`` for ES-D-RTRL.
+"""
+
+import dataclasses
+import numbers
+from typing import Any, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from haiku_etp._src import primitive
+
+
+def _aval(shape, dtype):
+  return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+
+def relation_avals(compiled, r: int, g: int):
+  """``(x_aval, y_aval, weight_avals)`` of relation ``r`` as group ``g`` sees it.
+
+  Input-free relations see the group's shape as ``y`` (their trace carries
+  the group's batch and positions).
+  """
+  rel = compiled.relations[r]
+  program = compiled.program
+  node = program.nodes[rel.node]
+  xi = rel.primitive.x_invar_index
+  x_aval = None
+  if xi is not None:
+    a = program.aval(node.ins[xi])
+    x_aval = _aval(a.shape, a.dtype)
+  y = program.aval(node.outs[0])
+  shape = compiled.groups[g].shape if xi is None else y.shape
+  weights = {}
+  for k, i in rel.primitive.trainable_invars(rel.params).items():
+    a = program.aval(node.ins[i])
+    weights[k] = _aval(a.shape, a.dtype)
+  return x_aval, _aval(shape, y.dtype), weights
+
+
+def drtrl_label(rel, operand: str, group) -> str:
+  """The D-RTRL trace label of one relation operand and group."""
+  return f"{rel.key}:{operand}@{group.name}"
+
+
+def _solve_relations(compiled, weights, part) -> list:
+  """Sums ``part(r, g)`` over each relation's groups, in the weights' dtypes."""
+  out = []
+  for r, rel in enumerate(compiled.relations):
+    total = {k: jnp.zeros_like(v) for k, v in weights[r].items()}
+    for g in rel.groups:
+      p = part(r, g)
+      total = {k: total[k] + p[k].astype(total[k].dtype) for k in total}
+    out.append(total)
+  return out
+
+
+def _cast_like(new: dict, old: dict) -> dict:
+  """Keeps every trace in the dtype it was created with (scan carries)."""
+  return {k: v.astype(old[k].dtype) for k, v in new.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class DRTRL:
+  """Parameter-dimension traces, one per relation, operand and group."""
+
+  fast: bool = True
+  name: str = "d_rtrl"
+
+  def init(self, compiled) -> dict:
+    entries = {}
+    for r, rel in enumerate(compiled.relations):
+      for g in rel.groups:
+        trace = primitive.drtrl_init(
+            rel.primitive,
+            *relation_avals(compiled, r, g),
+            compiled.groups[g].num_states,
+            rel.params,
+        )
+        for k, v in trace.items():
+          entries[drtrl_label(rel, k, compiled.groups[g])] = v
+    return entries
+
+  def _trace(self, compiled, entries, r, g) -> dict:
+    rel = compiled.relations[r]
+    return {
+        k: entries[drtrl_label(rel, k, compiled.groups[g])] for k in rel.weights
+    }
+
+  def roll(self, compiled, entries, record, weights) -> dict:
+    new = dict(entries)
+    for r, rel in enumerate(compiled.relations):
+      for n, g in enumerate(rel.groups):
+        old = self._trace(compiled, entries, r, g)
+        trace = primitive.drtrl_update(
+            rel.primitive,
+            old,
+            record.d[g],
+            record.d_f[r][n],
+            record.x[r],
+            weights[r],
+            rel.params,
+            fast=self.fast,
+        )
+        for k, v in _cast_like(trace, old).items():
+          new[drtrl_label(rel, k, compiled.groups[g])] = v
+    return new
+
+  def solve(self, compiled, entries, signals, weights) -> list:
+    return _solve_relations(
+        compiled,
+        weights,
+        lambda r, g: primitive.drtrl_solve(
+            compiled.relations[r].primitive,
+            self._trace(compiled, entries, r, g),
+            signals[g],
+            weights[r],
+            compiled.relations[r].params,
+            fast=self.fast,
+        ),
+    )
+
+
+Decay = Union[float, Sequence[float]]
+
+
+def parse_decay(decay: Optional[Decay], rank: Optional[int]) -> tuple:
+  """``(alpha_x, alpha_f)`` from a decay (float or pair) or an int rank.
+
+  A rank ``n >= 1`` gives the decay whose exponential window has the same
+  centre of mass as ``n`` equal steps: ``alpha = (n - 1) / (n + 1)``.
+
+  Raises:
+    ValueError: for both or a bad one of ``decay`` and ``rank``.
+    TypeError: for a decay or rank of the wrong type.
+  """
+  if decay is not None and rank is not None:
+    raise ValueError(
+        f"Give decay or rank, not both (got decay={decay!r}, rank={rank!r})."
+    )
+  if rank is not None:
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+      raise TypeError(f"rank must be an int >= 1, got {rank!r}.")
+    if rank < 1:
+      raise ValueError(f"rank must be >= 1, got {rank}.")
+    a = (rank - 1) / (rank + 1)
+    return float(a), float(a)
+  if decay is None:
+    return 0.0, 0.0
+  if isinstance(decay, bool):
+    raise TypeError(f"decay must be a float or a pair, got {decay!r}.")
+  if isinstance(decay, numbers.Real):
+    pair = (float(decay), float(decay))
+  elif (
+      isinstance(decay, (tuple, list))
+      and len(decay) == 2
+      and all(
+          isinstance(a, numbers.Real) and not isinstance(a, bool) for a in decay
+      )
+  ):
+    pair = (float(decay[0]), float(decay[1]))
+  else:
+    raise TypeError(
+        "decay must be a float or an (alpha_x, alpha_f) pair of floats, got "
+        f"{decay!r}; an int rank goes in rank=."
+    )
+  for a in pair:
+    if not np.isfinite(a) or not 0.0 <= a < 1.0:
+      raise ValueError(f"Decays must lie in [0, 1), got {decay!r}.")
+  return pair
+
+
+@dataclasses.dataclass(frozen=True)
+class ESDRTRL:
+  """Input-side traces (one per input value) and output-side traces."""
+
+  alpha_x: float = 0.0
+  alpha_f: float = 0.0
+  name: str = "es_d_rtrl"
+
+  def init(self, compiled) -> dict:
+    entries = {}
+    for r, rel in enumerate(compiled.relations):
+      if not rel.groups:
+        continue
+      x_aval = relation_avals(compiled, r, rel.groups[0])[0]
+      if x_aval is not None:
+        entries[f"x:{rel.input_key}"] = jnp.zeros(x_aval.shape, x_aval.dtype)
+      for g in rel.groups:
+        group = compiled.groups[g]
+        entries[f"f:{rel.key}@{group.name}"] = primitive.pp_init(
+            rel.primitive,
+            *relation_avals(compiled, r, g),
+            group.num_states,
+            rel.params,
+        )
+    dtype = compiled.groups[0].dtype
+    entries["one"] = jnp.zeros((), dtype)
+    entries["steps"] = jnp.zeros((), jnp.int32)
+    return entries
+
+  def roll(self, compiled, entries, record, weights) -> dict:
+    del weights
+    ax, af = self.alpha_x, self.alpha_f
+    new = dict(entries)
+    rolled = set()
+    for r, rel in enumerate(compiled.relations):
+      key = f"x:{rel.input_key}"
+      if key in entries and key not in rolled:
+        # One input trace per input value, however many relations read it.
+        rolled.add(key)
+        new[key] = ax * entries[key] + record.x[r].astype(entries[key].dtype)
+      for n, g in enumerate(rel.groups):
+        key = f"f:{rel.key}@{compiled.groups[g].name}"
+        f = entries[key]
+        d_f = record.d_f[r][n].astype(f.dtype)
+        if af == 0.0:
+          new[key] = d_f
+        else:
+          mixed = primitive.mix_states(record.d[g].astype(f.dtype), f)
+          new[key] = af * mixed + (1.0 - af) * d_f
+    new["one"] = ax * entries["one"] + 1.0
+    new["steps"] = entries["steps"] + 1
+    return new
+
+  def solve(self, compiled, entries, signals, weights) -> list:
+    steps = entries["steps"]
+    dtype = entries["one"].dtype
+    correction = jnp.where(
+        steps > 0, 1.0 - jnp.asarray(self.alpha_f, dtype) ** steps, 1.0
+    ).astype(dtype)
+    rels = compiled.relations
+    return _solve_relations(
+        compiled,
+        weights,
+        lambda r, g: primitive.pp_solve(
+            rels[r].primitive,
+            entries.get(f"x:{rels[r].input_key}"),
+            entries["one"],
+            entries[f"f:{rels[r].key}@{compiled.groups[g].name}"],
+            signals[g],
+            weights[r],
+            rels[r].params,
+            correction,
+        ),
+    )
+
+
+def zeros_like(entries: dict) -> dict:
+  """Traces restarted from zero (between sequences, after a burn-in)."""
+  return {k: jnp.zeros_like(v) for k, v in entries.items()}

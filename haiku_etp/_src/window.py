@@ -1,0 +1,188 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+r"""The window form of the gradient, in two terms.
+
+For a window of ``k`` steps entered with hidden state :math:`h^e`,
+
+.. math::
+  \nabla_\theta L_\mathrm{win} = \frac{\partial L_\mathrm{win}}{\partial
+  \theta}\Big|_{h^e\ \mathrm{fixed}} + \mathrm{contract}\Bigl(\epsilon^e,
+  \frac{\partial L_\mathrm{win}}{\partial h^e}\Bigr).
+
+:func:`in_window` computes the first term and :math:`\partial L / \partial
+h^e` with one VJP of the window; :func:`trace_term` computes the second from
+the traces at the entry; :func:`roll` then moves the traces through the
+window's steps (``docs/design.md``, "The window form").
+"""
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+from jax import tree_util
+import jax.numpy as jnp
+
+from haiku_etp._src import jacobians
+from haiku_etp._src import sequence
+
+StepFn = Callable[..., tuple[Any, Any, Any]]
+
+
+def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
+  """``(loss, aux)`` of one step, with the loss's return checked."""
+  res = loss_fn(out, y) if mask_t is None else loss_fn(out, y, mask_t)
+  if has_aux:
+    if not isinstance(res, (tuple, list)) or len(res) != 2:
+      raise TypeError(
+          "has_aux=True, so loss_fn must return (loss, aux), got "
+          f"{type(res).__name__}. Drop has_aux or return a pair."
+      )
+    loss, aux = res
+  else:
+    if isinstance(res, (tuple, list)):
+      raise TypeError(
+          f"loss_fn returned a {type(res).__name__} of {len(res)}; return a "
+          "scalar, or pass has_aux=True to return (loss, aux)."
+      )
+    loss, aux = res, None
+  loss = jnp.asarray(loss)
+  if loss.shape != ():
+    raise ValueError(f"loss_fn must return a scalar, got shape {loss.shape}.")
+  return loss, aux
+
+
+class InWindow(NamedTuple):
+  """The in-window term of one window.
+
+  Attributes:
+    grads: the gradient with the entry hidden state held fixed.
+    signals: ``dL_win / dh^e`` per hidden leaf, in the state's leaf order.
+    losses: per-step losses ``(k,)``.
+    aux: per-step auxiliary outputs, stacked (``None`` without ``has_aux``).
+    records: per-step :class:`~haiku_etp._src.jacobians.StepRecord`, stacked
+      (``None`` for BPTT).
+    state: the model state after the window.
+  """
+
+  grads: Any
+  signals: list
+  losses: jax.Array
+  aux: Any
+  records: Any
+  state: Any
+
+
+def in_window(
+    step_fn: StepFn,
+    loss_fn,
+    params,
+    model_state,
+    hidden_paths,
+    inputs,
+    *,
+    has_aux: bool,
+) -> InWindow:
+  """One VJP of the window with respect to the parameters and ``h^e``.
+
+  Args:
+    step_fn: ``step_fn(params, state, rng, x) -> (out, state, record)``.
+    loss_fn: the per-step loss.
+    params: parameters.
+    model_state: the model state at the window's entry.
+    hidden_paths: ``(module, name)`` of the hidden entries of the state.
+    inputs: ``(rngs, xs, ys, masks)``, each with a leading ``k`` axis (the
+      rngs and masks may be ``None``).
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+
+  Returns:
+    An :class:`InWindow`.
+  """
+  k = tree_util.tree_leaves(inputs[1])[0].shape[0]
+
+  def run(p, h):
+    st = {m: dict(e) for m, e in model_state.items()}
+    for (m, n), v in zip(hidden_paths, h):
+      st[m][n] = v
+
+    def one_step(st, inp):
+      rng_t, x_t, y_t, m_t = inp
+      out, st, rec = step_fn(p, st, rng_t, x_t)
+      loss, aux = call_loss(loss_fn, out, y_t, m_t, has_aux)
+      return st, (loss, aux, rec)
+
+    st, (losses, auxes, recs) = sequence.scan_steps(one_step, st, inputs, k)
+    return jnp.sum(losses), (losses, auxes, recs, st)
+
+  h_e = [model_state[m][n] for m, n in hidden_paths]
+  _, pull, (losses, auxes, recs, state) = jax.vjp(
+      run, params, h_e, has_aux=True
+  )
+  grads, signals = pull(jnp.ones((), losses.dtype))
+  return InWindow(grads, signals, losses, auxes, recs, state)
+
+
+def group_signals(compiled, hidden_paths, signals) -> list:
+  """Per group, the learning signal ``(*V, S)`` from per-leaf signals."""
+  pos = {path: i for i, path in enumerate(hidden_paths)}
+  out = []
+  for g in range(len(compiled.groups)):
+    leaves = [
+        signals[pos[compiled.state_paths[leaf]]]
+        for leaf in compiled.group_leaves(g)
+    ]
+    out.append(jnp.stack(leaves, axis=-1))
+  return out
+
+
+def trace_term(compiled, algorithm, trace, signals, params, weights_fn):
+  """The trace contraction, pulled back from the ETP operands to ``params``.
+
+  Args:
+    compiled: the compiled step.
+    algorithm: a trace algorithm (``solve``).
+    trace: the trace entries at the window's entry.
+    signals: per-group learning signals (:func:`group_signals`).
+    params: parameters.
+    weights_fn: ``params -> per-relation operand dicts``.
+
+  Returns:
+    ``(grads, weights)``: a gradient shaped like ``params`` and the
+    relations' operands (reused to roll the traces).
+  """
+  weights, pull = jax.vjp(weights_fn, params)
+  dws = algorithm.solve(compiled, trace, signals, weights)
+  (grads,) = pull(dws)
+  return grads, weights
+
+
+def roll(compiled, algorithm, trace, records, weights, length: int):
+  """Moves the traces through the window's ``length`` steps."""
+  body = lambda tr, rec: (algorithm.roll(compiled, tr, rec, weights), None)
+  trace, _ = sequence.scan_steps(body, trace, records, length)
+  return trace
+
+
+def online_step_fn(compiled) -> StepFn:
+  """The step through the compiled program, with its Jacobian record."""
+  return lambda p, st, rng, x: jacobians.run_step(compiled, p, st, rng, x)
+
+
+def plain_step_fn(model) -> StepFn:
+  """The model's own ``apply``, without a record (BPTT)."""
+
+  def step(p, st, rng, x):
+    out, st = model.apply(p, st, rng, x)
+    return out, st, None
+
+  return step

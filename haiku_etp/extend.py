@@ -1,0 +1,65 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The extension API: new ETP primitives and their trace rules.
+
+A model author never needs this module. Someone adding a trainable operation
+registers it with ``register_primitive``, gives it trace rules with
+``prim.register_etp_rules(...)``, and checks the rules with
+``haiku_etp.testing.drtrl_rule_oracle``. The helpers apply the rules with
+the ``S`` states per position; the building blocks are the fused forms the
+built-in fast paths use.
+"""
+
+from haiku_etp._src.conv import conv_dimension_numbers
+from haiku_etp._src.conv import etp_conv_p
+from haiku_etp._src.dense import etp_batched_dense_p
+from haiku_etp._src.dense import etp_dense_p
+from haiku_etp._src.elementwise import etp_elementwise_p
+from haiku_etp._src.primitive import DecomposedPrimitiveWarning
+from haiku_etp._src.primitive import drtrl_init
+from haiku_etp._src.primitive import drtrl_solve
+from haiku_etp._src.primitive import drtrl_update
+from haiku_etp._src.primitive import ETPPrimitive
+from haiku_etp._src.primitive import ETPRules
+from haiku_etp._src.primitive import get_etp_rules
+from haiku_etp._src.primitive import is_etp_primitive
+from haiku_etp._src.primitive import mix_states
+from haiku_etp._src.primitive import pp_init
+from haiku_etp._src.primitive import pp_solve
+from haiku_etp._src.primitive import register_primitive
+from haiku_etp._src.primitive import sum_leading
+from haiku_etp._src.primitive import weighted_state_sum
+
+__all__ = (
+    "DecomposedPrimitiveWarning",
+    "ETPPrimitive",
+    "ETPRules",
+    "conv_dimension_numbers",
+    "drtrl_init",
+    "drtrl_solve",
+    "drtrl_update",
+    "etp_batched_dense_p",
+    "etp_conv_p",
+    "etp_dense_p",
+    "etp_elementwise_p",
+    "get_etp_rules",
+    "is_etp_primitive",
+    "mix_states",
+    "pp_init",
+    "pp_solve",
+    "register_primitive",
+    "sum_leading",
+    "weighted_state_sum",
+)
