@@ -755,12 +755,12 @@ def _parameters(step, relations, diagnostics, flows) -> list:
         reasons[p].append(d.code)
   out = []
   for k, path in enumerate(step.param_paths):
-    if path in etp_params:
-      role = "traced"
-    elif reach_hidden >> k & 1:
-      role = "untraced"
-    else:
+    if not reach_hidden >> k & 1:
       role = "non-temporal"
+    elif path in etp_params:
+      role = "traced"
+    else:
+      role = "untraced"
     out.append(
         ParameterStatus(path, role, not reasons[path], tuple(reasons[path]))
     )

@@ -274,14 +274,17 @@ def _broadcast_flow(params, in_shape, out_shape) -> Flow:
 class Flattener:
   """Flattens closed jaxprs into one :class:`Program`.
 
-  Opaque calls are classified once per call jaxpr and memoised.
+  Opaque calls are classified once per call jaxpr and input avals
+  (:func:`opaque_flows` memoises them).
   """
 
-  def __init__(self):
+  def __init__(self, bodies_only: bool = False):
     self.nodes = []
     self.avals = {}
     self._next = 0
-    self._opaque = {}
+    # Inside an opaque call's body or derivative rule, nested calls are
+    # evaluated as plain values, so only their bodies matter.
+    self._bodies_only = bodies_only
 
   def new(self, aval) -> int:
     i = self._next
@@ -359,10 +362,10 @@ class Flattener:
       first = (_reshape_flow(in_shapes[0], out_shapes[0]),)
       return (first,) + every(Flow.CUT)[1:]
     if name in CUSTOM_JVP or name in CUSTOM_VJP:
-      key = (id(node.params.get("call_jaxpr")), tuple(in_shapes))
-      if key not in self._opaque:
-        self._opaque[key] = opaque_flows(node, [self.aval(a) for a in node.ins])
-      return self._opaque[key]
+      call = node.params.get("call_jaxpr")
+      if self._bodies_only and isinstance(call, jex.core.ClosedJaxpr):
+        return jaxpr_flows(call)
+      return opaque_flows(node, [self.aval(a) for a in node.ins])
     return every(Flow.CUT)
 
 
@@ -480,8 +483,12 @@ def dependencies(program: Program, seeds: dict) -> dict:
 
 
 def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
-  """``flows[i][j]`` from input ``i`` to output ``j`` of a closed jaxpr."""
-  flat = Flattener()
+  """``flows[i][j]`` from input ``i`` to output ``j`` of a closed jaxpr.
+
+  Nested opaque calls count by their bodies: this describes how values move
+  through ``closed`` itself, as when it is an opaque call's body or rule.
+  """
+  flat = Flattener(bodies_only=True)
   program = flat.program(closed)
   n_in = len(program.invars) if num_inputs is None else num_inputs
   seeds = {v: 1 << i for i, v in enumerate(program.invars[:n_in])}
@@ -516,6 +523,12 @@ def _is_float(aval) -> bool:
   return jnp.issubdtype(aval.dtype, jnp.inexact)
 
 
+# Opaque-call classifications by (call jaxpr, input avals). The key holds the
+# jaxpr itself, so its id cannot be reused while the entry lives.
+_OPAQUE_MEMO: dict = {}
+_OPAQUE_MEMO_SIZE = 1024
+
+
 def opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   """Flows of a ``custom_jvp``/``custom_vjp`` call from its body and rule.
 
@@ -525,8 +538,18 @@ def opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   both do. A VJP sees a broadcast input as a reduction of the cotangent, so
   a ``custom_vjp`` input of another shape than its output cuts: the learners
   recover a ``custom_vjp`` Jacobian from its diagonal, which exists only for
-  same-shape pairs.
+  same-shape pairs. Results are memoised per call jaxpr and input avals.
   """
+  call = node.params.get("call_jaxpr")
+  key = (node.prim.name, call, tuple((shape(a), a.dtype) for a in in_avals))
+  if key not in _OPAQUE_MEMO:
+    if len(_OPAQUE_MEMO) >= _OPAQUE_MEMO_SIZE:
+      _OPAQUE_MEMO.pop(next(iter(_OPAQUE_MEMO)))
+    _OPAQUE_MEMO[key] = _opaque_flows(node, in_avals)
+  return _OPAQUE_MEMO[key]
+
+
+def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   n_in, n_out = len(node.ins), len(node.outs)
   fallback = tuple((Flow.CUT,) * n_out for _ in range(n_in))
   call = node.params.get("call_jaxpr")
