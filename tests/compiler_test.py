@@ -14,15 +14,12 @@
 # ==============================================================================
 """Tests of the step compiler: groups, relations, diagnostics and the report.
 
-The structure found by :func:`haiku_etp.compile_step` is checked on small
+The structure found by :func:`haiku_etp.compiler.compile_step` is checked on small
 Haiku steps written here; where it matters for the gradients (weights computed
 from parameters, custom derivatives, nested ``jit`` and ``checkpoint``) the
 learners' gradients are compared with BPTT in float64 on models where D-RTRL
 is exact.
 """
-
-import contextlib
-import io
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -33,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
+from haiku_etp import testing
 
 _B, _I, _O = 2, 4, 3
 _T = 5
@@ -190,7 +188,7 @@ def _compile(step, x=None):
   model = hk.transform_with_state(step)
   x = jnp.ones((_B, _I)) if x is None else x
   params, state = model.init(jax.random.PRNGKey(0), x)
-  return haiku_etp.compile_step(model, params, state, None, x)
+  return haiku_etp.compiler.compile_step(model, params, state, None, x)
 
 
 def _codes(compiled, level=None):
@@ -203,7 +201,7 @@ def _learner_grads(make_learner, step, xs, ys):
   """Sequence gradients of ``sum_t loss(out_t, y_t)`` and the params."""
   learner = make_learner(hk.transform_with_state(step))
   params, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  grads, _, _ = learner.sequence_grad(_loss)(params, state, None, xs, ys)
+  grads = learner.sequence_grad(_loss)(params, state, None, xs, ys).grads
   return params, grads
 
 
@@ -238,7 +236,7 @@ class GroupsTest(absltest.TestCase):
     compiled = _compile(_leaky_step)
     self.assertLen(compiled.groups, 1)
     group = compiled.groups[0]
-    self.assertIsInstance(group, haiku_etp.HiddenGroup)
+    self.assertIsInstance(group, haiku_etp.compiler.HiddenGroup)
     self.assertEqual(group.name, "leaky")
     self.assertEqual(group.states, ("leaky/v",))
     self.assertEqual(group.num_states, 1)
@@ -325,7 +323,7 @@ class GroupsTest(absltest.TestCase):
       self.assertEqual(g.num_states, 1)
     # Each relation feeds only its own state's group.
     fed = {
-        r.name: [compiled.groups[g].states for g in r.groups]
+        r.key: [compiled.groups[g].states for g in r.groups]
         for r in compiled.relations
     }
     self.assertEqual(fed["two/lin_p/w"], [("two/p",)])
@@ -351,13 +349,13 @@ class RelationsTest(absltest.TestCase):
     compiled = _compile(lambda x: Cell(name="lif")(x))
     self.assertLen(compiled.relations, 1)
     rel = compiled.relations[0]
-    self.assertIsInstance(rel, haiku_etp.Relation)
-    self.assertEqual(rel.name, "lif/~/linear/w")
+    self.assertIsInstance(rel, haiku_etp.compiler.Relation)
+    self.assertEqual(rel.key, "lif/~/linear/w")
     self.assertEqual(
         rel.weights,
         {"weight": ("lif/~/linear/w",), "bias": ("lif/~/linear/b",)},
     )
-    self.assertIs(rel.primitive, haiku_etp.etp_batched_dense_p)
+    self.assertIs(rel.primitive, haiku_etp.extend.etp_batched_dense_p)
     self.assertEqual(rel.x_shape, (_B, _I))
     self.assertEqual(rel.y_shape, (_B, _O))
     self.assertEqual(rel.groups, (0,))
@@ -381,8 +379,8 @@ class RelationsTest(absltest.TestCase):
     )
     self.assertLen(compiled.relations, 1)
     rel = compiled.relations[0]
-    self.assertIs(rel.primitive, haiku_etp.etp_conv_p)
-    self.assertEqual(rel.name, "conv/w")
+    self.assertIs(rel.primitive, haiku_etp.extend.etp_conv_p)
+    self.assertEqual(rel.key, "conv/w")
     self.assertEqual(rel.weights, {"weight": ("conv/w",), "bias": ("conv/b",)})
     self.assertEqual(rel.x_shape, (_B, 6, _I))
     self.assertEqual(rel.y_shape, (_B, 6, _O))
@@ -399,10 +397,10 @@ class RelationsTest(absltest.TestCase):
       return v
 
     compiled = _compile(lambda x: hk.to_module(step)(name="cell")(x))
-    rels = {r.name: r for r in compiled.relations}
+    rels = {r.key: r for r in compiled.relations}
     self.assertEqual(set(rels), {"cell/tau", "cell/linear/w"})
     tau = rels["cell/tau"]
-    self.assertIs(tau.primitive, haiku_etp.etp_elementwise_p)
+    self.assertIs(tau.primitive, haiku_etp.extend.etp_elementwise_p)
     self.assertEqual(tau.weights, {"weight": ("cell/tau",)})
     self.assertIsNone(tau.x_shape)
     self.assertEqual(tau.y_shape, (_O,))
@@ -421,7 +419,7 @@ class RelationsTest(absltest.TestCase):
     compiled = _compile(step)
     self.assertLen(compiled.relations, 1)
     self.assertEqual(compiled.relations[0].weights, {"weight": ("~/p",)})
-    self.assertEqual(compiled.relations[0].name, "~/p")
+    self.assertEqual(compiled.relations[0].key, "~/p")
     self.assertEqual(compiled.non_temporal, [])
     self.assertNotIn("untraced_parameter", _codes(compiled))
 
@@ -434,7 +432,7 @@ class RelationsTest(absltest.TestCase):
       return v
 
     compiled = _compile(step)
-    self.assertEqual([r.name for r in compiled.relations], ["~/w", "~/w#2"])
+    self.assertEqual([r.key for r in compiled.relations], ["~/w", "~/w#2"])
     for r in compiled.relations:
       self.assertEqual(r.weights, {"weight": ("~/w",)})
 
@@ -466,7 +464,7 @@ class RelationsTest(absltest.TestCase):
   def test_readout_is_non_temporal(self):
     compiled = _compile(_leaky_readout_step)
     self.assertCountEqual(compiled.non_temporal, ["readout/b", "readout/w"])
-    rels = {r.name: r for r in compiled.relations}
+    rels = {r.key: r for r in compiled.relations}
     self.assertEqual(rels["readout/w"].groups, ())
     self.assertEqual(rels["leaky/~/linear/w"].groups, (0,))
     self.assertEqual(_codes(compiled, "warning"), [])
@@ -505,7 +503,7 @@ class RelationsTest(absltest.TestCase):
       return v
 
     compiled = _compile(step)
-    rels = {r.name: r for r in compiled.relations}
+    rels = {r.key: r for r in compiled.relations}
     self.assertEqual(rels["first/w"].groups, ())
     self.assertEqual(rels["second/w"].groups, (0,))
     found = [
@@ -718,19 +716,54 @@ class ErrorsTest(parameterized.TestCase):
       return w
 
     with self.assertRaisesRegex(
-        haiku_etp.CompileError, "written inside the step"
+        haiku_etp.CompileError, "comes from state '~/w', which the step writes"
     ):
       _compile(_hidden_leaky(weight))
 
-  def test_parameter_written_as_hidden_state(self):
+  def test_parameter_and_hidden_state_share_a_name(self):
+    # Legal Haiku: parameters and state live in separate trees.
     def step(x):
-      w = hk.get_parameter("w", (_I, _O), x.dtype, init=jnp.ones)
-      haiku_etp.get_hidden_state("w", (_I, _O), x.dtype)
-      haiku_etp.set_hidden_state("w", 0.5 * w)
-      return _hidden_leaky(lambda x: w)(x)
+      v_param = hk.get_parameter("v", (_O,), x.dtype, init=jnp.ones)
+      v = haiku_etp.get_hidden_state("v", (x.shape[0], _O), x.dtype)
+      v = 0.9 * v + haiku_etp.dense(x, jnp.ones((_I, _O), x.dtype) * v_param)
+      haiku_etp.set_hidden_state("v", v)
+      return v
+
+    compiled = _compile(step)
+    self.assertEqual(compiled.groups[0].states, ("~/v",))
+    self.assertEqual(compiled.relations[0].weights, {"weight": ("~/v",)})
+    self.assertTrue(compiled.drtrl_exact)
+
+  def test_hidden_state_read_but_never_written(self):
+    def step(x):
+      u = haiku_etp.get_hidden_state("u", (x.shape[0], _O), x.dtype)
+      return _Leaky(name="leaky")(x) + u
 
     with self.assertRaisesRegex(
-        haiku_etp.CompileError, "written inside the step"
+        haiku_etp.CompileError, "'~/u' is read but never written"
+    ):
+      _compile(step)
+
+  def test_hidden_state_written_under_a_typo(self):
+    # set_hidden_state of an undeclared name fails at the call.
+    def step(x):
+      v = haiku_etp.get_hidden_state("v", (x.shape[0], _O), x.dtype)
+      haiku_etp.set_hidden_state("vv", 0.9 * v)
+      return v
+
+    with self.assertRaisesRegex(
+        ValueError, r"set_hidden_state\('vv'\).*no state 'vv' was declared"
+    ):
+      _compile(step)
+
+  def test_hidden_state_written_but_never_read(self):
+    def step(x):
+      haiku_etp.get_hidden_state("w", (x.shape[0], _O), x.dtype)
+      haiku_etp.set_hidden_state("w", _Linear(_O, name="lin")(x))
+      return _Leaky(name="leaky")(x)
+
+    with self.assertRaisesRegex(
+        haiku_etp.CompileError, "'~/w' is written but never read"
     ):
       _compile(step)
 
@@ -793,55 +826,49 @@ class ErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(
         haiku_etp.CompileError, "hk.TransformedWithState"
     ):
-      haiku_etp.compile_step(model, params, state, None, x)
+      haiku_etp.compiler.compile_step(model, params, state, None, x)
 
   def test_compile_error_is_a_value_error(self):
     self.assertTrue(issubclass(haiku_etp.CompileError, ValueError))
 
 
-def _report(learner, *args):
-  out = io.StringIO()
-  with contextlib.redirect_stdout(out):
-    text = learner.report(*args)
-  return text, out.getvalue()
-
-
 class ReportTest(parameterized.TestCase):
-  """``learner.report()``: groups, relations, traces, diagnostics."""
+  """``learner.report(params, state, rng, x)``: the step it is given."""
 
   def test_dense_leaky_d_rtrl(self):
     learner = haiku_etp.d_rtrl(hk.transform_with_state(_leaky_readout_step))
-    params, state = learner.init(jax.random.PRNGKey(0), jnp.ones((_B, _I)))
-    text, printed = _report(learner)
-    self.assertEqual(text, printed)
-    self.assertIn("learner: d_rtrl", text)
-    compiled = learner.compile(params, state, None, jnp.ones((_B, _I)))
+    x = jnp.ones((_B, _I))
+    params, state = learner.init(jax.random.PRNGKey(0), x)
+    text = learner.report(params, state, None, x)
+    self.assertStartsWith(text, "learner: d_rtrl (exact for every parameter)")
+    compiled = learner.compile(params, state, None, x)
     for g in compiled.groups:
       self.assertIn(g.name, text)
       for s in g.states:
         self.assertIn(s, text)
     for r in compiled.relations:
-      self.assertIn(r.name, text)
+      self.assertIn(r.key, text)
     for p in compiled.non_temporal:
-      self.assertIn(p, text)
+      self.assertRegex(text, f"{p} +non-temporal +exact")
     traces = learner.traces(state)
-    self.assertEqual(traces["leaky/~/linear/w@leaky"].shape, (_B, _I, _O, 1))
-    self.assertEqual(traces["leaky/~/linear/b@leaky"].shape, (_B, _O, 1))
+    w_label, b_label = (
+        "leaky/~/linear/w:weight@leaky",
+        "leaky/~/linear/w:bias@leaky",
+    )
+    self.assertEqual(traces[w_label].shape, (_B, _I, _O, 1))
+    self.assertEqual(traces[b_label].shape, (_B, _O, 1))
     lines = text.splitlines()
     for label, leaf in traces.items():
       (line,) = [l for l in lines if l.strip().startswith(label + ":")]
       self.assertIn(f"shape={tuple(leaf.shape)}", line)
       self.assertIn(f"{leaf.nbytes} B", line)
-    self.assertIn(
-        "shape=(2, 4, 3, 1) dtype=float32 96 B",
-        text,
-    )
+    self.assertIn("shape=(2, 4, 3, 1) dtype=float32 96 B", text)
     total = sum(leaf.nbytes for leaf in traces.values())
     self.assertIn(f"total: {total} B", text)
     self.assertIn("D-RTRL on this step: exact", text)
     self.assertNotIn("approximate", text)
 
-  def test_lists_every_diagnostic(self):
+  def test_lists_every_diagnostic_and_parameter(self):
     def step(x):
       count = hk.get_state("count", (), jnp.int32, init=jnp.zeros)
       hk.set_state("count", count + 1)
@@ -855,7 +882,8 @@ class ReportTest(parameterized.TestCase):
 
     learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
     x = jnp.ones((_B, _I))
-    params, state = learner.init(jax.random.PRNGKey(0), x)
+    with testing.expect_warning(haiku_etp.ApproximationWarning):
+      params, state = learner.init(jax.random.PRNGKey(0), x)
     compiled = learner.compile(params, state, None, x)
     self.assertCountEqual(
         set(_codes(compiled)),
@@ -866,24 +894,29 @@ class ReportTest(parameterized.TestCase):
             "cut_memory_path",
         },
     )
-    text, _ = _report(learner)
+    text = learner.report(params, state, None, x)
     for d in compiled.diagnostics:
       self.assertIn(str(d), text)
     self.assertIn(f"diagnostics ({len(compiled.diagnostics)}):", text)
     self.assertIn("D-RTRL on this step: approximate", text)
+    self.assertRegex(text, r"~/decay +untraced +approximate: .*untraced_param")
+    self.assertRegex(text, r"first/w +traced +approximate: .*relation_through")
+    self.assertRegex(text, r"rec/w +traced +approximate: cut_memory_path")
 
   @parameterized.named_parameters(
-      ("d_rtrl", haiku_etp.d_rtrl, True),
-      ("es_d_rtrl", haiku_etp.es_d_rtrl, True),
-      ("bptt", haiku_etp.bptt, False),
+      ("d_rtrl", haiku_etp.d_rtrl, True, "exact for every parameter"),
+      ("es_d_rtrl", haiku_etp.es_d_rtrl, True, "approximate for"),
+      ("bptt", haiku_etp.bptt, False, "exact for every parameter"),
   )
-  def test_report_from_arguments(self, make_learner, has_traces):
+  def test_report_from_arguments(self, make_learner, has_traces, verdict):
     learner = make_learner(hk.transform_with_state(_lif_step))
     x = jnp.ones((_B, _I))
-    params, state = hk.transform_with_state(_lif_step).init(
+    params, model_state = hk.transform_with_state(_lif_step).init(
         jax.random.PRNGKey(0), x
     )
-    text, _ = _report(learner, params, state, None, x)
+    state = learner.init_state(params, model_state, None, x)
+    text = learner.report(params, state, None, x)
+    self.assertIn(verdict, text.splitlines()[0])
     self.assertIn("lif/i", text)
     self.assertIn("lif/v", text)
     self.assertIn("S=2", text)
@@ -891,26 +924,18 @@ class ReportTest(parameterized.TestCase):
     self.assertEqual("traces (" in text, has_traces)
     self.assertIn("D-RTRL on this step: exact", text)
 
-  @parameterized.named_parameters(
-      ("d_rtrl", haiku_etp.d_rtrl),
-      ("es_d_rtrl", haiku_etp.es_d_rtrl),
-      ("bptt", haiku_etp.bptt),
-  )
-  def test_report_before_compile_raises(self, make_learner):
-    learner = make_learner(hk.transform_with_state(_leaky_step))
-    with self.assertRaisesRegex(ValueError, "Nothing compiled"):
-      learner.report()
-
 
 class DiagnosticTest(absltest.TestCase):
 
   def test_fields_and_str(self):
-    d = haiku_etp.Diagnostic("warning", "cut_memory_path", "a message")
+    d = haiku_etp.compiler.Diagnostic(
+        "warning", "cut_memory_path", "a message", ("a/w",)
+    )
     self.assertEqual(d.level, "warning")
     self.assertEqual(d.code, "cut_memory_path")
     self.assertEqual(d.message, "a message")
+    self.assertEqual(d.parameters, ("a/w",))
     self.assertEqual(str(d), "[warning] cut_memory_path: a message")
-    self.assertEqual(d, ("warning", "cut_memory_path", "a message"))
 
   def test_compiled_diagnostics(self):
     def step(x):
@@ -925,7 +950,7 @@ class DiagnosticTest(absltest.TestCase):
     compiled = _compile(step)
     self.assertNotEmpty(compiled.diagnostics)
     for d in compiled.diagnostics:
-      self.assertIsInstance(d, haiku_etp.Diagnostic)
+      self.assertIsInstance(d, haiku_etp.compiler.Diagnostic)
       self.assertIn(d.level, ("info", "warning"))
       self.assertRegex(d.code, r"^[a-z_]+$")
       self.assertNotEmpty(d.message)
