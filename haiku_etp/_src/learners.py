@@ -194,6 +194,7 @@ class _Core(NamedTuple):
   algorithm: Any  # traces_lib.DRTRL, traces_lib.ESDRTRL, or None for BPTT.
   name: str
   memo: collections.OrderedDict
+  warned: collections.OrderedDict  # input signatures already warned about
 
   @property
   def online(self) -> bool:
@@ -237,12 +238,19 @@ def _entry(core: _Core, params, model_state, rng, x, compile_step=None):
     )
   if core.online:
     table = _table(jax.eval_shape(lambda: core.algorithm.init(compiled)))
-    if entry is None:
+    x_key = _signature(x)
+    if x_key not in core.warned:
       _warn_if_approximate(core, compiled, x)
-  core.memo[key] = entry = _Entry(compiled, table)
-  while len(core.memo) > _CACHE_SIZE:
-    core.memo.popitem(last=False)
+      _remember(core.warned, x_key, True)
+  entry = _Entry(compiled, table)
+  _remember(core.memo, key, entry)
   return entry
+
+
+def _remember(memo: collections.OrderedDict, key, value) -> None:
+  memo[key] = value
+  while len(memo) > _CACHE_SIZE:
+    memo.popitem(last=False)
 
 
 def _approximate(core: _Core, compiled) -> list:
@@ -663,7 +671,13 @@ def _as_model(model) -> hk.TransformedWithState:
 
 
 def _learner(model, algorithm, name: str) -> Learner:
-  core = _Core(_as_model(model), algorithm, name, collections.OrderedDict())
+  core = _Core(
+      _as_model(model),
+      algorithm,
+      name,
+      collections.OrderedDict(),
+      collections.OrderedDict(),
+  )
   bound = lambda f: functools.partial(f, core)
   return Learner(
       name=name,

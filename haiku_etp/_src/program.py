@@ -630,11 +630,18 @@ def preserves_positions(fn: Callable[..., Any], *avals) -> Optional[str]:
 
 
 def _mixing_ops(closed) -> str:
-  flat = Flattener()
-  program = flat.program(closed)
+  """Names of the ops in ``closed`` that mix positions (opaque calls opened)."""
   names = []
-  for node in program.nodes:
-    if any(f == Flow.CUT for row in node.flows for f in row if f):
-      if node.prim.name not in names:
+
+  def visit(closed):
+    for node in Flattener(bodies_only=True).program(closed).nodes:
+      if not any(f == Flow.CUT for row in node.flows for f in row):
+        continue
+      call = node.params.get("call_jaxpr")
+      if node.prim.name in CUSTOM_JVP | CUSTOM_VJP and call is not None:
+        visit(call)
+      elif node.prim.name not in names:
         names.append(node.prim.name)
+
+  visit(closed)
   return ", ".join(names) or "an unknown op"
