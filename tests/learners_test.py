@@ -244,11 +244,20 @@ _LEARNERS = {
 }
 _ALL = tuple((name, name) for name in _LEARNERS)
 _ONLINE = (("d_rtrl", "d_rtrl"), ("es_d_rtrl", "es_d_rtrl"))
+# The sequence driver's two paths: online windows (shared by both online
+# learners) and one window over the sequence (BPTT).
+_DRIVERS = (("d_rtrl", "d_rtrl"), ("bptt", "bptt"))
 
 
 def _sum_loss(out, y):
   """Squared error summed over batch and features."""
   return jnp.sum((out - y) ** 2)
+
+
+def _masked_sum_loss(out, y, mask_t=None):
+  """``_sum_loss`` weighted by a per-step mask."""
+  loss = _sum_loss(out, y)
+  return loss if mask_t is None else mask_t * loss
 
 
 def _mean_loss(out, y):
@@ -286,15 +295,12 @@ def _bptt_grads(step, params, xs, ys, loss_fn=_sum_loss):
   ref = haiku_etp.bptt(hk.transform_with_state(step))
   ref_params, state = _init(ref, xs)
   chex.assert_trees_all_equal(ref_params, params)
-  grads, _, _ = jax.jit(ref.sequence_grad(loss_fn))(params, state, None, xs, ys)
-  return grads
+  return jax.jit(ref.sequence_grad(loss_fn))(params, state, None, xs, ys).grads
 
 
 def _online_grads(learner, params, state, xs, ys, loss_fn=_sum_loss):
-  grads, _, _ = jax.jit(learner.sequence_grad(loss_fn))(
-      params, state, None, xs, ys
-  )
-  return grads
+  fn = jax.jit(learner.sequence_grad(loss_fn))
+  return fn(params, state, None, xs, ys).grads
 
 
 def _assert_trees_close(actual, expected, rtol=_RTOL):
@@ -324,7 +330,9 @@ class NegativeControlTest(parameterized.TestCase):
       compiled = learner.compile(params, state, None, xs[0])
       self.assertFalse(compiled.drtrl_exact)
       self.assertIn("cut_memory_path", [d.code for d in compiled.diagnostics])
-      self.assertIn("cut_memory_path", learner.report())
+      self.assertIn(
+          "cut_memory_path", learner.report(params, state, None, xs[0])
+      )
 
   def test_es_d_rtrl_with_decay_differs_on_lif(self):
     with jax.enable_x64(True):
@@ -366,7 +374,7 @@ class ApproximationReportTest(absltest.TestCase):
     learners = (
         ("d_rtrl (window 1)", haiku_etp.d_rtrl),
         ("es_d_rtrl (decay 0.5)", lambda m: haiku_etp.es_d_rtrl(m, 0.5)),
-        ("es_d_rtrl (rank 4)", lambda m: haiku_etp.es_d_rtrl(m, 4)),
+        ("es_d_rtrl (rank 4)", lambda m: haiku_etp.es_d_rtrl(m, rank=4)),
     )
     rows = []
     with jax.enable_x64(True):
@@ -400,42 +408,14 @@ class EquivalenceTest(chex.TestCase):
       learner = _learner(learner_name, "lstm")
       params, state = _init(learner, xs)
       fn = jax.jit(learner.sequence_grad(_sum_loss))
-      batch_grads, _, _ = fn(params, state, None, xs, ys)
+      batch_grads = fn(params, state, None, xs, ys).grads
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       for b in range(xs.shape[1]):
         xb, yb = xs[:, b : b + 1], ys[:, b : b + 1]
         _, state_b = _init(learner, xb)
-        grads_b, _, _ = fn(params, state_b, None, xb, yb)
+        grads_b = fn(params, state_b, None, xb, yb).grads
         total = jax.tree_util.tree_map(jnp.add, total, grads_b)
       _assert_trees_close(batch_grads, total)
-
-  @parameterized.named_parameters(*_ALL)
-  def test_pmap_equals_single_device(self, learner_name):
-    chex.assert_devices_available(4, "cpu")
-    n = 4
-    with jax.enable_x64(True):
-      xs, ys = _data(num_steps=6, batch=8)
-      learner = _learner(learner_name)
-      params, state = _init(learner, xs)
-      grads, new_state, losses = jax.jit(learner.sequence_grad(_mean_loss))(
-          params, state, None, xs, ys
-      )
-      fn = jax.pmap(
-          learner.sequence_grad(_mean_loss, axis_name="i"),
-          axis_name="i",
-          in_axes=(0, 0, None, 0, 0),
-      )
-      p_grads, p_state, p_losses = fn(
-          haiku_etp.replicate(params, n),
-          haiku_etp.shard_state(state, n),
-          None,
-          haiku_etp.shard_batch(xs, n, axis=1),
-          haiku_etp.shard_batch(ys, n, axis=1),
-      )
-      first = lambda t: jax.tree_util.tree_map(lambda v: v[0], t)
-      _assert_trees_close(first(p_grads), grads)
-      _assert_trees_close(first(p_losses), losses)
-      _assert_trees_close(haiku_etp.unshard_state(p_state), new_state)
 
   @parameterized.named_parameters(*_ALL)
   def test_checkpoint_round_trip_mid_sequence(self, learner_name):
@@ -445,7 +425,7 @@ class EquivalenceTest(chex.TestCase):
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
       fn = jax.jit(learner.sequence_grad(_sum_loss))
-      grads_1, mid, losses_1 = fn(params, state, None, xs[:half], ys[:half])
+      losses_1, grads_1, mid, _ = fn(params, state, None, xs[:half], ys[:half])
 
       restored = {}
       with tempfile.TemporaryDirectory() as tmp:
@@ -469,8 +449,8 @@ class EquivalenceTest(chex.TestCase):
         self.assertTrue(np.any(restored[m][n] != 0))
         np.testing.assert_array_equal(learner.reset(restored)[m][n], 0.0)
 
-      grads_2, end, losses_2 = fn(params, mid, None, xs[half:], ys[half:])
-      grads_r, end_r, losses_r = fn(
+      losses_2, grads_2, end, _ = fn(params, mid, None, xs[half:], ys[half:])
+      losses_r, grads_r, end_r, _ = fn(
           params, restored, None, xs[half:], ys[half:]
       )
       chex.assert_trees_all_equal_structs(end_r, end)
@@ -479,10 +459,10 @@ class EquivalenceTest(chex.TestCase):
           (grads_r, end_r, losses_r),
           (grads_2, end, losses_2),
       )
-      if learner.online:
+      if learner.name != "bptt":
         # Online learners carry everything the second half needs: the split
         # run equals one run over the whole sequence.
-        grads, _, losses = fn(params, state, None, xs, ys)
+        losses, grads, _, _ = fn(params, state, None, xs, ys)
         total = jax.tree_util.tree_map(jnp.add, grads_1, grads_r)
         _assert_trees_close(total, grads)
         _assert_trees_close(jnp.concatenate([losses_1, losses_r]), losses)
@@ -491,28 +471,28 @@ class EquivalenceTest(chex.TestCase):
 class BehaviourTest(chex.TestCase):
   """The learner interface on a leaky integrator (D-RTRL exact there)."""
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   @parameterized.named_parameters(*_ALL)
   def test_value_and_grad_loop_equals_sequence_grad(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      grads, end, losses = jax.jit(learner.sequence_grad(_sum_loss, window=1))(
-          params, state, None, xs, ys
-      )
+      losses, grads, end, _ = jax.jit(
+          learner.sequence_grad(_sum_loss, window=1)
+      )(params, state, None, xs, ys)
       step = self.variant(learner.value_and_grad(_sum_loss))
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       loop_losses = []
       for t in range(_T):
-        loss, g, state = step(params, state, None, xs[t], ys[t])
+        loss, g, state, _ = step(params, state, None, xs[t], ys[t])
         total = jax.tree_util.tree_map(jnp.add, total, g)
         loop_losses.append(loss)
       _assert_trees_close(total, grads)
       _assert_trees_close(jnp.stack(loop_losses), losses)
       _assert_trees_close(state, end)
 
-  @parameterized.named_parameters(*_ALL)
+  @parameterized.named_parameters(*_DRIVERS)
   def test_zero_mask_equals_prefix(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
@@ -520,16 +500,16 @@ class BehaviourTest(chex.TestCase):
       mask = jnp.asarray([1.0] * prefix + [0.0] * (_T - prefix))
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      fn = jax.jit(learner.sequence_grad(_sum_loss))
-      grads, _, losses = fn(params, state, None, xs, ys, mask)
-      expected, _, expected_losses = fn(
+      fn = jax.jit(learner.sequence_grad(_masked_sum_loss))
+      losses, grads, _, _ = fn(params, state, None, xs, ys, mask)
+      expected_losses, expected, _, _ = fn(
           params, state, None, xs[:prefix], ys[:prefix]
       )
       _assert_trees_close(grads, expected)
       _assert_trees_close(losses[:prefix], expected_losses)
       np.testing.assert_array_equal(losses[prefix:], 0.0)
 
-  @parameterized.named_parameters(*_ALL)
+  @parameterized.named_parameters(*_DRIVERS)
   def test_zero_weight_step_contributes_no_gradient(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
@@ -537,38 +517,34 @@ class BehaviourTest(chex.TestCase):
       mask = jnp.ones((_T,)).at[skipped].set(0.0)
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      grads, end, losses = jax.jit(learner.sequence_grad(_sum_loss, window=1))(
-          params, state, None, xs, ys, mask
-      )
+      losses, grads, end, _ = jax.jit(
+          learner.sequence_grad(_masked_sum_loss, window=1)
+      )(params, state, None, xs, ys, mask)
       step = jax.jit(learner.value_and_grad(_sum_loss))
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       for t in range(_T):
-        _, g, state = step(params, state, None, xs[t], ys[t])
+        _, g, state, _ = step(params, state, None, xs[t], ys[t])
         if t != skipped:
           total = jax.tree_util.tree_map(jnp.add, total, g)
       _assert_trees_close(grads, total)
       _assert_trees_close(state, end)
       self.assertEqual(float(losses[skipped]), 0.0)
 
-  @parameterized.named_parameters(*_ALL)
+  @parameterized.named_parameters(*_DRIVERS)
   def test_mean_reduction(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      mask = jnp.asarray([1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
-      for m, count in ((None, _T), (mask, 5)):
-        total, _, _ = jax.jit(learner.sequence_grad(_sum_loss))(
-            params, state, None, xs, ys, m
-        )
-        mean, _, _ = jax.jit(
-            learner.sequence_grad(_sum_loss, reduction="mean")
-        )(params, state, None, xs, ys, m)
-        _assert_trees_close(
-            mean, jax.tree_util.tree_map(lambda g: g / count, total)
-        )
+      total = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, None, xs, ys
+      ).grads
+      mean = jax.jit(learner.sequence_grad(_sum_loss, reduction="mean"))(
+          params, state, None, xs, ys
+      ).grads
+      _assert_trees_close(mean, jax.tree_util.tree_map(lambda g: g / _T, total))
 
-  @parameterized.named_parameters(*_ALL)
+  @parameterized.named_parameters(*_DRIVERS)
   def test_per_sample_mask(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
@@ -580,15 +556,15 @@ class BehaviourTest(chex.TestCase):
         return jnp.sum(mask_t[:, None] * (out - y) ** 2)
 
       mask = jnp.ones((_T, _B)).at[:, 1].set(0.0)
-      grads, _, losses = jax.jit(learner.sequence_grad(masked_loss))(
+      losses, grads, _, _ = jax.jit(learner.sequence_grad(masked_loss))(
           params, state, None, xs, ys, mask
       )
       # Samples are independent: masking sample 1 everywhere is dropping it.
       keep = jnp.asarray([0, 2])
       _, kept_state = _init(learner, xs[:, keep])
-      expected, _, expected_losses = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, kept_state, None, xs[:, keep], ys[:, keep]
-      )
+      expected_losses, expected, _, _ = jax.jit(
+          learner.sequence_grad(_sum_loss)
+      )(params, kept_state, None, xs[:, keep], ys[:, keep])
       _assert_trees_close(grads, expected)
       _assert_trees_close(losses, expected_losses)
 
@@ -608,12 +584,13 @@ class BehaviourTest(chex.TestCase):
       def loss_fn(out, y):
         return _sum_loss(out, y), {"out": out, "norm": jnp.sum(out**2)}
 
-      grads, end, (losses, auxes) = jax.jit(
+      losses, grads, end, auxes = jax.jit(
           learner.sequence_grad(loss_fn, window=window, has_aux=True)
       )(params, state, None, xs, ys)
-      plain, plain_end, plain_losses = jax.jit(
+      plain_losses, plain, plain_end, no_aux = jax.jit(
           learner.sequence_grad(_sum_loss, window=window)
       )(params, state, None, xs, ys)
+      self.assertIsNone(no_aux)
       _assert_trees_close(grads, plain)
       _assert_trees_close(end, plain_end)
       _assert_trees_close(losses, plain_losses)
@@ -627,9 +604,9 @@ class BehaviourTest(chex.TestCase):
         outs.append(out)
       _assert_trees_close(auxes["out"], jnp.stack(outs))
 
-      (loss, aux), _, _ = jax.jit(
-          learner.value_and_grad(loss_fn, has_aux=True)
-      )(params, state, None, xs[0], ys[0])
+      loss, _, _, aux = jax.jit(learner.value_and_grad(loss_fn, has_aux=True))(
+          params, state, None, xs[0], ys[0]
+      )
       chex.assert_shape(aux["out"], (_B, _O))
       np.testing.assert_allclose(loss, losses[0], rtol=_RTOL)
 
@@ -639,9 +616,9 @@ class BehaviourTest(chex.TestCase):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      _, state, _ = jax.jit(learner.sequence_grad(_sum_loss))(
+      state = jax.jit(learner.sequence_grad(_sum_loss))(
           params, state, None, xs, ys
-      )
+      ).state
       count = state["linear"]["count"]
       self.assertEqual(int(count), _T)
 
@@ -662,20 +639,47 @@ class BehaviourTest(chex.TestCase):
       self.assertEqual(int(reset["linear"]["count"]), _T)
 
   @parameterized.named_parameters(*_ALL)
+  def test_reset_restores_the_declared_initial_state(self, learner_name):
+    def step(x):
+      v = haiku_etp.get_hidden_state(
+          "v", (x.shape[0], _H), x.dtype, init=jnp.ones
+      )
+      c = haiku_etp.get_sample_state(
+          "c", (x.shape[0],), jnp.int32, init=lambda s, d: jnp.full(s, 3, d)
+      )
+      haiku_etp.set_sample_state("c", c + 1)
+      w = _weight("w", (x.shape[-1], _H), x.dtype)
+      v = 0.5 * v + haiku_etp.dense(x, w)
+      haiku_etp.set_hidden_state("v", v)
+      return _readout(v)
+
+    xs, ys = _data(dtype=jnp.float32)
+    learner = _LEARNERS[learner_name](hk.transform_with_state(step))
+    params, state = _init(learner, xs)
+    state = jax.jit(learner.sequence_grad(_sum_loss))(
+        params, state, None, xs, ys
+    ).state
+    self.assertFalse(np.allclose(state["~"]["v:hidden"], 1.0))
+    np.testing.assert_array_equal(state["~"]["c:sample"], 3 + _T)
+    reset = learner.reset(state)
+    np.testing.assert_array_equal(reset["~"]["v:hidden"], 1.0)
+    np.testing.assert_array_equal(reset["~"]["c:sample"], 3)
+
+  @parameterized.named_parameters(*_ALL)
   def test_evolve(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      _, state, _ = jax.jit(learner.sequence_grad(_sum_loss))(
+      state = jax.jit(learner.sequence_grad(_sum_loss))(
           params, state, None, xs[:3], ys[:3]
-      )
-      if learner.online:
+      ).state
+      if learner.name != "bptt":
         self.assertTrue(
             any(np.any(v != 0) for v in learner.traces(state).values())
         )
       out, new_state = jax.jit(learner.evolve)(params, state, None, xs[3])
-      expected_out, expected_state = learner.model.apply(
+      expected_out, expected_state = hk.transform_with_state(_leaky_step).apply(
           params, _model_state(state), None, xs[3]
       )
       _assert_trees_close(out, expected_out)
@@ -686,7 +690,7 @@ class BehaviourTest(chex.TestCase):
       for v in jax.tree_util.tree_leaves(learner.traces(new_state)):
         np.testing.assert_array_equal(v, 0)
 
-  @chex.variants(with_jit=True, without_jit=True)
+  @chex.variants(with_jit=True)
   @parameterized.named_parameters(*_ALL)
   def test_apply_then_value_and_grad(self, learner_name):
     with jax.enable_x64(True):
@@ -695,12 +699,12 @@ class BehaviourTest(chex.TestCase):
       params, state = _init(learner, xs)
       out, st = self.variant(learner.apply)(params, state, None, xs[0])
       chex.assert_shape(out, (_B, _O))
-      loss, grads, st = self.variant(learner.value_and_grad(_sum_loss))(
+      loss, grads, st, _ = self.variant(learner.value_and_grad(_sum_loss))(
           params, st, None, xs[1], ys[1]
       )
       # apply rolls the traces like a step whose loss has weight 0.
-      expected, expected_state, losses = jax.jit(
-          learner.sequence_grad(_sum_loss, window=1)
+      losses, expected, expected_state, _ = jax.jit(
+          learner.sequence_grad(_masked_sum_loss, window=1)
       )(params, state, None, xs[:2], ys[:2], jnp.asarray([0.0, 1.0]))
       _assert_trees_close(grads, expected)
       _assert_trees_close(st, expected_state)
@@ -711,7 +715,8 @@ class BehaviourTest(chex.TestCase):
     learner = _learner("d_rtrl")
     _, state = _init(learner, xs)
     self.assertEqual(
-        sorted(learner.traces(state)), ["linear/b@linear", "linear/w@linear"]
+        sorted(learner.traces(state)),
+        ["linear/w:bias@linear", "linear/w:weight@linear"],
     )
     learner = _learner("es_d_rtrl")
     _, state = _init(learner, xs)
@@ -723,20 +728,99 @@ class BehaviourTest(chex.TestCase):
     xs, ys = _data(dtype=jnp.float32)
     learner = _learner(learner_name)
     params, state = _init(learner, xs)
-    _, grads, _ = jax.jit(learner.value_and_grad(_sum_loss))(
+    grads = jax.jit(learner.value_and_grad(_sum_loss))(
         params, state, None, xs[0], ys[0]
-    )
+    ).grads
     chex.assert_trees_all_equal_structs(grads, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
-    grads, _, _ = jax.jit(learner.sequence_grad(_sum_loss))(
+    grads = jax.jit(learner.sequence_grad(_sum_loss))(
         params, state, None, xs, ys
-    )
+    ).grads
     chex.assert_trees_all_equal_structs(grads, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
+
+
+class InterfaceTest(parameterized.TestCase):
+  """Defaults, unroll, rngs and the model forms a learner accepts."""
+
+  @parameterized.named_parameters(*_ALL)
+  def test_default_window_is_the_learners_own(self, learner_name):
+    # One rule: window=None means one step for online learners and the
+    # whole sequence for BPTT.
+    with jax.enable_x64(True):
+      xs, ys = _data()
+      learner = _learner(learner_name, "rnn")
+      params, state = _init(learner, xs)
+      default = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, None, xs, ys
+      )
+      k = _T if learner_name == "bptt" else 1
+      explicit = jax.jit(learner.sequence_grad(_sum_loss, window=k))(
+          params, state, None, xs, ys
+      )
+      _assert_trees_close(default.grads, explicit.grads)
+
+  @parameterized.named_parameters(*_ALL)
+  def test_unroll_is_the_forward_pass(self, learner_name):
+    with jax.enable_x64(True):
+      xs, _ = _data()
+      learner = _learner(learner_name, "lstm")
+      params, state = _init(learner, xs)
+      outs, end = jax.jit(learner.unroll)(params, state, None, xs)
+      model = hk.transform_with_state(_lstm_step)
+      st, expected = _model_state(state), []
+      for t in range(_T):
+        out, st = model.apply(params, st, None, xs[t])
+        expected.append(out)
+      _assert_trees_close(outs, jnp.stack(expected))
+      _assert_trees_close(_model_state(end), st)
+      for v in jax.tree_util.tree_leaves(learner.traces(end)):
+        np.testing.assert_array_equal(v, 0)
+
+  @parameterized.named_parameters(*_ALL)
+  def test_step_that_consumes_an_rng(self, learner_name):
+    # Dropout on the input: the per-step key is fold_in(rng, t) in the
+    # learners and in the oracle, and the leaky step stays exact.
+    def step(x):
+      keep = jax.random.bernoulli(hk.next_rng_key(), 0.7, x.shape)
+      return _leaky_step(jnp.where(keep, x / 0.7, 0.0))
+
+    with jax.enable_x64(True):
+      xs, ys = _data()
+      model = hk.transform_with_state(step)
+      learner = _LEARNERS[learner_name](model)
+      params, state = _init(learner, xs)
+      rng = jax.random.PRNGKey(3)
+      result = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, rng, xs, ys
+      )
+      expected, losses = testing.bptt_grads(
+          model, _sum_loss, params, _model_state(state), rng, xs, ys
+      )
+      _assert_trees_close(result.losses, losses)
+      if learner_name != "es_d_rtrl":
+        _assert_trees_close(result.grads, expected)
+      other = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, jax.random.PRNGKey(4), xs, ys
+      )
+      self.assertFalse(np.allclose(other.losses, result.losses))
+
+  def test_model_without_apply_rng(self):
+    with jax.enable_x64(True):
+      xs, ys = _data()
+      model = hk.without_apply_rng(hk.transform_with_state(_leaky_step))
+      learner = haiku_etp.d_rtrl(model)
+      params, state = _init(learner, xs)
+      result = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, None, xs, ys
+      )
+      _assert_trees_close(
+          result.grads, _bptt_grads(_leaky_step, params, xs, ys)
+      )
 
 
 class ErrorsTest(parameterized.TestCase):
-  """Bad arguments raise ValueErrors that say what is wrong."""
+  """Mistakes raise errors that name the argument and the remedy."""
 
   def setUp(self):
     super().setUp()
@@ -744,12 +828,15 @@ class ErrorsTest(parameterized.TestCase):
     self.learner = _learner("d_rtrl")
     self.params, self.state = _init(self.learner, self.xs)
 
+  def run_fn(self, fn, *args, **kwargs):
+    return fn(self.params, self.state, None, *args, **kwargs)
+
   def test_window(self):
-    with self.assertRaisesRegex(ValueError, "window"):
+    with self.assertRaisesRegex(ValueError, "window must be an int >= 1"):
       self.learner.sequence_grad(_sum_loss, window=0)
 
   def test_reduction(self):
-    with self.assertRaisesRegex(ValueError, "reduction"):
+    with self.assertRaisesRegex(ValueError, "reduction must be 'sum'"):
       self.learner.sequence_grad(_sum_loss, reduction="max")
 
   @parameterized.named_parameters(
@@ -758,33 +845,109 @@ class ErrorsTest(parameterized.TestCase):
       ("rank_3", (_T, _B, 1)),
   )
   def test_mask_shape(self, shape):
-    fn = self.learner.sequence_grad(_sum_loss)
-    with self.assertRaisesRegex(ValueError, "mask"):
-      fn(self.params, self.state, None, self.xs, self.ys, jnp.ones(shape))
+    fn = self.learner.sequence_grad(_masked_sum_loss)
+    with self.assertRaisesRegex(ValueError, r"mask must have shape \(8,\)"):
+      self.run_fn(fn, self.xs, self.ys, jnp.ones(shape))
 
   def test_xs_ys_length_mismatch(self):
     fn = self.learner.sequence_grad(_sum_loss)
-    with self.assertRaisesRegex(ValueError, "steps"):
-      fn(self.params, self.state, None, self.xs, self.ys[:-1])
+    with self.assertRaisesRegex(ValueError, "xs has 8 steps but ys has 7"):
+      self.run_fn(fn, self.xs, self.ys[:-1])
+
+  def test_empty_sequence(self):
+    fn = self.learner.sequence_grad(_sum_loss)
+    with self.assertRaisesRegex(ValueError, "xs has 0 time steps"):
+      self.run_fn(fn, self.xs[:0], self.ys[:0])
+
+  def test_loss_returning_a_tuple_without_has_aux(self):
+    fn = self.learner.sequence_grad(lambda o, y: (_sum_loss(o, y), o))
+    with self.assertRaisesRegex(TypeError, "pass has_aux=True"):
+      self.run_fn(fn, self.xs, self.ys)
+
+  def test_has_aux_with_a_scalar_loss(self):
+    fn = self.learner.value_and_grad(_sum_loss, has_aux=True)
+    with self.assertRaisesRegex(TypeError, r"must return \(loss, aux\)"):
+      self.run_fn(fn, self.xs[0], self.ys[0])
+
+  def test_non_scalar_loss(self):
+    fn = self.learner.value_and_grad(lambda o, y: (o - y) ** 2)
+    with self.assertRaisesRegex(ValueError, "must return a scalar"):
+      self.run_fn(fn, self.xs[0], self.ys[0])
+
+  @parameterized.named_parameters(("per_sample", (_T, _B)), ("per_step", (_T,)))
+  def test_mask_with_a_two_argument_loss(self, shape):
+    fn = self.learner.sequence_grad(_sum_loss)
+    with self.assertRaisesRegex(
+        TypeError, "loss_fn\\(out_t, y_t, mask_t\\).*mask_t=None"
+    ):
+      self.run_fn(fn, self.xs, self.ys, jnp.ones(shape))
 
   @parameterized.named_parameters(
-      ("decay_above_one", 1.5, r"\[0, 1\)"),
-      ("negative_decay", -0.1, r"\[0, 1\)"),
-      ("rank_zero", 0, "rank"),
-      ("one_element", (0.5,), "pair"),
+      ("params", None, "state", "params must be the parameter mapping"),
+      ("state", "params", None, "state must be the learner state"),
   )
-  def test_es_d_rtrl_decay(self, decay, regex):
-    model = hk.transform_with_state(_leaky_step)
-    with self.assertRaisesRegex(ValueError, regex):
-      haiku_etp.es_d_rtrl(model, decay)
+  def test_apply_without_init(self, params, state, regex):
+    args = dict(params=self.params, state=self.state)
+    with self.assertRaisesRegex(TypeError, regex):
+      self.learner.apply(
+          None if params is None else args[params],
+          None if state is None else args[state],
+          None,
+          self.xs[0],
+      )
 
-  @parameterized.named_parameters(*_ONLINE)
-  def test_state_without_traces(self, learner_name):
-    learner = _learner(learner_name)
-    params, state = _init(learner, self.xs)
-    fn = learner.value_and_grad(_sum_loss)
-    with self.assertRaisesRegex(ValueError, "structure|compiled|trace"):
-      fn(params, _model_state(state), None, self.xs[0], self.ys[0])
+  def test_model_state_instead_of_learner_state(self):
+    fn = self.learner.value_and_grad(_sum_loss)
+    with self.assertRaisesRegex(
+        ValueError, "learner.init or learner.init_state"
+    ):
+      fn(self.params, _model_state(self.state), None, self.xs[0], self.ys[0])
+
+  def test_reset_with_another_models_state(self):
+    other = _learner("d_rtrl", "rnn")
+    _, other_state = _init(other, self.xs)
+    with self.assertRaisesRegex(
+        ValueError, "initial does not hold the hidden.*missing"
+    ):
+      self.learner.reset(self.state, initial=other_state)
+
+  @parameterized.named_parameters(
+      ("transform", lambda: hk.transform(_leaky_step)),
+      ("function", lambda: _leaky_step),
+  )
+  def test_not_a_transformed_with_state(self, make):
+    with self.assertRaisesRegex(TypeError, "hk.transform_with_state model"):
+      haiku_etp.d_rtrl(make())
+
+  @parameterized.named_parameters(
+      ("decay_above_one", dict(decay=1.5), ValueError, r"\[0, 1\)"),
+      ("negative_decay", dict(decay=-0.1), ValueError, r"\[0, 1\)"),
+      ("int_decay", dict(decay=1), TypeError, "int rank goes in rank="),
+      ("rank_zero", dict(rank=0), ValueError, "rank must be >= 1"),
+      ("float_rank", dict(rank=2.0), TypeError, "rank must be an int"),
+      ("both", dict(decay=0.5, rank=2), ValueError, "not both"),
+      ("one_element", dict(decay=(0.5,)), TypeError, "pair"),
+  )
+  def test_es_d_rtrl_decay(self, kwargs, error, regex):
+    model = hk.transform_with_state(_leaky_step)
+    with self.assertRaisesRegex(error, regex):
+      haiku_etp.es_d_rtrl(model, **kwargs)
+
+  def test_rank_sets_the_decay(self):
+    model = hk.transform_with_state(_leaky_step)
+    with jax.enable_x64(True):
+      xs, ys = _data()
+      by_rank = _online_grads(
+          *self._with_state(haiku_etp.es_d_rtrl(model, rank=3), xs), xs, ys
+      )
+      by_decay = _online_grads(
+          *self._with_state(haiku_etp.es_d_rtrl(model, decay=0.5), xs), xs, ys
+      )
+      _assert_trees_close(by_rank, by_decay)
+
+  def _with_state(self, learner, xs):
+    params, state = _init(learner, xs)
+    return learner, params, state
 
   @parameterized.named_parameters(*_ONLINE)
   def test_state_from_another_batch_size(self, learner_name):
@@ -794,8 +957,66 @@ class ErrorsTest(parameterized.TestCase):
     _, small = _init(learner, self.xs[:, :2])
     mixed = dict(state, linear=small["linear"])
     fn = learner.value_and_grad(_sum_loss)
-    with self.assertRaisesRegex(ValueError, "structure|compiled|trace"):
+    with self.assertRaisesRegex(ValueError, "trace entries.*do not match"):
       fn(params, mixed, None, self.xs[0, :2], self.ys[0, :2])
+
+  def test_params_of_another_model(self):
+    other_params, _ = _init(_learner("d_rtrl", "rnn"), self.xs)
+    fn = self.learner.value_and_grad(_sum_loss)
+    with self.assertRaisesRegex(ValueError, "params structure does not match"):
+      fn(other_params, self.state, None, self.xs[0], self.ys[0])
+
+
+class CheckFiniteTest(parameterized.TestCase):
+  """``check_finite=True`` raises FloatingPointError naming the leaves."""
+
+  def setUp(self):
+    super().setUp()
+    self.xs, self.ys = _data(dtype=jnp.float32)
+
+  @parameterized.named_parameters(*_DRIVERS)
+  def test_finite_run_passes(self, learner_name):
+    learner = _learner(learner_name)
+    params, state = _init(learner, self.xs)
+    fn = learner.sequence_grad(_sum_loss, check_finite=True)
+    result = fn(params, state, None, self.xs, self.ys)
+    chex.assert_tree_all_finite(result.grads)
+
+  @parameterized.named_parameters(*_ALL)
+  def test_nan_input_raises_after_the_call(self, learner_name):
+    learner = _learner(learner_name)
+    params, state = _init(learner, self.xs)
+    fn = learner.sequence_grad(_sum_loss, check_finite=True)
+    xs = self.xs.at[2, 0, 1].set(jnp.nan)
+    with self.assertRaisesRegex(
+        FloatingPointError, r"xs.*losses.*grads\['linear'\]\['w'\]"
+    ):
+      fn(params, state, None, xs, self.ys)
+
+  def test_one_step_names_the_leaves(self):
+    learner = _learner("d_rtrl")
+    params, state = _init(learner, self.xs)
+    fn = learner.value_and_grad(_sum_loss, check_finite=True)
+    params = jax.tree_util.tree_map(lambda v: v, params)
+    params["linear"]["b"] = params["linear"]["b"].at[0].set(jnp.inf)
+    with self.assertRaisesRegex(
+        FloatingPointError, r"in params\['linear'\]\['b'\]\.$"
+    ):
+      fn(params, state, None, self.xs[0], self.ys[0])
+
+  def test_inside_jit_the_message_is_carried(self):
+    learner = _learner("d_rtrl")
+    params, state = _init(learner, self.xs)
+    fn = jax.jit(learner.sequence_grad(_sum_loss, check_finite=True))
+    with self.assertRaisesRegex(Exception, "FloatingPointError.*Non-finite"):
+      jax.block_until_ready(
+          fn(params, state, None, self.xs.at[0].set(jnp.nan), self.ys)
+      )
+
+  def test_raise_if_not_finite(self):
+    haiku_etp.raise_if_not_finite({"a": jnp.ones(2)}, "grads")
+    with self.assertRaisesRegex(FloatingPointError, r"grads\['a'\]"):
+      haiku_etp.raise_if_not_finite({"a": jnp.full(2, jnp.nan)}, "grads")
 
 
 class OptaxTest(absltest.TestCase):
@@ -818,7 +1039,7 @@ class OptaxTest(absltest.TestCase):
 
     @jax.jit
     def update(params, opt_state):
-      grads, _, losses = grad_fn(params, learner.reset(state), None, xs, ys)
+      losses, grads, _, _ = grad_fn(params, learner.reset(state), None, xs, ys)
       updates, opt_state = opt.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state, jnp.mean(losses)
 

@@ -203,7 +203,7 @@ class HiddenStateTest(absltest.TestCase):
         loaded = _unflatten({k: data[k] for k in data.files})
     self.assertEqual(state_lib.hidden_paths(loaded), _HIDDEN)
     model_state, entries = state_lib.split_learner_state(loaded)
-    self.assertEqual(list(entries), ["~etp/d_rtrl"])
+    self.assertCountEqual(entries, ["~etp/d_rtrl", "~etp/initial"])
     self.assertEqual(state_lib.hidden_paths(model_state), _HIDDEN)
     chex.assert_trees_all_equal(loaded, state)
     _, resumed = learner.apply(params, loaded, None, _x(2))
@@ -225,7 +225,9 @@ class HiddenStateTest(absltest.TestCase):
         None,
         haiku_etp.shard_batch(x, _NUM_DEVICES),
     )
-    self.assertEqual(_names(new), _names(state))
+    self.assertEqual(
+        _names(new), dict(_names(state), **{"~etp/shards": ["index"]})
+    )
     self.assertEqual(state_lib.hidden_paths(new), _HIDDEN)
     self.assertEqual(out.shape, (_NUM_DEVICES, _B, _O))
     unsharded = haiku_etp.unshard_state(new)
@@ -275,6 +277,50 @@ class NameAndDtypeErrorsTest(parameterized.TestCase):
       self._init(lambda x: haiku_etp.set_hidden_state("v:hidden", jnp.zeros(2)))
 
 
+class WriteErrorsTest(parameterized.TestCase):
+  """A write that does not match its declaration fails at the call."""
+
+  def _init(self, fn):
+    return hk.transform_with_state(fn).init(None, _x())
+
+  @parameterized.named_parameters(
+      (
+          "shape",
+          jnp.zeros((3,)),
+          r"got shape \(3,\) and dtype float32.*" r"declared with shape \(2,\)",
+      ),
+      ("dtype", jnp.zeros((2,), jnp.float16), "dtype float16.*dtype float32"),
+  )  # pyformat: disable
+  def test_hidden_write_must_match_declaration(self, value, regex):
+    def fn(x):
+      haiku_etp.get_hidden_state("v", (2,), jnp.float32)
+      haiku_etp.set_hidden_state("v", value)
+
+    with self.assertRaisesRegex(ValueError, regex):
+      self._init(fn)
+
+  def test_hidden_write_of_an_undeclared_name(self):
+    with self.assertRaisesRegex(
+        ValueError, r"set_hidden_state\('vv'\) in module '~'.*typo"
+    ):
+      self._init(lambda x: haiku_etp.set_hidden_state("vv", jnp.zeros(2)))
+
+  def test_sample_state(self):
+    def fn(x):
+      c = haiku_etp.get_sample_state("c", (x.shape[0],), jnp.int32)
+      haiku_etp.set_sample_state("c", c + 1)
+      with self.assertRaisesRegex(ValueError, "declared with shape"):
+        haiku_etp.set_sample_state("c", jnp.zeros((1,), jnp.int32))
+      return c
+
+    _, state = self._init(fn)
+    self.assertEqual(state["~"]["c:sample"].shape, (_B,))
+    self.assertTrue(state_lib.is_sample_name("c:sample"))
+    self.assertEqual(state_lib.hidden_paths(state), [])
+    with self.assertRaisesRegex(ValueError, "leading batch axis"):
+      self._init(lambda x: haiku_etp.get_sample_state("c", ()))
+
+
 class OrdinaryStateTest(parameterized.TestCase):
   """Ordinary hk.state is not hidden and the learners carry it."""
 
@@ -311,7 +357,7 @@ class OrdinaryStateTest(parameterized.TestCase):
     xs = jax.random.normal(jax.random.PRNGKey(5), (3, _B, _I))
     ys = jnp.zeros((3, _B, _O))
     loss = lambda out, y: jnp.sum((out - y) ** 2)
-    _, state, _ = learner.sequence_grad(loss)(params, state, None, xs, ys)
+    state = learner.sequence_grad(loss)(params, state, None, xs, ys).state
     self.assertEqual(int(state["outer"]["count"]), 3)
     self.assertEqual(state_lib.hidden_paths(state), _HIDDEN)
 

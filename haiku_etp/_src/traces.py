@@ -176,8 +176,12 @@ def parse_decay(decay: Optional[Decay], rank: Optional[int]) -> tuple:
     return float(a), float(a)
   if decay is None:
     return 0.0, 0.0
-  if isinstance(decay, bool):
-    raise TypeError(f"decay must be a float or a pair, got {decay!r}.")
+  if isinstance(decay, (bool, numbers.Integral)):
+    raise TypeError(
+        f"decay must be a float or an (alpha_x, alpha_f) pair, got the int "
+        f"{decay!r}; write decay={float(decay)!r}, or an int rank goes in "
+        "rank=."
+    )
   if isinstance(decay, numbers.Real):
     pair = (float(decay), float(decay))
   elif (
