@@ -229,7 +229,7 @@ def measure(learner, params, state, xs, ys, repeats: int) -> dict:
   grad_fn = learner.sequence_grad(loss_fn)
 
   def call(params, state, xs, ys):
-    grads, state, losses = grad_fn(params, state, None, xs, ys)
+    losses, grads, state, _ = grad_fn(params, state, None, xs, ys)
     # The mean keeps the output's size independent of T.
     return grads, state, jnp.mean(losses)
 

@@ -23,16 +23,29 @@ from haiku_etp._src import conv
 from haiku_etp._src import dense
 from haiku_etp._src import elementwise
 from haiku_etp._src import layers
+from haiku_etp._src import learners
+from haiku_etp._src import parallel
 from haiku_etp._src import primitive
 from haiku_etp._src import recurrent
 from haiku_etp._src import spiking
+from haiku_etp._src import state
 from haiku_etp._src import surrogate
 
 
 class DoctestTest(parameterized.TestCase):
 
   @parameterized.parameters(
-      conv, dense, elementwise, layers, primitive, recurrent, spiking, surrogate
+      conv,
+      dense,
+      elementwise,
+      layers,
+      learners,
+      parallel,
+      primitive,
+      recurrent,
+      spiking,
+      state,
+      surrogate,
   )
   def test_examples(self, module):
     result = doctest.testmod(module, verbose=False)

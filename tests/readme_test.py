@@ -26,6 +26,7 @@ import numpy as np
 import saiunit as u
 
 import haiku_etp
+from haiku_etp import testing
 
 _README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -64,8 +65,9 @@ class ReadmeTest(absltest.TestCase):
     exec(compile(_modules_block(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
     learner = haiku_etp.d_rtrl(hk.transform_with_state(namespace["snn"]))
     xs = (jax.random.uniform(jax.random.PRNGKey(0), (3, 2, 100)) < 0.3) * 1.0
-    params, state = learner.init(jax.random.PRNGKey(1), xs[0])
-    grads, _, losses = learner.sequence_grad(
+    with testing.expect_warning(haiku_etp.ApproximationWarning, "linear/w"):
+      params, state = learner.init(jax.random.PRNGKey(1), xs[0])
+    losses, grads, _, _ = learner.sequence_grad(
         lambda o, y: jnp.mean((o - y) ** 2)
     )(params, state, None, xs, jnp.ones((3, 2, 10)))
     self.assertEqual(losses.shape, (3,))
