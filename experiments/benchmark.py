@@ -347,7 +347,7 @@ def memory_growth(rows: list[dict]) -> list[dict]:
                 (hi["compiled_bytes"] - lo["compiled_bytes"]) / extra_steps
             ),
             "input_bytes_per_step": hi["input_bytes"] / hi["steps"],
-            # Online memory must not depend on T (DESIGN.md, section 3).
+            # Online memory must not depend on T (docs/design.md, "Memory").
             "flat": abs(ratio - 1.0) <= 0.05,
         }
     )
