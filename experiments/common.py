@@ -19,6 +19,8 @@ import os
 import tempfile
 from typing import Any
 
+from absl import logging
+
 
 def write_json(path: str, payload: Any) -> None:
   """Writes ``payload`` as JSON to ``path`` atomically (temp file + rename)."""
@@ -27,3 +29,18 @@ def write_json(path: str, payload: Any) -> None:
   with tempfile.NamedTemporaryFile("w", dir=directory, delete=False) as f:
     json.dump(payload, f, indent=2)
   os.replace(f.name, path)
+
+
+class _QuietLibraries(logging.logging.Filter):
+  """Keeps checkpointing libraries' info chatter out of the progress log."""
+
+  def filter(self, record) -> bool:
+    quiet = ("/orbax/", "/etils/", "/tensorstore/")
+    return record.levelno >= logging.WARNING or not any(
+        q in record.pathname for q in quiet
+    )
+
+
+def quiet_library_logs() -> None:
+  """Drops info logs of orbax and its helpers from absl's handler."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())

@@ -18,10 +18,13 @@ For each primitive (dense, conv in several layouts, elementwise) it runs the
 op under ``jit`` and ``pmap`` over all local devices, then rolls D-RTRL and
 ES-D-RTRL traces with the primitive's rules on a leaky system
 ``h_t = D_t h_{t-1} + D_f,t * op(x_t, theta)`` and prints the largest relative
-error against the exact gradient, in float64.
+error against the exact gradient, in float64. Each oracle runs under ``jit``.
 
     python -m experiments.ops_demo --demo_num_steps=7 --demo_num_states=2
+    python -m experiments.ops_demo --demo_relations=dense,conv2d_nhwc
 """
+
+import functools
 
 from absl import app
 from absl import flags
@@ -32,6 +35,7 @@ import numpy as np
 
 from experiments import common
 import haiku_etp
+from haiku_etp import extend
 from haiku_etp import testing
 
 DEMO_NUM_STEPS = flags.DEFINE_integer(
@@ -47,15 +51,29 @@ DEMO_SEED = flags.DEFINE_integer("demo_seed", 0, "Random seed.")
 DEMO_OUTPUT = flags.DEFINE_string(
     "demo_output", None, "Optional path of a JSON file with the results."
 )
+RELATION_NAMES = (
+    "dense",
+    "conv1d_nch",
+    "conv2d_nhwc",
+    "conv2d_nchw_groups",
+    "conv3d_ndhwc",
+    "elementwise",
+)
+DEMO_RELATIONS = flags.DEFINE_list(
+    "demo_relations",
+    None,
+    "Relations to check (default: all): " + ", ".join(RELATION_NAMES) + ".",
+)
+
+
+_ORACLE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def _conv_params(x, kernel, bias, **kwargs):
   jaxpr = jax.make_jaxpr(lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs))(
       x, kernel, bias
   )
-  return [e for e in jaxpr.eqns if e.primitive is haiku_etp.etp_conv_p][
-      0
-  ].params
+  return [e for e in jaxpr.eqns if e.primitive is extend.etp_conv_p][0].params
 
 
 def _relations(num_steps, seed):
@@ -65,7 +83,7 @@ def _relations(num_steps, seed):
   out = [
       (
           "dense",
-          haiku_etp.etp_batched_dense_p,
+          extend.etp_batched_dense_p,
           {"weight": normal(16, 8), "bias": normal(8)},
           normal(num_steps, 4, 16),
           {"has_bias": True},
@@ -101,14 +119,14 @@ def _relations(num_steps, seed):
   for name, x_shape, k_shape, kwargs in conv_cases:
     xs = normal(num_steps, *x_shape)
     kernel = normal(*k_shape)
-    dn = haiku_etp.conv_dimension_numbers(
+    dn = extend.conv_dimension_numbers(
         kwargs.get("dimension_numbers"), len(x_shape) - 2
     )
     bias = normal(k_shape[dn.rhs_spec[0]])
     out.append(
         (
             name,
-            haiku_etp.etp_conv_p,
+            extend.etp_conv_p,
             {"weight": kernel, "bias": bias},
             xs,
             _conv_params(xs[0], kernel, bias, **kwargs),
@@ -118,7 +136,7 @@ def _relations(num_steps, seed):
   out.append(
       (
           "elementwise",
-          haiku_etp.etp_elementwise_p,
+          extend.etp_elementwise_p,
           {"weight": normal(10)},
           None,
           {"fn": jax.nn.sigmoid},
@@ -152,55 +170,52 @@ def _show_transformations():
   logging.info("etp_conv visible in the jaxpr of grad: %s", "etp_conv" in jaxpr)
 
 
-def run(num_steps, num_states, leak, seed):
-  """Returns ``{relation: {check: relative error}}``."""
+def _jit_oracle(oracle, prim, weights, xs, params, **kwargs):
+  """Runs a rule oracle under ``jit``: one compilation, no per-op dispatch.
+
+  The oracle's random system is drawn with the non-partitionable threefry:
+  JAX's default, partitionable one takes seconds to compile on XLA:CPU for
+  the multi-axis shapes of a conv system, and the system is random either
+  way. Each program runs once, so it is compiled without XLA's backend
+  optimisations, which take most of its compile time.
+  """
+  run_oracle = jax.jit(lambda w, xs: oracle(prim, w, xs, params, **kwargs))
+  with jax.threefry_partitionable(False):
+    lowered = run_oracle.lower(weights, xs)
+  return lowered.compile(_ORACLE_COMPILER_OPTIONS)(weights, xs)
+
+
+def run(num_steps, num_states, leak, seed, names=None):
+  """Returns ``{relation: {check: relative error}}`` (``names``: a subset)."""
   results = {}
   for name, prim, weights, xs, params, kwargs in _relations(num_steps, seed):
-    row = {}
-    for strip in (False, True):
-      row["drtrl_batch_stripped" if strip else "drtrl_batch_kept"] = (
-          testing.drtrl_rule_oracle(
-              prim,
-              weights,
-              xs,
-              params,
-              num_hidden_state=num_states,
-              strip_batch=strip,
-              seed=seed,
-              **kwargs,
-          ).relative_error
-      )
-    row["drtrl_generic_rules"] = testing.drtrl_rule_oracle(
-        prim,
-        weights,
-        xs,
-        params,
-        num_hidden_state=num_states,
-        fast=False,
-        seed=seed,
-        **kwargs,
-    ).relative_error
-    row["es_drtrl_uniform_leak"] = testing.pp_rule_oracle(
-        prim,
-        weights,
-        xs,
-        params,
-        decay=(leak, 0.0),
-        leak=leak,
-        seed=seed,
-        **kwargs,
-    ).relative_error
-    approx = testing.pp_rule_oracle(
-        prim,
-        weights,
-        xs,
-        params,
-        decay=(0.5, 0.5),
-        num_hidden_state=num_states,
+    if names and name not in names:
+      continue
+    oracle = functools.partial(
+        _jit_oracle,
+        prim=prim,
+        weights=weights,
+        xs=xs,
+        params=params,
         seed=seed,
         **kwargs,
     )
-    row["es_drtrl_random_D_cosine"] = approx.cosine
+    row = {}
+    for strip in (False, True):
+      row["drtrl_batch_stripped" if strip else "drtrl_batch_kept"] = oracle(
+          testing.drtrl_rule_oracle,
+          num_hidden_state=num_states,
+          strip_batch=strip,
+      ).relative_error
+    row["drtrl_generic_rules"] = oracle(
+        testing.drtrl_rule_oracle, num_hidden_state=num_states, fast=False
+    ).relative_error
+    row["es_drtrl_uniform_leak"] = oracle(
+        testing.pp_rule_oracle, decay=(leak, 0.0), leak=leak
+    ).relative_error
+    row["es_drtrl_random_D_cosine"] = oracle(
+        testing.pp_rule_oracle, decay=(0.5, 0.5), num_hidden_state=num_states
+    ).cosine
     results[name] = row
   return results
 
@@ -208,6 +223,11 @@ def run(num_steps, num_states, leak, seed):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  unknown = sorted(set(DEMO_RELATIONS.value or ()) - set(RELATION_NAMES))
+  if unknown:
+    raise app.UsageError(
+        f"Unknown relations {unknown}; known: {list(RELATION_NAMES)}."
+    )
   _show_transformations()
   with jax.enable_x64(True):
     results = run(
@@ -215,6 +235,7 @@ def main(argv):
         DEMO_NUM_STATES.value,
         DEMO_LEAK.value,
         DEMO_SEED.value,
+        DEMO_RELATIONS.value,
     )
   columns = list(next(iter(results.values())))
   header = f"{'relation':<20}" + "".join(f"{c:>26}" for c in columns)
@@ -239,6 +260,7 @@ def main(argv):
                 "num_states": DEMO_NUM_STATES.value,
                 "leak": DEMO_LEAK.value,
                 "seed": DEMO_SEED.value,
+                "relations": DEMO_RELATIONS.value,
             },
             "results": results,
         },

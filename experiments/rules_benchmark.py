@@ -21,20 +21,35 @@ update reads and writes the whole trace, so it is memory-bound: the table
 gives the achieved bytes/s and the time one read plus one write of the trace
 takes at the copy bandwidth measured in the same run.
 
+In the same run it compares the backend forms (``haiku_etp._src.backend``):
+
+* the fast update and solve traced with the CPU-tuned forms of
+  ``mix_states``, ``weighted_state_sum`` and ``sum_leading``
+  (``backend.tuning(True)``) against the plain ``einsum`` / ``jnp.sum``
+  forms (``backend.tuning(False)``), per primitive;
+* one jitted D-RTRL step (``learner.value_and_grad``) of a dense-LIF and a
+  conv-LIF model with the per-step Jacobians behind ``backend.materialize``'s
+  optimisation barrier against the same step traced without it.
+
     python -m experiments.rules_benchmark --bench_repeats=50
 """
 
+import contextlib
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+import haiku as hk
 import jax
+from jax.extend import core as jex_core
 import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
 import haiku_etp
+from haiku_etp import extend
+from haiku_etp._src import backend
 
 BENCH_REPEATS = flags.DEFINE_integer(
     "bench_repeats", 30, "Timed calls per measurement (median reported)."
@@ -48,6 +63,16 @@ BENCH_SCALE = flags.DEFINE_float(
 BENCH_OUTPUT = flags.DEFINE_string(
     "bench_output", None, "Optional path of a JSON file with the results."
 )
+BENCH_FORMS = flags.DEFINE_bool(
+    "bench_forms",
+    True,
+    "Also time the fast paths with the CPU-tuned and the plain backend forms.",
+)
+BENCH_BARRIER = flags.DEFINE_bool(
+    "bench_barrier",
+    True,
+    "Also time a D-RTRL step with and without the materialize barrier.",
+)
 
 
 def _relations(scale):
@@ -59,7 +84,7 @@ def _relations(scale):
   out = [
       (
           "dense 100->512, B=%d" % b_dense,
-          haiku_etp.etp_batched_dense_p,
+          extend.etp_batched_dense_p,
           {"weight": normal(100, 512), "bias": normal(512)},
           normal(b_dense, 100),
           {"has_bias": True},
@@ -77,7 +102,7 @@ def _relations(scale):
   out.append(
       (
           "conv 32x32x2->16 3x3, B=%d" % b_conv,
-          haiku_etp.etp_conv_p,
+          extend.etp_conv_p,
           {"weight": kernel, "bias": bias},
           x,
           params,
@@ -86,7 +111,7 @@ def _relations(scale):
   out.append(
       (
           "elementwise 512, B=%d" % b_dense,
-          haiku_etp.etp_elementwise_p,
+          extend.etp_elementwise_p,
           {"weight": normal(512)},
           None,
           {"fn": jax.nn.sigmoid},
@@ -117,7 +142,50 @@ def _copy_bandwidth(num_bytes, repeats):
   return 2 * a.size * 4 / seconds
 
 
-def run(num_states, repeats, scale):
+def _primitive_count(jaxpr, names):
+  """How many equations of ``jaxpr`` (nested ones included) are in ``names``."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    count += eqn.primitive.name in names
+    for sub in jex_core.jaxprs_in_params(eqn.params):
+      count += _primitive_count(sub, names)
+  return count
+
+
+_PLAIN_OPS = ("dot_general", "reduce_sum")
+
+
+def _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats):
+  """Fast update and solve traced with the CPU-tuned and the plain forms."""
+  out = {}
+  for cpu in (True, False):
+    tag = "tuned" if cpu else "plain"
+    # New functions per form: jit caches a trace, and the form is chosen
+    # while tracing.
+    update = lambda t, d, f, x, w: extend.drtrl_update(
+        prim, t, d, f, x, w, params
+    )
+    solve = lambda t, g, w: extend.drtrl_solve(prim, t, g, w, params)
+    with backend.tuning(cpu):
+      out[f"plain_ops_{tag}"] = _primitive_count(
+          jax.make_jaxpr(update)(trace, d, d_f, x, weights).jaxpr, _PLAIN_OPS
+      ) + _primitive_count(
+          jax.make_jaxpr(solve)(trace, g, weights).jaxpr, _PLAIN_OPS
+      )
+      out[f"update_ms_{tag}"] = 1e3 * _median_seconds(
+          jax.jit(update), (trace, d, d_f, x, weights), repeats
+      )
+      out[f"solve_ms_{tag}"] = 1e3 * _median_seconds(
+          jax.jit(solve), (trace, g, weights), repeats
+      )
+  out["update_plain_over_tuned"] = (
+      out["update_ms_plain"] / out["update_ms_tuned"]
+  )
+  out["solve_plain_over_tuned"] = out["solve_ms_plain"] / out["solve_ms_tuned"]
+  return out
+
+
+def run(num_states, repeats, scale, forms=True):
   """Returns one result row per relation."""
   relations, b_dense = _relations(scale)
   rows = []
@@ -136,7 +204,7 @@ def run(num_states, repeats, scale):
         k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()
     }
     x_aval = None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype)
-    trace = haiku_etp.drtrl_init(prim, x_aval, y_aval, avals, s, params)
+    trace = extend.drtrl_init(prim, x_aval, y_aval, avals, s, params)
     rng = np.random.default_rng(1)
     d = jnp.asarray(rng.uniform(-0.5, 0.5, y_shape + (s, s)), jnp.float32)
     d_f = jnp.asarray(rng.standard_normal(y_shape + (s,)), jnp.float32)
@@ -145,12 +213,12 @@ def run(num_states, repeats, scale):
     row = {"relation": name, "trace_mib": trace_bytes / 2**20}
     for fast in (True, False):
       update = jax.jit(
-          lambda t, d, f, x, w, fast=fast: haiku_etp.drtrl_update(
+          lambda t, d, f, x, w, fast=fast: extend.drtrl_update(
               prim, t, d, f, x, w, params, fast=fast
           )
       )
       solve = jax.jit(
-          lambda t, g, w, fast=fast: haiku_etp.drtrl_solve(
+          lambda t, g, w, fast=fast: extend.drtrl_solve(
               prim, t, g, w, params, fast=fast
           )
       )
@@ -161,6 +229,10 @@ def run(num_states, repeats, scale):
       row[f"solve_ms_{tag}"] = 1e3 * _median_seconds(
           solve, (trace, g, weights), repeats
       )
+    if forms:
+      row.update(
+          _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats)
+      )
     bandwidth = _copy_bandwidth(trace_bytes, repeats)
     row["copy_gb_per_s"] = bandwidth / 1e9
     row["bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
@@ -170,12 +242,79 @@ def run(num_states, repeats, scale):
   return rows
 
 
+@contextlib.contextmanager
+def _without_barrier():
+  """Traces the learners' steps with ``backend.materialize`` as a no-op."""
+  barrier = backend.materialize
+  backend.materialize = lambda x: x
+  try:
+    yield
+  finally:
+    backend.materialize = barrier
+
+
+def _lif_models(scale):
+  """``(name, step, x_shape)``: the dense-LIF and conv-LIF reference steps."""
+  b_dense = max(1, int(32 * scale))
+  b_conv = max(1, int(8 * scale))
+  dense = lambda x: haiku_etp.LIF(tau=10.0)(haiku_etp.Linear(512)(x))
+  conv = lambda x: haiku_etp.LIF(tau=10.0)(
+      haiku_etp.Conv2D(16, 3, name="conv")(x)
+  )
+  return (
+      (f"dense-LIF 100->512, B={b_dense}", dense, (b_dense, 100)),
+      (f"conv-LIF 32x32x2->16 3x3, B={b_conv}", conv, (b_conv, 32, 32, 2)),
+  )
+
+
+def run_barrier(repeats, scale):
+  """One D-RTRL step per model, with and without the materialize barrier."""
+  rows = []
+  loss = lambda out, y: jnp.mean((out - y) ** 2)
+  for name, step, x_shape in _lif_models(scale):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    row = {"model": name}
+    for barrier in (True, False):
+      tag = "barrier" if barrier else "no_barrier"
+      learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
+      params, state = learner.init(jax.random.PRNGKey(0), x)
+      y = jnp.zeros(
+          jax.eval_shape(learner.apply, params, state, None, x)[0].shape
+      )
+      fn = learner.value_and_grad(loss)
+      args = (params, state, None, x, y)
+      scope = contextlib.nullcontext() if barrier else _without_barrier()
+      with scope:
+        row[f"barriers_{tag}"] = _primitive_count(
+            jax.make_jaxpr(fn)(*args).jaxpr, ("optimization_barrier",)
+        )
+        row[f"step_ms_{tag}"] = 1e3 * _median_seconds(
+            jax.jit(fn), args, repeats
+        )
+    row["no_barrier_over_barrier"] = (
+        row["step_ms_no_barrier"] / row["step_ms_barrier"]
+    )
+    rows.append(row)
+  return rows
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   device = jax.devices()[0]
   logging.info("Benchmarking on %s (%s)", device.platform, device.device_kind)
-  rows = run(BENCH_NUM_STATES.value, BENCH_REPEATS.value, BENCH_SCALE.value)
+  rows = run(
+      BENCH_NUM_STATES.value,
+      BENCH_REPEATS.value,
+      BENCH_SCALE.value,
+      forms=BENCH_FORMS.value,
+  )
+  barrier_rows = (
+      run_barrier(BENCH_REPEATS.value, BENCH_SCALE.value)
+      if BENCH_BARRIER.value
+      else []
+  )
   cols = (
       ("trace_mib", "trace MiB"),
       ("update_ms_fast", "update ms"),
@@ -197,13 +336,57 @@ def main(argv):
         f"{row['relation']:<28}"
         + "".join(f"{row[key]:>11.3f}" for key, _ in cols)
     )
+  if BENCH_FORMS.value:
+    print(
+        "\nBackend forms of the fast paths: CPU-tuned (loops, pairwise tree) "
+        "vs plain (einsum, jnp.sum); 'plain ops' counts dot_general and "
+        f"reduce_sum in the traced update + solve; default here: "
+        f"{'tuned' if backend.cpu_tuned() else 'plain'}"
+    )
+    form_cols = (
+        ("update_ms_tuned", "upd tuned"),
+        ("update_ms_plain", "upd plain"),
+        ("update_plain_over_tuned", "ratio"),
+        ("solve_ms_tuned", "slv tuned"),
+        ("solve_ms_plain", "slv plain"),
+        ("solve_plain_over_tuned", "ratio"),
+    )
+    print(
+        f"{'relation':<28}"
+        + "".join(f"{title:>11}" for _, title in form_cols)
+        + f"{'plain ops':>11}"
+    )
+    for row in rows:
+      print(
+          f"{row['relation']:<28}"
+          + "".join(f"{row[key]:>11.3f}" for key, _ in form_cols)
+          + f"{row['plain_ops_tuned']:>5d} /{row['plain_ops_plain']:>3d}"
+      )
+  if barrier_rows:
+    print(
+        "\nOne jitted D-RTRL step (value_and_grad): per-step Jacobians behind "
+        "backend.materialize's optimisation barrier vs no barrier"
+    )
+    print(
+        f"{'model':<30}{'barrier ms':>12}{'none ms':>12}{'ratio':>8}"
+        f"{'barriers':>10}"
+    )
+    for row in barrier_rows:
+      print(
+          f"{row['model']:<30}{row['step_ms_barrier']:>12.3f}"
+          f"{row['step_ms_no_barrier']:>12.3f}"
+          f"{row['no_barrier_over_barrier']:>8.2f}"
+          f"{row['barriers_barrier']:>6d} /{row['barriers_no_barrier']:>2d}"
+      )
   if BENCH_OUTPUT.value:
     common.write_json(
         BENCH_OUTPUT.value,
         {
             "device": f"{device.platform} {device.device_kind}",
             "num_states": BENCH_NUM_STATES.value,
+            "cpu_tuned_default": backend.cpu_tuned(),
             "rows": rows,
+            "barrier_rows": barrier_rows,
         },
     )
 

@@ -1,0 +1,189 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+r"""Trains one task under each learner and tabulates the results.
+
+    python -m experiments.compare \
+        --config=experiments/configs/cue_accumulation.py --workdir=runs/cmp
+
+Same task, model, seed and data for every learner. For each: the final test
+metric, the training wall time, the milliseconds per update and the
+compiled memory of one update (``memory_analysis``: temporaries plus
+outputs) on one device, and the cosine and norm ratio of its first gradient
+(at the initial parameters, on the first training batch) with BPTT's.
+Writes ``compare.md``, ``compare.json`` and the overlaid learning curves
+(``curves.png``, with matplotlib) in the work directory.
+"""
+
+import copy
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from experiments import common
+from experiments import tasks as tasks_lib
+from experiments import training
+import haiku_etp
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "experiments/configs/cue_accumulation.py", "Training config."
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Output directory.")
+_LEARNERS = flags.DEFINE_list(
+    "learners",
+    ["d_rtrl", "es_d_rtrl", "bptt", "tbptt"],
+    "Learners to compare (tbptt uses config.window, ES-D-RTRL config.decay).",
+)
+_REPEATS = flags.DEFINE_integer(
+    "repeats", 5, "Timed calls of one update per learner (median)."
+)
+
+
+def learner_config(config, learner: str):
+  """``config`` with ``learner`` (tbptt: ``window`` kept or 10 by default)."""
+  config = copy.deepcopy(config)
+  config.learner = learner
+  if learner == "es_d_rtrl" and not config.decay:
+    config.decay = 0.9
+  if learner == "tbptt" and config.window == 1:
+    config.window = 10
+  return config
+
+
+def _first_batch(config, setup):
+  b = setup.task.batch(tasks_lib.train_seed(config.seed, 0), config.batch_size)
+  return tuple(np.asarray(v) for v in (b.xs, b.ys, b.mask))
+
+
+def first_gradient(config):
+  """The learner's gradient at the initial parameters on the first batch."""
+  setup = training.build(config)
+  ts = training.init_train_state(config, setup, config.batch_size)
+  xs, ys, mask = _first_batch(config, setup)
+  fn = setup.learner.sequence_grad(
+      lambda o, y, m: setup.task.loss(o, y, m),
+      window=training.learner_window(config),
+  )
+  return jax.jit(fn)(ts.params, ts.learner_state, None, xs, ys, mask).grads
+
+
+def measure_update(config, repeats: int) -> dict:
+  """Compiled memory and median time of one update on one device."""
+  setup = training.build(config)
+  ts = training.init_train_state(config, setup, config.batch_size)
+  batch = _first_batch(config, setup)
+  update = training.make_update_fn(config, setup, None)
+  compiled = jax.jit(update).lower(ts, batch).compile()
+  mem = compiled.memory_analysis()
+  jax.block_until_ready(compiled(ts, batch))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(ts, batch))
+    times.append(time.perf_counter() - start)
+  return {
+      "ms_per_update": 1e3 * float(np.median(times)),
+      "update_mib": (mem.temp_size_in_bytes + mem.output_size_in_bytes) / 2**20,
+  }
+
+
+def _norm(tree) -> float:
+  return float(
+      np.sqrt(
+          sum(np.sum(np.square(l)) for l in jax.tree_util.tree_leaves(tree))
+      )
+  )
+
+
+def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
+  """Trains and measures each learner; returns one row per learner."""
+  reference = first_gradient(learner_config(config, "bptt"))
+  rows = []
+  for name in learners:
+    cfg = learner_config(config, name)
+    run_dir = os.path.join(workdir, name)
+    result = training.train(cfg, run_dir, plot=False)
+    grads = first_gradient(cfg)
+    row = {
+        "learner": name
+        + (f"({cfg.decay})" if name == "es_d_rtrl" else "")
+        + (f"(k={cfg.window})" if name == "tbptt" else ""),
+        "metric": result.metric_name,
+        "test": float(result.eval_metrics[result.metric_name]),
+        "train_s": result.seconds,
+        "cosine_vs_bptt": haiku_etp.testing.cosine_similarity(grads, reference),
+        "norm_ratio_vs_bptt": _norm(grads) / _norm(reference),
+        "workdir": run_dir,
+    }
+    row.update(measure_update(cfg, repeats))
+    rows.append(row)
+    logging.info("compare: %s", row)
+  return rows
+
+
+def markdown(rows: list[dict], title: str) -> str:
+  """The table of ``rows`` in Markdown."""
+  metric = rows[0]["metric"]
+  lines = [
+      f"{title}",
+      "",
+      f"| learner | test {metric} | train s | ms / update | MiB / update |"
+      " cosine vs BPTT | norm ratio |",
+      "|---|---:|---:|---:|---:|---:|---:|",
+  ]
+  for r in rows:
+    lines.append(
+        f"| {r['learner']} | {r['test']:.4f} | {r['train_s']:.0f} | "
+        f"{r['ms_per_update']:.1f} | {r['update_mib']:.1f} | "
+        f"{r['cosine_vs_bptt']:.4f} | {r['norm_ratio_vs_bptt']:.3f} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  common.quiet_library_logs()
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  rows = compare(config, workdir, _LEARNERS.value, _REPEATS.value)
+  title = (
+      f"{config.task.name}, {config.model.kind} {config.model.hidden_size}, "
+      f"batch {config.batch_size}, {config.train_steps} steps, seed "
+      f"{config.seed}, {jax.device_count()} {jax.default_backend()} device(s)"
+  )
+  text = markdown(rows, title)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "compare.md"), "w") as f:
+    f.write(text)
+  common.write_json(os.path.join(workdir, "compare.json"), rows)
+  try:
+    from experiments import plotting  # pylint: disable=g-import-not-at-top
+
+    plotting.plot_curves(
+        [r["workdir"] for r in rows], os.path.join(workdir, "curves.png")
+    )
+  except ImportError:
+    pass
+  print(text)
+
+
+if __name__ == "__main__":
+  app.run(main)

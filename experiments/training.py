@@ -1,0 +1,662 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Online training of a haiku_etp model on a task, on every local device.
+
+``train(config, workdir)`` is the whole pipeline: it validates the config,
+builds the task, model, learner and optimizer, restores the newest
+checkpoint of ``workdir`` if there is one, and runs the update built once
+(``pmap`` over the local devices, or ``jit`` over a ``Mesh`` of all devices
+with the batch axis sharded), with batches produced ahead of the step, absl
+logs and ``metrics.jsonl`` records every ``log_every`` steps, evaluation on
+held-out batches every ``eval_every`` steps and at the end, and orbax
+checkpoints every ``checkpoint_every`` steps. Plots are drawn at the end
+when matplotlib is installed.
+
+Config fields: ``task`` (``name`` plus the task's keyword hyperparameters),
+``model`` (see :mod:`experiments.models`), ``learner`` (``d_rtrl``,
+``es_d_rtrl``, ``bptt``, ``tbptt``), ``decay`` (ES-D-RTRL), ``window``
+(online learners and ``tbptt``), ``update_every`` (apply the optimizer every
+that many steps inside a sequence; 0: once per sequence), ``optimizer``,
+``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
+``eval_batches``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
+``seed``, ``parallel`` (``pmap`` or ``mesh``), ``num_devices`` (0: all).
+"""
+
+import os
+import time
+from typing import Any, Callable, NamedTuple, Optional
+import warnings
+
+from absl import logging
+import haiku as hk
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+from experiments import checkpoints as checkpoints_lib
+from experiments import metrics as metrics_lib
+from experiments import models
+from experiments import tasks as tasks_lib
+from experiments.tasks import prefetch as prefetch_lib
+import haiku_etp
+
+LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt", "tbptt")
+PARALLEL = ("pmap", "mesh")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+_AXIS = "batch"
+
+
+class TrainState(NamedTuple):
+  """Everything a run carries from one update to the next.
+
+  Attributes:
+    params: the model's parameters.
+    opt_state: the optimizer's state.
+    learner_state: the learner state (model state and traces) that each
+      sequence starts from after ``learner.reset``.
+    step: the number of updates done (an int32 scalar).
+    rng: the run's key, split once per update.
+  """
+
+  params: Any
+  opt_state: Any
+  learner_state: Any
+  step: jax.Array
+  rng: jax.Array
+
+
+def _positive_int(config, name: str, minimum: int = 1) -> int:
+  value = config[name]
+  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    raise ValueError(
+        f"config.{name} must be an int >= {minimum}, got {value!r}."
+    )
+  return value
+
+
+def device_count(config) -> int:
+  """The devices a run uses: ``config.num_devices``, or all (0)."""
+  return config.num_devices or jax.device_count()
+
+
+def validate(config) -> None:
+  """Raises ``ValueError`` for a bad config, before anything is compiled."""
+  if config.learner not in LEARNERS:
+    raise ValueError(
+        f"config.learner must be one of {LEARNERS}, got {config.learner!r}."
+    )
+  if config.parallel not in PARALLEL:
+    raise ValueError(
+        f"config.parallel must be one of {PARALLEL}, got {config.parallel!r}."
+    )
+  if config.optimizer not in OPTIMIZERS:
+    raise ValueError(
+        f"config.optimizer must be one of {OPTIMIZERS}, got "
+        f"{config.optimizer!r}."
+    )
+  if config.task.name not in tasks_lib.TASKS + tuple(_DATASET_TASKS):
+    raise ValueError(
+        f"config.task.name must be one of "
+        f"{tasks_lib.TASKS + tuple(_DATASET_TASKS)}, got {config.task.name!r}."
+    )
+  for name in (
+      "window",
+      "batch_size",
+      "log_every",
+      "eval_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+      "eval_batches",
+  ):
+    _positive_int(config, name)  # pyformat: disable
+  for name in ("train_steps", "update_every", "seed", "num_devices"):
+    _positive_int(config, name, minimum=0)
+  if config.num_devices > jax.device_count():
+    raise ValueError(
+        f"config.num_devices is {config.num_devices} but only "
+        f"{jax.device_count()} devices exist; use 0 for all of them."
+    )
+  num_devices = device_count(config)
+  if config.batch_size % num_devices:
+    raise ValueError(
+        f"config.batch_size {config.batch_size} is not divisible by the "
+        f"{num_devices} devices; use a multiple of {num_devices}."
+    )
+  if not config.learning_rate > 0:
+    raise ValueError(
+        f"config.learning_rate must be > 0, got {config.learning_rate!r}."
+    )
+
+
+def _dataset_task(config):
+  from experiments import datasets  # pylint: disable=g-import-not-at-top
+
+  kwargs = {k: v for k, v in config.task.items() if k != "name"}
+  return _DATASET_TASKS[config.task.name](datasets)(**kwargs)
+
+
+_DATASET_TASKS = {
+    "shd": lambda d: d.shd_task,
+    "nmnist": lambda d: d.nmnist_task,
+    "digits": lambda d: d.digits_task,
+}
+
+
+def make_task(config) -> tasks_lib.Task:
+  """The task named by ``config.task``."""
+  if config.task.name in _DATASET_TASKS:
+    return _dataset_task(config)
+  kwargs = {k: v for k, v in config.task.items() if k != "name"}
+  return tasks_lib.get_task(config.task.name, **kwargs)
+
+
+def make_learner(config, model) -> haiku_etp.Learner:
+  """The learner of ``config`` on ``model``."""
+  if config.learner == "d_rtrl":
+    return haiku_etp.d_rtrl(model)
+  if config.learner == "es_d_rtrl":
+    decay = config.decay
+    decay = tuple(decay) if isinstance(decay, (list, tuple)) else float(decay)
+    return haiku_etp.es_d_rtrl(model, decay=decay)
+  return haiku_etp.bptt(model)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  make = dict(
+      adam=optax.adam, adamw=optax.adamw, sgd=optax.sgd, rmsprop=optax.rmsprop
+  )[config.optimizer]
+  opt = make(config.learning_rate)
+  if config.get("clip_norm"):
+    opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
+  return opt
+
+
+def learner_window(config) -> Optional[int]:
+  """The ``sequence_grad`` window: BPTT's whole sequence, else ``window``."""
+  return None if config.learner == "bptt" else config.window
+
+
+class Setup(NamedTuple):
+  """The pieces of a run that the config determines."""
+
+  task: tasks_lib.Task
+  model: hk.TransformedWithState
+  learner: haiku_etp.Learner
+  optimizer: optax.GradientTransformation
+
+
+def build(config) -> Setup:
+  task = make_task(config)
+  model = models.make_model(config.model, task.output_size)
+  return Setup(task, model, make_learner(config, model), make_optimizer(config))
+
+
+def init_train_state(config, setup: Setup, batch_size: int) -> TrainState:
+  """The initial train state (host arrays) for a global ``batch_size``."""
+  rng = jax.random.PRNGKey(config.seed)
+  init_rng, rng = jax.random.split(rng)
+  x0 = jnp.zeros((batch_size,) + tuple(setup.task.input_shape), jnp.float32)
+  with warnings.catch_warnings():
+    # The learner announces its approximations when the update compiles.
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+    params, state = setup.learner.init(init_rng, x0)
+  return TrainState(
+      params,
+      setup.optimizer.init(params),
+      state,
+      jnp.zeros((), jnp.int32),
+      rng,
+  )
+
+
+def _loss_with_outputs(task):
+  return lambda out, y, mask_t: (task.loss(out, y, mask_t), out)
+
+
+def _apply_in_chunks(chunk_fn, carry, xs_tree, num_steps: int, every: int):
+  """``chunk_fn`` over consecutive chunks of ``every`` steps (last shorter)."""
+  num_full, rest = divmod(num_steps, every)
+  outs = []
+  if num_full:
+
+    def body(carry, i):
+      piece = jax.tree_util.tree_map(
+          lambda v: lax.dynamic_slice_in_dim(v, i * every, every), xs_tree
+      )
+      return chunk_fn(carry, piece)
+
+    carry, full = lax.scan(body, carry, jnp.arange(num_full))
+    outs.append(
+        jax.tree_util.tree_map(lambda v: v.reshape((-1,) + v.shape[2:]), full)
+    )
+  if rest:
+    piece = jax.tree_util.tree_map(lambda v: v[num_full * every :], xs_tree)
+    carry, tail = chunk_fn(carry, piece)
+    outs.append(tail)
+  return carry, jax.tree_util.tree_map(lambda *v: jnp.concatenate(v), *outs)
+
+
+def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
+  """``update(train_state, (xs, ys, mask)) -> (train_state, metrics)``."""
+  task, learner, opt = setup.task, setup.learner, setup.optimizer
+  grad_fn = learner.sequence_grad(
+      _loss_with_outputs(task),
+      window=learner_window(config),
+      has_aux=True,
+      axis_name=axis_name,
+  )
+
+  def chunk(carry, piece):
+    params, opt_state, state, rng = carry
+    xs, ys, mask = piece
+    rng, step_rng = jax.random.split(rng)
+    res = grad_fn(params, state, step_rng, xs, ys, mask)
+    updates, opt_state = opt.update(res.grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, opt_state, res.state, rng), (res.losses, res.aux)
+
+  def update(ts: TrainState, batch):
+    xs, ys, mask = batch
+    num_steps = xs.shape[0]
+    every = config.update_every or num_steps
+    rng, run_rng = jax.random.split(ts.rng)
+    carry = (ts.params, ts.opt_state, learner.reset(ts.learner_state), run_rng)
+    (params, opt_state, state, _), (losses, outs) = _apply_in_chunks(
+        chunk, carry, (xs, ys, mask), num_steps, every
+    )
+    metrics = dict(task.metric(outs, ys, mask), objective=jnp.sum(losses))
+    if axis_name is not None:
+      metrics = lax.pmean(metrics, axis_name)
+    new = TrainState(params, opt_state, state, ts.step + 1, rng)
+    return new, metrics
+
+  return update
+
+
+def make_eval_fn(setup: Setup):
+  """``evaluate(params, learner_state, (xs, ys, mask)) -> metrics``."""
+
+  def evaluate(params, state, batch):
+    xs, ys, mask = batch
+    outs, _ = setup.learner.unroll(params, setup.learner.reset(state), None, xs)
+    return setup.task.metric(outs, ys, mask)
+
+  return evaluate
+
+
+class _Pmap:
+  """Local devices with ``pmap``: the batch sharded, the rest replicated."""
+
+  name = "pmap"
+
+  def __init__(self, config, setup: Setup):
+    devices = jax.local_devices()[: config.num_devices or None]
+    self.n = len(devices)
+    self.update = jax.pmap(
+        make_update_fn(config, setup, _AXIS),
+        axis_name=_AXIS,
+        donate_argnums=0,
+        devices=devices,
+    )
+    self.evaluate = jax.pmap(
+        make_eval_fn(setup), axis_name=_AXIS, devices=devices
+    )
+
+  def put_state(self, ts: TrainState) -> TrainState:
+    rep = lambda t: haiku_etp.replicate(t, self.n)
+    return TrainState(
+        rep(ts.params),
+        rep(ts.opt_state),
+        haiku_etp.shard_state(ts.learner_state, self.n),
+        rep(ts.step),
+        rep(ts.rng),
+    )
+
+  def get_state(self, ts: TrainState) -> TrainState:
+    first = lambda t: jax.tree_util.tree_map(lambda v: np.asarray(v[0]), t)
+    state = jax.device_get(haiku_etp.unshard_state(ts.learner_state))
+    return TrainState(
+        first(ts.params),
+        first(ts.opt_state),
+        state,
+        first(ts.step),
+        first(ts.rng),
+    )  # pyformat: disable
+
+  def put_batch(self, batch) -> tuple:
+    # NumPy only: the batch goes to the devices with the pmap call itself.
+    def split(v):
+      v = np.asarray(v)
+      v = v.reshape((v.shape[0], self.n, v.shape[1] // self.n) + v.shape[2:])
+      return np.moveaxis(v, 1, 0)
+
+    return tuple(split(v) for v in batch)
+
+  def eval_metrics(self, out: dict) -> list[dict]:
+    out = jax.device_get(out)
+    return [{k: v[i] for k, v in out.items()} for i in range(self.n)]
+
+  def train_metrics(self, out: dict) -> dict:
+    return {k: v[0] for k, v in jax.device_get(out).items()}
+
+
+def _state_spec(state, batch_spec):
+  """Batch-first leaves of a learner state sharded, the rest replicated."""
+
+  def spec(path, leaf):
+    module = getattr(path[0], "key", "")
+    name = getattr(path[-1], "key", "")
+    batched = (
+        name.endswith(":hidden")
+        or name.endswith(":sample")
+        or (module.startswith("~etp") and np.ndim(leaf) >= 1)
+    )
+    return batch_spec if batched else P()
+
+  return jax.tree_util.tree_map_with_path(spec, state)
+
+
+class _Mesh:
+  """All devices in one ``Mesh``; ``jit`` with the batch axis sharded."""
+
+  name = "mesh"
+
+  def __init__(self, config, setup: Setup, template: TrainState):
+    devices = jax.devices()[: config.num_devices or None]
+    self.mesh = Mesh(np.asarray(devices), (_AXIS,))
+    shard = lambda spec: NamedSharding(self.mesh, spec)
+    rep = lambda t: jax.tree_util.tree_map(lambda _: shard(P()), t)
+    self.state_sharding = TrainState(
+        rep(template.params),
+        rep(template.opt_state),
+        jax.tree_util.tree_map(
+            shard, _state_spec(template.learner_state, P(_AXIS))
+        ),
+        shard(P()),
+        shard(P()),
+    )
+    self.batch_sharding = shard(P(None, _AXIS))
+    self.update = jax.jit(
+        make_update_fn(config, setup, None),
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, shard(P())),
+        donate_argnums=0,
+    )
+    self.evaluate = jax.jit(make_eval_fn(setup))
+
+  def put_state(self, ts: TrainState) -> TrainState:
+    return jax.device_put(ts, self.state_sharding)
+
+  def get_state(self, ts: TrainState) -> TrainState:
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(ts))
+
+  def put_batch(self, batch) -> tuple:
+    return tuple(
+        jax.make_array_from_process_local_data(self.batch_sharding, v)
+        for v in batch
+    )
+
+  def eval_metrics(self, out: dict) -> list[dict]:
+    return [jax.device_get(out)]
+
+  def train_metrics(self, out: dict) -> dict:
+    return jax.device_get(out)
+
+
+def make_parallel(config, setup: Setup, template: TrainState):
+  """The ``pmap`` or ``mesh`` runner of ``config.parallel``."""
+  if config.parallel == "pmap":
+    return _Pmap(config, setup)
+  return _Mesh(config, setup, template)
+
+
+def _train_batches(task, config, start: int, process_batch: int):
+  """Host batches for steps ``start, start + 1, ...`` of this process."""
+  index, count = jax.process_index(), jax.process_count()
+  step = start
+  while step < config.train_steps:
+    b = task.batch(tasks_lib.train_seed(config.seed, step), config.batch_size)
+    lo = index * process_batch
+    yield tuple(
+        np.asarray(v[:, lo : lo + process_batch]) for v in (b.xs, b.ys, b.mask)
+    )
+    step += 1
+
+
+def _eval_batches(task, config, process_batch: int):
+  """This process's slices of the held-out batches (the same every time)."""
+  index = jax.process_index()
+  if task.eval_batches is not None:
+    source = task.eval_batches(config.batch_size)
+  else:
+    source = (
+        task.batch(tasks_lib.eval_seed(config.seed, i), config.batch_size)
+        for i in range(config.eval_batches)
+    )
+  lo = index * process_batch
+  for b in source:
+    yield tuple(
+        np.asarray(v[:, lo : lo + process_batch]) for v in (b.xs, b.ys, b.mask)
+    )
+
+
+def evaluate(runner, setup: Setup, ts: TrainState, config) -> dict:
+  """Mean metrics over the held-out batches."""
+  process_batch = config.batch_size // jax.process_count()
+  results = []
+  for batch in _eval_batches(setup.task, config, process_batch):
+    out = runner.evaluate(ts.params, ts.learner_state, runner.put_batch(batch))
+    results.extend(runner.eval_metrics(out))
+  return tasks_lib.mean_metrics(results)
+
+
+class Result(NamedTuple):
+  """What ``train`` returns.
+
+  Attributes:
+    state: the final train state, on the host.
+    eval_metrics: the final evaluation's metrics.
+    workdir: the run's directory (``metrics.jsonl``, checkpoints, plots).
+    plots: paths of the PNG files drawn (empty without matplotlib).
+    seconds: wall time of this call.
+    metric_name: the task's headline metric in ``eval_metrics``.
+  """
+
+  state: TrainState
+  eval_metrics: dict
+  workdir: str
+  plots: tuple
+  seconds: float
+  metric_name: str
+
+
+class Interrupted(Exception):
+  """Raised by ``train(..., interrupt_after=k)`` as a kill would stop it."""
+
+
+def _log_progress(step, total, metrics, rate, elapsed, name):
+  eta = (total - step) / rate if rate > 0 else float("nan")
+  logging.info(
+      "step %d/%d  loss %.4f  %s %.4f  %.2f steps/s  elapsed %.0fs  ETA %.0fs",
+      step,
+      total,
+      metrics["loss"],
+      name,
+      metrics[name],
+      rate,
+      elapsed,
+      eta,
+  )  # pyformat: disable
+
+
+def train(
+    config,
+    workdir: str,
+    *,
+    interrupt_after: Optional[int] = None,
+    plot: bool = True,
+) -> Result:
+  """Trains ``config`` in ``workdir``, resuming from its newest checkpoint.
+
+  Args:
+    config: an ``ml_collections.ConfigDict`` (see the module docstring).
+    workdir: the run's directory; reusing it resumes the run.
+    interrupt_after: stop abruptly after this many updates of this call,
+      without the final checkpoint or evaluation, as a killed process would
+      (tests use it); raises :class:`Interrupted`.
+    plot: draw the learning curves (and a raster for spiking models) at the
+      end when matplotlib is installed.
+
+  Returns:
+    A :class:`Result`.
+
+  Raises:
+    ValueError: for a bad config (before anything is compiled).
+  """
+  start_time = time.time()
+  validate(config)
+  num_devices = device_count(config)
+  setup = build(config)
+  host_state = init_train_state(config, setup, config.batch_size)
+  # The learner state is built for the per-process batch.
+  process_batch = config.batch_size // jax.process_count()
+  if process_batch != config.batch_size:
+    host_state = host_state._replace(
+        learner_state=init_train_state(
+            config, setup, process_batch
+        ).learner_state
+    )
+  checkpointer = checkpoints_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      every=config.checkpoint_every,
+      keep=config.keep_checkpoints,
+  )
+  resume = checkpointer.latest_step()
+  if resume is not None:
+    host_state, _ = checkpointer.restore(resume, host_state)
+    logging.info("Resumed %s from step %d.", workdir, resume)
+  writer = metrics_lib.MetricsWriter(
+      workdir, enabled=jax.process_index() == 0, resume_step=resume
+  )
+  runner = make_parallel(config, setup, host_state)
+  ts = runner.put_state(host_state)
+  start = int(host_state.step)
+  meta = {"config": config.to_dict()}
+  logging.info(
+      "Training %s with %s on %d %s device(s) (%s), steps %d..%d.",
+      config.task.name,
+      config.learner,
+      num_devices,
+      jax.default_backend(),
+      config.parallel,
+      start,
+      config.train_steps,
+  )  # pyformat: disable
+  # Batches are made ahead on a host thread (NumPy only: device work from a
+  # second thread can starve the CPU collectives of the update).
+  batches = prefetch_lib.prefetch(
+      _train_batches(setup.task, config, start, process_batch), size=2
+  )
+  pending, last_log, last_log_time = [], start, time.time()
+  done = 0
+  with warnings.catch_warnings():
+    warnings.simplefilter("once", haiku_etp.ApproximationWarning)
+    for batch in batches:
+      ts, m = runner.update(ts, runner.put_batch(batch))
+      step = start + done + 1
+      done += 1
+      pending.append(m)
+      if interrupt_after is not None and done >= interrupt_after:
+        batches.close()
+        checkpointer.wait()
+        checkpointer.close()
+        writer.close()
+        raise Interrupted(f"interrupted after step {step}")
+      if step % config.log_every == 0 or step == config.train_steps:
+        values = tasks_lib.mean_metrics(
+            [_weighted(runner.train_metrics(p)) for p in pending]
+        )
+        now = time.time()
+        rate = (step - last_log) / max(now - last_log_time, 1e-9)
+        values["steps_per_sec"] = rate
+        writer.write(step, "train", values, now - start_time)
+        _log_progress(
+            step,
+            config.train_steps,
+            values,
+            rate,
+            now - start_time,
+            setup.task.metric_name,
+        )  # pyformat: disable
+        pending, last_log, last_log_time = [], step, now
+      if step % config.eval_every == 0 and step != config.train_steps:
+        values = evaluate(runner, setup, ts, config)
+        writer.write(step, "eval", values, time.time() - start_time)
+        logging.info("eval at step %d: %s", step, _fmt(values))
+      if step % config.checkpoint_every == 0:
+        checkpointer.save(step, runner.get_state(ts), dict(meta, step=step))
+    final = evaluate(runner, setup, ts, config)
+  host_state = runner.get_state(ts)
+  step = int(host_state.step)
+  writer.write(step, "eval", final, time.time() - start_time)
+  checkpointer.wait()
+  if step not in checkpointer.all_steps():
+    checkpointer.save(step, host_state, dict(meta, step=step), force=True)
+    checkpointer.wait()
+  checkpointer.close()
+  writer.close()
+  plots = ()
+  if plot and jax.process_index() == 0:
+    plots = _plots(workdir, config, setup, host_state)
+  logging.info(
+      "Done: test %s %.4f, loss %.4f. Metrics: %s%s",
+      setup.task.metric_name,
+      final[setup.task.metric_name],
+      final["loss"],
+      writer.path,
+      "".join(f", {p}" for p in plots),
+  )  # pyformat: disable
+  return Result(
+      host_state,
+      final,
+      workdir,
+      plots,
+      time.time() - start_time,
+      setup.task.metric_name,
+  )
+
+
+def _weighted(m: dict) -> dict:
+  return dict(m, count=m.get("count", 1.0))
+
+
+def _fmt(values: dict) -> str:
+  return ", ".join(
+      f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)
+  )
+
+
+def _plots(workdir, config, setup, host_state) -> tuple:
+  try:
+    from experiments import plotting  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    logging.info("matplotlib is not installed: no plots.")
+    return ()
+  return plotting.plot_run(workdir, config, setup, host_state)
