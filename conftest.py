@@ -15,12 +15,29 @@
 """pytest set-up: four host CPU devices, so pmap is tested without accelerators.
 
 The flag must be set before JAX starts, hence here rather than in a test.
+absltest's temporary-directory helpers read absl flags, which pytest never
+parses; they are marked parsed (with their defaults) here.
 """
 
 import os
+import tempfile
+
+from absl import flags
 
 _FLAG = "--xla_force_host_platform_device_count=4"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " " + _FLAG
   ).strip()
+
+# One compilation cache for the session: the pipeline tests build the same
+# programs from fresh closures (a resumed run, a baseline run), which the
+# in-memory caches cannot see.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+      tempfile.gettempdir(), f"haiku_etp_jax_cache_{os.getuid()}"
+  )
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()

@@ -73,10 +73,8 @@ def _first_batch(config, setup):
   return tuple(np.asarray(v) for v in (b.xs, b.ys, b.mask))
 
 
-def first_gradient(config):
+def first_gradient(config, setup, ts):
   """The learner's gradient at the initial parameters on the first batch."""
-  setup = training.build(config)
-  ts = training.init_train_state(config, setup, config.batch_size)
   xs, ys, mask = _first_batch(config, setup)
   fn = setup.learner.sequence_grad(
       lambda o, y, m: setup.task.loss(o, y, m),
@@ -85,10 +83,8 @@ def first_gradient(config):
   return jax.jit(fn)(ts.params, ts.learner_state, None, xs, ys, mask).grads
 
 
-def measure_update(config, repeats: int) -> dict:
+def measure_update(config, setup, ts, repeats: int) -> dict:
   """Compiled memory and median time of one update on one device."""
-  setup = training.build(config)
-  ts = training.init_train_state(config, setup, config.batch_size)
   batch = _first_batch(config, setup)
   update = training.make_update_fn(config, setup, None)
   compiled = jax.jit(update).lower(ts, batch).compile()
@@ -105,6 +101,11 @@ def measure_update(config, repeats: int) -> dict:
   }
 
 
+def _initial(config):
+  setup = training.build(config)
+  return setup, training.init_train_state(config, setup, config.batch_size)
+
+
 def _norm(tree) -> float:
   return float(
       np.sqrt(
@@ -115,13 +116,15 @@ def _norm(tree) -> float:
 
 def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
   """Trains and measures each learner; returns one row per learner."""
-  reference = first_gradient(learner_config(config, "bptt"))
+  bptt = learner_config(config, "bptt")
+  reference = first_gradient(bptt, *_initial(bptt))
   rows = []
   for name in learners:
     cfg = learner_config(config, name)
     run_dir = os.path.join(workdir, name)
     result = training.train(cfg, run_dir, plot=False)
-    grads = first_gradient(cfg)
+    setup, ts = _initial(cfg)
+    grads = first_gradient(cfg, setup, ts)
     row = {
         "learner": name
         + (f"({cfg.decay})" if name == "es_d_rtrl" else "")
@@ -133,7 +136,7 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
         "norm_ratio_vs_bptt": _norm(grads) / _norm(reference),
         "workdir": run_dir,
     }
-    row.update(measure_update(cfg, repeats))
+    row.update(measure_update(cfg, setup, ts, repeats))
     rows.append(row)
     logging.info("compare: %s", row)
   return rows

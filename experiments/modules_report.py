@@ -23,16 +23,18 @@ and compares their gradients with an independent whole-sequence BPTT
 (``testing.bptt_grads``). A learner *passes* when every gradient leaf is
 finite and non-zero somewhere and its per-step losses equal BPTT's (for
 truncated BPTT, a parameter acting only on later steps may get zero). Where
-DESIGN.md calls a learner exact on the entry (and always for the BPTT
-learner), the table gives its largest relative error; elsewhere the cosine
-similarity. It also gives the trace bytes of each online learner per
-sample.
+``docs/design.md`` calls a learner exact on the entry (and always for the
+BPTT learner), the table gives its largest relative error; elsewhere the
+cosine similarity. It also gives the trace bytes of each online learner per
+sample, and after the table the parameters for which each online learner is
+approximate (those its ``haiku_etp.ApproximationWarning`` names).
 
     python -m experiments.modules_report --report_steps=20 \
         --report_output=/tmp/modules.json
 """
 
 import math
+import warnings
 
 from absl import app
 from absl import flags
@@ -78,7 +80,10 @@ def _passes(grads, losses, reference_losses, nonzero_required) -> bool:
 def _trace_bytes(example, name, run) -> int:
   """Bytes of the learner's traces per sample."""
   learner = testing.make_module_learner(example, name, run.model)
-  _, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), run.xs[0])
+  with warnings.catch_warnings():
+    # The row lists the approximate parameters instead.
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+    _, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), run.xs[0])
   leaves = jax.tree_util.tree_leaves(
       {k: v for k, v in state.items() if k.startswith("~etp")}
   )
@@ -95,10 +100,9 @@ def report_row(example, num_steps, batch_size, window, dtype) -> dict:
       window=window,
       dtype=dtype,
   )
-  model = run.model
-  learner = haiku_etp.d_rtrl(model)
-  params, state = learner.init(jax.random.PRNGKey(0), run.xs[0])
-  compiled = learner.compile(params, state, None, run.xs[0])
+  compiled = haiku_etp.bptt(run.model).compile(
+      run.params, run.state, None, run.xs[0]
+  )
   row = {
       "module": example.name,
       "groups": [g.num_states for g in compiled.groups],
@@ -106,6 +110,7 @@ def report_row(example, num_steps, batch_size, window, dtype) -> dict:
           {d.code for d in compiled.diagnostics if d.level == "warning"}
       ),
       "claimed_exact": list(example.exact),
+      "approximate": {k: list(v) for k, v in run.approximate.items()},
   }
   for name, grads in run.grads.items():
     err = testing.relative_error(grads, run.reference)
@@ -154,6 +159,15 @@ def format_table(rows) -> str:
   return "\n".join(lines)
 
 
+def format_approximate(rows) -> str:
+  """Per module and online learner, the parameters it is approximate for."""
+  lines = ["Approximate parameters (as ApproximationWarning names them):"]
+  for row in rows:
+    for name, paths in row["approximate"].items():
+      lines.append(f"  {row['module']} {name}: {', '.join(paths) or '-'}")
+  return "\n".join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
@@ -181,6 +195,7 @@ def main(argv):
       if REPORT_OUTPUT.value:
         common.write_json(REPORT_OUTPUT.value, {"rows": rows})
   print(format_table(rows))
+  print(format_approximate(rows))
 
 
 if __name__ == "__main__":

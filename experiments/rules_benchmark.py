@@ -27,15 +27,21 @@ In the same run it compares the backend forms (``haiku_etp._src.backend``):
   ``mix_states``, ``weighted_state_sum`` and ``sum_leading``
   (``backend.tuning(True)``) against the plain ``einsum`` / ``jnp.sum``
   forms (``backend.tuning(False)``), per primitive;
-* one jitted D-RTRL step (``learner.value_and_grad``) of a dense-LIF and a
-  conv-LIF model with the per-step Jacobians behind ``backend.materialize``'s
-  optimisation barrier against the same step traced without it.
+* one jitted D-RTRL step (``learner.value_and_grad``) of a dense-LIF, a
+  conv-LIF and a GRU model (D-RTRL approximates the GRU; only the time
+  matters here) with the per-step Jacobians behind ``backend.materialize``'s
+  optimisation barrier against the same step traced without it (the barrier
+  replaced by an identity while tracing).
+
+The variants of a comparison are compiled first and then called in turn, so
+they see the same machine load.
 
     python -m experiments.rules_benchmark --bench_repeats=50
 """
 
 import contextlib
 import time
+import warnings
 
 from absl import app
 from absl import flags
@@ -68,10 +74,12 @@ BENCH_FORMS = flags.DEFINE_bool(
     True,
     "Also time the fast paths with the CPU-tuned and the plain backend forms.",
 )
-BENCH_BARRIER = flags.DEFINE_bool(
-    "bench_barrier",
-    True,
-    "Also time a D-RTRL step with and without the materialize barrier.",
+_BARRIER_MODELS = ("dense_lif", "conv_lif", "gru")
+BENCH_BARRIER_MODELS = flags.DEFINE_list(
+    "bench_barrier_models",
+    list(_BARRIER_MODELS),
+    "Models whose D-RTRL step is timed with and without the materialize "
+    f"barrier, from {_BARRIER_MODELS} (empty: none).",
 )
 
 
@@ -155,29 +163,48 @@ def _primitive_count(jaxpr, names):
 _PLAIN_OPS = ("dot_general", "reduce_sum")
 
 
+def _interleaved_median_seconds(calls, repeats):
+  """Median seconds of each compiled ``(fn, args)``, the calls taking turns.
+
+  Taking turns exposes the variants to the same machine load, so their ratio
+  holds up on a shared machine better than two runs one after the other.
+  """
+  times = [[] for _ in calls]
+  for _ in range(repeats):
+    for i, (fn, args) in enumerate(calls):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times[i].append(time.perf_counter() - start)
+  return [float(np.median(t)) for t in times]
+
+
 def _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats):
   """Fast update and solve traced with the CPU-tuned and the plain forms."""
   out = {}
+  calls = []
+  update_args = (trace, d, d_f, x, weights)
+  solve_args = (trace, g, weights)
   for cpu in (True, False):
     tag = "tuned" if cpu else "plain"
-    # New functions per form: jit caches a trace, and the form is chosen
-    # while tracing.
+    # New functions per form: JAX caches a function's trace, and the form is
+    # chosen while tracing; each is compiled (called once) under its switch.
     update = lambda t, d, f, x, w: extend.drtrl_update(
         prim, t, d, f, x, w, params
     )
     solve = lambda t, g, w: extend.drtrl_solve(prim, t, g, w, params)
     with backend.tuning(cpu):
       out[f"plain_ops_{tag}"] = _primitive_count(
-          jax.make_jaxpr(update)(trace, d, d_f, x, weights).jaxpr, _PLAIN_OPS
-      ) + _primitive_count(
-          jax.make_jaxpr(solve)(trace, g, weights).jaxpr, _PLAIN_OPS
-      )
-      out[f"update_ms_{tag}"] = 1e3 * _median_seconds(
-          jax.jit(update), (trace, d, d_f, x, weights), repeats
-      )
-      out[f"solve_ms_{tag}"] = 1e3 * _median_seconds(
-          jax.jit(solve), (trace, g, weights), repeats
-      )
+          jax.make_jaxpr(update)(*update_args).jaxpr, _PLAIN_OPS
+      ) + _primitive_count(jax.make_jaxpr(solve)(*solve_args).jaxpr, _PLAIN_OPS)
+      update, solve = jax.jit(update), jax.jit(solve)
+      jax.block_until_ready((update(*update_args), solve(*solve_args)))
+    calls += [(update, update_args), (solve, solve_args)]
+  seconds = _interleaved_median_seconds(calls, repeats)
+  for (tag, key), sec in zip(
+      [(t, k) for t in ("tuned", "plain") for k in ("update", "solve")],
+      seconds,
+  ):
+    out[f"{key}_ms_{tag}"] = 1e3 * sec
   out["update_plain_over_tuned"] = (
       out["update_ms_plain"] / out["update_ms_tuned"]
   )
@@ -211,7 +238,8 @@ def run(num_states, repeats, scale, forms=True):
     g = jnp.asarray(rng.standard_normal(y_shape + (s,)), jnp.float32)
     trace_bytes = _nbytes(trace)
     row = {"relation": name, "trace_mib": trace_bytes / 2**20}
-    for fast in (True, False):
+    # With the forms timed, the fast path's time is that of the default form.
+    for fast in (False,) if forms else (True, False):
       update = jax.jit(
           lambda t, d, f, x, w, fast=fast: extend.drtrl_update(
               prim, t, d, f, x, w, params, fast=fast
@@ -233,6 +261,9 @@ def run(num_states, repeats, scale, forms=True):
       row.update(
           _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats)
       )
+      default = "tuned" if backend.cpu_tuned() else "plain"
+      row["update_ms_fast"] = row[f"update_ms_{default}"]
+      row["solve_ms_fast"] = row[f"solve_ms_{default}"]
     bandwidth = _copy_bandwidth(trace_bytes, repeats)
     row["copy_gb_per_s"] = bandwidth / 1e9
     row["bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
@@ -253,45 +284,62 @@ def _without_barrier():
     backend.materialize = barrier
 
 
-def _lif_models(scale):
-  """``(name, step, x_shape)``: the dense-LIF and conv-LIF reference steps."""
+def _barrier_models(scale):
+  """``{name: (description, step, x_shape)}``: reference steps (no readout)."""
   b_dense = max(1, int(32 * scale))
   b_conv = max(1, int(8 * scale))
   dense = lambda x: haiku_etp.LIF(tau=10.0)(haiku_etp.Linear(512)(x))
   conv = lambda x: haiku_etp.LIF(tau=10.0)(
       haiku_etp.Conv2D(16, 3, name="conv")(x)
   )
-  return (
-      (f"dense-LIF 100->512, B={b_dense}", dense, (b_dense, 100)),
-      (f"conv-LIF 32x32x2->16 3x3, B={b_conv}", conv, (b_conv, 32, 32, 2)),
-  )
+  gru = lambda x: haiku_etp.GRU(256)(x)
+  return {
+      "dense_lif": (
+          f"dense-LIF 100->512, B={b_dense}",
+          dense,
+          (b_dense, 100),
+      ),
+      "conv_lif": (
+          f"conv-LIF 32x32x2->16 3x3, B={b_conv}",
+          conv,
+          (b_conv, 32, 32, 2),
+      ),
+      "gru": (f"GRU 32->256, B={b_dense}", gru, (b_dense, 32)),
+  }
 
 
-def run_barrier(repeats, scale):
+def run_barrier(repeats, scale, models=_BARRIER_MODELS):
   """One D-RTRL step per model, with and without the materialize barrier."""
   rows = []
   loss = lambda out, y: jnp.mean((out - y) ** 2)
-  for name, step, x_shape in _lif_models(scale):
+  available = _barrier_models(scale)
+  for model in models:
+    name, step, x_shape = available[model]
     rng = np.random.default_rng(2)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     row = {"model": name}
+    calls = []
     for barrier in (True, False):
       tag = "barrier" if barrier else "no_barrier"
-      learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
-      params, state = learner.init(jax.random.PRNGKey(0), x)
-      y = jnp.zeros(
-          jax.eval_shape(learner.apply, params, state, None, x)[0].shape
-      )
-      fn = learner.value_and_grad(loss)
-      args = (params, state, None, x, y)
       scope = contextlib.nullcontext() if barrier else _without_barrier()
-      with scope:
+      with scope, warnings.catch_warnings():
+        warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+        learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
+        params, state = learner.init(jax.random.PRNGKey(0), x)
+        y = jnp.zeros(
+            jax.eval_shape(learner.apply, params, state, None, x)[0].shape
+        )
+        fn = learner.value_and_grad(loss)
+        args = (params, state, None, x, y)
         row[f"barriers_{tag}"] = _primitive_count(
             jax.make_jaxpr(fn)(*args).jaxpr, ("optimization_barrier",)
         )
-        row[f"step_ms_{tag}"] = 1e3 * _median_seconds(
-            jax.jit(fn), args, repeats
-        )
+        fn = jax.jit(fn)
+        jax.block_until_ready(fn(*args))  # Compiled with this scope's form.
+      calls.append((fn, args))
+    with_barrier, without = _interleaved_median_seconds(calls, repeats)
+    row["step_ms_barrier"] = 1e3 * with_barrier
+    row["step_ms_no_barrier"] = 1e3 * without
     row["no_barrier_over_barrier"] = (
         row["step_ms_no_barrier"] / row["step_ms_barrier"]
     )
@@ -302,6 +350,11 @@ def run_barrier(repeats, scale):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
+  unknown = sorted(set(BENCH_BARRIER_MODELS.value) - set(_BARRIER_MODELS))
+  if unknown:
+    raise app.UsageError(
+        f"Unknown barrier models {unknown}; known: {list(_BARRIER_MODELS)}."
+    )
   device = jax.devices()[0]
   logging.info("Benchmarking on %s (%s)", device.platform, device.device_kind)
   rows = run(
@@ -310,10 +363,8 @@ def main(argv):
       BENCH_SCALE.value,
       forms=BENCH_FORMS.value,
   )
-  barrier_rows = (
-      run_barrier(BENCH_REPEATS.value, BENCH_SCALE.value)
-      if BENCH_BARRIER.value
-      else []
+  barrier_rows = run_barrier(
+      BENCH_REPEATS.value, BENCH_SCALE.value, BENCH_BARRIER_MODELS.value
   )
   cols = (
       ("trace_mib", "trace MiB"),

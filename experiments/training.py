@@ -210,20 +210,27 @@ def build(config) -> Setup:
 
 def init_train_state(config, setup: Setup, batch_size: int) -> TrainState:
   """The initial train state (host arrays) for a global ``batch_size``."""
-  rng = jax.random.PRNGKey(config.seed)
-  init_rng, rng = jax.random.split(rng)
-  x0 = jnp.zeros((batch_size,) + tuple(setup.task.input_shape), jnp.float32)
+  x0 = jax.ShapeDtypeStruct(
+      (batch_size,) + tuple(setup.task.input_shape), jnp.float32
+  )
+
+  @jax.jit
+  def init(rng):
+    init_rng, rng = jax.random.split(rng)
+    params, state = setup.learner.init(init_rng, jnp.zeros(x0.shape, x0.dtype))
+    return TrainState(
+        params,
+        setup.optimizer.init(params),
+        state,
+        jnp.zeros((), jnp.int32),
+        rng,
+    )
+
   with warnings.catch_warnings():
     # The learner announces its approximations when the update compiles.
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-    params, state = setup.learner.init(init_rng, x0)
-  return TrainState(
-      params,
-      setup.optimizer.init(params),
-      state,
-      jnp.zeros((), jnp.int32),
-      rng,
-  )
+    ts = init(jax.random.PRNGKey(config.seed))
+  return jax.tree_util.tree_map(np.asarray, ts)
 
 
 def _loss_with_outputs(task):
@@ -233,6 +240,8 @@ def _loss_with_outputs(task):
 def _apply_in_chunks(chunk_fn, carry, xs_tree, num_steps: int, every: int):
   """``chunk_fn`` over consecutive chunks of ``every`` steps (last shorter)."""
   num_full, rest = divmod(num_steps, every)
+  if num_full == 1 and not rest:
+    return chunk_fn(carry, xs_tree)
   outs = []
   if num_full:
 
@@ -301,6 +310,13 @@ def make_eval_fn(setup: Setup):
   return evaluate
 
 
+def _first_copy(v) -> np.ndarray:
+  """Device 0's copy of a replicated leaf, read without running a program."""
+  if isinstance(v, jax.Array):
+    return np.asarray(v.addressable_data(0)).reshape(v.shape[1:])
+  return np.asarray(v)[0]
+
+
 class _Pmap:
   """Local devices with ``pmap``: the batch sharded, the rest replicated."""
 
@@ -330,8 +346,8 @@ class _Pmap:
     )
 
   def get_state(self, ts: TrainState) -> TrainState:
-    first = lambda t: jax.tree_util.tree_map(lambda v: np.asarray(v[0]), t)
-    state = jax.device_get(haiku_etp.unshard_state(ts.learner_state))
+    first = lambda t: jax.tree_util.tree_map(_first_copy, t)
+    state = haiku_etp.unshard_state(jax.device_get(ts.learner_state))
     return TrainState(
         first(ts.params),
         first(ts.opt_state),

@@ -29,6 +29,7 @@ from typing import Any
 import jax
 from jax import tree_util
 import jax.numpy as jnp
+import numpy as np
 
 from haiku_etp._src import state as state_lib
 
@@ -36,6 +37,15 @@ from haiku_etp._src import state as state_lib
 # index (a scalar per device under pmap); unshard_state requires it, so an
 # unsharded state is never silently reshaped.
 SHARDS_KEY = state_lib.LEARNER_PREFIX + "/shards"
+
+
+def _np(v):
+  """NumPy (host) for concrete arrays, ``jnp`` under a trace.
+
+  Sharding and replication are layout changes made on the host before a
+  ``pmap``; NumPy keeps them from compiling one small program per shape.
+  """
+  return jnp if isinstance(v, jax.core.Tracer) else np
 
 
 def _check_count(num_devices: Any) -> int:
@@ -64,7 +74,8 @@ def shard_batch(tree: Any, num_devices: int, axis: int = 0) -> Any:
   num_devices = _check_count(num_devices)
 
   def split(path, v):
-    v = jnp.asarray(v)
+    xp = _np(v)
+    v = xp.asarray(v)
     if v.ndim <= axis or v.shape[axis] % num_devices:
       where = tree_util.keystr(path) or "the input"
       raise ValueError(
@@ -75,7 +86,7 @@ def shard_batch(tree: Any, num_devices: int, axis: int = 0) -> Any:
       )
     shape = v.shape[:axis] + (num_devices, v.shape[axis] // num_devices)
     v = v.reshape(shape + v.shape[axis + 1 :])
-    return jnp.moveaxis(v, axis, 0)
+    return xp.moveaxis(v, axis, 0)
 
   return tree_util.tree_map_with_path(split, tree)
 
@@ -88,13 +99,15 @@ def unshard_batch(tree: Any, axis: int = 0) -> Any:
   """
 
   def merge(path, v):
-    if jnp.ndim(v) < axis + 2:
+    xp = _np(v)
+    v = xp.asarray(v)
+    if v.ndim < axis + 2:
       raise ValueError(
           f"{tree_util.keystr(path) or 'The input'} has shape "
           f"{jnp.shape(v)}: it lacks the leading device axis and batch axis "
           "that shard_batch (or a pmap output) gives it."
       )
-    v = jnp.moveaxis(v, 0, axis)
+    v = xp.moveaxis(v, 0, axis)
     return v.reshape(v.shape[:axis] + (-1,) + v.shape[axis + 2 :])
 
   return tree_util.tree_map_with_path(merge, tree)
@@ -107,9 +120,13 @@ def replicate(tree: Any, num_devices: int) -> Any:
     ValueError: for ``num_devices`` below 1.
   """
   num_devices = _check_count(num_devices)
-  return tree_util.tree_map(
-      lambda v: jnp.broadcast_to(v, (num_devices,) + jnp.shape(v)), tree
-  )
+
+  def copies(v):
+    xp = _np(v)
+    v = xp.asarray(v)
+    return xp.broadcast_to(v, (num_devices,) + v.shape)
+
+  return tree_util.tree_map(copies, tree)
 
 
 def _batched(module: str, name: str, leaf_shape) -> bool:
@@ -147,7 +164,7 @@ def shard_state(state: Any, num_devices: int) -> dict:
         else replicate(v, num_devices)
         for n, v in entries.items()
     }
-  out[SHARDS_KEY] = {"index": jnp.arange(num_devices, dtype=jnp.int32)}
+  out[SHARDS_KEY] = {"index": np.arange(num_devices, dtype=np.int32)}
   return out
 
 
@@ -180,5 +197,9 @@ def unshard_state(state: Any) -> dict:
             f"state[{m!r}][{n!r}] has shape {jnp.shape(v)}, without the "
             f"leading axis of {num_devices} devices that shard_state gives."
         )
-      out[m][n] = unshard_batch(v) if _batched(m, n, jnp.shape(v)[1:]) else v[0]
+      out[m][n] = (
+          unshard_batch(v)
+          if _batched(m, n, jnp.shape(v)[1:])
+          else _np(v).asarray(v)[0]
+      )
   return out

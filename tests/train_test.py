@@ -1,0 +1,317 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The research pipeline on tiny configs: train, resume, devices, outputs.
+
+``conftest.py`` gives pytest four host CPU devices.
+"""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import numpy as np
+
+from experiments import checkpoints
+from experiments import compare
+from experiments import metrics as metrics_lib
+from experiments import training
+from experiments.configs import adding
+from experiments.configs import cue_accumulation
+from experiments.configs import delayed_copy
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny(name: str, **overrides):
+  """A config of task ``name`` small enough for a test."""
+  config = dict(
+      cue_accumulation=cue_accumulation,
+      delayed_copy=delayed_copy,
+      adding=adding,
+  )[name].get_config()
+  if name == "cue_accumulation":
+    config.task.update(
+        dict(
+            num_cues=3,
+            cue_duration=4,
+            cue_gap=2,
+            delay=4,
+            recall_duration=4,
+            population_size=4,
+        )
+    )  # pyformat: disable
+  elif name == "delayed_copy":
+    config.task.update(dict(length=3, num_symbols=3, delay=3))
+  else:
+    config.task.num_steps = 12
+  config.model.hidden_size = 8
+  config.batch_size = 8
+  config.train_steps = 6
+  config.log_every = 2
+  config.eval_every = 4
+  config.eval_batches = 2
+  config.checkpoint_every = 3
+  config.learning_rate = 0.1
+  if name == "cue_accumulation":
+    # Sparse spikes need a wider layer and batch to learn in a few steps.
+    config.update(dict(batch_size=16, learning_rate=0.03))
+    config.model.hidden_size = 16
+  config.update(overrides)
+  return config
+
+
+def _png_size(path: str) -> tuple[int, int]:
+  with open(path, "rb") as f:
+    head = f.read(24)
+  assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+  return struct.unpack(">II", head[16:24])
+
+
+def _assert_params_close(a, b, rtol=1e-5):
+  chex.assert_trees_all_close(a, b, rtol=rtol, atol=1e-6)
+
+
+class TrainTest(parameterized.TestCase):
+  """Every task, learner and parallel mode trains."""
+
+  # Each task, learner and parallel mode at least once (pairwise), one run
+  # updating inside the sequence.
+  @parameterized.named_parameters(
+      ("cue_d_rtrl_pmap", "cue_accumulation", "d_rtrl", "pmap", 0),
+      ("copy_bptt_mesh", "delayed_copy", "bptt", "mesh", 0),
+      ("copy_tbptt_pmap", "delayed_copy", "tbptt", "pmap", 0),
+      ("adding_es_mesh_online", "adding", "es_d_rtrl", "mesh", 4),
+  )
+  def test_trains(self, task, learner, parallel, update_every):
+    config = _tiny(
+        task,
+        learner=learner,
+        parallel=parallel,
+        update_every=update_every,
+        decay=0.5,
+        window=2 if learner == "tbptt" else 1,
+        train_steps=8,
+    )
+    workdir = self.create_tempdir().full_path
+    result = training.train(config, workdir, plot=False)
+    train = [r for r in metrics_lib.read(workdir) if r["split"] == "train"]
+    self.assertTrue(np.all(np.isfinite([r["loss"] for r in train])))
+    self.assertEqual(int(result.state.step), 8)
+    # The held-out loss falls from the initial parameters (a run of 0 steps
+    # from the same seed only evaluates them).
+    initial = training.train(
+        _tiny(task, **dict(config, train_steps=0)),
+        self.create_tempdir().full_path,
+        plot=False,
+    )
+    self.assertLess(result.eval_metrics["loss"], initial.eval_metrics["loss"])
+
+
+class DevicesTest(absltest.TestCase):
+  """Four devices, one device, pmap and mesh end with the same parameters."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    chex.assert_devices_available(4, "cpu")
+    cls.results = {}
+    for key, overrides in (
+        ("pmap4", dict(parallel="pmap")),
+        ("pmap1", dict(parallel="pmap", num_devices=1)),
+        ("mesh4", dict(parallel="mesh")),
+    ):
+      workdir = os.path.join(tempfile.mkdtemp(), key)
+      config = _tiny("cue_accumulation", train_steps=4, **overrides)
+      cls.results[key] = training.train(config, workdir, plot=False)
+
+  def test_four_devices_equal_one(self):
+    _assert_params_close(
+        self.results["pmap4"].state.params, self.results["pmap1"].state.params
+    )
+
+  def test_pmap_equals_mesh(self):
+    _assert_params_close(
+        self.results["pmap4"].state.params, self.results["mesh4"].state.params
+    )
+
+
+class ResumeTest(absltest.TestCase):
+
+  def test_resumed_run_is_bit_identical(self):
+    # Killed after step 4, between the checkpoints at 3 and 6: the resumed
+    # run restores step 3 and redoes step 4.
+    interrupt_after = 4
+    config = _tiny("delayed_copy", train_steps=7, eval_every=100)
+    straight = training.train(
+        config, self.create_tempdir().full_path, plot=False
+    )
+    workdir = self.create_tempdir().full_path
+    with self.assertRaises(training.Interrupted):
+      training.train(config, workdir, interrupt_after=interrupt_after)
+    resumed = training.train(config, workdir, plot=False)
+    chex.assert_trees_all_equal(resumed.state, straight.state)
+    steps = [(r["step"], r["split"]) for r in metrics_lib.read(workdir)]
+    self.assertEqual(len(steps), len(set(steps)), "a step logged twice")
+    self.assertEqual(
+        steps,
+        [(r["step"], r["split"]) for r in metrics_lib.read(straight.workdir)],
+    )  # pyformat: disable
+
+
+class ConfigErrorsTest(parameterized.TestCase):
+  """Bad values fail before anything is compiled."""
+
+  @parameterized.named_parameters(
+      ("learner", dict(learner="rtrl"), "config.learner must be one of"),
+      ("parallel", dict(parallel="tpu"), "config.parallel must be one of"),
+      ("window", dict(window=0), r"config.window must be an int >= 1"),
+      (
+          "steps",
+          dict(train_steps=-1),
+          r"config.train_steps must be an int >= 0",
+      ),
+      ("batch", dict(batch_size=6), "not divisible by the 4 devices"),
+      ("devices", dict(num_devices=9), "only 4 devices exist"),
+      ("optimizer", dict(optimizer="lion"), "config.optimizer must be one of"),
+      ("rate", dict(learning_rate=0.0), "config.learning_rate must be > 0"),
+  )
+  def test_bad_value(self, overrides, regex):
+    config = _tiny("adding", **overrides)
+    with self.assertRaisesRegex(ValueError, regex):
+      training.validate(config)
+
+  def test_unknown_task(self):
+    config = _tiny("adding")
+    config.task.name = "mnist"
+    with self.assertRaisesRegex(ValueError, "config.task.name must be one of"):
+      training.train(config, self.create_tempdir().full_path)
+
+  def test_extra_arguments_are_a_usage_error(self):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "extra"],
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # pyformat: disable
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn("Unexpected arguments: ['extra']", proc.stderr)
+
+
+class CheckpointKeysTest(absltest.TestCase):
+
+  def test_dotted_key_is_rejected(self):
+    with self.assertRaisesRegex(ValueError, "'lin.ear'.*contains '.'"):
+      checkpoints.check_keys({"params": {"lin.ear": {"w": np.ones(2)}}})
+    checkpointer = checkpoints.Checkpointer(
+        self.create_tempdir().full_path, every=1
+    )
+    with self.assertRaisesRegex(ValueError, "'a.b'"):
+      checkpointer.save(1, {"a.b": np.ones(2)}, {})
+    checkpointer.close()
+
+
+class OutputsTest(absltest.TestCase):
+  """metrics.jsonl, plots and the comparison table."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = tempfile.mkdtemp()
+    cls.result = training.train(_tiny("cue_accumulation"), cls.workdir)
+
+  def test_metrics_schema(self):
+    records = metrics_lib.read(self.workdir)
+    self.assertEqual(
+        [(r["step"], r["split"]) for r in records],
+        [(2, "train"), (4, "train"), (4, "eval"), (6, "train"), (6, "eval")],
+    )
+    for r in records:
+      for key in ("step", "split", "loss", "accuracy", "wall_time"):
+        self.assertIn(key, r)
+      self.assertTrue(np.isfinite(r["loss"]))
+      self.assertBetween(r["accuracy"], 0.0, 1.0)
+      if r["split"] == "train":
+        self.assertGreater(r["steps_per_sec"], 0.0)
+    self.assertEqual(
+        records[-1]["accuracy"], self.result.eval_metrics["accuracy"]
+    )
+
+  def test_plots_are_pngs(self):
+    names = sorted(os.path.basename(p) for p in self.result.plots)
+    self.assertEqual(names, ["curves.png", "raster.png"])
+    for path in self.result.plots:
+      self.assertEqual(
+          _png_size(path), (1000, 700) if "curves" in path else (900, 800)
+      )  # pyformat: disable
+
+  def test_compare_has_a_row_per_learner(self):
+    learners = ["d_rtrl", "es_d_rtrl", "bptt", "tbptt"]
+    config = _tiny("delayed_copy", train_steps=2, eval_every=2, log_every=1)
+    config.model.hidden_size = 4
+    rows = compare.compare(
+        config, self.create_tempdir().full_path, learners, repeats=1
+    )
+    self.assertEqual(
+        [r["learner"] for r in rows],
+        ["d_rtrl", "es_d_rtrl(0.9)", "bptt", "tbptt(k=10)"],
+    )
+    by_name = {r["learner"]: r for r in rows}
+    self.assertAlmostEqual(by_name["bptt"]["cosine_vs_bptt"], 1.0, places=5)
+    for r in rows:
+      self.assertGreater(r["ms_per_update"], 0.0)
+      self.assertGreater(r["update_mib"], 0.0)
+    text = compare.markdown(rows, "title")
+    self.assertLen(text.strip().splitlines(), 4 + len(learners))
+    json.dumps(rows)
+
+
+class ReadmeCommandTest(absltest.TestCase):
+
+  def test_default_command_runs(self):
+    # README's first command, on a reduced step count.
+    workdir = self.create_tempdir().full_path
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            f"--workdir={workdir}",
+            "--config.train_steps=4",
+            "--config.eval_every=4",
+            "--config.eval_batches=1",
+        ],
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )  # pyformat: disable
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertRegex(proc.stdout, r"test accuracy: \d\.\d{4}")
+    self.assertIn(f"metrics: {workdir}/metrics.jsonl", proc.stdout)
+    self.assertIn("step 4/4", proc.stderr)
+    self.assertTrue(os.path.exists(os.path.join(workdir, "curves.png")))
+
+
+if __name__ == "__main__":
+  absltest.main()
