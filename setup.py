@@ -34,6 +34,23 @@ def _requirements(name):
     return [l.strip() for l in f if l.strip() and not l.startswith("#")]
 
 
+# The library needs only requirements.txt. The experiment binaries need the
+# "experiments" extra; plots, TensorBoard and the bundled digits dataset are
+# optional; "test" brings everything the test suite exercises.
+_EXPERIMENTS = _requirements("requirements-experiments.txt")
+_OPTIONAL = {
+    "plots": ["matplotlib>=3.8"],
+    "tensorboard": ["tensorboardX>=2.6"],
+    "digits": ["scikit-learn>=1.4"],
+}
+_EXTRAS = dict(
+    experiments=_EXPERIMENTS,
+    **_OPTIONAL,
+    test=_requirements("requirements-test.txt")
+    + _EXPERIMENTS
+    + [r for reqs in _OPTIONAL.values() for r in reqs],
+)
+
 setuptools.setup(
     name="haiku_etp",
     version=_version(),
@@ -47,7 +64,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["haiku_etp", "haiku_etp.*"]),
     python_requires=">=3.10",
     install_requires=_requirements("requirements.txt"),
-    extras_require={"test": _requirements("requirements-test.txt")},
+    extras_require=_EXTRAS,
     classifiers=[
         "Intended Audience :: Science/Research",
         "License :: OSI Approved :: Apache Software License",

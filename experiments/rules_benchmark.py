@@ -397,10 +397,10 @@ def main(argv):
     form_cols = (
         ("update_ms_tuned", "upd tuned"),
         ("update_ms_plain", "upd plain"),
-        ("update_plain_over_tuned", "ratio"),
+        ("update_plain_over_tuned", "p/t ratio"),
         ("solve_ms_tuned", "slv tuned"),
         ("solve_ms_plain", "slv plain"),
-        ("solve_plain_over_tuned", "ratio"),
+        ("solve_plain_over_tuned", "p/t ratio"),
     )
     print(
         f"{'relation':<28}"
@@ -419,14 +419,14 @@ def main(argv):
         "backend.materialize's optimisation barrier vs no barrier"
     )
     print(
-        f"{'model':<30}{'barrier ms':>12}{'none ms':>12}{'ratio':>8}"
+        f"{'model':<30}{'barrier ms':>12}{'none ms':>12}{'none/barr':>10}"
         f"{'barriers':>10}"
     )
     for row in barrier_rows:
       print(
           f"{row['model']:<30}{row['step_ms_barrier']:>12.3f}"
           f"{row['step_ms_no_barrier']:>12.3f}"
-          f"{row['no_barrier_over_barrier']:>8.2f}"
+          f"{row['no_barrier_over_barrier']:>10.2f}"
           f"{row['barriers_barrier']:>6d} /{row['barriers_no_barrier']:>2d}"
       )
   if BENCH_OUTPUT.value:

@@ -16,19 +16,23 @@
 
 * Parity with Haiku: ``haiku_etp.Linear``/``ConvND``/``Conv1D``/``Conv2D``/
   ``Conv3D`` create the parameters of their Haiku namesakes (same module
-  names, shapes and initial values from the same rng) and, applied to Haiku's
-  parameters (also after a round trip through an ``.npz`` checkpoint), give
-  Haiku's outputs, over data formats, strides, rates, paddings, feature
-  groups, masks and unbatched inputs.
+  names, shapes, dtypes and initialisers in the same order, hence the same
+  values from the same rng, which a sample of cases draws and compares) and,
+  applied to the same parameters (also after a round trip through an
+  ``.npz`` checkpoint), give Haiku's outputs, over data formats, strides,
+  rates, paddings, feature groups, masks and unbatched inputs; eagerly, and
+  under ``jit`` once per class.
+* Integer and boolean inputs (spikes) are cast to the default float dtype.
 * ``split`` equals ``jnp.split`` of the full output along the channel axis.
 * The compiler sees one relation per ETP op (``num`` for ``split``) and a
   leaky integrator on top of each layer is D-RTRL exact; in float64 D-RTRL
-  equals whole-sequence BPTT on such integrators.
+  equals whole-sequence BPTT on such integrators, for windows 1 and 3.
 * Bad arguments and inputs raise ``ValueError`` with a useful message.
 """
 
 import os
 import tempfile
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -40,10 +44,10 @@ import numpy as np
 
 import haiku_etp
 from haiku_etp import testing
+from tests import test_util
 
 _RTOL = 1e-5
 _ATOL = 1e-6
-_EXACT_TOL = 1e-8
 _STEPS = 5
 
 # Module name Haiku gives each class (ours must coincide).
@@ -64,15 +68,23 @@ def _mask(shape, seed=0):
   return jnp.asarray(mask, jnp.float32)
 
 
-def _case(name, cls, kwargs, shape):
-  return dict(testcase_name=name, cls=cls, kwargs=kwargs, shape=shape)
+def _case(name, cls, kwargs, shape, sample=False, jit=False):
+  """A parity case; ``sample`` draws Haiku's values, ``jit`` also jits."""
+  return dict(
+      testcase_name=name,
+      cls=cls,
+      kwargs=kwargs,
+      shape=shape,
+      sample=sample,
+      jit=jit,
+  )
 
 
 _PARITY_CASES = (
     # Linear over input ranks, with and without bias, custom initialisers.
     _case("linear_rank1", "Linear", dict(output_size=3), (4,)),
-    _case("linear_rank2", "Linear", dict(output_size=3), (2, 4)),
-    _case("linear_rank3", "Linear", dict(output_size=3), (2, 5, 4)),
+    _case("linear_rank2", "Linear", dict(output_size=3), (2, 4), sample=True),
+    _case("linear_rank3", "Linear", dict(output_size=3), (2, 5, 4), jit=True),
     _case("linear_rank4", "Linear", dict(output_size=3), (2, 3, 2, 4)),
     _case(
         "linear_rank2_no_bias",
@@ -95,6 +107,7 @@ _PARITY_CASES = (
             b_init=hk.initializers.RandomNormal(0.5),
         ),
         (2, 5, 4),
+        sample=True,
     ),
     # ConvND with both generic data formats.
     _case(
@@ -102,6 +115,7 @@ _PARITY_CASES = (
         "ConvND",
         dict(num_spatial_dims=2, output_channels=4, kernel_shape=3),
         (2, 5, 6, 3),
+        jit=True,
     ),
     _case(
         "conv_nd_channels_first",
@@ -113,6 +127,7 @@ _PARITY_CASES = (
             data_format="channels_first",
         ),
         (2, 3, 5, 6),
+        sample=True,
     ),
     _case(
         "conv_nd_1d_channels_first",
@@ -137,6 +152,8 @@ _PARITY_CASES = (
         "Conv1D",
         dict(output_channels=4, kernel_shape=3, data_format="NCW"),
         (2, 3, 7),
+        sample=True,
+        jit=True,
     ),
     _case(
         "conv2d_nhwc",
@@ -155,12 +172,14 @@ _PARITY_CASES = (
         "Conv3D",
         dict(output_channels=3, kernel_shape=2, data_format="NDHWC"),
         (2, 3, 4, 3, 2),
+        jit=True,
     ),
     _case(
         "conv3d_ncdhw",
         "Conv3D",
         dict(output_channels=3, kernel_shape=(2, 1, 2), data_format="NCDHW"),
         (2, 2, 3, 4, 3),
+        sample=True,
     ),
     # Strides, rates and paddings.
     _case(
@@ -174,6 +193,7 @@ _PARITY_CASES = (
         "Conv2D",
         dict(output_channels=4, kernel_shape=3, stride=2, data_format="NCHW"),
         (2, 3, 5, 6),
+        jit=True,
     ),
     _case(
         "conv2d_stride_pair",
@@ -234,6 +254,7 @@ _PARITY_CASES = (
         "Conv2D",
         dict(output_channels=6, kernel_shape=3, feature_group_count=2),
         (2, 5, 6, 4),
+        sample=True,
     ),
     _case(
         "conv2d_feature_groups_nchw",
@@ -308,6 +329,7 @@ _PARITY_CASES = (
             b_init=hk.initializers.RandomNormal(0.5),
         ),
         (2, 5, 6, 3),
+        sample=True,
     ),
 )
 
@@ -316,11 +338,17 @@ def _inputs(shape, seed=0, dtype=jnp.float32):
   return jnp.asarray(np.random.RandomState(seed).normal(size=shape), dtype)
 
 
+def _fns(cls, kwargs):
+  """``(haiku, ours)`` one-layer functions ``x -> y``."""
+  return (
+      lambda x: getattr(hk, cls)(**kwargs)(x),
+      lambda x: getattr(haiku_etp, cls)(**kwargs)(x),
+  )
+
+
 def _transforms(cls, kwargs):
   """``(haiku, ours)`` transformed one-layer models."""
-  theirs = hk.transform(lambda x: getattr(hk, cls)(**kwargs)(x))
-  ours = hk.transform(lambda x: getattr(haiku_etp, cls)(**kwargs)(x))
-  return theirs, ours
+  return tuple(hk.transform(f) for f in _fns(cls, kwargs))
 
 
 class _LayerTestCase(chex.TestCase):
@@ -342,24 +370,38 @@ class _LayerTestCase(chex.TestCase):
 class ParityTest(_LayerTestCase):
   """Same parameters and outputs as the Haiku layers."""
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*_PARITY_CASES)
-  def test_matches_haiku(self, cls, kwargs, shape):
+  def test_matches_haiku(self, cls, kwargs, shape, sample, jit):
     x = _inputs(shape)
-    theirs, ours = _transforms(cls, kwargs)
-    rng = jax.random.PRNGKey(42)
-    params = theirs.init(rng, x)
-    our_params = ours.init(rng, x)
-    self.assertEqual(sorted(params), [_MODULE_NAMES[cls]])
-    self.assert_same_params(our_params, params)
+    theirs_fn, ours_fn = _fns(cls, kwargs)
+    theirs, ours = hk.transform(theirs_fn), hk.transform(ours_fn)
+    # Same parameters, initialisers and creation order as Haiku.
+    want_creations = test_util.param_creations(theirs_fn, x)
+    self.assertEqual(test_util.param_creations(ours_fn, x), want_creations)
+    self.assertEqual(
+        {name.split("/")[0] for name, *_ in want_creations},
+        {_MODULE_NAMES[cls]},
+    )
+    if sample:
+      # Hence the same values from the same rng.
+      params, our_params = test_util.fast_jit(
+          lambda rng: (theirs.init(rng, x), ours.init(rng, x))
+      )(jax.random.PRNGKey(42))
+      self.assert_same_params(our_params, params)
+    else:
+      params = test_util.random_params(
+          jax.eval_shape(theirs.init, jax.random.PRNGKey(0), x)
+      )
 
     want = theirs.apply(params, None, x)
-    got = self.variant(ours.apply)(params, None, x)
+    got = ours.apply(params, None, x)
     self.assertEqual(got.shape, want.shape)
     self.assertEqual(got.dtype, want.dtype)
     np.testing.assert_allclose(got, want, rtol=_RTOL, atol=_ATOL)
+    if jit:
+      got = test_util.fast_jit(ours.apply)(params, None, x)
+      np.testing.assert_allclose(got, want, rtol=_RTOL, atol=_ATOL)
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
       ("linear", "Linear", dict(output_size=3), (2, 4)),
       (
@@ -373,17 +415,17 @@ class ParityTest(_LayerTestCase):
     self.enter_context(jax.enable_x64(True))
     x = _inputs(shape, dtype=jnp.float64)
     theirs, ours = _transforms(cls, kwargs)
-    rng = jax.random.PRNGKey(3)
-    params = theirs.init(rng, x)
-    self.assert_same_params(ours.init(rng, x), params)
+    params, our_params = test_util.fast_jit(
+        lambda rng: (theirs.init(rng, x), ours.init(rng, x))
+    )(jax.random.PRNGKey(3))
+    self.assert_same_params(our_params, params)
     for leaf in jax.tree_util.tree_leaves(params):
       self.assertEqual(leaf.dtype, jnp.float64)
     want = theirs.apply(params, None, x)
-    got = self.variant(ours.apply)(params, None, x)
+    got = ours.apply(params, None, x)
     self.assertEqual(got.dtype, jnp.float64)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
-  @chex.variants(with_jit=True, without_jit=True)
   def test_checkpoint_round_trip(self):
     # A Haiku model saved with np.savez loads into the ETP model.
     def model(mod):
@@ -397,7 +439,9 @@ class ParityTest(_LayerTestCase):
 
     theirs, ours = model(hk), model(haiku_etp)
     x = _inputs((2, 3, 6, 5))
-    params = theirs.init(jax.random.PRNGKey(7), x)
+    params = test_util.random_params(
+        jax.eval_shape(theirs.init, jax.random.PRNGKey(7), x)
+    )
     self.assertEqual(sorted(params), ["conv1_d", "conv2_d", "head"])
 
     tmp = self.enter_context(tempfile.TemporaryDirectory())
@@ -419,11 +463,11 @@ class ParityTest(_LayerTestCase):
     self.assertEqual(loaded["conv2_d"]["b"].shape, (4, 1, 1))
     # The loaded tree also has the structure the ETP model builds.
     chex.assert_trees_all_equal_shapes_and_dtypes(
-        loaded, ours.init(jax.random.PRNGKey(0), x)
+        loaded, jax.eval_shape(ours.init, jax.random.PRNGKey(0), x)
     )
 
     want = theirs.apply(params, None, x)
-    got = self.variant(ours.apply)(loaded, None, x)
+    got = ours.apply(loaded, None, x)
     np.testing.assert_allclose(got, want, rtol=_RTOL, atol=_ATOL)
 
 
@@ -470,6 +514,27 @@ class IntegerArgumentTest(_LayerTestCase):
         jax.eval_shape(ours.apply, want, None, x).shape,
         jax.eval_shape(theirs.apply, want, None, x).shape,
     )
+
+
+class InputDtypeTest(parameterized.TestCase):
+  """Integer and boolean inputs (spikes) take JAX's default float dtype."""
+
+  @parameterized.named_parameters(
+      ("linear_bool", lambda: haiku_etp.Linear(3), (2, 4), np.bool_),
+      ("linear_rank3_int", lambda: haiku_etp.Linear(3), (2, 5, 4), np.int32),
+      ("conv2d_bool", lambda: haiku_etp.Conv2D(3, 2), (1, 4, 4, 2), np.bool_),
+  )
+  def test_cast_to_float(self, make, shape, dtype):
+    model = hk.transform(lambda x: make()(x))
+    x = (np.arange(np.prod(shape)).reshape(shape) % 2).astype(dtype)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    for leaf in jax.tree_util.tree_leaves(shapes):
+      self.assertEqual(leaf.dtype, jnp.float32)
+    params = test_util.random_params(shapes)
+    got = model.apply(params, None, x)
+    self.assertEqual(got.dtype, jnp.float32)
+    want = model.apply(params, None, x.astype(np.float32))
+    np.testing.assert_array_equal(got, want)
 
 
 _SPLIT_CASES = (
@@ -519,25 +584,29 @@ _SPLIT_CASES = (
 class SplitTest(_LayerTestCase):
   """``split`` is ``jnp.split`` of the full output, one op per part."""
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*_SPLIT_CASES)
   def test_split_equals_jnp_split(self, cls, kwargs, shape, num, axis):
-    kwargs = dict(kwargs, b_init=hk.initializers.RandomNormal(0.5))
-
     def fn(x):
       layer = getattr(haiku_etp, cls)(**kwargs)
       return layer(x), layer.split(x, num)
 
     model = hk.transform(fn)
     x = _inputs(shape)
-    params = model.init(jax.random.PRNGKey(0), x)
-    full, parts = self.variant(model.apply)(params, None, x)
-    self.assertIsInstance(parts, tuple)
-    self.assertLen(parts, num)
-    want = jnp.split(full, num, axis=axis)
-    for got, expected in zip(parts, want):
-      self.assertEqual(got.shape, expected.shape)
-      np.testing.assert_allclose(got, expected, rtol=_RTOL, atol=_ATOL)
+    # Non-zero biases, so each part's slice of b is checked too.
+    params = test_util.random_params(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    )
+    applies = [model.apply]
+    if cls == "ConvND":  # One jit check is enough: the same code runs.
+      applies.append(test_util.fast_jit(model.apply))
+    for apply in applies:
+      full, parts = apply(params, None, x)
+      self.assertIsInstance(parts, tuple)
+      self.assertLen(parts, num)
+      want = jnp.split(full, num, axis=axis)
+      for got, expected in zip(parts, want):
+        self.assertEqual(got.shape, expected.shape)
+        np.testing.assert_allclose(got, expected, rtol=_RTOL, atol=_ATOL)
 
   @parameterized.named_parameters(
       ("linear_zero", "Linear", dict(output_size=4), (2, 3), 0),
@@ -664,8 +733,8 @@ class CompilerViewTest(parameterized.TestCase):
     self.assertLen(compiled.relations, 1)
     (relation,) = compiled.relations
     self.assertEqual(relation.groups, (0,))
-    module = relation.name.split("/")[0]
-    self.assertEqual(relation.name, f"{module}/w")
+    module = relation.key.split("/")[0]
+    self.assertEqual(relation.key, f"{module}/w")
     self.assertEqual(relation.weights["weight"], (f"{module}/w",))
     self.assertEqual(relation.y_shape, compiled.groups[0].shape)
 
@@ -698,7 +767,7 @@ class CompilerViewTest(parameterized.TestCase):
     paths = {r.weights["weight"] for r in compiled.relations}
     self.assertLen(paths, 1)
     self.assertLen(
-        {r.name for r in compiled.relations}, num, msg="names are unique"
+        {r.key for r in compiled.relations}, num, msg="keys are unique"
     )
 
 
@@ -733,12 +802,9 @@ _EXACT = {
     ),
 }
 
-# Whole-sequence BPTT per case, shared by the windows.
-_REFERENCES = {}
-
-
-def _mse(out, y):
-  return jnp.mean((out - y) ** 2)
+# Window 1 is the trace contraction alone; 3 adds the in-window VJP over
+# several steps (and a shorter last window, T = 5).
+_WINDOWS = (1, 3)
 
 
 class ExactnessTest(parameterized.TestCase):
@@ -748,47 +814,57 @@ class ExactnessTest(parameterized.TestCase):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
 
-  def reference(self, name):
-    if name not in _REFERENCES:
-      make_layer, shape, leak = _EXACT[name]
-      model = _leaky(make_layer, leak)
-      rs = np.random.RandomState(len(name))
-      xs = jnp.asarray(rs.normal(size=(_STEPS,) + shape))
-      self.assertEqual(xs.dtype, jnp.float64)
-      params, state = model.init(jax.random.PRNGKey(1), xs[0])
-      out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
-      ys = jnp.asarray(rs.normal(size=(_STEPS,) + out.shape))
-      grads, losses = jax.jit(
-          lambda p, s, xs, ys: testing.bptt_grads(
-              model, _mse, p, s, None, xs, ys
-          )
-      )(params, state, xs, ys)
-      _REFERENCES[name] = (model, params, xs, ys, grads, losses)
-    return _REFERENCES[name]
+  @parameterized.named_parameters((name, name) for name in sorted(_EXACT))
+  def test_d_rtrl_equals_bptt(self, name):
+    make_layer, shape, leak = _EXACT[name]
+    model = _leaky(make_layer, leak)
+    rs = np.random.RandomState(len(name))
+    xs = jnp.asarray(rs.normal(size=(_STEPS,) + shape))
+    self.assertEqual(xs.dtype, jnp.float64)
+    params, state = jax.eval_shape(model.init, jax.random.PRNGKey(1), xs[0])
+    params = test_util.random_params(params, seed=len(name))
+    state = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), state)
+    out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+    ys = jnp.asarray(rs.normal(size=(_STEPS,) + out.shape))
+    learner = haiku_etp.d_rtrl(model)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      learner_state = learner.init_state(params, state, None, xs[0])
+    self.assertEmpty(
+        [w for w in caught if w.category is haiku_etp.ApproximationWarning]
+    )
+    compiled = learner.compile(params, learner_state, None, xs[0])
+    self.assertTrue(compiled.drtrl_exact, msg=compiled.report())
 
-  @parameterized.named_parameters(
-      (f"{name}_w{window}", name, window)
-      for name in sorted(_EXACT)
-      for window in (1, 3)
-  )
-  def test_d_rtrl_equals_bptt(self, name, window):
-    model, params, xs, ys, grads_ref, losses_ref = self.reference(name)
+    def run(params, xs, ys):
+      reference = testing.bptt_grads(
+          model, test_util.mse, params, state, None, xs, ys
+      )
+      results = {
+          window: learner.sequence_grad(test_util.mse, window=window)(
+              params, learner_state, None, xs, ys
+          )
+          for window in _WINDOWS
+      }
+      return reference, results
+
+    (grads_ref, losses_ref), results = test_util.fast_jit(run)(params, xs, ys)
     for path, leaf in jax.tree_util.tree_leaves_with_path(grads_ref):
       self.assertEqual(leaf.dtype, jnp.float64)
       self.assertTrue(
           np.any(np.asarray(leaf) != 0),
           msg=f"reference gradient {jax.tree_util.keystr(path)} is all zero",
       )
-    learner = haiku_etp.d_rtrl(model)
-    _, state = learner.init(jax.random.PRNGKey(1), xs[0])
-    compiled = learner.compile(params, state, None, xs[0])
-    self.assertTrue(compiled.drtrl_exact, msg=compiled.report())
-    fn = jax.jit(learner.sequence_grad(_mse, window=window))
-    grads, _, losses = fn(params, state, None, xs, ys)
-    chex.assert_trees_all_equal_structs(grads, grads_ref)
-    err = testing.relative_error(grads, grads_ref)
-    self.assertLessEqual(err, _EXACT_TOL, msg=f"{name}, window {window}")
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    for window, result in results.items():
+      with self.subTest(window=window):
+        chex.assert_trees_all_equal_structs(result.grads, grads_ref)
+        err = testing.relative_error(result.grads, grads_ref)
+        self.assertLessEqual(
+            err, test_util.EXACT_RTOL, msg=f"{name}, window {window}"
+        )
+        np.testing.assert_allclose(
+            result.losses, losses_ref, rtol=1e-12, atol=1e-14
+        )
 
 
 class ErrorTest(parameterized.TestCase):
@@ -870,9 +946,9 @@ class ErrorTest(parameterized.TestCase):
     # Parameters made for one channel count, applied to another: Haiku's
     # get_parameter reports the shape mismatch.
     model = hk.transform(lambda x: make()(x))
-    params = model.init(jax.random.PRNGKey(0), jnp.ones(shape))
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.ones(shape))
     with self.assertRaisesRegex(ValueError, name + r".*shape"):
-      model.apply(params, None, jnp.ones(other))
+      jax.eval_shape(model.apply, params, None, jnp.ones(other))
 
   @parameterized.named_parameters(
       ("nhcw", lambda: haiku_etp.Conv2D(3, 2, data_format="NHCW"), "'NHCW'"),

@@ -23,7 +23,7 @@ from absl.testing import flagsaver
 
 from experiments import modules_report
 
-_MODULES = ("Linear", "GRU", "LIF")
+_MODULES = ("Linear", "VanillaRNN", "LIF")
 
 
 class ModulesReportTest(absltest.TestCase):
@@ -57,12 +57,27 @@ class ModulesReportTest(absltest.TestCase):
       self.assertFalse(row["truncated_bptt"]["exact"], name)
     self.assertEqual(rows["Linear"]["claimed_exact"], ["d_rtrl", "es_d_rtrl"])
     self.assertEqual(rows["LIF"]["groups"], [2])
-    self.assertIn("cut_memory_path", rows["GRU"]["warnings"])
-    self.assertGreater(rows["GRU"]["d_rtrl"]["trace_bytes_per_sample"], 0)
+    self.assertIn("cut_memory_path", rows["VanillaRNN"]["warnings"])
+    self.assertGreater(
+        rows["VanillaRNN"]["d_rtrl"]["trace_bytes_per_sample"], 0
+    )
+    # The parameters each online learner is approximate for: none for an
+    # exact D-RTRL, every temporal one for ES-D-RTRL.
+    self.assertEqual(rows["Linear"]["approximate"]["d_rtrl"], [])
+    self.assertEqual(rows["LIF"]["approximate"]["d_rtrl"], [])
+    self.assertIn(
+        "vanilla_rnn/linear_1/w", rows["VanillaRNN"]["approximate"]["d_rtrl"]
+    )
+    self.assertCountEqual(
+        rows["Linear"]["approximate"]["es_d_rtrl"], ["linear/b", "linear/w"]
+    )
     table = modules_report.format_table(list(rows.values()))
     self.assertLen(table.splitlines(), 2 + len(_MODULES))
     self.assertIn("exact", table)
     self.assertIn("cos", table)
+    approximate = modules_report.format_approximate(list(rows.values()))
+    self.assertLen(approximate.splitlines(), 1 + 2 * len(_MODULES))
+    self.assertIn("VanillaRNN d_rtrl: vanilla_rnn/linear/b", approximate)
 
   def test_rejects_unknown_module(self):
     with flagsaver.flagsaver(report_modules=["Nope"]):

@@ -18,7 +18,8 @@ Each public ``hk.Module`` of ``haiku_etp`` is registered once in
 ``haiku_etp.testing.MODULE_EXAMPLES`` with a small step that uses it. Every
 entry is run automatically through
 
-* ``jit`` (same outputs and state as eager execution);
+* ``jit``: ``learner.unroll`` under ``jit`` gives the outputs and state of
+  the step applied eagerly, step by step;
 * each learner over a sequence in float64 (D-RTRL and ES-D-RTRL online,
   the BPTT learner over the whole sequence), against an independent
   whole-sequence BPTT: finite gradients, non-zero for every parameter leaf,
@@ -26,7 +27,13 @@ entry is run automatically through
   learners the entry lists as exact, and a measured cosine otherwise; and
   truncated BPTT far from it (printed as a table at the end);
 * a checkpoint round trip of parameters, model state and traces through
-  ``np.savez``, after which the learner continues bit for bit.
+  ``np.savez``, after which every learner continues bit for bit;
+* the compiler's verdict: a D-RTRL learner emits
+  ``haiku_etp.ApproximationWarning`` exactly for the entries whose D-RTRL is
+  approximate, and ``compile(...).drtrl_exact`` says the same.
+
+The oracle, the learners and the unroll of one entry are one ``jit``
+program, compiled once and run again for the checkpoint.
 
 A public module without an entry, or an entry naming no public module,
 fails ``test_every_public_module_is_registered``.
@@ -35,6 +42,8 @@ fails ``test_every_public_module_is_registered``.
 import inspect
 import os
 import tempfile
+import warnings
+import zlib
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -46,12 +55,13 @@ import numpy as np
 
 import haiku_etp
 from haiku_etp import testing
+from tests import test_util
 
 _EXAMPLES = {e.name: e for e in testing.MODULE_EXAMPLES}
 _NAMES = [dict(testcase_name=n, name=n) for n in _EXAMPLES]
-_TOL = 1e-8
 _STEPS = 6
 _BATCH = 2
+_LEARNERS = testing.MODULE_LEARNERS + (testing.TRUNCATED_BPTT,)
 
 
 def _public_modules():
@@ -63,10 +73,8 @@ def _public_modules():
   }
 
 
-def _inputs(example, num_steps, dtype=jnp.float32):
-  rs = np.random.RandomState(len(example.name))
-  xs = rs.normal(size=(num_steps, _BATCH) + example.input_shape)
-  return jnp.asarray(example.input_scale * xs, dtype)
+def _x0(example):
+  return jax.ShapeDtypeStruct((_BATCH,) + example.input_shape, jnp.float32)
 
 
 def _flatten(tree, prefix=""):
@@ -90,6 +98,10 @@ def _unflatten(flat):
       node = node.setdefault(p, {})
     node[leaf] = jnp.asarray(value)
   return tree
+
+
+def _model_state(state):
+  return {m: e for m, e in state.items() if not m.startswith("~etp")}
 
 
 class RegistryTest(absltest.TestCase):
@@ -119,32 +131,44 @@ class RegistryTest(absltest.TestCase):
             return example.step(x)
 
         model = hk.transform_with_state(step)
-        x0 = _inputs(example, 1)[0]
-        jax.eval_shape(model.init, jax.random.PRNGKey(0), x0)
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), _x0(example))
         self.assertIn(name, used)
 
 
-class JitTest(chex.TestCase):
+class VerdictTest(parameterized.TestCase):
+  """The ApproximationWarning and ``drtrl_exact`` agree with the registry."""
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(_NAMES)
-  def test_apply(self, name):
+  def test_approximation_warning(self, name):
     example = _EXAMPLES[name]
-    model = hk.transform_with_state(example.step)
-    xs = _inputs(example, 3)
-    params, state = model.init(jax.random.PRNGKey(0), xs[0])
-    apply = self.variant(model.apply)
-    eager_state = state
-    for x in xs:
-      out, state = apply(params, state, None, x)
-      expected, eager_state = model.apply(params, eager_state, None, x)
-      np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(state, eager_state, rtol=1e-5, atol=1e-6)
-    chex.assert_tree_all_finite(state)
+    exact = "d_rtrl" in example.exact
+    learner = haiku_etp.d_rtrl(hk.transform_with_state(example.step))
+    init = lambda: jax.eval_shape(
+        learner.init, jax.random.PRNGKey(0), _x0(example)
+    )
+    if exact:
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params, state = init()
+      emitted = [
+          str(w.message)
+          for w in caught
+          if issubclass(w.category, haiku_etp.ApproximationWarning)
+      ]
+      self.assertEmpty(emitted, name)
+    else:
+      with testing.expect_warning(haiku_etp.ApproximationWarning, "d_rtrl"):
+        params, state = init()
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      compiled = learner.compile(params, state, None, _x0(example))
+    self.assertEqual(compiled.drtrl_exact, exact, compiled.report())
+    codes = {d.code for d in compiled.diagnostics}
+    self.assertNotIn("untraced_parameter", codes)
 
 
-class SequenceTest(parameterized.TestCase):
-  """Every learner against whole-sequence BPTT in float64."""
+class ModuleTest(parameterized.TestCase):
+  """jit, every learner against whole-sequence BPTT, checkpoint round trip."""
 
   @classmethod
   def setUpClass(cls):
@@ -153,11 +177,7 @@ class SequenceTest(parameterized.TestCase):
 
   @classmethod
   def tearDownClass(cls):
-    lines = [
-        "",
-        "module | exact | "
-        + " | ".join(testing.MODULE_LEARNERS + (testing.TRUNCATED_BPTT,)),
-    ]
+    lines = ["", "module | exact | " + " | ".join(_LEARNERS)]
     for name, row in sorted(cls.rows.items()):
       exact = ",".join(_EXAMPLES[name].exact) or "-"
       cells = [f"{row[k][0]:.2e} / {row[k][1]:.4f}" for k in row]
@@ -170,96 +190,127 @@ class SequenceTest(parameterized.TestCase):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
 
-  @parameterized.named_parameters(_NAMES)
-  def test_against_bptt(self, name):
-    example = _EXAMPLES[name]
-    run = testing.run_module_example(
-        example, num_steps=_STEPS, batch_size=_BATCH, dtype=jnp.float64
+  def problem(self, example):
+    """``(model, params, state, xs, ys)`` in float64 from the name's seed."""
+    seed = zlib.crc32(example.name.encode())
+    rs = np.random.RandomState(seed)
+    model = hk.transform_with_state(example.step)
+    size = (_STEPS, _BATCH) + example.input_shape
+    xs = jnp.asarray(example.input_scale * rs.normal(size=size))
+    params, state = test_util.fast_jit(model.init)(
+        jax.random.PRNGKey(seed), xs[0]
     )
-    for path, leaf in jax.tree_util.tree_leaves_with_path(run.reference):
+    out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+    ys = jnp.asarray(rs.normal(size=(_STEPS,) + out.shape))
+    return model, params, state, xs, ys
+
+  @parameterized.named_parameters(_NAMES)
+  def test_module(self, name):
+    example = _EXAMPLES[name]
+    model, params, state, xs, ys = self.problem(example)
+    learners, states = {}, {}
+    with warnings.catch_warnings():
+      # Checked by VerdictTest.
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      for n in _LEARNERS:
+        learners[n] = testing.make_module_learner(example, n, model)
+        states[n] = learners[n].init_state(params, state, None, xs[0])
+    fns = {
+        n: l.sequence_grad(testing.mse, window=None if n == "bptt" else 1)
+        for n, l in learners.items()
+    }
+
+    def run(params, states, xs, ys):
+      reference = testing.bptt_grads(
+          model, testing.mse, params, state, None, xs, ys
+      )
+      results = {
+          n: fn(params, states[n], None, xs, ys) for n, fn in fns.items()
+      }
+      unrolled = learners["d_rtrl"].unroll(params, states["d_rtrl"], None, xs)
+      return reference, results, unrolled
+
+    program = test_util.fast_jit(run)
+    (reference, reference_losses), results, unrolled = program(
+        params, states, xs, ys
+    )
+    with self.subTest("jit"):
+      self.check_jit(model, params, state, xs, unrolled)
+    with self.subTest("learners"):
+      self.check_learners(example, reference, reference_losses, results)
+    with self.subTest("checkpoint"):
+      final = {n: r.state for n, r in results.items()}
+      self.check_checkpoint(program, params, final, xs, ys)
+
+  def check_jit(self, model, params, state, xs, unrolled):
+    """``unroll`` under ``jit`` equals the step applied eagerly."""
+    outs, unrolled_state = unrolled
+    for t, x in enumerate(xs):
+      out, state = model.apply(params, state, None, x)
+      np.testing.assert_allclose(outs[t], out, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        _model_state(unrolled_state), state, rtol=1e-5, atol=1e-6
+    )
+    chex.assert_tree_all_finite(state)
+
+  def check_learners(self, example, reference, reference_losses, results):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(reference):
       self.assertEqual(leaf.dtype, jnp.float64)
       self.assertTrue(
           np.any(np.asarray(leaf) != 0),
           f"BPTT gradient {jax.tree_util.keystr(path)} is all zero",
       )
     row = {}
-    for learner_name in testing.MODULE_LEARNERS:
-      grads = run.grads[learner_name]
-      chex.assert_trees_all_equal_structs(grads, run.params)
+    for name in testing.MODULE_LEARNERS:
+      grads = results[name].grads
+      chex.assert_trees_all_equal_structs(grads, reference)
       chex.assert_tree_all_finite(grads)
       for path, leaf in jax.tree_util.tree_leaves_with_path(grads):
         self.assertTrue(
             np.any(np.asarray(leaf) != 0),
-            f"{learner_name} gradient {jax.tree_util.keystr(path)} is all "
-            "zero",
+            f"{name} gradient {jax.tree_util.keystr(path)} is all zero",
         )
       np.testing.assert_allclose(
-          run.losses[learner_name], run.reference_losses, rtol=1e-12
+          results[name].losses, reference_losses, rtol=1e-12
       )
-      err = testing.relative_error(grads, run.reference)
-      cos = testing.cosine_similarity(grads, run.reference)
-      row[learner_name] = (err, cos)
-      if learner_name == "bptt" or learner_name in example.exact:
-        self.assertLessEqual(err, _TOL, f"{learner_name} on {name}")
+      err = testing.relative_error(grads, reference)
+      cos = testing.cosine_similarity(grads, reference)
+      row[name] = (err, cos)
+      if name == "bptt" or name in example.exact:
+        self.assertLessEqual(err, test_util.EXACT_RTOL, f"{name}")
       else:
         # Measured, not asserted: only a sanity bound.
-        self.assertGreater(cos, 0.0, f"{learner_name} on {name}")
+        self.assertGreater(cos, 0.0, name)
     # Truncated BPTT (no traces) is far from the reference, so the traces
     # are what closes the gap. A parameter that acts only on later steps
     # (an adaptation time constant) may get no in-window gradient at all.
-    truncated = run.grads[testing.TRUNCATED_BPTT]
+    truncated = results[testing.TRUNCATED_BPTT].grads
     chex.assert_tree_all_finite(truncated)
-    err = testing.relative_error(truncated, run.reference)
+    err = testing.relative_error(truncated, reference)
     row[testing.TRUNCATED_BPTT] = (
         err,
-        testing.cosine_similarity(truncated, run.reference),
+        testing.cosine_similarity(truncated, reference),
     )
     self.assertGreater(err, 1e-3)
-    self.rows[name] = row
+    self.rows[example.name] = row
 
-  @parameterized.named_parameters(_NAMES)
-  def test_compiler_verdict(self, name):
-    example = _EXAMPLES[name]
-    model = hk.transform_with_state(example.step)
-    learner = haiku_etp.d_rtrl(model)
-    x0 = _inputs(example, 1, jnp.float64)[0]
-    params, state = learner.init(jax.random.PRNGKey(0), x0)
-    compiled = learner.compile(params, state, None, x0)
-    self.assertEqual(compiled.drtrl_exact, "d_rtrl" in example.exact)
-    codes = {d.code for d in compiled.diagnostics}
-    self.assertNotIn("untraced_parameter", codes)
-
-
-class CheckpointTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(_NAMES)
-  def test_round_trip(self, name):
-    example = _EXAMPLES[name]
-    model = hk.transform_with_state(example.step)
-    learner = haiku_etp.d_rtrl(model)
-    xs = _inputs(example, 3)
-    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
-    out = jax.eval_shape(learner.apply, params, state, None, xs[0])[0]
-    y = jnp.ones(out.shape, out.dtype)
-    fn = jax.jit(learner.value_and_grad(testing.mse))
-    for x in xs[:2]:
-      _, _, state = fn(params, state, None, x, y)
-
+  def check_checkpoint(self, program, params, states, xs, ys):
+    """Parameters and learner states through ``np.savez``, then onwards."""
     tmp = self.enter_context(tempfile.TemporaryDirectory())
     path = os.path.join(tmp, "ckpt.npz")
     with open(path, "wb") as f:
       np.savez(
           f,
           **{"params|" + k: v for k, v in _flatten(params).items()},
-          **{"state|" + k: v for k, v in _flatten(state).items()},
+          **{"states|" + k: v for k, v in _flatten(states).items()},
       )
     with np.load(path) as data:
       loaded = _unflatten({k: data[k] for k in data.files})
     chex.assert_trees_all_equal(loaded["params"], params)
-    chex.assert_trees_all_equal(loaded["state"], state)
-
-    expected = fn(params, state, None, xs[2], y)
-    actual = fn(loaded["params"], loaded["state"], None, xs[2], y)
+    chex.assert_trees_all_equal(loaded["states"], states)
+    chex.assert_trees_all_equal_shapes_and_dtypes(loaded["states"], states)
+    expected = program(params, states, xs, ys)
+    actual = program(loaded["params"], loaded["states"], xs, ys)
     chex.assert_trees_all_equal(actual, expected)
 
 

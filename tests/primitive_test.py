@@ -14,10 +14,12 @@
 # ==============================================================================
 """Tests of the ETP primitive machinery and the module-level rule helpers.
 
-Covers :func:`haiku_etp.register_primitive` for a primitive defined here (a
-per-feature scale with hand-written trace rules), the rule registry and its
-errors, agreement of the built-in fast paths with the generic rule path, the
-shapes of the zero traces, the ES-D-RTRL solve, and ``vmap`` decomposition.
+Covers :func:`haiku_etp.extend.register_primitive` for a primitive defined
+here (a per-feature scale with hand-written trace rules), the rule registry
+and its errors, agreement of the built-in fast paths with the generic rule
+path, the shapes of the zero traces, the ES-D-RTRL solve, and ``vmap``
+decomposition of the test primitive. The built-in ops' decomposition is in
+``ops_test``; the reduction helpers' forms are in ``backend_test``.
 """
 
 import functools
@@ -32,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
+from haiku_etp import extend
 from haiku_etp import testing
+from tests import test_util
 
 _TOL = 1e-10
 _RTOL = 1e-12
@@ -91,7 +95,7 @@ _SCALE_RULES = dict(
     init_pp=_scale_init_pp,
 )
 
-scale_p = haiku_etp.register_primitive(
+scale_p = extend.register_primitive(
     _SCALE_NAME,
     _scale_impl,
     batched=True,
@@ -101,7 +105,7 @@ scale_p = haiku_etp.register_primitive(
 scale_rules = scale_p.register_etp_rules(**_SCALE_RULES)
 
 # An ETP primitive that never gets rules.
-bare_p = haiku_etp.register_primitive(
+bare_p = extend.register_primitive(
     "test_bare_scale",
     _scale_impl,
     batched=True,
@@ -115,11 +119,15 @@ def _scale(x, w):
 
 
 def _normal(key, shape, dtype=jnp.float32):
-  return jax.random.normal(key, shape, dtype)
+  """Standard normal values from an integer seed (numpy: nothing to compile).
+
+  Call inside ``jax.enable_x64`` for float64.
+  """
+  return jnp.asarray(np.random.RandomState(key).standard_normal(shape), dtype)
 
 
 def _keys(n, seed=0):
-  return list(jax.random.split(jax.random.PRNGKey(seed), n))
+  return [1000 * seed + i for i in range(n)]
 
 
 def _aval(value):
@@ -149,7 +157,7 @@ def _conv_params(x, kernel, bias=None, **kwargs):
     fn = lambda x, k, b: haiku_etp.conv(x, k, b, **kwargs)
     jaxpr = jax.make_jaxpr(fn)(x, kernel, bias)
   eqn = jaxpr.eqns[-1]
-  assert eqn.primitive is haiku_etp.etp_conv_p, eqn.primitive
+  assert eqn.primitive is extend.etp_conv_p, eqn.primitive
   return dict(eqn.params)
 
 
@@ -172,13 +180,12 @@ def _lax_conv(x, kernel, params):
 class RegisterPrimitiveTest(chex.TestCase):
   """A primitive registered in the test works with JAX's transformations."""
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.parameters((2, 3), (1, 5))
   def test_value(self, batch, features):
     kx, kw = _keys(2)
     x = _normal(kx, (batch, features))
     w = _normal(kw, (features,))
-    y = self.variant(_scale)(x, w)
+    y = _scale(x, w)
     self.assertEqual(y.shape, (batch, features))
     np.testing.assert_allclose(y, x * w, rtol=1e-6)
 
@@ -216,7 +223,7 @@ class RegisterPrimitiveTest(chex.TestCase):
     w = _normal(kw, (3,))
     fn = jax.vmap(_scale, in_axes=(in_axis, None))
     with warnings.catch_warnings():
-      warnings.simplefilter("error", haiku_etp.DecomposedPrimitiveWarning)
+      warnings.simplefilter("error", extend.DecomposedPrimitiveWarning)
       jaxpr = jax.make_jaxpr(fn)(xs, w)
       y = fn(xs, w)
     (eqn,) = [e for e in jaxpr.eqns if e.primitive is scale_p]
@@ -232,37 +239,33 @@ class RegisterPrimitiveTest(chex.TestCase):
     self.assertIs(jaxpr.eqns[0].primitive, scale_p)
     self.assertIn(_SCALE_NAME, str(jax.make_jaxpr(jax.jit(_scale))(x, w)))
 
-  @chex.variants(with_jit=True, without_jit=True)
   def test_float64_preserved(self):
     with jax.enable_x64(True):
       kx, kw = _keys(2, seed=4)
       x = _normal(kx, (2, 3), jnp.float64)
       w = _normal(kw, (3,), jnp.float64)
-      y = self.variant(_scale)(x, w)
+      y = _scale(x, w)
       self.assertEqual(y.dtype, jnp.float64)
       np.testing.assert_allclose(y, x * w, rtol=1e-15)
-      dw = self.variant(
-          jax.grad(lambda x, w: jnp.sum(_scale(x, w)), argnums=1)
-      )(x, w)
+      dw = jax.grad(lambda x, w: jnp.sum(_scale(x, w)), argnums=1)(x, w)
       self.assertEqual(dw.dtype, jnp.float64)
       np.testing.assert_allclose(dw, jnp.sum(x, axis=0), rtol=1e-14)
 
-  @chex.variants(with_jit=True, without_jit=True)
   def test_bfloat16_preserved(self):
     kx, kw = _keys(2, seed=5)
     x = _normal(kx, (2, 3)).astype(jnp.bfloat16)
     w = _normal(kw, (3,)).astype(jnp.bfloat16)
-    y = self.variant(_scale)(x, w)
+    y = _scale(x, w)
     self.assertEqual(y.dtype, jnp.bfloat16)
     np.testing.assert_allclose(
         np.asarray(y, np.float32), np.asarray(x * w, np.float32), rtol=1e-2
     )
 
   def test_registry(self):
-    self.assertIsInstance(scale_p, haiku_etp.ETPPrimitive)
-    self.assertTrue(haiku_etp.is_etp_primitive(scale_p))
-    rules = haiku_etp.get_etp_rules(scale_p)
-    self.assertIsInstance(rules, haiku_etp.ETPRules)
+    self.assertIsInstance(scale_p, extend.ETPPrimitive)
+    self.assertTrue(extend.is_etp_primitive(scale_p))
+    rules = extend.get_etp_rules(scale_p)
+    self.assertIsInstance(rules, extend.ETPRules)
     self.assertEqual(rules, scale_rules)
     self.assertIs(scale_p.rules, rules)
     for name, fn in _SCALE_RULES.items():
@@ -272,48 +275,56 @@ class RegisterPrimitiveTest(chex.TestCase):
     self.assertEqual(scale_p.trainable_invars({}), {"weight": 1})
     self.assertEqual(scale_p.input_free_keys({}), frozenset())
 
-  @parameterized.named_parameters(
-      (f"T{t}_{'stripped' if strip else 'kept'}", t, strip)
-      for t in (1, 4, 7)
-      for strip in (False, True)
-  )
-  def test_drtrl_oracle_exact(self, num_steps, strip_batch):
+  @parameterized.named_parameters(("kept", False), ("stripped", True))
+  def test_drtrl_oracle_exact(self, strip_batch):
     with jax.enable_x64(True):
       kx, kw = _keys(2, seed=6)
-      xs = _normal(kx, (num_steps, 3, 4), jnp.float64)
+      xs = _normal(kx, (2, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
-      result = testing.drtrl_rule_oracle(
+      oracle = test_util.jit_oracle(
+          testing.drtrl_rule_oracle,
           scale_p,
-          {"weight": w},
-          xs,
           {},
           num_hidden_state=2,
           strip_batch=strip_batch,
       )
+      result = oracle({"weight": w}, xs)
       self.assertEqual(result.online["weight"].dtype, jnp.float64)
       self.assertEqual(result.online["weight"].shape, (4,))
       self.assertLessEqual(result.relative_error, _TOL)
 
-  @parameterized.parameters(0.0, 0.4, 0.9)
-  def test_pp_oracle_exact_on_uniform_leak(self, leak):
+  def test_pp_oracle_exact_on_uniform_leak(self):
     with jax.enable_x64(True):
       kx, kw = _keys(2, seed=7)
-      xs = _normal(kx, (7, 3, 4), jnp.float64)
+      xs = _normal(kx, (2, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
-      result = testing.pp_rule_oracle(
-          scale_p, {"weight": w}, xs, {}, decay=(leak, 0.0), leak=leak
-      )
-      self.assertLessEqual(result.relative_error, _TOL)
+      oracle = test_util.jit_oracle(testing.pp_rule_oracle, scale_p, {})
+      for leak in (0.0, 0.4, 0.9):
+        result = oracle({"weight": w}, xs, decay=(leak, 0.0), leak=leak)
+        self.assertLessEqual(result.relative_error, _TOL, msg=f"leak={leak}")
 
   def test_pp_oracle_exact_at_one_step(self):
     with jax.enable_x64(True):
       kx, kw = _keys(2, seed=8)
       xs = _normal(kx, (1, 3, 4), jnp.float64)
       w = _normal(kw, (4,), jnp.float64)
-      result = testing.pp_rule_oracle(
-          scale_p, {"weight": w}, xs, {}, decay=(0.5, 0.3), num_hidden_state=2
+      oracle = test_util.jit_oracle(
+          testing.pp_rule_oracle, scale_p, {}, num_hidden_state=2
       )
+      result = oracle({"weight": w}, xs, decay=(0.5, 0.3))
       self.assertLessEqual(result.relative_error, _TOL)
+
+  def test_vmap_over_weight_decomposes(self):
+    """The default batching rule decomposes a mapped weight, with a warning."""
+    kx, kw = _keys(2, seed=9)
+    x, ws = _normal(kx, (2, 3)), _normal(kw, (4, 3))
+    fn = jax.vmap(_scale, in_axes=(None, 0))
+    with testing.expect_warning(extend.DecomposedPrimitiveWarning, _SCALE_NAME):
+      jaxpr = jax.make_jaxpr(fn)(x, ws)
+    self.assertNotIn(_SCALE_NAME, str(jaxpr))
+    with testing.expect_warning(extend.DecomposedPrimitiveWarning):
+      y = fn(x, ws)
+    np.testing.assert_allclose(y, x[None] * ws[:, None], rtol=1e-6)
 
 
 class RegistryErrorTest(absltest.TestCase):
@@ -324,7 +335,7 @@ class RegistryErrorTest(absltest.TestCase):
     del rules["init_pp"]
     with self.assertRaisesRegex(TypeError, r"lack \['init_pp'\]"):
       bare_p.register_etp_rules(**rules)
-    self.assertFalse(haiku_etp.is_etp_primitive(bare_p))
+    self.assertFalse(extend.is_etp_primitive(bare_p))
 
   def test_missing_rules_are_all_named(self):
     with self.assertRaisesRegex(TypeError, "test_bare_scale.*yw_to_w.*init_pp"):
@@ -333,28 +344,28 @@ class RegistryErrorTest(absltest.TestCase):
   def test_unknown_rule_raises(self):
     with self.assertRaisesRegex(TypeError, "Unknown rules.*'vjp'"):
       bare_p.register_etp_rules(vjp=lambda *a: a, **_SCALE_RULES)
-    self.assertFalse(haiku_etp.is_etp_primitive(bare_p))
+    self.assertFalse(extend.is_etp_primitive(bare_p))
 
   def test_get_rules_of_plain_primitive_raises(self):
     with self.assertRaisesRegex(KeyError, "No ETP rules are registered.*add"):
-      haiku_etp.get_etp_rules(lax.add_p)
+      extend.get_etp_rules(lax.add_p)
 
   def test_get_rules_of_primitive_without_rules_raises(self):
     with self.assertRaisesRegex(KeyError, "register_etp_rules"):
-      haiku_etp.get_etp_rules(bare_p)
+      extend.get_etp_rules(bare_p)
 
   def test_is_etp_primitive(self):
-    self.assertFalse(haiku_etp.is_etp_primitive(lax.add_p))
-    self.assertFalse(haiku_etp.is_etp_primitive(bare_p))
-    self.assertFalse(haiku_etp.is_etp_primitive("etp_dense"))
+    self.assertFalse(extend.is_etp_primitive(lax.add_p))
+    self.assertFalse(extend.is_etp_primitive(bare_p))
+    self.assertFalse(extend.is_etp_primitive("etp_dense"))
     for prim in (
-        haiku_etp.etp_dense_p,
-        haiku_etp.etp_batched_dense_p,
-        haiku_etp.etp_conv_p,
-        haiku_etp.etp_elementwise_p,
+        extend.etp_dense_p,
+        extend.etp_batched_dense_p,
+        extend.etp_conv_p,
+        extend.etp_elementwise_p,
         scale_p,
     ):
-      self.assertTrue(haiku_etp.is_etp_primitive(prim), msg=prim.name)
+      self.assertTrue(extend.is_etp_primitive(prim), msg=prim.name)
 
 
 def _fast_path_case(kind):
@@ -367,7 +378,7 @@ def _fast_path_case(kind):
         "bias": _normal(kb, (4,), jnp.float64),
     }
     return (
-        haiku_etp.etp_batched_dense_p,
+        extend.etp_batched_dense_p,
         weights,
         x,
         {"has_bias": True},
@@ -389,16 +400,16 @@ def _fast_path_case(kind):
         padding="SAME",
     )
     y_shape = jax.eval_shape(
-        functools.partial(haiku_etp.etp_conv_p.bind, **params),
+        functools.partial(extend.etp_conv_p.bind, **params),
         x,
         weights["weight"],
         weights["bias"],
     ).shape
-    return haiku_etp.etp_conv_p, weights, x, params, y_shape, 0
+    return extend.etp_conv_p, weights, x, params, y_shape, 0
   assert kind == "elementwise"
   weights = {"weight": _normal(kw, (2, 3), jnp.float64)}
   return (
-      haiku_etp.etp_elementwise_p,
+      extend.etp_elementwise_p,
       weights,
       None,
       {"fn": jnp.tanh},
@@ -421,7 +432,7 @@ class FastPathTest(parameterized.TestCase):
       prim, weights, x, params, y_shape, x_axis = _fast_path_case(kind)
       self.assertIsNotNone(prim.rules.drtrl_update)
       self.assertIsNotNone(prim.rules.drtrl_solve)
-      trace = haiku_etp.drtrl_init(
+      trace = extend.drtrl_init(
           prim,
           None if x is None else _aval(x),
           jax.ShapeDtypeStruct(y_shape, jnp.float64),
@@ -439,12 +450,12 @@ class FastPathTest(parameterized.TestCase):
       g = _normal(keys.pop(), y_shape + (num_states,), jnp.float64)
 
       def update(trace, d, d_f, x, fast):
-        return haiku_etp.drtrl_update(
+        return extend.drtrl_update(
             prim, trace, d, d_f, x, weights, params, fast=fast
         )
 
       def solve(trace, g, fast):
-        return haiku_etp.drtrl_solve(prim, trace, g, weights, params, fast=fast)
+        return extend.drtrl_solve(prim, trace, g, weights, params, fast=fast)
 
       if strip_batch:
         update = jax.vmap(update, in_axes=(0, 0, 0, x_axis, None))
@@ -453,8 +464,18 @@ class FastPathTest(parameterized.TestCase):
             lambda v: jnp.sum(v, axis=0), per_sample(trace, g, fast)
         )
 
-      new_fast = update(trace, d, d_f, x, True)
-      new_slow = update(trace, d, d_f, x, False)
+      @test_util.fast_jit
+      def both(trace, d, d_f, x, g):
+        new_fast = update(trace, d, d_f, x, True)
+        new_slow = update(trace, d, d_f, x, False)
+        return (
+            new_fast,
+            new_slow,
+            solve(new_fast, g, True),
+            solve(new_fast, g, False),
+        )
+
+      new_fast, new_slow, dw_fast, dw_slow = both(trace, d, d_f, x, g)
       _assert_trees_close(self, new_fast, new_slow, rtol=_RTOL)
       jax.tree_util.tree_map(
           lambda a, b: self.assertEqual(a.shape, b.shape), new_fast, trace
@@ -462,8 +483,6 @@ class FastPathTest(parameterized.TestCase):
       self.assertEqual(
           jax.tree_util.tree_leaves(new_fast)[0].dtype, jnp.float64
       )
-      dw_fast = solve(new_fast, g, True)
-      dw_slow = solve(new_fast, g, False)
       _assert_trees_close(self, dw_fast, dw_slow, rtol=_RTOL)
       for k, v in weights.items():
         self.assertEqual(dw_fast[k].shape, v.shape)
@@ -474,7 +493,7 @@ class InitShapeTest(parameterized.TestCase):
 
   def _check(self, prim, x_aval, y_aval, weight_avals, params, expected):
     for num_states in (1, 3):
-      trace = haiku_etp.drtrl_init(
+      trace = extend.drtrl_init(
           prim, x_aval, y_aval, weight_avals, num_states, params
       )
       self.assertEqual(
@@ -484,7 +503,7 @@ class InitShapeTest(parameterized.TestCase):
       for v in trace.values():
         self.assertEqual(v.dtype, y_aval.dtype)
         self.assertFalse(np.any(np.asarray(v)))
-      pp = haiku_etp.pp_init(
+      pp = extend.pp_init(
           prim, x_aval, y_aval, weight_avals, num_states, params
       )
       self.assertEqual(pp.shape, tuple(y_aval.shape) + (num_states,))
@@ -494,7 +513,7 @@ class InitShapeTest(parameterized.TestCase):
   def test_dense_batched(self):
     sds = jax.ShapeDtypeStruct
     self._check(
-        haiku_etp.etp_batched_dense_p,
+        extend.etp_batched_dense_p,
         sds((2, 5), jnp.float32),
         sds((2, 4), jnp.float32),
         {"weight": sds((5, 4), jnp.float32), "bias": sds((4,), jnp.float32)},
@@ -505,7 +524,7 @@ class InitShapeTest(parameterized.TestCase):
   def test_dense_unbatched(self):
     sds = jax.ShapeDtypeStruct
     self._check(
-        haiku_etp.etp_dense_p,
+        extend.etp_dense_p,
         sds((5,), jnp.float32),
         sds((4,), jnp.float32),
         {"weight": sds((5, 4), jnp.float32), "bias": sds((4,), jnp.float32)},
@@ -513,7 +532,7 @@ class InitShapeTest(parameterized.TestCase):
         {"weight": (5, 4), "bias": (4,)},
     )
     self._check(
-        haiku_etp.etp_dense_p,
+        extend.etp_dense_p,
         sds((5,), jnp.float32),
         sds((4,), jnp.float32),
         {"weight": sds((5, 4), jnp.float32)},
@@ -527,11 +546,11 @@ class InitShapeTest(parameterized.TestCase):
     bias = jnp.zeros((4,))
     params = _conv_params(x, kernel, bias, strides=(2, 1), padding="VALID")
     y = jax.eval_shape(
-        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel, bias
+        functools.partial(extend.etp_conv_p.bind, **params), x, kernel, bias
     )
     self.assertEqual(y.shape, (2, 4, 3, 5))
     self._check(
-        haiku_etp.etp_conv_p,
+        extend.etp_conv_p,
         _aval(x),
         y,
         {"weight": _aval(kernel), "bias": _aval(bias)},
@@ -551,11 +570,11 @@ class InitShapeTest(parameterized.TestCase):
         padding="SAME",
     )
     y = jax.eval_shape(
-        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel, bias
+        functools.partial(extend.etp_conv_p.bind, **params), x, kernel, bias
     )
     self.assertEqual(y.shape, (2, 6, 5, 4))
     self._check(
-        haiku_etp.etp_conv_p,
+        extend.etp_conv_p,
         _aval(x),
         y,
         {"weight": _aval(kernel), "bias": _aval(bias)},
@@ -570,11 +589,11 @@ class InitShapeTest(parameterized.TestCase):
         x, kernel, dimension_numbers=("NHWC", "HWIO", "NCHW"), padding="VALID"
     )
     y = jax.eval_shape(
-        functools.partial(haiku_etp.etp_conv_p.bind, **params), x, kernel
+        functools.partial(extend.etp_conv_p.bind, **params), x, kernel
     )
     self.assertEqual(y.shape, (2, 4, 4, 4))
     self._check(
-        haiku_etp.etp_conv_p,
+        extend.etp_conv_p,
         _aval(x),
         y,
         {"weight": _aval(kernel)},
@@ -586,7 +605,7 @@ class InitShapeTest(parameterized.TestCase):
   def test_elementwise(self, w_shape, y_shape):
     sds = jax.ShapeDtypeStruct
     self._check(
-        haiku_etp.etp_elementwise_p,
+        extend.etp_elementwise_p,
         None,
         sds(y_shape, jnp.float32),
         {"weight": sds(w_shape, jnp.float32)},
@@ -598,7 +617,7 @@ class InitShapeTest(parameterized.TestCase):
     with jax.enable_x64(True):
       sds = jax.ShapeDtypeStruct
       self._check(
-          haiku_etp.etp_elementwise_p,
+          extend.etp_elementwise_p,
           None,
           sds((3,), jnp.float64),
           {"weight": sds((3,), jnp.float64)},
@@ -618,18 +637,18 @@ class PpSolveTest(parameterized.TestCase):
 
   def test_input_free_keys(self):
     self.assertEqual(
-        haiku_etp.etp_batched_dense_p.input_free_keys({"has_bias": True}),
+        extend.etp_batched_dense_p.input_free_keys({"has_bias": True}),
         frozenset({"bias"}),
     )
     self.assertIn(
-        "bias", haiku_etp.etp_dense_p.input_free_keys({"has_bias": True})
+        "bias", extend.etp_dense_p.input_free_keys({"has_bias": True})
     )
     x = jnp.zeros((1, 2, 5))
     params = _conv_params(x, jnp.zeros((3, 2, 3)), jnp.zeros((3,)))
-    self.assertIn("bias", haiku_etp.etp_conv_p.input_free_keys(params))
-    self.assertNotIn("weight", haiku_etp.etp_conv_p.input_free_keys(params))
+    self.assertIn("bias", extend.etp_conv_p.input_free_keys(params))
+    self.assertNotIn("weight", extend.etp_conv_p.input_free_keys(params))
     self.assertIn(
-        "weight", haiku_etp.etp_elementwise_p.input_free_keys({"fn": None})
+        "weight", extend.etp_elementwise_p.input_free_keys({"fn": None})
     )
 
   @parameterized.parameters(True, False)
@@ -644,8 +663,8 @@ class PpSolveTest(parameterized.TestCase):
       y_shape = (3, 4) if batched else (4,)
       correction, one_trace = 0.7, 2.5
       f_trace, g, signal = self._signal(y_shape, 2, correction, seed=22)
-      prim = haiku_etp.etp_batched_dense_p if batched else haiku_etp.etp_dense_p
-      grads = haiku_etp.pp_solve(
+      prim = extend.etp_batched_dense_p if batched else extend.etp_dense_p
+      grads = extend.pp_solve(
           prim,
           x_trace,
           one_trace,
@@ -689,27 +708,38 @@ class PpSolveTest(parameterized.TestCase):
       kx, kw, kb = _keys(3, seed=23)
       x_trace = _normal(kx, x_shape, jnp.float64)
       kernel = _normal(kw, k_shape, jnp.float64)
-      dn = haiku_etp.conv_dimension_numbers(kwargs.get("dimension_numbers"), 2)
+      dn = extend.conv_dimension_numbers(kwargs.get("dimension_numbers"), 2)
       bias = _normal(kb, (k_shape[dn.rhs_spec[0]],), jnp.float64)
       params = _conv_params(x_trace, kernel, bias, **kwargs)
       weights = {"weight": kernel, "bias": bias}
-      y, vjp = jax.vjp(lambda k: _lax_conv(x_trace, k, params), kernel)
+      y_shape = jax.eval_shape(
+          lambda k: _lax_conv(x_trace, k, params), kernel
+      ).shape
       correction, one_trace = 0.4, 1.75
-      f_trace, g, signal = self._signal(y.shape, 2, correction, seed=24)
-      grads = haiku_etp.pp_solve(
-          haiku_etp.etp_conv_p,
-          x_trace,
-          one_trace,
-          f_trace,
-          g,
-          weights,
-          params,
-          correction,
-      )
-      (expected_w,) = vjp(signal)
+      f_trace, g, signal = self._signal(y_shape, 2, correction, seed=24)
+
+      @test_util.fast_jit
+      def solve_and_vjp(x_trace, f_trace, g, weights, signal):
+        grads = extend.pp_solve(
+            extend.etp_conv_p,
+            x_trace,
+            one_trace,
+            f_trace,
+            g,
+            weights,
+            params,
+            correction,
+        )
+        _, vjp = jax.vjp(
+            lambda k: _lax_conv(x_trace, k, params), weights["weight"]
+        )
+        return grads, vjp(signal)[0]
+
+      grads, expected_w = solve_and_vjp(x_trace, f_trace, g, weights, signal)
       channel_axis = dn.out_spec[1]
       expected_b = one_trace * jnp.sum(
-          signal, axis=tuple(a for a in range(y.ndim) if a != channel_axis)
+          signal,
+          axis=tuple(a for a in range(len(y_shape)) if a != channel_axis),
       )
       _assert_trees_close(
           self,
@@ -724,8 +754,8 @@ class PpSolveTest(parameterized.TestCase):
       w = _normal(_keys(1, seed=25)[0], (2, 3), jnp.float64)
       correction, one_trace = 0.9, 3.0
       f_trace, g, signal = self._signal((4, 2, 3), 2, correction, seed=26)
-      grads = haiku_etp.pp_solve(
-          haiku_etp.etp_elementwise_p,
+      grads = extend.pp_solve(
+          extend.etp_elementwise_p,
           None,
           one_trace,
           f_trace,
@@ -738,118 +768,11 @@ class PpSolveTest(parameterized.TestCase):
       _assert_trees_close(self, grads, {"weight": expected}, rtol=_RTOL)
 
 
-class DecompositionTest(absltest.TestCase):
-  """``vmap`` that cannot keep an ETP primitive decomposes it and warns."""
-
-  def test_batched_dense_vmap_over_weight_warns(self):
-    kx, kw = _keys(2, seed=31)
-    x = _normal(kx, (3, 5))
-    ws = _normal(kw, (2, 5, 4))
-    fn = jax.vmap(lambda w: haiku_etp.dense(x, w))
-    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
-      y = fn(ws)
-    np.testing.assert_allclose(
-        y, jnp.einsum("bi,vio->vbo", x, ws), rtol=1e-5, atol=1e-5
-    )
-    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
-      jaxpr = jax.make_jaxpr(fn)(ws)
-    self.assertNotIn("etp_batched_dense", str(jaxpr))
-
-  def test_conv_vmap_over_weight_warns(self):
-    kx, kw = _keys(2, seed=32)
-    x = _normal(kx, (2, 3, 6))
-    ks = _normal(kw, (2, 4, 3, 3))
-    fn = jax.vmap(lambda k: haiku_etp.conv(x, k))
-    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
-      y = fn(ks)
-    expected = jax.vmap(lambda k: lax.conv_general_dilated(x, k, (1,), "SAME"))(
-        ks
-    )
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
-
-  def test_dense_vmap_over_x_keeps_primitive(self):
-    kx, kw = _keys(2, seed=33)
-    xs = _normal(kx, (2, 3, 5))
-    w = _normal(kw, (5, 4))
-    fn = jax.vmap(lambda x: haiku_etp.dense(x, w))
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", haiku_etp.DecomposedPrimitiveWarning)
-      jaxpr = jax.make_jaxpr(fn)(xs)
-      y = fn(xs)
-    self.assertIn("etp_batched_dense", str(jaxpr))
-    np.testing.assert_allclose(y, xs @ w, rtol=1e-5, atol=1e-5)
-
-  def test_batch_group_conv_vmap_over_x_warns(self):
-    kx, kw = _keys(2, seed=34)
-    xs = _normal(kx, (2, 4, 3, 5, 4))
-    kernel = _normal(kw, (6, 3, 3, 2))
-    conv = lambda x: haiku_etp.conv(x, kernel, batch_group_count=2)
-    fn = jax.vmap(conv)
-    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
-      y = fn(xs)
-    with testing.expect_warning(haiku_etp.DecomposedPrimitiveWarning):
-      jaxpr = jax.make_jaxpr(fn)(xs)
-    self.assertNotIn("etp_conv", str(jaxpr))
-    expected = jax.vmap(
-        lambda x: lax.conv_general_dilated(
-            x,
-            kernel,
-            (1, 1),
-            "SAME",
-            batch_group_count=2,
-            precision=lax.Precision.HIGHEST,
-        )
-    )(xs)
-    self.assertEqual(y.shape, (2, 2, 6, 5, 4))
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
-    # Unmapped, the primitive stays.
-    self.assertIn("etp_conv", str(jax.make_jaxpr(conv)(xs[0])))
-
-
-class ReductionHelpersTest(parameterized.TestCase):
-  """The fused helpers the fast paths are built from."""
-
-  @parameterized.parameters((1, 0), (1, 1), (7, 1), (6, 2), (13, 3), (5, 0))
-  def test_sum_leading(self, size, num_axes):
-    shape = (size, 3, 2, 4)[: num_axes + 2] if num_axes else (size, 3)
-    x = np.random.RandomState(size).standard_normal(shape).astype(np.float32)
-    expected = x.sum(axis=tuple(range(num_axes)))
-    np.testing.assert_allclose(
-        haiku_etp.sum_leading(jnp.asarray(x), num_axes),
-        expected,
-        rtol=1e-5,
-        atol=1e-5,
-    )
-
-  @parameterized.parameters(1, 2, 3)
-  def test_mix_states_and_weighted_state_sum(self, num_states):
-    rng = np.random.RandomState(num_states)
-    d = rng.standard_normal((4, 1, 5, num_states, num_states))
-    trace = rng.standard_normal((4, 3, 5, num_states))
-    g = rng.standard_normal((4, 1, 5, num_states))
-    np.testing.assert_allclose(
-        haiku_etp.mix_states(jnp.asarray(d), jnp.asarray(trace)),
-        np.einsum(
-            "xyzab,xyzb->xyza",
-            np.broadcast_to(d, (4, 3, 5) + d.shape[-2:]),
-            trace,
-        ),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-    np.testing.assert_allclose(
-        haiku_etp.weighted_state_sum(jnp.asarray(trace), jnp.asarray(g)),
-        np.einsum("xyza,xyza->xyz", trace, np.broadcast_to(g, trace.shape)),
-        rtol=1e-5,
-        atol=1e-5,
-    )
-
-
 class OperandsTest(absltest.TestCase):
 
   def test_split_and_bind_operands_round_trip(self):
     x, w, b = jnp.ones((2, 3)), jnp.ones((3, 4)), jnp.arange(4.0)
-    prim = haiku_etp.etp_batched_dense_p
+    prim = extend.etp_batched_dense_p
     params = {"has_bias": True}
     x_split, weights = prim.split_operands((x, w, b), params)
     self.assertIs(x_split, x)
@@ -857,7 +780,7 @@ class OperandsTest(absltest.TestCase):
     np.testing.assert_allclose(
         prim.bind_operands(x_split, weights, params), x @ w + b
     )
-    ew = haiku_etp.etp_elementwise_p
+    ew = extend.etp_elementwise_p
     x_none, ew_weights = ew.split_operands((b,), {"fn": None})
     self.assertIsNone(x_none)
     np.testing.assert_allclose(

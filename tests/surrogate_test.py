@@ -12,18 +12,22 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Tests for the surrogate spike functions: forward step and derivatives."""
+"""Tests for the surrogate spike functions: forward step and derivatives.
+
+Everything runs eagerly; ``test_heaviside`` and ``test_partial`` also run
+under ``jit``, once per function.
+"""
 
 import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp import surrogate
+from tests import test_util
 
 # The derivative each function must have, written out independently in numpy.
 
@@ -70,15 +74,15 @@ def _named(**axes):
   return out
 
 
-class ForwardTest(chex.TestCase):
+class ForwardTest(parameterized.TestCase):
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(_named(name=_NAMES))
   def test_heaviside(self, name):
     fn = _FUNCTIONS[name][0]
     x = jnp.array([-2.0, -1e-7, 0.0, -0.0, 1e-7, 0.5, 3.0])
-    y = self.variant(fn)(x)
-    np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    for apply in (fn, test_util.fast_jit(fn)):
+      y = apply(x)
+      np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0])
 
   @parameterized.named_parameters(
       _named(name=_NAMES, dtype=("float32", "float64", "bfloat16"))
@@ -102,14 +106,13 @@ class ForwardTest(chex.TestCase):
     self.assertEqual(fn(1.0).shape, ())
 
 
-class DerivativeTest(chex.TestCase):
+class DerivativeTest(parameterized.TestCase):
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(_named(name=_NAMES, scale=_SCALES))
   def test_formula_float32(self, name, scale):
     fn, derivative, _ = _FUNCTIONS[name]
     x = _points(jnp.float32)
-    grad = self.variant(jax.vmap(jax.grad(lambda v: fn(v, scale=scale))))(x)
+    grad = jax.vmap(jax.grad(lambda v: fn(v, scale=scale)))(x)
     self.assertEqual(grad.dtype, jnp.float32)
     expected = derivative(np.asarray(x, np.float64), scale)
     np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-7)
@@ -146,17 +149,21 @@ class DerivativeTest(chex.TestCase):
     np.testing.assert_allclose(jvp, vjp(t)[0], rtol=1e-6)
     np.testing.assert_allclose(jvp, jax.vmap(jax.grad(fn))(x) * t, rtol=1e-6)
 
-  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(_named(name=_NAMES))
   def test_partial(self, name):
     fn, derivative, _ = _FUNCTIONS[name]
     spike = functools.partial(fn, scale=2.0)
     x = _points(jnp.float32)
-    np.testing.assert_array_equal(self.variant(spike)(x), np.asarray(x) > 0)
-    grad = self.variant(jax.grad(lambda v: spike(v).sum()))(x)
-    np.testing.assert_allclose(
-        grad, derivative(np.asarray(x, np.float64), 2.0), rtol=1e-6, atol=1e-7
-    )
+    grad_fn = jax.grad(lambda v: spike(v).sum())
+    # Eagerly and, once per function, under jit.
+    for wrap in (lambda f: f, test_util.fast_jit):
+      np.testing.assert_array_equal(wrap(spike)(x), np.asarray(x) > 0)
+      np.testing.assert_allclose(
+          wrap(grad_fn)(x),
+          derivative(np.asarray(x, np.float64), 2.0),
+          rtol=1e-6,
+          atol=1e-7,
+      )
 
   @parameterized.named_parameters(_named(name=_NAMES))
   def test_vmap_over_batch(self, name):

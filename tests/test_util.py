@@ -18,6 +18,7 @@ Exactness is checked in float64: tests enter ``jax.enable_x64(True)``
 themselves (``self.enter_context(jax.enable_x64(True))`` in ``setUp``).
 """
 
+import inspect
 import warnings
 
 import haiku as hk
@@ -115,3 +116,151 @@ def assert_trees_close(actual, expected, rtol=EXACT_RTOL):
   """Largest per-leaf relative error below ``rtol``."""
   err = testing.relative_error(actual, expected)
   assert err <= rtol, f"relative error {err:.3e} > {rtol:.1e}"
+
+
+def primitive_names(jaxpr):
+  """Names of all primitives in ``jaxpr``, nested jaxprs included."""
+  from jax.extend import core as jex_core  # pylint: disable=g-import-not-at-top
+
+  jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+  names = set()
+  for eqn in jaxpr.eqns:
+    names.add(eqn.primitive.name)
+    for value in eqn.params.values():
+      values = value if isinstance(value, (tuple, list)) else (value,)
+      for sub in values:
+        if isinstance(sub, (jex_core.ClosedJaxpr, jex_core.Jaxpr)):
+          names |= primitive_names(sub)
+  return names
+
+
+def pairwise(*factors):
+  """Rows that cover every pair of levels of every two factors.
+
+  A deterministic greedy covering array: each row is a tuple with one level
+  per factor, and for any two factors every combination of their levels is
+  in some row. One factor gives its levels as one-element rows.
+  """
+  import itertools  # pylint: disable=g-import-not-at-top
+
+  levels = [tuple(f) for f in factors]
+  if len(levels) == 1:
+    return [(v,) for v in levels[0]]
+  n = len(levels)
+  pairs = lambda r: {
+      (i, r[i], j, r[j]) for i in range(n) for j in range(i + 1, n)
+  }
+  candidates = list(itertools.product(*(range(len(l)) for l in levels)))
+  uncovered = set().union(*(pairs(r) for r in candidates))
+  rows = []
+  while uncovered:
+    best = max(candidates, key=lambda r: len(pairs(r) & uncovered))
+    rows.append(best)
+    uncovered -= pairs(best)
+  return [tuple(levels[i][k] for i, k in enumerate(r)) for r in rows]
+
+
+def compile_once(fn):
+  """:func:`fast_jit` of ``fn``, traced with the non-partitionable threefry.
+
+  For oracle-sized programs run once. The partitionable threefry (JAX's
+  default) takes seconds to compile on XLA:CPU for multi-axis shapes, and
+  what an oracle draws is random either way.
+  """
+  jitted = fast_jit(fn)
+
+  def call(*args):
+    with jax.threefry_partitionable(False):
+      return jitted(*args)
+
+  return call
+
+
+def jit_oracle(oracle, prim, params, **static):
+  """A rule oracle under ``jit``: ``fn(weights, xs, **traced) -> result``.
+
+  ``oracle`` is ``testing.drtrl_rule_oracle`` or ``testing.pp_rule_oracle``;
+  ``static`` are its Python-valued options (``num_hidden_state``,
+  ``strip_batch``, ``fast``, ``num_steps``, ...), the keyword arguments of
+  ``fn`` its traced ones (``decay``, ``leak``), so one compilation serves
+  every value of those. The oracle unrolls its steps; compiled as one
+  program (:func:`compile_once`) it costs one compilation instead of one
+  per op and shape.
+  """
+  run = compile_once(
+      lambda weights, xs, traced: oracle(
+          prim, weights, xs, params, **static, **traced
+      )
+  )
+  return lambda weights, xs, **traced: run(
+      dict(weights), xs, jax.tree_util.tree_map(jnp.asarray, traced)
+  )
+
+
+# XLA:CPU's backend optimisation takes seconds on the small programs a test
+# compiles once (sampling parameters with the partitionable threefry alone
+# can take over ten); at level 0 and with the classic fusion emitters they
+# compile several times faster. Tolerances are unchanged.
+FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_cpu_use_fusion_emitters": False,
+}
+
+
+def fast_jit(fn, **kwargs):
+  """``jax.jit`` with :data:`FAST_COMPILE`, for programs a test runs once."""
+  return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
+
+
+def random_params(shapes, seed=0):
+  """Parameters with the structure of ``shapes`` (e.g. from ``eval_shape``).
+
+  Weights (rank >= 2) are normal with std ``1/sqrt(fan_in)`` (all axes but
+  the last), vectors normal with std 0.5, so biases are non-zero too. Drawn
+  with NumPy: no rng program to compile.
+  """
+  rs = np.random.RandomState(seed)
+
+  def draw(leaf):
+    fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 4
+    return jnp.asarray(rs.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+  return jax.tree_util.tree_map(draw, shapes)
+
+
+def _describe_init(init):
+  if inspect.isroutine(init) or not hasattr(init, "__dict__"):
+    return init  # A function such as jnp.zeros.
+  attrs = {k: np.asarray(v).tolist() for k, v in vars(init).items()}
+  return type(init), attrs
+
+
+def param_creations(fn, *args):
+  """``[(name, shape, dtype, initialiser)]`` of the parameters ``fn`` makes.
+
+  In creation order, read with ``hk.custom_creator`` while ``fn(*args)`` is
+  initialised under ``eval_shape``: nothing is drawn. An initialiser object
+  is given as its class and attributes. Two functions with the same
+  creations draw the same values from the same rng (the initialisers take
+  the rng keys in order).
+  """
+  calls = []
+
+  def creator(next_creator, shape, dtype, init, context):
+    calls.append(
+        (
+            context.full_name,
+            tuple(shape),
+            jnp.dtype(dtype),
+            _describe_init(init),
+        )
+    )
+    return next_creator(shape, dtype, init)
+
+  def wrapped(*args):
+    with hk.custom_creator(creator):
+      return fn(*args)
+
+  init = hk.transform_with_state(wrapped).init
+  jax.eval_shape(init, jax.random.PRNGKey(0), *args)
+  return calls

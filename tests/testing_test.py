@@ -29,9 +29,11 @@ from absl.testing import parameterized
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import haiku_etp
 from haiku_etp import testing
+from tests import test_util
 
 
 def _step(x):
@@ -52,53 +54,80 @@ def _step(x):
   return noisy[:, :2]
 
 
-def _loss(out, y):
-  return jnp.mean((out - y) ** 2)
+def _data():
+  rs = np.random.RandomState(1)
+  return jnp.asarray(rs.normal(size=(9, 2, 3))), jnp.asarray(
+      rs.normal(size=(9, 2, 2))
+  )
 
 
 class BpttOracleTest(parameterized.TestCase):
 
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+
   @parameterized.parameters(False, True)
   def test_learner_matches_oracle(self, use_rng):
-    with jax.enable_x64(True):
-      model = hk.transform_with_state(_step)
-      xs = jax.random.normal(jax.random.PRNGKey(1), (9, 2, 3), jnp.float64)
-      ys = jax.random.normal(jax.random.PRNGKey(2), (9, 2, 2), jnp.float64)
-      rng = jax.random.PRNGKey(3) if use_rng else None
-      learner = haiku_etp.bptt(model)
-      params, state = learner.init(jax.random.PRNGKey(0), xs[0])
-      expected, expected_losses = testing.bptt_grads(
-          model, _loss, params, state, rng, xs, ys
+    model = hk.transform_with_state(_step)
+    xs, ys = _data()
+    rng = jax.random.PRNGKey(3) if use_rng else None
+    learners = {
+        "bptt": haiku_etp.bptt(model),
+        # A window as long as the sequence is BPTT for the online learners.
+        "d_rtrl": haiku_etp.d_rtrl(model),
+        "es_d_rtrl": haiku_etp.es_d_rtrl(model, rank=3),
+    }
+    params, state = test_util.fast_jit(model.init)(jax.random.PRNGKey(0), xs[0])
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      states = {
+          n: l.init_state(params, state, None, xs[0])
+          for n, l in learners.items()
+      }
+
+    def run(params, states, rng, xs, ys):
+      expected = testing.bptt_grads(
+          model, test_util.mse, params, state, rng, xs, ys
       )
-      grads, _, losses = jax.jit(learner.sequence_grad(_loss))(
-          params, state, rng, xs, ys
+      results = {
+          n: l.sequence_grad(test_util.mse, window=None if n == "bptt" else 9)(
+              params, states[n], rng, xs, ys
+          )
+          for n, l in learners.items()
+      }
+      return expected, results
+
+    (expected, expected_losses), results = test_util.fast_jit(run)(
+        params, states, rng, xs, ys
+    )
+    for name, result in results.items():
+      self.assertLess(
+          testing.relative_error(result.grads, expected), 1e-12, name
       )
-      self.assertLess(testing.relative_error(grads, expected), 1e-12)
-      self.assertLess(testing.relative_error(losses, expected_losses), 1e-12)
-      # A window as long as the sequence is BPTT for the online learners too.
-      for online in (haiku_etp.d_rtrl(model), haiku_etp.es_d_rtrl(model, 3)):
-        _, s = online.init(jax.random.PRNGKey(0), xs[0])
-        g, _, _ = jax.jit(online.sequence_grad(_loss, window=9))(
-            params, s, rng, xs, ys
-        )
-        self.assertLess(testing.relative_error(g, expected), 1e-12)
+      self.assertLess(
+          testing.relative_error(result.losses, expected_losses), 1e-12, name
+      )
 
   def test_truncation_differs_from_oracle(self):
-    with jax.enable_x64(True):
-      model = hk.transform_with_state(_step)
-      xs = jax.random.normal(jax.random.PRNGKey(1), (9, 2, 3), jnp.float64)
-      ys = jax.random.normal(jax.random.PRNGKey(2), (9, 2, 2), jnp.float64)
-      learner = haiku_etp.bptt(model)
+    model = hk.transform_with_state(_step)
+    xs, ys = _data()
+    learner = haiku_etp.bptt(model)
+
+    def run(xs, ys):
       params, state = learner.init(jax.random.PRNGKey(0), xs[0])
       expected, _ = testing.bptt_grads(
-          model, _loss, params, state, None, xs, ys
+          model, test_util.mse, params, state, None, xs, ys
       )
-      grads, _, _ = learner.sequence_grad(_loss, window=2)(
+      result = learner.sequence_grad(test_util.mse, window=2)(
           params, state, None, xs, ys
       )
-      gap = testing.relative_error(grads, expected)
-      print(f"truncated BPTT (window 2, T 9) vs BPTT: rel err {gap:.3g}")
-      self.assertGreater(gap, 1e-3)
+      return expected, result.grads
+
+    expected, grads = test_util.fast_jit(run)(xs, ys)
+    gap = testing.relative_error(grads, expected)
+    print(f"truncated BPTT (window 2, T 9) vs BPTT: rel err {gap:.3g}")
+    self.assertGreater(gap, 1e-3)
 
 
 class ExpectWarningTest(absltest.TestCase):

@@ -23,6 +23,7 @@ from experiments.configs import common
 def get_config():
   config = common.base_config()
   config.task.name = "adding"
+  config.task.num_steps = 50
   config.model.kind = "lstm"
   config.model.hidden_size = 32
   config.learner = "d_rtrl"

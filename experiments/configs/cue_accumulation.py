@@ -23,6 +23,18 @@ from experiments.configs import common
 def get_config():
   config = common.base_config()
   config.task.name = "cue_accumulation"
+  # e-prop's task at e-prop's rates (40 Hz cues, 10 Hz noise), shortened to
+  # T = 110 steps of 5 ms: 7 cues of 40 ms, 20 ms apart, a 100 ms delay and
+  # a 50 ms recall.
+  config.task.num_cues = 7
+  config.task.cue_duration = 8
+  config.task.cue_gap = 4
+  config.task.delay = 20
+  config.task.recall_duration = 10
+  config.task.population_size = 10
+  config.task.rate = 40.0
+  config.task.noise_rate = 10.0
+  config.task.dt = 5e-3
   config.model.kind = "snn"
   config.model.hidden_size = 64
   config.model.neuron = "alif"
@@ -35,7 +47,7 @@ def get_config():
   config.learner = "d_rtrl"
   config.learning_rate = 1e-2
   config.batch_size = 64
-  config.train_steps = 300
+  config.train_steps = 500
   config.eval_every = 100
   config.log_every = 20
   config.checkpoint_every = 100

@@ -23,6 +23,9 @@ from experiments.configs import common
 def get_config():
   config = common.base_config()
   config.task.name = "delayed_copy"
+  config.task.length = 5
+  config.task.num_symbols = 4
+  config.task.delay = 10
   config.model.kind = "gru"
   config.model.hidden_size = 64
   config.learner = "d_rtrl"

@@ -16,14 +16,16 @@
 
 :data:`MODULE_EXAMPLES` registers every public ``hk.Module`` of
 ``haiku_etp`` once, with a step that uses it the way a model would and the
-learners that equal BPTT on that step (DESIGN.md section 1). The coverage
-test runs every entry through ``jit``, each learner and a checkpoint round
-trip, and fails for a public module that is not registered; the
-``modules_report`` experiment prints the table of errors and cosines.
+learners that equal BPTT on that step (``docs/design.md``, "When each
+learner equals BPTT"). The coverage test runs every entry through ``jit``,
+each learner and a checkpoint round trip, and fails for a public module that
+is not registered; the ``modules_report`` experiment prints the table of
+errors and cosines.
 """
 
 import math
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+import warnings
 import zlib
 
 import haiku as hk
@@ -186,6 +188,9 @@ class ExampleRun(NamedTuple):
       without traces).
     losses: learner name -> per-step losses.
     reference_losses: per-step losses of the reference.
+    approximate: online learner name -> paths of the parameters for which
+      the compiler cannot prove that learner exact on this step (those its
+      :class:`~haiku_etp.ApproximationWarning` names); empty when exact.
   """
 
   model: hk.TransformedWithState
@@ -197,6 +202,7 @@ class ExampleRun(NamedTuple):
   grads: dict
   losses: dict
   reference_losses: jax.Array
+  approximate: dict
 
 
 def make_module_learner(example: ModuleExample, name: str, model):
@@ -213,6 +219,34 @@ def make_module_learner(example: ModuleExample, name: str, model):
   )
 
 
+def _approximate_parameters(compiled, name: str) -> tuple[str, ...]:
+  """Paths of the parameters learner ``name`` is approximate for.
+
+  Args:
+    compiled: the step's :class:`~haiku_etp.compiler.CompiledStep`.
+    name: ``"d_rtrl"`` (approximate where the compiler names a cut) or
+      ``"es_d_rtrl"`` (also wherever its factorised trace is used: every
+      parameter that reaches hidden state).
+
+  Returns:
+    The paths, in parameter order.
+  """
+  if name == "d_rtrl":
+    return tuple(p.path for p in compiled.parameters if not p.exact)
+  if name == "es_d_rtrl":
+    return tuple(
+        p.path
+        for p in compiled.parameters
+        if not p.exact or p.role != "non-temporal"
+    )
+  raise ValueError(f"Expected 'd_rtrl' or 'es_d_rtrl', got {name!r}.")
+
+
+# The example programs run once, so their compile time is what counts:
+# without XLA's backend optimisation they compile several times faster.
+_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
 def run_module_example(
     example: ModuleExample,
     *,
@@ -221,12 +255,15 @@ def run_module_example(
     window: int = 1,
     dtype: Any = jnp.float32,
     learners: tuple[str, ...] = MODULE_LEARNERS + (TRUNCATED_BPTT,),
+    compiler_options: Optional[Mapping[str, Any]] = None,
 ) -> ExampleRun:
   """Runs ``example`` through BPTT and each learner on one random sequence.
 
   Inputs, targets and parameters are drawn from seeds derived from the
   example's name, so runs are reproducible. Call under
-  ``jax.enable_x64(True)`` for ``float64``.
+  ``jax.enable_x64(True)`` for ``float64``. The oracle and every learner run
+  in one ``jit`` program; the learners' :class:`~haiku_etp.ApproximationWarning`
+  is not emitted (``approximate`` lists what it names).
 
   Args:
     example: the registered example.
@@ -235,10 +272,15 @@ def run_module_example(
     window: window of the online learners and of truncated BPTT.
     dtype: floating dtype of inputs, targets and parameters.
     learners: names from :data:`MODULE_LEARNERS` and ``"truncated_bptt"``.
+    compiler_options: XLA options of the programs; by default backend
+      optimisation is off (they run once: compile time dominates).
 
   Returns:
     An :class:`ExampleRun`.
   """
+  if compiler_options is None:
+    compiler_options = _COMPILER_OPTIONS
+  jit = lambda f: jax.jit(f, compiler_options=dict(compiler_options))
   seed = zlib.crc32(example.name.encode())
   model = hk.transform_with_state(example.step)
   rs = np.random.RandomState(seed)
@@ -246,20 +288,46 @@ def run_module_example(
       size=(num_steps, batch_size) + example.input_shape
   )
   xs = jnp.asarray(xs, dtype)
-  params, state = model.init(jax.random.PRNGKey(seed), xs[0])
+  params, state = jit(model.init)(jax.random.PRNGKey(seed), xs[0])
   out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
   ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape), dtype)
-  reference, reference_losses = jax.jit(
-      lambda p, x, y: oracles.bptt_grads(model, mse, p, state, None, x, y)
-  )(params, xs, ys)
-  grads, losses = {}, {}
-  for name in learners:
-    learner = make_module_learner(example, name, model)
-    _, learner_state = learner.init(jax.random.PRNGKey(0), xs[0])
-    whole = name == "bptt"
-    fn = jax.jit(learner.sequence_grad(mse, window=None if whole else window))
-    result = fn(params, learner_state, None, xs, ys)
-    grads[name], losses[name] = result.grads, result.losses
+  fns, learner_states = {}, {}
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", learners_lib.ApproximationWarning)
+    for name in learners:
+      learner = make_module_learner(example, name, model)
+      learner_states[name] = learner.init_state(params, state, None, xs[0])
+      whole = name == "bptt"
+      fns[name] = learner.sequence_grad(mse, window=None if whole else window)
+    compiled = learners_lib.bptt(model).compile(params, state, None, xs[0])
+
+  def run(params, learner_states, xs, ys):
+    reference = oracles.bptt_grads(model, mse, params, state, None, xs, ys)
+    results = {
+        name: fn(params, learner_states[name], None, xs, ys)
+        for name, fn in fns.items()
+    }
+    return reference, results
+
+  (reference, reference_losses), results = jit(run)(
+      params, learner_states, xs, ys
+  )
+  grads = {name: r.grads for name, r in results.items()}
+  losses = {name: r.losses for name, r in results.items()}
+  approximate = {
+      name: _approximate_parameters(compiled, name)
+      for name in ("d_rtrl", "es_d_rtrl")
+      if name in learners
+  }
   return ExampleRun(
-      model, params, state, xs, ys, reference, grads, losses, reference_losses
+      model,
+      params,
+      state,
+      xs,
+      ys,
+      reference,
+      grads,
+      losses,
+      reference_losses,
+      approximate,
   )

@@ -51,7 +51,7 @@ def _index(value: Any) -> int:
 
 
 def replicate(value: Union[int, Sequence[int]], n: int, what: str):
-  """Normalises an int-or-sequence argument to a tuple of ``n`` positive ints."""
+  """An int-or-sequence argument as a tuple of ``n`` positive ints."""
   try:
     try:
       value = (_index(value),) * n
@@ -475,34 +475,190 @@ class ConvND(hk.Module):
 class Conv1D(ConvND):
   """1-D convolution, a drop-in ``hk.Conv1D``; see :class:`ConvND`.
 
-  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
-  ``data_format`` defaults to ``"NWC"``.
+  The kernel ``w`` has shape ``(*kernel_shape, C_in // feature_group_count,
+  output_channels)``; inputs are ``NWC`` (the default), ``NCW`` or
+  unbatched without the ``N``.
   """
 
-  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
-    kwargs.setdefault("data_format", "NWC")
-    super().__init__(1, output_channels, kernel_shape, *args, **kwargs)
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution.
+
+    Args:
+      output_channels: number of output channels.
+      kernel_shape: kernel size, an int or a sequence of one.
+      stride: window stride, an int or a sequence of one.
+      rate: kernel dilation, an int or a sequence of one.
+      padding: ``"SAME"``, ``"VALID"``, one ``(low, high)`` pair, or a pad
+        function (or one per spatial axis) mapping the dilated kernel size to
+        ``(low, high)``, as ``hk.pad.causal``.
+      with_bias: whether to add a bias.
+      w_init: weight initialiser; truncated normal with std
+        ``1/sqrt(fan_in)`` by default.
+      b_init: bias initialiser; zeros by default.
+      data_format: ``"NWC"`` (``"channels_last"``) or ``"NCW"``
+        (``"channels_first"``).
+      mask: optional array of the kernel's shape multiplied into the kernel.
+      feature_group_count: number of feature groups.
+      name: module name.
+
+    Raises:
+      ValueError: for a non-positive size, a sequence of the wrong length or
+        an unknown ``data_format``.
+    """
+    super().__init__(
+        num_spatial_dims=1,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )
 
 
 class Conv2D(ConvND):
   """2-D convolution, a drop-in ``hk.Conv2D``; see :class:`ConvND`.
 
-  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
-  ``data_format`` defaults to ``"NHWC"``.
+  The kernel ``w`` has shape ``(*kernel_shape, C_in // feature_group_count,
+  output_channels)``; inputs are ``NHWC`` (the default), ``NCHW`` or
+  unbatched without the ``N``.
   """
 
-  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
-    kwargs.setdefault("data_format", "NHWC")
-    super().__init__(2, output_channels, kernel_shape, *args, **kwargs)
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NHWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution.
+
+    Args:
+      output_channels: number of output channels.
+      kernel_shape: kernel size, an int or a sequence of 2.
+      stride: window stride, an int or a sequence of 2.
+      rate: kernel dilation, an int or a sequence of 2.
+      padding: ``"SAME"``, ``"VALID"``, 2 ``(low, high)`` pairs, or a pad
+        function (or one per spatial axis) mapping the dilated kernel size to
+        ``(low, high)``, as ``hk.pad.causal``.
+      with_bias: whether to add a bias.
+      w_init: weight initialiser; truncated normal with std
+        ``1/sqrt(fan_in)`` by default.
+      b_init: bias initialiser; zeros by default.
+      data_format: ``"NHWC"`` (``"channels_last"``) or ``"NCHW"``
+        (``"channels_first"``).
+      mask: optional array of the kernel's shape multiplied into the kernel.
+      feature_group_count: number of feature groups.
+      name: module name.
+
+    Raises:
+      ValueError: for a non-positive size, a sequence of the wrong length or
+        an unknown ``data_format``.
+    """
+    super().__init__(
+        num_spatial_dims=2,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )
 
 
 class Conv3D(ConvND):
   """3-D convolution, a drop-in ``hk.Conv3D``; see :class:`ConvND`.
 
-  Takes :class:`ConvND`'s arguments without ``num_spatial_dims``;
-  ``data_format`` defaults to ``"NDHWC"``.
+  The kernel ``w`` has shape ``(*kernel_shape, C_in // feature_group_count,
+  output_channels)``; inputs are ``NDHWC`` (the default), ``NCDHW`` or
+  unbatched without the ``N``.
   """
 
-  def __init__(self, output_channels, kernel_shape, *args, **kwargs):
-    kwargs.setdefault("data_format", "NDHWC")
-    super().__init__(3, output_channels, kernel_shape, *args, **kwargs)
+  def __init__(
+      self,
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      stride: Union[int, Sequence[int]] = 1,
+      rate: Union[int, Sequence[int]] = 1,
+      padding: Padding = "SAME",
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      data_format: str = "NDHWC",
+      mask: Optional[jax.Array] = None,
+      feature_group_count: int = 1,
+      name: Optional[str] = None,
+  ):
+    """Constructs the convolution.
+
+    Args:
+      output_channels: number of output channels.
+      kernel_shape: kernel size, an int or a sequence of 3.
+      stride: window stride, an int or a sequence of 3.
+      rate: kernel dilation, an int or a sequence of 3.
+      padding: ``"SAME"``, ``"VALID"``, 3 ``(low, high)`` pairs, or a pad
+        function (or one per spatial axis) mapping the dilated kernel size to
+        ``(low, high)``, as ``hk.pad.causal``.
+      with_bias: whether to add a bias.
+      w_init: weight initialiser; truncated normal with std
+        ``1/sqrt(fan_in)`` by default.
+      b_init: bias initialiser; zeros by default.
+      data_format: ``"NDHWC"`` (``"channels_last"``) or ``"NCDHW"``
+        (``"channels_first"``).
+      mask: optional array of the kernel's shape multiplied into the kernel.
+      feature_group_count: number of feature groups.
+      name: module name.
+
+    Raises:
+      ValueError: for a non-positive size, a sequence of the wrong length or
+        an unknown ``data_format``.
+    """
+    super().__init__(
+        num_spatial_dims=3,
+        output_channels=output_channels,
+        kernel_shape=kernel_shape,
+        stride=stride,
+        rate=rate,
+        padding=padding,
+        with_bias=with_bias,
+        w_init=w_init,
+        b_init=b_init,
+        data_format=data_format,
+        mask=mask,
+        feature_group_count=feature_group_count,
+        name=name,
+    )

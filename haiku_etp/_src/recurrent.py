@@ -14,10 +14,17 @@
 # ==============================================================================
 r"""Rate-based recurrent cells that keep their memory in hidden state.
 
-Each cell is called once per time step, ``out_t = cell(x_t)``, and reads and
-writes its recurrent memory with :func:`haiku_etp.get_hidden_state` /
-:func:`haiku_etp.set_hidden_state`, so the learners find it without being
-told. ``VanillaRNN``, ``GRU``, ``LSTM`` and ``Conv1DLSTM``/``Conv2DLSTM``/
+Each cell is a step module, not an ``hk.RNNCore``: it is called once per
+time step, ``out_t = cell(x_t)``, and reads and writes its recurrent memory
+with :func:`haiku_etp.get_hidden_state` / :func:`haiku_etp.set_hidden_state`
+instead of taking and returning it, so the learners find it without being
+told. A model is the step wrapped in ``hk.transform_with_state``; where Haiku
+unrolls a core with ``hk.dynamic_unroll(core, xs, core.initial_state(B))``,
+a learner unrolls the step from the state it initialised,
+``outs, state = learner.unroll(params, state, rng, xs)`` (and
+``learner.sequence_grad`` trains it).
+
+``VanillaRNN``, ``GRU``, ``LSTM`` and ``Conv1DLSTM``/``Conv2DLSTM``/
 ``Conv3DLSTM`` create the parameters of their Haiku namesakes (names, shapes,
 default initialisers): a checkpoint of ``hk.GRU`` loads into ``GRU`` and,
 stepped over the same inputs from zero state, gives the same outputs. The
@@ -105,11 +112,20 @@ class VanillaRNN(hk.Module):
   elementwise ``activation``. ``D`` is zero (the only memory path crosses
   ``W_h``), so the online learners see only the instantaneous term.
 
-  >>> import haiku as hk, jax, jax.numpy as jnp
-  >>> f = hk.transform_with_state(lambda x: VanillaRNN(4)(x))
-  >>> params, state = f.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  A step module with its memory in hidden state, not an ``hk.RNNCore``: no
+  ``initial_state``, and ``learner.unroll`` takes the place of
+  ``hk.dynamic_unroll``:
+
+  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
+  >>> model = hk.transform_with_state(lambda x: VanillaRNN(4)(x))
+  >>> learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+  >>> xs = jnp.ones((5, 2, 3))  # (T, B, I)
+  >>> params, state = learner.init(jax.random.PRNGKey(0), xs[0])
   >>> state["vanilla_rnn"]["h:hidden"].shape
   (2, 4)
+  >>> outs, state = learner.unroll(params, state, None, xs)
+  >>> outs.shape
+  (5, 2, 4)
   """
 
   def __init__(
@@ -165,11 +181,20 @@ class GRU(hk.Module):
   reach ``h`` only through ``W_{ha}`` and get the in-window gradient only
   (see the module docstring).
 
-  >>> import haiku as hk, jax, jax.numpy as jnp
-  >>> f = hk.transform_with_state(lambda x: GRU(4)(x))
-  >>> params, state = f.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  A step module with its memory in hidden state, not an ``hk.RNNCore``: no
+  ``initial_state``, and ``learner.unroll`` takes the place of
+  ``hk.dynamic_unroll``:
+
+  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
+  >>> model = hk.transform_with_state(lambda x: GRU(4)(x))
+  >>> learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+  >>> xs = jnp.ones((5, 2, 3))  # (T, B, I)
+  >>> params, state = learner.init(jax.random.PRNGKey(0), xs[0])
   >>> params["gru"]["w_h"].shape
   (4, 12)
+  >>> outs, state = learner.unroll(params, state, None, xs)
+  >>> outs.shape
+  (5, 2, 4)
   """
 
   def __init__(
@@ -228,11 +253,20 @@ class LSTM(hk.Module):
   (``S = 2``); the path ``c_{t-1} -> c_t`` is traced exactly, the path through
   ``h_{t-1}`` and ``W`` is cut.
 
-  >>> import haiku as hk, jax, jax.numpy as jnp
-  >>> f = hk.transform_with_state(lambda x: LSTM(4)(x))
-  >>> params, state = f.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  A step module with its memory in hidden state, not an ``hk.RNNCore``: no
+  ``initial_state``, and ``learner.unroll`` takes the place of
+  ``hk.dynamic_unroll``:
+
+  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
+  >>> model = hk.transform_with_state(lambda x: LSTM(4)(x))
+  >>> learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+  >>> xs = jnp.ones((5, 2, 3))  # (T, B, I)
+  >>> params, state = learner.init(jax.random.PRNGKey(0), xs[0])
   >>> sorted(state["lstm"])
   ['c:hidden', 'h:hidden']
+  >>> outs, state = learner.unroll(params, state, None, xs)
+  >>> outs.shape
+  (5, 2, 4)
   """
 
   def __init__(self, hidden_size: int, name: Optional[str] = None):
@@ -321,7 +355,7 @@ class _ConvCell(hk.Module):
 
 
 class ConvNDLSTM(_ConvCell):
-  r"""Convolutional LSTM with hidden states ``c`` and ``h``, as ``hk.ConvNDLSTM``.
+  r"""N-D convolutional LSTM with hidden states ``c`` and ``h``.
 
   .. math::
     i_t, g_t, f_t, o_t &= \operatorname{split}(W_i * x_t + W_h * h_{t-1} + b)
@@ -333,6 +367,16 @@ class ConvNDLSTM(_ConvCell):
   ``input_to_hidden`` and ``hidden_to_hidden`` with ``4 * output_channels``
   outputs, channels-last, ``SAME`` padding. Inputs are ``(B, *input_shape,
   C)`` or unbatched ``(*input_shape, C)``.
+
+  A step module with its memory in hidden state (``c`` and ``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    cell = lambda x: ConvNDLSTM(2, (4, 4), 2, 3)(x)
+    learner = haiku_etp.bptt(hk.transform_with_state(cell))
+    xs = jnp.ones((5, 2, 4, 4, 1))  # (T, B, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 4, 4, 2)
   """
 
   def __call__(self, x_t: jax.Array) -> jax.Array:
@@ -372,6 +416,16 @@ class ConvNDGRU(_ConvCell):
   Parameters ``w_i`` ``(*kernel_shape, C_in, 3C)``, ``w_h`` ``(*kernel_shape,
   C, 3C)`` and ``b`` ``(3C,)``, gates in the order ``z, r, a``. As in
   :class:`GRU`, the reset-gate slices get the in-window gradient only.
+
+  A step module with its memory in hidden state (``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    cell = lambda x: ConvNDGRU(2, (4, 4), 2, 3)(x)
+    learner = haiku_etp.bptt(hk.transform_with_state(cell))
+    xs = jnp.ones((5, 2, 4, 4, 1))  # (T, B, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 4, 4, 2)
   """
 
   def __init__(
@@ -440,60 +494,269 @@ class ConvNDGRU(_ConvCell):
 
 
 class Conv1DLSTM(ConvNDLSTM):
-  """1-D convolutional LSTM; see :class:`ConvNDLSTM`.
+  """1-D convolutional LSTM, as ``hk.Conv1DLSTM``; see :class:`ConvNDLSTM`.
 
-  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``c`` and ``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    model = hk.transform_with_state(lambda x: Conv1DLSTM((6,), 2, 3)(x))
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 6, 1))  # (T, B, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 6, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(1, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(W,)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of one.
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(1, input_shape, output_channels, kernel_shape, name)
 
 
 class Conv2DLSTM(ConvNDLSTM):
-  """2-D convolutional LSTM; see :class:`ConvNDLSTM`.
+  """2-D convolutional LSTM, as ``hk.Conv2DLSTM``; see :class:`ConvNDLSTM`.
 
-  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``c`` and ``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    model = hk.transform_with_state(lambda x: Conv2DLSTM((4, 4), 2, 3)(x))
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 4, 4, 1))  # (T, B, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 4, 4, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(2, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(H, W)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of 2.
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(2, input_shape, output_channels, kernel_shape, name)
 
 
 class Conv3DLSTM(ConvNDLSTM):
-  """3-D convolutional LSTM; see :class:`ConvNDLSTM`.
+  """3-D convolutional LSTM, as ``hk.Conv3DLSTM``; see :class:`ConvNDLSTM`.
 
-  Takes :class:`ConvNDLSTM`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``c`` and ``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    cell = lambda x: Conv3DLSTM((3, 3, 3), 2, 3)(x)
+    model = hk.transform_with_state(cell)
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 3, 3, 3, 1))  # (T, B, D, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 3, 3, 3, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(3, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(D, H, W)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of 3.
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(3, input_shape, output_channels, kernel_shape, name)
 
 
 class Conv1DGRU(ConvNDGRU):
   """1-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    model = hk.transform_with_state(lambda x: Conv1DGRU((6,), 2, 3)(x))
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 6, 1))  # (T, B, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 6, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(1, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      w_i_init: Optional[hk.initializers.Initializer] = None,
+      w_h_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(W,)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of one.
+      w_i_init: input kernel initialiser (``VarianceScaling()`` by default).
+      w_h_init: recurrent kernel initialiser (``VarianceScaling()``).
+      b_init: bias initialiser (zeros).
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(
+        1,
+        input_shape,
+        output_channels,
+        kernel_shape,
+        w_i_init=w_i_init,
+        w_h_init=w_h_init,
+        b_init=b_init,
+        name=name,
+    )
 
 
 class Conv2DGRU(ConvNDGRU):
   """2-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    model = hk.transform_with_state(lambda x: Conv2DGRU((4, 4), 2, 3)(x))
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 4, 4, 1))  # (T, B, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 4, 4, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(2, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      w_i_init: Optional[hk.initializers.Initializer] = None,
+      w_h_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(H, W)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of 2.
+      w_i_init: input kernel initialiser (``VarianceScaling()`` by default).
+      w_h_init: recurrent kernel initialiser (``VarianceScaling()``).
+      b_init: bias initialiser (zeros).
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(
+        2,
+        input_shape,
+        output_channels,
+        kernel_shape,
+        w_i_init=w_i_init,
+        w_h_init=w_h_init,
+        b_init=b_init,
+        name=name,
+    )
 
 
 class Conv3DGRU(ConvNDGRU):
   """3-D convolutional GRU; see :class:`ConvNDGRU`.
 
-  Takes :class:`ConvNDGRU`'s arguments without ``num_spatial_dims``.
+  A step module with its memory in hidden state (``h``), not an
+  ``hk.RNNCore``: no ``initial_state``, and ``learner.unroll`` takes the
+  place of ``hk.dynamic_unroll``::
+
+    cell = lambda x: Conv3DGRU((3, 3, 3), 2, 3)(x)
+    model = hk.transform_with_state(cell)
+    learner = haiku_etp.bptt(model)  # or d_rtrl / es_d_rtrl
+    xs = jnp.ones((5, 2, 3, 3, 3, 1))  # (T, B, D, H, W, C)
+    params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    outs, state = learner.unroll(params, state, None, xs)  # (5, 2, 3, 3, 3, 2)
   """
 
-  def __init__(self, input_shape, output_channels, kernel_shape, **kwargs):
-    super().__init__(3, input_shape, output_channels, kernel_shape, **kwargs)
+  def __init__(
+      self,
+      input_shape: Sequence[int],
+      output_channels: int,
+      kernel_shape: Union[int, Sequence[int]],
+      w_i_init: Optional[hk.initializers.Initializer] = None,
+      w_h_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      name: Optional[str] = None,
+  ):
+    """Constructs the cell.
+
+    Args:
+      input_shape: spatial shape ``(D, H, W)`` of the inputs (no batch, no
+        channels).
+      output_channels: channels of the hidden state.
+      kernel_shape: kernel size, an int or a sequence of 3.
+      w_i_init: input kernel initialiser (``VarianceScaling()`` by default).
+      w_h_init: recurrent kernel initialiser (``VarianceScaling()``).
+      b_init: bias initialiser (zeros).
+      name: module name.
+
+    Raises:
+      ValueError: for non-positive sizes or an ``input_shape`` of the wrong
+        length.
+    """
+    super().__init__(
+        3,
+        input_shape,
+        output_channels,
+        kernel_shape,
+        w_i_init=w_i_init,
+        w_h_init=w_h_init,
+        b_init=b_init,
+        name=name,
+    )

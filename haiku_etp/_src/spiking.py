@@ -298,7 +298,8 @@ class LIF(hk.Module):
 
   Hidden state: ``"v"`` (membrane potential, resting at zero); with a
   refractory period also the per-sample int32 state ``"refractory"`` (the
-  counter, carried but not traced; :func:`haiku_etp.get_sample_state`). Returns the spikes :math:`s_t`.
+  counter, carried but not traced, declared with
+  :func:`haiku_etp.get_sample_state`). Returns the spikes :math:`s_t`.
 
   Its state transition is per-position, so D-RTRL equals BPTT for a
   feed-forward layer (weights -> synapse -> neuron).
