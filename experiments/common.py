@@ -36,11 +36,12 @@ class _QuietLibraries(logging.logging.Filter):
 
   def filter(self, record) -> bool:
     quiet = ("/orbax/", "/etils/", "/tensorstore/")
-    return record.levelno >= logging.WARNING or not any(
+    # absl's own WARNING constant is its verbosity (1), not Python's level.
+    return record.levelno >= logging.logging.WARNING or not any(
         q in record.pathname for q in quiet
     )
 
 
 def quiet_library_logs() -> None:
-  """Drops info logs of orbax and its helpers from absl's handler."""
+  """Drops the info logs of orbax and its helpers (they log through absl)."""
   logging.get_absl_handler().addFilter(_QuietLibraries())

@@ -665,7 +665,9 @@ def _weighted(m: dict) -> dict:
 
 def _fmt(values: dict) -> str:
   return ", ".join(
-      f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)
+      f"{k} {v:.4f}"
+      for k, v in values.items()
+      if isinstance(v, float) and k != "count"
   )
 
 
