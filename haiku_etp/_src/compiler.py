@@ -618,13 +618,17 @@ def _influence(step: _Step, flows: _Flows) -> list:
   return infl
 
 
-def _diagnose(
-    step, relations, groups, hidden_group, unaligned, findings, flows
-) -> list:  # pyformat: disable
-  """Phase 7: every finding, with the parameters it makes approximate."""
-  num_h, num_p = len(step.hidden), step.num_p
-  hidden = step.hidden
-  infl = _influence(step, flows)
+def _reach_hidden(step: _Step, flows: _Flows) -> int:
+  """Mask of the input leaves some new hidden value depends on."""
+  mask = 0
+  for leaf in step.hidden:
+    mask |= flows.at("deps", step.state_out(leaf))
+  return mask
+
+
+def _memory_diagnostics(step, groups, hidden_group, unaligned, flows, infl):
+  """Memory paths D drops: across shapes, or through a cut."""
+  hidden, num_h = step.hidden, len(step.hidden)
   names = lambda mask: tuple(step.param_paths[k] for k in _bits(mask))
   group_infl = [0] * len(groups)
   for leaf in hidden:
@@ -643,58 +647,76 @@ def _diagnose(
             names(infl[src]),
         )
     )
-  for k, leaf in enumerate(hidden):
-    for j in _bits(
-        flows.at("cross", step.state_out(leaf)) & ((1 << num_h) - 1)
-    ):
-      src_g, dst_g = hidden_group[hidden[j]], hidden_group[leaf]
+  for leaf in hidden:
+    crossing = flows.at("cross", step.state_out(leaf)) & ((1 << num_h) - 1)
+    for j in _bits(crossing):
+      src, dst = groups[hidden_group[hidden[j]]], groups[hidden_group[leaf]]
       out.append(
           Diagnostic(
               "warning",
               "cut_memory_path",
-              f"{step.path(leaf)!r} (group {groups[dst_g].name}) depends on "
-              f"the previous {step.path(hidden[j])!r} (group "
-              f"{groups[src_g].name}) through an ETP or mixing op; D and the "
-              "traces cut that path, so the parameters that reach "
-              f"{groups[src_g].name} get an approximate D-RTRL gradient.",
-              names(group_infl[src_g]),
+              f"{step.path(leaf)!r} (group {dst.name}) depends on the "
+              f"previous {step.path(hidden[j])!r} (group {src.name}) through "
+              "an ETP or mixing op; D and the traces cut that path, so the "
+              f"parameters that reach {src.name} get an approximate D-RTRL "
+              "gradient.",
+              names(group_infl[hidden_group[hidden[j]]]),
           )
       )
+  return out
+
+
+def _relation_diagnostics(relations, groups, findings) -> list:
+  """Relations that reach a group other than through an aligned tail."""
+  out = []
   for code, r, g in findings:
-    rel = relations[r]
+    rel, group = relations[r], groups[g]
     params = tuple(p for ps in rel.weights.values() for p in ps)
     if code == "unaligned_relation":
       msg = (
           f"{rel.key} ({rel.primitive.name}) output {rel.y_shape} reaches "
-          f"group {groups[g].name} {groups[g].shape} but does not line up "
-          "with its positions (NumPy broadcasting on trailing axes); it gets "
-          "only the in-window gradient there."
+          f"group {group.name} {group.shape} but does not line up with its "
+          "positions (NumPy broadcasting on trailing axes); it gets only the "
+          "in-window gradient there."
       )
     else:
       msg = (
-          f"{rel.key} ({rel.primitive.name}) reaches group {groups[g].name} "
+          f"{rel.key} ({rel.primitive.name}) reaches group {group.name} "
           "through another ETP or mixing op in the same step; the traces "
           "miss that path, which gets only the in-window gradient."
       )
     out.append(Diagnostic("warning", code, msg, params))
-  reach_hidden = 0
-  for leaf in hidden:
-    reach_hidden |= flows.at("deps", step.state_out(leaf))
-  etp_params = {p for r in relations for ps in r.weights.values() for p in ps}
-  for k, path in enumerate(step.param_paths):
-    if reach_hidden >> k & 1 and path not in etp_params:
-      out.append(
-          Diagnostic(
-              "warning",
-              "untraced_parameter",
-              f"Parameter {path!r} reaches hidden state outside any ETP op; "
-              "it gets only the in-window gradient. Route it through "
-              "haiku_etp.dense/conv/elementwise to trace it.",
-              (path,),
-          )
-      )
-  out.extend(_carried_state(step, flows, infl))
   return out
+
+
+def _untraced_parameters(step, relations, flows) -> list:
+  reach = _reach_hidden(step, flows)
+  etp_params = {p for r in relations for ps in r.weights.values() for p in ps}
+  return [
+      Diagnostic(
+          "warning",
+          "untraced_parameter",
+          f"Parameter {path!r} reaches hidden state outside any ETP op; it "
+          "gets only the in-window gradient. Route it through "
+          "haiku_etp.dense/conv/elementwise to trace it.",
+          (path,),
+      )
+      for k, path in enumerate(step.param_paths)
+      if reach >> k & 1 and path not in etp_params
+  ]
+
+
+def _diagnose(
+    step, relations, groups, hidden_group, unaligned, findings, flows
+) -> list:  # pyformat: disable
+  """Phase 7: every finding, with the parameters it makes approximate."""
+  infl = _influence(step, flows)
+  return (
+      _memory_diagnostics(step, groups, hidden_group, unaligned, flows, infl)
+      + _relation_diagnostics(relations, groups, findings)
+      + _untraced_parameters(step, relations, flows)
+      + _carried_state(step, flows, infl)
+  )
 
 
 def _carried_state(step: _Step, flows: _Flows, infl: list) -> list:
@@ -742,9 +764,7 @@ def _carried_state(step: _Step, flows: _Flows, infl: list) -> list:
 
 
 def _parameters(step, relations, diagnostics, flows) -> list:
-  reach_hidden = 0
-  for leaf in step.hidden:
-    reach_hidden |= flows.at("deps", step.state_out(leaf))
+  reach_hidden = _reach_hidden(step, flows)
   etp_params = {p for r in relations for ps in r.weights.values() for p in ps}
   reasons = {p: [] for p in step.param_paths}
   for d in diagnostics:

@@ -140,32 +140,26 @@ def run_step(
   return out, new_state, record
 
 
-def _jacobians(compiled, env) -> StepRecord:
+def _cut_step(compiled, env, fed):
+  """The step from old hidden values and relation deltas to new hidden values,
+  with every ETP output and every cut held at its forward value."""
   program = compiled.program
   sg = lax.stop_gradient
-  hidden = compiled.hidden
-  h_ids = [compiled.hidden_in(leaf) for leaf in hidden]
-  fed = [r for r, rel in enumerate(compiled.relations) if rel.groups]
+  h_ids = [compiled.hidden_in(leaf) for leaf in compiled.hidden]
   y_ids = [program.nodes[compiled.relations[r].node].outs[0] for r in fed]
-  delta_of = {
-      program.nodes[compiled.relations[r].node].outs[0]: k
-      for k, r in enumerate(fed)
-  }
+  delta_of = {y: k for k, y in enumerate(y_ids)}
   order = sorted(
       set(compiled.tangent_nodes) | {compiled.relations[r].node for r in fed}
   )
+  constant = lambda a: a.val if isinstance(a, Lit) else sg(env[a])
 
   def cut(h_olds, deltas):
     env2 = dict(zip(h_ids, h_olds))
-
-    def read(a):
-      if isinstance(a, Lit):
-        return a.val
-      return env2[a] if a in env2 else sg(env[a])
-
-    def read_constant(a):
-      return a.val if isinstance(a, Lit) else sg(env[a])
-
+    read = (
+        lambda a: env2[a]
+        if not isinstance(a, Lit) and a in env2
+        else (constant(a))
+    )
     for ni in order:
       node = program.nodes[ni]
       if node.etp:
@@ -173,7 +167,7 @@ def _jacobians(compiled, env) -> StepRecord:
         env2[y] = sg(env[y]) + deltas[delta_of[y]]
         continue
       vals = [
-          read(a) if program_lib.row_keeps(row) else read_constant(a)
+          read(a) if program_lib.row_keeps(row) else constant(a)
           for a, row in zip(node.ins, node.flows)
       ]
       if node.prim.name in program_lib.CUSTOM_VJP:
@@ -182,60 +176,60 @@ def _jacobians(compiled, env) -> StepRecord:
         outs = _bind(node, vals)
       for o, v in zip(node.outs, outs):
         env2[o] = v
-    return [read(compiled.hidden_out(leaf)) for leaf in hidden]
+    return [read(compiled.hidden_out(leaf)) for leaf in compiled.hidden]
 
-  h0 = [sg(env[i]) for i in h_ids]
-  d0 = [jnp.zeros_like(env[i]) for i in y_ids]
-  seeds = []  # ("h", leaf position) or ("y", k)
-  for g in range(len(compiled.groups)):
-    for leaf in compiled.group_leaves(g):
-      seeds.append(("h", hidden.index(leaf)))
-  for k in range(len(fed)):
-    seeds.append(("y", k))
-  th = [
+  primals = (
+      [sg(env[i]) for i in h_ids],
+      [jnp.zeros_like(env[i]) for i in y_ids],
+  )
+  return cut, primals
+
+
+def _one_hot_tangents(primals, seeds, kind):
+  """Per primal, the stack over seeds of ones where the seed is it."""
+  return [
       jnp.stack(
           [
-              jnp.ones_like(h) if s == ("h", i) else jnp.zeros_like(h)
+              jnp.ones_like(p) if s == (kind, i) else jnp.zeros_like(p)
               for s in seeds
           ]
       )
-      for i, h in enumerate(h0)
-  ]
-  td = [
-      jnp.stack(
-          [
-              jnp.ones_like(y) if s == ("y", k) else jnp.zeros_like(y)
-              for s in seeds
-          ]
-      )
-      for k, y in enumerate(d0)
-  ]
-  tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
-  tangents = [backend.materialize(sg(t)) for t in tangents]
-  seed_index = {s: n for n, s in enumerate(seeds)}
+      for i, p in enumerate(primals)
+  ]  # pyformat: disable
+
+
+def _jacobians(compiled, env) -> StepRecord:
+  """``D`` per group and ``D_f`` per relation from one batched JVP."""
+  hidden = compiled.hidden
+  fed = [r for r, rel in enumerate(compiled.relations) if rel.groups]
+  cut, (h0, d0) = _cut_step(compiled, env, fed)
   pos = {leaf: i for i, leaf in enumerate(hidden)}
-  ds = []
-  for g in range(len(compiled.groups)):
-    members = [pos[leaf] for leaf in compiled.group_leaves(g)]
-    rows = [
-        jnp.stack([tangents[a][seed_index[("h", b)]] for b in members], axis=-1)
-        for a in members
-    ]
-    ds.append(jnp.stack(rows, axis=-2))
-  d_f = []
-  xs = []
+  members = [
+      [pos[leaf] for leaf in compiled.group_leaves(g)]
+      for g in range(len(compiled.groups))
+  ]
+  # One seed of ones per hidden state and per fed relation output.
+  seeds = [("h", i) for m in members for i in m]
+  seeds += [("y", k) for k in range(len(fed))]
+  th, td = _one_hot_tangents(h0, seeds, "h"), _one_hot_tangents(d0, seeds, "y")
+  tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
+  tangents = [backend.materialize(lax.stop_gradient(t)) for t in tangents]
+  seed_index = {s: n for n, s in enumerate(seeds)}
+  column = lambda m, n: jnp.stack([tangents[a][n] for a in m], axis=-1)
+  ds = tuple(
+      jnp.stack([column(m, seed_index[("h", b)]) for b in m], axis=-1)
+      for m in members
+  )
+  xs, d_f = [], []
   for r, rel in enumerate(compiled.relations):
-    node = program.nodes[rel.node]
     xi = rel.primitive.x_invar_index
-    xs.append(None if xi is None else sg(_read(env, node.ins[xi])))
-    per_group = []
-    if rel.groups:
-      n = seed_index[("y", fed.index(r))]
-      for g in rel.groups:
-        members = [pos[leaf] for leaf in compiled.group_leaves(g)]
-        per_group.append(jnp.stack([tangents[a][n] for a in members], axis=-1))
-    d_f.append(tuple(per_group))
-  return StepRecord(tuple(xs), tuple(ds), tuple(d_f))
+    node = compiled.program.nodes[rel.node]
+    xs.append(
+        None if xi is None else lax.stop_gradient(_read(env, node.ins[xi]))
+    )
+    n = seed_index[("y", fed.index(r))] if rel.groups else None
+    d_f.append(tuple(column(members[g], n) for g in rel.groups))
+  return StepRecord(tuple(xs), ds, tuple(d_f))
 
 
 def relation_weights(compiled, params) -> list:
