@@ -54,8 +54,10 @@ def cpu_tuned() -> bool:
 def tuning(cpu: Optional[bool]) -> Iterator[None]:
   """Forces the CPU-tuned forms on (``True``) or off (``False``) while tracing.
 
-  ``None`` restores the automatic choice. Functions already compiled keep the
-  form they were traced with.
+  ``None`` restores the automatic choice. The switch is read when a function
+  is traced and is not part of JAX's trace cache key: a function already
+  traced (or compiled) keeps the form it was traced with, so trace a fresh
+  function (a new lambda) under each setting.
   """
   if cpu is None:
     yield
