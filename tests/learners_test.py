@@ -723,6 +723,19 @@ class BehaviourTest(chex.TestCase):
     self.assertTrue(any("linear/w" in k for k in learner.traces(state)))
     self.assertEqual(_learner("bptt").traces(state), {})
 
+  def test_es_d_rtrl_keeps_one_input_trace_per_input_value(self):
+    # The four gates of an LSTM read one concatenated input: one x trace.
+    learner = haiku_etp.es_d_rtrl(
+        hk.transform_with_state(lambda x: haiku_etp.LSTM(_H)(x)), decay=0.5
+    )
+    xs, _ = _data(dtype=jnp.float32)
+    _, state = _init(learner, xs)
+    labels = sorted(learner.traces(state))
+    self.assertEqual(
+        [l for l in labels if l.startswith("x:")], ["x:lstm/linear/w"]
+    )
+    self.assertLen([l for l in labels if l.startswith("f:")], 4)
+
   @parameterized.named_parameters(*_ALL)
   def test_grads_have_the_structure_of_params(self, learner_name):
     xs, ys = _data(dtype=jnp.float32)
