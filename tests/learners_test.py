@@ -315,11 +315,17 @@ def _assert_trees_close(actual, expected, rtol=_RTOL):
 class NegativeControlTest(parameterized.TestCase):
   """Steps where the online learners are approximate must differ from BPTT."""
 
-  @parameterized.named_parameters(("rnn", "rnn"), ("stack", "stack"))
-  def test_d_rtrl_differs_on_cut_memory(self, step):
+  @parameterized.named_parameters(
+      ("rnn", "rnn", {}),
+      # A stack is exact with cross-group traces; without them it is cut.
+      ("stack_without_cross_traces", "stack", dict(max_cross_bytes=0)),
+  )
+  def test_d_rtrl_differs_on_cut_memory(self, step, kwargs):
     with jax.enable_x64(True):
       xs, ys = _data(num_steps=12)
-      learner = _learner("d_rtrl", step)
+      learner = haiku_etp.d_rtrl(
+          hk.transform_with_state(_STEPS[step]), **kwargs
+      )
       params, state = _init(learner, xs)
       grads = _online_grads(learner, params, state, xs, ys)
       exact = _bptt_grads(_STEPS[step], params, xs, ys)
@@ -333,6 +339,15 @@ class NegativeControlTest(parameterized.TestCase):
       self.assertIn(
           "cut_memory_path", learner.report(params, state, None, xs[0])
       )
+
+  def test_stack_is_exact_with_cross_traces(self):
+    with jax.enable_x64(True):
+      xs, ys = _data(num_steps=12)
+      learner = _learner("d_rtrl", "stack")
+      params, state = _init(learner, xs)
+      grads = _online_grads(learner, params, state, xs, ys)
+      _assert_trees_close(grads, _bptt_grads(_stack_step, params, xs, ys))
+      self.assertTrue(learner.compile(params, state, None, xs[0]).drtrl_exact)
 
   def test_es_d_rtrl_with_decay_differs_on_lif(self):
     with jax.enable_x64(True):

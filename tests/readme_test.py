@@ -16,6 +16,7 @@
 
 import os
 import re
+import warnings
 
 from absl.testing import absltest
 import chex
@@ -26,7 +27,6 @@ import numpy as np
 import saiunit as u
 
 import haiku_etp
-from haiku_etp import testing
 
 _README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
@@ -65,8 +65,13 @@ class ReadmeTest(absltest.TestCase):
     exec(compile(_modules_block(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
     learner = haiku_etp.d_rtrl(hk.transform_with_state(namespace["snn"]))
     xs = (jax.random.uniform(jax.random.PRNGKey(0), (3, 2, 100)) < 0.3) * 1.0
-    with testing.expect_warning(haiku_etp.ApproximationWarning, "linear/w"):
+    # Cross-group traces carry the readout's leak: exact, so no warning.
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
       params, state = learner.init(jax.random.PRNGKey(1), xs[0])
+    self.assertEmpty(
+        [w for w in caught if w.category is haiku_etp.ApproximationWarning]
+    )
     losses, grads, _, _ = learner.sequence_grad(
         lambda o, y: jnp.mean((o - y) ** 2)
     )(params, state, None, xs, jnp.ones((3, 2, 10)))

@@ -39,6 +39,7 @@ import jax
 from jax import tree_util
 import numpy as np
 
+from haiku_etp._src import cross as cross_lib
 from haiku_etp._src import primitive
 from haiku_etp._src import program as program_lib
 from haiku_etp._src import state as state_lib
@@ -159,6 +160,8 @@ class CompiledStep:
       ``D_f`` are taken).
     weight_nodes: indices of the nodes that compute the relations' trainable
       operands from the parameters.
+    cross: the cross-group trace plans (:class:`~haiku_etp._src.cross.Plan`).
+    cross_inputs: where each hop relation's input is read for the plans.
   """
 
   program: program_lib.Program
@@ -174,6 +177,8 @@ class CompiledStep:
   diagnostics: list
   tangent_nodes: list
   weight_nodes: list
+  cross: tuple = ()
+  cross_inputs: dict = dataclasses.field(default_factory=dict)
 
   @property
   def num_param_leaves(self) -> int:
@@ -520,15 +525,19 @@ def _broadcasts(y_shape, v_shape) -> bool:
 class _Flows(NamedTuple):
   """Phase 4: masks over the program; hidden bits first, then relations."""
 
-  tail: dict
-  shift: dict
-  cross: dict
+  masks: program_lib.Masks
   deps: dict
 
   def at(self, which: str, atom) -> int:
-    if isinstance(atom, Lit):
-      return 0
-    return getattr(self, which).get(atom, 0)
+    if which == "deps":
+      return 0 if isinstance(atom, Lit) else self.deps.get(atom, 0)
+    return self.masks.at(which, atom)
+
+  def cut(self, atom) -> int:
+    """Sources that reach ``atom`` through any mixing (an ETP op included)."""
+    return (
+        self.at("cross", atom) | self.at("etp", atom) | self.at("relabel", atom)
+    )
 
 
 def _flows(step: _Step, relations: list) -> _Flows:
@@ -538,14 +547,10 @@ def _flows(step: _Step, relations: list) -> _Flows:
       id(nodes[r.node]): 1 << (num_h + i) for i, r in enumerate(relations)
   }
   seeds = {step.state_in(leaf): 1 << k for k, leaf in enumerate(step.hidden)}
-  tail, shift, cross = program_lib.flow_masks(
-      step.program,
-      seeds,
-      lambda node, t_in, c_in: (rel_bit[id(node)], t_in | c_in),
-  )
+  masks = program_lib.flow_masks(step.program, seeds, rel_bit)
   all_seeds = {v: 1 << k for k, v in enumerate(step.program.invars)}
   deps = program_lib.dependencies(step.program, all_seeds)
-  return _Flows(tail, shift, cross, deps)
+  return _Flows(masks, deps)
 
 
 def _attach(step, raw, groups, hidden_group, flows) -> tuple[list, list]:
@@ -564,7 +569,7 @@ def _attach(step, raw, groups, hidden_group, flows) -> tuple[list, list]:
         fed.add(g)
       if flows.at("shift", out) & bit:
         shifted.add(g)
-      if flows.at("cross", out) & bit:
+      if flows.cut(out) & bit:
         crossed.add(g)
     aligned = []
     for g in sorted(fed):
@@ -626,7 +631,25 @@ def _reach_hidden(step: _Step, flows: _Flows) -> int:
   return mask
 
 
-def _memory_diagnostics(step, groups, hidden_group, unaligned, flows, infl):
+def _uncovered(step, relations, planned, params, src, dst) -> tuple:
+  """The ``params`` whose credit from group ``src`` into ``dst`` no
+  cross-group trace carries."""
+  out = []
+  for p in params:
+    users = [
+        i
+        for i, r in enumerate(relations)
+        if any(p in ps for ps in r.weights.values())
+        and (src in r.groups or src in planned.reach.get(i, ()))
+    ]  # pyformat: disable
+    if not users or any(dst not in planned.traced(i) for i in users):
+      out.append(p)
+  return tuple(out)
+
+
+def _memory_diagnostics(
+    step, relations, groups, hidden_group, unaligned, flows, infl, planned
+):
   """Memory paths D drops: across shapes, or through a cut."""
   hidden, num_h = step.hidden, len(step.hidden)
   names = lambda mask: tuple(step.param_paths[k] for k in _bits(mask))
@@ -648,30 +671,54 @@ def _memory_diagnostics(step, groups, hidden_group, unaligned, flows, infl):
         )
     )
   for leaf in hidden:
-    crossing = flows.at("cross", step.state_out(leaf)) & ((1 << num_h) - 1)
+    crossing = flows.cut(step.state_out(leaf)) & ((1 << num_h) - 1)
     for j in _bits(crossing):
-      src, dst = groups[hidden_group[hidden[j]]], groups[hidden_group[leaf]]
-      out.append(
-          Diagnostic(
-              "warning",
-              "cut_memory_path",
-              f"{step.path(leaf)!r} (group {dst.name}) depends on the "
-              f"previous {step.path(hidden[j])!r} (group {src.name}) through "
-              "an ETP or mixing op; D and the traces cut that path, so the "
-              f"parameters that reach {src.name} get an approximate D-RTRL "
-              "gradient.",
-              names(group_infl[hidden_group[hidden[j]]]),
-          )
+      a, b = hidden_group[hidden[j]], hidden_group[leaf]
+      src, dst = groups[a], groups[b]
+      params = _uncovered(step, relations, planned, names(group_infl[a]), a, b)
+      text = (
+          f"{step.path(leaf)!r} (group {dst.name}) depends on the previous "
+          f"{step.path(hidden[j])!r} (group {src.name}) through an ETP or "
+          "mixing op; D cuts that path"
       )
+      if params:
+        out.append(
+            Diagnostic(
+                "warning",
+                "cut_memory_path",
+                f"{text}, so the parameters that reach {src.name} get an "
+                "approximate D-RTRL gradient.",
+                params,
+            )
+        )
+      else:
+        out.append(
+            Diagnostic(
+                "info",
+                "cut_memory_path",
+                f"{text}; cross-group traces carry it for every parameter "
+                f"that reaches {src.name}.",
+            )
+        )
   return out
 
 
-def _relation_diagnostics(relations, groups, findings) -> list:
+def _relation_diagnostics(relations, groups, findings, planned) -> list:
   """Relations that reach a group other than through an aligned tail."""
   out = []
   for code, r, g in findings:
     rel, group = relations[r], groups[g]
     params = tuple(p for ps in rel.weights.values() for p in ps)
+    if code == "relation_through_cut" and g in planned.traced(r):
+      out.append(
+          Diagnostic(
+              "info",
+              code,
+              f"{rel.key} ({rel.primitive.name}) reaches group {group.name} "
+              "through another ETP op; a cross-group trace carries it.",
+          )
+      )
+      continue
     if code == "unaligned_relation":
       msg = (
           f"{rel.key} ({rel.primitive.name}) output {rel.y_shape} reaches "
@@ -706,16 +753,49 @@ def _untraced_parameters(step, relations, flows) -> list:
   ]
 
 
+def _cross_diagnostics(step, relations, groups, planned) -> list:
+  """What the cross-group traces carry, and what the budget left out."""
+  out = []
+  for p in planned.plans:
+    rel = relations[p.relation]
+    names = [groups[g].name for g in p.groups]
+    names += [f"{groups[g].name} (filtered)" for g, _ in p.filtered]
+    out.append(
+        Diagnostic(
+            "info",
+            "cross_group_trace",
+            f"{rel.key} keeps traces into {', '.join(names)}: "
+            f"{format_bytes(p.nbytes)}.",
+        )
+    )
+  for r, nbytes in planned.over_budget.items():
+    rel = relations[r]
+    out.append(
+        Diagnostic(
+            "warning",
+            "cross_trace_over_budget",
+            f"{rel.key}'s cross-group traces would make D-RTRL exact but need "
+            f"{format_bytes(nbytes)}, over max_cross_bytes; the cut stays. "
+            "Raise d_rtrl(..., max_cross_bytes=) to keep them.",
+            tuple(q for ps in rel.weights.values() for q in ps),
+        )
+    )
+  return out
+
+
 def _diagnose(
-    step, relations, groups, hidden_group, unaligned, findings, flows
+    step, relations, groups, hidden_group, unaligned, findings, flows, planned
 ) -> list:  # pyformat: disable
   """Phase 7: every finding, with the parameters it makes approximate."""
   infl = _influence(step, flows)
   return (
-      _memory_diagnostics(step, groups, hidden_group, unaligned, flows, infl)
-      + _relation_diagnostics(relations, groups, findings)
+      _memory_diagnostics(
+          step, relations, groups, hidden_group, unaligned, flows, infl, planned
+      )  # pyformat: disable
+      + _relation_diagnostics(relations, groups, findings, planned)
       + _untraced_parameters(step, relations, flows)
       + _carried_state(step, flows, infl)
+      + _cross_diagnostics(step, relations, groups, planned)
   )
 
 
@@ -787,18 +867,7 @@ def _parameters(step, relations, diagnostics, flows) -> list:
   return out
 
 
-def _backward_slice(program, atoms: Sequence[Any]) -> set:
-  """Indices of the nodes needed to compute ``atoms``."""
-  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
-  need, stack = set(), [a for a in atoms if not isinstance(a, Lit)]
-  while stack:
-    a = stack.pop()
-    ni = producer.get(a)
-    if ni is None or ni in need:
-      continue
-    need.add(ni)
-    stack.extend(x for x in program.nodes[ni].ins if not isinstance(x, Lit))
-  return need
+DEFAULT_CROSS_BYTES = 512 * 2**20
 
 
 def compile_step(
@@ -807,6 +876,8 @@ def compile_step(
     state: hk.State,
     rng: Any,
     x: Any,
+    *,
+    max_cross_bytes: Optional[int] = DEFAULT_CROSS_BYTES,
 ) -> CompiledStep:
   """Analyses one step ``model.apply(params, state, rng, x)``.
 
@@ -818,6 +889,9 @@ def compile_step(
     state: example model state (without learner entries).
     rng: example rng (or ``None``).
     x: example input of one step.
+    max_cross_bytes: the largest total size of the cross-group traces that
+      carry credit across hidden groups (``None``: no limit; 0: none, the
+      paths stay cut). Plans are kept smallest first.
 
   Returns:
     A :class:`CompiledStep`.
@@ -840,11 +914,21 @@ def compile_step(
   )
   raw = _find_relations(step, deps)
   flows = _flows(step, raw)
-  groups, hidden_group, unaligned = _form_groups(step, flows.tail)
+  groups, hidden_group, unaligned = _form_groups(step, flows.masks.tail)
   relations, findings = _attach(step, raw, groups, hidden_group, flows)
-  diagnostics = _diagnose(
-      step, relations, groups, hidden_group, unaligned, findings, flows
+  planned = cross_lib.plan(
+      step, relations, groups, hidden_group, flows, findings, max_cross_bytes
   )
+  diagnostics = _diagnose(
+      step,
+      relations,
+      groups,
+      hidden_group,
+      unaligned,
+      findings,
+      flows,
+      planned,
+  )  # pyformat: disable
   program = step.program
   tangent_nodes = [
       ni
@@ -873,5 +957,7 @@ def compile_step(
       parameters=_parameters(step, relations, diagnostics, flows),
       diagnostics=diagnostics,
       tangent_nodes=tangent_nodes,
-      weight_nodes=sorted(_backward_slice(program, weight_atoms)),
+      weight_nodes=sorted(program_lib.backward_slice(program, weight_atoms)),
+      cross=planned.plans,
+      cross_inputs=planned.inputs,
   )

@@ -51,11 +51,16 @@ class StepRecord(NamedTuple):
     d: per group, the blocks ``(*V, S, S)``.
     d_f: per relation, per fed group (in ``relation.groups`` order), the tail
       Jacobian ``(*V, S)``.
+    c: per relation, for the hop relations of the cross-group plans, the
+      per-position derivatives of its input (read before any reshape) with
+      respect to each source it is a tail of: ``{source bit: (*pre,)}``
+      (hidden bits first, then relation bits); ``None`` elsewhere.
   """
 
   x: tuple
   d: tuple
   d_f: tuple
+  c: tuple = ()
 
 
 def _custom_vjp_forward(node, vals):
@@ -141,8 +146,9 @@ def run_step(
 
 
 def _cut_step(compiled, env, fed):
-  """The step from old hidden values and relation deltas to new hidden values,
-  with every ETP output and every cut held at its forward value."""
+  """The step from old hidden values and relation deltas to new hidden values
+  (and the cross-group hops' inputs), with every ETP output and every cut
+  held at its forward value."""
   program = compiled.program
   sg = lax.stop_gradient
   h_ids = [compiled.hidden_in(leaf) for leaf in compiled.hidden]
@@ -176,7 +182,8 @@ def _cut_step(compiled, env, fed):
         outs = _bind(node, vals)
       for o, v in zip(node.outs, outs):
         env2[o] = v
-    return [read(compiled.hidden_out(leaf)) for leaf in compiled.hidden]
+    outs = [read(compiled.hidden_out(leaf)) for leaf in compiled.hidden]
+    return outs + [read(c.pre) for c in compiled.cross_inputs.values()]
 
   primals = (
       [sg(env[i]) for i in h_ids],
@@ -198,17 +205,32 @@ def _one_hot_tangents(primals, seeds, kind):
   ]  # pyformat: disable
 
 
+def _seeded_relations(compiled) -> list:
+  """Relations whose output gets a forward-mode seed: the fed ones and the
+  sources of cross-group hops."""
+  num_h = len(compiled.hidden)
+  sources = 0
+  for c in compiled.cross_inputs.values():
+    sources |= c.sources
+  return [
+      r
+      for r, rel in enumerate(compiled.relations)
+      if rel.groups or sources >> (num_h + r) & 1
+  ]
+
+
 def _jacobians(compiled, env) -> StepRecord:
-  """``D`` per group and ``D_f`` per relation from one batched JVP."""
+  """``D`` per group, ``D_f`` per relation and the cross-group hops' input
+  derivatives, from one batched JVP."""
   hidden = compiled.hidden
-  fed = [r for r, rel in enumerate(compiled.relations) if rel.groups]
+  fed = _seeded_relations(compiled)
   cut, (h0, d0) = _cut_step(compiled, env, fed)
   pos = {leaf: i for i, leaf in enumerate(hidden)}
   members = [
       [pos[leaf] for leaf in compiled.group_leaves(g)]
       for g in range(len(compiled.groups))
   ]
-  # One seed of ones per hidden state and per fed relation output.
+  # One seed of ones per hidden state and per seeded relation output.
   seeds = [("h", i) for m in members for i in m]
   seeds += [("y", k) for k in range(len(fed))]
   th, td = _one_hot_tangents(h0, seeds, "h"), _one_hot_tangents(d0, seeds, "y")
@@ -229,7 +251,35 @@ def _jacobians(compiled, env) -> StepRecord:
     )
     n = seed_index[("y", fed.index(r))] if rel.groups else None
     d_f.append(tuple(column(members[g], n) for g in rel.groups))
-  return StepRecord(tuple(xs), ds, tuple(d_f))
+  return StepRecord(
+      tuple(xs),
+      ds,
+      tuple(d_f),
+      _hop_inputs(compiled, tangents, seed_index, fed),
+  )
+
+
+def _hop_inputs(compiled, tangents, seed_index, fed) -> tuple:
+  """Per relation, ``{source bit: d pre / d source}`` for the hop relations."""
+  num_h = len(compiled.hidden)
+  pre_tangents = dict(zip(compiled.cross_inputs, tangents[num_h:]))
+  out = [None] * len(compiled.relations)
+  for r, c in compiled.cross_inputs.items():
+    t, found = pre_tangents[r], {}
+    for bit in _set_bits(c.sources):
+      seed = ("h", bit) if bit < num_h else ("y", fed.index(bit - num_h))
+      found[bit] = t[seed_index[seed]]
+    out[r] = found
+  return tuple(out)
+
+
+def _set_bits(mask: int):
+  i = 0
+  while mask:
+    if mask & 1:
+      yield i
+    mask >>= 1
+    i += 1
 
 
 def relation_weights(compiled, params) -> list:

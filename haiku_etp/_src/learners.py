@@ -234,7 +234,12 @@ def _entry(core: _Core, params, model_state, rng, x, compile_step=None):
   compiled, table = None, {}
   if core.online or compile_step:
     compiled = compiler_lib.compile_step(
-        core.model, params, model_state, rng, x
+        core.model,
+        params,
+        model_state,
+        rng,
+        x,
+        max_cross_bytes=_cross_budget(core),
     )
   if core.online:
     table = _table(jax.eval_shape(lambda: core.algorithm.init(compiled)))
@@ -251,6 +256,14 @@ def _remember(memo: collections.OrderedDict, key, value) -> None:
   memo[key] = value
   while len(memo) > _CACHE_SIZE:
     memo.popitem(last=False)
+
+
+def _cross_budget(core: _Core):
+  """D-RTRL's own budget; BPTT reports D-RTRL's default analysis; ES-D-RTRL
+  keeps no cross-group traces."""
+  if core.algorithm is None:
+    return compiler_lib.DEFAULT_CROSS_BYTES
+  return getattr(core.algorithm, "max_cross_bytes", 0)
 
 
 def _approximate(core: _Core, compiled) -> list:
@@ -695,7 +708,12 @@ def _learner(model, algorithm, name: str) -> Learner:
   )
 
 
-def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
+def d_rtrl(
+    model: hk.TransformedWithState,
+    *,
+    fast: bool = True,
+    max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+) -> Learner:
   r"""D-RTRL: per-parameter eligibility traces, rolled forward in time.
 
   .. math::
@@ -704,14 +722,21 @@ def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
 
   Equals BPTT when every group's transition is per-position and each
   relation's tail is elementwise (leaky integrators, feed-forward LIF/ALIF,
-  dense and conv relations); elsewhere the compiler names the cut, and the
-  learner emits an :class:`ApproximationWarning` naming the parameters it
-  affects. Memory ``O(B |theta| S)``, flat in time.
+  dense and conv relations). When a group's state reaches another group
+  through ETP ops (spikes into a leaky readout, a stack of spiking layers),
+  cross-group traces carry that credit too, exactly, within
+  ``max_cross_bytes``. Elsewhere the compiler names the cut, and the learner
+  emits an :class:`ApproximationWarning` naming the parameters it affects.
+  Memory ``O(B |theta| S)`` plus the cross-group traces (``report`` lists
+  them), flat in time.
 
   Args:
     model: a ``hk.transform_with_state`` step ``x_t -> out_t`` (also one made
       with ``hk.without_apply_rng``).
     fast: use the primitives' closed-form fast paths.
+    max_cross_bytes: the largest total size of the cross-group traces
+      (``None``: no limit; 0: none). A relation whose traces do not fit keeps
+      the cut, with a ``cross_trace_over_budget`` warning naming the bytes.
 
   Returns:
     A :class:`Learner`.
@@ -728,7 +753,11 @@ def d_rtrl(model: hk.TransformedWithState, *, fast: bool = True) -> Learner:
   >>> sorted(learner.traces(state))
   ['~/w:weight@~']
   """
-  return _learner(model, traces_lib.DRTRL(fast=fast), "d_rtrl")
+  return _learner(
+      model,
+      traces_lib.DRTRL(fast=fast, max_cross_bytes=max_cross_bytes),
+      "d_rtrl",
+  )  # pyformat: disable
 
 
 def es_d_rtrl(

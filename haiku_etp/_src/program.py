@@ -30,7 +30,7 @@ the compiler asks every structural question through it.
 
 import dataclasses
 import enum
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.extend as jex
@@ -45,13 +45,16 @@ class Flow(enum.IntEnum):
   ``KEEP``: position by position, input axes aligned with the output's
   trailing axes (NumPy broadcasting). ``SHIFT``: position by position, but a
   broadcast or unit reshape maps the input's axes elsewhere than the trailing
-  ones. ``CUT``: outputs mix input positions. Larger values are stronger; a
-  pair's flow is the strongest of its paths.
+  ones. ``RELABEL``: a reshape that keeps the leading (batch) axis and
+  renumbers the other positions one to one (a flatten). ``CUT``: outputs mix
+  input positions. Larger values are stronger; a pair's flow is the
+  strongest of its paths.
   """
 
   KEEP = 1
   SHIFT = 2
-  CUT = 3
+  RELABEL = 3
+  CUT = 4
 
 
 # Primitives that act position by position on operands of the output's shape
@@ -247,6 +250,25 @@ def _inline_jaxpr(params):
   return None
 
 
+def is_reshape(node: Node) -> bool:
+  """Whether ``node`` only reshapes its one array operand."""
+  return node.prim.name in _RESHAPES
+
+
+def backward_slice(program: Program, atoms: Sequence[Any]) -> set:
+  """Indices of the nodes needed to compute ``atoms``."""
+  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  need, stack = set(), [a for a in atoms if not isinstance(a, Lit)]
+  while stack:
+    a = stack.pop()
+    ni = producer.get(a)
+    if ni is None or ni in need:
+      continue
+    need.add(ni)
+    stack.extend(x for x in program.nodes[ni].ins if not isinstance(x, Lit))
+  return need
+
+
 def _strip_leading_ones(s):
   s = tuple(s)
   while s and s[0] == 1:
@@ -255,11 +277,15 @@ def _strip_leading_ones(s):
 
 
 def _reshape_flow(in_shape, out_shape) -> Flow:
-  """A reshape keeps positions iff it only adds or drops unit axes."""
+  """A reshape keeps positions iff it only adds or drops unit axes.
+
+  One that keeps the leading axis renumbers the others one to one.
+  """
   if tuple(d for d in in_shape if d != 1) != tuple(
       d for d in out_shape if d != 1
   ):
-    return Flow.CUT
+    keeps_lead = in_shape and out_shape and in_shape[0] == out_shape[0] != 1
+    return Flow.RELABEL if keeps_lead else Flow.CUT
   if _strip_leading_ones(in_shape) == _strip_leading_ones(out_shape):
     return Flow.KEEP
   return Flow.SHIFT
@@ -385,7 +411,7 @@ def _uniform_rows(flows) -> tuple:
 
 def row_keeps(row) -> bool:
   """Whether an input's flow row passes tails (keeps or shifts positions)."""
-  return any(f is not None and f != Flow.CUT for f in row)
+  return any(f in (Flow.KEEP, Flow.SHIFT) for f in row)
 
 
 def propagate(
@@ -416,49 +442,88 @@ def propagate(
   return env
 
 
-def flow_masks(
-    program: Program, seeds: dict, etp_rule=None
-) -> tuple[dict, dict, dict]:
-  """Tail, shift and cross masks of ``seeds`` over ``program``.
+class Masks(NamedTuple):
+  """Bit masks of sources per value id, by how they reach it.
 
-  A bit is in ``tail[v]`` when its source reaches ``v`` through
-  position-preserving flows only; in ``shift[v]`` when moreover one of those
-  paths passes a :attr:`Flow.SHIFT`; in ``cross[v]`` when some path passes a
-  cut. ``etp_rule(node, tail_in, cross_in) -> (tail_out, cross_out)`` decides
-  ETP nodes (by default they cut).
+  Attributes:
+    tail: through position-preserving flows only.
+    shift: as ``tail``, with at least one :attr:`Flow.SHIFT` on the way.
+    relabel: through position-preserving flows and at least one
+      :attr:`Flow.RELABEL` (a flatten), no ETP op and no cut.
+    etp: through the inputs of one or more ETP ops, otherwise through
+      position-preserving flows and relabels (the paths cross-group traces
+      can follow).
+    cross: through any other mixing: a cut, a relabel after an ETP op, or
+      an ETP op's trainable operand.
   """
 
+  tail: dict
+  shift: dict
+  relabel: dict
+  etp: dict
+  cross: dict
+
+  def at(self, which: str, atom) -> int:
+    """The ``which`` mask of ``atom`` (0 for literals and unseen ids)."""
+    if isinstance(atom, Lit):
+      return 0
+    return getattr(self, which).get(atom, 0)
+
+
+def _etp_masks(node: Node, ins, etp_bits: dict) -> list:
+  """ETP node: its own bit is the tail; the input's tails cross one op."""
+  xi = node.prim.x_invar_index
+  t = s = p = e = c = 0
+  for i, (ti, si, pi, ei, ci) in enumerate(ins):
+    if i == xi:
+      e |= ti | pi | ei
+      c |= ci
+    else:
+      c |= ti | pi | ei | ci
+  out = (etp_bits.get(id(node), 0), 0, 0, e, c)
+  return [out] + [(0, 0, 0, 0, e | c)] * (len(node.outs) - 1)
+
+
+def flow_masks(program: Program, seeds: dict, etp_bits=None) -> Masks:
+  """Tail, shift, relabel, one-ETP and cross masks of ``seeds``.
+
+  Args:
+    program: the flat program.
+    seeds: ``{value id: bits}`` of the sources (old hidden values).
+    etp_bits: ``{id(node): bit}`` seeding each ETP node's output (relation
+      bits); ETP nodes not listed seed nothing.
+
+  Returns:
+    The :class:`Masks`.
+  """
+  etp_bits = etp_bits or {}
+
   def rule(node, ins):
-    tails, shifts, crosses = zip(*ins) if ins else ((), (), ())
     if node.etp:
-      t_in = c_in = 0
-      for t, c in zip(tails, crosses):
-        t_in, c_in = t_in | t, c_in | c
-      t, c = etp_rule(node, t_in, c_in) if etp_rule else (0, t_in | c_in)
-      return [(t, 0, c)] + [(0, 0, c_in | t_in)] * (len(node.outs) - 1)
+      return _etp_masks(node, ins, etp_bits)
     out = []
     for j in range(len(node.outs)):
-      t = s = c = 0
+      t = s = p = e = c = 0
       for i, flows in enumerate(node.flows):
         f = flows[j]
         if f is None:
           continue
-        c |= crosses[i]
+        ti, si, pi, ei, ci = ins[i]
         if f == Flow.CUT:
-          c |= tails[i]
+          c |= ti | pi | ei | ci
+        elif f == Flow.RELABEL:
+          p, c = p | ti | pi, c | ei | ci
         else:
-          t |= tails[i]
-          s |= tails[i] if f == Flow.SHIFT else shifts[i]
-      out.append((t, s, c))
+          t, p, e, c = t | ti, p | pi, e | ei, c | ci
+          s |= ti if f == Flow.SHIFT else si
+      out.append((t, s, p, e, c))
     return out
 
+  empty = (0, 0, 0, 0, 0)
   env = propagate(
-      program, {k: (v, 0, 0) for k, v in seeds.items()}, rule, (0, 0, 0)
+      program, {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}, rule, empty
   )
-  tail = {k: v[0] for k, v in env.items() if v[0]}
-  shift = {k: v[1] for k, v in env.items() if v[1]}
-  cross = {k: v[2] for k, v in env.items() if v[2]}
-  return tail, shift, cross
+  return Masks(*({k: v[n] for k, v in env.items() if v[n]} for n in range(5)))
 
 
 def dependencies(program: Program, seeds: dict) -> dict:
@@ -492,18 +557,18 @@ def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
   program = flat.program(closed)
   n_in = len(program.invars) if num_inputs is None else num_inputs
   seeds = {v: 1 << i for i, v in enumerate(program.invars[:n_in])}
-  tail, shift, cross = flow_masks(program, seeds)
-  get = lambda m, a: 0 if isinstance(a, Lit) else m.get(a, 0)
+  masks = flow_masks(program, seeds)
   table = []
   for i in range(n_in):
     row = []
     for o in program.outvars:
       bit = 1 << i
-      if get(cross, o) & bit:
+      cut = masks.at("cross", o) | masks.at("etp", o) | masks.at("relabel", o)
+      if cut & bit:
         row.append(Flow.CUT)
-      elif get(shift, o) & bit:
+      elif masks.at("shift", o) & bit:
         row.append(Flow.SHIFT)
-      elif get(tail, o) & bit:
+      elif masks.at("tail", o) & bit:
         row.append(Flow.KEEP)
       else:
         row.append(None)

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src import cross_traces
 from haiku_etp._src import primitive
 
 
@@ -94,6 +95,7 @@ class DRTRL:
   """Parameter-dimension traces, one per relation, operand and group."""
 
   fast: bool = True
+  max_cross_bytes: Optional[int] = None
   name: str = "d_rtrl"
 
   def init(self, compiled) -> dict:
@@ -108,6 +110,7 @@ class DRTRL:
         )
         for k, v in trace.items():
           entries[drtrl_label(rel, k, compiled.groups[g])] = v
+    entries.update(cross_traces.init(compiled))
     return entries
 
   def _trace(self, compiled, entries, r, g) -> dict:
@@ -133,10 +136,10 @@ class DRTRL:
         )
         for k, v in _cast_like(trace, old).items():
           new[drtrl_label(rel, k, compiled.groups[g])] = v
-    return new
+    return cross_traces.roll(compiled, entries, new, record, weights, self.fast)
 
   def solve(self, compiled, entries, signals, weights) -> list:
-    return _solve_relations(
+    out = _solve_relations(
         compiled,
         weights,
         lambda r, g: primitive.drtrl_solve(
@@ -148,6 +151,10 @@ class DRTRL:
             fast=self.fast,
         ),
     )
+    cross = cross_traces.solve(compiled, entries, signals, weights)
+    for r, part in cross.items():
+      out[r] = {k: v + part[k].astype(v.dtype) for k, v in out[r].items()}
+    return out
 
 
 Decay = Union[float, Sequence[float]]

@@ -1,0 +1,349 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The cross-group traces of D-RTRL: init, roll and solve.
+
+The compiler plans them (:mod:`~haiku_etp._src.cross`); this module keeps
+them in the learner state next to the per-group traces:
+
+* ``"<relation>:<operand>@<group>"``: a full field ``(B, *param, *V, S)``,
+  the derivative of a downstream group's state with respect to every entry
+  of the relation's operand;
+* ``"<relation>:<operand>@<group>/filtered"``: for a sink with one constant
+  scalar leak, the relation's trace at the hop's input, filtered by that
+  leak (the relation's own layout, one state);
+* ``"<relation>@<group>/tail"``: that sink's (constant) tail Jacobian.
+
+The hop's op enters only through its input Jacobian: rows of it (one per
+downstream position, from a VJP) contract a field over the input's
+positions, or, with the relation's own solve rule applied per sample, its
+compact trace.
+"""
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from haiku_etp._src import primitive
+from haiku_etp._src import program as program_lib
+
+
+def full_label(rel, operand: str, group) -> str:
+  return f"{rel.key}:{operand}@{group.name}"
+
+
+def filtered_label(rel, operand: str, group) -> str:
+  return f"{rel.key}:{operand}@{group.name}/filtered"
+
+
+def tail_label(rel, group) -> str:
+  return f"{rel.key}@{group.name}/tail"
+
+
+def _weight_avals(compiled, r: int) -> dict:
+  rel = compiled.relations[r]
+  node = compiled.program.nodes[rel.node]
+  return {
+      k: compiled.program.aval(node.ins[i])
+      for k, i in rel.primitive.trainable_invars(rel.params).items()
+  }
+
+
+def _compact_init(compiled, r: int, pre_aval, dtype) -> dict:
+  """Zero one-state traces of relation ``r`` over ``pre_aval``'s positions."""
+  rel = compiled.relations[r]
+  node = compiled.program.nodes[rel.node]
+  xi = rel.primitive.x_invar_index
+  x_aval = None if xi is None else compiled.program.aval(node.ins[xi])
+  y_aval = jax.ShapeDtypeStruct(tuple(pre_aval.shape), dtype)
+  return primitive.drtrl_init(
+      rel.primitive, x_aval, y_aval, _weight_avals(compiled, r), 1, rel.params
+  )
+
+
+def init(compiled) -> dict:
+  """Zero cross-group traces of every plan."""
+  entries = {}
+  for plan in compiled.cross:
+    rel = compiled.relations[plan.relation]
+    weights = _weight_avals(compiled, plan.relation)
+    for g in plan.groups:
+      group = compiled.groups[g]
+      for k, w in weights.items():
+        shape = (
+            group.shape[:1]
+            + tuple(w.shape)
+            + group.shape[1:]
+            + (group.num_states,)
+        )  # pyformat: disable
+        entries[full_label(rel, k, group)] = jnp.zeros(shape, group.dtype)
+    for g, j in plan.filtered:
+      group = compiled.groups[g]
+      pre = compiled.program.aval(compiled.cross_inputs[j].pre)
+      trace = _compact_init(compiled, plan.relation, pre, group.dtype)
+      for k, v in trace.items():
+        entries[filtered_label(rel, k, group)] = v
+      entries[tail_label(rel, group)] = jnp.zeros(
+          group.shape + (group.num_states,), group.dtype
+      )
+  return entries
+
+
+def _op_of_pre(compiled, j: int, weights_j):
+  """``pre -> y_j``: the hop relation's op after the reshapes that lead to
+  its input (its bias, a constant here, included)."""
+  program = compiled.program
+  rel = compiled.relations[j]
+  chain = compiled.cross_inputs[j].reshapes
+
+  def f(pre):
+    x = pre
+    for ni in chain:
+      (x,) = program_lib.bind(program.nodes[ni], [x])
+    return rel.primitive.bind_operands(x, weights_j, rel.params)
+
+  return f
+
+
+def input_rows(compiled, j: int, weights_j, pre_aval) -> jax.Array:
+  """Rows of the hop op's input Jacobian: ``(U, *pre[1:])`` for the ``U``
+  positions of one sample's output (the op is the same for every sample)."""
+  f = _op_of_pre(compiled, j, weights_j)
+  pre = jnp.zeros(pre_aval.shape, pre_aval.dtype)
+  y, pull = jax.vjp(f, pre)
+  per_sample = int(np.prod(y.shape[1:]))
+
+  def row(u):
+    cot = jnp.zeros((per_sample,), y.dtype).at[u].set(1.0)
+    cot = jnp.zeros_like(y).at[0].set(cot.reshape(y.shape[1:]))
+    return pull(cot)[0][0]
+
+  return lax.stop_gradient(jax.vmap(row)(jnp.arange(per_sample)))
+
+
+def _per_sample_solve(rel, trace, rows, weights):
+  """``out[b, ..., u] = sum over positions of rows[u] * trace[b]``, per
+  operand, with the relation's solve rule on one sample at a time."""
+
+  def one(trace_b, row):
+    return primitive.drtrl_solve(
+        rel.primitive, trace_b, row[..., None], weights, rel.params
+    )
+
+  per_u = jax.vmap(jax.vmap(one, in_axes=(0, None)), in_axes=(None, 0))
+  out = per_u(trace, rows)  # {k: (U, B, *param)}
+  return {k: jnp.moveaxis(v, 0, -1) for k, v in out.items()}
+
+
+def _contract_field(field, rows, num_pre: int):
+  """``sum_v rows[u, v] field[b, ..., v]`` over the last ``num_pre`` axes."""
+  axes = tuple(range(field.ndim - num_pre, field.ndim))
+  return jnp.tensordot(field, rows, axes=(axes, tuple(range(1, num_pre + 1))))
+
+
+def _state_column(c, bits, dtype):
+  """Stack per-state derivatives ``(*pre,)`` into ``(*pre, S)``."""
+  return jnp.stack([c[b].astype(dtype) for b in bits], axis=-1)
+
+
+def _group_bits(compiled, g: int) -> list:
+  pos = {leaf: i for i, leaf in enumerate(compiled.hidden)}
+  return [pos[leaf] for leaf in compiled.group_leaves(g)]
+
+
+def _rel_bit(compiled, r: int) -> int:
+  return len(compiled.hidden) + r
+
+
+def _with_params(x, num_param: int, lead: int = 1):
+  """Insert ``num_param`` unit axes after the first ``lead`` axes."""
+  return jnp.reshape(x, x.shape[:lead] + (1,) * num_param + x.shape[lead:])
+
+
+def _compact_input(compiled, plan, hop, entries, record, weights, fast):
+  """The source's compact trace at the hop's input (or ``None``)."""
+  if not (hop.own_groups or hop.own_output):
+    return None
+  i = plan.relation
+  rel = compiled.relations[i]
+  c = record.c[hop.relation]
+  pre_aval = compiled.program.aval(compiled.cross_inputs[hop.relation].pre)
+  dtype = compiled.groups[rel.groups[0]].dtype
+  out = None
+  d_f = c[_rel_bit(compiled, i)] if hop.own_output else None
+  for g in hop.own_groups or (None,):
+    if g is None:
+      trace = {
+          k: jnp.zeros(v.shape, v.dtype)
+          for k, v in _compact_init(compiled, i, pre_aval, dtype).items()
+      }
+      d = jnp.zeros(pre_aval.shape + (1, 1), dtype)
+    else:
+      group = compiled.groups[g]
+      trace = {k: entries[f"{rel.key}:{k}@{group.name}"] for k in rel.weights}
+      d = _state_column(c, _group_bits(compiled, g), dtype)[..., None, :]
+    df = (
+        jnp.zeros(pre_aval.shape + (1,), dtype)
+        if d_f is None
+        else d_f.astype(dtype)[..., None]
+    )
+    part = primitive.drtrl_update(
+        rel.primitive,
+        trace,
+        d,
+        df,
+        record.x[i],
+        weights[i],
+        rel.params,
+        fast=fast,
+    )  # pyformat: disable
+    out = part if out is None else {k: out[k] + part[k] for k in out}
+    d_f = None  # the instantaneous term once
+  return out
+
+
+def _full_input(compiled, plan, hop, old, fields_y, record):
+  """The downstream fields at the hop's input (or ``None``)."""
+  rel = compiled.relations[plan.relation]
+  c = record.c[hop.relation]
+  out = None
+  for g in hop.groups:
+    group = compiled.groups[g]
+    col = _state_column(c, _group_bits(compiled, g), group.dtype)
+    for k in rel.weights:
+      field = old[full_label(rel, k, group)]
+      num_param = field.ndim - col.ndim
+      part = jnp.sum(_with_params(col, num_param) * field, axis=-1)
+      out = _add(out, {k: part})
+  for r2 in hop.relations:
+    col = c[_rel_bit(compiled, r2)]
+    for k, field in fields_y[r2].items():
+      num_param = field.ndim - col.ndim
+      out = _add(out, {k: _with_params(col, num_param) * field})
+  return out
+
+
+def _add(a, b):
+  """Sum of two ``{operand: array}`` (keys of either; ``None`` is empty)."""
+  if a is None:
+    return dict(b)
+  out = dict(a)
+  for k, v in b.items():
+    out[k] = out[k] + v if k in out else v
+  return out
+
+
+def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
+  """The cross-group traces after one step.
+
+  Args:
+    compiled: the compiled step.
+    old: the trace entries before the step (per-group traces included).
+    new: the entries being built (updated in place and returned).
+    record: the step's :class:`~haiku_etp._src.jacobians.StepRecord`.
+    weights: the relations' operands.
+    fast: use the primitives' fast paths.
+  """
+  for plan in compiled.cross:
+    i = plan.relation
+    rel = compiled.relations[i]
+    fields = {}
+    for g in plan.groups:
+      group = compiled.groups[g]
+      d = record.d[g]
+      for k in rel.weights:
+        field = old[full_label(rel, k, group)]
+        num_param = field.ndim - d.ndim + 1
+        mixed = primitive.mix_states(
+            _with_params(d.astype(field.dtype), num_param), field
+        )
+        fields[(g, k)] = mixed
+    fields_y = {}
+    for hop in plan.hops:
+      j = hop.relation
+      pre_aval = compiled.program.aval(compiled.cross_inputs[j].pre)
+      rows = input_rows(compiled, j, weights[j], pre_aval)
+      num_pre = len(pre_aval.shape) - 1
+      compact = _compact_input(compiled, plan, hop, old, record, weights, fast)
+      full = _full_input(compiled, plan, hop, old, fields_y, record)
+      y_shape = compiled.relations[j].y_shape
+      y = None
+      if compact is not None:
+        y = _add(y, _per_sample_solve(rel, compact, rows, weights[i]))
+      if full is not None:
+        y = _add(
+            y, {k: _contract_field(v, rows, num_pre) for k, v in full.items()}
+        )  # pyformat: disable
+      y = {
+          k: v.reshape(v.shape[:-1] + tuple(y_shape[1:])) for k, v in y.items()
+      }
+      fields_y[j] = y
+      for n, g in enumerate(compiled.relations[j].groups):
+        group = compiled.groups[g]
+        d_f = record.d_f[j][n]
+        if g in plan.groups:
+          for k, v in y.items():
+            num_param = v.ndim - d_f.ndim + 1
+            fields[(g, k)] = (
+                fields[(g, k)]
+                + _with_params(d_f.astype(v.dtype), num_param) * v[..., None]
+            )
+        elif (g, j) in plan.filtered:
+          kappa = jnp.reshape(record.d[g], (-1,))[0]
+          for k, v in compact.items():
+            label = filtered_label(rel, k, group)
+            new[label] = (kappa * old[label] + v).astype(old[label].dtype)
+          label = tail_label(rel, group)
+          new[label] = d_f.astype(old[label].dtype)
+    for (g, k), v in fields.items():
+      label = full_label(rel, k, compiled.groups[g])
+      new[label] = v.astype(old[label].dtype)
+  return new
+
+
+def solve(compiled, entries: dict, signals, weights) -> dict:
+  """``{relation: {operand: gradient}}`` of the cross-group traces."""
+  out = {}
+  for plan in compiled.cross:
+    i = plan.relation
+    rel = compiled.relations[i]
+    total = None
+    for g in plan.groups:
+      group, sig = compiled.groups[g], signals[g]
+      for k in rel.weights:
+        field = entries[full_label(rel, k, group)]
+        num_param = field.ndim - sig.ndim
+        axes_f = (0,) + tuple(range(1 + num_param, field.ndim))
+        part = jnp.tensordot(
+            field,
+            sig.astype(field.dtype),
+            axes=(axes_f, tuple(range(sig.ndim))),
+        )  # pyformat: disable
+        total = _add(total, {k: part})
+    for g, j in plan.filtered:
+      group = compiled.groups[g]
+      tail = entries[tail_label(rel, group)]
+      g_y = jnp.sum(signals[g].astype(tail.dtype) * tail, axis=-1)
+      pre_aval = compiled.program.aval(compiled.cross_inputs[j].pre)
+      f = _op_of_pre(compiled, j, weights[j])
+      _, pull = jax.vjp(f, jnp.zeros(pre_aval.shape, pre_aval.dtype))
+      (g_pre,) = pull(g_y.astype(pre_aval.dtype))
+      trace = {k: entries[filtered_label(rel, k, group)] for k in rel.weights}
+      part = primitive.drtrl_solve(
+          rel.primitive, trace, g_pre[..., None], weights[i], rel.params
+      )
+      total = _add(total, part)
+    out[i] = total
+  return out
