@@ -58,7 +58,9 @@ from experiments import common
 import haiku_etp
 
 _MODEL_NAMES = ("gru", "lif", "conv_lif")
-_LEARNER_NAMES = ("d_rtrl", "es_d_rtrl", "bptt")
+# d_rtrl_cut: D-RTRL without cross-group traces (max_cross_bytes=0), the
+# cost and the error of cutting a readout's or a next layer's path.
+_LEARNER_NAMES = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "bptt")
 
 # rules_benchmark defines flags of the same names; allowing the override lets
 # both binaries be imported into one process (the test runner).
@@ -168,6 +170,8 @@ def make_learner(name: str, model: hk.TransformedWithState, es_decay: float):
   """The learner ``name`` for ``model``."""
   if name == "d_rtrl":
     return haiku_etp.d_rtrl(model)
+  if name == "d_rtrl_cut":
+    return haiku_etp.d_rtrl(model, max_cross_bytes=0)
   if name == "es_d_rtrl":
     return haiku_etp.es_d_rtrl(model, decay=es_decay)
   if name == "bptt":
@@ -289,7 +293,7 @@ def run(
             "trace_bytes": trace_bytes,
         }
         row.update(measure(learner, params, state, xs, ys, repeats))
-        if learner_name == "d_rtrl":
+        if learner_name.startswith("d_rtrl"):
           row["copy_bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
           row["x_bound"] = row["ms_per_step"] / row["copy_bound_ms"]
           # Trace bytes read and written per second of a whole step.

@@ -62,6 +62,8 @@ from haiku_etp._src.spiking import ALIF
 from haiku_etp._src.spiking import ExponentialSynapse
 from haiku_etp._src.spiking import LeakyReadout
 from haiku_etp._src.spiking import LIF
+from haiku_etp._src.spiking import RecurrentALIF
+from haiku_etp._src.spiking import RecurrentLIF
 from haiku_etp._src.state import get_hidden_state
 from haiku_etp._src.state import get_sample_state
 from haiku_etp._src.state import set_hidden_state
@@ -92,6 +94,8 @@ __all__ = (
     "LeakyReadout",
     "Learner",
     "Linear",
+    "RecurrentALIF",
+    "RecurrentLIF",
     "SequenceResult",
     "StepResult",
     "VanillaRNN",

@@ -16,8 +16,8 @@
 
 D-RTRL with cross-group traces equals the independent BPTT oracle in float64
 on the networks of the field (a spiking layer into a leaky readout, with a
-synapse and a trained readout time constant, a conv layer flattened into a
-readout, two stacked spiking layers, an adaptive layer with refractoriness
+synapse and a trained readout time constant, a conv layer flattened or
+mean-pooled into a readout, two stacked spiking layers, an adaptive layer with refractoriness
 and hard reset), for every parameter, at windows 1 and 3. Truncated BPTT is
 far from the oracle on each (the traces carry the credit), neurons spike,
 and the memory is measured against plain D-RTRL. A budget too small for a
@@ -56,6 +56,13 @@ def _conv_flatten_readout(x):
   return H.LeakyReadout(3, tau=5.0)(s.reshape(s.shape[0], -1))
 
 
+def _conv_pool_readout(x):
+  # The mean over positions is a parameter-free linear map folded into the
+  # readout's input map.
+  s = H.LIF(tau=5.0)(H.Conv2D(3, 3, name="conv")(x))
+  return H.LeakyReadout(3, tau=5.0)(jnp.mean(s, axis=(1, 2)))
+
+
 def _stack(x):
   s1 = H.LIF(tau=5.0, name="lif1")(H.Linear(8, name="in1")(x))
   s2 = H.LIF(tau=5.0, name="lif2")(H.Linear(6, name="in2")(2.0 * s1))
@@ -72,6 +79,7 @@ _CASES = {
     "lif_readout": (_lif_readout, (2, 4)),
     "synapse_trained_readout": (_synapse_trained_readout, (2, 4)),
     "conv_flatten_readout": (_conv_flatten_readout, (2, 5, 5, 2)),
+    "conv_pool_readout": (_conv_pool_readout, (2, 5, 5, 2)),
     "stack": (_stack, (2, 4)),
     "alif_refractory_hard": (_alif_refractory_hard, (2, 4)),
 }

@@ -92,15 +92,20 @@ class CrossInput(NamedTuple):
   """Where a hop relation's input is read for its per-position derivative.
 
   Attributes:
-    pre: the value before any reshape that leads to the op's input (the
-      input itself when there is none).
-    reshapes: node indices of those reshapes, in order.
+    pre: the value the op's input is a fixed linear function of, through a
+      chain of parameter-free ops (a flatten, a mean over positions); the
+      input itself when there is no chain.
+    chain: ``(node index, carrier operand)`` of that chain, from ``pre`` to
+      the op's input.
+    const_nodes: indices of the nodes that compute the chain's constant
+      operands (from literals only).
     sources: bits of the old hidden states and relation outputs that
       ``pre`` is a tail of.
   """
 
   pre: Any
-  reshapes: tuple
+  chain: tuple
+  const_nodes: tuple
   sources: int
 
 
@@ -129,16 +134,26 @@ def _bits(mask: int):
     i += 1
 
 
-def _walk_back(program, producer, atom) -> tuple:
-  """``(pre, reshape node indices)`` behind a relation's input."""
-  chain = []
+def _walk_back(program, producer, deps, atom) -> tuple:
+  """``(pre, chain, constant atoms)`` behind a relation's input."""
+  chain, constants = [], []
   while not isinstance(atom, Lit) and atom in producer:
-    node = program.nodes[producer[atom]]
-    if not program_lib.is_reshape(node):
+    ni = producer[atom]
+    node = program.nodes[ni]
+    if node.prim.name not in program_lib.LINEAR_IN_ONE:
       break
-    chain.append(producer[atom])
-    atom = node.ins[0]
-  return atom, tuple(reversed(chain))
+    carried = [
+        k
+        for k, a in enumerate(node.ins)
+        if not isinstance(a, Lit) and deps.get(a, 0)
+    ]  # pyformat: disable
+    if len(carried) != 1 or (node.prim.name == "div" and carried != [0]):
+      break
+    (k,) = carried
+    chain.append((ni, k))
+    constants += [a for j, a in enumerate(node.ins) if j != k]
+    atom = node.ins[k]
+  return atom, tuple(reversed(chain)), constants
 
 
 class _Graph(NamedTuple):
@@ -167,35 +182,62 @@ class _Graph(NamedTuple):
     return tuple(self.relations[bit - self.num_h].y_shape)
 
 
+class _ChainFlows(NamedTuple):
+  """Masks with each relation's input read at its chain's start."""
+
+  masks: program_lib.Masks
+  deps: dict
+
+  def at(self, which: str, atom) -> int:
+    if which == "deps":
+      return 0 if isinstance(atom, Lit) else self.deps.get(atom, 0)
+    return self.masks.at(which, atom)
+
+
 def _graph(step, relations, groups, hidden_group, flows, findings) -> _Graph:
   program = step.program
   producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
   group_bits = [0] * len(groups)
   for k, leaf in enumerate(step.hidden):
     group_bits[hidden_group[leaf]] |= 1 << k
-  inputs, bad = {}, {}
+  walks = {}
   for i, rel in enumerate(relations):
     xi = rel.primitive.x_invar_index
-    if xi is None:
-      continue
-    x = program.nodes[rel.node].ins[xi]
-    pre, chain = _walk_back(program, producer, x)
-    sources = flows.at("tail", pre)
-    inputs[i] = CrossInput(pre, chain, sources)
+    if xi is not None:
+      x = program.nodes[rel.node].ins[xi]
+      walks[i] = _walk_back(program, producer, flows.deps, x)
+  # The op and its input's chain are one linear map: propagate the masks
+  # with each op reading its chain's start.
+  num_h = len(step.hidden)
+  nodes = program.nodes
+  masks = program_lib.flow_masks(
+      program,
+      {step.state_in(leaf): 1 << k for k, leaf in enumerate(step.hidden)},
+      {id(nodes[r.node]): 1 << (num_h + i) for i, r in enumerate(relations)},
+      {id(nodes[relations[i].node]): w[0] for i, w in walks.items()},
+  )
+  chain_flows = _ChainFlows(masks, flows.deps)
+  inputs, bad = {}, {}
+  for i, (pre, chain, constants) in walks.items():
+    const_atoms = [a for a in constants if not isinstance(a, Lit)]
+    const_nodes = program_lib.backward_slice(program, const_atoms)
+    sources = chain_flows.at("tail", pre)
+    inputs[i] = CrossInput(pre, chain, tuple(sorted(const_nodes)), sources)
     # One-ETP-or-more paths into the input are the hops before this one;
     # anything else cannot be followed position by position.
     bad[i] = (
-        flows.at("cross", x)
-        | flows.at("shift", pre)
-        | flows.at("relabel", pre)
-        | (flows.at("tail", x) & ~sources)
+        chain_flows.at("cross", pre)
+        | chain_flows.at("shift", pre)
+        | chain_flows.at("relabel", pre)
     )
+    if any(flows.at("deps", a) for a in const_atoms):
+      bad[i] |= sources  # a chain operand that is not a constant
   return _Graph(
       step,
       relations,
       groups,
       hidden_group,
-      flows,
+      chain_flows,
       findings,
       group_bits,
       inputs,
@@ -206,9 +248,10 @@ def _graph(step, relations, groups, hidden_group, flows, findings) -> _Graph:
 def _reach(g: _Graph, i: int) -> tuple[list, set, int]:
   """Downstream relations (program order), groups and source bits of ``i``."""
   rel = g.relations[i]
-  bits = g.rel_bit(i)
+  own_bits = g.rel_bit(i)
   for grp in rel.groups:
-    bits |= g.group_bits[grp]
+    own_bits |= g.group_bits[grp]
+  bits = own_bits
   down, groups = [], set()
   changed = True
   while changed:
@@ -216,7 +259,10 @@ def _reach(g: _Graph, i: int) -> tuple[list, set, int]:
     for j in sorted(g.inputs):
       if j == i or j in down:
         continue
-      if (g.inputs[j].sources | g.bad[j]) & bits:
+      reads = g.inputs[j].sources | g.bad[j]
+      if _within(g, rel, j, reads, own_bits):
+        continue  # Mixing inside the source's own groups stays cut.
+      if reads & bits:
         down.append(j)
         bits |= g.rel_bit(j)
         for grp in g.relations[j].groups:
@@ -224,6 +270,15 @@ def _reach(g: _Graph, i: int) -> tuple[list, set, int]:
           bits |= g.group_bits[grp]
         changed = True
   return sorted(down), groups, bits
+
+
+def _within(g: _Graph, rel, j: int, reads: int, own_bits: int) -> bool:
+  """Whether relation ``j`` mixes only the source's own groups and output
+  back into them (a recurrent weight): D-RTRL cuts that path, and the
+  cross-group traces build on the cut per-group trace (e-prop's eligibility
+  trace, made exact for the groups downstream)."""
+  fed = set(g.relations[j].groups)
+  return bool(fed) and fed <= set(rel.groups) and not reads & ~own_bits
 
 
 def _acyclic(g: _Graph, nodes: set, down: list) -> bool:
@@ -250,8 +305,11 @@ def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
   own = set(g.relations[i].groups)
   if not own or not groups or own & groups:
     return False
-  if i in g.inputs and (g.inputs[i].sources | g.bad[i]) & bits:
-    return False  # The source's input depends on its own effects.
+  own_bits = g.rel_bit(i)
+  for grp in own:
+    own_bits |= g.group_bits[grp]
+  if i in g.inputs and (g.inputs[i].sources | g.bad[i]) & bits & ~own_bits:
+    return False  # The source's input depends on its downstream effects.
   for j in down:
     sources = g.inputs[j].sources & bits
     if g.bad[j] & bits:

@@ -102,16 +102,24 @@ def init(compiled) -> dict:
 
 
 def _op_of_pre(compiled, j: int, weights_j):
-  """``pre -> y_j``: the hop relation's op after the reshapes that lead to
-  its input (its bias, a constant here, included)."""
+  """``pre -> y_j``: the hop relation's op after the chain of parameter-free
+  linear ops that leads to its input (constants and bias included)."""
   program = compiled.program
   rel = compiled.relations[j]
-  chain = compiled.cross_inputs[j].reshapes
+  spec = compiled.cross_inputs[j]
+  env = {}
+  read = lambda a: a.val if isinstance(a, program_lib.Lit) else env[a]
+  for ni in spec.const_nodes:
+    node = program.nodes[ni]
+    values = program_lib.bind(node, [read(a) for a in node.ins])
+    env.update(zip(node.outs, values))
 
   def f(pre):
     x = pre
-    for ni in chain:
-      (x,) = program_lib.bind(program.nodes[ni], [x])
+    for ni, k in spec.chain:
+      node = program.nodes[ni]
+      args = [x if n == k else read(a) for n, a in enumerate(node.ins)]
+      (x,) = program_lib.bind(node, args)
     return rel.primitive.bind_operands(x, weights_j, rel.params)
 
   return f
@@ -154,8 +162,14 @@ def _contract_field(field, rows, num_pre: int):
 
 
 def _state_column(c, bits, dtype):
-  """Stack per-state derivatives ``(*pre,)`` into ``(*pre, S)``."""
-  return jnp.stack([c[b].astype(dtype) for b in bits], axis=-1)
+  """Stack per-state derivatives ``(*pre,)`` into ``(*pre, S)``; a state the
+  input is no tail of contributes zeros (its paths are cut or followed by
+  other hops)."""
+  shape = next(iter(c.values())).shape
+  return jnp.stack(
+      [c[b].astype(dtype) if b in c else jnp.zeros(shape, dtype) for b in bits],
+      axis=-1,
+  )
 
 
 def _group_bits(compiled, g: int) -> list:

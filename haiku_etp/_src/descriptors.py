@@ -117,6 +117,17 @@ def _alif(x):
 
 _READOUT_TAU = 10.0
 
+
+def _recurrent_lif(x):
+  return spiking.RecurrentLIF(tau=5.0)(layers.Linear(4)(x))
+
+
+def _eprop(x):
+  """e-prop's network: Linear -> recurrent ALIF -> leaky readout."""
+  alif = spiking.RecurrentALIF(tau=5.0, tau_adapt=20.0, beta_adapt=0.5)
+  return spiking.LeakyReadout(2, tau=_READOUT_TAU)(alif(layers.Linear(4)(x)))
+
+
 MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     _layer("Linear", lambda: layers.Linear(4), (3,)),
     _layer("ConvND", lambda: layers.ConvND(2, 3, 3), (5, 5, 2)),
@@ -153,6 +164,8 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     ),
     ModuleExample("LIF", _conv_lif, (5, 5, 2), ("d_rtrl",), input_scale=3.0),
     ModuleExample("ALIF", _alif, (3,), ("d_rtrl",), input_scale=3.0),
+    ModuleExample("RecurrentLIF", _recurrent_lif, (3,), input_scale=3.0),
+    ModuleExample("RecurrentALIF", _eprop, (3,), input_scale=3.0),
     ModuleExample(
         "LeakyReadout",
         lambda x: spiking.LeakyReadout(2, tau=_READOUT_TAU)(x),

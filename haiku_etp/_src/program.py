@@ -250,6 +250,35 @@ def _inline_jaxpr(params):
   return None
 
 
+# Parameter-free ops that are linear in one operand when the others are
+# constant: a chain of them before an ETP op's input (a flatten, a mean over
+# positions) is folded into the op's input map by the cross-group traces.
+LINEAR_IN_ONE = frozenset(
+    {
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "broadcast_in_dim",
+        "transpose",
+        "reduce_sum",
+        "rev",
+        "slice",
+        "pad",
+        "concatenate",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "neg",
+        "mul",
+        "div",
+        "add",
+        "sub",
+        "dot_general",
+        "conv_general_dilated",
+    }
+)  # pyformat: disable
+
+
 def is_reshape(node: Node) -> bool:
   """Whether ``node`` only reshapes its one array operand."""
   return node.prim.name in _RESHAPES
@@ -484,7 +513,9 @@ def _etp_masks(node: Node, ins, etp_bits: dict) -> list:
   return [out] + [(0, 0, 0, 0, e | c)] * (len(node.outs) - 1)
 
 
-def flow_masks(program: Program, seeds: dict, etp_bits=None) -> Masks:
+def flow_masks(
+    program: Program, seeds: dict, etp_bits=None, etp_inputs=None
+) -> Masks:
   """Tail, shift, relabel, one-ETP and cross masks of ``seeds``.
 
   Args:
@@ -492,11 +523,15 @@ def flow_masks(program: Program, seeds: dict, etp_bits=None) -> Masks:
     seeds: ``{value id: bits}`` of the sources (old hidden values).
     etp_bits: ``{id(node): bit}`` seeding each ETP node's output (relation
       bits); ETP nodes not listed seed nothing.
+    etp_inputs: ``{id(node): atom}``: read an ETP node's input masks at
+      ``atom`` instead (a value its input is a fixed linear function of, so
+      the op and that function are one linear map).
 
   Returns:
     The :class:`Masks`.
   """
   etp_bits = etp_bits or {}
+  etp_inputs = etp_inputs or {}
 
   def rule(node, ins):
     if node.etp:
@@ -520,9 +555,15 @@ def flow_masks(program: Program, seeds: dict, etp_bits=None) -> Masks:
     return out
 
   empty = (0, 0, 0, 0, 0)
-  env = propagate(
-      program, {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}, rule, empty
-  )
+  env = {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}
+  get = lambda a: empty if isinstance(a, Lit) else env.get(a, empty)
+  for node in program.nodes:
+    ins = [get(a) for a in node.ins]
+    if node.etp and id(node) in etp_inputs:
+      ins[node.prim.x_invar_index] = get(etp_inputs[id(node)])
+    for o, v in zip(node.outs, rule(node, ins)):
+      if v != empty:
+        env[o] = v
   return Masks(*({k: v[n] for k, v in env.items() if v[n]} for n in range(5)))
 
 

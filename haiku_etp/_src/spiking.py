@@ -523,6 +523,96 @@ class ALIF(LIF):
     return s_t
 
 
+class _Recurrence:
+  """Previous spikes fed back through a recurrent weight (e-prop's networks).
+
+  The spikes of the last step are kept in hidden state ``"s"`` and enter the
+  current through :func:`haiku_etp.dense` with the parameter ``w_rec``
+  (``(N, N)``, fan-in initialised; without self-connections unless
+  ``autapses``). The recurrent weight mixes positions, so D-RTRL and
+  ES-D-RTRL are approximate on it: the compiler says so, and D-RTRL then
+  gives e-prop's eligibility traces (the exact per-neuron traces with the
+  recurrent path cut).
+  """
+
+  def _recurrent_current(self, i_t: jax.Array) -> jax.Array:
+    if i_t.ndim != 2:
+      raise ValueError(
+          f"Input to {type(self).__name__} must have rank 2 (batch, neurons), "
+          f"got shape {tuple(i_t.shape)}."
+      )
+    n = i_t.shape[-1]
+    w_init = self.w_rec_init or layers.fan_in_init(n)
+    w_rec = hk.get_parameter("w_rec", (n, n), i_t.dtype, init=w_init)
+    if not self.autapses:
+      w_rec = w_rec * (1.0 - jnp.eye(n, dtype=i_t.dtype))
+    s_tm1 = state_lib.get_hidden_state("s", i_t.shape, i_t.dtype)
+    return i_t + dense_lib.dense(s_tm1, w_rec)
+
+
+class RecurrentLIF(_Recurrence, LIF):
+  """:class:`LIF` neurons with recurrent connections, ``i + s_{t-1} W_rec``.
+
+  Takes the arguments of :class:`LIF` and ``w_rec_init`` (default: truncated
+  normal scaled by fan-in) and ``autapses`` (default ``False``: the diagonal
+  of ``W_rec`` is held at zero). Hidden state: ``"v"`` and the last spikes
+  ``"s"``. Inputs are ``(batch, neurons)``.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> model = hk.transform_with_state(lambda i: RecurrentLIF(tau=10.0)(i))
+  >>> params, state = model.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  >>> params["recurrent_lif"]["w_rec"].shape
+  (3, 3)
+  """
+
+  def __init__(
+      self,
+      *args,
+      w_rec_init: Optional[hk.initializers.Initializer] = None,
+      autapses: bool = False,
+      **kwargs,
+  ):
+    super().__init__(*args, **kwargs)
+    self.w_rec_init = w_rec_init
+    self.autapses = bool(autapses)
+
+  def __call__(self, i_t: Any) -> jax.Array:
+    """Advances the neurons by one step; returns the spikes ``(B, N)``."""
+    i_t = _elementwise_input(i_t, type(self).__name__)
+    s_t = self._fire(self._recurrent_current(i_t), self.threshold)
+    state_lib.set_hidden_state("s", s_t)
+    return s_t
+
+
+class RecurrentALIF(_Recurrence, ALIF):
+  """:class:`ALIF` neurons with recurrent connections (e-prop's LSNN).
+
+  Takes the arguments of :class:`ALIF` and ``w_rec_init`` and ``autapses``
+  as :class:`RecurrentLIF`. Hidden state: ``"v"``, ``"a"`` and the last
+  spikes ``"s"``. With a :class:`LeakyReadout` on top it is the network of
+  Bellec et al. (2020); D-RTRL on it gives e-prop's eligibility traces plus
+  the exact credit of the readout's leak.
+  """
+
+  def __init__(
+      self,
+      *args,
+      w_rec_init: Optional[hk.initializers.Initializer] = None,
+      autapses: bool = False,
+      **kwargs,
+  ):
+    super().__init__(*args, **kwargs)
+    self.w_rec_init = w_rec_init
+    self.autapses = bool(autapses)
+
+  def __call__(self, i_t: Any) -> jax.Array:
+    """Advances the neurons by one step; returns the spikes ``(B, N)``."""
+    i_t = _elementwise_input(i_t, type(self).__name__)
+    s_t = super().__call__(self._recurrent_current(i_t))
+    state_lib.set_hidden_state("s", s_t)
+    return s_t
+
+
 class LeakyReadout(hk.Module):
   r"""Leaky integrator readout with its own affine weights.
 
