@@ -26,7 +26,9 @@
    outputs (:func:`~haiku_etp._src.program.flow_masks`);
 5. *groups*: hidden states linked by tails and of one shape;
 6. *attachment*: the groups each relation feeds, and how;
-7. *diagnostics and parameters*: every cut named with the parameters whose
+7. *cross-group traces*: the plans that carry credit across groups joined
+   by ETP ops (:mod:`~haiku_etp._src.cross`), within the budget;
+8. *diagnostics and parameters*: every cut named with the parameters whose
    D-RTRL gradient it makes approximate, and a status per parameter.
 """
 
