@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Oracles and comparisons for testing ETP primitives and learners.
+r"""Oracles and comparisons for testing ETP primitives and learners.
 
 The rule oracles need no compiler: they drive a primitive's trace rules on a
 linear hidden system whose exact gradient ``jax.grad`` gives,
