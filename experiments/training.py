@@ -44,6 +44,7 @@ import haiku as hk
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -128,6 +129,12 @@ def validate(config) -> None:
     _positive_int(config, name)  # pyformat: disable
   for name in ("train_steps", "update_every", "seed", "num_devices"):
     _positive_int(config, name, minimum=0)
+  if jax.process_count() > 1 and config.num_devices:
+    raise ValueError(
+        f"config.num_devices is {config.num_devices} but a run on "
+        f"{jax.process_count()} processes uses every device of every "
+        "process; set config.num_devices=0."
+    )
   if config.num_devices > jax.device_count():
     raise ValueError(
         f"config.num_devices is {config.num_devices} but only "
@@ -153,9 +160,9 @@ def _dataset_task(config):
 
 
 _DATASET_TASKS = {
-    "shd": lambda d: d.shd_task,
-    "nmnist": lambda d: d.nmnist_task,
-    "digits": lambda d: d.digits_task,
+    "shd": lambda d: d.shd.shd_task,
+    "nmnist": lambda d: d.nmnist.nmnist_task,
+    "digits": lambda d: d.digits.digits_task,
 }
 
 
@@ -299,15 +306,66 @@ def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
   return update
 
 
-def make_eval_fn(setup: Setup):
-  """``evaluate(params, learner_state, (xs, ys, mask)) -> metrics``."""
+def make_eval_fn(setup: Setup, axis_name: Optional[str] = None):
+  """``evaluate(params, learner_state, (xs, ys, mask)) -> metrics``.
+
+  With ``axis_name`` the metrics are the count-weighted means over every
+  device of the axis (all processes), each with the total ``count``.
+  """
 
   def evaluate(params, state, batch):
     xs, ys, mask = batch
     outs, _ = setup.learner.unroll(params, setup.learner.reset(state), None, xs)
-    return setup.task.metric(outs, ys, mask)
+    metrics = setup.task.metric(outs, ys, mask)
+    if axis_name is None:
+      return metrics
+    count = metrics["count"]
+    total = lax.psum(count, axis_name)
+    out = {
+        k: lax.psum(v * count, axis_name) / jnp.maximum(total, 1.0)
+        for k, v in metrics.items()
+        if k != "count"
+    }
+    return dict(out, count=total)
 
   return evaluate
+
+
+def process_rows(batch_size: int) -> slice:
+  """This process's samples of a global batch of ``batch_size``."""
+  size = batch_size // jax.process_count()
+  index = jax.process_index()
+  return slice(index * size, (index + 1) * size)
+
+
+def local_learner_state(state, rows: slice):
+  """The batch-first entries of a (global) learner state cut to ``rows``."""
+  mask = haiku_etp.state_batch_mask(state)
+  return {
+      m: {n: (v[rows] if mask[m][n] else v) for n, v in entries.items()}
+      for m, entries in state.items()
+  }
+
+
+def global_learner_state(state):
+  """Every process's share of a learner state, joined (a collective).
+
+  The batch-first entries are concatenated in process order; the shared
+  ones, equal on every process, are kept once.
+  """
+  if jax.process_count() == 1:
+    return state
+  mask = haiku_etp.state_batch_mask(state)
+  stacked = multihost_utils.process_allgather(state, tiled=False)
+  return {
+      m: {
+          n: (
+              np.reshape(v, (-1,) + v.shape[2:]) if mask[m][n] else v[0]
+          )  # pyformat: disable
+          for n, v in entries.items()
+      }
+      for m, entries in stacked.items()
+  }
 
 
 def _first_copy(v) -> np.ndarray:
@@ -323,8 +381,13 @@ class _Pmap:
   name = "pmap"
 
   def __init__(self, config, setup: Setup):
-    devices = jax.local_devices()[: config.num_devices or None]
-    self.n = len(devices)
+    # pmap takes the same device list on every process: all of them (None),
+    # or a subset of one process's devices (num_devices is 0 on several).
+    devices = None
+    if config.num_devices:
+      devices = jax.local_devices()[: config.num_devices]
+    self.n = config.num_devices or jax.local_device_count()
+    self.rows = process_rows(config.batch_size)
     self.update = jax.pmap(
         make_update_fn(config, setup, _AXIS),
         axis_name=_AXIS,
@@ -332,15 +395,16 @@ class _Pmap:
         devices=devices,
     )
     self.evaluate = jax.pmap(
-        make_eval_fn(setup), axis_name=_AXIS, devices=devices
+        make_eval_fn(setup, _AXIS), axis_name=_AXIS, devices=devices
     )
 
   def put_state(self, ts: TrainState) -> TrainState:
     rep = lambda t: haiku_etp.replicate(t, self.n)
+    local = local_learner_state(ts.learner_state, self.rows)
     return TrainState(
         rep(ts.params),
         rep(ts.opt_state),
-        haiku_etp.shard_state(ts.learner_state, self.n),
+        haiku_etp.shard_state(local, self.n),
         rep(ts.step),
         rep(ts.rng),
     )
@@ -348,6 +412,7 @@ class _Pmap:
   def get_state(self, ts: TrainState) -> TrainState:
     first = lambda t: jax.tree_util.tree_map(_first_copy, t)
     state = haiku_etp.unshard_state(jax.device_get(ts.learner_state))
+    state = global_learner_state(state)
     return TrainState(
         first(ts.params),
         first(ts.opt_state),
@@ -366,8 +431,8 @@ class _Pmap:
     return tuple(split(v) for v in batch)
 
   def eval_metrics(self, out: dict) -> list[dict]:
-    out = jax.device_get(out)
-    return [{k: v[i] for k, v in out.items()} for i in range(self.n)]
+    # Every device holds the means over all devices of all processes.
+    return [{k: v[0] for k, v in jax.device_get(out).items()}]
 
   def train_metrics(self, out: dict) -> dict:
     return {k: v[0] for k, v in jax.device_get(out).items()}
@@ -375,18 +440,10 @@ class _Pmap:
 
 def _state_spec(state, batch_spec):
   """Batch-first leaves of a learner state sharded, the rest replicated."""
-
-  def spec(path, leaf):
-    module = getattr(path[0], "key", "")
-    name = getattr(path[-1], "key", "")
-    batched = (
-        name.endswith(":hidden")
-        or name.endswith(":sample")
-        or (module.startswith("~etp") and np.ndim(leaf) >= 1)
-    )
-    return batch_spec if batched else P()
-
-  return jax.tree_util.tree_map_with_path(spec, state)
+  return jax.tree_util.tree_map(
+      lambda batched: batch_spec if batched else P(),
+      haiku_etp.state_batch_mask(state),
+  )
 
 
 class _Mesh:
@@ -415,12 +472,19 @@ class _Mesh:
         out_shardings=(self.state_sharding, shard(P())),
         donate_argnums=0,
     )
-    self.evaluate = jax.jit(make_eval_fn(setup))
+    self.evaluate = jax.jit(make_eval_fn(setup), out_shardings=shard(P()))
 
   def put_state(self, ts: TrainState) -> TrainState:
-    return jax.device_put(ts, self.state_sharding)
+    # Every process holds the whole host state; each places its shards.
+    def put(v, sharding):
+      v = np.asarray(v)
+      return jax.make_array_from_callback(v.shape, sharding, lambda i: v[i])
+
+    return jax.tree_util.tree_map(put, ts, self.state_sharding)
 
   def get_state(self, ts: TrainState) -> TrainState:
+    if jax.process_count() > 1:
+      return multihost_utils.process_allgather(ts, tiled=True)
     return jax.tree_util.tree_map(np.asarray, jax.device_get(ts))
 
   def put_batch(self, batch) -> tuple:
@@ -443,41 +507,31 @@ def make_parallel(config, setup: Setup, template: TrainState):
   return _Mesh(config, setup, template)
 
 
-def _train_batches(task, config, start: int, process_batch: int):
-  """Host batches for steps ``start, start + 1, ...`` of this process."""
-  index, count = jax.process_index(), jax.process_count()
-  step = start
-  while step < config.train_steps:
-    b = task.batch(tasks_lib.train_seed(config.seed, step), config.batch_size)
-    lo = index * process_batch
-    yield tuple(
-        np.asarray(v[:, lo : lo + process_batch]) for v in (b.xs, b.ys, b.mask)
-    )
-    step += 1
+def _part() -> tuple[int, int]:
+  return jax.process_index(), jax.process_count()
 
 
-def _eval_batches(task, config, process_batch: int):
-  """This process's slices of the held-out batches (the same every time)."""
-  index = jax.process_index()
+def _train_batches(task, config, start: int):
+  """This process's part of the batches of steps ``start, start + 1, ...``."""
+  for step in range(start, config.train_steps):
+    seed = tasks_lib.train_seed(config.seed, step)
+    yield tuple(task.batch(seed, config.batch_size, part=_part()))
+
+
+def _eval_batches(task, config):
+  """This process's part of the held-out batches (the same every time)."""
   if task.eval_batches is not None:
-    source = task.eval_batches(config.batch_size)
-  else:
-    source = (
-        task.batch(tasks_lib.eval_seed(config.seed, i), config.batch_size)
-        for i in range(config.eval_batches)
-    )
-  lo = index * process_batch
-  for b in source:
-    yield tuple(
-        np.asarray(v[:, lo : lo + process_batch]) for v in (b.xs, b.ys, b.mask)
-    )
+    yield from map(tuple, task.eval_batches(config.batch_size, part=_part()))
+    return
+  for i in range(config.eval_batches):
+    seed = tasks_lib.eval_seed(config.seed, i)
+    yield tuple(task.batch(seed, config.batch_size, part=_part()))
 
 
 def evaluate(runner, setup: Setup, ts: TrainState, config) -> dict:
-  """Mean metrics over the held-out batches."""
-  process_batch = config.batch_size // jax.process_count()
+  """Mean metrics over the held-out batches (all processes')."""
   results = []
-  for batch in _eval_batches(setup.task, config, process_batch):
+  for batch in _eval_batches(setup.task, config):
     out = runner.evaluate(ts.params, ts.learner_state, runner.put_batch(batch))
     results.extend(runner.eval_metrics(out))
   return tasks_lib.mean_metrics(results)
@@ -550,15 +604,9 @@ def train(
   validate(config)
   num_devices = device_count(config)
   setup = build(config)
+  # The host state is the whole run's, the same on every process: the
+  # runner places each process's share, checkpoints hold it all.
   host_state = init_train_state(config, setup, config.batch_size)
-  # The learner state is built for the per-process batch.
-  process_batch = config.batch_size // jax.process_count()
-  if process_batch != config.batch_size:
-    host_state = host_state._replace(
-        learner_state=init_train_state(
-            config, setup, process_batch
-        ).learner_state
-    )
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"),
       every=config.checkpoint_every,
@@ -588,7 +636,7 @@ def train(
   # Batches are made ahead on a host thread (NumPy only: device work from a
   # second thread can starve the CPU collectives of the update).
   batches = prefetch_lib.prefetch(
-      _train_batches(setup.task, config, start, process_batch), size=2
+      _train_batches(setup.task, config, start), size=2
   )
   pending, last_log, last_log_time = [], start, time.time()
   done = 0

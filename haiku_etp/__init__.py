@@ -44,6 +44,7 @@ from haiku_etp._src.learners import StepResult
 from haiku_etp._src.parallel import replicate
 from haiku_etp._src.parallel import shard_batch
 from haiku_etp._src.parallel import shard_state
+from haiku_etp._src.parallel import state_batch_mask
 from haiku_etp._src.parallel import unshard_batch
 from haiku_etp._src.parallel import unshard_state
 from haiku_etp._src.recurrent import Conv1DGRU
@@ -115,6 +116,7 @@ __all__ = (
     "set_sample_state",
     "shard_batch",
     "shard_state",
+    "state_batch_mask",
     "surrogate",
     "testing",
     "unshard_batch",

@@ -150,6 +150,26 @@ class HelpersTest(parameterized.TestCase):
     chex.assert_trees_all_equal(haiku_etp.unshard_state(sharded), state)
     del learner
 
+  def test_state_batch_mask_matches_shard_state(self):
+    _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
+    mask = haiku_etp.state_batch_mask(state)
+    self.assertTrue(mask["lif"]["v:hidden"])
+    self.assertTrue(mask["lif"]["refractory:sample"])
+    self.assertFalse(mask["~"]["calls"])
+    sharded = haiku_etp.shard_state(state, _N)
+    for m, entries in mask.items():
+      for n, batched in entries.items():
+        v, s = state[m][n], sharded[m][n]
+        if batched:
+          self.assertEqual(s.shape[:2], (_N, v.shape[0] // _N), (m, n))
+        else:
+          self.assertEqual(s.shape, (_N,) + jnp.shape(v), (m, n))
+    self.assertTrue(
+        any(mask[m][n] for m in mask if m.startswith("~etp") for n in mask[m])
+    )
+    with self.assertRaisesRegex(ValueError, "unsharded state"):
+      haiku_etp.state_batch_mask(sharded)
+
   def test_unshard_of_an_unsharded_state(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
     with self.assertRaisesRegex(ValueError, "sharded by haiku_etp.shard_state"):

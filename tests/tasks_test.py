@@ -68,6 +68,19 @@ class SeedTest(absltest.TestCase):
 class SyntheticTaskTest(parameterized.TestCase):
 
   @parameterized.parameters(*tasks.TASKS)
+  def test_parts_are_slices_of_the_whole_batch(self, name):
+    task = tasks.get_task(name)
+    whole = task.batch(9, 8)
+    for index in range(4):
+      part = task.batch(9, 8, part=(index, 4))
+      for got, full in zip(part, whole):
+        np.testing.assert_array_equal(got, full[:, 2 * index : 2 * index + 2])
+    with self.assertRaisesRegex(ValueError, "not divisible by the 3 parts"):
+      task.batch(9, 8, part=(0, 3))
+    with self.assertRaisesRegex(ValueError, r"0 <= index < count"):
+      task.batch(9, 8, part=(2, 2))
+
+  @parameterized.parameters(*tasks.TASKS)
   def test_shapes_and_dtypes(self, name):
     task = tasks.get_task(name)
     batch = task.batch(tasks.train_seed(0, 0), _B)
@@ -374,6 +387,35 @@ class LabelledSequenceTaskTest(absltest.TestCase):
     np.testing.assert_allclose(batch.mask[3:], 1.0 / 3.0)
     with self.assertRaisesRegex(ValueError, "toy: batch_size 11 exceeds"):
       self.task.batch(0, 11)
+
+  def test_parts_read_only_their_samples(self):
+    whole = self.task.batch(3, 10)
+    read = []
+    task = base.labelled_sequence_task(
+        "toy",
+        train_inputs=lambda idx: read.append(len(idx)) or self.train_x[idx],
+        train_labels=np.arange(10) % 4,
+        test_inputs=lambda idx: read.append(len(idx)) or self.test_x[idx],
+        test_labels=np.arange(7) % 4,
+        num_steps=6,
+        input_shape=(3,),
+        num_classes=4,
+        readout_fraction=0.5,
+    )
+    for index in range(2):
+      part = task.batch(3, 10, part=(index, 2))
+      for got, full in zip(part, whole):
+        np.testing.assert_array_equal(got, full[:, 5 * index : 5 * index + 5])
+    wholes = list(self.task.eval_batches(4))
+    for index in range(2):
+      parts = list(task.eval_batches(4, part=(index, 2)))
+      self.assertLen(parts, len(wholes))
+      for got, full in zip(parts, wholes):
+        for g, f in zip(got, full):
+          np.testing.assert_array_equal(g, f[:, 2 * index : 2 * index + 2])
+    self.assertEqual(set(read), {5, 2})
+    with self.assertRaisesRegex(ValueError, "toy: part must be"):
+      task.batch(3, 10, part=1)
 
   def test_eval_batches_cover_the_test_split_once(self):
     batches = list(self.task.eval_batches(3))

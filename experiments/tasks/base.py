@@ -69,7 +69,12 @@ class Task(NamedTuple):
     num_steps: Sequence length ``T``.
     output_size: Number of readout units the model must produce.
     kind: ``"classification"`` or ``"regression"``.
-    batch: ``batch(seed, batch_size) -> Batch``, a pure function of the seed.
+    batch: ``batch(seed, batch_size, part=None) -> Batch``, a pure function
+      of the seed. ``part=(index, count)`` returns only samples
+      ``[index * batch_size // count, (index + 1) * batch_size // count)``
+      of the same batch, equal to that slice of the whole one: the share of
+      process ``index`` of ``count`` (``count`` must divide ``batch_size``).
+      Dataset tasks then read and bin only those samples.
     loss: ``loss(out_t, y_t, mask_t)``, the jittable loss of one step:
       ``sum_b mask_t[b] * l(out_t[b], y_t[b]) / B`` with ``l`` the softmax
       cross-entropy (classification) or the squared error summed over outputs
@@ -80,10 +85,10 @@ class Task(NamedTuple):
       (the number of real samples, the weight for ``mean_metrics``).
     metric_name: Key of the headline metric (``"accuracy"`` or ``"mse"``).
     higher_is_better: Whether a larger headline metric is better.
-    eval_batches: For dataset tasks, ``eval_batches(batch_size)`` iterating
-      once over the whole test split in order (the last batch padded with
-      samples of mask 0); ``None`` for synthetic tasks, which evaluate on
-      batches from ``eval_seed``.
+    eval_batches: For dataset tasks, ``eval_batches(batch_size, part=None)``
+      iterating once over the whole test split in order (the last batch
+      padded with samples of mask 0; ``part`` as for ``batch``); ``None`` for
+      synthetic tasks, which evaluate on batches from ``eval_seed``.
   """
 
   name: str
@@ -174,6 +179,60 @@ def check_batch_args(fn: str, seed, batch_size) -> None:
   _check_index(fn, "batch_size", batch_size)
   if batch_size < 1:
     raise ValueError(f"{fn}: batch_size must be at least 1, got {batch_size}.")
+
+
+def part_slice(fn: str, part, batch_size: int) -> slice:
+  """The samples of a global batch that ``part=(index, count)`` selects.
+
+  Args:
+    fn: Name of the task, for the message.
+    part: ``None`` (the whole batch) or ``(index, count)`` with
+      ``0 <= index < count`` and ``count`` dividing ``batch_size``.
+    batch_size: The global batch size.
+
+  Returns:
+    The ``slice`` of the batch axis.
+
+  Raises:
+    ValueError: For a malformed ``part`` or a ``count`` that does not divide
+      ``batch_size``.
+  """
+  if part is None:
+    return slice(0, batch_size)
+  try:
+    index, count = (int(v) for v in part)
+  except (TypeError, ValueError):
+    raise ValueError(
+        f"{fn}: part must be (index, count), got {part!r}."
+    ) from None
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(
+        f"{fn}: part {part!r} needs count >= 1 and 0 <= index < count."
+    )
+  if batch_size % count:
+    raise ValueError(
+        f"{fn}: batch_size {batch_size} is not divisible by the {count} parts"
+        f" of part={part!r}; use a multiple of {count}."
+    )
+  size = batch_size // count
+  return slice(index * size, (index + 1) * size)
+
+
+def with_parts(fn: str, batch: Callable[[int, int], Batch]):
+  """Gives a ``batch(seed, batch_size)`` function the ``part`` argument.
+
+  The whole batch is made and sliced: for tasks generated in code, where
+  making a batch costs little next to the update.
+  """
+
+  def batch_part(seed, batch_size, part=None):
+    full = batch(seed, batch_size)
+    if part is None:
+      return full
+    rows = part_slice(fn, part, batch_size)
+    return Batch(*(np.ascontiguousarray(v[:, rows]) for v in full))
+
+  return batch_part
 
 
 def _nll(outs, ys):
@@ -376,7 +435,8 @@ def labelled_sequence_task(
   ``batch(seed, batch_size)`` draws ``batch_size`` distinct training samples
   with ``np.random.default_rng(seed)``; ``eval_batches(batch_size)`` walks
   the test split in order and pads the last batch with zero inputs, label 0
-  and mask 0.
+  and mask 0. With ``part=(index, count)`` both read only that part's
+  samples of each batch (the inputs of the others are never built).
 
   Args:
     name: Task name.
@@ -439,8 +499,9 @@ def labelled_sequence_task(
       ys[:, ~valid] = 0
     return Batch(xs, ys, mask)
 
-  def batch(seed, batch_size):
+  def batch(seed, batch_size, part=None):
     check_batch_args(name, seed, batch_size)
+    rows = part_slice(name, part, batch_size)
     n = train_labels.shape[0]
     if batch_size > n:
       raise ValueError(
@@ -448,20 +509,21 @@ def labelled_sequence_task(
           " use a smaller batch."
       )
     rng = np.random.default_rng(seed)
-    indices = rng.choice(n, size=batch_size, replace=False)
+    indices = rng.choice(n, size=batch_size, replace=False)[rows]
     return make(
-        train_inputs, train_labels, indices, np.ones((batch_size,), bool)
+        train_inputs, train_labels, indices, np.ones((len(indices),), bool)
     )
 
-  def eval_batches(batch_size):
+  def eval_batches(batch_size, part=None):
     check_batch_args(name, 0, batch_size)
+    rows = part_slice(name, part, batch_size)
     n = test_labels.shape[0]
     for start in range(0, n, batch_size):
       real = np.arange(start, min(start + batch_size, n))
       pad = batch_size - real.size
       indices = np.concatenate([real, np.full((pad,), real[-1])])
       valid = np.arange(batch_size) < real.size
-      yield make(test_inputs, test_labels, indices, valid)
+      yield make(test_inputs, test_labels, indices[rows], valid[rows])
 
   return Task(
       name=name,

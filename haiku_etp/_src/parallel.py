@@ -141,6 +141,34 @@ def _batched(module: str, name: str, leaf_shape) -> bool:
   return state_lib.is_hidden_name(name) or state_lib.is_sample_name(name)
 
 
+def state_batch_mask(state: Any) -> dict:
+  """Which entries of a learner state carry the batch on their first axis.
+
+  The rule :func:`shard_state` shards by: hidden state, per-sample state and
+  the learner's non-scalar entries (traces, initial state) are batch first;
+  everything else is shared. Use it to split a state across processes or to
+  give it a ``PartitionSpec`` per entry.
+
+  Args:
+    state: a learner state (``learner.init_state``), unsharded.
+
+  Returns:
+    A dict of the same structure with a ``bool`` per entry.
+
+  Raises:
+    ValueError: for a state that :func:`shard_state` already sharded.
+  """
+  if hasattr(state, "get") and SHARDS_KEY in state:
+    raise ValueError(
+        "state_batch_mask takes an unsharded state; unshard it first with "
+        "haiku_etp.unshard_state."
+    )
+  return {
+      m: {n: _batched(m, n, jnp.shape(v)) for n, v in entries.items()}
+      for m, entries in state.items()
+  }
+
+
 def shard_state(state: Any, num_devices: int) -> dict:
   """Shards a learner state for ``pmap``.
 
