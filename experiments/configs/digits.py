@@ -35,6 +35,7 @@ def get_config():
   config.model.kind = "gru"
   config.model.hidden_size = 64
   config.learner = "d_rtrl"
+  config.decay = 0.9
   config.learning_rate = 5e-3
   config.batch_size = 64
   config.train_steps = 500
