@@ -772,6 +772,38 @@ class InterfaceTest(parameterized.TestCase):
   """Defaults, unroll, rngs and the model forms a learner accepts."""
 
   @parameterized.named_parameters(*_ALL)
+  def test_sequence_grad_traces_the_step_a_fixed_number_of_times(
+      self, learner_name
+  ):
+    # The step is traced a number of times that does not grow with T (the
+    # steps run in a scan), and a jitted sequence_grad called again on new
+    # data of the same shapes neither retraces nor recompiles.
+    calls = []
+
+    def counted(x):
+      calls.append(1)
+      return _STEPS["lif"](x)
+
+    learner = _LEARNERS[learner_name](hk.transform_with_state(counted))
+    counts = {}
+    for num_steps in (8, 64):
+      xs, ys = _data(num_steps, dtype=jnp.float32)
+      params, state = _init(learner, xs)
+      fn = jax.jit(learner.sequence_grad(_sum_loss))
+      del calls[:]
+      fn(params, state, None, xs, ys)
+      counts[num_steps] = len(calls)
+      xs2, ys2 = _data(num_steps, dtype=jnp.float32, seed=1)
+      res = fn(params, state, None, xs2, ys2)
+      self.assertEqual(len(calls), counts[num_steps])
+      self.assertEqual(fn._cache_size(), 1)  # pylint: disable=protected-access
+      self.assertTrue(np.all(np.isfinite(res.losses)))
+    # Online learners trace the model once per input signature and then run
+    # the compiled program: the second length may need no trace at all.
+    self.assertLessEqual(counts[64], counts[8])
+    self.assertGreater(counts[8], 0)
+
+  @parameterized.named_parameters(*_ALL)
   def test_default_window_is_the_learners_own(self, learner_name):
     # One rule: window=None means one step for online learners and the
     # whole sequence for BPTT.
