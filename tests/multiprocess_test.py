@@ -26,11 +26,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+from unittest import mock
 
+from absl import app
+from absl import flags
 from absl.testing import absltest
+from absl.testing import flagsaver
 import chex
 
 from experiments import metrics as metrics_lib
+from experiments import train
 from experiments import training
 from experiments.configs import delayed_copy
 
@@ -207,6 +212,91 @@ class TwoProcessesTest(absltest.TestCase):
 
 
 class FlagsTest(absltest.TestCase):
+  """How ``experiments.train`` starts JAX's distributed runtime."""
+
+  def setUp(self):
+    super().setUp()
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "JAX_COORDINATOR_ADDRESS",
+            "JAX_NUM_PROCESSES",
+            "JAX_PROCESS_ID",
+        )
+    }  # pyformat: disable
+    self.enter_context(mock.patch.dict(os.environ, env, clear=True))
+
+  def _main(self, **flag_values):
+    """Runs ``train.main`` with training stubbed; returns the init call."""
+    result = mock.Mock(metric_name="accuracy", seconds=1.0, plots=())
+    result.eval_metrics = {"accuracy": 0.5, "loss": 1.0}
+    with flagsaver.flagsaver(**flag_values), mock.patch.object(
+        train.jax.distributed, "initialize"
+    ) as init, mock.patch.object(training, "train", return_value=result):
+      train.main(["train"])
+    return init
+
+  def test_single_process_does_not_initialize(self):
+    self.assertFalse(self._main().called)
+
+  def test_flags(self):
+    init = self._main(
+        coordinator_address="127.0.0.1:1234", num_processes=2, process_id=1
+    )
+    init.assert_called_once_with(
+        coordinator_address="127.0.0.1:1234",
+        num_processes=2,
+        process_id=1,
+        initialization_timeout=300,
+    )
+
+  def test_environment(self):
+    os.environ.update(
+        JAX_COORDINATOR_ADDRESS="127.0.0.1:99",
+        JAX_NUM_PROCESSES="4",
+        JAX_PROCESS_ID="3",
+    )
+    init = self._main()
+    self.assertEqual(
+        init.call_args.kwargs,
+        dict(
+            coordinator_address="127.0.0.1:99",
+            num_processes=4,
+            process_id=3,
+            initialization_timeout=300,
+        ),
+    )
+
+  def test_distributed_alone_lets_jax_detect_the_cluster(self):
+    init = self._main(distributed=True, distributed_timeout=7)
+    init.assert_called_once_with(
+        coordinator_address=None,
+        num_processes=None,
+        process_id=None,
+        initialization_timeout=7,
+    )
+
+  def test_inconsistent_settings(self):
+    for values, regex in (
+        (dict(num_processes=2, process_id=0), "need --coordinator_address"),
+        (
+            dict(coordinator_address="h:1", num_processes=2, process_id=2),
+            r"--process_id must be in \[0, 2\)",
+        ),
+        (
+            dict(coordinator_address="h:1", num_processes=0, process_id=0),
+            "--num_processes must be >= 1",
+        ),
+    ):
+      with self.assertRaisesRegex(app.UsageError, regex):
+        self._main(**values)
+    os.environ["JAX_NUM_PROCESSES"] = "two"
+    with self.assertRaisesRegex(app.UsageError, "JAX_NUM_PROCESSES must be"):
+      self._main()
 
   def test_address_without_process_count_is_a_usage_error(self):
     proc = subprocess.run(
