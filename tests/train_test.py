@@ -23,11 +23,13 @@ import struct
 import subprocess
 import sys
 import tempfile
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import checkpoints
@@ -37,6 +39,7 @@ from experiments import training
 from experiments.configs import adding
 from experiments.configs import cue_accumulation
 from experiments.configs import delayed_copy
+import haiku_etp
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,6 +218,35 @@ class ConfigErrorsTest(parameterized.TestCase):
     )  # pyformat: disable
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn("Unexpected arguments: ['extra']", proc.stderr)
+
+
+class DefaultModelTest(absltest.TestCase):
+
+  def test_d_rtrl_equals_bptt_on_the_default_network(self):
+    # README's first command: the cue config's ALIF network and leaky
+    # readout, where D-RTRL is exact (float64, every parameter).
+    config = cue_accumulation.get_config()
+    config.model.hidden_size = 8
+    with jax.enable_x64(True):
+      setup = training.build(config)
+      task = setup.task
+      b = task.batch(0, 4)
+      xs = jnp.asarray(b.xs[:40], jnp.float64)
+      ys, mask = jnp.asarray(b.ys[:40]), jnp.asarray(b.mask[:40], jnp.float64)
+      loss = lambda o, y, m: task.loss(o, y, m)
+      grads = {}
+      for name, learner in (
+          ("d_rtrl", setup.learner),
+          ("bptt", haiku_etp.bptt(setup.model)),
+      ):
+        with warnings.catch_warnings():
+          warnings.simplefilter("error", haiku_etp.ApproximationWarning)
+          params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+          fn = jax.jit(learner.sequence_grad(loss))
+          grads[name] = fn(params, state, None, xs, ys, mask).grads
+      chex.assert_trees_all_close(
+          grads["d_rtrl"], grads["bptt"], rtol=1e-8, atol=1e-12
+      )
 
 
 class CheckpointKeysTest(absltest.TestCase):
