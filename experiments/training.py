@@ -12,13 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""Online training of a haiku_etp model on a task, on every local device.
+"""Online training of a haiku_etp model on a task, on every device.
 
 ``train(config, workdir)`` is the whole pipeline: it validates the config,
 builds the task, model, learner and optimizer, restores the newest
 checkpoint of ``workdir`` if there is one, and runs the update built once
-(``pmap`` over the local devices, or ``jit`` over a ``Mesh`` of all devices
-with the batch axis sharded), with batches produced ahead of the step, absl
+(``pmap`` over the devices, or ``jit`` over a ``Mesh`` of all devices with
+the batch axis sharded), with batches produced ahead of the step, absl
 logs and ``metrics.jsonl`` records every ``log_every`` steps, evaluation on
 held-out batches every ``eval_every`` steps and at the end, and orbax
 checkpoints every ``checkpoint_every`` steps. Plots are drawn at the end
@@ -32,6 +32,11 @@ that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
 ``eval_batches``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
 ``seed``, ``parallel`` (``pmap`` or ``mesh``), ``num_devices`` (0: all).
+
+On several processes (after ``jax.distributed.initialize``, see
+``experiments/train.py``) the same call runs in each: every process reads
+its part of each global batch, the host train state and the checkpoints
+hold the whole run's state, and process 0 alone writes metrics and plots.
 """
 
 import os
