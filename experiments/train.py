@@ -31,16 +31,14 @@ JAX detects by itself (SLURM, Open MPI, Cloud TPU), ``--distributed`` with
 no address initializes from the environment.
 """
 
-import os
-
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
-import jax
-
 from experiments import common
+from experiments import distributed
 from experiments import training
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -78,66 +76,17 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 )
 
 
-def _env_int(name: str):
-  value = os.environ.get(name)
-  if value is None or value == "":
-    return None
-  try:
-    return int(value)
-  except ValueError:
-    raise app.UsageError(
-        f"${name} must be an integer, got {value!r}."
-    ) from None
-
-
-def distributed_settings():
-  """``(coordinator_address, num_processes, process_id)`` from flags or env.
-
-  Returns ``None`` for a single-process run (nothing set).
-
-  Raises:
-    app.UsageError: for an incomplete or inconsistent setting.
-  """
-  address = _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")
-  num = _NUM_PROCESSES.value
-  num = num if num is not None else _env_int("JAX_NUM_PROCESSES")
-  index = _PROCESS_ID.value
-  index = index if index is not None else _env_int("JAX_PROCESS_ID")
-  if address is None and num is None and index is None:
-    return None
-  if address is not None and (num is None or index is None):
-    raise app.UsageError(
-        "--coordinator_address needs --num_processes and --process_id too "
-        "(or $JAX_NUM_PROCESSES and $JAX_PROCESS_ID)."
-    )
-  if address is None and not _DISTRIBUTED.value:
-    raise app.UsageError(
-        "--num_processes/--process_id need --coordinator_address=HOST:PORT "
-        "(process 0's address), or --distributed on a cluster JAX detects."
-    )
-  if num is not None and num < 1:
-    raise app.UsageError(f"--num_processes must be >= 1, got {num}.")
-  if num is not None and index is not None and not 0 <= index < num:
-    raise app.UsageError(
-        f"--process_id must be in [0, {num}) for --num_processes={num}, got "
-        f"{index}."
-    )
-  return address, num, index
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
-  settings = distributed_settings()
-  if settings is not None or _DISTRIBUTED.value:
-    address, num, index = settings or (None, None, None)
-    jax.distributed.initialize(
-        coordinator_address=address,
-        num_processes=num,
-        process_id=index,
-        initialization_timeout=_INIT_TIMEOUT.value,
-    )
+  distributed.initialize(
+      _COORDINATOR.value,
+      _NUM_PROCESSES.value,
+      _PROCESS_ID.value,
+      distributed=_DISTRIBUTED.value,
+      timeout_s=_INIT_TIMEOUT.value,
+  )
   if jax.process_index() != 0:
     # Process 0 alone reports; the others only say what goes wrong.
     logging.set_verbosity(logging.WARNING)

@@ -29,13 +29,12 @@ import tempfile
 from unittest import mock
 
 from absl import app
-from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 import chex
+import jax
 
+from experiments import distributed
 from experiments import metrics as metrics_lib
-from experiments import train
 from experiments import training
 from experiments.configs import delayed_copy
 
@@ -212,41 +211,20 @@ class TwoProcessesTest(absltest.TestCase):
 
 
 class FlagsTest(absltest.TestCase):
-  """How ``experiments.train`` starts JAX's distributed runtime."""
+  """How a run decides to start JAX's distributed runtime."""
 
-  def setUp(self):
-    super().setUp()
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "JAX_COORDINATOR_ADDRESS",
-            "JAX_NUM_PROCESSES",
-            "JAX_PROCESS_ID",
-        )
-    }  # pyformat: disable
-    self.enter_context(mock.patch.dict(os.environ, env, clear=True))
-
-  def _main(self, **flag_values):
-    """Runs ``train.main`` with training stubbed; returns the init call."""
-    result = mock.Mock(metric_name="accuracy", seconds=1.0, plots=())
-    result.eval_metrics = {"accuracy": 0.5, "loss": 1.0}
-    with flagsaver.flagsaver(**flag_values), mock.patch.object(
-        train.jax.distributed, "initialize"
-    ) as init, mock.patch.object(training, "train", return_value=result):
-      train.main(["train"])
+  def _init(self, *args, environ=None, **kwargs):
+    """Runs ``distributed.initialize``; returns the mocked JAX call."""
+    with mock.patch.object(jax.distributed, "initialize") as init:
+      started = distributed.initialize(*args, environ=environ or {}, **kwargs)
+    self.assertEqual(started, init.called)
     return init
 
   def test_single_process_does_not_initialize(self):
-    self.assertFalse(self._main().called)
+    self.assertFalse(self._init(None, None, None).called)
 
   def test_flags(self):
-    init = self._main(
-        coordinator_address="127.0.0.1:1234", num_processes=2, process_id=1
-    )
+    init = self._init("127.0.0.1:1234", 2, 1)
     init.assert_called_once_with(
         coordinator_address="127.0.0.1:1234",
         num_processes=2,
@@ -254,25 +232,24 @@ class FlagsTest(absltest.TestCase):
         initialization_timeout=300,
     )
 
-  def test_environment(self):
-    os.environ.update(
+  def test_environment_fills_what_the_flags_leave_unset(self):
+    environ = dict(
         JAX_COORDINATOR_ADDRESS="127.0.0.1:99",
         JAX_NUM_PROCESSES="4",
         JAX_PROCESS_ID="3",
     )
-    init = self._main()
-    self.assertEqual(
-        init.call_args.kwargs,
-        dict(
-            coordinator_address="127.0.0.1:99",
-            num_processes=4,
-            process_id=3,
-            initialization_timeout=300,
-        ),
+    init = self._init(None, None, None, environ=environ)
+    init.assert_called_once_with(
+        coordinator_address="127.0.0.1:99",
+        num_processes=4,
+        process_id=3,
+        initialization_timeout=300,
     )
+    init = self._init(None, None, 0, environ=environ)
+    self.assertEqual(init.call_args.kwargs["process_id"], 0)
 
   def test_distributed_alone_lets_jax_detect_the_cluster(self):
-    init = self._main(distributed=True, distributed_timeout=7)
+    init = self._init(None, None, None, distributed=True, timeout_s=7)
     init.assert_called_once_with(
         coordinator_address=None,
         num_processes=None,
@@ -281,22 +258,16 @@ class FlagsTest(absltest.TestCase):
     )
 
   def test_inconsistent_settings(self):
-    for values, regex in (
-        (dict(num_processes=2, process_id=0), "need --coordinator_address"),
-        (
-            dict(coordinator_address="h:1", num_processes=2, process_id=2),
-            r"--process_id must be in \[0, 2\)",
-        ),
-        (
-            dict(coordinator_address="h:1", num_processes=0, process_id=0),
-            "--num_processes must be >= 1",
-        ),
+    for args, regex in (
+        ((None, 2, 0), "need --coordinator_address"),
+        (("h:1", None, 0), "needs --num_processes and --process_id"),
+        (("h:1", 2, 2), r"--process_id must be in \[0, 2\)"),
+        (("h:1", 0, 0), "--num_processes must be >= 1"),
     ):
       with self.assertRaisesRegex(app.UsageError, regex):
-        self._main(**values)
-    os.environ["JAX_NUM_PROCESSES"] = "two"
+        self._init(*args)
     with self.assertRaisesRegex(app.UsageError, "JAX_NUM_PROCESSES must be"):
-      self._main()
+      self._init(None, None, None, environ={"JAX_NUM_PROCESSES": "two"})
 
   def test_address_without_process_count_is_a_usage_error(self):
     proc = subprocess.run(
