@@ -182,18 +182,6 @@ class _Graph(NamedTuple):
     return tuple(self.relations[bit - self.num_h].y_shape)
 
 
-class _ChainFlows(NamedTuple):
-  """Masks with each relation's input read at its chain's start."""
-
-  masks: program_lib.Masks
-  deps: dict
-
-  def at(self, which: str, atom) -> int:
-    if which == "deps":
-      return 0 if isinstance(atom, Lit) else self.deps.get(atom, 0)
-    return self.masks.at(which, atom)
-
-
 def _graph(step, relations, groups, hidden_group, flows, findings) -> _Graph:
   program = step.program
   producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
@@ -216,7 +204,9 @@ def _graph(step, relations, groups, hidden_group, flows, findings) -> _Graph:
       {id(nodes[r.node]): 1 << (num_h + i) for i, r in enumerate(relations)},
       {id(nodes[relations[i].node]): w[0] for i, w in walks.items()},
   )
-  chain_flows = _ChainFlows(masks, flows.deps)
+  # The compiler's flows, with each relation's input read at its chain's
+  # start.
+  chain_flows = flows._replace(masks=masks)
   inputs, bad = {}, {}
   for i, (pre, chain, constants) in walks.items():
     const_atoms = [a for a in constants if not isinstance(a, Lit)]

@@ -535,6 +535,24 @@ class _Recurrence:
   recurrent path cut).
   """
 
+  def __init__(
+      self,
+      *args,
+      w_rec_init: Optional[hk.initializers.Initializer] = None,
+      autapses: bool = False,
+      **kwargs,
+  ):
+    super().__init__(*args, **kwargs)
+    self.w_rec_init = w_rec_init
+    self.autapses = bool(autapses)
+
+  def __call__(self, i_t: Any) -> jax.Array:
+    """Advances the neurons by one step; returns the spikes ``(B, N)``."""
+    i_t = _elementwise_input(i_t, type(self).__name__)
+    s_t = super().__call__(self._recurrent_current(i_t))
+    state_lib.set_hidden_state("s", s_t)
+    return s_t
+
   def _recurrent_current(self, i_t: jax.Array) -> jax.Array:
     if i_t.ndim != 2:
       raise ValueError(
@@ -565,24 +583,6 @@ class RecurrentLIF(_Recurrence, LIF):
   (3, 3)
   """
 
-  def __init__(
-      self,
-      *args,
-      w_rec_init: Optional[hk.initializers.Initializer] = None,
-      autapses: bool = False,
-      **kwargs,
-  ):
-    super().__init__(*args, **kwargs)
-    self.w_rec_init = w_rec_init
-    self.autapses = bool(autapses)
-
-  def __call__(self, i_t: Any) -> jax.Array:
-    """Advances the neurons by one step; returns the spikes ``(B, N)``."""
-    i_t = _elementwise_input(i_t, type(self).__name__)
-    s_t = self._fire(self._recurrent_current(i_t), self.threshold)
-    state_lib.set_hidden_state("s", s_t)
-    return s_t
-
 
 class RecurrentALIF(_Recurrence, ALIF):
   """:class:`ALIF` neurons with recurrent connections (e-prop's LSNN).
@@ -593,24 +593,6 @@ class RecurrentALIF(_Recurrence, ALIF):
   Bellec et al. (2020); D-RTRL on it gives e-prop's eligibility traces plus
   the exact credit of the readout's leak.
   """
-
-  def __init__(
-      self,
-      *args,
-      w_rec_init: Optional[hk.initializers.Initializer] = None,
-      autapses: bool = False,
-      **kwargs,
-  ):
-    super().__init__(*args, **kwargs)
-    self.w_rec_init = w_rec_init
-    self.autapses = bool(autapses)
-
-  def __call__(self, i_t: Any) -> jax.Array:
-    """Advances the neurons by one step; returns the spikes ``(B, N)``."""
-    i_t = _elementwise_input(i_t, type(self).__name__)
-    s_t = super().__call__(self._recurrent_current(i_t))
-    state_lib.set_hidden_state("s", s_t)
-    return s_t
 
 
 class LeakyReadout(hk.Module):
