@@ -336,11 +336,14 @@ def make_eval_fn(setup: Setup, axis_name: Optional[str] = None):
   return evaluate
 
 
+def process_part() -> tuple[int, int]:
+  """``(index, count)`` of this process: its ``part`` of every batch."""
+  return jax.process_index(), jax.process_count()
+
+
 def process_rows(batch_size: int) -> slice:
   """This process's samples of a global batch of ``batch_size``."""
-  size = batch_size // jax.process_count()
-  index = jax.process_index()
-  return slice(index * size, (index + 1) * size)
+  return tasks_lib.base.part_slice("training", process_part(), batch_size)
 
 
 def local_learner_state(state, rows: slice):
@@ -512,25 +515,23 @@ def make_parallel(config, setup: Setup, template: TrainState):
   return _Mesh(config, setup, template)
 
 
-def _part() -> tuple[int, int]:
-  return jax.process_index(), jax.process_count()
-
-
 def _train_batches(task, config, start: int):
   """This process's part of the batches of steps ``start, start + 1, ...``."""
   for step in range(start, config.train_steps):
     seed = tasks_lib.train_seed(config.seed, step)
-    yield tuple(task.batch(seed, config.batch_size, part=_part()))
+    yield tuple(task.batch(seed, config.batch_size, part=process_part()))
 
 
 def _eval_batches(task, config):
   """This process's part of the held-out batches (the same every time)."""
   if task.eval_batches is not None:
-    yield from map(tuple, task.eval_batches(config.batch_size, part=_part()))
+    yield from map(
+        tuple, task.eval_batches(config.batch_size, part=process_part())
+    )
     return
   for i in range(config.eval_batches):
     seed = tasks_lib.eval_seed(config.seed, i)
-    yield tuple(task.batch(seed, config.batch_size, part=_part()))
+    yield tuple(task.batch(seed, config.batch_size, part=process_part()))
 
 
 def evaluate(runner, setup: Setup, ts: TrainState, config) -> dict:

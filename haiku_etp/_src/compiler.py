@@ -284,15 +284,6 @@ def format_bytes(n: int) -> str:
   return f"{n:.1f} {unit}"
 
 
-def _bits(mask: int):
-  i = 0
-  while mask:
-    if mask & 1:
-      yield i
-    mask >>= 1
-    i += 1
-
-
 def _path(key_path) -> str:
   return "/".join(
       str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path
@@ -425,8 +416,8 @@ def _find_relations(step: _Step, deps: dict) -> list:
     for operand, idx in prim.trainable_invars(node.params).items():
       a = node.ins[idx]
       d = dep_of(a)
-      src = [step.param_paths[k] for k in _bits(d & param_mask)]
-      state_src = [k - num_p for k in _bits(d & state_mask)]
+      src = [step.param_paths[k] for k in program_lib.set_bits(d & param_mask)]
+      state_src = [k - num_p for k in program_lib.set_bits(d & state_mask)]
       written = [k for k in state_src if step.written(k)]
       if written:
         raise CompileError(
@@ -478,7 +469,9 @@ def _form_groups(step: _Step, tail: dict) -> tuple[list, dict, list]:
 
   unaligned = []  # (source hidden position, destination hidden position)
   for k, leaf in enumerate(hidden):
-    for j in _bits(get(step.state_out(leaf)) & ((1 << num_h) - 1)):
+    for j in program_lib.set_bits(
+        get(step.state_out(leaf)) & ((1 << num_h) - 1)
+    ):
       if j == k:
         continue
       if step.shape(hidden[j]) == step.shape(leaf):
@@ -618,7 +611,7 @@ def _influence(step: _Step, flows: _Flows) -> list:
     changed = False
     for s in range(num_s):
       new = infl[s]
-      for t in _bits(direct[s] >> num_p & ((1 << num_s) - 1)):
+      for t in program_lib.set_bits(direct[s] >> num_p & ((1 << num_s) - 1)):
         new |= infl[t]
       if new != infl[s]:
         infl[s], changed = new, True
@@ -654,7 +647,9 @@ def _memory_diagnostics(
 ):
   """Memory paths D drops: across shapes, or through a cut."""
   hidden, num_h = step.hidden, len(step.hidden)
-  names = lambda mask: tuple(step.param_paths[k] for k in _bits(mask))
+  names = lambda mask: tuple(
+      step.param_paths[k] for k in program_lib.set_bits(mask)
+  )
   group_infl = [0] * len(groups)
   for leaf in hidden:
     group_infl[hidden_group[leaf]] |= infl[leaf]
@@ -674,7 +669,7 @@ def _memory_diagnostics(
     )
   for leaf in hidden:
     crossing = flows.cut(step.state_out(leaf)) & ((1 << num_h) - 1)
-    for j in _bits(crossing):
+    for j in program_lib.set_bits(crossing):
       a, b = hidden_group[hidden[j]], hidden_group[leaf]
       src, dst = groups[a], groups[b]
       params = _uncovered(step, relations, planned, names(group_infl[a]), a, b)
@@ -816,7 +811,7 @@ def _carried_state(step: _Step, flows: _Flows, infl: list) -> list:
     floating = jax.numpy.issubdtype(aval.dtype, jax.numpy.inexact)
     used_later = (read_by >> (num_p + s)) & 1 and step.written(s)
     if floating and used_later and infl[s]:
-      names = tuple(step.param_paths[k] for k in _bits(infl[s]))
+      names = tuple(step.param_paths[k] for k in program_lib.set_bits(infl[s]))
       out.append(
           Diagnostic(
               "warning",

@@ -125,15 +125,6 @@ _LINEAR = frozenset(
 )  # pyformat: disable
 
 
-def _bits(mask: int):
-  i = 0
-  while mask:
-    if mask & 1:
-      yield i
-    mask >>= 1
-    i += 1
-
-
 def _walk_back(program, producer, deps, atom) -> tuple:
   """``(pre, chain, constant atoms)`` behind a relation's input."""
   chain, constants = [], []
@@ -305,7 +296,9 @@ def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
     if g.bad[j] & bits:
       return False
     pre_shape = program_lib.shape(g.step.program.aval(g.inputs[j].pre))
-    if any(g.source_shape(b) != pre_shape for b in _bits(sources)):
+    if any(
+        g.source_shape(b) != pre_shape for b in program_lib.set_bits(sources)
+    ):
       return False
   for code, r, grp in g.findings:
     if r != i and r not in down:

@@ -266,20 +266,11 @@ def _hop_inputs(compiled, tangents, seed_index, fed) -> tuple:
   out = [None] * len(compiled.relations)
   for r, c in compiled.cross_inputs.items():
     t, found = pre_tangents[r], {}
-    for bit in _set_bits(c.sources):
+    for bit in program_lib.set_bits(c.sources):
       seed = ("h", bit) if bit < num_h else ("y", fed.index(bit - num_h))
       found[bit] = t[seed_index[seed]]
     out[r] = found
   return tuple(out)
-
-
-def _set_bits(mask: int):
-  i = 0
-  while mask:
-    if mask & 1:
-      yield i
-    mask >>= 1
-    i += 1
 
 
 def relation_weights(compiled, params) -> list:

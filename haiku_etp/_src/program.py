@@ -39,6 +39,16 @@ import jax.numpy as jnp
 from haiku_etp._src import primitive
 
 
+def set_bits(mask: int):
+  """The indices of the set bits of ``mask``, lowest first."""
+  i = 0
+  while mask:
+    if mask & 1:
+      yield i
+    mask >>= 1
+    i += 1
+
+
 class Flow(enum.IntEnum):
   """How an op's output positions depend on one of its inputs.
 
