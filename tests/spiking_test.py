@@ -985,6 +985,24 @@ class DataParallelTest(_X64TestCase):
     )
 
 
+class RecurrentModulesTest(absltest.TestCase):
+
+  def test_w_rec_lives_in_the_neurons_module(self):
+    for module, name, hidden in (
+        (haiku_etp.RecurrentLIF, "recurrent_lif", {"v:hidden", "s:hidden"}),
+        (
+            haiku_etp.RecurrentALIF,
+            "recurrent_alif",
+            {"v:hidden", "a:hidden", "s:hidden"},
+        ),
+    ):
+      model = hk.transform_with_state(lambda i, m=module: m(tau=10.0)(i))
+      params, state = model.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+      self.assertEqual(set(params), {name})
+      self.assertEqual(params[name]["w_rec"].shape, (3, 3))
+      self.assertTrue(hidden <= set(state[name]), (name, set(state[name])))
+
+
 class ApproximateTest(_X64TestCase):
   """Recurrent weights: the online learners only approximate BPTT."""
 

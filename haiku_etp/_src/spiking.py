@@ -523,7 +523,7 @@ class ALIF(LIF):
     return s_t
 
 
-class _Recurrence:
+class _Recurrence(hk.Module):
   """Previous spikes fed back through a recurrent weight (e-prop's networks).
 
   The spikes of the last step are kept in hidden state ``"s"`` and enter the
@@ -533,6 +533,9 @@ class _Recurrence:
   ES-D-RTRL are approximate on it: the compiler says so, and D-RTRL then
   gives e-prop's eligibility traces (the exact per-neuron traces with the
   recurrent path cut).
+
+  A Haiku module itself, so that its step runs in the neuron module's name
+  scope (``w_rec`` lives beside the neurons' parameters).
   """
 
   def __init__(
