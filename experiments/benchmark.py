@@ -60,7 +60,7 @@ import haiku_etp
 _MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop")
 # d_rtrl_cut: D-RTRL without cross-group traces (max_cross_bytes=0), the
 # cost and the error of cutting a readout's or a next layer's path.
-_LEARNER_NAMES = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "bptt")
+_LEARNER_NAMES = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "es_fused", "bptt")
 
 # rules_benchmark defines flags of the same names; allowing the override lets
 # both binaries be imported into one process (the test runner).
@@ -187,6 +187,8 @@ def make_learner(name: str, model: hk.TransformedWithState, es_decay: float):
     return haiku_etp.d_rtrl(model, max_cross_bytes=0)
   if name == "es_d_rtrl":
     return haiku_etp.es_d_rtrl(model, decay=es_decay)
+  if name == "es_fused":
+    return haiku_etp.es_d_rtrl(model, decay=es_decay, form="fused")
   if name == "bptt":
     return haiku_etp.bptt(model)
   raise ValueError(

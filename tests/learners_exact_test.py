@@ -515,6 +515,89 @@ class ESDRTRLExactTest(_ExactTestCase):
     self.assert_exact(case + " vs d_rtrl", grads, grads_d)
 
 
+class FusedESDRTRLExactTest(_ExactTestCase):
+  """``es_d_rtrl(form="fused")`` in the cases docs/design.md says are exact."""
+
+  @parameterized.named_parameters(
+      _cases(
+          name=("dense_leaky", "conv_nchw_leaky", "two_state", "lif_readout"),
+          decay=((0.3, 0.7), (0.0, 0.0), (0.9, 0.9)),
+      )
+  )
+  def test_single_step_any_decay(self, name, decay):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, 1
+    )
+    learner = haiku_etp.es_d_rtrl(model, decay=decay, form="fused")
+    grads, losses = _run(learner, loss, params, xs, ys, 1)
+    self.assert_exact(f"fused/T=1/{name}/{decay}", grads, grads_ref)
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
+  @parameterized.named_parameters(
+      _cases(
+          name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"),
+          num_steps=(_LONG, 20),
+      )
+  )
+  def test_uniform_leak_decay_lambda_zero(self, name, num_steps):
+    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
+        name, num_steps
+    )
+    leak = 0.8 if name == "dense_leaky" else 0.7
+    learner = haiku_etp.es_d_rtrl(model, decay=(leak, 0.0), form="fused")
+    grads, losses = _run(learner, loss, params, xs, ys, None)
+    self.assert_exact(f"fused/leak/{name}/T={num_steps}", grads, grads_ref)
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    # The leak is what makes it exact: another input decay is far off.
+    other, _ = _run(
+        haiku_etp.es_d_rtrl(model, decay=(leak / 2, 0.0), form="fused"),
+        loss,
+        params,
+        xs,
+        ys,
+        None,
+    )
+    self.assertGreater(testing.relative_error(other, grads_ref), 1e-3)
+
+  def test_loss_reading_the_old_state_is_not_exact(self):
+    # docs/design.md: the fused form keeps only an alpha_f share of the
+    # credit through a loss that reads the state before the step writes it
+    # (d_zero's output reads h_{t-1}); the window form is exact there.
+    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
+        "d_zero", _LONG
+    )
+    fused, _ = _run(
+        haiku_etp.es_d_rtrl(model, decay=(0.0, 0.0), form="fused"),
+        loss,
+        params,
+        xs,
+        ys,
+        None,
+    )
+    err = testing.relative_error(fused, grads_ref)
+    self.errors[f"fused/D=0/T={_LONG} (not exact)"] = err
+    self.assertGreater(err, 1e-3)
+
+  def test_keeps_no_output_side_trace_at_alpha_f_zero(self):
+    model, _, params, xs, _ = _problem("tanh_rnn", 1)
+    for decay, want in (((0.5, 0.0), []), ((0.5, 0.5), ["f:"])):
+      learner = haiku_etp.es_d_rtrl(model, decay=decay, form="fused")
+      _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+      kinds = sorted({k[:2] for k in learner.traces(state) if k[:2] == "f:"})
+      self.assertEqual(kinds, want, msg=str(decay))
+
+  def test_longer_window_is_an_error(self):
+    (model, loss, params, xs, ys), _, _ = self.reference("dense_leaky", _LONG)
+    learner = haiku_etp.es_d_rtrl(model, decay=0.5, form="fused")
+    with self.assertRaisesRegex(ValueError, r"window=3.*window=1"):
+      _run(learner, loss, params, xs, ys, 3)
+
+  def test_unknown_form_is_an_error(self):
+    model, _, _, _, _ = _problem("dense_leaky", 1)
+    with self.assertRaisesRegex(ValueError, "form must be 'window' or 'fused'"):
+      haiku_etp.es_d_rtrl(model, decay=0.5, form="step")
+
+
 class FullWindowTest(_ExactTestCase):
   """A window covering the whole sequence is BPTT for every learner."""
 

@@ -145,6 +145,105 @@ def run_step(
   return out, new_state, record
 
 
+def recurrent_relations(compiled) -> frozenset:
+  """Relations whose input depends on the old state of a group they feed.
+
+  Their input is a path from a group's old state back into the same group
+  through an ETP op (a recurrent weight), the path the transition ``D``
+  cuts.
+  """
+  program = compiled.program
+  bit = {leaf: 1 << k for k, leaf in enumerate(compiled.hidden)}
+  deps = program_lib.dependencies(
+      program, {compiled.hidden_in(leaf): b for leaf, b in bit.items()}
+  )
+  out = set()
+  for r, rel in enumerate(compiled.relations):
+    xi = rel.primitive.x_invar_index
+    if xi is None:
+      continue
+    a = program.nodes[rel.node].ins[xi]
+    own = 0
+    for g in rel.groups:
+      for leaf in compiled.group_leaves(g):
+        own |= bit[leaf]
+    if not isinstance(a, Lit) and deps.get(a, 0) & own:
+      out.add(r)
+  return frozenset(out)
+
+
+def run_step_probed(
+    compiled: compiler_lib.CompiledStep,
+    params,
+    state,
+    rng,
+    x,
+    probes: dict,
+    cut_inputs: frozenset,
+    *,
+    jacobians: bool = True,
+) -> tuple[Any, Any, StepRecord]:
+  """Runs one step with a probe added to each listed relation's output.
+
+  The probed relations' trainable operands are gradient-stopped, and so are
+  the inputs of the relations in ``cut_inputs``: a VJP of the step then
+  gives, at each probe, ``dL/dy`` of that relation's output through every
+  path inside the step, without the relation's own weight gradient.
+
+  Args:
+    compiled: the step's :class:`~haiku_etp.CompiledStep`.
+    params: parameters.
+    state: model state (no learner entries).
+    rng: rng or ``None``, as at compile time.
+    x: the step's input.
+    probes: ``{relation index: array of its output's shape}`` (zeros).
+    cut_inputs: relation indices whose input is gradient-stopped.
+    jacobians: also compute ``D`` and ``D_f``; without, the record holds
+      only the relation inputs.
+
+  Returns:
+    The step's output, its new model state, and the record.
+  """
+  program = compiled.program
+  leaves = check_tree(compiled, params, state, rng, x)
+  env = dict(zip(program.invars, leaves))
+  probed = {compiled.relations[r].node: r for r in probes}
+  sg = lax.stop_gradient
+  for ni, node in enumerate(program.nodes):
+    vals = [_read(env, a) for a in node.ins]
+    r = probed.get(ni)
+    if r is not None:
+      rel = compiled.relations[r]
+      for i in rel.primitive.trainable_invars(rel.params).values():
+        vals[i] = sg(vals[i])
+      if r in cut_inputs:
+        xi = rel.primitive.x_invar_index
+        vals[xi] = sg(vals[xi])
+    outs = list(_bind(node, vals))
+    if r is not None:
+      outs[0] = outs[0] + probes[r].astype(outs[0].dtype)
+    for o, v in zip(node.outs, outs):
+      env[o] = v
+  out, new_state = tree_util.tree_unflatten(
+      compiled.out_tree, [_read(env, a) for a in program.outvars]
+  )
+  if jacobians:
+    return out, new_state, _jacobians(compiled, env)
+  return out, new_state, StepRecord(_relation_inputs(compiled, env), (), ())
+
+
+def _relation_inputs(compiled, env) -> tuple:
+  """Per relation, its gradient-stopped input (``None`` when input-free)."""
+  xs = []
+  for rel in compiled.relations:
+    xi = rel.primitive.x_invar_index
+    node = compiled.program.nodes[rel.node]
+    xs.append(
+        None if xi is None else lax.stop_gradient(_read(env, node.ins[xi]))
+    )
+  return tuple(xs)
+
+
 def _cut_step(compiled, env, fed):
   """The step from old hidden values and relation deltas to new hidden values
   (and the cross-group hops' inputs), with every ETP output and every cut
@@ -242,17 +341,12 @@ def _jacobians(compiled, env) -> StepRecord:
       jnp.stack([column(m, seed_index[("h", b)]) for b in m], axis=-1)
       for m in members
   )
-  xs, d_f = [], []
+  xs, d_f = _relation_inputs(compiled, env), []
   for r, rel in enumerate(compiled.relations):
-    xi = rel.primitive.x_invar_index
-    node = compiled.program.nodes[rel.node]
-    xs.append(
-        None if xi is None else lax.stop_gradient(_read(env, node.ins[xi]))
-    )
     n = seed_index[("y", fed.index(r))] if rel.groups else None
     d_f.append(tuple(column(members[g], n) for g in rel.groups))
   return StepRecord(
-      tuple(xs),
+      xs,
       ds,
       tuple(d_f),
       _hop_inputs(compiled, tangents, seed_index, fed),

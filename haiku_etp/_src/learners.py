@@ -303,6 +303,12 @@ def _warn_if_approximate(core: _Core, compiled, x) -> None:
   lines = "\n".join(f"  {p}: {', '.join(r)}" for p, r in approximate)
   shapes = tree_util.tree_map(np.shape, x)
   note = _ES_NOTE if core.name == "es_d_rtrl" else ""
+  if _fused(core):
+    note += (
+        "form='fused' also drops the one-step credit through recurrent "
+        "weights and keeps only an alpha_f share of the credit through a "
+        "loss that reads the state before the step writes it. "
+    )
   warnings.warn(
       f"{core.name} gives an approximate gradient for {len(approximate)} of "
       f"{len(compiled.parameters)} parameters of this step (input {shapes}):"
@@ -511,8 +517,86 @@ def _report(core: _Core, params, state, rng, x) -> str:
 # Gradients.
 
 
+def _fused(core: _Core) -> bool:
+  return getattr(core.algorithm, "fused", False)
+
+
+def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """One step's ``(grads, state, losses, aux)`` in the fused form.
+
+  The step runs once under a VJP that gives the parameters their gradient
+  outside the traced relations, ``dL_t/dy_t`` at each traced relation's
+  output and, for ``alpha_f > 0``, ``dL_t/dh^{t-1}`` with the recurrent
+  relations' inputs held (``docs/design.md``, "ES-D-RTRL"); the traces are
+  rolled, then contracted once per relation.
+  """
+  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
+  rng_t, x_t, y_t, mask_t = (first(v) for v in inputs)
+  model_state, trace, extra, entry = _checked_compile(
+      core, params, state, rng_t, x_t
+  )
+  compiled, alg = entry.compiled, core.algorithm
+  hidden_paths = _hidden_paths(model_state)
+  program = compiled.program
+  probes = {
+      r: jnp.zeros(
+          program.aval(program.nodes[rel.node].outs[0]).shape,
+          program.aval(program.nodes[rel.node].outs[0]).dtype,
+      )
+      for r, rel in enumerate(compiled.relations)
+      if rel.groups
+  }
+  cut = jacobians.recurrent_relations(compiled)
+  need_prev = alg.alpha_f != 0.0
+  h_e = [model_state[m][n] for m, n in hidden_paths]
+
+  def run(p, h, pr):
+    st = {m: dict(e) for m, e in model_state.items()}
+    for (m, n), v in zip(hidden_paths, h):
+      st[m][n] = v
+    out, st, rec = jacobians.run_step_probed(
+        compiled, p, st, rng_t, x_t, pr, cut, jacobians=alg.keeps_f
+    )
+    loss, aux = window_lib.call_loss(loss_fn, out, y_t, mask_t, has_aux)
+    return loss, (loss, aux, rec, st)
+
+  if need_prev:
+    _, pull, (loss, aux, rec, new_state) = jax.vjp(
+        run, params, h_e, probes, has_aux=True
+    )
+    grads, prev, immediate = pull(jnp.ones((), loss.dtype))
+    prev = window_lib.group_signals(compiled, hidden_paths, prev)
+  else:
+    _, pull, (loss, aux, rec, new_state) = jax.vjp(
+        lambda p, pr: run(p, h_e, pr), params, probes, has_aux=True
+    )
+    grads, immediate = pull(jnp.ones((), loss.dtype))
+    prev = None
+  weights, pull_w = jax.vjp(
+      lambda p: jacobians.relation_weights(compiled, p), params
+  )
+  new_trace = alg.roll(compiled, trace, rec, weights)
+  (from_traces,) = pull_w(
+      alg.fused_solve(compiled, trace, new_trace, prev, immediate, weights)
+  )
+  grads = tree_util.tree_map(
+      lambda a, b: a + b.astype(a.dtype), grads, from_traces
+  )
+  add = (
+      lambda t: None if t is None else tree_util.tree_map(lambda v: v[None], t)
+  )
+  return (
+      grads,
+      _join(core, new_state, new_trace, extra),
+      loss[None],
+      add(aux),
+  )
+
+
 def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
   """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
+  if _fused(core):
+    return _fused_step(core, loss_fn, has_aux, params, state, inputs)
   rngs, xs = inputs[0], inputs[1]
   first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
   model_state, trace, extra, entry = _checked_compile(
@@ -628,6 +712,12 @@ def _sequence_grad(
     if mask is not None:
       sequence.check_loss_takes_mask(loss_fn)
     k = window or (1 if core.online else num_steps)
+    if _fused(core) and k != 1:
+      raise ValueError(
+          f"window={window}: es_d_rtrl(form='fused') computes its gradient "
+          "step by step; use window=1 (or None), or form='window' for "
+          "longer windows."
+      )
     inputs = (sequence.step_rngs(rng, num_steps), xs, ys, mask)
 
     def window_fn(carry, pieces):
@@ -765,6 +855,7 @@ def es_d_rtrl(
     decay: Optional[traces_lib.Decay] = None,
     *,
     rank: Optional[int] = None,
+    form: str = "window",
 ) -> Learner:
   r"""ES-D-RTRL: input-side and output-side traces, ``O(B (I + O S))``.
 
@@ -778,6 +869,26 @@ def es_d_rtrl(
   ``h <- lam h + op(x)``; an approximation elsewhere, so building it emits
   an :class:`ApproximationWarning`.
 
+  Two forms. ``form="window"`` (the default) is the window form every
+  learner shares: the step's own gradient from a VJP, plus the entry traces
+  contracted with ``dL/dh`` at the entry. ``form="fused"`` folds the step
+  into the traces first and contracts once per relation and step,
+
+  .. math::
+    \nabla\theta_t \approx \mathrm{xy\_to\_dw}\bigl(\epsilon_x^t,
+      [\alpha_f \textstyle\sum_a \epsilon_f^{t-1} g^{t-1}
+      + (1 - \alpha_f)\, \partial L_t / \partial y_t] / c\bigr)
+
+  where ``dL_t/dy_t`` and ``g^{t-1} = dL_t/dh^{t-1}`` come from one VJP of
+  the step that stops at the traced weights and at the inputs of recurrent
+  relations: no weight gradient inside the VJP and no backward pass through
+  a recurrent weight, so a step costs about the forward pass plus one weight
+  contraction (with ``alpha_f = 0`` it keeps no output-side traces and
+  computes no ``D``). It is another approximation (the recurrent path's
+  one-step credit is dropped), exact at ``T = 1`` and with
+  ``decay=(lam, 0)`` on a uniform leak that the loss reads after the step
+  writes it; it needs ``window=1``.
+
   Args:
     model: a ``hk.transform_with_state`` step.
     decay: a float ``alpha`` (both decays) or an ``(alpha_x, alpha_f)`` pair
@@ -785,16 +896,21 @@ def es_d_rtrl(
     rank: instead of ``decay``, an int ``n >= 1``: the decay
       ``(n - 1) / (n + 1)`` whose window has the centre of mass of ``n``
       steps.
+    form: ``"window"`` or ``"fused"`` (see above).
 
   Returns:
     A :class:`Learner`.
 
   Raises:
-    ValueError: for a decay outside ``[0, 1)``, a rank below 1, or both.
+    ValueError: for a decay outside ``[0, 1)``, a rank below 1, both, or an
+      unknown ``form``.
     TypeError: for an int ``decay`` (use ``rank=``) or another type.
   """
   alpha_x, alpha_f = traces_lib.parse_decay(decay, rank)
-  return _learner(model, traces_lib.ESDRTRL(alpha_x, alpha_f), "es_d_rtrl")
+  if form not in ("window", "fused"):
+    raise ValueError(f"form must be 'window' or 'fused', got {form!r}.")
+  algorithm = traces_lib.ESDRTRL(alpha_x, alpha_f, fused=form == "fused")
+  return _learner(model, algorithm, "es_d_rtrl")
 
 
 def bptt(model: hk.TransformedWithState) -> Learner:

@@ -483,6 +483,25 @@ def pp_solve(
     Dict of gradients shaped like ``weights``.
   """
   signal = jnp.sum(f_trace * g, axis=-1) / correction
+  return pp_signal_dw(prim, x_trace, one_trace, signal, weights, params)
+
+
+def pp_signal_dw(prim, x_trace, one_trace, signal, weights, params):
+  """``xy_to_dw(eps_x, signal)``: the op's weight VJP at the filtered input.
+
+  Input-free trainable operands (biases) take ``one_trace`` as their input.
+
+  Args:
+    prim: the relation's ETP primitive.
+    x_trace: the filtered input ``eps_x`` (``None`` for input-free ops).
+    one_trace: the filtered constant input, a scalar.
+    signal: the output-side signal, shaped like the op's output.
+    weights: dict of the op's trainable operands.
+    params: the primitive's params.
+
+  Returns:
+    Dict of gradients shaped like ``weights``.
+  """
   grads = prim.rules.xy_to_dw(x_trace, signal, weights, **params)
   free = prim.input_free_keys(params)
   return {k: v * one_trace if k in free else v for k, v in grads.items()}

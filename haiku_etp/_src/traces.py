@@ -212,11 +212,22 @@ def parse_decay(decay: Optional[Decay], rank: Optional[int]) -> tuple:
 
 @dataclasses.dataclass(frozen=True)
 class ESDRTRL:
-  """Input-side traces (one per input value) and output-side traces."""
+  """Input-side traces (one per input value) and output-side traces.
+
+  ``fused``: the gradient of each step comes from the traces after the step
+  (:meth:`fused_solve`) instead of the window form's entry traces plus the
+  in-window VJP; with ``alpha_f = 0`` it keeps no output-side traces.
+  """
 
   alpha_x: float = 0.0
   alpha_f: float = 0.0
+  fused: bool = False
   name: str = "es_d_rtrl"
+
+  @property
+  def keeps_f(self) -> bool:
+    """Whether the output-side traces are kept (not for fused at 0)."""
+    return not (self.fused and self.alpha_f == 0.0)
 
   def init(self, compiled) -> dict:
     entries = {}
@@ -226,7 +237,7 @@ class ESDRTRL:
       x_aval = relation_avals(compiled, r, rel.groups[0])[0]
       if x_aval is not None:
         entries[f"x:{rel.input_key}"] = jnp.zeros(x_aval.shape, x_aval.dtype)
-      for g in rel.groups:
+      for g in rel.groups if self.keeps_f else ():
         group = compiled.groups[g]
         entries[f"f:{rel.key}@{group.name}"] = primitive.pp_init(
             rel.primitive,
@@ -250,7 +261,7 @@ class ESDRTRL:
         # One input trace per input value, however many relations read it.
         rolled.add(key)
         new[key] = ax * entries[key] + record.x[r].astype(entries[key].dtype)
-      for n, g in enumerate(rel.groups):
+      for n, g in enumerate(rel.groups if self.keeps_f else ()):
         key = f"f:{rel.key}@{compiled.groups[g].name}"
         f = entries[key]
         d_f = record.d_f[r][n].astype(f.dtype)
@@ -284,6 +295,66 @@ class ESDRTRL:
             correction,
         ),
     )
+
+  def fused_solve(
+      self, compiled, old, new, prev_signals, immediate, weights
+  ) -> list:
+    r"""The fused gradient of one step, one contraction per relation.
+
+    .. math::
+      \nabla\theta_t \approx \mathrm{xy\_to\_dw}\Bigl(\epsilon_x^t,
+        \bigl[\alpha_f \textstyle\sum_a \epsilon_f^{t-1}[\dots, a]\,
+        g^{t-1}[\dots, a] + (1 - \alpha_f)\, \partial L_t / \partial y_t
+        \bigr] / c_t\Bigr)
+
+    the trace after the step contracted with the step's loss: the output
+    side ``eps_f^t`` of :meth:`roll` with ``D^t`` and ``D_f^t`` replaced by
+    the step's own derivatives, ``g^{t-1} = dL_t/dh^{t-1}`` and ``dL_t/dy_t``.
+
+    Args:
+      compiled: the compiled step.
+      old: the traces at the step's entry (for ``eps_f^{t-1}``).
+      new: the traces after :meth:`roll` (``eps_x^t``, the step count).
+      prev_signals: per group, ``dL_t / dh^{t-1}`` (unused at
+        ``alpha_f = 0``).
+      immediate: per traced relation, ``dL_t / dy_t``.
+      weights: per relation, its trainable operands.
+
+    Returns:
+      One dict per relation shaped like its trainable operands.
+    """
+    af = self.alpha_f
+    dtype = new["one"].dtype
+    # 1 - af**n with n >= 1 after the roll; exactly 1 at af = 0.
+    correction = (1.0 - jnp.asarray(af, dtype) ** new["steps"]).astype(dtype)
+    out = []
+    for r, rel in enumerate(compiled.relations):
+      if not rel.groups:
+        out.append({k: jnp.zeros_like(v) for k, v in weights[r].items()})
+        continue
+      x_trace = new.get(f"x:{rel.input_key}")
+      signals = [(1.0 - af) * immediate[r]]
+      for g in rel.groups if af else ():
+        f = old[f"f:{rel.key}@{compiled.groups[g].name}"]
+        part = af * jnp.sum(f * prev_signals[g].astype(f.dtype), axis=-1)
+        # Input-free ops see the group's shape, wider than their output.
+        if part.shape == signals[0].shape:
+          signals[0] = signals[0] + part.astype(signals[0].dtype)
+        else:
+          signals.append(part)
+      total = None
+      for sig in signals:
+        dw = primitive.pp_signal_dw(
+            rel.primitive,
+            x_trace,
+            new["one"],
+            sig / correction.astype(sig.dtype),
+            weights[r],
+            rel.params,
+        )
+        total = dw if total is None else {k: total[k] + dw[k] for k in dw}
+      out.append(_cast_like(total, weights[r]))
+    return out
 
 
 def zeros_like(entries: dict) -> dict:
