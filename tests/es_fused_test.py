@@ -124,6 +124,44 @@ class CostTest(parameterized.TestCase):
       self.assertLess(counts["fused"], counts["bptt"])
 
 
+class CreditTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+    self.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", H.ApproximationWarning)
+
+  @parameterized.parameters("gru", "lif_readout")
+  def test_every_parameter_gets_a_gradient(self, name):
+    # The GRU's reset gate reaches the state only through r * h_{t-1}, the
+    # input of a recurrent relation: that input is not cut (a relation
+    # output of the step reaches it), so the reset gate keeps its credit.
+    # The spiking layer's input weights reach the loss through the readout
+    # inside the step.
+    model, params, state, xs, ys = _problem(name, num_steps=8)
+    reference, _ = testing.bptt_grads(
+        model, test_util.mse, params, state, None, xs, ys
+    )
+    got = test_util.learner_grads(
+        _LEARNERS["fused"](model), test_util.mse, params, xs, ys
+    ).grads
+    for path, ref in jax.tree_util.tree_leaves_with_path(reference):
+      leaf = got
+      for entry in path:
+        leaf = leaf[entry.key]
+      # The GRU's parameters hold the gates z, r, a side by side (columns).
+      gates = 3 if path[0].key == "gru" else 1
+      for k, (part, part_ref) in enumerate(
+          zip(np.split(leaf, gates, -1), np.split(ref, gates, -1))
+      ):
+        where = f"{jax.tree_util.keystr(path)}[..., part {k} of {gates}]"
+        self.assertGreater(float(np.linalg.norm(part_ref)), 0.0, msg=where)
+        self.assertGreater(float(np.linalg.norm(part)), 0.0, msg=where)
+        cos = testing.cosine_similarity(part, part_ref)
+        print(f"{name} {where}: cos {cos:.4f}")
+
+
 class InterfaceTest(parameterized.TestCase):
 
   def setUp(self):

@@ -146,30 +146,42 @@ def run_step(
 
 
 def recurrent_relations(compiled) -> frozenset:
-  """Relations whose input depends on the old state of a group they feed.
+  """Relations on a recurrent path whose input is a function of old state.
 
-  Their input is a path from a group's old state back into the same group
-  through an ETP op (a recurrent weight), the path the transition ``D``
-  cuts.
+  Such a relation's output reaches new hidden state, and its input is a
+  function of old hidden state that no relation output of the step reaches
+  (a recurrent weight on ``h_{t-1}``: the path the transition ``D`` cuts).
+  A GRU's ``r * h_{t-1}`` is not one (the reset gate's credit flows through
+  it), nor is a readout of old state that feeds no hidden state.
   """
   program = compiled.program
-  bit = {leaf: 1 << k for k, leaf in enumerate(compiled.hidden)}
+  num_h = len(compiled.hidden)
+  rel_bits = {
+      id(program.nodes[rel.node]): 1 << (num_h + r)
+      for r, rel in enumerate(compiled.relations)
+  }
   deps = program_lib.dependencies(
-      program, {compiled.hidden_in(leaf): b for leaf, b in bit.items()}
+      program,
+      {
+          compiled.hidden_in(leaf): 1 << k
+          for k, leaf in enumerate(compiled.hidden)
+      },
+      rel_bits,
   )
-  out = set()
+  reach = 0
+  for leaf in compiled.hidden:
+    out = compiled.hidden_out(leaf)
+    reach |= 0 if isinstance(out, Lit) else deps.get(out, 0)
+  found = set()
   for r, rel in enumerate(compiled.relations):
     xi = rel.primitive.x_invar_index
-    if xi is None:
+    if xi is None or not reach >> (num_h + r) & 1:
       continue
     a = program.nodes[rel.node].ins[xi]
-    own = 0
-    for g in rel.groups:
-      for leaf in compiled.group_leaves(g):
-        own |= bit[leaf]
-    if not isinstance(a, Lit) and deps.get(a, 0) & own:
-      out.add(r)
-  return frozenset(out)
+    d = 0 if isinstance(a, Lit) else deps.get(a, 0)
+    if d and not d >> num_h:
+      found.add(r)
+  return frozenset(found)
 
 
 def run_step_probed(
@@ -188,7 +200,8 @@ def run_step_probed(
   The probed relations' trainable operands are gradient-stopped, and so are
   the inputs of the relations in ``cut_inputs``: a VJP of the step then
   gives, at each probe, ``dL/dy`` of that relation's output through every
-  path inside the step, without the relation's own weight gradient.
+  path inside the step but those inputs, without the relation's own weight
+  gradient.
 
   Args:
     compiled: the step's :class:`~haiku_etp.CompiledStep`.
@@ -207,20 +220,21 @@ def run_step_probed(
   program = compiled.program
   leaves = check_tree(compiled, params, state, rng, x)
   env = dict(zip(program.invars, leaves))
-  probed = {compiled.relations[r].node: r for r in probes}
+  touched = {compiled.relations[r].node: r for r in (*probes, *cut_inputs)}
   sg = lax.stop_gradient
   for ni, node in enumerate(program.nodes):
     vals = [_read(env, a) for a in node.ins]
-    r = probed.get(ni)
+    r = touched.get(ni)
     if r is not None:
       rel = compiled.relations[r]
-      for i in rel.primitive.trainable_invars(rel.params).values():
-        vals[i] = sg(vals[i])
+      if r in probes:
+        for i in rel.primitive.trainable_invars(rel.params).values():
+          vals[i] = sg(vals[i])
       if r in cut_inputs:
         xi = rel.primitive.x_invar_index
         vals[xi] = sg(vals[xi])
     outs = list(_bind(node, vals))
-    if r is not None:
+    if r in probes:
       outs[0] = outs[0] + probes[r].astype(outs[0].dtype)
     for o, v in zip(node.outs, outs):
       env[o] = v

@@ -577,12 +577,16 @@ def flow_masks(
   return Masks(*({k: v[n] for k, v in env.items() if v[n]} for n in range(5)))
 
 
-def dependencies(program: Program, seeds: dict) -> dict:
-  """Bit masks of the seeds each value depends on, through every op."""
+def dependencies(program: Program, seeds: dict, etp_bits=None) -> dict:
+  """Bit masks of the seeds each value depends on, through every op.
+
+  ``etp_bits`` (``{id(node): bit}``) also seeds ETP nodes' outputs.
+  """
+  etp_bits = etp_bits or {}
 
   def rule(node, ins):
     if node.etp:
-      d = 0
+      d = etp_bits.get(id(node), 0)
       for m in ins:
         d |= m
       return [d] * len(node.outs)
