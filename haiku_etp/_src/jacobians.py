@@ -334,7 +334,8 @@ def _seeded_relations(compiled) -> list:
 
 def _jacobians(compiled, env) -> StepRecord:
   """``D`` per group, ``D_f`` per relation and the cross-group hops' input
-  derivatives, from one batched JVP."""
+  derivatives, from batched JVPs: one per group, or one over every seed when
+  cross-group hops need derivatives across groups."""
   hidden = compiled.hidden
   fed = _seeded_relations(compiled)
   cut, (h0, d0) = _cut_step(compiled, env, fed)
@@ -343,28 +344,48 @@ def _jacobians(compiled, env) -> StepRecord:
       [pos[leaf] for leaf in compiled.group_leaves(g)]
       for g in range(len(compiled.groups))
   ]
-  # One seed of ones per hidden state and per seeded relation output.
-  seeds = [("h", i) for m in members for i in m]
-  seeds += [("y", k) for k in range(len(fed))]
-  th, td = _one_hot_tangents(h0, seeds, "h"), _one_hot_tangents(d0, seeds, "y")
-  tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
-  tangents = [backend.materialize(lax.stop_gradient(t)) for t in tangents]
-  seed_index = {s: n for n, s in enumerate(seeds)}
-  column = lambda m, n: jnp.stack([tangents[a][n] for a in m], axis=-1)
+
+  def batched(seeds):
+    th = _one_hot_tangents(h0, seeds, "h")
+    td = _one_hot_tangents(d0, seeds, "y")
+    tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
+    return [backend.materialize(lax.stop_gradient(t)) for t in tangents]
+
+  # One seed of ones per hidden state and per seeded relation output. A
+  # group's tails reach no other group, so without hops each group needs
+  # only its own seeds (a tangent per seed and hidden value otherwise).
+  if compiled.cross_inputs:
+    seeds = [("h", i) for m in members for i in m]
+    seeds += [("y", k) for k in range(len(fed))]
+    tangents = batched(seeds)
+    index = {s: n for n, s in enumerate(seeds)}
+    per_group = [(tangents, index)] * len(members)
+  else:
+    per_group = []
+    for g, m in enumerate(members):
+      seeds = [("h", i) for i in m] + [
+          ("y", k)
+          for k, r in enumerate(fed)
+          if g in compiled.relations[r].groups
+      ]
+      per_group.append((batched(seeds), {s: n for n, s in enumerate(seeds)}))
+
+  def column(g, seed):
+    tangents, index = per_group[g]
+    return jnp.stack([tangents[a][index[seed]] for a in members[g]], axis=-1)
+
   ds = tuple(
-      jnp.stack([column(m, seed_index[("h", b)]) for b in m], axis=-1)
-      for m in members
+      jnp.stack([column(g, ("h", b)) for b in m], axis=-1)
+      for g, m in enumerate(members)
   )
   xs, d_f = _relation_inputs(compiled, env), []
   for r, rel in enumerate(compiled.relations):
-    n = seed_index[("y", fed.index(r))] if rel.groups else None
-    d_f.append(tuple(column(members[g], n) for g in rel.groups))
-  return StepRecord(
-      xs,
-      ds,
-      tuple(d_f),
-      _hop_inputs(compiled, tangents, seed_index, fed),
-  )
+    seed = ("y", fed.index(r)) if rel.groups else None
+    d_f.append(tuple(column(g, seed) for g in rel.groups))
+  hops = (None,) * len(compiled.relations)
+  if compiled.cross_inputs:
+    hops = _hop_inputs(compiled, *per_group[0], fed)
+  return StepRecord(xs, ds, tuple(d_f), hops)
 
 
 def _hop_inputs(compiled, tangents, seed_index, fed) -> tuple:
