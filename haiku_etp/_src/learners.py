@@ -593,10 +593,22 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   )
 
 
-def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
-  if _fused(core):
-    return _fused_step(core, loss_fn, has_aux, params, state, inputs)
+class _Terms(NamedTuple):
+  """A window's gradient before its traces are rolled."""
+
+  grads: Any
+  model_state: Any  # after the window
+  trace: dict  # at the window's entry
+  extra: dict
+  records: Any
+  weights: Any
+  losses: Any
+  aux: Any
+  compiled: Any
+
+
+def _window_terms(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """The in-window VJP plus the entry traces' contraction of one window."""
   rngs, xs = inputs[0], inputs[1]
   first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
   model_state, trace, extra, entry = _checked_compile(
@@ -618,7 +630,7 @@ def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
       inputs,
       has_aux=has_aux,
   )  # pyformat: disable
-  grads = w.grads
+  grads, weights = w.grads, None
   if core.online:
     signals = window_lib.group_signals(compiled, hidden_paths, w.signals)
     from_traces, weights = window_lib.trace_term(
@@ -632,11 +644,95 @@ def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
     grads = tree_util.tree_map(
         lambda a, b: a + b.astype(a.dtype), grads, from_traces
     )
-    k = tree_util.tree_leaves(xs)[0].shape[0]
+  return _Terms(
+      grads,
+      w.state,
+      trace,
+      extra,
+      w.records,
+      weights,
+      w.losses,
+      w.aux,
+      compiled,
+  )
+
+
+def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
+  if _fused(core):
+    return _fused_step(core, loss_fn, has_aux, params, state, inputs)
+  t = _window_terms(core, loss_fn, has_aux, params, state, inputs)
+  trace = t.trace
+  if core.online:
+    k = tree_util.tree_leaves(inputs[1])[0].shape[0]
     trace = window_lib.roll(
-        compiled, core.algorithm, trace, w.records, weights, k
+        t.compiled, core.algorithm, trace, t.records, t.weights, k
     )
-  return grads, _join(core, w.state, trace, extra), w.losses, w.aux
+  return t.grads, _join(core, t.model_state, trace, t.extra), t.losses, t.aux
+
+
+def _pipelined_steps(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """One-step windows over a sequence, each step's roll moved into the next.
+
+  Iteration ``t`` first rolls the traces through step ``t - 1`` (with the
+  record carried from it), then contracts the rolled traces with step
+  ``t``'s learning signal; the last roll follows the loop. The contraction
+  thus reads the roll's output, and the roll is the only reader of the
+  loop-carried traces, so the compiler can update them in place instead of
+  copying them every step (the window form's order, contraction then roll,
+  both reading the entry traces, makes it copy). The sums are the same.
+
+  Returns:
+    ``(state, grads, losses, aux)`` over the sequence.
+  """
+  num_steps = sequence.time_length(inputs[1], "xs")
+  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
+  model_state, _, _, entry = _checked_compile(
+      core, params, state, first(inputs[0]), first(inputs[1])
+  )
+  compiled = entry.compiled
+  record = jax.eval_shape(
+      lambda: jacobians.run_step(
+          compiled, params, model_state, first(inputs[0]), first(inputs[1])
+      )[2]
+  )
+  pending = tree_util.tree_map(
+      lambda a: jnp.zeros((1, *a.shape), a.dtype), record
+  )
+  weights = jacobians.relation_weights(compiled, params)
+  roll = lambda trace, records: window_lib.roll(
+      compiled, core.algorithm, trace, records, weights, 1
+  )
+
+  def body(carry, i):
+    state, grads, pending = carry
+    pieces = tree_util.tree_map(
+        lambda v: lax.dynamic_slice_in_dim(v, i, 1), inputs
+    )
+    model_state, trace, extra = _split(core, state)
+    rolled = roll(trace, pending)
+    trace = {k: jnp.where(i == 0, trace[k], rolled[k]) for k in trace}
+    t = _window_terms(
+        core,
+        loss_fn,
+        has_aux,
+        params,
+        _join(core, model_state, trace, extra),
+        pieces,
+    )
+    grads = tree_util.tree_map(jnp.add, grads, t.grads)
+    state = _join(core, t.model_state, trace, t.extra)
+    return (state, grads, t.records), (t.losses, t.aux)
+
+  zeros = tree_util.tree_map(jnp.zeros_like, params)
+  (state, grads, pending), (losses, aux) = lax.scan(
+      body, (state, zeros, pending), jnp.arange(num_steps)
+  )
+  model_state, trace, extra = _split(core, state)
+  state = _join(core, model_state, roll(trace, pending), extra)
+  flat = lambda v: v.reshape((-1,) + v.shape[2:])
+  aux = None if aux is None else tree_util.tree_map(flat, aux)
+  return state, grads, flat(losses), aux
 
 
 def _value_and_grad(
@@ -727,10 +823,15 @@ def _sequence_grad(
       )
       return (state, tree_util.tree_map(jnp.add, grads, g)), (losses, aux)
 
-    zeros = tree_util.tree_map(jnp.zeros_like, params)
-    (state, grads), (losses, aux) = sequence.scan_windows(
-        window_fn, (state, zeros), inputs, num_steps, k
-    )
+    if core.online and not _fused(core) and k == 1 and num_steps > 1:
+      state, grads, losses, aux = _pipelined_steps(
+          core, loss_fn, has_aux, params, state, inputs
+      )
+    else:
+      zeros = tree_util.tree_map(jnp.zeros_like, params)
+      (state, grads), (losses, aux) = sequence.scan_windows(
+          window_fn, (state, zeros), inputs, num_steps, k
+      )
     if reduction == "mean":
       grads = tree_util.tree_map(lambda g: g / num_steps, grads)
     if axis_name is not None:
