@@ -50,7 +50,9 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Output directory.")
 _LEARNERS = flags.DEFINE_list(
     "learners",
     ["d_rtrl", "es_d_rtrl", "bptt", "tbptt"],
-    "Learners to compare (tbptt uses config.window, ES-D-RTRL config.decay).",
+    "Learners to compare, from d_rtrl, es_d_rtrl, es_fused (ES-D-RTRL's "
+    "fused form), bptt and tbptt (tbptt uses config.window, ES-D-RTRL "
+    "config.decay).",
 )
 _REPEATS = flags.DEFINE_integer(
     "repeats", 11, "Timed calls of one update per learner (median)."
@@ -61,7 +63,9 @@ def learner_config(config, learner: str):
   """``config`` with ``learner`` (tbptt: ``window`` kept or 10 by default)."""
   config = copy.deepcopy(config)
   config.learner = learner
-  if learner == "es_d_rtrl" and not config.decay:
+  if learner == "es_fused":
+    config.learner, config.es_form = "es_d_rtrl", "fused"
+  if config.learner == "es_d_rtrl" and not config.decay:
     config.decay = 0.9
   if learner == "tbptt" and config.window == 1:
     config.window = 10
@@ -129,7 +133,7 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
     grads = first_gradient(cfg, setup, ts)
     row = {
         "learner": name
-        + (f"({cfg.decay})" if name == "es_d_rtrl" else "")
+        + (f"({cfg.decay})" if cfg.learner == "es_d_rtrl" else "")
         + (f"(k={cfg.window})" if name == "tbptt" else ""),
         "metric": result.metric_name,
         "test": float(result.eval_metrics[result.metric_name]),

@@ -26,7 +26,8 @@ when matplotlib is installed.
 
 Config fields: ``task`` (``name`` plus the task's keyword hyperparameters),
 ``model`` (see :mod:`experiments.models`), ``learner`` (``d_rtrl``,
-``es_d_rtrl``, ``bptt``, ``tbptt``), ``decay`` (ES-D-RTRL), ``window``
+``es_d_rtrl``, ``bptt``, ``tbptt``), ``decay`` and ``es_form``
+(ES-D-RTRL: ``window`` or ``fused``), ``window``
 (online learners and ``tbptt``), ``update_every`` (apply the optimizer every
 that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
@@ -64,6 +65,7 @@ from experiments.tasks import prefetch as prefetch_lib
 import haiku_etp
 
 LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt", "tbptt")
+ES_FORMS = ("window", "fused")
 PARALLEL = ("pmap", "mesh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 _AXIS = "batch"
@@ -111,6 +113,21 @@ def validate(config) -> None:
   if config.parallel not in PARALLEL:
     raise ValueError(
         f"config.parallel must be one of {PARALLEL}, got {config.parallel!r}."
+    )
+  es_form = config.get("es_form", "window")
+  if es_form not in ES_FORMS:
+    raise ValueError(
+        f"config.es_form must be one of {ES_FORMS}, got {es_form!r}."
+    )
+  if (
+      config.learner == "es_d_rtrl"
+      and es_form == "fused"
+      and config.window != 1
+  ):
+    raise ValueError(
+        f"config.es_form='fused' computes the gradient step by step, so "
+        f"config.window must be 1, got {config.window}; use "
+        "config.es_form='window' for longer windows."
     )
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(
@@ -186,7 +203,9 @@ def make_learner(config, model) -> haiku_etp.Learner:
   if config.learner == "es_d_rtrl":
     decay = config.decay
     decay = tuple(decay) if isinstance(decay, (list, tuple)) else float(decay)
-    return haiku_etp.es_d_rtrl(model, decay=decay)
+    return haiku_etp.es_d_rtrl(
+        model, decay=decay, form=config.get("es_form", "window")
+    )
   return haiku_etp.bptt(model)
 
 

@@ -103,11 +103,13 @@ class TrainTest(parameterized.TestCase):
       ("copy_bptt_mesh", "delayed_copy", "bptt", "mesh", 0),
       ("copy_tbptt_pmap", "delayed_copy", "tbptt", "pmap", 0),
       ("adding_es_mesh_online", "adding", "es_d_rtrl", "mesh", 4),
+      ("cue_es_fused_pmap", "cue_accumulation", "es_fused", "pmap", 0),
   )
   def test_trains(self, task, learner, parallel, update_every):
     config = _tiny(
         task,
-        learner=learner,
+        learner="es_d_rtrl" if learner == "es_fused" else learner,
+        es_form="fused" if learner == "es_fused" else "window",
         parallel=parallel,
         update_every=update_every,
         decay=0.5,
@@ -196,6 +198,12 @@ class ConfigErrorsTest(parameterized.TestCase):
       ("devices", dict(num_devices=9), "only 4 devices exist"),
       ("optimizer", dict(optimizer="lion"), "config.optimizer must be one of"),
       ("rate", dict(learning_rate=0.0), "config.learning_rate must be > 0"),
+      ("es_form", dict(es_form="step"), "config.es_form must be one of"),
+      (
+          "fused_window",
+          dict(learner="es_d_rtrl", es_form="fused", window=3),
+          "config.window must be 1, got 3",
+      ),
   )
   def test_bad_value(self, overrides, regex):
     config = _tiny("adding", **overrides)
@@ -297,7 +305,7 @@ class OutputsTest(absltest.TestCase):
       )  # pyformat: disable
 
   def test_compare_has_a_row_per_learner(self):
-    learners = ["d_rtrl", "es_d_rtrl", "bptt", "tbptt"]
+    learners = ["d_rtrl", "es_d_rtrl", "es_fused", "bptt", "tbptt"]
     config = _tiny("delayed_copy", train_steps=2, eval_every=2, log_every=1)
     config.model.hidden_size = 4
     rows = compare.compare(
@@ -305,7 +313,7 @@ class OutputsTest(absltest.TestCase):
     )
     self.assertEqual(
         [r["learner"] for r in rows],
-        ["d_rtrl", "es_d_rtrl(0.9)", "bptt", "tbptt(k=10)"],
+        ["d_rtrl", "es_d_rtrl(0.9)", "es_fused(0.9)", "bptt", "tbptt(k=10)"],
     )
     by_name = {r["learner"]: r for r in rows}
     self.assertAlmostEqual(by_name["bptt"]["cosine_vs_bptt"], 1.0, places=5)

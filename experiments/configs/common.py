@@ -26,6 +26,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.learner = "d_rtrl"
   # ES-D-RTRL's (alpha_x, alpha_f); a float sets both.
   config.decay = 0.0
+  # ES-D-RTRL's form: "window" or "fused" (one contraction per step; needs
+  # window = 1).
+  config.es_form = "window"
   # Steps per gradient window: 1 is the online rule; tbptt truncates here.
   config.window = 1
   # Optimizer updates inside a sequence every this many steps; 0: once per

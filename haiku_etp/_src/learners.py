@@ -593,6 +593,11 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   )
 
 
+# Whether one-step windows over a sequence roll in the next iteration
+# (_pipelined_steps); False restores the plain order, for measurements.
+_PIPELINE_STEPS = True
+
+
 class _Terms(NamedTuple):
   """A window's gradient before its traces are rolled."""
 
@@ -823,7 +828,13 @@ def _sequence_grad(
       )
       return (state, tree_util.tree_map(jnp.add, grads, g)), (losses, aux)
 
-    if core.online and not _fused(core) and k == 1 and num_steps > 1:
+    if (
+        _PIPELINE_STEPS
+        and core.online
+        and not _fused(core)
+        and k == 1
+        and num_steps > 1
+    ):
       state, grads, losses, aux = _pipelined_steps(
           core, loss_fn, has_aux, params, state, inputs
       )
