@@ -14,7 +14,7 @@
 # ==============================================================================
 r"""Benchmarks D-RTRL, ES-D-RTRL and BPTT on the reference models.
 
-Three models built from the library's modules:
+Four models built from the library's modules:
 
 * ``gru``: ``haiku_etp.GRU`` 32 -> 256 (``hk.GRU``'s parameters, one relation
   per gate and side) and a ``Linear`` readout 256 -> 10, B=32;
@@ -23,7 +23,13 @@ Three models built from the library's modules:
   W``, B=32;
 * ``conv_lif``: a 3x3 SAME ``Conv2D`` 32x32x2 -> 16 channels into
   per-position ``LIF`` neurons, and a ``LeakyReadout`` of the spatially
-  mean-pooled spikes, B=8.
+  mean-pooled spikes, B=8;
+* ``eprop``: e-prop's network, ``Linear`` 20 -> 64 into a
+  ``RecurrentALIF`` layer and a ``LeakyReadout`` of 2, B=32.
+
+The learners: ``d_rtrl``, ``d_rtrl_cut`` (no cross-group traces),
+``es_d_rtrl`` and ``es_fused`` (its window and fused forms, decay
+``--bench_es_decay``) and ``bptt``.
 
 For every model, learner and sequence length ``T`` one call of
 ``learner.sequence_grad`` (window 1 for the online learners, the whole

@@ -25,8 +25,8 @@ from absl.testing import flagsaver
 
 from experiments import benchmark
 
-_MODELS = ("gru", "conv_lif", "eprop")
-_LEARNERS = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "bptt")
+_MODELS = ("conv_lif", "eprop")
+_LEARNERS = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "es_fused", "bptt")
 _STEPS = (4, 8)
 
 
