@@ -16,7 +16,8 @@
 
 The fused form's point is its cost: one weight contraction per relation and
 step, and no backward pass through a recurrent weight. Counted here in the
-compiled program (convolutions and matrix products per step), never timed; the benchmark prints the times. Its exact cases are in
+compiled program (convolutions and matrix products per step), never timed;
+the benchmark prints the times. Its exact cases are in
 learners_exact_test.py, its error on spiking networks in cross_test.py.
 """
 

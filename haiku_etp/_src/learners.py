@@ -527,8 +527,8 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   The step runs once under a VJP that gives the parameters their gradient
   outside the traced relations, ``dL_t/dy_t`` at each traced relation's
   output and, for ``alpha_f > 0``, ``dL_t/dh^{t-1}`` with the recurrent
-  relations' inputs held (``docs/design.md``, "ES-D-RTRL"); the traces are
-  rolled, then contracted once per relation.
+  relations' inputs held (``docs/design.md``, "The fused form"); the traces
+  are rolled, then contracted once per relation.
   """
   first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
   rng_t, x_t, y_t, mask_t = (first(v) for v in inputs)
@@ -538,11 +538,9 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   compiled, alg = entry.compiled, core.algorithm
   hidden_paths = _hidden_paths(model_state)
   program = compiled.program
+  y_aval = lambda rel: program.aval(program.nodes[rel.node].outs[0])
   probes = {
-      r: jnp.zeros(
-          program.aval(program.nodes[rel.node].outs[0]).shape,
-          program.aval(program.nodes[rel.node].outs[0]).dtype,
-      )
+      r: jnp.zeros(y_aval(rel).shape, y_aval(rel).dtype)
       for r, rel in enumerate(compiled.relations)
       if rel.groups
   }
