@@ -118,8 +118,17 @@ def run_step(
     x,
     *,
     jacobians: bool = True,
-) -> tuple[Any, Any, Optional[StepRecord]]:
+    probes: Optional[dict] = None,
+    cut_inputs: frozenset = frozenset(),
+) -> tuple[Any, Any, StepRecord]:
   """Runs one step; returns ``(out, new_state, record)``.
+
+  With ``probes``, a probe is added to each listed relation's output and
+  those relations' trainable operands are gradient-stopped; the inputs of
+  the relations in ``cut_inputs`` are gradient-stopped too. A VJP of the
+  step then gives, at each probe, ``dL/dy`` of that relation's output
+  through every path inside the step but those inputs, without the
+  relation's own weight gradient.
 
   Args:
     compiled: the step's :class:`~haiku_etp.CompiledStep`.
@@ -127,22 +136,42 @@ def run_step(
     state: model state (no learner entries).
     rng: rng or ``None``, as at compile time.
     x: the step's input.
-    jacobians: also compute the :class:`StepRecord`.
+    jacobians: also compute ``D`` and ``D_f``; without, the record holds
+      only the relation inputs.
+    probes: ``{relation index: array of its output's shape}`` (zeros).
+    cut_inputs: relation indices whose input is gradient-stopped.
 
   Returns:
-    The step's output, its new model state, and the record (or ``None``).
+    The step's output, its new model state, and the record.
   """
+  probes = probes or {}
   program = compiled.program
   leaves = check_tree(compiled, params, state, rng, x)
   env = dict(zip(program.invars, leaves))
-  for node in program.nodes:
-    for o, v in zip(node.outs, _bind(node, [_read(env, a) for a in node.ins])):
+  touched = {compiled.relations[r].node: r for r in (*probes, *cut_inputs)}
+  sg = lax.stop_gradient
+  for ni, node in enumerate(program.nodes):
+    vals = [_read(env, a) for a in node.ins]
+    r = touched.get(ni)
+    if r is not None:
+      rel = compiled.relations[r]
+      if r in probes:
+        for i in rel.primitive.trainable_invars(rel.params).values():
+          vals[i] = sg(vals[i])
+      if r in cut_inputs:
+        xi = rel.primitive.x_invar_index
+        vals[xi] = sg(vals[xi])
+    outs = list(_bind(node, vals))
+    if r in probes:
+      outs[0] = outs[0] + probes[r].astype(outs[0].dtype)
+    for o, v in zip(node.outs, outs):
       env[o] = v
   out, new_state = tree_util.tree_unflatten(
       compiled.out_tree, [_read(env, a) for a in program.outvars]
   )
-  record = _jacobians(compiled, env) if jacobians else None
-  return out, new_state, record
+  if jacobians:
+    return out, new_state, _jacobians(compiled, env)
+  return out, new_state, StepRecord(_relation_inputs(compiled, env), (), ())
 
 
 def recurrent_relations(compiled) -> frozenset:
@@ -182,68 +211,6 @@ def recurrent_relations(compiled) -> frozenset:
     if d and not d >> num_h:
       found.add(r)
   return frozenset(found)
-
-
-def run_step_probed(
-    compiled: compiler_lib.CompiledStep,
-    params,
-    state,
-    rng,
-    x,
-    probes: dict,
-    cut_inputs: frozenset,
-    *,
-    jacobians: bool = True,
-) -> tuple[Any, Any, StepRecord]:
-  """Runs one step with a probe added to each listed relation's output.
-
-  The probed relations' trainable operands are gradient-stopped, and so are
-  the inputs of the relations in ``cut_inputs``: a VJP of the step then
-  gives, at each probe, ``dL/dy`` of that relation's output through every
-  path inside the step but those inputs, without the relation's own weight
-  gradient.
-
-  Args:
-    compiled: the step's :class:`~haiku_etp.CompiledStep`.
-    params: parameters.
-    state: model state (no learner entries).
-    rng: rng or ``None``, as at compile time.
-    x: the step's input.
-    probes: ``{relation index: array of its output's shape}`` (zeros).
-    cut_inputs: relation indices whose input is gradient-stopped.
-    jacobians: also compute ``D`` and ``D_f``; without, the record holds
-      only the relation inputs.
-
-  Returns:
-    The step's output, its new model state, and the record.
-  """
-  program = compiled.program
-  leaves = check_tree(compiled, params, state, rng, x)
-  env = dict(zip(program.invars, leaves))
-  touched = {compiled.relations[r].node: r for r in (*probes, *cut_inputs)}
-  sg = lax.stop_gradient
-  for ni, node in enumerate(program.nodes):
-    vals = [_read(env, a) for a in node.ins]
-    r = touched.get(ni)
-    if r is not None:
-      rel = compiled.relations[r]
-      if r in probes:
-        for i in rel.primitive.trainable_invars(rel.params).values():
-          vals[i] = sg(vals[i])
-      if r in cut_inputs:
-        xi = rel.primitive.x_invar_index
-        vals[xi] = sg(vals[xi])
-    outs = list(_bind(node, vals))
-    if r in probes:
-      outs[0] = outs[0] + probes[r].astype(outs[0].dtype)
-    for o, v in zip(node.outs, outs):
-      env[o] = v
-  out, new_state = tree_util.tree_unflatten(
-      compiled.out_tree, [_read(env, a) for a in program.outvars]
-  )
-  if jacobians:
-    return out, new_state, _jacobians(compiled, env)
-  return out, new_state, StepRecord(_relation_inputs(compiled, env), (), ())
 
 
 def _relation_inputs(compiled, env) -> tuple:

@@ -552,8 +552,15 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
     st = {m: dict(e) for m, e in model_state.items()}
     for (m, n), v in zip(hidden_paths, h):
       st[m][n] = v
-    out, st, rec = jacobians.run_step_probed(
-        compiled, p, st, rng_t, x_t, pr, cut, jacobians=alg.keeps_f
+    out, st, rec = jacobians.run_step(
+        compiled,
+        p,
+        st,
+        rng_t,
+        x_t,
+        jacobians=alg.keeps_f,
+        probes=pr,
+        cut_inputs=cut,
     )
     loss, aux = window_lib.call_loss(loss_fn, out, y_t, mask_t, has_aux)
     return loss, (loss, aux, rec, st)
