@@ -71,6 +71,9 @@ _LEARNERS = {
 }
 
 
+_TRACE_KEY = "~etp/es_d_rtrl"
+
+
 def _count(hlo: str, op: str) -> int:
   """Instructions ``op`` in optimised HLO text (fused computations too)."""
   return len(re.findall(rf" {op}\(", hlo))
@@ -125,13 +128,17 @@ class CostTest(parameterized.TestCase):
       self.assertLess(counts["fused"], counts["bptt"])
 
 
-class CreditTest(parameterized.TestCase):
+class _Float64TestCase(parameterized.TestCase):
+  """Float64, with the learners' expected ApproximationWarning silenced."""
 
   def setUp(self):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
     self.enter_context(warnings.catch_warnings())
     warnings.simplefilter("ignore", H.ApproximationWarning)
+
+
+class CreditTest(_Float64TestCase):
 
   @parameterized.parameters("gru", "lif_readout")
   def test_every_parameter_gets_a_gradient(self, name):
@@ -163,13 +170,7 @@ class CreditTest(parameterized.TestCase):
         print(f"{name} {where}: cos {cos:.4f}")
 
 
-class InterfaceTest(parameterized.TestCase):
-
-  def setUp(self):
-    super().setUp()
-    self.enter_context(jax.enable_x64(True))
-    self.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore", H.ApproximationWarning)
+class InterfaceTest(_Float64TestCase):
 
   @parameterized.parameters("fused", "fused_alpha_f_0")
   def test_value_and_grad_steps_equal_sequence_grad(self, learner_name):
@@ -189,8 +190,46 @@ class InterfaceTest(parameterized.TestCase):
       total = jax.tree_util.tree_map(jnp.add, total, res.grads)
     np.testing.assert_allclose(losses, seq.losses, rtol=1e-12)
     self.assertLess(testing.relative_error(total, seq.grads), 1e-12)
-    # The trace does the work: without it (each step alone) it differs.
-    self.assertGreater(testing.relative_error(res.grads, seq.grads), 1e-3)
+    # The traces carry credit across steps: the same steps with the traces
+    # zeroed before each one give another gradient.
+    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    alone = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for t in range(xs.shape[0]):
+      state = dict(state)
+      state[_TRACE_KEY] = jax.tree_util.tree_map(
+          jnp.zeros_like, state[_TRACE_KEY]
+      )
+      res = step(params, state, None, xs[t], ys[t])
+      state = res.state
+      alone = jax.tree_util.tree_map(jnp.add, alone, res.grads)
+    self.assertGreater(testing.relative_error(alone, seq.grads), 1e-3)
+
+  def test_mask_and_aux_through_sequence_grad(self):
+    # A masked loss with an auxiliary output: the fused sequence gradient
+    # equals its steps taken one by one with mask_t, and aux is stacked.
+    model, params, _, xs, ys = _problem("lif_readout", num_steps=5)
+    mask = jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0])
+
+    def loss(out, y, mask_t=None):
+      value = test_util.mse(out, y) * (1.0 if mask_t is None else mask_t)
+      return value, {"sum": jnp.sum(out)}
+
+    learner = _LEARNERS["fused"](model)
+    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    seq = jax.jit(learner.sequence_grad(loss, has_aux=True))(
+        params, state, None, xs, ys, mask
+    )
+    self.assertEqual(seq.aux["sum"].shape, (5,))
+    step = jax.jit(learner.value_and_grad(loss, has_aux=True))
+    total = jax.tree_util.tree_map(jnp.zeros_like, params)
+    for t in range(5):
+      res = step(params, state, None, xs[t], ys[t], mask[t])
+      state = res.state
+      total = jax.tree_util.tree_map(jnp.add, total, res.grads)
+      np.testing.assert_allclose(res.aux["sum"], seq.aux["sum"][t], rtol=1e-12)
+      np.testing.assert_allclose(res.loss, seq.losses[t], rtol=1e-12)
+    self.assertLess(testing.relative_error(total, seq.grads), 1e-12)
+    self.assertEqual(float(seq.losses[1]), 0.0)
 
   def test_warning_names_the_fused_form(self):
     model, params, _, xs, ys = _problem("gru", num_steps=2)

@@ -520,7 +520,13 @@ class FusedESDRTRLExactTest(_ExactTestCase):
 
   @parameterized.named_parameters(
       _cases(
-          name=("dense_leaky", "conv_nchw_leaky", "two_state", "lif_readout"),
+          name=(
+              "dense_leaky",
+              "conv_nchw_leaky",
+              "two_state",
+              "trained_leak",
+              "lif_readout",
+          ),
           decay=((0.3, 0.7), (0.0, 0.0), (0.9, 0.9)),
       )
   )

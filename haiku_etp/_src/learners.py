@@ -517,6 +517,11 @@ def _report(core: _Core, params, state, rng, x) -> str:
 # Gradients.
 
 
+def _first(tree):
+  """Step 0 of a time-leading tree (``None`` stays ``None``)."""
+  return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
+
+
 def _fused(core: _Core) -> bool:
   return getattr(core.algorithm, "fused", False)
 
@@ -530,8 +535,7 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   relations' inputs held (``docs/design.md``, "The fused form"); the traces
   are rolled, then contracted once per relation.
   """
-  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
-  rng_t, x_t, y_t, mask_t = (first(v) for v in inputs)
+  rng_t, x_t, y_t, mask_t = (_first(v) for v in inputs)
   model_state, trace, extra, entry = _checked_compile(
       core, params, state, rng_t, x_t
   )
@@ -549,9 +553,7 @@ def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
   h_e = [model_state[m][n] for m, n in hidden_paths]
 
   def run(p, h, pr):
-    st = {m: dict(e) for m, e in model_state.items()}
-    for (m, n), v in zip(hidden_paths, h):
-      st[m][n] = v
+    st = window_lib.with_hidden(model_state, hidden_paths, h)
     out, st, rec = jacobians.run_step(
         compiled,
         p,
@@ -620,9 +622,8 @@ class _Terms(NamedTuple):
 def _window_terms(core: _Core, loss_fn, has_aux, params, state, inputs):
   """The in-window VJP plus the entry traces' contraction of one window."""
   rngs, xs = inputs[0], inputs[1]
-  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
   model_state, trace, extra, entry = _checked_compile(
-      core, params, state, first(rngs), first(xs)
+      core, params, state, _first(rngs), _first(xs)
   )
   compiled = entry.compiled
   hidden_paths = _hidden_paths(model_state)
@@ -696,14 +697,13 @@ def _pipelined_steps(core: _Core, loss_fn, has_aux, params, state, inputs):
     ``(state, grads, losses, aux)`` over the sequence.
   """
   num_steps = sequence.time_length(inputs[1], "xs")
-  first = lambda t: None if t is None else tree_util.tree_map(lambda v: v[0], t)
   model_state, _, _, entry = _checked_compile(
-      core, params, state, first(inputs[0]), first(inputs[1])
+      core, params, state, _first(inputs[0]), _first(inputs[1])
   )
   compiled = entry.compiled
   record = jax.eval_shape(
       lambda: jacobians.run_step(
-          compiled, params, model_state, first(inputs[0]), first(inputs[1])
+          compiled, params, model_state, _first(inputs[0]), _first(inputs[1])
       )[2]
   )
   pending = tree_util.tree_map(

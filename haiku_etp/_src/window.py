@@ -62,6 +62,14 @@ def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
   return loss, aux
 
 
+def with_hidden(model_state, hidden_paths, values) -> dict:
+  """A copy of ``model_state`` with the hidden entries set to ``values``."""
+  state = {m: dict(e) for m, e in model_state.items()}
+  for (m, n), v in zip(hidden_paths, values):
+    state[m][n] = v
+  return state
+
+
 class InWindow(NamedTuple):
   """The in-window term of one window.
 
@@ -111,9 +119,7 @@ def in_window(
   k = tree_util.tree_leaves(inputs[1])[0].shape[0]
 
   def run(p, h):
-    st = {m: dict(e) for m, e in model_state.items()}
-    for (m, n), v in zip(hidden_paths, h):
-      st[m][n] = v
+    st = with_hidden(model_state, hidden_paths, h)
 
     def one_step(st, inp):
       rng_t, x_t, y_t, m_t = inp
