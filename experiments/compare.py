@@ -81,7 +81,7 @@ def first_gradient(config, setup, ts):
   """The learner's gradient at the initial parameters on the first batch."""
   xs, ys, mask = _first_batch(config, setup)
   fn = setup.learner.sequence_grad(
-      lambda o, y, m: setup.task.loss(o, y, m),
+      setup.task.loss,
       window=training.learner_window(config),
   )
   return jax.jit(fn)(ts.params, ts.learner_state, None, xs, ys, mask).grads

@@ -265,7 +265,7 @@ def init_train_state(config, setup: Setup, batch_size: int) -> TrainState:
 
 
 def _loss_with_outputs(task):
-  return lambda out, y, mask_t: (task.loss(out, y, mask_t), out)
+  return lambda out, y: (task.loss(out, y), out)
 
 
 def _apply_in_chunks(chunk_fn, carry, xs_tree, num_steps: int, every: int):

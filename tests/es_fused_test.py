@@ -205,14 +205,14 @@ class InterfaceTest(_Float64TestCase):
     self.assertGreater(testing.relative_error(alone, seq.grads), 1e-3)
 
   def test_mask_and_aux_through_sequence_grad(self):
-    # A masked loss with an auxiliary output: the fused sequence gradient
-    # equals its steps taken one by one with mask_t, and aux is stacked.
+    # A mask and a loss with an auxiliary output: the fused sequence
+    # gradient equals its steps taken one by one with mask_t, and aux is
+    # stacked.
     model, params, _, xs, ys = _problem("lif_readout", num_steps=5)
     mask = jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0])
 
-    def loss(out, y, mask_t=None):
-      value = test_util.mse(out, y) * (1.0 if mask_t is None else mask_t)
-      return value, {"sum": jnp.sum(out)}
+    def loss(out, y):
+      return test_util.mse(out, y), {"sum": jnp.sum(out)}
 
     learner = _LEARNERS["fused"](model)
     _, state = learner.init(jax.random.PRNGKey(0), xs[0])

@@ -254,10 +254,9 @@ def _sum_loss(out, y):
   return jnp.sum((out - y) ** 2)
 
 
-def _masked_sum_loss(out, y, mask_t=None):
-  """``_sum_loss`` weighted by a per-step mask."""
-  loss = _sum_loss(out, y)
-  return loss if mask_t is None else mask_t * loss
+def _per_sample_loss(out, y):
+  """Squared error summed over features, one loss per sample."""
+  return jnp.sum((out - y) ** 2, axis=-1)
 
 
 def _mean_loss(out, y):
@@ -528,7 +527,7 @@ class BehaviourTest(chex.TestCase):
       mask = jnp.asarray([1.0] * prefix + [0.0] * (_T - prefix))
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      fn = jax.jit(learner.sequence_grad(_masked_sum_loss))
+      fn = jax.jit(learner.sequence_grad(_sum_loss))
       losses, grads, _, _ = fn(params, state, None, xs, ys, mask)
       expected_losses, expected, _, _ = fn(
           params, state, None, xs[:prefix], ys[:prefix]
@@ -546,7 +545,7 @@ class BehaviourTest(chex.TestCase):
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
       losses, grads, end, _ = jax.jit(
-          learner.sequence_grad(_masked_sum_loss, window=1)
+          learner.sequence_grad(_sum_loss, window=1)
       )(params, state, None, xs, ys, mask)
       step = jax.jit(learner.value_and_grad(_sum_loss))
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -573,28 +572,66 @@ class BehaviourTest(chex.TestCase):
       _assert_trees_close(mean, jax.tree_util.tree_map(lambda g: g / _T, total))
 
   @parameterized.named_parameters(*_DRIVERS)
+  def test_mean_over_unmasked_steps(self, learner_name):
+    # reduction="mean" divides by the unmasked steps, and the returned
+    # losses are the reduced ones: they sum to the objective.
+    with jax.enable_x64(True):
+      xs, ys = _data()
+      learner = _learner(learner_name)
+      params, state = _init(learner, xs)
+      mask = jnp.asarray([1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+      total = jax.jit(learner.sequence_grad(_sum_loss))(
+          params, state, None, xs, ys, mask
+      )
+      mean = jax.jit(learner.sequence_grad(_sum_loss, reduction="mean"))(
+          params, state, None, xs, ys, mask
+      )
+      _assert_trees_close(
+          mean.grads, jax.tree_util.tree_map(lambda g: g / 4.0, total.grads)
+      )
+      _assert_trees_close(mean.losses, total.losses / 4.0)
+
+  @parameterized.named_parameters(*_DRIVERS)
   def test_per_sample_mask(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-
-      def masked_loss(out, y, mask_t):
-        chex.assert_shape(mask_t, (_B,))
-        return jnp.sum(mask_t[:, None] * (out - y) ** 2)
-
       mask = jnp.ones((_T, _B)).at[:, 1].set(0.0)
-      losses, grads, _, _ = jax.jit(learner.sequence_grad(masked_loss))(
-          params, state, None, xs, ys, mask
-      )
-      # Samples are independent: masking sample 1 everywhere is dropping it.
+      fn = jax.jit(learner.sequence_grad(_per_sample_loss, reduction="mean"))
+      losses, grads, _, _ = fn(params, state, None, xs, ys, mask)
+      # Samples are independent: masking sample 1 everywhere is dropping it
+      # (the mean is over the unmasked entries).
       keep = jnp.asarray([0, 2])
       _, kept_state = _init(learner, xs[:, keep])
-      expected_losses, expected, _, _ = jax.jit(
-          learner.sequence_grad(_sum_loss)
-      )(params, kept_state, None, xs[:, keep], ys[:, keep])
+      expected_losses, expected, _, _ = fn(
+          params, kept_state, None, xs[:, keep], ys[:, keep]
+      )
       _assert_trees_close(grads, expected)
       _assert_trees_close(losses, expected_losses)
+      # The sum reduction keeps the batch mean with masked samples as 0.
+      summed = jax.jit(learner.sequence_grad(_per_sample_loss))(
+          params, state, None, xs, ys, mask
+      )
+      _assert_trees_close(
+          summed.grads,
+          jax.tree_util.tree_map(lambda g: g * _T * 2 / _B, expected),
+      )
+
+  @parameterized.named_parameters(*_DRIVERS)
+  def test_all_zero_mask_gives_zero_gradients(self, learner_name):
+    # The learner applies the mask itself: a loss cannot ignore it.
+    xs, ys = _data(dtype=jnp.float32)
+    learner = _learner(learner_name)
+    params, state = _init(learner, xs)
+    for reduction in ("sum", "mean"):
+      for mask in (jnp.zeros((_T,)), jnp.zeros((_T, _B))):
+        res = jax.jit(
+            learner.sequence_grad(_per_sample_loss, reduction=reduction)
+        )(params, state, None, xs, ys, mask)
+        for leaf in jax.tree_util.tree_leaves(res.grads):
+          np.testing.assert_array_equal(leaf, 0.0)
+        np.testing.assert_array_equal(res.losses, 0.0)
 
   @parameterized.named_parameters(
       ("d_rtrl", "d_rtrl", 1),
@@ -732,7 +769,7 @@ class BehaviourTest(chex.TestCase):
       )
       # apply rolls the traces like a step whose loss has weight 0.
       losses, expected, expected_state, _ = jax.jit(
-          learner.sequence_grad(_masked_sum_loss, window=1)
+          learner.sequence_grad(_sum_loss, window=1)
       )(params, state, None, xs[:2], ys[:2], jnp.asarray([0.0, 1.0]))
       _assert_trees_close(grads, expected)
       _assert_trees_close(st, expected_state)
@@ -927,7 +964,7 @@ class ErrorsTest(parameterized.TestCase):
       ("rank_3", (_T, _B, 1)),
   )
   def test_mask_shape(self, shape):
-    fn = self.learner.sequence_grad(_masked_sum_loss)
+    fn = self.learner.sequence_grad(_sum_loss)
     with self.assertRaisesRegex(ValueError, r"mask must have shape \(8,\)"):
       self.run_fn(fn, self.xs, self.ys, jnp.ones(shape))
 
@@ -956,13 +993,66 @@ class ErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "must return a scalar"):
       self.run_fn(fn, self.xs[0], self.ys[0])
 
-  @parameterized.named_parameters(("per_sample", (_T, _B)), ("per_step", (_T,)))
-  def test_mask_with_a_two_argument_loss(self, shape):
+  @parameterized.named_parameters(
+      ("sequence_grad", "sequence_grad"), ("value_and_grad", "value_and_grad")
+  )
+  def test_loss_that_takes_the_mask(self, builder):
+    # The learner applies the mask; a loss that wants it is refused when
+    # the function is built.
+    with self.assertRaisesRegex(
+        TypeError, r"called as loss_fn\(out_t, y_t\): the learner applies"
+    ):
+      getattr(self.learner, builder)(lambda o, y, mask_t: _sum_loss(o, y))
+
+  def test_per_sample_mask_with_a_scalar_loss(self):
     fn = self.learner.sequence_grad(_sum_loss)
     with self.assertRaisesRegex(
-        TypeError, "loss_fn\\(out_t, y_t, mask_t\\).*mask_t=None"
+        ValueError, r"must return per-sample losses of shape \(3,\), got a scalar"
     ):
-      self.run_fn(fn, self.xs, self.ys, jnp.ones(shape))
+      self.run_fn(fn, self.xs, self.ys, jnp.ones((_T, _B)))
+
+  @parameterized.named_parameters(
+      ("sequence", "sequence_grad", r"ys has shape \(8, 2, 2\).*batch 3"),
+      ("step", "value_and_grad", r"y_t has shape \(2, 2\).*batch 3"),
+  )
+  def test_targets_of_another_batch(self, builder, regex):
+    fn = getattr(self.learner, builder)(_sum_loss)
+    xs, ys = (self.xs, self.ys[:, :2])
+    if builder == "value_and_grad":
+      xs, ys = xs[0], ys[0]
+    with self.assertRaisesRegex(ValueError, regex):
+      self.run_fn(fn, xs, ys)
+
+  def test_step_mask_of_another_batch(self):
+    fn = self.learner.value_and_grad(_per_sample_loss)
+    with self.assertRaisesRegex(ValueError, r"mask_t must be .*\(3,\)"):
+      self.run_fn(fn, self.xs[0], self.ys[0], jnp.ones((2,)))
+
+  def test_batch_major_inputs_name_the_time_major_rule(self):
+    fn = self.learner.sequence_grad(_sum_loss)
+    xs, ys = jnp.swapaxes(self.xs, 0, 1), jnp.swapaxes(self.ys, 0, 1)
+    with self.assertRaisesRegex(
+        ValueError, r"time-major \(T, B, ...\).*jnp.swapaxes\(xs, 0, 1\)"
+    ):
+      self.run_fn(fn, xs, ys)
+
+  def test_inputs_of_another_dtype(self):
+    with jax.enable_x64(True):
+      params, state = _init(self.learner, self.xs.astype(jnp.float64))
+      fn = self.learner.sequence_grad(_sum_loss)
+      with self.assertRaisesRegex(
+          ValueError,
+          r"dtype mismatch: params entries are float64 where the model builds "
+          r"float32 for an input of dtype float32.*xs.astype\(jnp.float64\)",
+      ):
+        fn(params, state, None, self.xs, self.ys)
+
+  def test_negative_cross_budget(self):
+    for bad in (-1, 1.5, True):
+      with self.assertRaisesRegex(
+          ValueError, "max_cross_bytes must be None .* or an int >= 0"
+      ):
+        haiku_etp.d_rtrl(hk.transform_with_state(_leaky_step), max_cross_bytes=bad)
 
   @parameterized.named_parameters(
       ("params", None, "state", "params must be the parameter mapping"),

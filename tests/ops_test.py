@@ -1060,6 +1060,28 @@ class ErrorTest(chex.TestCase):
           ),
           r"Bias of conv must have shape \(4,\)",
       ),
+      (
+          "conv_kernel_input_channels",
+          _conv_call((2, 5, 6, 6), (4, 3, 3, 3)),
+          r"kernel has 3 input channels \(axis 1 of kernel shape \(4, 3, 3, "
+          r"3\)\).*must have 3 channels, but it has 5 \(axis 1 of input "
+          r"shape \(2, 5, 6, 6\)\), in the default layout",
+      ),
+      (
+          "conv_kernel_input_channels_nhwc",
+          _conv_call(
+              (2, 6, 5, 5),
+              (2, 2, 3, 4),
+              dimension_numbers=("NHWC", "HWIO", "NHWC"),
+          ),
+          r"kernel has 3 input channels.*but it has 5 \(axis 3.*"
+          r"data format \('NHWC', 'HWIO', 'NHWC'\)",
+      ),
+      (
+          "conv_groups_do_not_divide_outputs",
+          _conv_call((2, 6, 5), (3, 3, 2), feature_group_count=2),
+          r"3 output channels .* divisible by feature_group_count 2",
+      ),
   )
   def test_raises(self, thunk, regex):
     with self.assertRaisesRegex(ValueError, regex):

@@ -16,6 +16,7 @@
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,8 +123,10 @@ class SyntheticTaskTest(parameterized.TestCase):
     )
 
     def total(outs):
-      losses = jax.vmap(task.loss)(outs, batch.ys, batch.mask)
-      return jnp.sum(losses)
+      # Per-sample losses (T, B), weighted as the learners weight them.
+      losses = jax.vmap(task.loss)(outs, batch.ys)
+      chex.assert_shape(losses, (task.num_steps, _B))
+      return jnp.sum(batch.mask * losses) / _B
 
     value, grad = jax.jit(jax.value_and_grad(total))(outs)
     self.assertTrue(np.isfinite(value))
@@ -142,19 +145,16 @@ class SyntheticTaskTest(parameterized.TestCase):
     y = rng.integers(0, 3, 5)
     mask = rng.uniform(size=5).astype(np.float32)
     logp = out - np.log(np.exp(out).sum(-1, keepdims=True))
-    expected = np.sum(mask * -logp[np.arange(5), y]) / 5
+    expected = -logp[np.arange(5), y]
     np.testing.assert_allclose(
-        base.classification_loss(out, y, mask), expected, rtol=1e-5
+        base.classification_loss(out, y), expected, rtol=1e-5
     )
 
   def test_regression_loss_matches_numpy(self):
     rng = np.random.default_rng(1)
     out, y = rng.normal(size=(2, 4, 3)).astype(np.float32)
-    mask = np.array([1.0, 0.0, 0.5, 2.0], np.float32)
-    expected = np.sum(mask * ((out - y) ** 2).sum(-1)) / 4
-    np.testing.assert_allclose(
-        base.regression_loss(out, y, mask), expected, rtol=1e-5
-    )
+    expected = ((out - y) ** 2).sum(-1)
+    np.testing.assert_allclose(base.regression_loss(out, y), expected, rtol=1e-5)
 
   @parameterized.parameters(*tasks.TASKS)
   def test_metric_of_perfect_and_wrong_predictions(self, name):

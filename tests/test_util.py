@@ -35,14 +35,6 @@ EXACT_RTOL = 1e-8
 mse = testing.mse
 
 
-def masked_mse(out, y, mask_t=None):
-  """Mean squared error, weighted by a per-step or per-sample mask."""
-  err = jnp.mean((out - y) ** 2, axis=tuple(range(1, out.ndim)))
-  if mask_t is None:
-    return jnp.mean(err)
-  return jnp.mean(jnp.broadcast_to(mask_t, err.shape) * err)
-
-
 def surrogate_grad(v):
   """The derivative the test spikes use: ``1 / (1 + |v|)^2``."""
   return 1.0 / (1.0 + jnp.abs(v)) ** 2

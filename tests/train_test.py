@@ -241,7 +241,7 @@ class DefaultModelTest(absltest.TestCase):
       b = task.batch(0, 4)
       xs = jnp.asarray(b.xs[:40], jnp.float64)
       ys, mask = jnp.asarray(b.ys[:40]), jnp.asarray(b.mask[:40], jnp.float64)
-      loss = lambda o, y, m: task.loss(o, y, m)
+      loss = task.loss
       grads = {}
       for name, learner in (
           ("d_rtrl", setup.learner),

@@ -21,8 +21,9 @@ sequence ``metric`` written with ``jax.numpy``.
 
 Every ``Batch`` carries a ``mask`` of loss weights, shape ``(T, B)``: the
 weights of one real sample sum to 1 over time and those of a padded sample
-are 0, so ``sum_t task.loss(outs[t], ys[t], mask[t])`` is the mean loss per
-sample of a full batch.
+are 0. ``task.loss(out_t, y_t)`` is per sample, and the learners weight it
+with the mask (``sum_b mask[t, b] * loss[b] / B`` per step), so the summed
+objective is the mean loss per sample of a full batch.
 
 Seeds. ``batch`` is a pure function of its seed
 (``np.random.default_rng(seed)``). Training draws its batches from
@@ -75,10 +76,9 @@ class Task(NamedTuple):
       of the same batch, equal to that slice of the whole one: the share of
       process ``index`` of ``count`` (``count`` must divide ``batch_size``).
       Dataset tasks then read and bin only those samples.
-    loss: ``loss(out_t, y_t, mask_t)``, the jittable loss of one step:
-      ``sum_b mask_t[b] * l(out_t[b], y_t[b]) / B`` with ``l`` the softmax
-      cross-entropy (classification) or the squared error summed over outputs
-      (regression).
+    loss: ``loss(out_t, y_t) -> (B,)``, the jittable per-sample loss of
+      one step: the softmax cross-entropy (classification) or the squared
+      error summed over outputs (regression). The learners apply the mask.
     metric: ``metric(outs, ys, mask) -> dict``, jittable, on whole sequences
       (``outs`` is ``(T, B, output_size)``). The dict holds the headline
       metric, ``"loss"`` (the mask-weighted loss per sample) and ``"count"``
@@ -242,33 +242,30 @@ def _nll(outs, ys):
   return -jnp.take_along_axis(logp, ys[..., None], axis=-1)[..., 0]
 
 
-def classification_loss(out_t, y_t, mask_t):
-  """Mask-weighted softmax cross-entropy of one step.
+def classification_loss(out_t, y_t):
+  """Per-sample softmax cross-entropy of one step.
 
   Args:
     out_t: ``(B, C)`` logits.
     y_t: ``(B,)`` integer class targets.
-    mask_t: ``(B,)`` loss weights.
 
   Returns:
-    ``sum_b mask_t[b] * CE(out_t[b], y_t[b]) / B``, a scalar.
+    ``(B,)`` losses ``CE(out_t[b], y_t[b])``.
   """
-  return jnp.sum(mask_t * _nll(out_t, y_t)) / jnp.shape(out_t)[0]
+  return _nll(out_t, y_t)
 
 
-def regression_loss(out_t, y_t, mask_t):
-  """Mask-weighted squared error of one step, summed over outputs.
+def regression_loss(out_t, y_t):
+  """Per-sample squared error of one step, summed over outputs.
 
   Args:
     out_t: ``(B, O)`` predictions.
     y_t: ``(B, O)`` targets.
-    mask_t: ``(B,)`` loss weights.
 
   Returns:
-    ``sum_b mask_t[b] * sum_o (out_t[b, o] - y_t[b, o])**2 / B``, a scalar.
+    ``(B,)`` losses ``sum_o (out_t[b, o] - y_t[b, o])**2``.
   """
-  err = jnp.sum((jnp.asarray(out_t) - y_t) ** 2, axis=-1)
-  return jnp.sum(mask_t * err) / err.shape[0]
+  return jnp.sum((jnp.asarray(out_t) - y_t) ** 2, axis=-1)
 
 
 def _per_sample(total, count):

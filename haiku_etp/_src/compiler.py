@@ -867,6 +867,22 @@ def _parameters(step, relations, diagnostics, flows) -> list:
 DEFAULT_CROSS_BYTES = 512 * 2**20
 
 
+def check_cross_budget(max_cross_bytes) -> None:
+  """Raises ``ValueError`` unless ``max_cross_bytes`` is ``None`` or an int
+  ``>= 0``."""
+  if max_cross_bytes is None:
+    return
+  if (
+      isinstance(max_cross_bytes, bool)
+      or not isinstance(max_cross_bytes, (int, np.integer))
+      or max_cross_bytes < 0
+  ):
+    raise ValueError(
+        "max_cross_bytes must be None (no limit) or an int >= 0 (0 keeps no "
+        f"cross-group trace), got {max_cross_bytes!r}."
+    )
+
+
 def compile_step(
     model: hk.TransformedWithState,
     params: hk.Params,
@@ -894,6 +910,7 @@ def compile_step(
     A :class:`CompiledStep`.
 
   Raises:
+    ValueError: for a negative or non-integer ``max_cross_bytes``.
     CompileError: if the step has no hidden state; a hidden state is read but
       never written, or written but never read; an ETP weight is not a
       parameter; or an ETP op sits inside ``scan``/``cond``/``while`` or a
@@ -904,6 +921,7 @@ def compile_step(
         "Expected an hk.TransformedWithState (hk.transform_with_state), got "
         f"{type(model).__name__}."
     )
+  check_cross_budget(max_cross_bytes)
   step = _trace(model, params, state, rng, x)
   _check_state_use(step)
   deps = program_lib.dependencies(

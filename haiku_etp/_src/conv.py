@@ -420,6 +420,52 @@ def _optional_tuple(value, n, what):
   return value
 
 
+def _layout(dimension_numbers, dn: lax.ConvDimensionNumbers) -> str:
+  """The data format as the caller gave it, for messages."""
+  if dimension_numbers is None:
+    return "the default layout (input N, C, spatial...; kernel O, I, spatial...)"
+  if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
+    return f"dimension_numbers {dn}"
+  return f"data format {tuple(dimension_numbers)}"
+
+
+def _check_channels(x_shape, k_shape, params, dimension_numbers) -> None:
+  """Raises ``ValueError`` when the kernel's channels do not fit ``x``."""
+  dn = _dn(params)
+  groups = params["feature_group_count"]
+  batch_groups = params["batch_group_count"]
+  x_channels = x_shape[dn.lhs_spec[1]]
+  k_in, k_out = k_shape[dn.rhs_spec[1]], k_shape[dn.rhs_spec[0]]
+  layout = _layout(dimension_numbers, dn)
+  if groups < 1 or batch_groups < 1:
+    raise ValueError(
+        "feature_group_count and batch_group_count must be >= 1, got "
+        f"{groups} and {batch_groups}."
+    )
+  if k_in * groups != x_channels:
+    raise ValueError(
+        f"conv: the kernel has {k_in} input channels (axis "
+        f"{dn.rhs_spec[1]} of kernel shape {tuple(k_shape)}) and "
+        f"feature_group_count is {groups}, so the input must have "
+        f"{k_in * groups} channels, but it has {x_channels} (axis "
+        f"{dn.lhs_spec[1]} of input shape {tuple(x_shape)}), in {layout}. "
+        "Make the kernel's input channels the input's channels divided by "
+        "feature_group_count, or check the data format."
+    )
+  if k_out % groups or k_out % batch_groups:
+    raise ValueError(
+        f"conv: the kernel's {k_out} output channels (axis {dn.rhs_spec[0]} "
+        f"of kernel shape {tuple(k_shape)}) must be divisible by "
+        f"feature_group_count {groups} and batch_group_count {batch_groups}, "
+        f"in {layout}."
+    )
+  if x_shape[dn.lhs_spec[0]] % batch_groups:
+    raise ValueError(
+        f"conv: the input's batch {x_shape[dn.lhs_spec[0]]} must be divisible "
+        f"by batch_group_count {batch_groups}."
+    )
+
+
 def conv(
     x: Any,
     kernel: Any,
@@ -458,9 +504,10 @@ def conv(
     The convolution output, carrying ``unit(x) * unit(kernel)``.
 
   Raises:
-    ValueError: on ranks that disagree, a bias of the wrong size or unit,
-      malformed arguments, or an empty output (a kernel larger than a
-      ``VALID``-padded input).
+    ValueError: on ranks that disagree, kernel input channels (times
+      ``feature_group_count``) that are not the input's channels, a bias of
+      the wrong size or unit, malformed arguments, or an empty output (a
+      kernel larger than a ``VALID``-padded input).
 
   >>> import jax.numpy as jnp
   >>> conv(jnp.ones((8, 3, 16)), jnp.ones((4, 3, 5))).shape
@@ -489,6 +536,7 @@ def conv(
       batch_group_count=int(batch_group_count),
       dimension_numbers=_normalise_dn(dimension_numbers),
   )
+  _check_channels(x_m.shape, k_m.shape, params, dimension_numbers)
   out = jax.eval_shape(
       lambda a, b: _conv(a, b, params),
       jax.ShapeDtypeStruct(x_m.shape, x_m.dtype),

@@ -123,6 +123,10 @@ class Learner(NamedTuple):
     sequence_grad: ``sequence_grad(loss_fn, *, window=None,
       reduction="sum", has_aux=False, axis_name=None, check_finite=False)``
       builds ``fn(params, state, rng, xs, ys, mask=None) -> SequenceResult``.
+      ``loss_fn(out_t, y_t)`` returns a scalar or per-sample losses ``(B,)``;
+      the learner applies the mask (``(T,)`` step weights or ``(T, B)``
+      sample weights), and ``reduction="mean"`` divides by the unmasked
+      steps.
     report: ``report(params, state, rng, x) -> str``: the compiler's
       analysis of the step for these arguments, with the traces' bytes.
     traces: ``traces(state) -> dict``: the trace leaves by label.
@@ -166,11 +170,18 @@ def _table(entries, nested: bool = False) -> dict:
   }
 
 
-def _mismatch(got: dict, want: dict) -> str:
-  """What differs between two ``{name: (shape, dtype)}`` tables."""
+def _differences(got: dict, want: dict) -> tuple[list, list, list]:
+  """``(missing, unexpected, changed)`` names of two ``{name: (shape,
+  dtype)}`` tables."""
   missing = sorted(set(want) - set(got))
   extra = sorted(set(got) - set(want))
   changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+  return missing, extra, changed
+
+
+def _mismatch(got: dict, want: dict) -> str:
+  """What differs between two ``{name: (shape, dtype)}`` tables."""
+  missing, extra, changed = _differences(got, want)
   parts = [
       f"missing {missing}" if missing else "",
       f"unexpected {extra}" if extra else "",
@@ -180,6 +191,47 @@ def _mismatch(got: dict, want: dict) -> str:
       ),
   ]
   return "; ".join(p for p in parts if p)
+
+
+def _dtype_only(got: dict, want: dict) -> bool:
+  """Whether two tables differ in dtypes alone."""
+  missing, extra, changed = _differences(got, want)
+  return (
+      bool(changed)
+      and not missing
+      and not extra
+      and all(got[k][0] == want[k][0] for k in changed)
+  )
+
+
+def _input_dtypes(x) -> list:
+  return sorted({str(jnp.result_type(l)) for l in tree_util.tree_leaves(x)})
+
+
+def _state_batch(model_state) -> Optional[int]:
+  """The leading size of the first hidden leaf (the batch), if any."""
+  for _, n, v in state_lib.iter_state(model_state):
+    if state_lib.is_hidden_name(n) and np.ndim(v):
+      return np.shape(v)[0]
+  return None
+
+
+def _time_major_hint(model_state, xs) -> str:
+  """A hint for a mismatch met by a sequence ``xs``: the time-major rule."""
+  shapes = [np.shape(l) for l in tree_util.tree_leaves(xs)]
+  if not shapes or len(shapes[0]) < 2:
+    return ""
+  hint = (
+      f" Sequences are time-major (T, B, ...): xs has shape {shapes[0]}, so "
+      f"each step's input has batch {shapes[0][1]}."
+  )
+  batch = _state_batch(model_state)
+  if batch is not None and shapes[0][0] == batch != shapes[0][1]:
+    hint += (
+        f" Its leading axis has the state's batch ({batch}): if xs is "
+        "batch-major (B, T, ...), pass jnp.swapaxes(xs, 0, 1)."
+    )
+  return hint
 
 
 class _Entry(NamedTuple):
@@ -207,30 +259,48 @@ class _Core(NamedTuple):
     return f"{state_lib.LEARNER_PREFIX}/{self.algorithm.name}"
 
 
-def _check_model_state(core: _Core, params, model_state, x) -> None:
+def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
+  """Raises ``ValueError`` when ``params`` or ``model_state`` are not what
+  the model builds for ``x`` (``xs``: the sequence ``x`` came from)."""
   expected = jax.eval_shape(core.model.init, jax.random.PRNGKey(0), x)
   for what, got, want in zip(
       ("params", "state"), (params, model_state), expected
   ):
-    detail = _mismatch(_table(got, nested=True), _table(want, nested=True))
-    if detail:
+    got, want = _table(got, nested=True), _table(want, nested=True)
+    detail = _mismatch(got, want)
+    if not detail:
+      continue
+    if _dtype_only(got, want):
+      changed = _differences(got, want)[2]
+      have = "/".join(sorted({str(got[k][1]) for k in changed}))
+      builds = "/".join(sorted({str(want[k][1]) for k in changed}))
       raise ValueError(
-          f"The {what} structure does not match what the model builds for an "
-          f"input of shape {tree_util.tree_map(np.shape, x)}: {detail}. Use "
-          "the params and state from learner.init (under pmap, replicate "
-          "params with haiku_etp.replicate and shard the state with "
-          "haiku_etp.shard_state)."
+          f"dtype mismatch: {what} entries are {have} where the model builds "
+          f"{builds} for an input of dtype {'/'.join(_input_dtypes(x))} "
+          f"({detail}). Feed inputs of the dtype the learner was initialized "
+          f"with (cast them, e.g. xs.astype(jnp.{have.split('/')[0]})), or "
+          "call learner.init with inputs of the dtype you train with."
       )
+    hint = "" if xs is None else _time_major_hint(model_state, xs)
+    raise ValueError(
+        f"The {what} structure does not match what the model builds for an "
+        f"input of shape {tree_util.tree_map(np.shape, x)}: {detail}.{hint} "
+        "Use the params and state from learner.init for inputs of this "
+        "shape (under pmap, replicate params with haiku_etp.replicate and "
+        "shard the state with haiku_etp.shard_state)."
+    )
 
 
-def _entry(core: _Core, params, model_state, rng, x, compile_step=None):
+def _entry(
+    core: _Core, params, model_state, rng, x, compile_step=None, xs=None
+):
   """The memoised compiled step (and checks) for these shapes."""
   key = _signature((params, model_state, rng, x))
   entry = core.memo.get(key)
   if entry is not None and (entry.compiled is not None or not compile_step):
     core.memo.move_to_end(key)
     return entry
-  _check_model_state(core, params, model_state, x)
+  _check_model_state(core, params, model_state, x, xs)
   compiled, table = None, {}
   if core.online or compile_step:
     compiled = compiler_lib.compile_step(
@@ -379,11 +449,16 @@ def _hidden_paths(model_state) -> list:
   ]
 
 
-def _checked_compile(core: _Core, params, state, rng, x, compile_step=None):
-  """``(model_state, trace, extra, entry)`` with params and traces checked."""
+def _checked_compile(
+    core: _Core, params, state, rng, x, compile_step=None, xs=None
+):
+  """``(model_state, trace, extra, entry)`` with params and traces checked.
+
+  ``xs`` is the sequence that ``x`` is the first step of, for the messages.
+  """
   _check_params(params)
   model_state, trace, extra = _split(core, state)
-  entry = _entry(core, params, model_state, rng, x, compile_step)
+  entry = _entry(core, params, model_state, rng, x, compile_step, xs)
   if core.online:
     detail = _mismatch(_table(trace), entry.trace_table)
     if detail:
@@ -447,7 +522,7 @@ def _unroll(core: _Core, params, state, rng, xs):
   first = tree_util.tree_map(lambda v: v[0], xs)
   rng0 = None if rng is None else jax.random.fold_in(rng, 0)
   model_state, trace, extra, _ = _checked_compile(
-      core, params, state, rng0, first
+      core, params, state, rng0, first, xs=xs
   )
 
   def body(st, inp):
@@ -753,9 +828,20 @@ def _value_and_grad(
     axis_name: Optional[str] = None,
     check_finite: bool = False,
 ):
+  sequence.check_loss_signature(loss_fn)
+
   def fn(params, state, rng, x_t, y_t, mask_t=None):
+    batch = _input_batch(core, state, x_t, 0)
+    sequence.check_batch(y_t, batch, "y_t", 0)
     if mask_t is not None:
-      sequence.check_loss_takes_mask(loss_fn)
+      mask_t = jnp.asarray(mask_t)
+      if mask_t.ndim > 1 or (
+          mask_t.ndim == 1 and batch is not None and mask_t.shape[0] != batch
+      ):
+        raise ValueError(
+            "mask_t must be a scalar or have shape "
+            f"({'B' if batch is None else batch},), got {mask_t.shape}."
+        )
     add = (
         lambda t: None
         if t is None
@@ -783,6 +869,18 @@ def _value_and_grad(
   return sequence.checked(fn, roles)
 
 
+def _input_batch(core: _Core, state, x, axis: int) -> Optional[int]:
+  """The batch of the inputs ``x`` (along ``axis``) when it is the state's.
+
+  ``None`` when they disagree (the state checks then name the mismatch) or
+  the model is not batched, so the targets are checked only against a
+  batch that the inputs and the hidden state agree on.
+  """
+  batch = sequence.batch_size(x, axis)
+  model_state, _, _ = _split(core, state)
+  return batch if batch == _state_batch(model_state) else None
+
+
 def _check_window(window) -> None:
   if window is not None and (
       isinstance(window, bool) or not isinstance(window, int) or window < 1
@@ -807,6 +905,8 @@ def _sequence_grad(
   if reduction not in ("sum", "mean"):
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
 
+  sequence.check_loss_signature(loss_fn)
+
   def fn(params, state, rng, xs, ys, mask=None):
     num_steps = sequence.time_length(xs, "xs")
     if sequence.time_length(ys, "ys") != num_steps:
@@ -814,9 +914,11 @@ def _sequence_grad(
           f"xs has {num_steps} steps but ys has "
           f"{sequence.time_length(ys, 'ys')}."
       )
-    mask = sequence.check_mask(mask, num_steps)
-    if mask is not None:
-      sequence.check_loss_takes_mask(loss_fn)
+    batch = _input_batch(core, state, xs, 1)
+    sequence.check_batch(ys, batch, "ys", 1)
+    mask = sequence.check_mask(mask, num_steps, batch)
+    # The checks of the first step, with the whole sequence for the message.
+    _checked_compile(core, params, state, rng, _first(xs), xs=xs)
     k = window or (1 if core.online else num_steps)
     if _fused(core) and k != 1:
       raise ValueError(
@@ -849,7 +951,11 @@ def _sequence_grad(
           window_fn, (state, zeros), inputs, num_steps, k
       )
     if reduction == "mean":
-      grads = tree_util.tree_map(lambda g: g / num_steps, grads)
+      count = sequence.mean_count(mask, num_steps, losses.dtype)
+      if axis_name is not None:
+        count = lax.pmean(count, axis_name)
+      grads = tree_util.tree_map(lambda g: g / count.astype(g.dtype), grads)
+      losses = losses / count
     if axis_name is not None:
       grads, losses = lax.pmean((grads, losses), axis_name)
     return SequenceResult(losses, grads, state, aux)
@@ -948,6 +1054,9 @@ def d_rtrl(
   Returns:
     A :class:`Learner`.
 
+  Raises:
+    ValueError: for a negative or non-integer ``max_cross_bytes``.
+
   >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
   >>> def step(x):
   ...   w = hk.get_parameter("w", (3, 4), init=jnp.ones)
@@ -960,6 +1069,7 @@ def d_rtrl(
   >>> sorted(learner.traces(state))
   ['~/w:weight@~']
   """
+  compiler_lib.check_cross_budget(max_cross_bytes)
   return _learner(
       model,
       traces_lib.DRTRL(fast=fast, max_cross_bytes=max_cross_bytes),

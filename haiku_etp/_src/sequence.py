@@ -58,34 +58,119 @@ def step_rngs(rng: Any, num_steps: int) -> Any:
   return jax.vmap(lambda t: jax.random.fold_in(rng, t))(jnp.arange(num_steps))
 
 
-def check_mask(mask: Any, num_steps: int) -> Optional[jax.Array]:
+def batch_size(x: Any, axis: int = 0) -> Optional[int]:
+  """The shared size of axis ``axis`` of the leaves of ``x`` that have it.
+
+  ``None`` when no leaf has the axis or the leaves disagree (an input that
+  is not batched along ``axis``); the model's own checks then apply.
+  """
+  sizes = {np.shape(l)[axis] for l in tree_util.tree_leaves(x) if np.ndim(l) > axis}
+  return sizes.pop() if len(sizes) == 1 else None
+
+
+def check_batch(tree: Any, batch: Optional[int], name: str, axis: int) -> None:
+  """Raises ``ValueError`` for a leaf of ``tree`` whose batch axis is not
+  ``batch``.
+
+  Leaves without the axis (a scalar per step, a ``(T,)`` target shared by
+  the batch) are let through.
+  """
+  if batch is None:
+    return
+  for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
+    shape = np.shape(leaf)
+    if len(shape) > axis and shape[axis] != batch:
+      lead = "(T, B, ...)" if axis == 1 else "(B, ...)"
+      raise ValueError(
+          f"{name}{tree_util.keystr(path)} has shape {shape}, but the "
+          f"inputs have batch {batch}: {name} must be {lead} like the inputs "
+          f"(B = {batch} along axis {axis})."
+      )
+
+
+def check_mask(
+    mask: Any, num_steps: int, batch: Optional[int] = None
+) -> Optional[jax.Array]:
   """Validates a ``(T,)`` or ``(T, B)`` mask."""
   if mask is None:
     return None
   mask = jnp.asarray(mask)
-  if mask.ndim not in (1, 2) or mask.shape[0] != num_steps:
-    raise ValueError(
-        f"mask must have shape ({num_steps},) or ({num_steps}, B), got "
-        f"{mask.shape}."
-    )
+  want = f"({num_steps},) or ({num_steps}, {'B' if batch is None else batch})"
+  if (
+      mask.ndim not in (1, 2)
+      or mask.shape[0] != num_steps
+      or (mask.ndim == 2 and batch is not None and mask.shape[1] != batch)
+  ):
+    raise ValueError(f"mask must have shape {want}, got {mask.shape}.")
   return mask
 
 
-def check_loss_takes_mask(loss_fn: Callable[..., Any]) -> None:
-  """Raises a clear TypeError if ``loss_fn`` cannot take a third argument."""
+def check_loss_signature(loss_fn: Callable[..., Any]) -> None:
+  """Raises ``TypeError`` unless ``loss_fn`` can be called with two
+  arguments: the learners apply masks themselves."""
+  if not callable(loss_fn):
+    raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
   try:
     signature = inspect.signature(loss_fn)
   except (TypeError, ValueError):
     return  # Builtins and some callables have no signature; let them run.
   try:
-    signature.bind(None, None, None)
+    signature.bind(None, None)
   except TypeError:
     raise TypeError(
-        "A mask was given, so the loss is called as loss_fn(out_t, y_t, "
-        f"mask_t), but {getattr(loss_fn, '__name__', loss_fn)!r} takes "
-        f"{signature}. Add a third parameter (mask_t=None) that weights the "
-        "step's loss."
+        f"loss_fn {getattr(loss_fn, '__name__', loss_fn)!r} takes "
+        f"{signature}, but it is called as loss_fn(out_t, y_t): the learner "
+        "applies the mask itself. Drop the mask parameter and return the "
+        "per-sample losses, shape (B,), or a scalar."
     ) from None
+
+
+def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
+  """One step's loss from ``loss_fn``'s scalar or per-sample losses.
+
+  Per-sample losses ``(B,)`` are averaged over the batch; a step mask
+  (a scalar ``mask_t``) scales the step, a per-sample mask (``(B,)``)
+  weights each sample: ``sum_b mask_t[b] * loss[b] / B``.
+
+  Raises:
+    ValueError: for a loss of rank 2 or more, a per-sample mask with a
+      scalar loss, or per-sample losses of another batch than the mask.
+  """
+  loss = jnp.asarray(loss)
+  if loss.ndim > 1:
+    raise ValueError(
+        "loss_fn must return a scalar or per-sample losses of shape (B,), got "
+        f"shape {loss.shape}."
+    )
+  if mask_t is None:
+    return jnp.mean(loss)
+  mask_t = jnp.asarray(mask_t).astype(loss.dtype)
+  if mask_t.ndim == 0:
+    return mask_t * jnp.mean(loss)
+  if loss.shape != mask_t.shape:
+    got = "a scalar" if loss.ndim == 0 else f"shape {loss.shape}"
+    raise ValueError(
+        f"The mask weights each sample (mask_t has shape {mask_t.shape}), so "
+        f"loss_fn must return per-sample losses of shape {mask_t.shape}, got "
+        f"{got}. Return the losses before the batch mean, or pass a (T,) "
+        "mask."
+    )
+  return jnp.sum(mask_t * loss) / loss.shape[0]
+
+
+def mean_count(mask: Optional[jax.Array], num_steps: int, dtype) -> jax.Array:
+  """What ``reduction="mean"`` divides by: the unmasked steps.
+
+  ``T`` without a mask, ``sum_t mask[t]`` for a ``(T,)`` mask and
+  ``sum_{t,b} mask[t, b] / B`` for a ``(T, B)`` mask (a step counts by the
+  share of its samples that are unmasked); 1 for an all-zero mask, whose
+  gradients are zero.
+  """
+  if mask is None:
+    return jnp.asarray(num_steps, dtype)
+  mask = mask.astype(dtype)
+  count = jnp.sum(mask) / (1 if mask.ndim == 1 else mask.shape[1])
+  return jnp.where(count > 0, count, jnp.ones((), dtype))
 
 
 def scan_windows(

@@ -40,8 +40,8 @@ StepFn = Callable[..., tuple[Any, Any, Any]]
 
 
 def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
-  """``(loss, aux)`` of one step, with the loss's return checked."""
-  res = loss_fn(out, y) if mask_t is None else loss_fn(out, y, mask_t)
+  """``(loss, aux)`` of one step, the mask applied (``sequence.step_loss``)."""
+  res = loss_fn(out, y)
   if has_aux:
     if not isinstance(res, (tuple, list)) or len(res) != 2:
       raise TypeError(
@@ -53,13 +53,11 @@ def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
     if isinstance(res, (tuple, list)):
       raise TypeError(
           f"loss_fn returned a {type(res).__name__} of {len(res)}; return a "
-          "scalar, or pass has_aux=True to return (loss, aux)."
+          "scalar (or per-sample losses), or pass has_aux=True to return "
+          "(loss, aux)."
       )
     loss, aux = res, None
-  loss = jnp.asarray(loss)
-  if loss.shape != ():
-    raise ValueError(f"loss_fn must return a scalar, got shape {loss.shape}.")
-  return loss, aux
+  return sequence.step_loss(loss, mask_t), aux
 
 
 def with_hidden(model_state, hidden_paths, values) -> dict:
