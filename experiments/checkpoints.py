@@ -15,19 +15,45 @@
 """Checkpoints of a training run with orbax-checkpoint.
 
 A checkpoint is a ``Composite`` of the train state (``StandardSave``) and a
-JSON record of the step and the config. Saves are asynchronous, every
-``every`` steps, keeping the last ``keep``; orbax writes each one to a
-temporary directory and renames it when complete, so a run killed mid-save
-leaves the previous checkpoint intact. Restores always go against an
-abstract target (shapes and dtypes from the config), never against whatever
-the files hold. orbax joins a tree's keys with ``"."``, so a key that
-contains one would be silently merged with another: such trees are rejected.
+JSON record of the step, the config and the run's wall time. Saves are
+asynchronous, every ``every`` steps, keeping the last ``keep``; orbax writes
+each one to a temporary directory and renames it when complete, so a run
+killed mid-save leaves the previous checkpoint intact. Restores always go
+against an abstract target (shapes and dtypes from the config), never
+against whatever the files hold. orbax joins a tree's keys with ``"."``, so
+a key that contains one would be silently merged with another: such trees
+are rejected.
+
+Once a save is complete, the writing process seals it: ``manifest.json`` in
+the step's directory lists every file with its size and CRC-32. A restore
+first checks the newest checkpoint against its manifest (an unsealed one,
+from a run killed before sealing, against the files orbax needs) and reads
+it; a checkpoint that fails either way is damaged: one log line says which
+and why, it is moved to ``<workdir>/damaged_checkpoints/`` (nothing is
+deleted) and the previous one is tried. :class:`CheckpointError` says when
+none can be read.
 """
 
-from typing import Any, Optional
+import json
+import os
+import shutil
+import sys
+from typing import Any, Callable, NamedTuple, Optional
+import zlib
 
+from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+MANIFEST = "manifest.json"
+DAMAGED_DIR = "damaged_checkpoints"
+# What orbax reads of an unsealed checkpoint (one the run did not seal).
+_REQUIRED = ("state/_METADATA", "meta/metadata")
+
+
+class CheckpointError(ValueError):
+  """No checkpoint of a work directory can be read."""
 
 
 def check_keys(tree: Any, what: str = "state") -> None:
@@ -51,28 +77,152 @@ def abstract(tree: Any) -> Any:
   )
 
 
+def _crc32(path: str) -> int:
+  crc = 0
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 22), b""):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def _files(directory: str) -> list[str]:
+  """Every file under ``directory`` but the manifest, relative, sorted."""
+  out = []
+  for root, _, names in os.walk(directory):
+    for name in names:
+      rel = os.path.relpath(os.path.join(root, name), directory)
+      if rel != MANIFEST:
+        out.append(rel)
+  return sorted(out)
+
+
+def write_manifest(directory: str) -> None:
+  """Seals the checkpoint in ``directory``: sizes and CRC-32s of its files."""
+  entries = {
+      rel: {
+          "bytes": os.path.getsize(os.path.join(directory, rel)),
+          "crc32": _crc32(os.path.join(directory, rel)),
+      }
+      for rel in _files(directory)
+  }
+  tmp = os.path.join(directory, MANIFEST + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump({"files": entries}, f)
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def damage(directory: str) -> Optional[str]:
+  """Why the checkpoint in ``directory`` cannot be trusted, or ``None``.
+
+  A sealed checkpoint must hold every file of its manifest with the same
+  size and CRC-32; an unsealed one the files orbax reads first.
+  """
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.exists(path):
+    for rel in _REQUIRED:
+      if not os.path.exists(os.path.join(directory, rel)):
+        return f"{rel} is missing"
+    return None
+  try:
+    with open(path) as f:
+      entries = json.load(f)["files"]
+  except (OSError, ValueError, KeyError) as e:
+    return f"{MANIFEST} cannot be read ({e})"
+  for rel, want in sorted(entries.items()):
+    full = os.path.join(directory, rel)
+    if not os.path.exists(full):
+      return f"{rel} is missing"
+    size = os.path.getsize(full)
+    if size != want["bytes"]:
+      return f"{rel} has {size} bytes, {want['bytes']} were written"
+    if _crc32(full) != want["crc32"]:
+      return f"{rel} differs from what was written (CRC-32)"
+  return None
+
+
+def _one_line(error: BaseException) -> str:
+  text = " ".join(str(error).split())
+  return f"{type(error).__name__}: {text[:300]}"
+
+
+class _DropClosedLoopNoise:
+  """An unraisable hook that drops the "Event loop is closed" reports.
+
+  When an orbax restore fails, tensorstore's pending reads still complete
+  and call back into the event loop that the failed restore closed; each
+  callback's ``RuntimeError`` would print a traceback. Those are dropped;
+  every other unraisable exception goes to the previous hook.
+  """
+
+  def __init__(self, previous):
+    self.previous = previous
+
+  def __call__(self, unraisable):
+    if isinstance(
+        unraisable.exc_value, RuntimeError
+    ) and "Event loop is closed" in str(unraisable.exc_value):
+      return
+    self.previous(unraisable)
+
+
+def _drop_closed_loop_noise() -> None:
+  if not isinstance(sys.unraisablehook, _DropClosedLoopNoise):
+    sys.unraisablehook = _DropClosedLoopNoise(sys.unraisablehook)
+
+
+class Restored(NamedTuple):
+  """What :meth:`Checkpointer.restore_latest` returns.
+
+  Attributes:
+    step: the step of the checkpoint read.
+    state: the train state, structured like the target.
+    meta: the JSON record saved with it.
+    damaged: ``(step, reason)`` of the newer checkpoints that could not be
+      read (moved to ``damaged_checkpoints/``).
+  """
+
+  step: int
+  state: Any
+  meta: dict
+  damaged: tuple
+
+
 class Checkpointer:
   """Saves and restores the train state of one work directory.
 
   Args:
-    directory: where the checkpoints live (created if missing).
+    directory: where the checkpoints live (created if missing; absolute, as
+      orbax needs).
     every: save when ``step % every == 0`` (a forced save ignores it).
     keep: how many checkpoints to keep.
     async_save: write in the background (the next save, ``wait`` or
-      ``close`` waits for it).
+      ``close`` waits for it, then seals it).
   """
 
   def __init__(
       self, directory: str, every: int, keep: int = 3, async_save: bool = True
   ):
-    options = ocp.CheckpointManagerOptions(
+    if not os.path.isabs(directory):
+      raise ValueError(
+          f"The checkpoint directory must be absolute, got {directory!r}; "
+          "pass os.path.abspath(...)."
+      )
+    self.directory = directory
+    self._options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         save_interval_steps=every,
         enable_async_checkpointing=async_save,
     )
-    self._manager = ocp.CheckpointManager(
-        directory, options=options, item_names=("state", "meta")
+    self._manager = self._open()
+    self._unsealed: list[int] = []
+
+  def _open(self) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        self.directory, options=self._options, item_names=("state", "meta")
     )
+
+  def step_directory(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
   def latest_step(self) -> Optional[int]:
     """The step of the newest complete checkpoint, or ``None``."""
@@ -88,27 +238,137 @@ class Checkpointer:
       Whether a save was started.
     """
     check_keys(state)
-    return self._manager.save(
+    self._seal()
+    started = self._manager.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
         ),
         force=force,
     )
+    if started:
+      self._unsealed.append(step)
+    return started
+
+  def _seal(self) -> None:
+    """Waits for the saves under way and writes their manifests."""
+    if not self._unsealed:
+      return
+    self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      for step in self._unsealed:
+        if os.path.isdir(self.step_directory(step)):
+          write_manifest(self.step_directory(step))
+    self._unsealed = []
+
+  def _read_meta(self, step: int) -> dict:
+    return self._manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    ).meta
+
+  def _read_state(self, step: int, target: Any) -> Any:
+    return self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract(target))
+        ),
+    ).state
 
   def restore(self, step: int, target: Any) -> tuple[Any, dict]:
     """The state (structured like ``target``) and meta saved at ``step``."""
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract(target)),
-            meta=ocp.args.JsonRestore(),
-        ),
-    )
-    return restored.state, restored.meta
+    return self._read_state(step, target), self._read_meta(step)
+
+  def _attempt(self, read: Callable[[], Any]) -> tuple[Any, Optional[str]]:
+    """``(value, None)``, or ``(None, reason)`` when the files cannot be
+    read."""
+    try:
+      return read(), None
+    except Exception as e:  # pylint: disable=broad-except
+      # tensorstore and orbax raise many types for damaged files.
+      _drop_closed_loop_noise()
+      return None, _one_line(e)
+
+  def restore_latest(
+      self,
+      target: Any,
+      check_meta: Optional[Callable[[int, dict], None]] = None,
+  ) -> Optional[Restored]:
+    """The newest checkpoint that can be read, or ``None`` if there is none.
+
+    Damaged checkpoints (see the module docstring) are logged in one line
+    each, moved to ``damaged_checkpoints/`` beside the checkpoint directory
+    and skipped.
+
+    Args:
+      target: the train state to restore into (shapes and dtypes).
+      check_meta: called as ``check_meta(step, meta)`` before the state is
+        read; what it raises propagates (a changed config).
+
+    Raises:
+      CheckpointError: when there are checkpoints and none can be read.
+    """
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      path = self.step_directory(step)
+      reason = damage(path) if os.path.isdir(path) else None
+      if reason is None:
+        meta, reason = self._attempt(lambda: self._read_meta(step))
+      if reason is None:
+        if check_meta is not None:
+          check_meta(step, meta)
+        state, reason = self._attempt(lambda: self._read_state(step, target))
+        if reason is not None and os.path.exists(os.path.join(path, MANIFEST)):
+          # Its files are what was written: the state it holds has another
+          # structure than this run's, which an older checkpoint shares.
+          raise CheckpointError(
+              f"Checkpoint {path} is intact (its manifest checks) but does "
+              f"not fit this run's train state: {reason}. Something that "
+              "shapes the state changed; train in a new --workdir."
+          )
+      if reason is None:
+        if damaged:
+          self._set_aside([s for s, _ in damaged])
+        if jax.process_index() == 0 and not os.path.exists(
+            os.path.join(path, MANIFEST)
+        ):
+          write_manifest(path)  # read whole: seal it now
+        return Restored(step, state, meta, tuple(damaged))
+      logging.warning(
+          "Checkpoint %s is damaged (%s); trying the previous one.",
+          path,
+          reason,
+      )  # pyformat: disable
+      damaged.append((step, reason))
+    if damaged:
+      raise CheckpointError(
+          f"No checkpoint in {self.directory} can be read: "
+          + "; ".join(f"step {s}: {r}" for s, r in damaged)
+          + ". Move the directory aside to start over, or train in a new "
+          "--workdir."
+      )
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves damaged checkpoints out of orbax's directory (kept, not lost)."""
+    aside = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        dest, n = os.path.join(aside, str(step)), 1
+        while os.path.exists(dest):
+          dest, n = os.path.join(aside, f"{step}.{n}"), n + 1
+        shutil.move(self.step_directory(step), dest)
+        logging.warning("Moved the damaged checkpoint to %s.", dest)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("haiku_etp_damaged_checkpoints")
+    self._manager.close()
+    self._manager = self._open()
 
   def wait(self) -> None:
+    """Waits for the saves under way and seals them."""
     self._manager.wait_until_finished()
+    self._seal()
 
   def close(self) -> None:
+    self.wait()
     self._manager.close()

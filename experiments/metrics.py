@@ -16,8 +16,10 @@
 
 Each line of ``metrics.jsonl`` is one JSON record with ``step``, ``split``
 (``"train"`` or ``"eval"``), ``loss``, the task's metric (``accuracy`` or
-``mse``), ``wall_time`` (seconds since the run, or its first segment,
-started) and, for training records, ``steps_per_sec``. Only the writing
+``mse``), ``wall_time`` (seconds since the run started, summed over its
+segments: a resumed run continues from its checkpoint's) and, for training records, ``steps_per_sec``,
+``grad_norm``, ``objective`` and ``skipped`` (updates skipped so far for a
+non-finite loss). Only the writing
 process (process 0) writes.
 """
 
@@ -55,7 +57,8 @@ class MetricsWriter:
     enabled: whether this process writes (process 0 only).
     resume_step: drop records after this step (written by a run that was
       killed after its last checkpoint), so a resumed run's file holds each
-      step once.
+      step once. A record of a ``(step, split)`` already in the file is not
+      written again (a finished run rerun).
   """
 
   def __init__(
@@ -67,6 +70,7 @@ class MetricsWriter:
     self.enabled = enabled
     self.path = os.path.join(workdir, METRICS_FILE)
     self._tb = None
+    self._written = set()
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
@@ -74,6 +78,7 @@ class MetricsWriter:
       kept = [r for r in read(workdir) if r["step"] <= resume_step]
       with open(self.path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
+      self._written = {(r["step"], r["split"]) for r in kept}
     elif os.path.exists(self.path):
       os.remove(self.path)
     try:
@@ -86,9 +91,10 @@ class MetricsWriter:
       )  # pyformat: disable
 
   def write(self, step: int, split: str, values: dict, wall_time: float):
-    """Writes one record."""
-    if not self.enabled:
+    """Writes one record (unless the file holds that step's already)."""
+    if not self.enabled or (int(step), split) in self._written:
       return
+    self._written.add((int(step), split))
     record = {"step": int(step), "split": split, "wall_time": wall_time}
     record.update({k: _clean(v) for k, v in values.items()})
     with open(self.path, "a") as f:

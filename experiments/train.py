@@ -19,8 +19,13 @@ r"""Trains a haiku_etp network online on a task.
         --config.learner=es_d_rtrl --config.decay=0.9 --config.train_steps=500
 
 Rerunning the same command on the same work directory resumes from its
-newest checkpoint. The work directory gets ``metrics.jsonl``, checkpoints,
-TensorBoard events (with tensorboardX) and PNG plots (with matplotlib).
+newest checkpoint (a damaged one is set aside for the previous one; a
+changed config that shapes the train state is an error naming the field),
+and a finished run prints its result again. The work directory (relative
+or absolute) gets ``metrics.jsonl``, checkpoints, TensorBoard events (with
+tensorboardX) and PNG plots (with matplotlib). A mistake the user can mend
+(a bad config or work directory, a diverged run, unreadable checkpoints)
+ends the binary with one ``error:`` line and exit status 1.
 
 Several processes (hosts): start the same command once per process with
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (or
@@ -31,12 +36,15 @@ JAX detects by itself (SLURM, Open MPI, Cloud TPU), ``--distributed`` with
 no address initializes from the environment.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 
+from experiments import checkpoints
 from experiments import common
 from experiments import distributed
 from experiments import training
@@ -90,7 +98,16 @@ def main(argv):
   if jax.process_index() != 0:
     # Process 0 alone reports; the others only say what goes wrong.
     logging.set_verbosity(logging.WARNING)
-  result = training.train(_CONFIG.value, _WORKDIR.value)
+  try:
+    result = training.train(_CONFIG.value, _WORKDIR.value)
+  except (
+      training.ConfigError,
+      training.Diverged,
+      checkpoints.CheckpointError,
+  ) as e:
+    # What the user can mend gets one line, not a traceback.
+    logging.error("%s", e)
+    sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return
   metric = result.metric_name

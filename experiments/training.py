@@ -32,7 +32,18 @@ Config fields: ``task`` (``name`` plus the task's keyword hyperparameters),
 that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
 ``eval_batches``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
-``seed``, ``parallel`` (``pmap`` or ``mesh``), ``num_devices`` (0: all).
+``seed``, ``parallel`` (``pmap`` or ``mesh``), ``num_devices`` (0: all),
+``on_nonfinite`` (``stop``: a NaN or infinite loss or gradient norm stops
+the run, naming the step and the last good checkpoint; ``skip``: that
+update is dropped and counted).
+
+The work directory may be relative; it is made absolute once. A resumed
+run checks its config against the checkpoint's: a changed field that shapes
+the train state is a :class:`ConfigError` naming it, other changes are
+logged. A damaged newest checkpoint is set aside and the previous one used
+(``experiments.checkpoints``). A finished run reports its result again
+without training or appending records; ``wall_time`` continues across
+resumes.
 
 On several processes (after ``jax.distributed.initialize``, see
 ``experiments/train.py``) the same call runs in each: every process reads
@@ -40,6 +51,7 @@ its part of each global batch, the host train state and the checkpoints
 hold the whole run's state, and process 0 alone writes metrics and plots.
 """
 
+import json
 import os
 import time
 from typing import Any, Callable, NamedTuple, Optional
@@ -54,6 +66,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import ml_collections
 import numpy as np
 import optax
 
@@ -68,7 +81,29 @@ LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt", "tbptt")
 ES_FORMS = ("window", "fused")
 PARALLEL = ("pmap", "mesh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+ON_NONFINITE = ("stop", "skip")
 _AXIS = "batch"
+# Config fields that say how long and how visibly a run goes; a resumed run
+# may change them without a word beyond the log.
+_RUN_LENGTH_FIELDS = (
+    "train_steps",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "parallel",
+    "num_devices",
+    "on_nonfinite",
+)
+
+
+class ConfigError(ValueError):
+  """A config or work directory that the run cannot use."""
+
+
+class Diverged(FloatingPointError):
+  """A training loss or gradient norm was not finite (``on_nonfinite="stop"``)."""
 
 
 class TrainState(NamedTuple):
@@ -81,6 +116,8 @@ class TrainState(NamedTuple):
       sequence starts from after ``learner.reset``.
     step: the number of updates done (an int32 scalar).
     rng: the run's key, split once per update.
+    skipped: the updates dropped for a non-finite loss or gradient
+      (``config.on_nonfinite="skip"``; an int32 scalar).
   """
 
   params: Any
@@ -88,12 +125,13 @@ class TrainState(NamedTuple):
   learner_state: Any
   step: jax.Array
   rng: jax.Array
+  skipped: jax.Array
 
 
 def _positive_int(config, name: str, minimum: int = 1) -> int:
   value = config[name]
   if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(
+    raise ConfigError(
         f"config.{name} must be an int >= {minimum}, got {value!r}."
     )
   return value
@@ -105,18 +143,19 @@ def device_count(config) -> int:
 
 
 def validate(config) -> None:
-  """Raises ``ValueError`` for a bad config, before anything is compiled."""
+  """Raises :class:`ConfigError` (a ``ValueError``) for a bad config, before
+  anything is compiled."""
   if config.learner not in LEARNERS:
-    raise ValueError(
+    raise ConfigError(
         f"config.learner must be one of {LEARNERS}, got {config.learner!r}."
     )
   if config.parallel not in PARALLEL:
-    raise ValueError(
+    raise ConfigError(
         f"config.parallel must be one of {PARALLEL}, got {config.parallel!r}."
     )
   es_form = config.get("es_form", "window")
   if es_form not in ES_FORMS:
-    raise ValueError(
+    raise ConfigError(
         f"config.es_form must be one of {ES_FORMS}, got {es_form!r}."
     )
   if (
@@ -124,18 +163,24 @@ def validate(config) -> None:
       and es_form == "fused"
       and config.window != 1
   ):
-    raise ValueError(
+    raise ConfigError(
         f"config.es_form='fused' computes the gradient step by step, so "
         f"config.window must be 1, got {config.window}; use "
         "config.es_form='window' for longer windows."
     )
+  on_nonfinite = config.get("on_nonfinite", "stop")
+  if on_nonfinite not in ON_NONFINITE:
+    raise ConfigError(
+        f"config.on_nonfinite must be one of {ON_NONFINITE}, got "
+        f"{on_nonfinite!r}."
+    )
   if config.optimizer not in OPTIMIZERS:
-    raise ValueError(
+    raise ConfigError(
         f"config.optimizer must be one of {OPTIMIZERS}, got "
         f"{config.optimizer!r}."
     )
   if config.task.name not in tasks_lib.TASKS + tuple(_DATASET_TASKS):
-    raise ValueError(
+    raise ConfigError(
         f"config.task.name must be one of "
         f"{tasks_lib.TASKS + tuple(_DATASET_TASKS)}, got {config.task.name!r}."
     )
@@ -152,24 +197,24 @@ def validate(config) -> None:
   for name in ("train_steps", "update_every", "seed", "num_devices"):
     _positive_int(config, name, minimum=0)
   if jax.process_count() > 1 and config.num_devices:
-    raise ValueError(
+    raise ConfigError(
         f"config.num_devices is {config.num_devices} but a run on "
         f"{jax.process_count()} processes uses every device of every "
         "process; set config.num_devices=0."
     )
   if config.num_devices > jax.device_count():
-    raise ValueError(
+    raise ConfigError(
         f"config.num_devices is {config.num_devices} but only "
         f"{jax.device_count()} devices exist; use 0 for all of them."
     )
   num_devices = device_count(config)
   if config.batch_size % num_devices:
-    raise ValueError(
+    raise ConfigError(
         f"config.batch_size {config.batch_size} is not divisible by the "
         f"{num_devices} devices; use a multiple of {num_devices}."
     )
   if not config.learning_rate > 0:
-    raise ValueError(
+    raise ConfigError(
         f"config.learning_rate must be > 0, got {config.learning_rate!r}."
     )
 
@@ -239,29 +284,43 @@ def build(config) -> Setup:
   return Setup(task, model, make_learner(config, model), make_optimizer(config))
 
 
-def init_train_state(config, setup: Setup, batch_size: int) -> TrainState:
-  """The initial train state (host arrays) for a global ``batch_size``."""
+def _init_fn(config, setup: Setup, batch_size: int):
+  """``init(rng) -> TrainState``, jittable, for a global ``batch_size``."""
   x0 = jax.ShapeDtypeStruct(
       (batch_size,) + tuple(setup.task.input_shape), jnp.float32
   )
 
-  @jax.jit
   def init(rng):
     init_rng, rng = jax.random.split(rng)
     params, state = setup.learner.init(init_rng, jnp.zeros(x0.shape, x0.dtype))
+    zero = jnp.zeros((), jnp.int32)
     return TrainState(
-        params,
-        setup.optimizer.init(params),
-        state,
-        jnp.zeros((), jnp.int32),
-        rng,
+        params, setup.optimizer.init(params), state, zero, rng, zero
     )
 
+  return init
+
+
+def init_train_state(config, setup: Setup, batch_size: int) -> TrainState:
+  """The initial train state (host arrays) for a global ``batch_size``."""
   with warnings.catch_warnings():
     # The learner announces its approximations when the update compiles.
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-    ts = init(jax.random.PRNGKey(config.seed))
+    ts = jax.jit(_init_fn(config, setup, batch_size))(
+        jax.random.PRNGKey(config.seed)
+    )
   return jax.tree_util.tree_map(np.asarray, ts)
+
+
+def abstract_train_state(config) -> TrainState:
+  """The shapes and dtypes of the train state that ``config`` builds."""
+  setup = build(config)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+    return jax.eval_shape(
+        _init_fn(config, setup, config.batch_size),
+        jax.random.PRNGKey(config.seed),
+    )
 
 
 def _loss_with_outputs(task):
@@ -294,8 +353,17 @@ def _apply_in_chunks(chunk_fn, carry, xs_tree, num_steps: int, every: int):
 
 
 def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
-  """``update(train_state, (xs, ys, mask)) -> (train_state, metrics)``."""
+  """``update(train_state, (xs, ys, mask)) -> (train_state, metrics)``.
+
+  The metrics hold the task's, ``objective`` (the summed loss),
+  ``grad_norm`` (the mean over the update's optimizer steps) and
+  ``nonfinite`` (1 when a loss or gradient norm was NaN or infinite). With
+  ``config.on_nonfinite="skip"`` such an update is dropped: the train state
+  keeps its parameters, optimizer and learner state, counts the skip, and
+  the metrics are zero with a zero ``count``.
+  """
   task, learner, opt = setup.task, setup.learner, setup.optimizer
+  skip = config.get("on_nonfinite", "stop") == "skip"
   grad_fn = learner.sequence_grad(
       _loss_with_outputs(task),
       window=learner_window(config),
@@ -310,7 +378,8 @@ def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
     res = grad_fn(params, state, step_rng, xs, ys, mask)
     updates, opt_state = opt.update(res.grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return (params, opt_state, res.state, rng), (res.losses, res.aux)
+    norm = optax.global_norm(res.grads)[None]  # one entry per chunk
+    return (params, opt_state, res.state, rng), (res.losses, res.aux, norm)
 
   def update(ts: TrainState, batch):
     xs, ys, mask = batch
@@ -318,13 +387,30 @@ def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
     every = config.update_every or num_steps
     rng, run_rng = jax.random.split(ts.rng)
     carry = (ts.params, ts.opt_state, learner.reset(ts.learner_state), run_rng)
-    (params, opt_state, state, _), (losses, outs) = _apply_in_chunks(
+    (params, opt_state, state, _), (losses, outs, norms) = _apply_in_chunks(
         chunk, carry, (xs, ys, mask), num_steps, every
     )
-    metrics = dict(task.metric(outs, ys, mask), objective=jnp.sum(losses))
+    finite = jnp.all(jnp.isfinite(losses)) & jnp.all(jnp.isfinite(norms))
+    metrics = dict(
+        task.metric(outs, ys, mask),
+        objective=jnp.sum(losses),
+        grad_norm=jnp.mean(norms),
+    )
     if axis_name is not None:
       metrics = lax.pmean(metrics, axis_name)
-    new = TrainState(params, opt_state, state, ts.step + 1, rng)
+      # Every device takes the same branch.
+      finite = lax.pmin(finite.astype(jnp.int32), axis_name).astype(bool)
+    skipped = ts.skipped
+    if skip:
+      keep = lambda new, old: jax.tree_util.tree_map(
+          lambda a, b: jnp.where(finite, a, b), new, old
+      )
+      params, opt_state = keep((params, opt_state), (ts.params, ts.opt_state))
+      state = keep(state, ts.learner_state)
+      metrics = {k: jnp.where(finite, v, 0.0) for k, v in metrics.items()}
+      skipped = skipped + (~finite).astype(jnp.int32)
+    metrics["nonfinite"] = (~finite).astype(jnp.float32)
+    new = TrainState(params, opt_state, state, ts.step + 1, rng, skipped)
     return new, metrics
 
   return update
@@ -434,6 +520,7 @@ class _Pmap:
         haiku_etp.shard_state(local, self.n),
         rep(ts.step),
         rep(ts.rng),
+        rep(ts.skipped),
     )
 
   def get_state(self, ts: TrainState) -> TrainState:
@@ -446,6 +533,7 @@ class _Pmap:
         state,
         first(ts.step),
         first(ts.rng),
+        first(ts.skipped),
     )  # pyformat: disable
 
   def put_batch(self, batch) -> tuple:
@@ -489,6 +577,7 @@ class _Mesh:
         jax.tree_util.tree_map(
             shard, _state_spec(template.learner_state, P(_AXIS))
         ),
+        shard(P()),
         shard(P()),
         shard(P()),
     )
@@ -601,6 +690,180 @@ def _log_progress(step, total, metrics, rate, elapsed, name):
   )  # pyformat: disable
 
 
+def resolve_workdir(workdir: str) -> str:
+  """``workdir`` as an absolute path, created; orbax needs absolute paths.
+
+  Raises:
+    ConfigError: if ``workdir`` is empty, a file, or cannot be created or
+      written.
+  """
+  if not workdir:
+    raise ConfigError("--workdir is empty; give the run's directory.")
+  path = os.path.abspath(os.path.expanduser(workdir))
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(
+        f"--workdir={workdir} is a file ({path}), not a directory; give a "
+        "directory for the run's checkpoints, metrics and plots."
+    )
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(
+        f"--workdir={workdir}: cannot create {path} ({e.strerror}); give a "
+        "directory you can write."
+    ) from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise ConfigError(
+        f"--workdir={workdir}: {path} is not writable; give a directory you "
+        "can write."
+    )
+  return path
+
+
+_ABSENT = object()  # a config field that one of two configs lacks
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def config_changes(saved: dict, config) -> list[tuple[str, Any, Any]]:
+  """``(field, saved value, current value)`` of every field that differs.
+
+  ``saved`` is a config as a checkpoint's JSON record holds it; the current
+  ``config`` goes through JSON too, so tuples compare equal to lists.
+  """
+  now = _flatten(json.loads(json.dumps(config.to_dict())))
+  before = _flatten(saved)
+  return [
+      (k, before.get(k, _ABSENT), now.get(k, _ABSENT))
+      for k in sorted(set(now) | set(before))
+      if before.get(k, _ABSENT) != now.get(k, _ABSENT)
+  ]
+
+
+def _shape_table(tree) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef, tuple((tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves)
+
+
+def _config_from(saved: dict, changes=()) -> Any:
+  """``saved`` as a ConfigDict, with ``(field, _, value)`` changes applied."""
+  config = ml_collections.ConfigDict(saved)
+  for field, _, value in changes:
+    *parents, name = field.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    with node.unlocked():
+      if value is _ABSENT:
+        del node[name]
+      else:
+        node[name] = value
+  return config
+
+
+def _shaping_fields(saved: dict, changes: list, current) -> list:
+  """The changed fields that change the train state's structure."""
+  try:
+    before = _shape_table(abstract_train_state(_config_from(saved)))
+  except Exception:  # pylint: disable=broad-except
+    # The saved config no longer builds: every change may be the cause.
+    return list(changes)
+  if before == _shape_table(current):
+    return []
+  shaping = []
+  for change in changes:
+    if change[0] in _RUN_LENGTH_FIELDS:
+      continue
+    try:
+      alone = _shape_table(abstract_train_state(_config_from(saved, [change])))
+    except Exception:  # pylint: disable=broad-except
+      alone = None
+    if alone != before:
+      shaping.append(change)
+  # A combination of changes that only together reshape the state.
+  return shaping or [c for c in changes if c[0] not in _RUN_LENGTH_FIELDS]
+
+
+def _show(value) -> str:
+  return "(absent)" if value is _ABSENT else repr(value)
+
+
+def _check_resume(config, workdir: str, template: TrainState):
+  """``check_meta(step, meta)`` for a resume of ``config`` in ``workdir``.
+
+  It raises :class:`ConfigError` when the checkpoint's config differs from
+  ``config`` in fields that shape the train state (``template``), naming
+  each with both values, and logs the other changes.
+  """
+
+  def check(step: int, meta: dict) -> None:
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+      return
+    changes = config_changes(saved, config)
+    if not changes:
+      return
+    shaping = _shaping_fields(saved, changes, template)
+    if shaping:
+      names = "; ".join(
+          f"config.{f}: {_show(a)} in the checkpoint, {_show(b)} now"
+          for f, a, b in shaping
+      )
+      others = [c for c in changes if c not in shaping]
+      others = (
+          " (Also changed, which alone would be allowed: "
+          + "; ".join(
+              f"config.{f}: {_show(a)} -> {_show(b)}" for f, a, b in others
+          )
+          + ".)"
+          if others
+          else ""
+      )
+      raise ConfigError(
+          f"{workdir} holds a run (checkpoint at step {step}) whose train "
+          f"state this config cannot restore; fields that shape it changed: "
+          f"{names}. Train in a new --workdir, or drop the override to "
+          f"resume.{others}"
+      )
+    for field, a, b in changes:
+      logging.warning(
+          "config.%s changed since the checkpoint at step %d: %s -> %s (it "
+          "does not shape the train state; the run continues with the new "
+          "value).",
+          field,
+          step,
+          _show(a),
+          _show(b),
+      )  # pyformat: disable
+
+  return check
+
+
+def _diverged_message(step, values, checkpointer, last_saved) -> str:
+  if last_saved is None:
+    where = "No checkpoint was written before it."
+  else:
+    where = (
+        f"The last good checkpoint is step {last_saved} in "
+        f"{checkpointer.directory}; it is kept, and rerunning resumes from it."
+    )
+  return (
+      f"Training diverged at step {step}: the loss or the gradient norm is "
+      f"not finite (objective {values['objective']}, gradient norm "
+      f"{values['grad_norm']}). {where} Lower config.learning_rate, set "
+      "config.clip_norm, or set config.on_nonfinite='skip' to drop such "
+      "updates and go on."
+  )
+
+
 def train(
     config,
     workdir: str,
@@ -612,7 +875,8 @@ def train(
 
   Args:
     config: an ``ml_collections.ConfigDict`` (see the module docstring).
-    workdir: the run's directory; reusing it resumes the run.
+    workdir: the run's directory, relative or absolute; reusing it resumes
+      the run. A finished run reports its result without training.
     interrupt_after: stop abruptly after this many updates of this call,
       without the final checkpoint or evaluation, as a killed process would
       (tests use it); raises :class:`Interrupted`.
@@ -623,10 +887,17 @@ def train(
     A :class:`Result`.
 
   Raises:
-    ValueError: for a bad config (before anything is compiled).
+    ConfigError: for a bad config or work directory (before anything is
+      compiled), or a resume whose config changed a field that shapes the
+      train state.
+    experiments.checkpoints.CheckpointError: when the work directory has
+      checkpoints and none can be read.
+    Diverged: for a non-finite loss or gradient norm with
+      ``config.on_nonfinite="stop"``.
   """
   start_time = time.time()
   validate(config)
+  workdir = resolve_workdir(workdir)
   num_devices = device_count(config)
   setup = build(config)
   # The host state is the whole run's, the same on every process: the
@@ -637,10 +908,15 @@ def train(
       every=config.checkpoint_every,
       keep=config.keep_checkpoints,
   )
-  resume = checkpointer.latest_step()
-  if resume is not None:
-    host_state, _ = checkpointer.restore(resume, host_state)
+  restored = checkpointer.restore_latest(
+      host_state, check_meta=_check_resume(config, workdir, host_state)
+  )
+  resume, wall_offset = None, 0.0
+  if restored is not None:
+    resume, host_state = restored.step, restored.state
+    wall_offset = float(restored.meta.get("wall_time", 0.0))
     logging.info("Resumed %s from step %d.", workdir, resume)
+  elapsed = lambda: wall_offset + time.time() - start_time
   writer = metrics_lib.MetricsWriter(
       workdir, enabled=jax.process_index() == 0, resume_step=resume
   )
@@ -648,69 +924,121 @@ def train(
   ts = runner.put_state(host_state)
   start = int(host_state.step)
   meta = {"config": config.to_dict()}
-  logging.info(
-      "Training %s with %s on %d %s device(s) (%s), steps %d..%d.",
-      config.task.name,
-      config.learner,
-      num_devices,
-      jax.default_backend(),
-      config.parallel,
-      start,
-      config.train_steps,
-  )  # pyformat: disable
+  if start >= config.train_steps:
+    logging.info(
+        "%s is trained to step %d (config.train_steps=%d): nothing to train; "
+        "evaluating.",
+        workdir,
+        start,
+        config.train_steps,
+    )  # pyformat: disable
+  else:
+    logging.info(
+        "Training %s with %s on %d %s device(s) (%s), steps %d..%d.",
+        config.task.name,
+        config.learner,
+        num_devices,
+        jax.default_backend(),
+        config.parallel,
+        start,
+        config.train_steps,
+    )  # pyformat: disable
   # Batches are made ahead on a host thread (NumPy only: device work from a
   # second thread can starve the CPU collectives of the update).
   batches = prefetch_lib.prefetch(
       _train_batches(setup.task, config, start), size=2
   )
-  pending, last_log, last_log_time = [], start, time.time()
-  done = 0
-  with warnings.catch_warnings():
-    warnings.simplefilter("once", haiku_etp.ApproximationWarning)
-    for batch in batches:
-      ts, m = runner.update(ts, runner.put_batch(batch))
-      step = start + done + 1
-      done += 1
-      pending.append(m)
-      if interrupt_after is not None and done >= interrupt_after:
-        batches.close()
-        checkpointer.wait()
-        checkpointer.close()
-        writer.close()
-        raise Interrupted(f"interrupted after step {step}")
-      if step % config.log_every == 0 or step == config.train_steps:
-        values = tasks_lib.mean_metrics(
-            [_weighted(runner.train_metrics(p)) for p in pending]
-        )
-        now = time.time()
-        rate = (step - last_log) / max(now - last_log_time, 1e-9)
-        values["steps_per_sec"] = rate
-        writer.write(step, "train", values, now - start_time)
-        _log_progress(
-            step,
-            config.train_steps,
-            values,
-            rate,
-            now - start_time,
-            setup.task.metric_name,
+  stop_on_nonfinite = config.get("on_nonfinite", "stop") == "stop"
+  unread, logged = [], []  # device metrics not yet read; host ones to log
+  last_log, last_log_time, last_saved = start, time.time(), resume
+  done, skipped = 0, int(host_state.skipped)
+
+  def read_metrics():
+    """Reads the pending metrics; stops a diverged run before it saves."""
+    nonlocal skipped
+    for step_m, m in unread:
+      values = runner.train_metrics(m)
+      if values["nonfinite"]:
+        if stop_on_nonfinite:
+          raise Diverged(
+              _diverged_message(step_m, values, checkpointer, last_saved)
+          )
+        logging.warning(
+            "step %d: non-finite loss or gradient norm; the update is "
+            "skipped (config.on_nonfinite='skip').",
+            step_m,
         )  # pyformat: disable
-        pending, last_log, last_log_time = [], step, now
-      if step % config.eval_every == 0 and step != config.train_steps:
-        values = evaluate(runner, setup, ts, config)
-        writer.write(step, "eval", values, time.time() - start_time)
-        logging.info("eval at step %d: %s", step, _fmt(values))
-      if step % config.checkpoint_every == 0:
-        checkpointer.save(step, runner.get_state(ts), dict(meta, step=step))
-    final = evaluate(runner, setup, ts, config)
+        skipped += 1
+      logged.append(values)
+    unread.clear()
+
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("once", haiku_etp.ApproximationWarning)
+      for batch in batches:
+        ts, m = runner.update(ts, runner.put_batch(batch))
+        step = start + done + 1
+        done += 1
+        unread.append((step, m))
+        if interrupt_after is not None and done >= interrupt_after:
+          raise Interrupted(f"interrupted after step {step}")
+        if step % config.log_every == 0 or step == config.train_steps:
+          read_metrics()
+          now = time.time()
+          rate = (step - last_log) / max(now - last_log_time, 1e-9)
+          kept = [_weighted(v) for v in logged if not v["nonfinite"]]
+          if kept:
+            values = tasks_lib.mean_metrics(kept)
+            del values["nonfinite"]
+            values["steps_per_sec"] = rate
+            values["skipped"] = skipped  # updates skipped so far
+            writer.write(step, "train", values, elapsed())
+            _log_progress(
+                step,
+                config.train_steps,
+                values,
+                rate,
+                elapsed(),
+                setup.task.metric_name,
+            )  # pyformat: disable
+          logged.clear()
+          last_log, last_log_time = step, now
+        if step % config.eval_every == 0 and step != config.train_steps:
+          read_metrics()
+          values = evaluate(runner, setup, ts, config)
+          writer.write(step, "eval", values, elapsed())
+          logging.info("eval at step %d: %s", step, _fmt(values))
+        if step % config.checkpoint_every == 0:
+          read_metrics()
+          checkpointer.save(
+              step,
+              runner.get_state(ts),
+              dict(meta, step=step, wall_time=elapsed()),
+          )
+          last_saved = step
+      read_metrics()
+      final = evaluate(runner, setup, ts, config)
+  except (Interrupted, Diverged):
+    batches.close()
+    checkpointer.close()
+    writer.close()
+    raise
   host_state = runner.get_state(ts)
   step = int(host_state.step)
-  writer.write(step, "eval", final, time.time() - start_time)
+  writer.write(step, "eval", final, elapsed())
   checkpointer.wait()
   if step not in checkpointer.all_steps():
-    checkpointer.save(step, host_state, dict(meta, step=step), force=True)
-    checkpointer.wait()
+    checkpointer.save(
+        step, host_state, dict(meta, step=step, wall_time=elapsed()), force=True
+    )
   checkpointer.close()
   writer.close()
+  if int(host_state.skipped):
+    logging.warning(
+        "%d update(s) of this run were skipped for a non-finite loss or "
+        "gradient norm.",
+        int(host_state.skipped),
+    )  # pyformat: disable
   plots = ()
   if plot and jax.process_index() == 0:
     plots = _plots(workdir, config, setup, host_state)

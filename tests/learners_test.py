@@ -1007,7 +1007,8 @@ class ErrorsTest(parameterized.TestCase):
   def test_per_sample_mask_with_a_scalar_loss(self):
     fn = self.learner.sequence_grad(_sum_loss)
     with self.assertRaisesRegex(
-        ValueError, r"must return per-sample losses of shape \(3,\), got a scalar"
+        ValueError,
+        r"must return per-sample losses of shape \(3,\), got a scalar",
     ):
       self.run_fn(fn, self.xs, self.ys, jnp.ones((_T, _B)))
 
@@ -1052,7 +1053,9 @@ class ErrorsTest(parameterized.TestCase):
       with self.assertRaisesRegex(
           ValueError, "max_cross_bytes must be None .* or an int >= 0"
       ):
-        haiku_etp.d_rtrl(hk.transform_with_state(_leaky_step), max_cross_bytes=bad)
+        haiku_etp.d_rtrl(
+            hk.transform_with_state(_leaky_step), max_cross_bytes=bad
+        )
 
   @parameterized.named_parameters(
       ("params", None, "state", "params must be the parameter mapping"),

@@ -154,7 +154,9 @@ class SyntheticTaskTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     out, y = rng.normal(size=(2, 4, 3)).astype(np.float32)
     expected = ((out - y) ** 2).sum(-1)
-    np.testing.assert_allclose(base.regression_loss(out, y), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        base.regression_loss(out, y), expected, rtol=1e-5
+    )
 
   @parameterized.parameters(*tasks.TASKS)
   def test_metric_of_perfect_and_wrong_predictions(self, name):

@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 100
   config.keep_checkpoints = 3
   config.seed = 0
+  # A NaN or infinite loss or gradient norm: "stop" the run (the last good
+  # checkpoint is kept) or "skip" that update and count it.
+  config.on_nonfinite = "stop"
   config.parallel = "pmap"
   # Devices to train on; 0 uses all of them.
   config.num_devices = 0

@@ -423,7 +423,9 @@ def _optional_tuple(value, n, what):
 def _layout(dimension_numbers, dn: lax.ConvDimensionNumbers) -> str:
   """The data format as the caller gave it, for messages."""
   if dimension_numbers is None:
-    return "the default layout (input N, C, spatial...; kernel O, I, spatial...)"
+    return (
+        "the default layout (input N, C, spatial...; kernel O, I, spatial...)"
+    )
   if isinstance(dimension_numbers, lax.ConvDimensionNumbers):
     return f"dimension_numbers {dn}"
   return f"data format {tuple(dimension_numbers)}"

@@ -64,7 +64,9 @@ def batch_size(x: Any, axis: int = 0) -> Optional[int]:
   ``None`` when no leaf has the axis or the leaves disagree (an input that
   is not batched along ``axis``); the model's own checks then apply.
   """
-  sizes = {np.shape(l)[axis] for l in tree_util.tree_leaves(x) if np.ndim(l) > axis}
+  sizes = {
+      np.shape(l)[axis] for l in tree_util.tree_leaves(x) if np.ndim(l) > axis
+  }
   return sizes.pop() if len(sizes) == 1 else None
 
 
