@@ -36,50 +36,14 @@ from experiments import checkpoints
 from experiments import compare
 from experiments import metrics as metrics_lib
 from experiments import training
-from experiments.configs import adding
 from experiments.configs import cue_accumulation
-from experiments.configs import delayed_copy
 import haiku_etp
+from tests import pipeline_util
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tiny(name: str, **overrides):
-  """A config of task ``name`` small enough for a test."""
-  config = dict(
-      cue_accumulation=cue_accumulation,
-      delayed_copy=delayed_copy,
-      adding=adding,
-  )[name].get_config()
-  if name == "cue_accumulation":
-    config.task.update(
-        dict(
-            num_cues=3,
-            cue_duration=4,
-            cue_gap=2,
-            delay=4,
-            recall_duration=4,
-            population_size=4,
-        )
-    )  # pyformat: disable
-  elif name == "delayed_copy":
-    config.task.update(dict(length=3, num_symbols=3, delay=3))
-  else:
-    config.task.num_steps = 12
-  config.model.hidden_size = 8
-  config.batch_size = 8
-  config.train_steps = 6
-  config.log_every = 2
-  config.eval_every = 4
-  config.eval_batches = 2
-  config.checkpoint_every = 3
-  config.learning_rate = 0.1
-  if name == "cue_accumulation":
-    # Sparse spikes need a wider layer and batch to learn in a few steps.
-    config.update(dict(batch_size=16, learning_rate=0.03))
-    config.model.hidden_size = 16
-  config.update(overrides)
-  return config
+_tiny = pipeline_util.tiny_config
 
 
 def _png_size(path: str) -> tuple[int, int]:
@@ -323,34 +287,6 @@ class OutputsTest(absltest.TestCase):
     text = compare.markdown(rows, "title")
     self.assertLen(text.strip().splitlines(), 4 + len(learners))
     json.dumps(rows)
-
-
-class ReadmeCommandTest(absltest.TestCase):
-
-  def test_default_command_runs(self):
-    # README's first command, on a reduced step count.
-    workdir = self.create_tempdir().full_path
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train",
-            f"--workdir={workdir}",
-            "--config.train_steps=4",
-            "--config.eval_every=4",
-            "--config.eval_batches=1",
-        ],
-        cwd=_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )  # pyformat: disable
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    self.assertRegex(proc.stdout, r"test accuracy: \d\.\d{4}")
-    self.assertIn(f"metrics: {workdir}/metrics.jsonl", proc.stdout)
-    self.assertIn("step 4/4", proc.stderr)
-    self.assertTrue(os.path.exists(os.path.join(workdir, "curves.png")))
 
 
 if __name__ == "__main__":

@@ -319,7 +319,8 @@ def bptt_grads(
 
   Args:
     model: an ``hk.transform_with_state`` step.
-    loss_fn: ``loss_fn(out_t, y_t) -> scalar``.
+    loss_fn: ``loss_fn(out_t, y_t)``, a scalar or per-sample losses
+      ``(B,)`` (averaged over the batch, as the learners do).
     params: parameters.
     state: the model's Haiku state (learner entries are ignored).
     rng: rng or ``None``.
@@ -337,7 +338,7 @@ def bptt_grads(
       t, x, y = inp
       r = None if rng is None else jax.random.fold_in(rng, t)
       out, st = model.apply(p, st, r, x)
-      return st, loss_fn(out, y)
+      return st, jnp.mean(loss_fn(out, y))
 
     _, losses = jax.lax.scan(body, state, (jnp.arange(num_steps), xs, ys))
     return jnp.sum(losses), losses
