@@ -106,7 +106,6 @@ def main(argv):
       checkpoints.CheckpointError,
   ) as e:
     # What the user can mend gets one line, not a traceback.
-    logging.error("%s", e)
     sys.exit(f"error: {e}")
   if jax.process_index() != 0:
     return

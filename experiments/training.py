@@ -247,10 +247,13 @@ def make_learner(config, model) -> haiku_etp.Learner:
     return haiku_etp.d_rtrl(model)
   if config.learner == "es_d_rtrl":
     decay = config.decay
-    decay = tuple(decay) if isinstance(decay, (list, tuple)) else float(decay)
-    return haiku_etp.es_d_rtrl(
-        model, decay=decay, form=config.get("es_form", "window")
-    )
+    decay = tuple(decay) if isinstance(decay, (list, tuple)) else decay
+    try:
+      return haiku_etp.es_d_rtrl(
+          model, decay=decay, form=config.get("es_form", "window")
+      )
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.decay={config.decay!r}: {e}") from None
   return haiku_etp.bptt(model)
 
 
@@ -279,9 +282,22 @@ class Setup(NamedTuple):
 
 
 def build(config) -> Setup:
-  task = make_task(config)
-  model = models.make_model(config.model, task.output_size)
-  return Setup(task, model, make_learner(config, model), make_optimizer(config))
+  """The task, model, learner and optimizer of ``config``.
+
+  Raises:
+    ConfigError: for a field the task, model or learner rejects (their
+      ``ValueError``, which names the field).
+  """
+  try:
+    task = make_task(config)
+    model = models.make_model(config.model, task.output_size)
+    return Setup(
+        task, model, make_learner(config, model), make_optimizer(config)
+    )
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
 
 def _init_fn(config, setup: Setup, batch_size: int):

@@ -174,6 +174,18 @@ class ConfigErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, regex):
       training.validate(config)
 
+  def test_fields_the_builders_reject(self):
+    # The learner's and the task's ValueErrors, as the binary's one line.
+    config = _tiny("adding", learner="es_d_rtrl", decay=1.5)
+    with self.assertRaisesRegex(
+        training.ConfigError, r"config.decay=1.5: .*\[0, 1\)"
+    ):
+      training.train(config, self.create_tempdir().full_path)
+    config = _tiny("adding")
+    config.task.num_steps = 0
+    with self.assertRaisesRegex(training.ConfigError, "num_steps"):
+      training.train(config, self.create_tempdir().full_path)
+
   def test_unknown_task(self):
     config = _tiny("adding")
     config.task.name = "mnist"
