@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 
 import haiku_etp
-from haiku_etp._src import learners as learners_lib
 from tests import test_util
 
 H = haiku_etp
@@ -108,12 +107,7 @@ class LoopCopiesTest(parameterized.TestCase):
   def test_control_plain_order_copies_the_traces(self):
     # Contracting and then rolling, both on the carried traces (the order
     # without the pipelining), makes XLA copy every trace every step.
-    original = learners_lib._PIPELINE_STEPS  # pylint: disable=protected-access
-    learners_lib._PIPELINE_STEPS = False  # pylint: disable=protected-access
-    try:
-      copied, _ = _copied("gru", "d_rtrl")
-    finally:
-      learners_lib._PIPELINE_STEPS = original  # pylint: disable=protected-access
+    copied, _ = _copied("gru", "d_rtrl", roll_order="same_step")
     self.assertNotEmpty(copied)
 
 
@@ -135,17 +129,12 @@ class SameSumsTest(parameterized.TestCase):
       model, params, _, xs, ys = test_util.setup(step, shape, num_steps=6)
       make = _LEARNERS[learner]
       results = []
-      for pipelined in (True, False):
-        original = learners_lib._PIPELINE_STEPS  # pylint: disable=protected-access
-        learners_lib._PIPELINE_STEPS = pipelined  # pylint: disable=protected-access
-        try:
-          results.append(
-              test_util.learner_grads(
-                  make(model), test_util.mse, params, xs, ys
-              )
-          )
-        finally:
-          learners_lib._PIPELINE_STEPS = original  # pylint: disable=protected-access
+      for order in ("next_step", "same_step"):
+        results.append(
+            test_util.learner_grads(
+                make(model), test_util.mse, params, xs, ys, roll_order=order
+            )
+        )
       new, old = results
       test_util.assert_trees_close(new.grads, old.grads, rtol=1e-12)
       test_util.assert_trees_close(new.losses, old.losses, rtol=1e-12)
@@ -156,12 +145,12 @@ class SameSumsTest(parameterized.TestCase):
       )
 
 
-def _copied(name, learner_name):
+def _copied(name, learner_name, roll_order="next_step"):
   """``(trace shapes copied in the loop, message)`` of one compiled run."""
   model, params, _, xs, ys = _problem(name)
   learner = _LEARNERS[learner_name](model)
   _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  fn = jax.jit(learner.sequence_grad(test_util.mse))
+  fn = jax.jit(learner.sequence_grad(test_util.mse, roll_order=roll_order))
   hlo = fn.lower(params, state, None, xs, ys).compile().as_text()
   traces = _trace_shapes(learner, state)
   assert traces, "no trace of rank > 2"

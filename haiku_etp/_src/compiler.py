@@ -221,12 +221,16 @@ class CompiledStep:
     """State leaf indices of group ``g`` in ``S`` order."""
     return [i for i in self.hidden if self.hidden_group[i] == g]
 
-  def report(self, traces: Optional[dict] = None) -> str:
+  def report(
+      self, traces: Optional[dict] = None, verdicts: Optional[Any] = None
+  ) -> str:
     """Human-readable summary: groups, relations, parameters, diagnostics.
 
     Args:
       traces: optional ``{label: array-like}`` of trace leaves to list with
         shapes and bytes (learners pass theirs).
+      verdicts: optional per-parameter statements of a learner (``path``,
+        ``role``, ``exact``, ``reasons``) in place of D-RTRL's analysis.
 
     Returns:
       The report text.
@@ -247,9 +251,10 @@ class CompiledStep:
           f"  {r.key}: {r.primitive.name} x={r.x_shape} y={r.y_shape} "
           f"[{weights}] -> {fed}"
       )
-    p(f"parameters ({len(self.parameters)}):")
-    width = max((len(s.path) for s in self.parameters), default=0)
-    for s in self.parameters:
+    verdicts = self.parameters if verdicts is None else verdicts
+    p(f"parameters ({len(verdicts)}):")
+    width = max((len(s.path) for s in verdicts), default=0)
+    for s in verdicts:
       verdict = "exact" if s.exact else "approximate: " + ", ".join(s.reasons)
       p(f"  {s.path:<{width}}  {s.role:<12}  {verdict}")
     if traces is not None:

@@ -28,6 +28,7 @@ Only the tail ops are recomputed for the cut copy; every other value comes
 from the forward pass. All of it is gradient-stopped.
 """
 
+import math
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -38,6 +39,7 @@ import jax.numpy as jnp
 from haiku_etp._src import backend
 from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import program as program_lib
+from haiku_etp._src import state as state_lib
 
 Lit = program_lib.Lit
 _bind = program_lib.bind
@@ -61,6 +63,24 @@ class StepRecord(NamedTuple):
   d: tuple
   d_f: tuple
   c: tuple = ()
+  full: Any = None
+
+
+class FullJacobian(NamedTuple):
+  """Per sample, the whole Jacobians of one step (RTRL's record).
+
+  Hidden values are flattened per sample in the model state's leaf order
+  (:func:`flat_hidden`), ``H`` of them.
+
+  Attributes:
+    hidden: ``(B, H, H)``, ``d h_t / d h_{t-1}`` across every group and
+      position.
+    params: ``{parameter path: (B, H, n)}``, ``d h_t / d theta`` with the
+      old hidden state held (``n`` the parameter's size).
+  """
+
+  hidden: jax.Array
+  params: dict
 
 
 def _custom_vjp_forward(node, vals):
@@ -392,3 +412,91 @@ def relation_weights(compiled, params) -> list:
         }
     )
   return out
+
+
+def hidden_entries(model_state) -> list:
+  """``(module, name)`` of the hidden entries, in the state's leaf order."""
+  return [
+      (m, n)
+      for m, n, _ in state_lib.iter_state(model_state)
+      if state_lib.is_hidden_name(n)
+  ]
+
+
+def flat_hidden(model_state, entries=None) -> jax.Array:
+  """The hidden values of each sample in one vector, ``(B, H)``."""
+  entries = hidden_entries(model_state) if entries is None else entries
+  leaves = [model_state[m][n] for m, n in entries]
+  batch = jnp.shape(leaves[0])[0]
+  return jnp.concatenate([jnp.reshape(v, (batch, -1)) for v in leaves], -1)
+
+
+def _param_items(params) -> list:
+  """``(path, module, name)`` of every parameter leaf, in leaf order."""
+  return [
+      (
+          "/".join(str(getattr(k, "key", k)) for k in path),
+          path[0].key,
+          path[1].key,
+      )
+      for path, _ in tree_util.tree_flatten_with_path(params)[0]
+  ]
+
+
+def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
+  """The step's per-sample Jacobians with respect to old hidden state and
+  to the parameters in ``paths``.
+
+  Samples are independent, so each is the step on a batch of one, under
+  ``vmap``; the Jacobians are ``H`` reverse-mode products each (``jacrev``),
+  which works through ``custom_vjp`` surrogates that forward mode refuses.
+  Everything is gradient-stopped.
+
+  Args:
+    model: the ``hk.transform_with_state`` step (its ``apply`` takes rng).
+    params: parameters.
+    model_state: the model state before the step.
+    rng: the step's rng or ``None``.
+    x: the step's input (batch first).
+    paths: paths of the parameters to differentiate.
+
+  Returns:
+    A :class:`FullJacobian`.
+  """
+  sg = lax.stop_gradient
+  params, model_state, x = sg(params), sg(model_state), sg(x)
+  entries = hidden_entries(model_state)
+  shapes = [jnp.shape(model_state[m][n])[1:] for m, n in entries]
+  sizes = [int(math.prod(s)) for s in shapes]
+  items = [i for i in _param_items(params) if i[0] in set(paths)]
+  sub = {path: params[m][n] for path, m, n in items}
+  batched = lambda n: state_lib.is_hidden_name(n) or state_lib.is_sample_name(n)
+  state_axes = {
+      m: {n: 0 if batched(n) else None for n in e}
+      for m, e in model_state.items()
+  }
+
+  def one(sub, h_b, state_b, x_b):
+    p = {m: dict(e) for m, e in params.items()}
+    for path, m, n in items:
+      p[m][n] = sub[path]
+    st = {
+        m: {n: v[None] if batched(n) else v for n, v in e.items()}
+        for m, e in state_b.items()
+    }
+    start = 0
+    for (m, n), shape, size in zip(entries, shapes, sizes):
+      st[m][n] = jnp.reshape(h_b[start : start + size], (1,) + shape)
+      start += size
+    _, new = model.apply(p, st, rng, tree_util.tree_map(lambda v: v[None], x_b))
+    return jnp.concatenate([jnp.reshape(new[m][n], (-1,)) for m, n in entries])
+
+  jac = jax.vmap(
+      jax.jacrev(one, argnums=(0, 1)), in_axes=(None, 0, state_axes, 0)
+  )
+  d_sub, d_h = jac(sub, flat_hidden(model_state, entries), model_state, x)
+  batch, num_h = d_h.shape[:2]
+  d_sub = {
+      path: sg(jnp.reshape(v, (batch, num_h, -1))) for path, v in d_sub.items()
+  }
+  return FullJacobian(sg(d_h), d_sub)

@@ -44,7 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src import compiler as compiler_lib
-from haiku_etp._src import jacobians
+from haiku_etp._src import fused as fused_lib
+from haiku_etp._src import online_loop
+from haiku_etp._src import protocol
 from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
 from haiku_etp._src import traces as traces_lib
@@ -121,8 +123,12 @@ class Learner(NamedTuple):
       axis_name=None, check_finite=False)`` builds ``fn(params, state, rng,
       x_t, y_t, mask_t=None) -> StepResult``, one online step.
     sequence_grad: ``sequence_grad(loss_fn, *, window=None,
-      reduction="sum", has_aux=False, axis_name=None, check_finite=False)``
-      builds ``fn(params, state, rng, xs, ys, mask=None) -> SequenceResult``.
+      reduction="sum", has_aux=False, axis_name=None, check_finite=False,
+      roll_order="next_step")`` builds ``fn(params, state, rng, xs, ys,
+      mask=None) -> SequenceResult``. Over one-step windows the traces of
+      each step are rolled at the start of the next (``"next_step"``, in
+      place) or right after it (``"same_step"``, the window form's order,
+      for measurements); the sums are the same.
       ``loss_fn(out_t, y_t)`` returns a scalar or per-sample losses ``(B,)``;
       the learner applies the mask (``(T,)`` step weights or ``(T, B)``
       sample weights), and ``reduction="mean"`` divides by the unmasked
@@ -243,7 +249,7 @@ class _Core(NamedTuple):
   """What every learner function closes over (immutable but for the memo)."""
 
   model: hk.TransformedWithState
-  algorithm: Any  # traces_lib.DRTRL, traces_lib.ESDRTRL, or None for BPTT.
+  algorithm: Any  # a protocol.TraceAlgorithm, or None for BPTT.
   name: str
   memo: collections.OrderedDict
   warned: collections.OrderedDict  # input signatures already warned about
@@ -312,7 +318,9 @@ def _entry(
         max_cross_bytes=_cross_budget(core),
     )
   if core.online:
-    table = _table(jax.eval_shape(lambda: core.algorithm.init(compiled)))
+    shapes = jax.eval_shape(lambda: core.algorithm.init(compiled))
+    core.algorithm.check(compiled, shapes)
+    table = _table(shapes)
     x_key = _signature(x)
     if x_key not in core.warned:
       _warn_if_approximate(core, compiled, x)
@@ -329,29 +337,25 @@ def _remember(memo: collections.OrderedDict, key, value) -> None:
 
 
 def _cross_budget(core: _Core):
-  """D-RTRL's own budget; BPTT reports D-RTRL's default analysis; ES-D-RTRL
-  keeps no cross-group traces."""
+  """The algorithm's budget; BPTT reports D-RTRL's default analysis."""
   if core.algorithm is None:
     return compiler_lib.DEFAULT_CROSS_BYTES
-  return getattr(core.algorithm, "max_cross_bytes", 0)
+  return core.algorithm.cross_budget
+
+
+def _verdicts(core: _Core, compiled) -> tuple:
+  """The learner's per-parameter statement (BPTT: exact over the sequence)."""
+  if core.algorithm is None:
+    return tuple(
+        protocol.ParameterVerdict(p.path, p.role, True)
+        for p in compiled.parameters
+    )
+  return tuple(core.algorithm.verdicts(compiled))
 
 
 def _approximate(core: _Core, compiled) -> list:
   """``(path, reasons)`` of the parameters this learner is approximate for."""
-  out = []
-  for p in compiled.parameters:
-    reasons = list(p.reasons)
-    if core.name == "es_d_rtrl" and p.role != "non-temporal":
-      reasons.append("es_d_rtrl_factorised_trace")
-    if reasons:
-      out.append((p.path, reasons))
-  return out
-
-
-_ES_NOTE = (
-    "es_d_rtrl_factorised_trace: ES-D-RTRL factorises the trace; it is exact "
-    "only at T = 1 or with decay=(lam, 0) on a uniform leak lam. "
-)
+  return [(v.path, v.reasons) for v in _verdicts(core, compiled) if not v.exact]
 
 
 def _user_stacklevel() -> int:
@@ -372,13 +376,7 @@ def _warn_if_approximate(core: _Core, compiled, x) -> None:
     return
   lines = "\n".join(f"  {p}: {', '.join(r)}" for p, r in approximate)
   shapes = tree_util.tree_map(np.shape, x)
-  note = _ES_NOTE if core.name == "es_d_rtrl" else ""
-  if _fused(core):
-    note += (
-        "form='fused' also drops the one-step credit through recurrent "
-        "weights and keeps only an alpha_f share of the credit through a "
-        "loss that reads the state before the step writes it. "
-    )
+  note = core.algorithm.note(compiled)
   warnings.warn(
       f"{core.name} gives an approximate gradient for {len(approximate)} of "
       f"{len(compiled.parameters)} parameters of this step (input {shapes}):"
@@ -441,14 +439,6 @@ def _resettable(model_state) -> dict:
   }
 
 
-def _hidden_paths(model_state) -> list:
-  return [
-      (m, n)
-      for m, n, _ in state_lib.iter_state(model_state)
-      if state_lib.is_hidden_name(n)
-  ]
-
-
 def _checked_compile(
     core: _Core, params, state, rng, x, compile_step=None, xs=None
 ):
@@ -501,12 +491,10 @@ def _apply(core: _Core, params, state, rng, x):
   if not core.online:
     out, model_state = core.model.apply(params, model_state, rng, x)
     return out, _join(core, model_state, trace, extra)
-  compiled = entry.compiled
-  out, model_state, record = jacobians.run_step(
-      compiled, params, model_state, rng, x
-  )
-  weights = jacobians.relation_weights(compiled, params)
-  trace = core.algorithm.roll(compiled, trace, record, weights)
+  compiled, alg = entry.compiled, core.algorithm
+  step = window_lib.recording_step_fn(compiled, core.model, alg.needs)
+  out, model_state, record = step(params, model_state, rng, x)
+  trace = alg.roll(compiled, trace, record, alg.operands(compiled, params))
   return out, _join(core, model_state, trace, extra)
 
 
@@ -578,7 +566,7 @@ def _report(core: _Core, params, state, rng, x) -> str:
   traces = None
   if core.online:
     traces = jax.eval_shape(lambda: core.algorithm.init(compiled))
-  text = compiled.report(traces)
+  text = compiled.report(traces, _verdicts(core, compiled))
   approximate = _approximate(core, compiled)
   verdict = (
       "exact for every parameter"
@@ -597,227 +585,50 @@ def _first(tree):
   return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
 
 
-def _fused(core: _Core) -> bool:
-  return getattr(core.algorithm, "fused", False)
-
-
-def _fused_step(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """One step's ``(grads, state, losses, aux)`` in the fused form.
-
-  The step runs once under a VJP that gives the parameters their gradient
-  outside the traced relations, ``dL_t/dy_t`` at each traced relation's
-  output and, for ``alpha_f > 0``, ``dL_t/dh^{t-1}`` with the recurrent
-  relations' inputs held (``docs/design.md``, "The fused form"); the traces
-  are rolled, then contracted once per relation.
-  """
-  rng_t, x_t, y_t, mask_t = (_first(v) for v in inputs)
-  model_state, trace, extra, entry = _checked_compile(
-      core, params, state, rng_t, x_t
-  )
-  compiled, alg = entry.compiled, core.algorithm
-  hidden_paths = _hidden_paths(model_state)
-  program = compiled.program
-  y_aval = lambda rel: program.aval(program.nodes[rel.node].outs[0])
-  probes = {
-      r: jnp.zeros(y_aval(rel).shape, y_aval(rel).dtype)
-      for r, rel in enumerate(compiled.relations)
-      if rel.groups
-  }
-  cut = jacobians.recurrent_relations(compiled)
-  need_prev = alg.alpha_f != 0.0
-  h_e = [model_state[m][n] for m, n in hidden_paths]
-
-  def run(p, h, pr):
-    st = window_lib.with_hidden(model_state, hidden_paths, h)
-    out, st, rec = jacobians.run_step(
-        compiled,
-        p,
-        st,
-        rng_t,
-        x_t,
-        jacobians=alg.keeps_f,
-        probes=pr,
-        cut_inputs=cut,
-    )
-    loss, aux = window_lib.call_loss(loss_fn, out, y_t, mask_t, has_aux)
-    return loss, (loss, aux, rec, st)
-
-  if need_prev:
-    _, pull, (loss, aux, rec, new_state) = jax.vjp(
-        run, params, h_e, probes, has_aux=True
-    )
-    grads, prev, immediate = pull(jnp.ones((), loss.dtype))
-    prev = window_lib.group_signals(compiled, hidden_paths, prev)
-  else:
-    _, pull, (loss, aux, rec, new_state) = jax.vjp(
-        lambda p, pr: run(p, h_e, pr), params, probes, has_aux=True
-    )
-    grads, immediate = pull(jnp.ones((), loss.dtype))
-    prev = None
-  weights, pull_w = jax.vjp(
-      lambda p: jacobians.relation_weights(compiled, p), params
-  )
-  new_trace = alg.roll(compiled, trace, rec, weights)
-  (from_traces,) = pull_w(
-      alg.fused_solve(compiled, trace, new_trace, prev, immediate, weights)
-  )
-  grads = tree_util.tree_map(
-      lambda a, b: a + b.astype(a.dtype), grads, from_traces
-  )
-  add = (
-      lambda t: None if t is None else tree_util.tree_map(lambda v: v[None], t)
-  )
-  return (
-      grads,
-      _join(core, new_state, new_trace, extra),
-      loss[None],
-      add(aux),
-  )
-
-
-# Whether one-step windows over a sequence roll in the next iteration
-# (_pipelined_steps); False restores the plain order, for measurements.
-_PIPELINE_STEPS = True
-
-
-class _Terms(NamedTuple):
-  """A window's gradient before its traces are rolled."""
-
-  grads: Any
-  model_state: Any  # after the window
-  trace: dict  # at the window's entry
-  extra: dict
-  records: Any
-  weights: Any
-  losses: Any
-  aux: Any
-  compiled: Any
-
-
-def _window_terms(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """The in-window VJP plus the entry traces' contraction of one window."""
-  rngs, xs = inputs[0], inputs[1]
-  model_state, trace, extra, entry = _checked_compile(
-      core, params, state, _first(rngs), _first(xs)
-  )
-  compiled = entry.compiled
-  hidden_paths = _hidden_paths(model_state)
-  step_fn = (
-      window_lib.online_step_fn(compiled)
-      if core.online
-      else window_lib.plain_step_fn(core.model)
-  )
-  w = window_lib.in_window(
-      step_fn,
-      loss_fn,
-      params,
-      model_state,
-      hidden_paths,
-      inputs,
-      has_aux=has_aux,
-  )  # pyformat: disable
-  grads, weights = w.grads, None
-  if core.online:
-    signals = window_lib.group_signals(compiled, hidden_paths, w.signals)
-    from_traces, weights = window_lib.trace_term(
-        compiled,
-        core.algorithm,
-        trace,
-        signals,
-        params,
-        lambda p: jacobians.relation_weights(compiled, p),
-    )
-    grads = tree_util.tree_map(
-        lambda a, b: a + b.astype(a.dtype), grads, from_traces
-    )
-  return _Terms(
-      grads,
-      w.state,
-      trace,
-      extra,
-      w.records,
-      weights,
-      w.losses,
-      w.aux,
-      compiled,
-  )
+def _form(core: _Core):
+  """The gradient form of the learner's algorithm (BPTT: the window)."""
+  if core.algorithm is not None and core.algorithm.form == "fused":
+    return fused_lib
+  return window_lib
 
 
 def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
   """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
-  if _fused(core):
-    return _fused_step(core, loss_fn, has_aux, params, state, inputs)
-  t = _window_terms(core, loss_fn, has_aux, params, state, inputs)
-  trace = t.trace
-  if core.online:
-    k = tree_util.tree_leaves(inputs[1])[0].shape[0]
-    trace = window_lib.roll(
-        t.compiled, core.algorithm, trace, t.records, t.weights, k
-    )
-  return t.grads, _join(core, t.model_state, trace, t.extra), t.losses, t.aux
-
-
-def _pipelined_steps(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """One-step windows over a sequence, each step's roll moved into the next.
-
-  Iteration ``t`` first rolls the traces through step ``t - 1`` (with the
-  record carried from it), then contracts the rolled traces with step
-  ``t``'s learning signal; the last roll follows the loop. The contraction
-  thus reads the roll's output, and the roll is the only reader of the
-  loop-carried traces, so the compiler can update them in place instead of
-  copying them every step (the window form's order, contraction then roll,
-  both reading the entry traces, makes it copy). The sums are the same.
-
-  Returns:
-    ``(state, grads, losses, aux)`` over the sequence.
-  """
-  num_steps = sequence.time_length(inputs[1], "xs")
-  model_state, _, _, entry = _checked_compile(
+  model_state, trace, extra, entry = _checked_compile(
       core, params, state, _first(inputs[0]), _first(inputs[1])
   )
-  compiled = entry.compiled
-  record = jax.eval_shape(
-      lambda: jacobians.run_step(
-          compiled, params, model_state, _first(inputs[0]), _first(inputs[1])
-      )[2]
+  grads, model_state, trace, losses, aux = _form(core).gradient(
+      entry.compiled,
+      core.algorithm,
+      core.model,
+      loss_fn,
+      has_aux,
+      params,
+      model_state,
+      trace,
+      inputs,
   )
-  pending = tree_util.tree_map(
-      lambda a: jnp.zeros((1, *a.shape), a.dtype), record
-  )
-  weights = jacobians.relation_weights(compiled, params)
-  roll = lambda trace, records: window_lib.roll(
-      compiled, core.algorithm, trace, records, weights, 1
-  )
+  return grads, _join(core, model_state, trace, extra), losses, aux
 
-  def body(carry, i):
-    state, grads, pending = carry
-    pieces = tree_util.tree_map(
-        lambda v: lax.dynamic_slice_in_dim(v, i, 1), inputs
-    )
-    model_state, trace, extra = _split(core, state)
-    rolled = roll(trace, pending)
-    trace = {k: jnp.where(i == 0, trace[k], rolled[k]) for k in trace}
-    t = _window_terms(
-        core,
-        loss_fn,
-        has_aux,
-        params,
-        _join(core, model_state, trace, extra),
-        pieces,
-    )
-    grads = tree_util.tree_map(jnp.add, grads, t.grads)
-    state = _join(core, t.model_state, trace, t.extra)
-    return (state, grads, t.records), (t.losses, t.aux)
 
-  zeros = tree_util.tree_map(jnp.zeros_like, params)
-  (state, grads, pending), (losses, aux) = lax.scan(
-      body, (state, zeros, pending), jnp.arange(num_steps)
+def _online_loop(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """``(state, grads, losses, aux)`` of one-step windows over a sequence,
+  each step's roll moved into the next (:mod:`online_loop`)."""
+  model_state, trace, extra, entry = _checked_compile(
+      core, params, state, _first(inputs[0]), _first(inputs[1])
   )
-  model_state, trace, extra = _split(core, state)
-  state = _join(core, model_state, roll(trace, pending), extra)
-  flat = lambda v: v.reshape((-1,) + v.shape[2:])
-  aux = None if aux is None else tree_util.tree_map(flat, aux)
-  return state, grads, flat(losses), aux
+  grads, model_state, trace, losses, aux = online_loop.sequence_gradient(
+      entry.compiled,
+      core.algorithm,
+      core.model,
+      loss_fn,
+      has_aux,
+      params,
+      model_state,
+      trace,
+      inputs,
+  )
+  return _join(core, model_state, trace, extra), grads, losses, aux
 
 
 def _value_and_grad(
@@ -900,8 +711,10 @@ def _sequence_grad(
     has_aux: bool = False,
     axis_name: Optional[str] = None,
     check_finite: bool = False,
+    roll_order: str = "next_step",
 ):
   _check_window(window)
+  online_loop.check_order(roll_order)
   if reduction not in ("sum", "mean"):
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
 
@@ -920,11 +733,12 @@ def _sequence_grad(
     # The checks of the first step, with the whole sequence for the message.
     _checked_compile(core, params, state, rng, _first(xs), xs=xs)
     k = window or (1 if core.online else num_steps)
-    if _fused(core) and k != 1:
+    fused = _form(core) is fused_lib
+    if fused and k != 1:
       raise ValueError(
-          f"window={window}: es_d_rtrl(form='fused') computes its gradient "
-          "step by step; use window=1 (or None), or form='window' for "
-          "longer windows."
+          f"window={window}: {core.name} (form 'fused') computes its "
+          "gradient step by step; use window=1 (or None), or its window "
+          "form for longer windows."
       )
     inputs = (sequence.step_rngs(rng, num_steps), xs, ys, mask)
 
@@ -936,13 +750,13 @@ def _sequence_grad(
       return (state, tree_util.tree_map(jnp.add, grads, g)), (losses, aux)
 
     if (
-        _PIPELINE_STEPS
+        roll_order == "next_step"
         and core.online
-        and not _fused(core)
+        and not fused
         and k == 1
         and num_steps > 1
     ):
-      state, grads, losses, aux = _pipelined_steps(
+      state, grads, losses, aux = _online_loop(
           core, loss_fn, has_aux, params, state, inputs
       )
     else:

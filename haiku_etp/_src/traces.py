@@ -12,17 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-r"""The trace algorithms: what D-RTRL and ES-D-RTRL keep and how it moves.
+r"""D-RTRL and ES-D-RTRL as trace algorithms (:mod:`~haiku_etp._src.protocol`).
 
-Each algorithm is an immutable value with three pure functions over a
-compiled step (``docs/design.md``, "The learners"):
+Both keep traces per ETP relation; their ``operands`` are the relations'
+trainable operands (:func:`~haiku_etp._src.jacobians.relation_weights`), so
+``solve`` returns one dict per relation shaped like its trainable operands:
 
 * ``init(compiled) -> entries``: zero traces, ``{label: array}``;
 * ``roll(compiled, entries, record, weights) -> entries``: one step forward
   with the step's :class:`~haiku_etp._src.jacobians.StepRecord`;
 * ``solve(compiled, entries, signals, weights) -> grads``: the trace term of
-  the window gradient, one dict per relation shaped like its trainable
-  operands, from the learning signals ``dL/dh`` at the window's entry.
+  the window gradient from the learning signals ``dL/dh`` at the window's
+  entry.
 
 Trace labels are built from the compiler's relation keys and group names:
 ``"<relation key>:<operand>@<group>"`` for D-RTRL; ``"x:<input key>"``,
@@ -38,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src import cross_traces
+from haiku_etp._src import jacobians
 from haiku_etp._src import primitive
+from haiku_etp._src import protocol
 
 
 def _aval(shape, dtype):
@@ -90,13 +93,51 @@ def _cast_like(new: dict, old: dict) -> dict:
   return {k: v.astype(old[k].dtype) for k, v in new.items()}
 
 
+def _compiler_verdicts(compiled, extra=lambda p: ()) -> tuple:
+  """The compiler's per-parameter analysis, with ``extra(p)`` reasons."""
+  out = []
+  for p in compiled.parameters:
+    reasons = tuple(p.reasons) + tuple(extra(p))
+    out.append(protocol.ParameterVerdict(p.path, p.role, not reasons, reasons))
+  return tuple(out)
+
+
+class _RelationTraces:
+  """What the relation-trace algorithms share: their operands are the
+  relations' trainable operands, and nothing bounds their traces."""
+
+  def operands(self, compiled, params) -> list:
+    return jacobians.relation_weights(compiled, params)
+
+  def check(self, compiled, traces) -> None:
+    del compiled, traces
+
+
 @dataclasses.dataclass(frozen=True)
-class DRTRL:
-  """Parameter-dimension traces, one per relation, operand and group."""
+class DRTRL(_RelationTraces):
+  """Parameter-dimension traces, one per relation, operand and group.
+
+  ``skip``: relation keys whose trace term is left out of ``solve`` (their
+  parameters get their gradient from another algorithm).
+  """
 
   fast: bool = True
   max_cross_bytes: Optional[int] = None
   name: str = "d_rtrl"
+  skip: frozenset = frozenset()
+  form = "window"
+  needs = protocol.StepNeeds(per_position=True)
+
+  @property
+  def cross_budget(self) -> Optional[int]:
+    return self.max_cross_bytes
+
+  def verdicts(self, compiled) -> tuple:
+    return _compiler_verdicts(compiled)
+
+  def note(self, compiled) -> str:
+    del compiled
+    return ""
 
   def init(self, compiled) -> dict:
     entries = {}
@@ -139,21 +180,25 @@ class DRTRL:
     return cross_traces.roll(compiled, entries, new, record, weights, self.fast)
 
   def solve(self, compiled, entries, signals, weights) -> list:
+    groups = signals.groups
     out = _solve_relations(
         compiled,
         weights,
         lambda r, g: primitive.drtrl_solve(
             compiled.relations[r].primitive,
             self._trace(compiled, entries, r, g),
-            signals[g],
+            groups[g],
             weights[r],
             compiled.relations[r].params,
             fast=self.fast,
         ),
     )
-    cross = cross_traces.solve(compiled, entries, signals, weights)
+    cross = cross_traces.solve(compiled, entries, groups, weights)
     for r, part in cross.items():
       out[r] = {k: v + part[k].astype(v.dtype) for k, v in out[r].items()}
+    for r, rel in enumerate(compiled.relations):
+      if rel.key in self.skip:
+        out[r] = {k: jnp.zeros_like(v) for k, v in out[r].items()}
     return out
 
 
@@ -210,8 +255,19 @@ def parse_decay(decay: Optional[Decay], rank: Optional[int]) -> tuple:
   return pair
 
 
+_ES_NOTE = (
+    "es_d_rtrl_factorised_trace: ES-D-RTRL factorises the trace; it is exact "
+    "only at T = 1 or with decay=(lam, 0) on a uniform leak lam. "
+)
+_FUSED_NOTE = (
+    "form='fused' also drops the one-step credit through recurrent "
+    "weights and keeps only an alpha_f share of the credit through a "
+    "loss that reads the state before the step writes it. "
+)
+
+
 @dataclasses.dataclass(frozen=True)
-class ESDRTRL:
+class ESDRTRL(_RelationTraces):
   """Input-side traces (one per input value) and output-side traces.
 
   ``fused``: the gradient of each step comes from the traces after the step
@@ -223,11 +279,35 @@ class ESDRTRL:
   alpha_f: float = 0.0
   fused: bool = False
   name: str = "es_d_rtrl"
+  cross_budget = 0
 
   @property
   def keeps_f(self) -> bool:
     """Whether the output-side traces are kept (not for fused at 0)."""
     return not (self.fused and self.alpha_f == 0.0)
+
+  @property
+  def form(self) -> str:
+    return "fused" if self.fused else "window"
+
+  @property
+  def needs(self) -> protocol.StepNeeds:
+    return protocol.StepNeeds(
+        per_position=self.keeps_f,
+        previous_signal=self.fused and self.alpha_f != 0.0,
+    )
+
+  def verdicts(self, compiled) -> tuple:
+    return _compiler_verdicts(
+        compiled,
+        lambda p: ()
+        if p.role == "non-temporal"
+        else ("es_d_rtrl_factorised_trace",),
+    )
+
+  def note(self, compiled) -> str:
+    del compiled
+    return _ES_NOTE + (_FUSED_NOTE if self.fused else "")
 
   def init(self, compiled) -> dict:
     entries = {}
@@ -275,6 +355,7 @@ class ESDRTRL:
     return new
 
   def solve(self, compiled, entries, signals, weights) -> list:
+    signals = signals.groups
     steps = entries["steps"]
     dtype = entries["one"].dtype
     correction = jnp.where(

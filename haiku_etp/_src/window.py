@@ -34,6 +34,7 @@ from jax import tree_util
 import jax.numpy as jnp
 
 from haiku_etp._src import jacobians
+from haiku_etp._src import protocol
 from haiku_etp._src import sequence
 
 StepFn = Callable[..., tuple[Any, Any, Any]]
@@ -149,37 +150,54 @@ def group_signals(compiled, hidden_paths, signals) -> list:
   return out
 
 
-def trace_term(compiled, algorithm, trace, signals, params, weights_fn):
-  """The trace contraction, pulled back from the ETP operands to ``params``.
+def trace_term(compiled, algorithm, trace, signals, params):
+  """The trace contraction, pulled back from the operands to ``params``.
 
   Args:
     compiled: the compiled step.
-    algorithm: a trace algorithm (``solve``).
+    algorithm: a :class:`~haiku_etp._src.protocol.TraceAlgorithm`.
     trace: the trace entries at the window's entry.
-    signals: per-group learning signals (:func:`group_signals`).
+    signals: the :class:`~haiku_etp._src.protocol.Signals` at the entry.
     params: parameters.
-    weights_fn: ``params -> per-relation operand dicts``.
 
   Returns:
-    ``(grads, weights)``: a gradient shaped like ``params`` and the
-    relations' operands (reused to roll the traces).
+    ``(grads, operands)``: a gradient shaped like ``params`` and the
+    algorithm's operands (reused to roll the traces).
   """
-  weights, pull = jax.vjp(weights_fn, params)
-  dws = algorithm.solve(compiled, trace, signals, weights)
-  (grads,) = pull(dws)
-  return grads, weights
+  operands, pull = jax.vjp(lambda p: algorithm.operands(compiled, p), params)
+  (grads,) = pull(algorithm.solve(compiled, trace, signals, operands))
+  return grads, operands
 
 
-def roll(compiled, algorithm, trace, records, weights, length: int):
+def roll(compiled, algorithm, trace, records, operands, length: int):
   """Moves the traces through the window's ``length`` steps."""
-  body = lambda tr, rec: (algorithm.roll(compiled, tr, rec, weights), None)
+  body = lambda tr, rec: (algorithm.roll(compiled, tr, rec, operands), None)
   trace, _ = sequence.scan_steps(body, trace, records, length)
   return trace
 
 
-def online_step_fn(compiled) -> StepFn:
-  """The step through the compiled program, with its Jacobian record."""
-  return lambda p, st, rng, x: jacobians.run_step(compiled, p, st, rng, x)
+def recording_step_fn(compiled, model, needs) -> StepFn:
+  """The step through the compiled program, recording what ``needs`` asks
+  (a :class:`~haiku_etp._src.protocol.StepNeeds`)."""
+  paths = needs.full_jacobian_params
+
+  def step(p, st, rng, x):
+    out, new_state, record = jacobians.run_step(
+        compiled, p, st, rng, x, jacobians=needs.per_position
+    )
+    if needs.full_jacobian:
+      full = jacobians.full_jacobian(
+          model,
+          p,
+          st,
+          rng,
+          x,
+          compiled.param_paths if paths is None else paths,
+      )
+      record = record._replace(full=full)
+    return out, new_state, record
+
+  return step
 
 
 def plain_step_fn(model) -> StepFn:
@@ -190,3 +208,97 @@ def plain_step_fn(model) -> StepFn:
     return out, st, None
 
   return step
+
+
+class Terms(NamedTuple):
+  """A window's gradient before its traces are rolled.
+
+  Attributes:
+    grads: the gradient, the entry traces' term included.
+    model_state: the model state after the window.
+    records: per-step records, stacked (``None`` for BPTT).
+    operands: the algorithm's operands (``None`` for BPTT).
+    losses: per-step losses.
+    aux: per-step auxiliary outputs.
+  """
+
+  grads: Any
+  model_state: Any
+  records: Any
+  operands: Any
+  losses: Any
+  aux: Any
+
+
+def terms(
+    compiled,
+    algorithm,
+    model,
+    loss_fn,
+    has_aux,
+    params,
+    model_state,
+    trace,
+    inputs,
+) -> Terms:
+  """The in-window VJP plus the entry traces' contraction of one window.
+
+  ``algorithm`` is ``None`` for BPTT (no traces: the in-window term alone).
+  """
+  hidden_paths = jacobians.hidden_entries(model_state)
+  step_fn = (
+      plain_step_fn(model)
+      if algorithm is None
+      else recording_step_fn(compiled, model, algorithm.needs)
+  )
+  w = in_window(
+      step_fn,
+      loss_fn,
+      params,
+      model_state,
+      hidden_paths,
+      inputs,
+      has_aux=has_aux,
+  )  # pyformat: disable
+  grads, operands = w.grads, None
+  if algorithm is not None:
+    signals = protocol.Signals(
+        group_signals(compiled, hidden_paths, w.signals), list(w.signals)
+    )
+    from_traces, operands = trace_term(
+        compiled, algorithm, trace, signals, params
+    )
+    grads = tree_util.tree_map(
+        lambda a, b: a + b.astype(a.dtype), grads, from_traces
+    )
+  return Terms(grads, w.state, w.records, operands, w.losses, w.aux)
+
+
+def gradient(
+    compiled,
+    algorithm,
+    model,
+    loss_fn,
+    has_aux,
+    params,
+    model_state,
+    trace,
+    inputs,
+):
+  """One window's ``(grads, model_state, trace, losses, aux)``, the traces
+  rolled through it; ``inputs`` are ``(rngs, xs, ys, masks)``, k-leading."""
+  t = terms(
+      compiled,
+      algorithm,
+      model,
+      loss_fn,
+      has_aux,
+      params,
+      model_state,
+      trace,
+      inputs,
+  )
+  if algorithm is not None:
+    k = tree_util.tree_leaves(inputs[1])[0].shape[0]
+    trace = roll(compiled, algorithm, trace, t.records, t.operands, k)
+  return t.grads, t.model_state, trace, t.losses, t.aux
