@@ -27,9 +27,11 @@ Four models built from the library's modules:
 * ``eprop``: e-prop's network, ``Linear`` 20 -> 64 into a
   ``RecurrentALIF`` layer and a ``LeakyReadout`` of 2, B=32.
 
-The learners: ``d_rtrl``, ``d_rtrl_cut`` (no cross-group traces),
-``es_d_rtrl`` and ``es_fused`` (its window and fused forms, decay
-``--bench_es_decay``) and ``bptt``.
+The learners are registered names with options (``name:option=value``):
+``d_rtrl``, ``d_rtrl:max_cross_bytes=0`` (no cross-group traces),
+``es_d_rtrl`` and ``es_d_rtrl:form=fused`` (its window and fused forms,
+decay ``--bench_es_decay`` unless given), ``rtrl`` (a configuration over
+its ``max_trace_bytes`` is reported, not run) and ``bptt``.
 
 For every model, learner and sequence length ``T`` one call of
 ``learner.sequence_grad`` (window 1 for the online learners, the whole
@@ -64,9 +66,15 @@ from experiments import common
 import haiku_etp
 
 _MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop")
-# d_rtrl_cut: D-RTRL without cross-group traces (max_cross_bytes=0), the
-# cost and the error of cutting a readout's or a next layer's path.
-_LEARNER_NAMES = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "es_fused", "bptt")
+# D-RTRL without cross-group traces (max_cross_bytes=0): the cost and the
+# error of cutting a readout's or a next layer's path.
+_LEARNER_NAMES = (
+    "d_rtrl",
+    "d_rtrl:max_cross_bytes=0",
+    "es_d_rtrl",
+    "es_d_rtrl:form=fused",
+    "bptt",
+)
 
 # rules_benchmark defines flags of the same names; allowing the override lets
 # both binaries be imported into one process (the test runner).
@@ -77,7 +85,10 @@ BENCH_MODELS = flags.DEFINE_list(
     "bench_models", list(_MODEL_NAMES), f"Models, from {_MODEL_NAMES}."
 )
 BENCH_LEARNERS = flags.DEFINE_list(
-    "bench_learners", list(_LEARNER_NAMES), f"Learners, from {_LEARNER_NAMES}."
+    "bench_learners",
+    list(_LEARNER_NAMES),
+    "Learners: registered names with options, name:option=value:... "
+    f"(haiku_etp.learner_names()); default {_LEARNER_NAMES}.",
 )
 BENCH_REPEATS = flags.DEFINE_integer(
     "bench_repeats",
@@ -185,21 +196,14 @@ def make_model(name: str, scale: float) -> ModelSpec:
   raise ValueError(f"Unknown model {name!r}; known models are {_MODEL_NAMES}.")
 
 
-def make_learner(name: str, model: hk.TransformedWithState, es_decay: float):
-  """The learner ``name`` for ``model``."""
-  if name == "d_rtrl":
-    return haiku_etp.d_rtrl(model)
-  if name == "d_rtrl_cut":
-    return haiku_etp.d_rtrl(model, max_cross_bytes=0)
-  if name == "es_d_rtrl":
-    return haiku_etp.es_d_rtrl(model, decay=es_decay)
-  if name == "es_fused":
-    return haiku_etp.es_d_rtrl(model, decay=es_decay, form="fused")
-  if name == "bptt":
-    return haiku_etp.bptt(model)
-  raise ValueError(
-      f"Unknown learner {name!r}; known learners are {_LEARNER_NAMES}."
-  )
+def make_learner(text: str, model: hk.TransformedWithState, es_decay: float):
+  """The registered learner ``name:option=value:...`` for ``model``; a
+  learner with a ``decay`` option gets ``es_decay`` unless ``text`` sets it.
+  """
+  name, options = haiku_etp.parse_learner(text)
+  if "decay" in haiku_etp.learner_spec(name).options:
+    options.setdefault("decay", es_decay)
+  return haiku_etp.make_learner(name, model, **options)
 
 
 def loss_fn(logits_t: jax.Array, y_t: jax.Array) -> jax.Array:
@@ -301,7 +305,23 @@ def run(
     params, model_state = jax.jit(model.init)(jax.random.key(0), x0)
     for learner_name in learner_names:
       learner = make_learner(learner_name, model, es_decay)
-      state = learner.init_state(params, model_state, None, x0)
+      try:
+        state = learner.init_state(params, model_state, None, x0)
+      except ValueError as e:
+        if "max_trace_bytes" not in str(e):
+          raise
+        # Over the learner's own budget: reported, not run.
+        logging.warning("%s %s: %s", model_name, learner_name, e)
+        rows.append(
+            {
+                "model": model_name,
+                "description": spec.description,
+                "learner": learner_name,
+                "over_budget": str(e),
+            }
+        )
+        on_row(rows)
+        continue
       trace_bytes = _nbytes(learner.traces(state))
       for num_steps in steps:
         xs, ys = _sequence(spec, num_steps, seed=num_steps)
@@ -342,6 +362,8 @@ def _add_bptt_ratios(rows: list[dict]) -> None:
       if r["learner"] == "bptt"
   }
   for r in rows:
+    if "over_budget" in r:
+      continue
     ref = bptt.get((r["model"], r["steps"]))
     r["x_bptt"] = None if ref is None else r["ms_per_step"] / ref
 
@@ -349,6 +371,7 @@ def _add_bptt_ratios(rows: list[dict]) -> None:
 def memory_growth(rows: list[dict]) -> list[dict]:
   """Compiled memory at the largest over the smallest T, per model/learner."""
   out = []
+  rows = [r for r in rows if "over_budget" not in r]
   keys = dict.fromkeys((r["model"], r["learner"]) for r in rows)
   for model_name, learner_name in keys:
     mine = [
@@ -399,12 +422,15 @@ def print_table(rows, growth, bandwidth: float) -> None:
       f"{bandwidth / 1e9:.2f} GB/s (copy bandwidth measured in this run)"
   )
   print(
-      f"{'model':<10}{'learner':<11}{'T':>6}"
+      f"{'model':<10}{'learner':<26}{'T':>6}"
       + "".join(f"{title:>14}" for _, title, _ in cols)
   )
   for r in rows:
+    if "over_budget" in r:
+      print(f"{r['model']:<10}{r['learner']:<26}  not run: {r['over_budget']}")
+      continue
     print(
-        f"{r['model']:<10}{r['learner']:<11}{r['steps']:>6}"
+        f"{r['model']:<10}{r['learner']:<26}{r['steps']:>6}"
         + "".join(_fmt(r.get(key), spec, 14) for key, _, spec in cols)
     )
   print(
@@ -412,12 +438,12 @@ def print_table(rows, growth, bandwidth: float) -> None:
       "its growth per step and the input bytes per step"
   )
   print(
-      f"{'model':<10}{'learner':<11}{'T ratio':>13}{'ratio':>8}"
+      f"{'model':<10}{'learner':<26}{'T ratio':>13}{'ratio':>8}"
       f"{'KiB/step':>10}{'input KiB':>10}"
   )
   for g in growth:
     print(
-        f"{g['model']:<10}{g['learner']:<11}"
+        f"{g['model']:<10}{g['learner']:<26}"
         f"{g['t_max']:>6}/{g['t_min']:<6}{g['ratio']:>8.3f}"
         f"{g['bytes_per_step'] / 2**10:>10.1f}"
         f"{g['input_bytes_per_step'] / 2**10:>10.1f}"
@@ -431,11 +457,22 @@ def _parse_names(values, known, what):
   return list(values)
 
 
+def _parse_learners(values):
+  if not values:
+    raise app.UsageError("--bench_learners is empty.")
+  for v in values:
+    try:
+      haiku_etp.parse_learner(v)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
+  return list(values)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Too many command-line arguments: {argv[1:]}")
   model_names = _parse_names(BENCH_MODELS.value, _MODEL_NAMES, "models")
-  learner_names = _parse_names(BENCH_LEARNERS.value, _LEARNER_NAMES, "learners")
+  learner_names = _parse_learners(BENCH_LEARNERS.value)
   try:
     steps = sorted({int(t) for t in BENCH_STEPS.value})
   except ValueError as e:

@@ -27,6 +27,7 @@ Writes ``compare.md``, ``compare.json`` and the overlaid learning curves
 """
 
 import copy
+import inspect
 import json
 import os
 import time
@@ -47,29 +48,62 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/cue_accumulation.py", "Training config."
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/compare", "Output directory.")
+DEFAULT_LEARNERS = (
+    "d_rtrl",
+    "es_d_rtrl:decay=0.9",
+    "es_d_rtrl:decay=0.9:form=fused",
+    "rtrl",
+    "bptt",
+    "tbptt:window=10",
+)
 _LEARNERS = flags.DEFINE_list(
     "learners",
-    ["d_rtrl", "es_d_rtrl", "bptt", "tbptt"],
-    "Learners to compare, from d_rtrl, es_d_rtrl, es_fused (ES-D-RTRL's "
-    "fused form), bptt and tbptt (tbptt uses config.window, ES-D-RTRL "
-    "config.decay).",
+    list(DEFAULT_LEARNERS),
+    "Learners to compare: registered names (haiku_etp.learner_names()), "
+    "each with options as name:option=value:...; an option overrides the "
+    "config field it is read from. 'all' is every registered learner with "
+    "the config's options.",
 )
 _REPEATS = flags.DEFINE_integer(
     "repeats", 11, "Timed calls of one update per learner (median)."
 )
 
 
+def expand(learners) -> list[str]:
+  """``learners`` with ``"all"`` replaced by every registered name."""
+  out = []
+  for text in learners:
+    out.extend(haiku_etp.learner_names() if text == "all" else [text])
+  return out
+
+
 def learner_config(config, learner: str):
-  """``config`` with ``learner`` (tbptt: ``window`` kept or 10 by default)."""
+  """``config`` with the learner ``name:option=value:...`` and its options
+  written into the config fields the pipeline reads them from."""
+  name, options = haiku_etp.parse_learner(learner)
   config = copy.deepcopy(config)
-  config.learner = learner
-  if learner == "es_fused":
-    config.learner, config.es_form = "es_d_rtrl", "fused"
-  if config.learner == "es_d_rtrl" and not config.decay:
-    config.decay = 0.9
-  if learner == "tbptt" and config.window == 1:
-    config.window = 10
+  with config.unlocked():
+    config.learner = name
+    for option, value in options.items():
+      config[training.option_field(option)] = value
   return config
+
+
+def learner_label(config) -> str:
+  """The row label: the learner and the options its config sets to other
+  values than the learner's defaults."""
+  spec = haiku_etp.learner_spec(config.learner)
+  defaults = {
+      k: p.default
+      for k, p in inspect.signature(spec.factory).parameters.items()
+      if p.default is not inspect.Parameter.empty
+  }
+  shown = {
+      k: v
+      for k, v in training.learner_options(config).items()
+      if k not in defaults or defaults[k] != v
+  }
+  return haiku_etp.learner_label(config.learner, shown)
 
 
 def _first_batch(config, setup):
@@ -125,16 +159,14 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
   bptt = learner_config(config, "bptt")
   reference = first_gradient(bptt, *_initial(bptt))
   rows = []
-  for name in learners:
+  for name in expand(learners):
     cfg = learner_config(config, name)
-    run_dir = os.path.join(workdir, name)
+    run_dir = os.path.join(workdir, name.replace(":", "_"))
     result = training.train(cfg, run_dir, plot=False)
     setup, ts = _initial(cfg)
     grads = first_gradient(cfg, setup, ts)
     row = {
-        "learner": name
-        + (f"({cfg.decay})" if cfg.learner == "es_d_rtrl" else "")
-        + (f"(k={cfg.window})" if name == "tbptt" else ""),
+        "learner": learner_label(cfg),
         "metric": result.metric_name,
         "test": float(result.eval_metrics[result.metric_name]),
         "train_s": result.seconds,

@@ -20,7 +20,8 @@ made of haiku_etp modules; ``make_model`` wraps it in
 
 * ``snn``: ``Linear -> LIF | ALIF -> LeakyReadout | Linear`` (optionally a
   current synapse between the input layer and the neurons), for spiking
-  tasks (cue accumulation, SHD);
+  tasks (cue accumulation, SHD); ``recurrent=True`` makes the neurons
+  ``RecurrentLIF | RecurrentALIF`` (e-prop's network with ``alif``);
 * ``conv_snn``: ``Conv2D -> LIF -> flatten -> LeakyReadout`` for event
   frames (N-MNIST);
 * ``gru``, ``lstm``, ``rnn``: a rate cell and a ``Linear`` readout.
@@ -53,6 +54,16 @@ def _check(model_config) -> None:
           f"config.model.neuron must be one of {NEURONS}, got "
           f"{model_config.get('neuron')!r}."
       )
+    if not isinstance(model_config.get("recurrent", False), bool):
+      raise ValueError(
+          "config.model.recurrent must be True or False, got "
+          f"{model_config.get('recurrent')!r}."
+      )
+    if kind == "conv_snn" and model_config.get("recurrent", False):
+      raise ValueError(
+          "config.model.recurrent=True needs kind='snn' (recurrent neurons "
+          "take (batch, neurons) inputs)."
+      )
     if model_config.get("readout", "leaky") not in READOUTS:
       raise ValueError(
           f"config.model.readout must be one of {READOUTS}, got "
@@ -60,20 +71,20 @@ def _check(model_config) -> None:
       )
 
 
-def _neuron(cfg):
-  if cfg.get("neuron", "lif") == "alif":
-    return haiku_etp.ALIF(
-        tau=cfg.get("tau", 20.0),
-        tau_adapt=cfg.get("tau_adapt", 200.0),
-        beta_adapt=cfg.get("beta_adapt", 1.0),
-        threshold=cfg.get("threshold", 1.0),
-        reset=cfg.get("reset", "soft"),
-    )
-  return haiku_etp.LIF(
+def _neuron(cfg, recurrent: bool = False):
+  common = dict(
       tau=cfg.get("tau", 20.0),
       threshold=cfg.get("threshold", 1.0),
       reset=cfg.get("reset", "soft"),
   )
+  if cfg.get("neuron", "lif") == "alif":
+    make = haiku_etp.RecurrentALIF if recurrent else haiku_etp.ALIF
+    return make(
+        tau_adapt=cfg.get("tau_adapt", 200.0),
+        beta_adapt=cfg.get("beta_adapt", 1.0),
+        **common,
+    )
+  return (haiku_etp.RecurrentLIF if recurrent else haiku_etp.LIF)(**common)
 
 
 def _readout(cfg, output_size: int) -> Callable[[jax.Array], jax.Array]:
@@ -107,7 +118,7 @@ def make_step(
     i_t = haiku_etp.Linear(hidden, name="input")(gain * x_t)
     if cfg.get("synapse_tau"):
       i_t = haiku_etp.ExponentialSynapse(tau=cfg["synapse_tau"])(i_t)
-    s_t = _neuron(cfg)(i_t)
+    s_t = _neuron(cfg, cfg.get("recurrent", False))(i_t)
     out_t = _readout(cfg, output_size)(s_t)
     return (out_t, s_t) if with_spikes else out_t
 

@@ -25,9 +25,12 @@ checkpoints every ``checkpoint_every`` steps. Plots are drawn at the end
 when matplotlib is installed.
 
 Config fields: ``task`` (``name`` plus the task's keyword hyperparameters),
-``model`` (see :mod:`experiments.models`), ``learner`` (``d_rtrl``,
-``es_d_rtrl``, ``bptt``, ``tbptt``), ``decay`` and ``es_form``
-(ES-D-RTRL: ``window`` or ``fused``), ``window``
+``model`` (see :mod:`experiments.models`), ``learner`` (a registered name:
+``haiku_etp.learner_names()``; its options come from the config fields of
+their names, ``form`` from ``es_form`` and ``params`` from
+``rtrl_params``), ``decay`` and ``es_form`` (ES-D-RTRL: ``window`` or
+``fused``), ``max_trace_bytes`` and ``rtrl_params`` (RTRL's budget and the
+parameters it keeps the full influence of; empty: all), ``window``
 (online learners and ``tbptt``), ``update_every`` (apply the optimizer every
 that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
@@ -77,8 +80,10 @@ from experiments import tasks as tasks_lib
 from experiments.tasks import prefetch as prefetch_lib
 import haiku_etp
 
-LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt", "tbptt")
 ES_FORMS = ("window", "fused")
+# Learner options whose config field has another name; every other option
+# is read from the config field of its own name when the config has one.
+_OPTION_FIELDS = {"form": "es_form", "params": "rtrl_params"}
 PARALLEL = ("pmap", "mesh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 ON_NONFINITE = ("stop", "skip")
@@ -145,9 +150,10 @@ def device_count(config) -> int:
 def validate(config) -> None:
   """Raises :class:`ConfigError` (a ``ValueError``) for a bad config, before
   anything is compiled."""
-  if config.learner not in LEARNERS:
+  if config.learner not in haiku_etp.learner_names():
     raise ConfigError(
-        f"config.learner must be one of {LEARNERS}, got {config.learner!r}."
+        f"config.learner must be one of {haiku_etp.learner_names()}, got "
+        f"{config.learner!r}."
     )
   if config.parallel not in PARALLEL:
     raise ConfigError(
@@ -159,7 +165,7 @@ def validate(config) -> None:
         f"config.es_form must be one of {ES_FORMS}, got {es_form!r}."
     )
   if (
-      config.learner == "es_d_rtrl"
+      "form" in haiku_etp.learner_spec(config.learner).options
       and es_form == "fused"
       and config.window != 1
   ):
@@ -241,20 +247,40 @@ def make_task(config) -> tasks_lib.Task:
   return tasks_lib.get_task(config.task.name, **kwargs)
 
 
+def option_field(option: str) -> str:
+  """The config field that holds learner option ``option``."""
+  return _OPTION_FIELDS.get(option, option)
+
+
+def learner_options(config) -> dict:
+  """The registered learner's options that ``config`` sets.
+
+  A field that is absent, ``None`` or empty leaves the learner's default.
+  """
+  options = {}
+  for option in haiku_etp.learner_spec(config.learner).options:
+    field = option_field(option)
+    value = config.get(field)
+    if value is None or (isinstance(value, (tuple, list, str)) and not value):
+      continue
+    options[option] = tuple(value) if isinstance(value, list) else value
+  return options
+
+
 def make_learner(config, model) -> haiku_etp.Learner:
-  """The learner of ``config`` on ``model``."""
-  if config.learner == "d_rtrl":
-    return haiku_etp.d_rtrl(model)
-  if config.learner == "es_d_rtrl":
-    decay = config.decay
-    decay = tuple(decay) if isinstance(decay, (list, tuple)) else decay
-    try:
-      return haiku_etp.es_d_rtrl(
-          model, decay=decay, form=config.get("es_form", "window")
-      )
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.decay={config.decay!r}: {e}") from None
-  return haiku_etp.bptt(model)
+  """The registered learner ``config.learner`` on ``model``, with the
+  options the config sets (:func:`learner_options`)."""
+  options = learner_options(config)
+  try:
+    return haiku_etp.make_learner(config.learner, model, **options)
+  except (TypeError, ValueError) as e:
+    fields = ", ".join(
+        f"config.{option_field(k)}={v!r}" for k, v in options.items()
+    )
+    raise ConfigError(
+        f"config.learner={config.learner!r} with {fields or 'no options'}: "
+        f"{e}"
+    ) from None
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
@@ -268,8 +294,11 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def learner_window(config) -> Optional[int]:
-  """The ``sequence_grad`` window: BPTT's whole sequence, else ``window``."""
-  return None if config.learner == "bptt" else config.window
+  """The ``sequence_grad`` window: the whole sequence for a learner that
+  covers it (BPTT), else ``config.window``."""
+  if haiku_etp.learner_spec(config.learner).whole_sequence:
+    return None
+  return config.window
 
 
 class Setup(NamedTuple):

@@ -38,15 +38,22 @@ from haiku_etp._src.learners import ApproximationWarning
 from haiku_etp._src.learners import bptt
 from haiku_etp._src.learners import d_rtrl
 from haiku_etp._src.learners import es_d_rtrl
+from haiku_etp._src.learners import from_algorithm
 from haiku_etp._src.learners import Learner
+from haiku_etp._src.learners import rtrl
 from haiku_etp._src.learners import SequenceResult
 from haiku_etp._src.learners import StepResult
+from haiku_etp._src.learners import tbptt
 from haiku_etp._src.parallel import replicate
 from haiku_etp._src.parallel import shard_batch
 from haiku_etp._src.parallel import shard_state
 from haiku_etp._src.parallel import state_batch_mask
 from haiku_etp._src.parallel import unshard_batch
 from haiku_etp._src.parallel import unshard_state
+from haiku_etp._src.protocol import ParameterVerdict
+from haiku_etp._src.protocol import Signals
+from haiku_etp._src.protocol import StepNeeds
+from haiku_etp._src.protocol import TraceAlgorithm
 from haiku_etp._src.recurrent import Conv1DGRU
 from haiku_etp._src.recurrent import Conv1DLSTM
 from haiku_etp._src.recurrent import Conv2DGRU
@@ -58,6 +65,14 @@ from haiku_etp._src.recurrent import ConvNDLSTM
 from haiku_etp._src.recurrent import GRU
 from haiku_etp._src.recurrent import LSTM
 from haiku_etp._src.recurrent import VanillaRNN
+from haiku_etp._src.registry import learner_label
+from haiku_etp._src.registry import learner_names
+from haiku_etp._src.registry import learner_spec
+from haiku_etp._src.registry import LearnerSpec
+from haiku_etp._src.registry import make_learner
+from haiku_etp._src.registry import parse_learner
+from haiku_etp._src.registry import register_learner
+from haiku_etp._src.registry import unregister_learner
 from haiku_etp._src.sequence import raise_if_not_finite
 from haiku_etp._src.spiking import ALIF
 from haiku_etp._src.spiking import ExponentialSynapse
@@ -94,11 +109,16 @@ __all__ = (
     "LSTM",
     "LeakyReadout",
     "Learner",
+    "LearnerSpec",
     "Linear",
+    "ParameterVerdict",
     "RecurrentALIF",
     "RecurrentLIF",
     "SequenceResult",
+    "Signals",
+    "StepNeeds",
     "StepResult",
+    "TraceAlgorithm",
     "VanillaRNN",
     "bptt",
     "compiler",
@@ -108,17 +128,27 @@ __all__ = (
     "elementwise",
     "es_d_rtrl",
     "extend",
+    "from_algorithm",
     "get_hidden_state",
     "get_sample_state",
+    "learner_label",
+    "learner_names",
+    "learner_spec",
+    "make_learner",
+    "parse_learner",
     "raise_if_not_finite",
+    "register_learner",
     "replicate",
+    "rtrl",
     "set_hidden_state",
     "set_sample_state",
     "shard_batch",
     "shard_state",
     "state_batch_mask",
     "surrogate",
+    "tbptt",
     "testing",
+    "unregister_learner",
     "unshard_batch",
     "unshard_state",
 )

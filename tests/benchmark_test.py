@@ -26,8 +26,16 @@ from absl.testing import flagsaver
 from experiments import benchmark
 
 _MODELS = ("conv_lif", "eprop")
-_LEARNERS = ("d_rtrl", "d_rtrl_cut", "es_d_rtrl", "es_fused", "bptt")
+_LEARNERS = (
+    "d_rtrl",
+    "d_rtrl:max_cross_bytes=0",
+    "es_d_rtrl",
+    "es_d_rtrl:form=fused",
+    "rtrl",
+    "bptt",
+)
 _STEPS = (4, 8)
+_OVER = "rtrl:max_trace_bytes=16"
 
 
 def _positive_finite(value):
@@ -92,6 +100,29 @@ class BenchmarkTest(absltest.TestCase):
         self.assertEqual(row["x_bptt"], 1.0, key)
     growth = {(g["model"], g["learner"]) for g in payload["memory_growth"]}
     self.assertCountEqual(growth, itertools.product(_MODELS, _LEARNERS))
+
+  def test_over_budget_is_reported_not_run(self):
+    path = os.path.join(self.create_tempdir().full_path, "bench.json")
+    with flagsaver.flagsaver(
+        bench_steps=["4"],
+        bench_models=["eprop"],
+        bench_learners=["rtrl:max_trace_bytes=16", "bptt"],
+        bench_scale=0.1,
+        bench_repeats=1,
+        bench_es_decay=0.9,
+        bench_copy_mib=4,
+        bench_output=path,
+    ):
+      benchmark.main(["benchmark"])
+    with open(path) as f:
+      rows = json.load(f)["rows"]
+    self.assertEqual([r["learner"] for r in rows], [_OVER, "bptt"])
+    self.assertRegex(rows[0]["over_budget"], r"over max_trace_bytes=16 B")
+
+  def test_rejects_unknown_learner(self):
+    with flagsaver.flagsaver(bench_learners=["snap"]):
+      with self.assertRaisesRegex(Exception, "Unknown learner 'snap'"):
+        benchmark.main(["benchmark"])
 
   def test_rejects_extra_arguments(self):
     with self.assertRaisesRegex(Exception, "Too many"):

@@ -165,6 +165,11 @@ class VerdictTest(parameterized.TestCase):
     self.assertEqual(compiled.drtrl_exact, exact, compiled.report())
     codes = {d.code for d in compiled.diagnostics}
     self.assertNotIn("untraced_parameter", codes)
+    # RTRL is exact on every step, so it never warns.
+    rtrl = haiku_etp.rtrl(hk.transform_with_state(example.step))
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", haiku_etp.ApproximationWarning)
+      jax.eval_shape(rtrl.init, jax.random.PRNGKey(0), _x0(example))
 
 
 class ModuleTest(parameterized.TestCase):
@@ -276,7 +281,8 @@ class ModuleTest(parameterized.TestCase):
       err = testing.relative_error(grads, reference)
       cos = testing.cosine_similarity(grads, reference)
       row[name] = (err, cos)
-      if name == "bptt" or name in example.exact:
+      # RTRL equals BPTT on every step.
+      if name in ("bptt", "rtrl") or name in example.exact:
         self.assertLessEqual(err, test_util.EXACT_RTOL, f"{name}")
       else:
         # Measured, not asserted: only a sanity bound.

@@ -46,6 +46,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _tiny = pipeline_util.tiny_config
 
 
+def by_name_cosine(rows, label):
+  return {r["learner"]: r for r in rows}[label]["cosine_vs_bptt"]
+
+
 def _png_size(path: str) -> tuple[int, int]:
   with open(path, "rb") as f:
     head = f.read(24)
@@ -68,6 +72,7 @@ class TrainTest(parameterized.TestCase):
       ("copy_tbptt_pmap", "delayed_copy", "tbptt", "pmap", 0),
       ("adding_es_mesh_online", "adding", "es_d_rtrl", "mesh", 4),
       ("cue_es_fused_pmap", "cue_accumulation", "es_fused", "pmap", 0),
+      ("copy_rtrl_pmap", "delayed_copy", "rtrl", "pmap", 0),
   )
   def test_trains(self, task, learner, parallel, update_every):
     config = _tiny(
@@ -150,7 +155,7 @@ class ConfigErrorsTest(parameterized.TestCase):
   """Bad values fail before anything is compiled."""
 
   @parameterized.named_parameters(
-      ("learner", dict(learner="rtrl"), "config.learner must be one of"),
+      ("learner", dict(learner="rtrl_typo"), "config.learner must be one of"),
       ("parallel", dict(parallel="tpu"), "config.parallel must be one of"),
       ("window", dict(window=0), r"config.window must be an int >= 1"),
       (
@@ -178,7 +183,7 @@ class ConfigErrorsTest(parameterized.TestCase):
     # The learner's and the task's ValueErrors, as the binary's one line.
     config = _tiny("adding", learner="es_d_rtrl", decay=1.5)
     with self.assertRaisesRegex(
-        training.ConfigError, r"config.decay=1.5: .*\[0, 1\)"
+        training.ConfigError, r"config.decay=1.5.*: Decays .*\[0, 1\)"
     ):
       training.train(config, self.create_tempdir().full_path)
     config = _tiny("adding")
@@ -281,7 +286,7 @@ class OutputsTest(absltest.TestCase):
       )  # pyformat: disable
 
   def test_compare_has_a_row_per_learner(self):
-    learners = ["d_rtrl", "es_d_rtrl", "es_fused", "bptt", "tbptt"]
+    learners = list(compare.DEFAULT_LEARNERS)
     config = _tiny("delayed_copy", train_steps=2, eval_every=2, log_every=1)
     config.model.hidden_size = 4
     rows = compare.compare(
@@ -289,8 +294,17 @@ class OutputsTest(absltest.TestCase):
     )
     self.assertEqual(
         [r["learner"] for r in rows],
-        ["d_rtrl", "es_d_rtrl(0.9)", "es_fused(0.9)", "bptt", "tbptt(k=10)"],
+        [
+            "d_rtrl",
+            "es_d_rtrl(decay=0.9)",
+            "es_d_rtrl(decay=0.9, form=fused)",
+            "rtrl",
+            "bptt",
+            "tbptt(window=10)",
+        ],
     )
+    # RTRL's first gradient is BPTT's.
+    self.assertAlmostEqual(by_name_cosine(rows, "rtrl"), 1.0, places=5)
     by_name = {r["learner"]: r for r in rows}
     self.assertAlmostEqual(by_name["bptt"]["cosine_vs_bptt"], 1.0, places=5)
     for r in rows:

@@ -29,6 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
   # ES-D-RTRL's form: "window" or "fused" (one contraction per step; needs
   # window = 1).
   config.es_form = "window"
+  # RTRL: the largest influence traces, and the parameters whose full
+  # influence it keeps (paths "module/name"; empty: every one).
+  config.max_trace_bytes = 1 << 30
+  config.rtrl_params = ()
   # Steps per gradient window: 1 is the online rule; tbptt truncates here.
   config.window = 1
   # Optimizer updates inside a sequence every this many steps; 0: once per

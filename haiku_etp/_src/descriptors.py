@@ -37,6 +37,7 @@ from haiku_etp._src import layers
 from haiku_etp._src import learners as learners_lib
 from haiku_etp._src import oracles
 from haiku_etp._src import recurrent
+from haiku_etp._src import registry
 from haiku_etp._src import spiking
 from haiku_etp._src import state as state_lib
 
@@ -176,9 +177,9 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
 )
 
 
-MODULE_LEARNERS = ("d_rtrl", "es_d_rtrl", "bptt")
-# The BPTT learner with the online learners' window: the in-window term alone.
-TRUNCATED_BPTT = "truncated_bptt"
+MODULE_LEARNERS = ("d_rtrl", "es_d_rtrl", "rtrl", "bptt")
+# Truncated BPTT with the online learners' window: the in-window term alone.
+TRUNCATED_BPTT = "tbptt"
 
 
 def mse(out_t: jax.Array, y_t: jax.Array) -> jax.Array:
@@ -197,13 +198,14 @@ class ExampleRun(NamedTuple):
     reference: whole-sequence BPTT gradients from :func:`bptt_grads`.
     grads: learner name -> gradients from ``sequence_grad``: the online
       learners with ``window``, ``bptt`` over the whole sequence, and
-      ``"truncated_bptt"`` (the BPTT learner with ``window``: what is left
-      without traces).
+      ``"tbptt"`` (BPTT inside windows of ``window``: what is left without
+      traces).
     losses: learner name -> per-step losses.
     reference_losses: per-step losses of the reference.
-    approximate: online learner name -> paths of the parameters for which
-      the compiler cannot prove that learner exact on this step (those its
-      :class:`~haiku_etp.ApproximationWarning` names); empty when exact.
+    approximate: learner name -> paths of the parameters for which the
+      learner does not claim BPTT's gradient on this step (those its
+      :class:`~haiku_etp.ApproximationWarning` names, from its verdicts);
+      empty when exact.
   """
 
   model: hk.TransformedWithState
@@ -218,41 +220,21 @@ class ExampleRun(NamedTuple):
   approximate: dict
 
 
-def make_module_learner(example: ModuleExample, name: str, model):
-  """The learner ``name`` of :data:`MODULE_LEARNERS` for ``example``'s model."""
-  if name == "d_rtrl":
-    return learners_lib.d_rtrl(model)
-  if name == "es_d_rtrl":
-    return learners_lib.es_d_rtrl(model, decay=example.es_decay)
-  if name in ("bptt", TRUNCATED_BPTT):
-    return learners_lib.bptt(model)
-  raise ValueError(
-      f"Unknown learner {name!r}; expected one of "
-      f"{MODULE_LEARNERS + (TRUNCATED_BPTT,)}."
-  )
+def make_module_learner(
+    example: ModuleExample, name: str, model, window: int = 1
+):
+  """The registered learner ``name`` for ``example``'s model.
 
-
-def _approximate_parameters(compiled, name: str) -> tuple[str, ...]:
-  """Paths of the parameters learner ``name`` is approximate for.
-
-  Args:
-    compiled: the step's :class:`~haiku_etp.compiler.CompiledStep`.
-    name: ``"d_rtrl"`` (approximate where the compiler names a cut) or
-      ``"es_d_rtrl"`` (also wherever its factorised trace is used: every
-      parameter that reaches hidden state).
-
-  Returns:
-    The paths, in parameter order.
+  ES-D-RTRL gets the example's decay and ``tbptt`` the online ``window``;
+  any other registered learner is built with its defaults.
   """
-  if name == "d_rtrl":
-    return tuple(p.path for p in compiled.parameters if not p.exact)
-  if name == "es_d_rtrl":
-    return tuple(
-        p.path
-        for p in compiled.parameters
-        if not p.exact or p.role != "non-temporal"
-    )
-  raise ValueError(f"Expected 'd_rtrl' or 'es_d_rtrl', got {name!r}.")
+  options = {}
+  spec = registry.learner_spec(name)
+  if "decay" in spec.options:
+    options["decay"] = example.es_decay
+  if "window" in spec.options:
+    options["window"] = window
+  return registry.make_learner(name, model, **options)
 
 
 # The example programs run once, so their compile time is what counts:
@@ -284,7 +266,8 @@ def run_module_example(
     batch_size: batch size.
     window: window of the online learners and of truncated BPTT.
     dtype: floating dtype of inputs, targets and parameters.
-    learners: names from :data:`MODULE_LEARNERS` and ``"truncated_bptt"``.
+    learners: registered learner names (:data:`MODULE_LEARNERS` and
+      ``"tbptt"`` by default).
     compiler_options: XLA options of the programs; by default backend
       optimisation is off (they run once: compile time dominates).
 
@@ -304,15 +287,19 @@ def run_module_example(
   params, state = jit(model.init)(jax.random.PRNGKey(seed), xs[0])
   out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
   ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape), dtype)
-  fns, learner_states = {}, {}
+  fns, learner_states, approximate = {}, {}, {}
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", learners_lib.ApproximationWarning)
     for name in learners:
-      learner = make_module_learner(example, name, model)
+      learner = make_module_learner(example, name, model, window)
       learner_states[name] = learner.init_state(params, state, None, xs[0])
-      whole = name == "bptt"
+      whole = registry.learner_spec(name).whole_sequence
       fns[name] = learner.sequence_grad(mse, window=None if whole else window)
-    compiled = learners_lib.bptt(model).compile(params, state, None, xs[0])
+      approximate[name] = tuple(
+          v.path
+          for v in learner.verdicts(params, learner_states[name], None, xs[0])
+          if not v.exact
+      )
 
   def run(params, learner_states, xs, ys):
     reference = oracles.bptt_grads(model, mse, params, state, None, xs, ys)
@@ -327,11 +314,6 @@ def run_module_example(
   )
   grads = {name: r.grads for name, r in results.items()}
   losses = {name: r.losses for name, r in results.items()}
-  approximate = {
-      name: _approximate_parameters(compiled, name)
-      for name in ("d_rtrl", "es_d_rtrl")
-      if name in learners
-  }
   return ExampleRun(
       model,
       params,

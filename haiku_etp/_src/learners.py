@@ -33,7 +33,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 import warnings
 
 import haiku as hk
@@ -47,6 +47,7 @@ from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import fused as fused_lib
 from haiku_etp._src import online_loop
 from haiku_etp._src import protocol
+from haiku_etp._src import rtrl as rtrl_lib
 from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
 from haiku_etp._src import traces as traces_lib
@@ -137,6 +138,9 @@ class Learner(NamedTuple):
       analysis of the step for these arguments, with the traces' bytes.
     traces: ``traces(state) -> dict``: the trace leaves by label.
     compile: ``compile(params, state, rng, x) -> CompiledStep``.
+    verdicts: ``verdicts(params, state, rng, x) -> tuple``: one
+      :class:`~haiku_etp.ParameterVerdict` per parameter (exact or not,
+      and why), what ``report`` prints and the warning names.
   """
 
   name: str
@@ -151,6 +155,7 @@ class Learner(NamedTuple):
   report: Callable[..., str]
   traces: Callable[..., dict]
   compile: Callable[..., Any]
+  verdicts: Callable[..., tuple]
 
 
 # --------------------------------------------------------------------------
@@ -253,6 +258,7 @@ class _Core(NamedTuple):
   name: str
   memo: collections.OrderedDict
   warned: collections.OrderedDict  # input signatures already warned about
+  window: Optional[int] = None  # sequence_grad's default window (tbptt)
 
   @property
   def online(self) -> bool:
@@ -346,8 +352,13 @@ def _cross_budget(core: _Core):
 def _verdicts(core: _Core, compiled) -> tuple:
   """The learner's per-parameter statement (BPTT: exact over the sequence)."""
   if core.algorithm is None:
+    # BPTT over the whole sequence; truncated windows cut every path
+    # across their boundaries.
+    cut = lambda p: core.window is not None and p.role != "non-temporal"
     return tuple(
-        protocol.ParameterVerdict(p.path, p.role, True)
+        protocol.ParameterVerdict(
+            p.path, p.role, not cut(p), ("tbptt_window_cut",) if cut(p) else ()
+        )
         for p in compiled.parameters
     )
   return tuple(core.algorithm.verdicts(compiled))
@@ -561,6 +572,10 @@ def _compile(core: _Core, params, state, rng, x):
   return _entry(core, params, model_state, rng, x, compile_step=True).compiled
 
 
+def _learner_verdicts(core: _Core, params, state, rng, x) -> tuple:
+  return _verdicts(core, _compile(core, params, state, rng, x))
+
+
 def _report(core: _Core, params, state, rng, x) -> str:
   compiled = _compile(core, params, state, rng, x)
   traces = None
@@ -732,7 +747,7 @@ def _sequence_grad(
     mask = sequence.check_mask(mask, num_steps, batch)
     # The checks of the first step, with the whole sequence for the message.
     _checked_compile(core, params, state, rng, _first(xs), xs=xs)
-    k = window or (1 if core.online else num_steps)
+    k = window or core.window or (1 if core.online else num_steps)
     fused = _form(core) is fused_lib
     if fused and k != 1:
       raise ValueError(
@@ -810,13 +825,16 @@ def _as_model(model) -> hk.TransformedWithState:
   )
 
 
-def _learner(model, algorithm, name: str) -> Learner:
+def _learner(model, algorithm, name: str, window=None) -> Learner:
+  if algorithm is not None:
+    protocol.check_algorithm(algorithm)
   core = _Core(
       _as_model(model),
       algorithm,
       name,
       collections.OrderedDict(),
       collections.OrderedDict(),
+      window,
   )
   bound = lambda f: functools.partial(f, core)
   return Learner(
@@ -832,6 +850,7 @@ def _learner(model, algorithm, name: str) -> Learner:
       report=bound(_report),
       traces=bound(_traces),
       compile=bound(_compile),
+      verdicts=bound(_learner_verdicts),
   )
 
 
@@ -954,6 +973,86 @@ def es_d_rtrl(
   return _learner(model, algorithm, "es_d_rtrl")
 
 
+def rtrl(
+    model: hk.TransformedWithState,
+    *,
+    max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
+    params: Optional[Sequence[str]] = None,
+    max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+) -> Learner:
+  r"""RTRL: the exact online gradient, for any step.
+
+  .. math::
+    M_t = J_t M_{t-1} + I_t, \quad J_t = \partial h_t / \partial h_{t-1},
+    \quad I_t = \partial h_t / \partial \theta
+
+  ``M_t`` is each parameter's influence on every hidden value of a sample
+  (all groups and positions); ``J_t`` the whole Jacobian of the step's
+  hidden state, recurrent weights and gates included. It equals BPTT on
+  every model whose samples are independent (and whose step draws no
+  random numbers), parameters used outside ETP ops included, at
+  ``O(B H^2 P)`` flops and ``B H P`` trace entries per step for ``H``
+  hidden values per sample and ``P`` parameters: for small recurrent
+  networks, and as the reference every approximation is measured against.
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+    max_trace_bytes: the largest total size of the influence traces
+      (``None``: no limit); a step over it raises a ``ValueError`` naming
+      the bytes and what to use instead.
+    params: paths of the parameters to keep the full influence of (a small
+      recurrent weight, ``"rnn/w_h"``); the others get D-RTRL's traces and
+      its exactness, and the approximation warning names them. ``None``:
+      every parameter that reaches hidden state.
+    max_cross_bytes: D-RTRL's cross-group budget for the other parameters
+      (with ``params``).
+
+  Returns:
+    A :class:`Learner`.
+
+  Raises:
+    ValueError: for a negative or non-integer budget, or an empty
+      ``params``.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
+  >>> def step(x):
+  ...   rnn = haiku_etp.VanillaRNN(4)
+  ...   return rnn(x)
+  >>> learner = haiku_etp.rtrl(hk.transform_with_state(step))
+  >>> params, state = learner.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  >>> {k: v.shape for k, v in learner.traces(state).items()}
+  {'influence:vanilla_rnn/b': (2, 4, 4), 'influence:vanilla_rnn/w_h': (2, 4, 16), 'influence:vanilla_rnn/w_i': (2, 4, 12)}
+  """
+  compiler_lib.check_cross_budget(max_cross_bytes)
+  if max_trace_bytes is not None and (
+      isinstance(max_trace_bytes, bool)
+      or not isinstance(max_trace_bytes, (int, np.integer))
+      or max_trace_bytes < 0
+  ):
+    raise ValueError(
+        "max_trace_bytes must be None (no limit) or an int >= 0, got "
+        f"{max_trace_bytes!r}."
+    )
+  if params is not None:
+    if isinstance(params, str) or not all(isinstance(p, str) for p in params):
+      raise ValueError(
+          "params must be a sequence of parameter paths ('module/name'), got "
+          f"{params!r}."
+      )
+    if not params:
+      raise ValueError(
+          "params is empty; give the paths of the parameters to keep the "
+          "full influence of, or None for all of them."
+      )
+    params = tuple(params)
+  algorithm = rtrl_lib.RTRL(
+      max_trace_bytes=max_trace_bytes,
+      params=params,
+      max_cross_bytes=max_cross_bytes,
+  )
+  return _learner(model, algorithm, "rtrl")
+
+
 def bptt(model: hk.TransformedWithState) -> Learner:
   """Backpropagation through time, the reference.
 
@@ -968,3 +1067,45 @@ def bptt(model: hk.TransformedWithState) -> Learner:
     A :class:`Learner`.
   """
   return _learner(model, None, "bptt")
+
+
+def tbptt(model: hk.TransformedWithState, window: int) -> Learner:
+  """Truncated BPTT: BPTT inside windows of ``window`` steps, no traces.
+
+  ``sequence_grad``'s default window is ``window``; every path across a
+  window's boundary is cut (the baseline the online learners improve on).
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+    window: the truncation, an int >= 1.
+
+  Returns:
+    A :class:`Learner` named ``"tbptt"``.
+  """
+  _check_window(window)
+  if window is None:
+    raise ValueError("tbptt needs a window (an int >= 1); bptt has none.")
+  return _learner(model, None, "tbptt", window=window)
+
+
+def from_algorithm(
+    model: hk.TransformedWithState, algorithm: protocol.TraceAlgorithm
+) -> Learner:
+  """A learner from any :class:`~haiku_etp.TraceAlgorithm`.
+
+  The driver (compile cache, state layout, checks, window form, online
+  loop, fused form) is the one every built-in learner uses; the learner's
+  name and state key come from ``algorithm.name``. ``docs/design.md``, "The
+  learner protocol", shows a complete one.
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+    algorithm: a trace algorithm (``haiku_etp.TraceAlgorithm``).
+
+  Returns:
+    A :class:`Learner`.
+
+  Raises:
+    TypeError: if ``algorithm`` lacks a member of the protocol.
+  """
+  return _learner(model, algorithm, algorithm.name)

@@ -180,20 +180,15 @@ def recording_step_fn(compiled, model, needs) -> StepFn:
   """The step through the compiled program, recording what ``needs`` asks
   (a :class:`~haiku_etp._src.protocol.StepNeeds`)."""
   paths = needs.full_jacobian_params
+  if paths is None:
+    paths = [p.path for p in compiled.parameters if p.role != "non-temporal"]
 
   def step(p, st, rng, x):
     out, new_state, record = jacobians.run_step(
         compiled, p, st, rng, x, jacobians=needs.per_position
     )
     if needs.full_jacobian:
-      full = jacobians.full_jacobian(
-          model,
-          p,
-          st,
-          rng,
-          x,
-          compiled.param_paths if paths is None else paths,
-      )
+      full = jacobians.full_jacobian(model, p, st, rng, x, paths)
       record = record._replace(full=full)
     return out, new_state, record
 

@@ -1,0 +1,281 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+r"""Real-time recurrent learning: the exact online gradient of any step.
+
+With ``h`` every hidden value of a sample (all groups and positions,
+flattened in the state's leaf order, ``H`` of them) and ``theta`` the
+trained parameters, the influence ``M_t = dh_t / dtheta`` (per sample
+``H x n`` for a parameter of ``n`` entries) obeys
+
+.. math::
+  M_t = J_t M_{t-1} + I_t, \quad J_t = \partial h_t / \partial h_{t-1},
+  \quad I_t = \partial h_t / \partial \theta
+
+and in the window form the trace term of a window entered at ``h^e`` is
+``(dL/dh^e) M^e``. ``J_t`` is the whole Jacobian (recurrent weights, gates,
+stacks, every group), so RTRL equals BPTT on every model whose samples are
+independent; parameters used outside ETP ops included. ``J_t`` and ``I_t``
+come per sample from ``H`` reverse-mode products
+(:func:`~haiku_etp._src.jacobians.full_jacobian`), and ``J_t M`` is one
+batched matrix product per parameter: ``O(B H^2 P)`` flops and ``B H P``
+trace entries per step.
+
+``params=`` keeps the full influence for some parameters only (a small
+recurrent weight) and D-RTRL's traces for the rest.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from haiku_etp._src import compiler as compiler_lib
+from haiku_etp._src import jacobians
+from haiku_etp._src import protocol
+from haiku_etp._src import traces as traces_lib
+
+DEFAULT_TRACE_BYTES = 1 << 30
+_PREFIX = "influence:"
+
+
+def _hidden_avals(compiled) -> list:
+  return [compiled.program.aval(compiled.hidden_in(l)) for l in compiled.hidden]
+
+
+def _param_avals(compiled) -> dict:
+  program = compiled.program
+  return {
+      path: program.aval(program.invars[i])
+      for i, path in enumerate(compiled.param_paths)
+  }
+
+
+def _uses_rng(compiled) -> bool:
+  """Whether the step reads its rng (per-sample replays would redraw)."""
+  children = jax.tree_util.treedef_children(compiled.in_tree)
+  first = compiled.num_param_leaves + compiled.num_state_leaves
+  rng_ids = set(compiled.program.invars[first : first + children[2].num_leaves])
+  return any(
+      a in rng_ids
+      for node in compiled.program.nodes
+      for a in node.ins
+      if not isinstance(a, jacobians.Lit)
+  )
+
+
+def temporal_paths(compiled) -> tuple[str, ...]:
+  """The parameters that reach hidden state, in leaf order."""
+  return tuple(p.path for p in compiled.parameters if p.role != "non-temporal")
+
+
+def _size(aval) -> int:
+  return int(math.prod(aval.shape))
+
+
+def _itemsize(aval) -> int:
+  return np.dtype(aval.dtype).itemsize
+
+
+@dataclasses.dataclass(frozen=True)
+class RTRL:
+  """The full influence of each traced parameter on every hidden value.
+
+  Attributes:
+    max_trace_bytes: the largest total size of the influence traces
+      (``None``: no limit).
+    params: paths of the parameters to keep the full influence of
+      (``None``: every parameter that reaches hidden state); the others get
+      D-RTRL's traces.
+    max_cross_bytes: D-RTRL's cross-group budget for the other parameters.
+  """
+
+  max_trace_bytes: Optional[int] = DEFAULT_TRACE_BYTES
+  params: Optional[tuple[str, ...]] = None
+  max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES
+  name: str = "rtrl"
+  form = "window"
+
+  @property
+  def partial(self) -> bool:
+    return self.params is not None
+
+  @property
+  def needs(self) -> protocol.StepNeeds:
+    return protocol.StepNeeds(
+        per_position=self.partial,
+        full_jacobian=True,
+        full_jacobian_params=self.params,
+    )
+
+  @property
+  def cross_budget(self) -> Optional[int]:
+    return self.max_cross_bytes if self.partial else 0
+
+  def full_paths(self, compiled) -> tuple[str, ...]:
+    """The parameters whose full influence is kept, in leaf order."""
+    if self.params is None:
+      return temporal_paths(compiled)
+    unknown = sorted(set(self.params) - set(compiled.param_paths))
+    if unknown:
+      raise ValueError(
+          f"rtrl(params=...): {unknown} are not parameters of this step; "
+          f"its parameters are {list(compiled.param_paths)}."
+      )
+    return tuple(p for p in compiled.param_paths if p in set(self.params))
+
+  def _skipped(self, compiled) -> frozenset:
+    """Relations left to the full influence: any that a full parameter
+    feeds (D-RTRL's term would count it twice)."""
+    full = set(self.full_paths(compiled))
+    return frozenset(
+        rel.key
+        for rel in compiled.relations
+        if any(full & set(paths) for paths in rel.weights.values())
+    )
+
+  def _drtrl(self, compiled) -> traces_lib.DRTRL:
+    return traces_lib.DRTRL(
+        max_cross_bytes=self.max_cross_bytes, skip=self._skipped(compiled)
+    )
+
+  def init(self, compiled) -> dict:
+    hidden = _hidden_avals(compiled)
+    batch = hidden[0].shape[0]
+    num_h = sum(_size(a) // batch for a in hidden)
+    avals = _param_avals(compiled)
+    entries = {
+        _PREFIX
+        + path: jnp.zeros((batch, num_h, _size(avals[path])), avals[path].dtype)
+        for path in self.full_paths(compiled)
+    }
+    if self.partial:
+      entries.update(self._drtrl(compiled).init(compiled))
+    return entries
+
+  def operands(self, compiled, params) -> tuple:
+    leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(params)))
+    full = {p: leaves[p] for p in self.full_paths(compiled)}
+    rest = (
+        self._drtrl(compiled).operands(compiled, params)
+        if self.partial
+        else None
+    )
+    return full, rest
+
+  def roll(self, compiled, entries, record, operands) -> dict:
+    new = dict(entries)
+    if self.partial:
+      new.update(
+          self._drtrl(compiled).roll(compiled, entries, record, operands[1])
+      )
+    j = record.full.hidden
+    for path in self.full_paths(compiled):
+      m = entries[_PREFIX + path]
+      i = record.full.params[path]
+      rolled = jnp.einsum("bij,bjn->bin", j.astype(m.dtype), m)
+      new[_PREFIX + path] = (rolled + i.astype(m.dtype)).astype(m.dtype)
+    return new
+
+  def solve(self, compiled, entries, signals, operands) -> tuple:
+    full, rest = operands
+    g = jnp.concatenate(
+        [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
+    )
+    grads = {}
+    for path, leaf in full.items():
+      m = entries[_PREFIX + path]
+      dw = jnp.einsum("bh,bhn->n", g.astype(m.dtype), m)
+      grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
+    rest_grads = (
+        self._drtrl(compiled).solve(compiled, entries, signals, rest)
+        if self.partial
+        else None
+    )
+    return grads, rest_grads
+
+  def verdicts(self, compiled) -> tuple:
+    full = set(self.full_paths(compiled))
+    random = ("rtrl_random_step",) if _uses_rng(compiled) else ()
+    shared = {
+        path
+        for rel in compiled.relations
+        if rel.key in self._skipped(compiled)
+        for paths in rel.weights.values()
+        for path in paths
+    } - full
+    out = []
+    for p in compiled.parameters:
+      # Memory outside hidden state is outside every influence.
+      memory = tuple(r for r in p.reasons if r == "untraced_memory")
+      if p.path in full:
+        reasons = memory + random
+        out.append(
+            protocol.ParameterVerdict(p.path, "full", not reasons, reasons)
+        )
+      elif p.role == "non-temporal":
+        out.append(protocol.ParameterVerdict(p.path, p.role, True))
+      else:
+        reasons = tuple(p.reasons) + (
+            ("rtrl_shares_relation",) if p.path in shared else ()
+        )
+        out.append(
+            protocol.ParameterVerdict(p.path, p.role, not reasons, reasons)
+        )
+    return tuple(out)
+
+  def note(self, compiled) -> str:
+    parts = []
+    if _uses_rng(compiled):
+      parts.append(
+          "rtrl_random_step: the step draws random numbers from its rng; "
+          "RTRL's per-sample Jacobians replay it on batches of one, whose "
+          "draws differ. "
+      )
+    if self.partial:
+      parts.append(
+          f"rtrl(params={list(self.full_paths(compiled))}) keeps the full "
+          "influence of those parameters only; the others use D-RTRL's "
+          "traces (rtrl_shares_relation: a relation that a full parameter "
+          "also feeds is left to the full influence). "
+      )
+    return "".join(parts)
+
+  def check(self, compiled, traces) -> None:
+    if self.max_trace_bytes is None:
+      return
+    nbytes = sum(
+        _size(v) * _itemsize(v)
+        for k, v in traces.items()
+        if k.startswith(_PREFIX)
+    )
+    if nbytes <= self.max_trace_bytes:
+      return
+    hidden = _hidden_avals(compiled)
+    batch = hidden[0].shape[0]
+    num_h = sum(_size(a) // batch for a in hidden)
+    num_p = sum(
+        _size(_param_avals(compiled)[p]) for p in self.full_paths(compiled)
+    )
+    raise ValueError(
+        f"rtrl keeps B x H x P = {batch} x {num_h} x {num_p} influence "
+        f"entries for this step ({compiler_lib.format_bytes(nbytes)}), over "
+        f"max_trace_bytes={compiler_lib.format_bytes(self.max_trace_bytes)}. "
+        "Use a smaller batch, rtrl(model, params=[...]) for the recurrent "
+        "weights alone (D-RTRL for the rest), d_rtrl (exact on per-position "
+        "transitions), or raise max_trace_bytes."
+    )
