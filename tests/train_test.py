@@ -17,7 +17,6 @@
 ``conftest.py`` gives pytest four host CPU devices.
 """
 
-import json
 import os
 import struct
 import subprocess
@@ -33,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import checkpoints
-from experiments import compare
 from experiments import metrics as metrics_lib
 from experiments import training
 from experiments.configs import cue_accumulation
@@ -44,10 +42,6 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 _tiny = pipeline_util.tiny_config
-
-
-def by_name_cosine(rows, label):
-  return {r["learner"]: r for r in rows}[label]["cosine_vs_bptt"]
 
 
 def _png_size(path: str) -> tuple[int, int]:
@@ -252,7 +246,7 @@ class CheckpointKeysTest(absltest.TestCase):
 
 
 class OutputsTest(absltest.TestCase):
-  """metrics.jsonl, plots and the comparison table."""
+  """metrics.jsonl and plots (the comparison table: protocol_test)."""
 
   @classmethod
   def setUpClass(cls):
@@ -284,35 +278,6 @@ class OutputsTest(absltest.TestCase):
       self.assertEqual(
           _png_size(path), (1000, 700) if "curves" in path else (900, 800)
       )  # pyformat: disable
-
-  def test_compare_has_a_row_per_learner(self):
-    learners = list(compare.DEFAULT_LEARNERS)
-    config = _tiny("delayed_copy", train_steps=2, eval_every=2, log_every=1)
-    config.model.hidden_size = 4
-    rows = compare.compare(
-        config, self.create_tempdir().full_path, learners, repeats=1
-    )
-    self.assertEqual(
-        [r["learner"] for r in rows],
-        [
-            "d_rtrl",
-            "es_d_rtrl(decay=0.9)",
-            "es_d_rtrl(decay=0.9, form=fused)",
-            "rtrl",
-            "bptt",
-            "tbptt(window=10)",
-        ],
-    )
-    # RTRL's first gradient is BPTT's.
-    self.assertAlmostEqual(by_name_cosine(rows, "rtrl"), 1.0, places=5)
-    by_name = {r["learner"]: r for r in rows}
-    self.assertAlmostEqual(by_name["bptt"]["cosine_vs_bptt"], 1.0, places=5)
-    for r in rows:
-      self.assertGreater(r["ms_per_update"], 0.0)
-      self.assertGreater(r["update_mib"], 0.0)
-    text = compare.markdown(rows, "title")
-    self.assertLen(text.strip().splitlines(), 4 + len(learners))
-    json.dumps(rows)
 
 
 if __name__ == "__main__":

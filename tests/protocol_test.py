@@ -1,0 +1,233 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The learner protocol and the registry, from outside ``_src``.
+
+A toy rule defined here (the immediate gradient alone: no credit from the
+past, a step counter as its only trace) plugs into ``sequence_grad``,
+``value_and_grad``, ``unroll``, ``report`` and the training pipeline through
+the registry.
+"""
+
+import dataclasses
+import json
+
+from absl.testing import absltest
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import compare
+from experiments import metrics as metrics_lib
+from experiments import training
+import haiku_etp
+from haiku_etp import testing
+from tests import pipeline_util
+from tests import test_util
+
+
+@dataclasses.dataclass(frozen=True)
+class Immediate:
+  """The step's own gradient, nothing through the entry state."""
+
+  name: str = "immediate"
+  form: str = "window"
+  needs: haiku_etp.StepNeeds = haiku_etp.StepNeeds(per_position=False)
+  cross_budget: int = 0
+
+  def init(self, compiled):
+    del compiled
+    return {"steps": jnp.zeros((), jnp.int32)}
+
+  def operands(self, compiled, params):
+    del compiled, params
+    return {}
+
+  def roll(self, compiled, traces, record, operands):
+    del compiled, record, operands
+    return {"steps": traces["steps"] + 1}
+
+  def solve(self, compiled, traces, signals, operands):
+    del compiled, traces, signals, operands
+    return {}
+
+  def verdicts(self, compiled):
+    return tuple(
+        haiku_etp.ParameterVerdict(
+            p.path,
+            p.role,
+            p.role == "non-temporal",
+            () if p.role == "non-temporal" else ("immediate_only",),
+        )
+        for p in compiled.parameters
+    )
+
+  def note(self, compiled):
+    del compiled
+    return "immediate_only: no credit reaches earlier steps. "
+
+  def check(self, compiled, traces):
+    del compiled, traces
+
+
+def _make_immediate(model):
+  return haiku_etp.from_algorithm(model, Immediate())
+
+
+def _gru(x):
+  return haiku_etp.Linear(2, name="readout")(haiku_etp.GRU(4)(x))
+
+
+class ToyLearnerTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+    self.model, self.params, self.state, self.xs, self.ys = test_util.setup(
+        _gru, (3, 2), num_steps=5
+    )
+    self.learner = _make_immediate(self.model)
+    with testing.expect_warning(
+        haiku_etp.ApproximationWarning, "immediate_only: no credit"
+    ):
+      _, self.st = self.learner.init(jax.random.PRNGKey(0), self.xs[0])
+
+  def test_sequence_grad_is_truncated_bptt_of_one_step(self):
+    res = jax.jit(self.learner.sequence_grad(testing.mse))(
+        self.params, self.st, None, self.xs, self.ys
+    )
+    tbptt = haiku_etp.tbptt(self.model, window=1)
+    _, st = tbptt.init(jax.random.PRNGKey(0), self.xs[0])
+    ref = jax.jit(tbptt.sequence_grad(testing.mse))(
+        self.params, st, None, self.xs, self.ys
+    )
+    test_util.assert_trees_close(res.grads, ref.grads, 1e-12)
+    self.assertEqual(int(self.learner.traces(res.state)["steps"]), 5)
+    # The plain order rolls the same traces.
+    plain = jax.jit(
+        self.learner.sequence_grad(testing.mse, roll_order="same_step")
+    )(self.params, self.st, None, self.xs, self.ys)
+    test_util.assert_trees_close(plain.grads, res.grads, 1e-12)
+
+  def test_value_and_grad_unroll_report(self):
+    step = self.learner.value_and_grad(testing.mse)
+    res = step(self.params, self.st, None, self.xs[0], self.ys[0])
+    self.assertEqual(int(self.learner.traces(res.state)["steps"]), 1)
+    outs, _ = self.learner.unroll(self.params, self.st, None, self.xs)
+    self.assertEqual(outs.shape, (5, 3, 2))
+    report = self.learner.report(self.params, self.st, None, self.xs[0])
+    self.assertIn("learner: immediate (approximate for", report)
+    self.assertIn("approximate: immediate_only", report)
+    self.assertIn("steps: shape=() dtype=int32", report)
+
+  def test_not_an_algorithm(self):
+    with self.assertRaisesRegex(TypeError, r"is not a TraceAlgorithm.*'solve'"):
+
+      @dataclasses.dataclass(frozen=True)
+      class Broken:
+        name: str = "broken"
+
+      haiku_etp.from_algorithm(self.model, Broken())
+
+
+class RegistryTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.config = pipeline_util.tiny_config("delayed_copy")
+
+  def test_unknown_name_lists_the_registered(self):
+    model = hk.transform_with_state(_gru)
+    with self.assertRaisesRegex(
+        ValueError,
+        r"Unknown learner 'snap'; the registered learners are \['d_rtrl', "
+        r"'es_d_rtrl', 'rtrl', 'bptt', 'tbptt'",
+    ):
+      haiku_etp.make_learner("snap", model)
+    with self.assertRaisesRegex(ValueError, r"takes the options \['decay'"):
+      haiku_etp.make_learner("es_d_rtrl", model, alpha=0.9)
+    with self.assertRaisesRegex(ValueError, "option=value"):
+      haiku_etp.parse_learner("es_d_rtrl:0.9")
+    self.assertEqual(
+        haiku_etp.parse_learner("es_d_rtrl:decay=(0.9, 0.0):form=fused"),
+        ("es_d_rtrl", {"decay": (0.9, 0.0), "form": "fused"}),
+    )
+    with self.assertRaisesRegex(ValueError, "registered already"):
+      haiku_etp.register_learner("bptt", haiku_etp.bptt)
+
+  def test_every_registered_learner_trains_and_is_compared(self):
+    # 'all' in experiments.compare is every registered name, the toy one
+    # included, each trained on a tiny config through the pipeline.
+    haiku_etp.register_learner("immediate", _make_immediate)
+    self.addCleanup(haiku_etp.unregister_learner, "immediate")
+    config = pipeline_util.tiny_config(
+        "delayed_copy", train_steps=2, eval_every=2, log_every=1
+    )
+    config.model.hidden_size = 4
+    rows = compare.compare(
+        config, self.create_tempdir().full_path, ["all"], repeats=1
+    )
+    names = [r["learner"] for r in rows]
+    self.assertEqual(
+        [n.split("(")[0] for n in names], list(haiku_etp.learner_names())
+    )
+    self.assertIn("immediate", names)
+    for r in rows:
+      records = metrics_lib.read(r["workdir"])
+      self.assertTrue(np.all(np.isfinite([x["loss"] for x in records])))
+      self.assertGreater(r["ms_per_update"], 0.0)
+      self.assertGreater(r["update_mib"], 0.0)
+    by = {r["learner"]: r for r in rows}
+    # BPTT's and RTRL's first gradients are BPTT's; the toy's is the
+    # one-step truncation's.
+    self.assertAlmostEqual(by["bptt"]["cosine_vs_bptt"], 1.0, places=5)
+    self.assertAlmostEqual(by["rtrl"]["cosine_vs_bptt"], 1.0, places=5)
+    self.assertAlmostEqual(by["rtrl"]["norm_ratio_vs_bptt"], 1.0, places=5)
+    self.assertAlmostEqual(
+        by["immediate"]["cosine_vs_bptt"],
+        by["tbptt(window=1)"]["cosine_vs_bptt"],
+        places=6,
+    )
+    text = compare.markdown(rows, "title")
+    self.assertLen(text.strip().splitlines(), 4 + len(rows))
+    json.dumps(rows)
+
+  def test_options_are_labelled(self):
+    labels = [
+        compare.learner_label(compare.learner_config(self.config, text))
+        for text in compare.DEFAULT_LEARNERS
+    ]
+    self.assertEqual(
+        labels,
+        [
+            "d_rtrl",
+            "es_d_rtrl(decay=0.9)",
+            "es_d_rtrl(decay=0.9, form=fused)",
+            "rtrl",
+            "bptt",
+            "tbptt(window=10)",
+        ],
+    )
+
+  def test_the_pipeline_rejects_an_unknown_learner(self):
+    config = pipeline_util.tiny_config("adding", learner="snap")
+    with self.assertRaisesRegex(
+        training.ConfigError, r"config.learner must be one of \('d_rtrl'"
+    ):
+      training.validate(config)
+
+
+if __name__ == "__main__":
+  absltest.main()
