@@ -16,16 +16,17 @@ r"""Per-module table: which learners pass, which are exact, the cosines.
 
 Every public module of ``haiku_etp`` is registered in
 ``haiku_etp.testing.MODULE_EXAMPLES`` with a small step that uses it. For each
-entry this binary runs D-RTRL and ES-D-RTRL (``sequence_grad(window=...)``),
-the BPTT learner over the whole sequence and truncated BPTT (the BPTT learner
-with the same window: the gradient without traces) over one random sequence,
+entry this binary runs D-RTRL, ES-D-RTRL and RTRL
+(``sequence_grad(window=...)``), the BPTT learner over the whole sequence and
+truncated BPTT (``tbptt`` with the same window: the gradient without traces)
+over one random sequence,
 and compares their gradients with an independent whole-sequence BPTT
 (``testing.bptt_grads``). A learner *passes* when every gradient leaf is
 finite and non-zero somewhere and its per-step losses equal BPTT's (for
 truncated BPTT, a parameter acting only on later steps may get zero). Where
-``docs/design.md`` calls a learner exact on the entry (and always for the
-BPTT learner), the table gives its largest relative error; elsewhere the
-cosine similarity. It also gives the trace bytes of each online learner per
+``docs/design.md`` calls a learner exact on the entry (and always for BPTT
+and RTRL), the table gives its largest relative error; elsewhere the cosine
+similarity. It also gives the trace bytes of each online learner per
 sample, and after the table the parameters for which each online learner is
 approximate (those its ``haiku_etp.ApproximationWarning`` names).
 
@@ -65,6 +66,9 @@ REPORT_OUTPUT = flags.DEFINE_string(
 )
 
 _EXACT_TOL = 1e-8
+# Learners that equal BPTT on every step.
+_ALWAYS_EXACT = ("bptt", "rtrl")
+_ONLINE = ("d_rtrl", "es_d_rtrl", "rtrl")
 
 
 def _passes(grads, losses, reference_losses, nonzero_required) -> bool:
@@ -84,9 +88,7 @@ def _trace_bytes(example, name, run) -> int:
     # The row lists the approximate parameters instead.
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
     _, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), run.xs[0])
-  leaves = jax.tree_util.tree_leaves(
-      {k: v for k, v in state.items() if k.startswith("~etp")}
-  )
+  leaves = jax.tree_util.tree_leaves(state[f"~etp/{learner.name}"])
   total = sum(math.prod(l.shape) * l.dtype.itemsize for l in leaves)
   return total // run.xs.shape[1]
 
@@ -125,7 +127,7 @@ def report_row(example, num_steps, batch_size, window, dtype) -> dict:
         "cosine": testing.cosine_similarity(grads, run.reference),
         "exact": err <= _EXACT_TOL,
     }
-    if name in ("d_rtrl", "es_d_rtrl"):
+    if name in _ONLINE:
       row[name]["trace_bytes_per_sample"] = _trace_bytes(example, name, run)
   return row
 
@@ -142,19 +144,20 @@ def format_table(rows) -> str:
     return f"{verdict}, cos {r['cosine']:.4f}"
 
   lines = [
-      "| module | S per group | D-RTRL | ES-D-RTRL | BPTT | truncated BPTT "
-      "| trace B/sample (D-RTRL / ES) |",
-      "|---|---|---|---|---|---|---|",
+      "| module | S per group | D-RTRL | ES-D-RTRL | RTRL | BPTT | truncated "
+      "BPTT | trace B/sample (D-RTRL / ES / RTRL) |",
+      "|---|---|---|---|---|---|---|---|",
   ]
   for row in rows:
+    claimed = lambda n: n in _ALWAYS_EXACT or n in row["claimed_exact"]
+    cells = [cell(row[n], claimed(n)) for n in ("d_rtrl", "es_d_rtrl", "rtrl")]
     lines.append(
         f"| {row['module']} | {row['groups']} | "
-        f"{cell(row['d_rtrl'], 'd_rtrl' in row['claimed_exact'])} | "
-        f"{cell(row['es_d_rtrl'], 'es_d_rtrl' in row['claimed_exact'])} | "
-        f"{cell(row['bptt'], True)} | "
+        + " | ".join(cells)
+        + f" | {cell(row['bptt'], True)} | "
         f"{cell(row[testing.TRUNCATED_BPTT], False)} | "
-        f"{row['d_rtrl']['trace_bytes_per_sample']} / "
-        f"{row['es_d_rtrl']['trace_bytes_per_sample']} |"
+        + " / ".join(str(row[n]["trace_bytes_per_sample"]) for n in _ONLINE)
+        + " |"
     )
   return "\n".join(lines)
 

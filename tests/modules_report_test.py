@@ -22,6 +22,7 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 
 from experiments import modules_report
+from haiku_etp import testing
 
 _MODULES = ("Linear", "VanillaRNN", "LIF")
 
@@ -48,13 +49,15 @@ class ModulesReportTest(absltest.TestCase):
       rows = {r["module"]: r for r in json.load(f)["rows"]}
     self.assertCountEqual(rows, _MODULES)
     for name, row in rows.items():
-      for learner in ("d_rtrl", "es_d_rtrl", "bptt"):
+      for learner in ("d_rtrl", "es_d_rtrl", "rtrl", "bptt"):
         self.assertTrue(row[learner]["passed"], f"{name} {learner}")
       for learner in row["claimed_exact"]:
         self.assertTrue(row[learner]["exact"], f"{name} {learner}")
       self.assertTrue(row["bptt"]["exact"], name)
-      self.assertTrue(row["truncated_bptt"]["passed"], name)
-      self.assertFalse(row["truncated_bptt"]["exact"], name)
+      self.assertTrue(row["rtrl"]["exact"], name)
+      self.assertEqual(row["approximate"]["rtrl"], [], name)
+      self.assertTrue(row["tbptt"]["passed"], name)
+      self.assertFalse(row["tbptt"]["exact"], name)
     self.assertEqual(rows["Linear"]["claimed_exact"], ["d_rtrl", "es_d_rtrl"])
     self.assertEqual(rows["LIF"]["groups"], [2])
     self.assertIn("cut_memory_path", rows["VanillaRNN"]["warnings"])
@@ -76,7 +79,10 @@ class ModulesReportTest(absltest.TestCase):
     self.assertIn("exact", table)
     self.assertIn("cos", table)
     approximate = modules_report.format_approximate(list(rows.values()))
-    self.assertLen(approximate.splitlines(), 1 + 2 * len(_MODULES))
+    # One line per module and learner (every learner run, tbptt included).
+    learners = len(testing.MODULE_LEARNERS) + 1
+    self.assertLen(approximate.splitlines(), 1 + learners * len(_MODULES))
+    self.assertIn("VanillaRNN rtrl: -", approximate)
     self.assertIn("VanillaRNN d_rtrl: vanilla_rnn/linear/b", approximate)
 
   def test_rejects_unknown_module(self):

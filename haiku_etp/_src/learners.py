@@ -1021,7 +1021,7 @@ def rtrl(
   >>> learner = haiku_etp.rtrl(hk.transform_with_state(step))
   >>> params, state = learner.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
   >>> {k: v.shape for k, v in learner.traces(state).items()}
-  {'influence:vanilla_rnn/b': (2, 4, 4), 'influence:vanilla_rnn/w_h': (2, 4, 16), 'influence:vanilla_rnn/w_i': (2, 4, 12)}
+  {'influence:vanilla_rnn/linear/b': (2, 4, 4), 'influence:vanilla_rnn/linear/w': (2, 4, 12), 'influence:vanilla_rnn/linear_1/b': (2, 4, 4), 'influence:vanilla_rnn/linear_1/w': (2, 4, 16)}
   """
   compiler_lib.check_cross_budget(max_cross_bytes)
   if max_trace_bytes is not None and (
