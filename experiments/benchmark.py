@@ -25,7 +25,9 @@ Four models built from the library's modules:
   per-position ``LIF`` neurons, and a ``LeakyReadout`` of the spatially
   mean-pooled spikes, B=8;
 * ``eprop``: e-prop's network, ``Linear`` 20 -> 64 into a
-  ``RecurrentALIF`` layer and a ``LeakyReadout`` of 2, B=32.
+  ``RecurrentALIF`` layer and a ``LeakyReadout`` of 2, B=32;
+* ``gru_small``: ``GRU`` 32 -> 64 and a ``Linear`` readout, B=32 (a size
+  at which RTRL runs; not in the default list).
 
 The learners are registered names with options (``name:option=value``):
 ``d_rtrl``, ``d_rtrl:max_cross_bytes=0`` (no cross-group traces),
@@ -65,7 +67,7 @@ import numpy as np
 from experiments import common
 import haiku_etp
 
-_MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop")
+_MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop", "gru_small")
 # D-RTRL without cross-group traces (max_cross_bytes=0): the cost and the
 # error of cutting a readout's or a next layer's path.
 _LEARNER_NAMES = (
@@ -193,6 +195,13 @@ def make_model(name: str, scale: float) -> ModelSpec:
 
     desc = f"e-prop: recurrent ALIF {num_in}->{hidden}, leaky readout ->2, B={batch}"
     return ModelSpec(name, desc, step, (batch, num_in))
+  if name == "gru_small":
+    batch, num_in, hidden = s(32), s(32), s(64)
+    step = lambda x_t: haiku_etp.Linear(_NUM_CLASSES, name="readout")(
+        haiku_etp.GRU(hidden)(x_t)
+    )
+    desc = f"GRU {num_in}->{hidden}, readout ->{_NUM_CLASSES}, B={batch}"
+    return ModelSpec(name, desc, step, (batch, num_in))
   raise ValueError(f"Unknown model {name!r}; known models are {_MODEL_NAMES}.")
 
 
@@ -244,6 +253,23 @@ def copy_bandwidth(num_bytes: int, repeats: int) -> float:
     a = jax.block_until_ready(scale(a))
     times.append(time.perf_counter() - start)
   return 2 * a.size * a.dtype.itemsize / float(np.median(times))
+
+
+def influence_shapes(traces: dict) -> list:
+  """The ``(B, H, n)`` shapes of RTRL's influence traces."""
+  return [
+      tuple(v.shape) for k, v in traces.items() if k.startswith("influence:")
+  ]
+
+
+def matmul_gflops(batch: int, num_h: int, num_p: int, repeats: int) -> float:
+  """GFLOP/s of the batched product ``(B, H, H) x (B, H, P)``, float32: RTRL's
+  ``J_t M_{t-1}`` for ``P`` influence columns."""
+  prod = jax.jit(lambda j, m: jnp.einsum("bij,bjn->bin", j, m))
+  j = jnp.ones((batch, num_h, num_h), jnp.float32) / num_h
+  m = jnp.ones((batch, num_h, num_p), jnp.float32)
+  seconds = _median_seconds(prod, (j, m), max(3, repeats))
+  return 2.0 * batch * num_h * num_h * num_p / seconds / 1e9
 
 
 def _sequence(spec: ModelSpec, num_steps: int, seed: int):
@@ -335,6 +361,16 @@ def run(
             "trace_bytes": trace_bytes,
         }
         row.update(measure(learner, params, state, xs, ys, repeats))
+        shapes = influence_shapes(learner.traces(state))
+        if shapes:
+          # J_t M_{t-1}: 2 B H^2 n flops per influence trace and step.
+          batch, num_h = shapes[0][:2]
+          num_p = sum(n for _, _, n in shapes)
+          flops = 2.0 * batch * num_h * num_h * num_p
+          row["jm_gflop_per_step"] = flops / 1e9
+          row["jm_gflops_in_step"] = flops / row["ms_per_step"] / 1e6
+          row["matmul_gflops"] = matmul_gflops(batch, num_h, num_p, repeats)
+          row["jm_ms_at_matmul_rate"] = flops / row["matmul_gflops"] / 1e6
         if learner_name.startswith("d_rtrl"):
           row["copy_bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
           row["x_bound"] = row["ms_per_step"] / row["copy_bound_ms"]
@@ -433,6 +469,22 @@ def print_table(rows, growth, bandwidth: float) -> None:
         f"{r['model']:<10}{r['learner']:<26}{r['steps']:>6}"
         + "".join(_fmt(r.get(key), spec, 14) for key, _, spec in cols)
     )
+  jm = [r for r in rows if "jm_gflop_per_step" in r]
+  if jm:
+    print(
+        "RTRL's J_t M_{t-1} (2 B H^2 P flops per step): its GFLOP/s over the "
+        "whole step, and the batched matmul's own GFLOP/s on those shapes"
+    )
+    print(
+        f"{'model':<10}{'learner':<26}{'T':>6}{'GFLOP/step':>12}"
+        f"{'GFLOP/s step':>14}{'matmul GFLOP/s':>16}{'JM ms':>9}"
+    )
+    for r in jm:
+      print(
+          f"{r['model']:<10}{r['learner']:<26}{r['steps']:>6}"
+          f"{r['jm_gflop_per_step']:>12.3f}{r['jm_gflops_in_step']:>14.1f}"
+          f"{r['matmul_gflops']:>16.1f}{r['jm_ms_at_matmul_rate']:>9.3f}"
+      )
   print(
       "Compiled memory at T=max over T=min (online learners: flat within 5%), "
       "its growth per step and the input bytes per step"

@@ -22,8 +22,8 @@ from absl.testing import parameterized
 from haiku_etp._src import conv
 from haiku_etp._src import dense
 from haiku_etp._src import elementwise
+from haiku_etp._src import factories
 from haiku_etp._src import layers
-from haiku_etp._src import learners
 from haiku_etp._src import parallel
 from haiku_etp._src import primitive
 from haiku_etp._src import recurrent
@@ -38,8 +38,8 @@ class DoctestTest(parameterized.TestCase):
       conv,
       dense,
       elementwise,
+      factories,
       layers,
-      learners,
       parallel,
       primitive,
       recurrent,

@@ -12,18 +12,21 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-r"""Online learners (D-RTRL, ES-D-RTRL) and the BPTT reference.
+r"""The learner driver: the public :class:`Learner`, the state layout and
+the compile cache, around any trace algorithm
+(:class:`~haiku_etp._src.protocol.TraceAlgorithm`).
 
 A learner is a :class:`Learner`, a NamedTuple of pure functions shaped like
 ``hk.Transformed`` and ``optax.GradientTransformation``: everything that
-changes a result is in the arguments. Gradients come in the window form
-(:mod:`~haiku_etp._src.window`): one VJP of a window of ``k`` steps plus the
-contraction of the traces at its entry with ``dL/dh``; the traces then roll
-through the window. BPTT has no traces: with a window covering the sequence
-it is the exact reference, with a shorter one truncated BPTT.
+changes a result is in the arguments. Gradients come from the algorithm's
+form: the window form (:mod:`~haiku_etp._src.window`), its in-place online
+loop (:mod:`~haiku_etp._src.online_loop`) or the fused form
+(:mod:`~haiku_etp._src.fused`). BPTT has no algorithm and no traces: with a
+window covering the sequence it is the exact reference, with a shorter one
+truncated BPTT. The factories are in :mod:`~haiku_etp._src.factories`.
 
 The learner state is the model's Haiku state plus top-level entries owned by
-the learner: ``"~etp/d_rtrl"`` or ``"~etp/es_d_rtrl"`` (the traces) and
+the learner: ``"~etp/<algorithm name>"`` (the traces) and
 ``"~etp/initial"`` (the initial hidden and per-sample state, which
 :func:`reset` restores). See ``docs/design.md``.
 """
@@ -33,7 +36,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional
 import warnings
 
 import haiku as hk
@@ -47,7 +50,6 @@ from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import fused as fused_lib
 from haiku_etp._src import online_loop
 from haiku_etp._src import protocol
-from haiku_etp._src import rtrl as rtrl_lib
 from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
 from haiku_etp._src import traces as traces_lib
@@ -101,13 +103,15 @@ class SequenceResult(NamedTuple):
 class Learner(NamedTuple):
   """A gradient algorithm for one ``hk.transform_with_state`` step.
 
-  Build it with :func:`d_rtrl`, :func:`es_d_rtrl` or :func:`bptt`. Every
+  Build it with a factory (``haiku_etp.d_rtrl``, ``es_d_rtrl``, ``rtrl``,
+  ``bptt``, ``tbptt``), by name (``haiku_etp.make_learner``) or from any
+  trace algorithm (``haiku_etp.from_algorithm``). Every
   function is pure and jittable (``report`` and ``compile`` read shapes
   only); the learner state is the model's Haiku state plus the learner's own
   ``"~etp/..."`` entries.
 
   Attributes:
-    name: ``"d_rtrl"``, ``"es_d_rtrl"`` or ``"bptt"``.
+    name: the learner's name (``"d_rtrl"``, ``"rtrl"``, ``"bptt"``, ...).
     init: ``init(rng, x0) -> (params, state)``.
     init_state: ``init_state(params, model_state, rng, x0) -> state``: the
       learner entries added to an existing model state.
@@ -852,260 +856,3 @@ def _learner(model, algorithm, name: str, window=None) -> Learner:
       compile=bound(_compile),
       verdicts=bound(_learner_verdicts),
   )
-
-
-def d_rtrl(
-    model: hk.TransformedWithState,
-    *,
-    fast: bool = True,
-    max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
-) -> Learner:
-  r"""D-RTRL: per-parameter eligibility traces, rolled forward in time.
-
-  .. math::
-    \epsilon^t[\dots, a] = \sum_b D^t[\dots, a, b]\, \epsilon^{t-1}[\dots, b]
-      + D_f^t[\dots, a] \otimes x^t
-
-  Equals BPTT when every group's transition is per-position and each
-  relation's tail is elementwise (leaky integrators, feed-forward LIF/ALIF,
-  dense and conv relations). When a group's state reaches another group
-  through ETP ops (spikes into a leaky readout, a stack of spiking layers),
-  cross-group traces carry that credit too, exactly, within
-  ``max_cross_bytes``. Elsewhere the compiler names the cut, and the learner
-  emits an :class:`ApproximationWarning` naming the parameters it affects.
-  Memory ``O(B |theta| S)`` plus the cross-group traces (``report`` lists
-  them), flat in time.
-
-  Args:
-    model: a ``hk.transform_with_state`` step ``x_t -> out_t`` (also one made
-      with ``hk.without_apply_rng``).
-    fast: use the primitives' closed-form fast paths.
-    max_cross_bytes: the largest total size of the cross-group traces
-      (``None``: no limit; 0: none). A relation whose traces do not fit keeps
-      the cut, with a ``cross_trace_over_budget`` warning naming the bytes.
-
-  Returns:
-    A :class:`Learner`.
-
-  Raises:
-    ValueError: for a negative or non-integer ``max_cross_bytes``.
-
-  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
-  >>> def step(x):
-  ...   w = hk.get_parameter("w", (3, 4), init=jnp.ones)
-  ...   v = haiku_etp.get_hidden_state("v", (x.shape[0], 4), x.dtype)
-  ...   v = 0.9 * v + haiku_etp.dense(x, w)
-  ...   haiku_etp.set_hidden_state("v", v)
-  ...   return v
-  >>> learner = haiku_etp.d_rtrl(hk.transform_with_state(step))
-  >>> params, state = learner.init(None, jnp.ones((2, 3)))
-  >>> sorted(learner.traces(state))
-  ['~/w:weight@~']
-  """
-  compiler_lib.check_cross_budget(max_cross_bytes)
-  return _learner(
-      model,
-      traces_lib.DRTRL(fast=fast, max_cross_bytes=max_cross_bytes),
-      "d_rtrl",
-  )  # pyformat: disable
-
-
-def es_d_rtrl(
-    model: hk.TransformedWithState,
-    decay: Optional[traces_lib.Decay] = None,
-    *,
-    rank: Optional[int] = None,
-    form: str = "window",
-) -> Learner:
-  r"""ES-D-RTRL: input-side and output-side traces, ``O(B (I + O S))``.
-
-  .. math::
-    \epsilon_x^t = \alpha_x \epsilon_x^{t-1} + x^t, \quad
-    \epsilon_f^t = \alpha_f D^t \epsilon_f^{t-1} + (1 - \alpha_f) D_f^t
-
-  and the gradient ``xy_to_dw(eps_x, sum_a eps_f[..., a] g[..., a] / c)`` with
-  bias correction ``c = 1 - alpha_f ** n`` after ``n`` trace steps. Exact at
-  ``T = 1`` and with ``decay=(lam, 0)`` on a uniform leak
-  ``h <- lam h + op(x)``; an approximation elsewhere, so building it emits
-  an :class:`ApproximationWarning`.
-
-  Two forms. ``form="window"`` (the default) is the window form every
-  learner shares: the step's own gradient from a VJP, plus the entry traces
-  contracted with ``dL/dh`` at the entry. ``form="fused"`` folds the step
-  into the traces first and contracts once per relation and step,
-
-  .. math::
-    \nabla\theta_t \approx \mathrm{xy\_to\_dw}\bigl(\epsilon_x^t,
-      [\alpha_f \textstyle\sum_a \epsilon_f^{t-1} g^{t-1}
-      + (1 - \alpha_f)\, \partial L_t / \partial y_t] / c\bigr)
-
-  where ``dL_t/dy_t`` and ``g^{t-1} = dL_t/dh^{t-1}`` come from one VJP of
-  the step that stops at the traced weights and at the inputs of recurrent
-  relations: no weight gradient inside the VJP and no backward pass through
-  a recurrent weight, so a step costs about the forward pass plus one weight
-  contraction (with ``alpha_f = 0`` it keeps no output-side traces and
-  computes no ``D``). It is another approximation (the recurrent path's
-  one-step credit is dropped), exact at ``T = 1`` and with
-  ``decay=(lam, 0)`` on a uniform leak that the loss reads after the step
-  writes it; it needs ``window=1``.
-
-  Args:
-    model: a ``hk.transform_with_state`` step.
-    decay: a float ``alpha`` (both decays) or an ``(alpha_x, alpha_f)`` pair
-      in ``[0, 1)``; ``(0, 0)`` by default.
-    rank: instead of ``decay``, an int ``n >= 1``: the decay
-      ``(n - 1) / (n + 1)`` whose window has the centre of mass of ``n``
-      steps.
-    form: ``"window"`` or ``"fused"`` (see above).
-
-  Returns:
-    A :class:`Learner`.
-
-  Raises:
-    ValueError: for a decay outside ``[0, 1)``, a rank below 1, both, or an
-      unknown ``form``.
-    TypeError: for an int ``decay`` (use ``rank=``) or another type.
-  """
-  alpha_x, alpha_f = traces_lib.parse_decay(decay, rank)
-  if form not in ("window", "fused"):
-    raise ValueError(f"form must be 'window' or 'fused', got {form!r}.")
-  algorithm = traces_lib.ESDRTRL(alpha_x, alpha_f, fused=form == "fused")
-  return _learner(model, algorithm, "es_d_rtrl")
-
-
-def rtrl(
-    model: hk.TransformedWithState,
-    *,
-    max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
-    params: Optional[Sequence[str]] = None,
-    max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
-) -> Learner:
-  r"""RTRL: the exact online gradient, for any step.
-
-  .. math::
-    M_t = J_t M_{t-1} + I_t, \quad J_t = \partial h_t / \partial h_{t-1},
-    \quad I_t = \partial h_t / \partial \theta
-
-  ``M_t`` is each parameter's influence on every hidden value of a sample
-  (all groups and positions); ``J_t`` the whole Jacobian of the step's
-  hidden state, recurrent weights and gates included. It equals BPTT on
-  every model whose samples are independent (and whose step draws no
-  random numbers), parameters used outside ETP ops included, at
-  ``O(B H^2 P)`` flops and ``B H P`` trace entries per step for ``H``
-  hidden values per sample and ``P`` parameters: for small recurrent
-  networks, and as the reference every approximation is measured against.
-
-  Args:
-    model: a ``hk.transform_with_state`` step.
-    max_trace_bytes: the largest total size of the influence traces
-      (``None``: no limit); a step over it raises a ``ValueError`` naming
-      the bytes and what to use instead.
-    params: paths of the parameters to keep the full influence of (a small
-      recurrent weight, ``"rnn/w_h"``); the others get D-RTRL's traces and
-      its exactness, and the approximation warning names them. ``None``:
-      every parameter that reaches hidden state.
-    max_cross_bytes: D-RTRL's cross-group budget for the other parameters
-      (with ``params``).
-
-  Returns:
-    A :class:`Learner`.
-
-  Raises:
-    ValueError: for a negative or non-integer budget, or an empty
-      ``params``.
-
-  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
-  >>> def step(x):
-  ...   rnn = haiku_etp.VanillaRNN(4)
-  ...   return rnn(x)
-  >>> learner = haiku_etp.rtrl(hk.transform_with_state(step))
-  >>> params, state = learner.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
-  >>> {k: v.shape for k, v in learner.traces(state).items()}
-  {'influence:vanilla_rnn/linear/b': (2, 4, 4), 'influence:vanilla_rnn/linear/w': (2, 4, 12), 'influence:vanilla_rnn/linear_1/b': (2, 4, 4), 'influence:vanilla_rnn/linear_1/w': (2, 4, 16)}
-  """
-  compiler_lib.check_cross_budget(max_cross_bytes)
-  if max_trace_bytes is not None and (
-      isinstance(max_trace_bytes, bool)
-      or not isinstance(max_trace_bytes, (int, np.integer))
-      or max_trace_bytes < 0
-  ):
-    raise ValueError(
-        "max_trace_bytes must be None (no limit) or an int >= 0, got "
-        f"{max_trace_bytes!r}."
-    )
-  if params is not None:
-    if isinstance(params, str) or not all(isinstance(p, str) for p in params):
-      raise ValueError(
-          "params must be a sequence of parameter paths ('module/name'), got "
-          f"{params!r}."
-      )
-    if not params:
-      raise ValueError(
-          "params is empty; give the paths of the parameters to keep the "
-          "full influence of, or None for all of them."
-      )
-    params = tuple(params)
-  algorithm = rtrl_lib.RTRL(
-      max_trace_bytes=max_trace_bytes,
-      params=params,
-      max_cross_bytes=max_cross_bytes,
-  )
-  return _learner(model, algorithm, "rtrl")
-
-
-def bptt(model: hk.TransformedWithState) -> Learner:
-  """Backpropagation through time, the reference.
-
-  ``sequence_grad`` defaults to one window over the whole sequence (exact
-  BPTT, memory linear in ``T``); ``window=k`` gives truncated BPTT.
-  ``value_and_grad`` is the one-step (truncated) gradient.
-
-  Args:
-    model: a ``hk.transform_with_state`` step.
-
-  Returns:
-    A :class:`Learner`.
-  """
-  return _learner(model, None, "bptt")
-
-
-def tbptt(model: hk.TransformedWithState, window: int) -> Learner:
-  """Truncated BPTT: BPTT inside windows of ``window`` steps, no traces.
-
-  ``sequence_grad``'s default window is ``window``; every path across a
-  window's boundary is cut (the baseline the online learners improve on).
-
-  Args:
-    model: a ``hk.transform_with_state`` step.
-    window: the truncation, an int >= 1.
-
-  Returns:
-    A :class:`Learner` named ``"tbptt"``.
-  """
-  _check_window(window)
-  if window is None:
-    raise ValueError("tbptt needs a window (an int >= 1); bptt has none.")
-  return _learner(model, None, "tbptt", window=window)
-
-
-def from_algorithm(
-    model: hk.TransformedWithState, algorithm: protocol.TraceAlgorithm
-) -> Learner:
-  """A learner from any :class:`~haiku_etp.TraceAlgorithm`.
-
-  The driver (compile cache, state layout, checks, window form, online
-  loop, fused form) is the one every built-in learner uses; the learner's
-  name and state key come from ``algorithm.name``. ``docs/design.md``, "The
-  learner protocol", shows a complete one.
-
-  Args:
-    model: a ``hk.transform_with_state`` step.
-    algorithm: a trace algorithm (``haiku_etp.TraceAlgorithm``).
-
-  Returns:
-    A :class:`Learner`.
-
-  Raises:
-    TypeError: if ``algorithm`` lacks a member of the protocol.
-  """
-  return _learner(model, algorithm, algorithm.name)

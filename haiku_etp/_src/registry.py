@@ -24,6 +24,7 @@ is a ``ValueError`` listing the valid ones. A new rule is one module (a
 import ast
 from typing import Any, Callable, NamedTuple
 
+from haiku_etp._src import factories
 from haiku_etp._src import learners
 
 
@@ -158,32 +159,32 @@ def learner_label(name: str, options: dict) -> str:
 
 register_learner(
     "d_rtrl",
-    learners.d_rtrl,
+    factories.d_rtrl,
     options=("fast", "max_cross_bytes"),
     description="D-RTRL: per-parameter traces, exact on per-position "
     "transitions",
 )
 register_learner(
     "es_d_rtrl",
-    learners.es_d_rtrl,
+    factories.es_d_rtrl,
     options=("decay", "rank", "form"),
     description="ES-D-RTRL: input- and output-side traces, O(B (I + O S))",
 )
 register_learner(
     "rtrl",
-    learners.rtrl,
+    factories.rtrl,
     options=("max_trace_bytes", "params", "max_cross_bytes"),
     description="RTRL: the full influence, exact on every step",
 )
 register_learner(
     "bptt",
-    learners.bptt,
+    factories.bptt,
     whole_sequence=True,
     description="BPTT over the whole sequence, the reference",
 )
 register_learner(
     "tbptt",
-    learners.tbptt,
+    factories.tbptt,
     options=("window",),
     description="truncated BPTT inside windows, no traces",
 )
