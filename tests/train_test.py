@@ -17,6 +17,7 @@
 ``conftest.py`` gives pytest four host CPU devices.
 """
 
+import copy
 import os
 import struct
 import subprocess
@@ -29,6 +30,7 @@ from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from experiments import checkpoints
@@ -42,6 +44,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 _tiny = pipeline_util.tiny_config
+
+
+def dict_config(config, **overrides):
+  """A copy of ``config`` with top-level ``overrides``."""
+  config = copy.deepcopy(config)
+  config.update(overrides)
+  return config
 
 
 def _png_size(path: str) -> tuple[int, int]:
@@ -67,11 +76,23 @@ class TrainTest(parameterized.TestCase):
       ("adding_es_mesh_online", "adding", "es_d_rtrl", "mesh", 4),
       ("cue_es_fused_pmap", "cue_accumulation", "es_fused", "pmap", 0),
       ("copy_rtrl_pmap", "delayed_copy", "rtrl", "pmap", 0),
+      # e-prop's network (recurrent ALIF), its recurrent weight under RTRL.
+      (
+          "cue_eprop_rtrl_w_rec_mesh",
+          "cue_accumulation",
+          "rtrl_w_rec",
+          "mesh",
+          0,
+      ),
   )
   def test_trains(self, task, learner, parallel, update_every):
+    partial = learner == "rtrl_w_rec"
     config = _tiny(
         task,
-        learner="es_d_rtrl" if learner == "es_fused" else learner,
+        learner={"es_fused": "es_d_rtrl", "rtrl_w_rec": "rtrl"}.get(
+            learner, learner
+        ),
+        rtrl_params=("recurrent_alif/w_rec",) if partial else (),
         es_form="fused" if learner == "es_fused" else "window",
         parallel=parallel,
         update_every=update_every,
@@ -79,6 +100,7 @@ class TrainTest(parameterized.TestCase):
         window=2 if learner == "tbptt" else 1,
         train_steps=8,
     )
+    config.model.recurrent = partial
     workdir = self.create_tempdir().full_path
     result = training.train(config, workdir, plot=False)
     train = [r for r in metrics_lib.read(workdir) if r["split"] == "train"]
@@ -87,7 +109,7 @@ class TrainTest(parameterized.TestCase):
     # The held-out loss falls from the initial parameters (a run of 0 steps
     # from the same seed only evaluates them).
     initial = training.train(
-        _tiny(task, **dict(config, train_steps=0)),
+        dict_config(config, train_steps=0),
         self.create_tempdir().full_path,
         plot=False,
     )
@@ -184,6 +206,31 @@ class ConfigErrorsTest(parameterized.TestCase):
     config.task.num_steps = 0
     with self.assertRaisesRegex(training.ConfigError, "num_steps"):
       training.train(config, self.create_tempdir().full_path)
+
+  def test_bad_model_fields(self):
+    for field, value, regex in (
+        ("kind", "transformer", "config.model.kind must be one of"),
+        ("neuron", "izh", "config.model.neuron must be one of"),
+        ("recurrent", "yes", "config.model.recurrent must be True or False"),
+    ):
+      config = _tiny("cue_accumulation")
+      # A new block: the config's own fields are typed.
+      config.model = ml_collections.ConfigDict(
+          dict(config.model.to_dict(), **{field: value})
+      )
+      with self.assertRaisesRegex(training.ConfigError, regex):
+        training.train(config, self.create_tempdir().full_path)
+    config = _tiny("cue_accumulation")
+    config.model.kind = "conv_snn"
+    config.model.recurrent = True
+    with self.assertRaisesRegex(training.ConfigError, "needs kind='snn'"):
+      training.build(config)
+
+  def test_recurrent_snn_is_eprops_network(self):
+    config = _tiny("cue_accumulation")
+    config.model.recurrent = True
+    params = training.abstract_train_state(config).params
+    self.assertEqual(params["recurrent_alif"]["w_rec"].shape, (16, 16))
 
   def test_unknown_task(self):
     config = _tiny("adding")

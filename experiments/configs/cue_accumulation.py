@@ -42,6 +42,8 @@ def get_config():
   config.model.tau_adapt = 200.0
   config.model.beta_adapt = 1.0
   config.model.readout = "leaky"
+  # True: RecurrentALIF/RecurrentLIF neurons (e-prop's network with alif).
+  config.model.recurrent = False
   config.model.readout_tau = 10.0
   config.model.input_gain = 1.0
   config.learner = "d_rtrl"

@@ -44,6 +44,8 @@ def get_config():
   config.model.tau = 20.0
   config.model.synapse_tau = 5.0
   config.model.readout = "leaky"
+  # True: RecurrentALIF/RecurrentLIF neurons (e-prop's network with alif).
+  config.model.recurrent = False
   config.model.readout_tau = 20.0
   config.model.input_gain = 1.0
   config.learner = "d_rtrl"
