@@ -21,7 +21,11 @@ Same task, model, seed and data for every learner. For each: the final test
 metric, the training wall time, the milliseconds per update and the
 compiled memory of one update (``memory_analysis``: temporaries plus
 outputs) on one device, and the cosine and norm ratio of its first gradient
-(at the initial parameters, on the first training batch) with BPTT's.
+(at the initial parameters, on the first training batch) with BPTT's, and
+at the learner's final parameters the cosine with BPTT's gradient there and
+the worst per-parameter relative error (every parameter's in
+``compare.json``): a quiet network at initialisation can hide what a rule
+cuts.
 Writes ``compare.md``, ``compare.json`` and the overlaid learning curves
 (``curves.png``, with matplotlib) in the work directory.
 """
@@ -111,14 +115,25 @@ def _first_batch(config, setup):
   return tuple(np.asarray(v) for v in (b.xs, b.ys, b.mask))
 
 
-def first_gradient(config, setup, ts):
-  """The learner's gradient at the initial parameters on the first batch."""
+def first_gradient(config, setup, ts, params=None):
+  """The learner's gradient on the first batch, at the initial parameters
+  (or at ``params``)."""
   xs, ys, mask = _first_batch(config, setup)
   fn = setup.learner.sequence_grad(
       setup.task.loss,
       window=training.learner_window(config),
   )
-  return jax.jit(fn)(ts.params, ts.learner_state, None, xs, ys, mask).grads
+  params = ts.params if params is None else params
+  return jax.jit(fn)(params, ts.learner_state, None, xs, ys, mask).grads
+
+
+def per_parameter_error(grads, reference) -> dict:
+  """``{"module/name": relative error}`` of ``grads`` against ``reference``."""
+  return {
+      f"{m}/{n}": haiku_etp.testing.relative_error(grads[m][n], reference[m][n])
+      for m in reference
+      for n in reference[m]
+  }
 
 
 def measure_update(config, setup, ts, repeats: int) -> dict:
@@ -157,7 +172,8 @@ def _norm(tree) -> float:
 def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
   """Trains and measures each learner; returns one row per learner."""
   bptt = learner_config(config, "bptt")
-  reference = first_gradient(bptt, *_initial(bptt))
+  bptt_setup, bptt_ts = _initial(bptt)
+  reference = first_gradient(bptt, bptt_setup, bptt_ts)
   rows = []
   for name in expand(learners):
     cfg = learner_config(config, name)
@@ -165,6 +181,11 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
     result = training.train(cfg, run_dir, plot=False)
     setup, ts = _initial(cfg)
     grads = first_gradient(cfg, setup, ts)
+    # Where the network has learned: the learner's and BPTT's gradients at
+    # the learner's final parameters.
+    final = result.state.params
+    final_grads = first_gradient(cfg, setup, ts, final)
+    final_reference = first_gradient(bptt, bptt_setup, bptt_ts, final)
     row = {
         "learner": learner_label(cfg),
         "metric": result.metric_name,
@@ -172,6 +193,12 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
         "train_s": result.seconds,
         "cosine_vs_bptt": haiku_etp.testing.cosine_similarity(grads, reference),
         "norm_ratio_vs_bptt": _norm(grads) / _norm(reference),
+        "final_cosine_vs_bptt": haiku_etp.testing.cosine_similarity(
+            final_grads, final_reference
+        ),
+        "final_relative_error": per_parameter_error(
+            final_grads, final_reference
+        ),
         "workdir": run_dir,
     }
     row.update(measure_update(cfg, setup, ts, repeats))
@@ -187,14 +214,16 @@ def markdown(rows: list[dict], title: str) -> str:
       f"{title}",
       "",
       f"| learner | test {metric} | train s | ms / update | MiB / update |"
-      " cosine vs BPTT | norm ratio |",
-      "|---|---:|---:|---:|---:|---:|---:|",
+      " cosine vs BPTT | norm ratio | final cosine | final worst rel. err |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---|",
   ]
   for r in rows:
+    worst = max(r["final_relative_error"].items(), key=lambda kv: kv[1])
     lines.append(
         f"| {r['learner']} | {r['test']:.4f} | {r['train_s']:.0f} | "
         f"{r['ms_per_update']:.1f} | {r['update_mib']:.1f} | "
-        f"{r['cosine_vs_bptt']:.4f} | {r['norm_ratio_vs_bptt']:.3f} |"
+        f"{r['cosine_vs_bptt']:.4f} | {r['norm_ratio_vs_bptt']:.3f} | "
+        f"{r['final_cosine_vs_bptt']:.4f} | {worst[1]:.1e} ({worst[0]}) |"
     )
   return "\n".join(lines) + "\n"
 

@@ -195,6 +195,9 @@ class RegistryTest(absltest.TestCase):
     self.assertAlmostEqual(by["bptt"]["cosine_vs_bptt"], 1.0, places=5)
     self.assertAlmostEqual(by["rtrl"]["cosine_vs_bptt"], 1.0, places=5)
     self.assertAlmostEqual(by["rtrl"]["norm_ratio_vs_bptt"], 1.0, places=5)
+    # At the trained parameters too, every parameter (float32).
+    self.assertAlmostEqual(by["rtrl"]["final_cosine_vs_bptt"], 1.0, places=5)
+    self.assertLess(max(by["rtrl"]["final_relative_error"].values()), 1e-4)
     self.assertAlmostEqual(
         by["immediate"]["cosine_vs_bptt"],
         by["tbptt(window=1)"]["cosine_vs_bptt"],
