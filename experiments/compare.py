@@ -34,6 +34,7 @@ import copy
 import inspect
 import json
 import os
+import re
 import time
 
 from absl import app
@@ -177,7 +178,7 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
   rows = []
   for name in expand(learners):
     cfg = learner_config(config, name)
-    run_dir = os.path.join(workdir, name.replace(":", "_"))
+    run_dir = os.path.join(workdir, re.sub(r"[^\w.=-]+", "_", name))
     result = training.train(cfg, run_dir, plot=False)
     setup, ts = _initial(cfg)
     grads = first_gradient(cfg, setup, ts)
