@@ -29,28 +29,16 @@ from jax import tree_util
 import jax.numpy as jnp
 
 from haiku_etp._src import jacobians
+from haiku_etp._src import sequence
 from haiku_etp._src import window as window_lib
 
 
-def _first(tree):
-  return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
-
-
-def gradient(
-    compiled,
-    algorithm,
-    model,
-    loss_fn,
-    has_aux,
-    params,
-    model_state,
-    trace,
-    inputs,
-):
+def gradient(problem, params, model_state, trace, inputs):
   """One step's ``(grads, model_state, trace, losses, aux)`` in the fused
   form; ``inputs`` are ``(rngs, xs, ys, masks)`` with a leading axis of 1."""
-  del model
-  rng_t, x_t, y_t, mask_t = (_first(v) for v in inputs)
+  compiled, algorithm = problem.compiled, problem.algorithm
+  loss_fn, has_aux = problem.loss_fn, problem.has_aux
+  rng_t, x_t, y_t, mask_t = (sequence.first_step(v) for v in inputs)
   needs = algorithm.needs
   hidden_paths = jacobians.hidden_entries(model_state)
   program = compiled.program

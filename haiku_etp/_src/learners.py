@@ -599,11 +599,6 @@ def _report(core: _Core, params, state, rng, x) -> str:
 # Gradients.
 
 
-def _first(tree):
-  """Step 0 of a time-leading tree (``None`` stays ``None``)."""
-  return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
-
-
 def _form(core: _Core):
   """The gradient form of the learner's algorithm (BPTT: the window)."""
   if core.algorithm is not None and core.algorithm.form == "fused":
@@ -611,43 +606,30 @@ def _form(core: _Core):
   return window_lib
 
 
-def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
+def _run_form(form, core: _Core, loss_fn, has_aux, params, state, inputs):
+  """``form(problem, ...)`` on the split state, joined back:
+  ``(grads, state, losses, aux)``."""
   model_state, trace, extra, entry = _checked_compile(
-      core, params, state, _first(inputs[0]), _first(inputs[1])
-  )
-  grads, model_state, trace, losses, aux = _form(core).gradient(
-      entry.compiled,
-      core.algorithm,
-      core.model,
-      loss_fn,
-      has_aux,
+      core,
       params,
-      model_state,
-      trace,
-      inputs,
+      state,
+      sequence.first_step(inputs[0]),
+      sequence.first_step(inputs[1]),
+  )
+  problem = window_lib.Problem(
+      entry.compiled, core.algorithm, core.model, loss_fn, has_aux
+  )
+  grads, model_state, trace, losses, aux = form(
+      problem, params, model_state, trace, inputs
   )
   return grads, _join(core, model_state, trace, extra), losses, aux
 
 
-def _online_loop(core: _Core, loss_fn, has_aux, params, state, inputs):
-  """``(state, grads, losses, aux)`` of one-step windows over a sequence,
-  each step's roll moved into the next (:mod:`online_loop`)."""
-  model_state, trace, extra, entry = _checked_compile(
-      core, params, state, _first(inputs[0]), _first(inputs[1])
+def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
+  """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
+  return _run_form(
+      _form(core).gradient, core, loss_fn, has_aux, params, state, inputs
   )
-  grads, model_state, trace, losses, aux = online_loop.sequence_gradient(
-      entry.compiled,
-      core.algorithm,
-      core.model,
-      loss_fn,
-      has_aux,
-      params,
-      model_state,
-      trace,
-      inputs,
-  )
-  return _join(core, model_state, trace, extra), grads, losses, aux
 
 
 def _value_and_grad(
@@ -750,7 +732,7 @@ def _sequence_grad(
     sequence.check_batch(ys, batch, "ys", 1)
     mask = sequence.check_mask(mask, num_steps, batch)
     # The checks of the first step, with the whole sequence for the message.
-    _checked_compile(core, params, state, rng, _first(xs), xs=xs)
+    _checked_compile(core, params, state, rng, sequence.first_step(xs), xs=xs)
     k = window or core.window or (1 if core.online else num_steps)
     fused = _form(core) is fused_lib
     if fused and k != 1:
@@ -775,8 +757,15 @@ def _sequence_grad(
         and k == 1
         and num_steps > 1
     ):
-      state, grads, losses, aux = _online_loop(
-          core, loss_fn, has_aux, params, state, inputs
+      # One-step windows, each step's roll moved into the next (in place).
+      grads, state, losses, aux = _run_form(
+          online_loop.sequence_gradient,
+          core,
+          loss_fn,
+          has_aux,
+          params,
+          state,
+          inputs,
       )
     else:
       zeros = tree_util.tree_map(jnp.zeros_like, params)

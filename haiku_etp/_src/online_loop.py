@@ -42,28 +42,20 @@ def check_order(order: str) -> None:
     raise ValueError(f"roll_order must be one of {ORDERS}, got {order!r}.")
 
 
-def _first(tree):
-  return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
-
-
-def sequence_gradient(
-    compiled,
-    algorithm,
-    model,
-    loss_fn,
-    has_aux,
-    params,
-    model_state,
-    trace,
-    inputs,
-):
+def sequence_gradient(problem, params, model_state, trace, inputs):
   """``(grads, model_state, trace, losses, aux)`` over a whole sequence of
   one-step windows; ``inputs`` are ``(rngs, xs, ys, masks)``, time-leading.
   """
+  compiled, algorithm = problem.compiled, problem.algorithm
   num_steps = sequence.time_length(inputs[1], "xs")
-  step = window_lib.recording_step_fn(compiled, model, algorithm.needs)
+  step = window_lib.recording_step_fn(compiled, problem.model, algorithm.needs)
   record = jax.eval_shape(
-      lambda: step(params, model_state, _first(inputs[0]), _first(inputs[1]))[2]
+      lambda: step(
+          params,
+          model_state,
+          sequence.first_step(inputs[0]),
+          sequence.first_step(inputs[1]),
+      )[2]
   )
   pending = tree_util.tree_map(
       lambda a: jnp.zeros((1, *a.shape), a.dtype), record
@@ -80,17 +72,7 @@ def sequence_gradient(
     )
     rolled = roll(trace, pending)
     trace = {k: jnp.where(i == 0, trace[k], rolled[k]) for k in trace}
-    t = window_lib.terms(
-        compiled,
-        algorithm,
-        model,
-        loss_fn,
-        has_aux,
-        params,
-        model_state,
-        trace,
-        pieces,
-    )
+    t = window_lib.terms(problem, params, model_state, trace, pieces)
     grads = tree_util.tree_map(jnp.add, grads, t.grads)
     return (t.model_state, trace, grads, t.records), (t.losses, t.aux)
 

@@ -51,6 +51,11 @@ def time_length(xs: Any, name: str = "xs") -> int:
   return length
 
 
+def first_step(tree: Any) -> Any:
+  """Step 0 of a time-leading tree (``None`` stays ``None``)."""
+  return None if tree is None else tree_util.tree_map(lambda v: v[0], tree)
+
+
 def step_rngs(rng: Any, num_steps: int) -> Any:
   """Per-step rngs ``fold_in(rng, t)`` stacked on a leading axis, or None."""
   if rng is None:

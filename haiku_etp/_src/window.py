@@ -205,6 +205,24 @@ def plain_step_fn(model) -> StepFn:
   return step
 
 
+class Problem(NamedTuple):
+  """What a gradient form needs besides the parameters, state and inputs.
+
+  Attributes:
+    compiled: the compiled step.
+    algorithm: the trace algorithm (``None`` for BPTT: no traces).
+    model: the ``hk.transform_with_state`` step.
+    loss_fn: the per-step loss.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+  """
+
+  compiled: Any
+  algorithm: Any
+  model: Any
+  loss_fn: Callable[..., Any]
+  has_aux: bool
+
+
 class Terms(NamedTuple):
   """A window's gradient before its traces are rolled.
 
@@ -225,35 +243,27 @@ class Terms(NamedTuple):
   aux: Any
 
 
-def terms(
-    compiled,
-    algorithm,
-    model,
-    loss_fn,
-    has_aux,
-    params,
-    model_state,
-    trace,
-    inputs,
-) -> Terms:
+def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
   """The in-window VJP plus the entry traces' contraction of one window.
 
-  ``algorithm`` is ``None`` for BPTT (no traces: the in-window term alone).
+  ``problem.algorithm`` is ``None`` for BPTT (no traces: the in-window term
+  alone).
   """
+  compiled, algorithm = problem.compiled, problem.algorithm
   hidden_paths = jacobians.hidden_entries(model_state)
   step_fn = (
-      plain_step_fn(model)
+      plain_step_fn(problem.model)
       if algorithm is None
-      else recording_step_fn(compiled, model, algorithm.needs)
+      else recording_step_fn(compiled, problem.model, algorithm.needs)
   )
   w = in_window(
       step_fn,
-      loss_fn,
+      problem.loss_fn,
       params,
       model_state,
       hidden_paths,
       inputs,
-      has_aux=has_aux,
+      has_aux=problem.has_aux,
   )  # pyformat: disable
   grads, operands = w.grads, None
   if algorithm is not None:
@@ -269,31 +279,13 @@ def terms(
   return Terms(grads, w.state, w.records, operands, w.losses, w.aux)
 
 
-def gradient(
-    compiled,
-    algorithm,
-    model,
-    loss_fn,
-    has_aux,
-    params,
-    model_state,
-    trace,
-    inputs,
-):
+def gradient(problem: Problem, params, model_state, trace, inputs):
   """One window's ``(grads, model_state, trace, losses, aux)``, the traces
   rolled through it; ``inputs`` are ``(rngs, xs, ys, masks)``, k-leading."""
-  t = terms(
-      compiled,
-      algorithm,
-      model,
-      loss_fn,
-      has_aux,
-      params,
-      model_state,
-      trace,
-      inputs,
-  )
-  if algorithm is not None:
+  t = terms(problem, params, model_state, trace, inputs)
+  if problem.algorithm is not None:
     k = tree_util.tree_leaves(inputs[1])[0].shape[0]
-    trace = roll(compiled, algorithm, trace, t.records, t.operands, k)
+    trace = roll(
+        problem.compiled, problem.algorithm, trace, t.records, t.operands, k
+    )
   return t.grads, t.model_state, trace, t.losses, t.aux
