@@ -158,8 +158,9 @@ def _scaled(n: int, scale: float) -> int:
 def make_model(name: str, scale: float) -> ModelSpec:
   """The model ``name`` with batch, widths and image size times ``scale``."""
   s = functools.partial(_scaled, scale=scale)
-  if name == "gru":
-    batch, num_in, hidden = s(32), s(32), s(256)
+  if name in ("gru", "gru_small"):
+    batch, num_in = s(32), s(32)
+    hidden = s(256 if name == "gru" else 64)
     step = lambda x_t: haiku_etp.Linear(_NUM_CLASSES, name="readout")(
         haiku_etp.GRU(hidden)(x_t)
     )
@@ -194,13 +195,6 @@ def make_model(name: str, scale: float) -> ModelSpec:
       )
 
     desc = f"e-prop: recurrent ALIF {num_in}->{hidden}, leaky readout ->2, B={batch}"
-    return ModelSpec(name, desc, step, (batch, num_in))
-  if name == "gru_small":
-    batch, num_in, hidden = s(32), s(32), s(64)
-    step = lambda x_t: haiku_etp.Linear(_NUM_CLASSES, name="readout")(
-        haiku_etp.GRU(hidden)(x_t)
-    )
-    desc = f"GRU {num_in}->{hidden}, readout ->{_NUM_CLASSES}, B={batch}"
     return ModelSpec(name, desc, step, (batch, num_in))
   raise ValueError(f"Unknown model {name!r}; known models are {_MODEL_NAMES}.")
 

@@ -872,20 +872,27 @@ def _parameters(step, relations, diagnostics, flows) -> list:
 DEFAULT_CROSS_BYTES = 512 * 2**20
 
 
+def check_byte_budget(value, name: str, zero: str = "") -> None:
+  """Raises ``ValueError`` unless the budget ``value`` (argument ``name``)
+  is ``None`` or an int ``>= 0``; ``zero`` says what 0 means."""
+  if value is None:
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    bad = True
+  else:
+    bad = value < 0
+  if bad:
+    raise ValueError(
+        f"{name} must be None (no limit) or an int >= 0{zero}, got {value!r}."
+    )
+
+
 def check_cross_budget(max_cross_bytes) -> None:
   """Raises ``ValueError`` unless ``max_cross_bytes`` is ``None`` or an int
   ``>= 0``."""
-  if max_cross_bytes is None:
-    return
-  if (
-      isinstance(max_cross_bytes, bool)
-      or not isinstance(max_cross_bytes, (int, np.integer))
-      or max_cross_bytes < 0
-  ):
-    raise ValueError(
-        "max_cross_bytes must be None (no limit) or an int >= 0 (0 keeps no "
-        f"cross-group trace), got {max_cross_bytes!r}."
-    )
+  check_byte_budget(
+      max_cross_bytes, "max_cross_bytes", " (0 keeps no cross-group trace)"
+  )
 
 
 def compile_step(

@@ -24,7 +24,6 @@ them by name.
 from typing import Optional, Sequence
 
 import haiku as hk
-import numpy as np
 
 from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import protocol
@@ -205,15 +204,7 @@ def rtrl(
   {'influence:vanilla_rnn/linear/b': (2, 4, 4), 'influence:vanilla_rnn/linear/w': (2, 4, 12), 'influence:vanilla_rnn/linear_1/b': (2, 4, 4), 'influence:vanilla_rnn/linear_1/w': (2, 4, 16)}
   """
   compiler_lib.check_cross_budget(max_cross_bytes)
-  if max_trace_bytes is not None and (
-      isinstance(max_trace_bytes, bool)
-      or not isinstance(max_trace_bytes, (int, np.integer))
-      or max_trace_bytes < 0
-  ):
-    raise ValueError(
-        "max_trace_bytes must be None (no limit) or an int >= 0, got "
-        f"{max_trace_bytes!r}."
-    )
+  compiler_lib.check_byte_budget(max_trace_bytes, "max_trace_bytes")
   if params is not None:
     if isinstance(params, str) or not all(isinstance(p, str) for p in params):
       raise ValueError(
