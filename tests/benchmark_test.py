@@ -49,14 +49,15 @@ class BenchmarkTest(absltest.TestCase):
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
 
-  def test_runs_and_writes_results(self):
+  def run_benchmark(self, steps, models, learners) -> dict:
+    """The JSON payload of one tiny benchmark run."""
     path = os.path.join(self.create_tempdir().full_path, "bench.json")
     # Every flag is set: rules_benchmark shares some names, and the default
     # of whichever binary was imported last would apply.
     with flagsaver.flagsaver(
-        bench_steps=[str(t) for t in _STEPS],
-        bench_models=list(_MODELS),
-        bench_learners=list(_LEARNERS),
+        bench_steps=[str(t) for t in steps],
+        bench_models=list(models),
+        bench_learners=list(learners),
         bench_scale=0.1,
         bench_repeats=1,
         bench_es_decay=0.9,
@@ -65,7 +66,10 @@ class BenchmarkTest(absltest.TestCase):
     ):
       benchmark.main(["benchmark"])
     with open(path) as f:
-      payload = json.load(f)
+      return json.load(f)
+
+  def test_runs_and_writes_results(self):
+    payload = self.run_benchmark(_STEPS, _MODELS, _LEARNERS)
     self.assertTrue(_positive_finite(payload["copy_gb_per_s"]))
     rows = {(r["model"], r["learner"], r["steps"]): r for r in payload["rows"]}
     self.assertCountEqual(rows, itertools.product(_MODELS, _LEARNERS, _STEPS))
@@ -102,20 +106,7 @@ class BenchmarkTest(absltest.TestCase):
     self.assertCountEqual(growth, itertools.product(_MODELS, _LEARNERS))
 
   def test_over_budget_is_reported_not_run(self):
-    path = os.path.join(self.create_tempdir().full_path, "bench.json")
-    with flagsaver.flagsaver(
-        bench_steps=["4"],
-        bench_models=["eprop"],
-        bench_learners=["rtrl:max_trace_bytes=16", "bptt"],
-        bench_scale=0.1,
-        bench_repeats=1,
-        bench_es_decay=0.9,
-        bench_copy_mib=4,
-        bench_output=path,
-    ):
-      benchmark.main(["benchmark"])
-    with open(path) as f:
-      rows = json.load(f)["rows"]
+    rows = self.run_benchmark((4,), ("eprop",), (_OVER, "bptt"))["rows"]
     self.assertEqual([r["learner"] for r in rows], [_OVER, "bptt"])
     self.assertRegex(rows[0]["over_budget"], r"over max_trace_bytes=16 B")
 

@@ -207,6 +207,27 @@ class BudgetTest(absltest.TestCase):
       H.rtrl(model, params=["gru/w_hh"]).init_state(params, state, None, xs[0])
 
 
+class RandomStepTest(absltest.TestCase):
+
+  def test_a_step_that_draws_is_announced(self):
+    def noisy(x):
+      h = H.get_hidden_state("h", (x.shape[0], 4), x.dtype)
+      noise = jax.random.normal(hk.next_rng_key(), h.shape, h.dtype)
+      h = jnp.tanh(0.5 * h + H.Linear(4)(x) + 0.1 * noise)
+      H.set_hidden_state("h", h)
+      return h
+
+    model = hk.transform_with_state(noisy)
+    x = jnp.ones((2, 3))
+    learner = H.rtrl(model)
+    with testing.expect_warning(H.ApproximationWarning, "rtrl_random_step"):
+      params, state = learner.init(jax.random.PRNGKey(0), x)
+    verdicts = learner.verdicts(params, state, jax.random.PRNGKey(1), x)
+    self.assertTrue(
+        all("rtrl_random_step" in v.reasons for v in verdicts), verdicts
+    )
+
+
 class PartialTest(absltest.TestCase):
 
   def test_full_influence_for_the_recurrent_weight_only(self):
