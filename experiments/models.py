@@ -24,7 +24,14 @@ made of haiku_etp modules; ``make_model`` wraps it in
   ``RecurrentLIF | RecurrentALIF`` (e-prop's network with ``alif``);
 * ``conv_snn``: ``Conv2D -> LIF -> flatten -> LeakyReadout`` for event
   frames (N-MNIST);
-* ``gru``, ``lstm``, ``rnn``: a rate cell and a ``Linear`` readout.
+* ``gru``, ``lstm``, ``rnn``: a rate cell and a ``Linear`` readout
+  (``recurrence="elementwise"``: the element-wise GRU/LSTM);
+* ``min_gru``, ``min_lstm``: the minimal cells and a ``Linear`` readout;
+* ``lru``: a stack of ``num_layers`` blocks on a ``Linear`` encoder of
+  ``width`` features, each block ``u <- u + gelu(Linear(LRU(u)))`` (an LRU of
+  ``hidden_size`` complex units, radii in ``[r_min, r_max]``), then a
+  ``Linear`` readout. D-RTRL is exact on it (cross-group traces carry each
+  layer's credit through the layers above).
 """
 
 from typing import Any, Callable
@@ -34,9 +41,10 @@ import jax
 
 import haiku_etp
 
-KINDS = ("snn", "conv_snn", "gru", "lstm", "rnn")
+KINDS = ("snn", "conv_snn", "gru", "lstm", "rnn", "min_gru", "min_lstm", "lru")
 NEURONS = ("lif", "alif")
 READOUTS = ("leaky", "linear")
+RECURRENCES = ("dense", "elementwise")
 
 
 def _check(model_config) -> None:
@@ -48,6 +56,21 @@ def _check(model_config) -> None:
     raise ValueError(
         f"config.model.hidden_size must be an int >= 1, got {hidden!r}."
     )
+  if (
+      kind in ("gru", "lstm")
+      and model_config.get("recurrence", "dense") not in RECURRENCES
+  ):
+    raise ValueError(
+        f"config.model.recurrence must be one of "
+        f"{RECURRENCES}, got {model_config.get('recurrence')!r}."
+    )
+  if kind == "lru":
+    for field in ("num_layers", "width"):
+      value = model_config.get(field, 1)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"config.model.{field} must be an int >= 1, got {value!r}."
+        )
   if kind in ("snn", "conv_snn"):
     if model_config.get("neuron", "lif") not in NEURONS:
       raise ValueError(
@@ -136,11 +159,30 @@ def make_step(
     return (out_t, s_t) if with_spikes else out_t
 
   def cell(x_t):
-    make = dict(gru=haiku_etp.GRU, lstm=haiku_etp.LSTM)
-    core = make.get(kind, haiku_etp.VanillaRNN)(hidden)
+    if kind in ("gru", "lstm"):
+      make = dict(gru=haiku_etp.GRU, lstm=haiku_etp.LSTM)[kind]
+      core = make(hidden, recurrence=cfg.get("recurrence", "dense"))
+    else:
+      make = dict(min_gru=haiku_etp.MinGRU, min_lstm=haiku_etp.MinLSTM)
+      core = make.get(kind, haiku_etp.VanillaRNN)(hidden)
     return haiku_etp.Linear(output_size, name="readout")(core(x_t))
 
-  return dict(snn=snn, conv_snn=conv_snn).get(kind, cell)
+  def lru(x_t):
+    width = cfg.get("width", hidden)
+    u = haiku_etp.Linear(width, name="encoder")(x_t)
+    for layer in range(cfg.get("num_layers", 1)):
+      y = haiku_etp.LRU(
+          hidden,
+          output_size=width,
+          r_min=cfg.get("r_min", 0.0),
+          r_max=cfg.get("r_max", 1.0),
+          max_phase=cfg.get("max_phase", 6.283185307179586),
+          name=f"lru_{layer}",
+      )(u)
+      u = u + jax.nn.gelu(haiku_etp.Linear(width, name=f"mlp_{layer}")(y))
+    return haiku_etp.Linear(output_size, name="readout")(u)
+
+  return dict(snn=snn, conv_snn=conv_snn, lru=lru).get(kind, cell)
 
 
 def make_model(

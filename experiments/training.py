@@ -185,10 +185,10 @@ def validate(config) -> None:
         f"config.optimizer must be one of {OPTIMIZERS}, got "
         f"{config.optimizer!r}."
     )
-  if config.task.name not in tasks_lib.TASKS + tuple(_DATASET_TASKS):
+  if config.task.name not in tasks_lib.TASKS:
     raise ConfigError(
         f"config.task.name must be one of "
-        f"{tasks_lib.TASKS + tuple(_DATASET_TASKS)}, got {config.task.name!r}."
+        f"{tasks_lib.TASKS}, got {config.task.name!r}."
     )
   for name in (
       "window",
@@ -225,24 +225,8 @@ def validate(config) -> None:
     )
 
 
-def _dataset_task(config):
-  from experiments import datasets  # pylint: disable=g-import-not-at-top
-
-  kwargs = {k: v for k, v in config.task.items() if k != "name"}
-  return _DATASET_TASKS[config.task.name](datasets)(**kwargs)
-
-
-_DATASET_TASKS = {
-    "shd": lambda d: d.shd.shd_task,
-    "nmnist": lambda d: d.nmnist.nmnist_task,
-    "digits": lambda d: d.digits.digits_task,
-}
-
-
 def make_task(config) -> tasks_lib.Task:
-  """The task named by ``config.task``."""
-  if config.task.name in _DATASET_TASKS:
-    return _dataset_task(config)
+  """The task named by ``config.task`` (one registry: ``tasks.get_task``)."""
   kwargs = {k: v for k, v in config.task.items() if k != "name"}
   return tasks_lib.get_task(config.task.name, **kwargs)
 
@@ -263,6 +247,8 @@ def learner_options(config) -> dict:
     value = config.get(field)
     if value is None or (isinstance(value, (tuple, list, str)) and not value):
       continue
+    if option == "remat" and isinstance(value, str) and value.isdigit():
+      value = int(value)
     options[option] = tuple(value) if isinstance(value, list) else value
   return options
 
@@ -431,7 +417,9 @@ def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
     num_steps = xs.shape[0]
     every = config.update_every or num_steps
     rng, run_rng = jax.random.split(ts.rng)
-    carry = (ts.params, ts.opt_state, learner.reset(ts.learner_state), run_rng)
+    # A stream runs on from the previous chunk; sequences start afresh.
+    start = ts.learner_state if task.stream else learner.reset(ts.learner_state)
+    carry = (ts.params, ts.opt_state, start, run_rng)
     (params, opt_state, state, _), (losses, outs, norms) = _apply_in_chunks(
         chunk, carry, (xs, ys, mask), num_steps, every
     )

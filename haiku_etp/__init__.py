@@ -44,6 +44,9 @@ from haiku_etp._src.learners import ApproximationWarning
 from haiku_etp._src.learners import Learner
 from haiku_etp._src.learners import SequenceResult
 from haiku_etp._src.learners import StepResult
+from haiku_etp._src.long_range import LRU
+from haiku_etp._src.long_range import MinGRU
+from haiku_etp._src.long_range import MinLSTM
 from haiku_etp._src.parallel import replicate
 from haiku_etp._src.parallel import shard_batch
 from haiku_etp._src.parallel import shard_state
@@ -106,11 +109,14 @@ __all__ = (
     "ExponentialSynapse",
     "GRU",
     "LIF",
+    "LRU",
     "LSTM",
     "LeakyReadout",
     "Learner",
     "LearnerSpec",
     "Linear",
+    "MinGRU",
+    "MinLSTM",
     "ParameterVerdict",
     "RecurrentALIF",
     "RecurrentLIF",

@@ -183,12 +183,14 @@ def _data(dtype, out_size=_O, num_steps=_T):
   return xs, ys
 
 
-def _compile(step, x=None):
+def _compile(step, x=None, **kwargs):
   """Inits ``step`` and compiles it on ``x`` (default ``(B, I)`` ones)."""
   model = hk.transform_with_state(step)
   x = jnp.ones((_B, _I)) if x is None else x
   params, state = model.init(jax.random.PRNGKey(0), x)
-  return haiku_etp.compiler.compile_step(model, params, state, None, x)
+  return haiku_etp.compiler.compile_step(
+      model, params, state, None, x, **kwargs
+  )
 
 
 def _codes(compiled, level=None):
@@ -502,18 +504,23 @@ class RelationsTest(absltest.TestCase):
       haiku_etp.set_hidden_state("v", v)
       return v
 
-    compiled = _compile(step)
-    rels = {r.key: r for r in compiled.relations}
-    self.assertEqual(rels["first/w"].groups, ())
-    self.assertEqual(rels["second/w"].groups, (0,))
-    found = [
-        d for d in compiled.diagnostics if d.code == "relation_through_cut"
-    ]
-    self.assertLen(found, 1)
-    self.assertEqual(found[0].level, "warning")
-    self.assertIn("first/w", found[0].message)
-    self.assertNotIn("first/w", compiled.non_temporal)
-    self.assertFalse(compiled.drtrl_exact)
+    # A relation with no group of its own feeding a group through another
+    # ETP op: a cross-group trace carries it (exact); without the budget
+    # for it, the cut is a warning.
+    for budget, level, exact in ((None, "info", True), (0, "warning", False)):
+      with self.subTest(max_cross_bytes=budget):
+        compiled = _compile(step, max_cross_bytes=budget)
+        rels = {r.key: r for r in compiled.relations}
+        self.assertEqual(rels["first/w"].groups, ())
+        self.assertEqual(rels["second/w"].groups, (0,))
+        found = [
+            d for d in compiled.diagnostics if d.code == "relation_through_cut"
+        ]
+        self.assertLen(found, 1)
+        self.assertEqual(found[0].level, level)
+        self.assertIn("first/w", found[0].message)
+        self.assertNotIn("first/w", compiled.non_temporal)
+        self.assertEqual(compiled.drtrl_exact, exact)
 
   def test_recurrent_weight_cuts_memory_path(self):
     def step(x):

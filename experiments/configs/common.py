@@ -33,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   # influence it keeps (paths "module/name"; empty: every one).
   config.max_trace_bytes = 1 << 30
   config.rtrl_params = ()
+  # BPTT's gradient checkpointing: "" (none), "sqrt" (segments of
+  # ceil(sqrt(T)) steps) or a number of steps per segment.
+  config.remat = ""
   # Steps per gradient window: 1 is the online rule; tbptt truncates here.
   config.window = 1
   # Optimizer updates inside a sequence every this many steps; 0: once per

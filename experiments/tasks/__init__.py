@@ -30,20 +30,48 @@ from experiments.tasks.base import mean_metrics
 from experiments.tasks.base import Task
 from experiments.tasks.base import train_seed
 
+
+def _dataset(module: str, factory: str):
+  """A dataset task's factory, imported when the task is built (the
+  dataset modules need optional packages)."""
+
+  def make(**kwargs):
+    import importlib  # pylint: disable=g-import-not-at-top
+
+    mod = importlib.import_module(f"experiments.datasets.{module}")
+    return getattr(mod, factory)(**kwargs)
+
+  make.__name__ = factory
+  return make
+
+
+# One lookup for every task: generated in code, then read from datasets.
 _FACTORIES = {
     "cue_accumulation": synthetic.cue_accumulation,
     "delayed_copy": synthetic.delayed_copy,
     "adding": synthetic.adding,
+    "stream_recall": synthetic.stream_recall,
+    "digits": _dataset("digits", "digits_task"),
+    "shd": _dataset("shd", "shd_task"),
+    "nmnist": _dataset("nmnist", "nmnist_task"),
 }
 TASKS = tuple(_FACTORIES)
+SYNTHETIC_TASKS = (
+    "cue_accumulation",
+    "delayed_copy",
+    "adding",
+    "stream_recall",
+)
 
 
 def get_task(name: str, **kwargs) -> Task:
-  """Builds the synthetic task ``name`` with hyperparameters ``kwargs``.
+  """Builds the task ``name`` with hyperparameters ``kwargs``.
 
   Args:
-    name: One of ``TASKS``.
-    **kwargs: Keyword hyperparameters of the task's factory in ``synthetic``.
+    name: One of ``TASKS``: the tasks generated in ``synthetic`` and the
+      dataset tasks of ``experiments.datasets`` (``digits``, ``shd``,
+      ``nmnist``).
+    **kwargs: Keyword hyperparameters of the task's factory.
 
   Returns:
     The ``Task``.

@@ -35,10 +35,12 @@ batch. Dataset tasks sample training batches from the training split and
 evaluate on the test split through ``Task.eval_batches``.
 """
 
+import math
 from typing import Callable, Iterable, Iterator, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+
 import numpy as np
 
 CLASSIFICATION = "classification"
@@ -89,6 +91,11 @@ class Task(NamedTuple):
       iterating once over the whole test split in order (the last batch
       padded with samples of mask 0; ``part`` as for ``batch``); ``None`` for
       synthetic tasks, which evaluate on batches from ``eval_seed``.
+    stream: Whether the training batches are consecutive chunks of one
+      endless stream per batch lane (``batch(train_seed(seed, step))`` is
+      chunk ``step``): training keeps the learner state from one chunk to
+      the next instead of resetting it, and the train metrics are the online
+      metrics on the stream. Evaluation batches start from a reset state.
   """
 
   name: str
@@ -102,6 +109,7 @@ class Task(NamedTuple):
   metric_name: str
   higher_is_better: bool
   eval_batches: Optional[Callable[[int], Iterator[Batch]]] = None
+  stream: bool = False
 
 
 def _check_index(fn, name, value):
@@ -141,6 +149,21 @@ def train_seed(seed: int, step: int) -> int:
   seed = _check_index("train_seed", "seed", seed)
   step = _check_index("train_seed", "step", step)
   return 2 * _pair(seed, step)
+
+
+def _unpair(z: int) -> tuple[int, int]:
+  w = (math.isqrt(8 * z + 1) - 1) // 2
+  b = z - w * (w + 1) // 2
+  return w - b, b
+
+
+def split_seed(batch_seed: int) -> tuple[bool, int, int]:
+  """``(is_train, seed, index)`` of a seed from :func:`train_seed` (``index``
+  is the step) or :func:`eval_seed` (the batch index): the inverse of both,
+  for stream tasks whose chunk ``step`` continues chunk ``step - 1``."""
+  batch_seed = _check_index("split_seed", "batch_seed", batch_seed)
+  seed, index = _unpair(batch_seed // 2)
+  return batch_seed % 2 == 0, seed, index
 
 
 def eval_seed(seed: int, index: int) -> int:

@@ -308,3 +308,73 @@ def adding(*, num_steps: int = 50) -> base.Task:
       metric_name="mse",
       higher_is_better=False,
   )
+
+
+def stream_recall(
+    *, num_symbols: int = 4, lag: int = 50, chunk: int = 500
+) -> base.Task:
+  """Recall the symbol seen ``lag`` steps earlier, on an endless stream.
+
+  Each batch lane is one stream of symbols drawn uniformly from
+  ``num_symbols``, one per step, fed one-hot; the target at every step is
+  the symbol of ``lag`` steps before. There are no sequence boundaries:
+  training batch ``step`` is chunk ``step`` of the streams (``chunk`` steps,
+  ``T = chunk``), and the learner state runs on from the previous chunk
+  (``Task.stream``), so ``update_every`` sets how often the optimizer steps
+  along the stream. The train metric ``"accuracy"`` is then the online
+  accuracy. An evaluation batch is a chunk of a held-out stream started
+  from a reset state, scored after its first ``lag`` steps. Chance is
+  ``1 / num_symbols``; a learner must carry credit over ``lag`` steps
+  (truncated BPTT with a window shorter than ``lag`` cannot).
+
+  Args:
+    num_symbols: Alphabet size, at least 2.
+    lag: Steps between a symbol and its recall, at least 1.
+    chunk: Steps per batch, larger than ``lag``.
+
+  Returns:
+    The ``Task`` (input shape ``(num_symbols,)``, ``num_symbols`` outputs,
+    ``stream=True``).
+
+  Raises:
+    TypeError: If a hyperparameter is not an integer.
+    ValueError: If a hyperparameter is out of range.
+  """
+  fn = "stream_recall"
+  num_symbols = _int(fn, "num_symbols", num_symbols, 2)
+  lag = _int(fn, "lag", lag, 1)
+  chunk = _int(fn, "chunk", chunk, lag + 1)
+
+  def symbols(seed, index, batch_size, train):
+    rng = np.random.default_rng([seed, index, int(train)])
+    return rng.integers(0, num_symbols, size=(chunk, batch_size))
+
+  def batch(batch_seed, batch_size):
+    base.check_batch_args(fn, batch_seed, batch_size)
+    train, seed, index = base.split_seed(batch_seed)
+    now = symbols(seed, index, batch_size, train)
+    mask = np.ones((chunk, batch_size), np.float32) / chunk
+    if train and index > 0:
+      before = symbols(seed, index - 1, batch_size, train)[-lag:]
+    else:  # the stream's start (or a held-out chunk from a reset state)
+      before = np.zeros((lag, batch_size), now.dtype)
+      mask[:lag] = 0.0
+      mask[lag:] = 1.0 / (chunk - lag)
+    history = np.concatenate([before, now], axis=0)
+    ys = history[:chunk].astype(np.int32)
+    xs = np.eye(num_symbols, dtype=np.float32)[now]
+    return base.Batch(xs, ys, mask)
+
+  return base.Task(
+      name=fn,
+      input_shape=(num_symbols,),
+      num_steps=chunk,
+      output_size=num_symbols,
+      kind=base.CLASSIFICATION,
+      batch=base.with_parts(fn, batch),
+      loss=base.classification_loss,
+      metric=base.step_accuracy,
+      metric_name="accuracy",
+      higher_is_better=True,
+      stream=True,
+  )

@@ -284,7 +284,7 @@ def _acyclic(g: _Graph, nodes: set, down: list) -> bool:
 def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
   """Whether cross traces make the source ``i`` exact."""
   own = set(g.relations[i].groups)
-  if not own or not groups or own & groups:
+  if not groups or own & groups:
     return False
   own_bits = g.rel_bit(i)
   for grp in own:
@@ -297,7 +297,7 @@ def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
       return False
     pre_shape = program_lib.shape(g.step.program.aval(g.inputs[j].pre))
     if any(
-        g.source_shape(b) != pre_shape for b in program_lib.set_bits(sources)
+        not _lines_up(g, b, pre_shape) for b in program_lib.set_bits(sources)
     ):
       return False
   for code, r, grp in g.findings:
@@ -310,6 +310,18 @@ def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
     if (g.flows.at("cross", out) | g.flows.at("relabel", out)) & bits:
       return False
   return _acyclic(g, own | groups, down)
+
+
+def _lines_up(g: _Graph, bit: int, pre_shape) -> bool:
+  """Whether source ``bit`` has the hop input's positions: a hidden state of
+  its shape, or a relation output of its shape or broadcast into it on the
+  trailing axes (an unbatched per-unit parameter such as a decay)."""
+  shape = tuple(g.source_shape(bit))
+  if shape == tuple(pre_shape):
+    return True
+  if bit < g.num_h or not shape or len(shape) >= len(pre_shape):
+    return False
+  return tuple(pre_shape[len(pre_shape) - len(shape) :]) == shape
 
 
 def _hop(g: _Graph, i: int, j: int, groups: set, down: list) -> Hop:
@@ -386,7 +398,9 @@ def _nbytes(g: _Graph, i: int, groups, filtered) -> int:
   rel = g.relations[i]
   program = g.step.program
   node = program.nodes[rel.node]
-  itemsize = np.dtype(g.groups[rel.groups[0]].dtype).itemsize
+  itemsize = np.dtype(
+      g.groups[(rel.groups or sorted(groups))[0]].dtype
+  ).itemsize
   params = sum(
       int(np.prod(program_lib.shape(program.aval(node.ins[k]))))
       for k in rel.primitive.trainable_invars(rel.params).values()
@@ -395,8 +409,8 @@ def _nbytes(g: _Graph, i: int, groups, filtered) -> int:
   for grp in groups:
     shape = g.groups[grp].shape
     total += params * int(np.prod(shape)) * g.groups[grp].num_states
-  own = g.groups[rel.groups[0]]
   for grp, j in filtered:
+    own = g.groups[rel.groups[0]]  # filtered sinks need an own group
     # The filtered trace has the layout of the source's own trace with one
     # state, over the hop input's positions (the source's positions).
     pre = program_lib.shape(program.aval(g.inputs[j].pre))
@@ -462,7 +476,7 @@ def plan(step, relations, groups, hidden_group, flows, findings, budget):
         (grp, hop.relation)
         for hop in hops
         for grp in hop.fed
-        if _filterable(g, grp, hop, down)
+        if relations[i].groups and _filterable(g, grp, hop, down)
     )
     full = tuple(sorted(reached - {grp for grp, _ in filtered}))
     nbytes = _nbytes(g, i, full, filtered)

@@ -194,7 +194,7 @@ def _compact_input(compiled, plan, hop, entries, record, weights, fast):
   rel = compiled.relations[i]
   c = record.c[hop.relation]
   pre_aval = compiled.program.aval(compiled.cross_inputs[hop.relation].pre)
-  dtype = compiled.groups[rel.groups[0]].dtype
+  dtype = compiled.groups[(rel.groups or plan.groups)[0]].dtype
   out = None
   d_f = c[_rel_bit(compiled, i)] if hop.own_output else None
   for g in hop.own_groups or (None,):

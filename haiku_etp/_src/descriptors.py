@@ -35,6 +35,7 @@ import numpy as np
 
 from haiku_etp._src import layers
 from haiku_etp._src import learners as learners_lib
+from haiku_etp._src import long_range
 from haiku_etp._src import oracles
 from haiku_etp._src import recurrent
 from haiku_etp._src import registry
@@ -167,6 +168,18 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     ModuleExample("ALIF", _alif, (3,), ("d_rtrl",), input_scale=3.0),
     ModuleExample("RecurrentLIF", _recurrent_lif, (3,), input_scale=3.0),
     ModuleExample("RecurrentALIF", _eprop, (3,), input_scale=3.0),
+    ModuleExample(
+        "LRU",
+        lambda x: long_range.LRU(5, r_min=0.5, r_max=0.99)(x),
+        (3,),
+        exact=("d_rtrl",),
+    ),
+    ModuleExample(
+        "MinGRU", lambda x: long_range.MinGRU(4)(x), (3,), exact=("d_rtrl",)
+    ),
+    ModuleExample(
+        "MinLSTM", lambda x: long_range.MinLSTM(4)(x), (3,), exact=("d_rtrl",)
+    ),
     ModuleExample(
         "LeakyReadout",
         lambda x: spiking.LeakyReadout(2, tau=_READOUT_TAU)(x),

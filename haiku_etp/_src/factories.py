@@ -225,20 +225,42 @@ def rtrl(
   return _learner(model, algorithm, "rtrl")
 
 
-def bptt(model: hk.TransformedWithState) -> Learner:
+def bptt(model: hk.TransformedWithState, remat=None) -> Learner:
   """Backpropagation through time, the reference.
 
   ``sequence_grad`` defaults to one window over the whole sequence (exact
   BPTT, memory linear in ``T``); ``window=k`` gives truncated BPTT.
   ``value_and_grad`` is the one-step (truncated) gradient.
 
+  With ``remat``, the scan over a window is checkpointed (``jax.checkpoint``
+  of segments of steps): the backward pass keeps the state at each
+  segment's boundary and recomputes the segment's forward pass, so memory
+  is ``O(T/s + s)`` steps instead of ``O(T)`` for about one more forward
+  pass; the gradient is BPTT's.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
+  >>> model = hk.transform_with_state(lambda x: haiku_etp.MinGRU(4)(x))
+  >>> learner = haiku_etp.bptt(model, remat="sqrt")
+  >>> xs, ys = jnp.ones((16, 2, 3)), jnp.zeros((16, 2, 4))
+  >>> params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+  >>> loss = lambda out, y: jnp.mean((out - y) ** 2)
+  >>> result = learner.sequence_grad(loss)(params, state, None, xs, ys)
+  >>> result.losses.shape
+  (16,)
+
   Args:
     model: a ``hk.transform_with_state`` step.
+    remat: ``None`` (store every step), ``"sqrt"`` (or ``True``): segments
+      of ``ceil(sqrt(T))`` steps for a window of ``T``, or an int: steps per
+      segment.
 
   Returns:
     A :class:`Learner`.
+
+  Raises:
+    ValueError: for a ``remat`` that is none of these.
   """
-  return _learner(model, None, "bptt")
+  return _learner(model, None, "bptt", remat=remat)
 
 
 def tbptt(model: hk.TransformedWithState, window: int) -> Learner:

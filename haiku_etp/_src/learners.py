@@ -263,6 +263,7 @@ class _Core(NamedTuple):
   memo: collections.OrderedDict
   warned: collections.OrderedDict  # input signatures already warned about
   window: Optional[int] = None  # sequence_grad's default window (tbptt)
+  remat: Any = None  # BPTT's gradient checkpointing (segment steps)
 
   @property
   def online(self) -> bool:
@@ -586,6 +587,18 @@ def _report(core: _Core, params, state, rng, x) -> str:
   if core.online:
     traces = jax.eval_shape(lambda: core.algorithm.init(compiled))
   text = compiled.report(traces, _verdicts(core, compiled))
+  if core.remat is not None:
+    segment = (
+        "ceil(sqrt(T)) steps"
+        if core.remat is True or core.remat == "sqrt"
+        else f"{core.remat} steps"
+    )
+    text += (
+        f"\ngradient checkpointing: segments of {segment}; the backward "
+        "pass stores the state at each segment boundary and one segment's "
+        "steps, and recomputes each segment's forward pass once (memory "
+        "O(T/s + s) steps instead of O(T); about one more forward pass)."
+    )
   approximate = _approximate(core, compiled)
   verdict = (
       "exact for every parameter"
@@ -617,7 +630,7 @@ def _run_form(form, core: _Core, loss_fn, has_aux, params, state, inputs):
       sequence.first_step(inputs[1]),
   )
   problem = window_lib.Problem(
-      entry.compiled, core.algorithm, core.model, loss_fn, has_aux
+      entry.compiled, core.algorithm, core.model, loss_fn, has_aux, core.remat
   )
   grads, model_state, trace, losses, aux = form(
       problem, params, model_state, trace, inputs
@@ -818,7 +831,7 @@ def _as_model(model) -> hk.TransformedWithState:
   )
 
 
-def _learner(model, algorithm, name: str, window=None) -> Learner:
+def _learner(model, algorithm, name: str, window=None, remat=None) -> Learner:
   if algorithm is not None:
     protocol.check_algorithm(algorithm)
   core = _Core(
@@ -828,6 +841,7 @@ def _learner(model, algorithm, name: str, window=None) -> Learner:
       collections.OrderedDict(),
       collections.OrderedDict(),
       window,
+      sequence.check_remat(remat),
   )
   bound = lambda f: functools.partial(f, core)
   return Learner(

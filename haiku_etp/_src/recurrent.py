@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from haiku_etp._src import conv as conv_lib
 from haiku_etp._src import dense as dense_lib
+from haiku_etp._src import elementwise as elementwise_lib
 from haiku_etp._src import layers
 from haiku_etp._src import state as state_lib
 
@@ -91,6 +92,33 @@ def _gru_update(x_t, h_tm1, w_i, w_h, b, size, op):
   )
   a = jnp.tanh(op(x_t, part(w_i, 2), part(b, 2)) + op(r * h_tm1, part(w_h, 2)))
   return (1.0 - z) * h_tm1 + z * a
+
+
+RECURRENCES = ("dense", "elementwise")
+
+
+def _check_recurrence(recurrence):
+  if recurrence not in RECURRENCES:
+    raise ValueError(
+        f"recurrence must be one of {RECURRENCES}, got {recurrence!r}."
+    )
+  return recurrence
+
+
+def _default_w_h_init(recurrence):
+  if recurrence == "elementwise":
+    return hk.initializers.RandomUniform(-1.0, 1.0)
+  return hk.initializers.VarianceScaling()
+
+
+def _elementwise_op(inputs, weight, bias=None):
+  """The dense op's stand-in for ``_gru_update``: a ``(I, H)`` weight is an
+  input weight (dense); a ``(H,)`` weight multiplies the hidden state unit
+  by unit, through the elementwise ETP op."""
+  if weight.ndim == 2:
+    return dense_lib.dense(inputs, weight, bias)
+  y = elementwise_lib.elementwise(weight) * inputs
+  return y if bias is None else y + bias
 
 
 def _lstm_update(gates, c_tm1):
@@ -203,6 +231,7 @@ class GRU(hk.Module):
       w_i_init: Optional[hk.initializers.Initializer] = None,
       w_h_init: Optional[hk.initializers.Initializer] = None,
       b_init: Optional[hk.initializers.Initializer] = None,
+      recurrence: str = "dense",
       name: Optional[str] = None,
   ):
     """Constructs the cell.
@@ -210,17 +239,24 @@ class GRU(hk.Module):
     Args:
       hidden_size: number of hidden units.
       w_i_init: input weight initialiser (``VarianceScaling()`` by default).
-      w_h_init: recurrent weight initialiser (``VarianceScaling()``).
+      w_h_init: recurrent weight initialiser (``VarianceScaling()``; with
+        ``recurrence="elementwise"``, uniform on ``[-1, 1]``).
       b_init: bias initialiser (zeros).
+      recurrence: ``"dense"`` (``hk.GRU``'s ``(H, 3H)`` recurrent weight) or
+        ``"elementwise"``: one recurrent weight per unit and gate, ``w_h`` of
+        shape ``(3H,)``, ``W_h h`` replaced by ``w_h * h`` (Irie et al.'s
+        element-wise recurrence). D-RTRL is exact on the element-wise cell.
       name: module name.
 
     Raises:
-      ValueError: if ``hidden_size`` is not a positive int.
+      ValueError: if ``hidden_size`` is not a positive int or ``recurrence``
+        is not one of the two.
     """
     super().__init__(name=name)
     self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
+    self.recurrence = _check_recurrence(recurrence)
     self.w_i_init = w_i_init or hk.initializers.VarianceScaling()
-    self.w_h_init = w_h_init or hk.initializers.VarianceScaling()
+    self.w_h_init = w_h_init or _default_w_h_init(self.recurrence)
     self.b_init = b_init or jnp.zeros
 
   def __call__(self, x_t: jax.Array) -> jax.Array:
@@ -233,9 +269,13 @@ class GRU(hk.Module):
     w_i = hk.get_parameter(
         "w_i", (x_t.shape[-1], 3 * size), dtype, init=self.w_i_init
     )
-    w_h = hk.get_parameter("w_h", (size, 3 * size), dtype, init=self.w_h_init)
     b = hk.get_parameter("b", (3 * size,), dtype, init=self.b_init)
-    h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, dense_lib.dense)
+    if self.recurrence == "elementwise":
+      w_h = hk.get_parameter("w_h", (3 * size,), dtype, init=self.w_h_init)
+      h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, _elementwise_op)
+    else:
+      w_h = hk.get_parameter("w_h", (size, 3 * size), dtype, init=self.w_h_init)
+      h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, dense_lib.dense)
     state_lib.set_hidden_state("h", h_t)
     return h_t
 
@@ -269,28 +309,54 @@ class LSTM(hk.Module):
   (5, 2, 4)
   """
 
-  def __init__(self, hidden_size: int, name: Optional[str] = None):
+  def __init__(
+      self,
+      hidden_size: int,
+      recurrence: str = "dense",
+      name: Optional[str] = None,
+  ):
     """Constructs the cell.
 
     Args:
       hidden_size: number of hidden units.
+      recurrence: ``"dense"`` (``hk.LSTM``: one ``Linear`` on ``[x, h]``) or
+        ``"elementwise"``: the ``Linear`` reads ``x`` alone (``w`` of shape
+        ``(I, 4H)``) and each gate adds ``w_h * h_{t-1}`` with one weight per
+        unit and gate (``w_h`` of shape ``(4H,)``, uniform on ``[-1, 1]``;
+        Irie et al.'s element-wise LSTM). D-RTRL is exact on it.
       name: module name.
 
     Raises:
-      ValueError: if ``hidden_size`` is not a positive int.
+      ValueError: if ``hidden_size`` is not a positive int or ``recurrence``
+        is not one of the two.
     """
     super().__init__(name=name)
     self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
+    self.recurrence = _check_recurrence(recurrence)
 
   def __call__(self, x_t: jax.Array) -> jax.Array:
     """One step: ``(B, I)`` or ``(I,)`` inputs to ``h_t``."""
     x_t = jnp.asarray(x_t)
     _check_rank("LSTM", x_t, (1, 2))
-    shape = x_t.shape[:-1] + (self.hidden_size,)
+    size = self.hidden_size
+    shape = x_t.shape[:-1] + (size,)
     c_tm1 = _hidden("LSTM", "c", shape, x_t.dtype)
     h_tm1 = _hidden("LSTM", "h", shape, x_t.dtype)
-    x_and_h = jnp.concatenate([x_t, h_tm1], axis=-1)
-    gates = layers.Linear(4 * self.hidden_size).split(x_and_h, 4)
+    if self.recurrence == "elementwise":
+      gates = layers.Linear(4 * size).split(x_t, 4)
+      w_h = hk.get_parameter(
+          "w_h",
+          (4 * size,),
+          x_t.dtype,
+          init=_default_w_h_init("elementwise"),
+      )
+      gates = [
+          gate + _elementwise_op(h_tm1, w_h[k * size : (k + 1) * size])
+          for k, gate in enumerate(gates)
+      ]
+    else:
+      x_and_h = jnp.concatenate([x_t, h_tm1], axis=-1)
+      gates = layers.Linear(4 * size).split(x_and_h, 4)
     c_t, h_t = _lstm_update(gates, c_tm1)
     state_lib.set_hidden_state("c", c_t)
     state_lib.set_hidden_state("h", h_t)

@@ -179,6 +179,7 @@ register_learner(
 register_learner(
     "bptt",
     factories.bptt,
+    options=("remat",),
     whole_sequence=True,
     description="BPTT over the whole sequence, the reference",
 )

@@ -19,6 +19,7 @@ function, so data flows one way (ops, compiler, learners, drivers).
 """
 
 import inspect
+import math
 from typing import Any, Callable, Optional
 
 import jax
@@ -238,6 +239,67 @@ def scan_steps(step_fn, carry, inputs, length: int):
     carry, out = step_fn(carry, first)
     return carry, tree_util.tree_map(lambda v: v[None], out)
   return lax.scan(step_fn, carry, inputs)
+
+
+def remat_segment(remat, length: int) -> int:
+  """Steps per checkpointed segment: ``remat`` itself (an int), or
+  ``ceil(sqrt(length))`` for ``"sqrt"`` (and ``True``)."""
+  if remat is True or remat == "sqrt":
+    return max(1, math.ceil(math.sqrt(length)))
+  return int(remat)
+
+
+def check_remat(remat):
+  """``remat`` if it is ``None``, ``True``, ``"sqrt"`` or an int >= 1."""
+  ok = (
+      remat is None
+      or remat is True
+      or remat == "sqrt"
+      or (isinstance(remat, int) and not isinstance(remat, bool) and remat > 0)
+  )
+  if not ok:
+    raise ValueError(
+        "remat must be None (store every step), 'sqrt' (or True: segments "
+        "of ceil(sqrt(T)) steps) or an int >= 1 (steps per segment), got "
+        f"{remat!r}."
+    )
+  return remat
+
+
+def scan_remat(step_fn, carry, inputs, length: int, segment: int):
+  """:func:`scan_steps` with the steps grouped into segments of ``segment``
+  steps, each under ``jax.checkpoint``: differentiated, only the carries
+  at segment boundaries are stored and each segment's forward pass is
+  recomputed in the backward pass (memory ``O(T / s + s)`` steps instead of
+  ``O(T)``). A last, shorter segment takes the remainder. The values are
+  those of :func:`scan_steps`.
+  """
+  segment = min(segment, length)
+  if segment >= length:
+    return jax.checkpoint(
+        lambda c, i: scan_steps(step_fn, c, i, length), prevent_cse=False
+    )(carry, inputs)
+  whole, rest = divmod(length, segment)
+  head = tree_util.tree_map(
+      lambda v: v[: whole * segment].reshape((whole, segment) + v.shape[1:]),
+      inputs,
+  )
+  body = jax.checkpoint(
+      lambda c, i: scan_steps(step_fn, c, i, segment), prevent_cse=False
+  )
+  carry, outs = lax.scan(body, carry, head)
+  outs = tree_util.tree_map(
+      lambda v: v.reshape((whole * segment,) + v.shape[2:]), outs
+  )
+  if rest:
+    tail = tree_util.tree_map(lambda v: v[whole * segment :], inputs)
+    carry, more = jax.checkpoint(
+        lambda c, i: scan_steps(step_fn, c, i, rest), prevent_cse=False
+    )(carry, tail)
+    outs = tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b], axis=0), outs, more
+    )
+  return carry, outs
 
 
 def _named_leaves(named: dict):

@@ -99,6 +99,7 @@ def in_window(
     inputs,
     *,
     has_aux: bool,
+    remat=None,
 ) -> InWindow:
   """One VJP of the window with respect to the parameters and ``h^e``.
 
@@ -111,6 +112,9 @@ def in_window(
     inputs: ``(rngs, xs, ys, masks)``, each with a leading ``k`` axis (the
       rngs and masks may be ``None``).
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    remat: ``None``, or gradient checkpointing of the window's scan
+      (``"sqrt"``/``True`` or steps per segment; see
+      :func:`~haiku_etp._src.sequence.scan_remat`).
 
   Returns:
     An :class:`InWindow`.
@@ -126,7 +130,13 @@ def in_window(
       loss, aux = call_loss(loss_fn, out, y_t, m_t, has_aux)
       return st, (loss, aux, rec)
 
-    st, (losses, auxes, recs) = sequence.scan_steps(one_step, st, inputs, k)
+    if remat is None or k == 1:
+      st, (losses, auxes, recs) = sequence.scan_steps(one_step, st, inputs, k)
+    else:
+      segment = sequence.remat_segment(remat, k)
+      st, (losses, auxes, recs) = sequence.scan_remat(
+          one_step, st, inputs, k, segment
+      )
     return jnp.sum(losses), (losses, auxes, recs, st)
 
   h_e = [model_state[m][n] for m, n in hidden_paths]
@@ -214,6 +224,8 @@ class Problem(NamedTuple):
     model: the ``hk.transform_with_state`` step.
     loss_fn: the per-step loss.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    remat: gradient checkpointing of the window's scan (BPTT's ``remat``);
+      ``None`` stores every step.
   """
 
   compiled: Any
@@ -221,6 +233,7 @@ class Problem(NamedTuple):
   model: Any
   loss_fn: Callable[..., Any]
   has_aux: bool
+  remat: Any = None
 
 
 class Terms(NamedTuple):
@@ -264,6 +277,7 @@ def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
       hidden_paths,
       inputs,
       has_aux=problem.has_aux,
+      remat=problem.remat,
   )  # pyformat: disable
   grads, operands = w.grads, None
   if algorithm is not None:
