@@ -25,6 +25,10 @@
   build.
 """
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -240,6 +244,41 @@ class StreamTaskTest(absltest.TestCase):
     self.assertBetween(training.build(config).task.num_steps, 2200, 2300)
     self.assertGreaterEqual(copy_long.get_config().task.delay, 500)
     self.assertEqual(digits_lru.get_config().task.mode, "pixels")
+
+
+class LengthTableTest(absltest.TestCase):
+
+  def test_binary_writes_the_table(self):
+    root = os.path.join(os.path.dirname(__file__), os.pardir)
+    with tempfile.TemporaryDirectory() as workdir:
+      subprocess.run(
+          [
+              sys.executable,
+              "-m",
+              "experiments.length_table",
+              f"--workdir={workdir}",
+              "--lengths=8,32",
+              "--models=alif",
+              "--learners=d_rtrl,bptt,bptt:remat=sqrt",
+              "--run_max_steps=8",
+              "--repeats=1",
+          ],
+          cwd=root,
+          check=True,
+          capture_output=True,
+      )
+      with open(os.path.join(workdir, "length_table.json")) as f:
+        rows = json.load(f)["alif"]
+      with open(os.path.join(workdir, "length_table.md")) as f:
+        self.assertIn("| bptt:remat=sqrt |", f.read())
+    self.assertTrue(rows["d_rtrl"]["8"]["run"])
+    self.assertFalse(rows["d_rtrl"]["32"]["run"])  # reported, not run
+    self.assertIn("T > 8", rows["d_rtrl"]["32"]["why"])
+    # BPTT's memory grows with T; checkpointing's grows less.
+    self.assertGreater(rows["bptt"]["32"]["mib"], rows["bptt"]["8"]["mib"])
+    self.assertLess(
+        rows["bptt:remat=sqrt"]["32"]["mib"], rows["bptt"]["32"]["mib"]
+    )
 
 
 if __name__ == "__main__":

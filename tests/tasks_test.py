@@ -68,7 +68,7 @@ class SeedTest(absltest.TestCase):
 
 class SyntheticTaskTest(parameterized.TestCase):
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_parts_are_slices_of_the_whole_batch(self, name):
     task = tasks.get_task(name)
     whole = task.batch(9, 8)
@@ -81,7 +81,7 @@ class SyntheticTaskTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"0 <= index < count"):
       task.batch(9, 8, part=(2, 2))
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_shapes_and_dtypes(self, name):
     task = tasks.get_task(name)
     batch = task.batch(tasks.train_seed(0, 0), _B)
@@ -98,7 +98,7 @@ class SyntheticTaskTest(parameterized.TestCase):
       self.assertEqual(batch.ys.shape, (t, _B, task.output_size))
       self.assertEqual(batch.ys.dtype, np.float32)
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_deterministic_in_the_seed(self, name):
     task = tasks.get_task(name)
     a = task.batch(7, _B)
@@ -108,13 +108,13 @@ class SyntheticTaskTest(parameterized.TestCase):
       np.testing.assert_array_equal(x, y)
     self.assertFalse(np.array_equal(a.xs, c.xs))
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_mask_sums_to_one_per_sample(self, name):
     batch = tasks.get_task(name).batch(3, _B)
     np.testing.assert_allclose(batch.mask.sum(axis=0), 1.0, rtol=1e-6)
     self.assertTrue(np.all(batch.mask >= 0))
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_loss_is_finite_and_differentiable(self, name):
     task = tasks.get_task(name)
     batch = task.batch(5, _B)
@@ -158,7 +158,7 @@ class SyntheticTaskTest(parameterized.TestCase):
         base.regression_loss(out, y), expected, rtol=1e-5
     )
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_metric_of_perfect_and_wrong_predictions(self, name):
     task = tasks.get_task(name)
     batch = task.batch(11, _B)
@@ -247,7 +247,7 @@ class SyntheticTaskTest(parameterized.TestCase):
     with self.assertRaisesRegex(error, f"{name}: .*{regex}"):
       tasks.get_task(name, **kwargs)
 
-  @parameterized.parameters(*tasks.TASKS)
+  @parameterized.parameters(*tasks.SYNTHETIC_TASKS)
   def test_bad_batch_arguments(self, name):
     task = tasks.get_task(name)
     with self.assertRaisesRegex(ValueError, f"{name}: batch_size must be at"):

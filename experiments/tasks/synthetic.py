@@ -311,7 +311,7 @@ def adding(*, num_steps: int = 50) -> base.Task:
 
 
 def stream_recall(
-    *, num_symbols: int = 4, lag: int = 50, chunk: int = 500
+    *, num_symbols: int = 4, lag: int = 64, chunk: int = 576
 ) -> base.Task:
   """Recall the symbol seen ``lag`` steps earlier, on an endless stream.
 

@@ -269,13 +269,13 @@ class GRU(hk.Module):
     w_i = hk.get_parameter(
         "w_i", (x_t.shape[-1], 3 * size), dtype, init=self.w_i_init
     )
+    elementwise = self.recurrence == "elementwise"
+    w_h_shape = (3 * size,) if elementwise else (size, 3 * size)
+    w_h = hk.get_parameter("w_h", w_h_shape, dtype, init=self.w_h_init)
+    # Created after w_h, as in hk.GRU (the init order fixes the values).
     b = hk.get_parameter("b", (3 * size,), dtype, init=self.b_init)
-    if self.recurrence == "elementwise":
-      w_h = hk.get_parameter("w_h", (3 * size,), dtype, init=self.w_h_init)
-      h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, _elementwise_op)
-    else:
-      w_h = hk.get_parameter("w_h", (size, 3 * size), dtype, init=self.w_h_init)
-      h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, dense_lib.dense)
+    op = _elementwise_op if elementwise else dense_lib.dense
+    h_t = _gru_update(x_t, h_tm1, w_i, w_h, b, size, op)
     state_lib.set_hidden_state("h", h_t)
     return h_t
 
