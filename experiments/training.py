@@ -225,12 +225,6 @@ def validate(config) -> None:
     )
 
 
-def make_task(config) -> tasks_lib.Task:
-  """The task named by ``config.task`` (one registry: ``tasks.get_task``)."""
-  kwargs = {k: v for k, v in config.task.items() if k != "name"}
-  return tasks_lib.get_task(config.task.name, **kwargs)
-
-
 def option_field(option: str) -> str:
   """The config field that holds learner option ``option``."""
   return _OPTION_FIELDS.get(option, option)
@@ -241,6 +235,8 @@ def learner_options(config) -> dict:
 
   A field that is absent, ``None`` or empty leaves the learner's default.
   """
+  if isinstance(config, RunSpec):
+    return dict(config.learner_options)
   options = {}
   for option in haiku_etp.learner_spec(config.learner).options:
     field = option_field(option)
@@ -253,38 +249,132 @@ def learner_options(config) -> dict:
   return options
 
 
+class RunSpec(NamedTuple):
+  """A config validated once: the typed description of a run.
+
+  :func:`run_spec` builds it from an ``ml_collections`` config; the
+  pipeline's functions (``build``, ``make_update_fn``, the runners, the
+  batch streams, ``train``) read it instead of the raw config, and accept a
+  config too, which they validate into one.
+
+  Attributes:
+    task_name: the registered task (``experiments.tasks.get_task``).
+    task_options: its hyperparameters.
+    model: the ``model`` block, as a dict.
+    learner: the registered learner.
+    learner_options: the options the config sets for it.
+    window: ``sequence_grad``'s window (``None``: the whole sequence).
+    update_every: optimizer steps every this many steps (0: per sequence).
+    optimizer, learning_rate, clip_norm: the optimizer.
+    batch_size, train_steps, eval_every, eval_batches, log_every,
+      checkpoint_every, keep_checkpoints, seed: the run's schedule.
+    on_nonfinite: ``"stop"`` or ``"skip"``.
+    parallel: ``"pmap"`` or ``"mesh"``.
+    num_devices: devices asked for (0: all).
+    config: the config it came from (the checkpoints' record of the run).
+  """
+
+  task_name: str
+  task_options: dict
+  model: dict
+  learner: str
+  learner_options: dict
+  window: Optional[int]
+  update_every: int
+  optimizer: str
+  learning_rate: float
+  clip_norm: float
+  batch_size: int
+  train_steps: int
+  eval_every: int
+  eval_batches: int
+  log_every: int
+  checkpoint_every: int
+  keep_checkpoints: int
+  seed: int
+  on_nonfinite: str
+  parallel: str
+  num_devices: int
+  config: Any
+
+
+def run_spec(config, *, check: bool = True) -> RunSpec:
+  """``config`` validated (:func:`validate`) into a :class:`RunSpec`; a
+  ``RunSpec`` is returned as it is. ``check=False`` skips the checks that
+  depend on this machine (a saved config read back for its shapes).
+
+  Raises:
+    ConfigError: for a bad config.
+  """
+  if isinstance(config, RunSpec):
+    return config
+  if check:
+    validate(config)
+  whole = haiku_etp.learner_spec(config.learner).whole_sequence
+  return RunSpec(
+      task_name=config.task.name,
+      task_options={k: v for k, v in config.task.items() if k != "name"},
+      model=dict(config.model),
+      learner=config.learner,
+      learner_options=learner_options(config),
+      window=None if whole else config.window,
+      update_every=config.update_every,
+      optimizer=config.optimizer,
+      learning_rate=config.learning_rate,
+      clip_norm=config.get("clip_norm", 0.0) or 0.0,
+      batch_size=config.batch_size,
+      train_steps=config.train_steps,
+      eval_every=config.eval_every,
+      eval_batches=config.eval_batches,
+      log_every=config.log_every,
+      checkpoint_every=config.checkpoint_every,
+      keep_checkpoints=config.keep_checkpoints,
+      seed=config.seed,
+      on_nonfinite=config.get("on_nonfinite", "stop"),
+      parallel=config.parallel,
+      num_devices=config.num_devices,
+      config=config,
+  )
+
+
+def make_task(config) -> tasks_lib.Task:
+  """The task of ``config`` (one registry: ``tasks.get_task``)."""
+  spec = run_spec(config, check=False)
+  return tasks_lib.get_task(spec.task_name, **spec.task_options)
+
+
 def make_learner(config, model) -> haiku_etp.Learner:
   """The registered learner ``config.learner`` on ``model``, with the
   options the config sets (:func:`learner_options`)."""
-  options = learner_options(config)
+  spec = run_spec(config, check=False)
+  options = spec.learner_options
   try:
-    return haiku_etp.make_learner(config.learner, model, **options)
+    return haiku_etp.make_learner(spec.learner, model, **options)
   except (TypeError, ValueError) as e:
     fields = ", ".join(
         f"config.{option_field(k)}={v!r}" for k, v in options.items()
     )
     raise ConfigError(
-        f"config.learner={config.learner!r} with {fields or 'no options'}: "
+        f"config.learner={spec.learner!r} with {fields or 'no options'}: "
         f"{e}"
     ) from None
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
+  spec = run_spec(config, check=False)
   make = dict(
       adam=optax.adam, adamw=optax.adamw, sgd=optax.sgd, rmsprop=optax.rmsprop
-  )[config.optimizer]
-  opt = make(config.learning_rate)
-  if config.get("clip_norm"):
-    opt = optax.chain(optax.clip_by_global_norm(config.clip_norm), opt)
+  )[spec.optimizer]
+  opt = make(spec.learning_rate)
+  if spec.clip_norm:
+    opt = optax.chain(optax.clip_by_global_norm(spec.clip_norm), opt)
   return opt
 
 
 def learner_window(config) -> Optional[int]:
   """The ``sequence_grad`` window: the whole sequence for a learner that
   covers it (BPTT), else ``config.window``."""
-  if haiku_etp.learner_spec(config.learner).whole_sequence:
-    return None
-  return config.window
+  return run_spec(config, check=False).window
 
 
 class Setup(NamedTuple):
@@ -304,11 +394,10 @@ def build(config) -> Setup:
       ``ValueError``, which names the field).
   """
   try:
-    task = make_task(config)
-    model = models.make_model(config.model, task.output_size)
-    return Setup(
-        task, model, make_learner(config, model), make_optimizer(config)
-    )
+    spec = run_spec(config, check=False)
+    task = make_task(spec)
+    model = models.make_model(spec.model, task.output_size)
+    return Setup(task, model, make_learner(spec, model), make_optimizer(spec))
   except ConfigError:
     raise
   except ValueError as e:
@@ -393,8 +482,9 @@ def make_update_fn(config, setup: Setup, axis_name: Optional[str]):
   keeps its parameters, optimizer and learner state, counts the skip, and
   the metrics are zero with a zero ``count``.
   """
+  config = run_spec(config)
   task, learner, opt = setup.task, setup.learner, setup.optimizer
-  skip = config.get("on_nonfinite", "stop") == "skip"
+  skip = config.on_nonfinite == "skip"
   grad_fn = learner.sequence_grad(
       _loss_with_outputs(task),
       window=learner_window(config),
@@ -651,6 +741,7 @@ class _Mesh:
 
 def make_parallel(config, setup: Setup, template: TrainState):
   """The ``pmap`` or ``mesh`` runner of ``config.parallel``."""
+  config = run_spec(config)
   if config.parallel == "pmap":
     return _Pmap(config, setup)
   return _Mesh(config, setup, template)
@@ -929,13 +1020,14 @@ def train(
       ``config.on_nonfinite="stop"``.
   """
   start_time = time.time()
-  validate(config)
+  spec = run_spec(config)  # validated once; everything below reads it
+  config = spec.config
   workdir = resolve_workdir(workdir)
-  num_devices = device_count(config)
-  setup = build(config)
+  num_devices = device_count(spec)
+  setup = build(spec)
   # The host state is the whole run's, the same on every process: the
   # runner places each process's share, checkpoints hold it all.
-  host_state = init_train_state(config, setup, config.batch_size)
+  host_state = init_train_state(spec, setup, spec.batch_size)
   checkpointer = checkpoints_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"),
       every=config.checkpoint_every,
@@ -953,7 +1045,7 @@ def train(
   writer = metrics_lib.MetricsWriter(
       workdir, enabled=jax.process_index() == 0, resume_step=resume
   )
-  runner = make_parallel(config, setup, host_state)
+  runner = make_parallel(spec, setup, host_state)
   ts = runner.put_state(host_state)
   start = int(host_state.step)
   meta = {"config": config.to_dict()}
@@ -968,7 +1060,7 @@ def train(
   else:
     logging.info(
         "Training %s with %s on %d %s device(s) (%s), steps %d..%d.",
-        config.task.name,
+        spec.task_name,
         config.learner,
         num_devices,
         jax.default_backend(),
@@ -979,9 +1071,9 @@ def train(
   # Batches are made ahead on a host thread (NumPy only: device work from a
   # second thread can starve the CPU collectives of the update).
   batches = prefetch_lib.prefetch(
-      _train_batches(setup.task, config, start), size=2
+      _train_batches(setup.task, spec, start), size=2
   )
-  stop_on_nonfinite = config.get("on_nonfinite", "stop") == "stop"
+  stop_on_nonfinite = spec.on_nonfinite == "stop"
   unread, logged = [], []  # device metrics not yet read; host ones to log
   last_log, last_log_time, last_saved = start, time.time(), resume
   done, skipped = 0, int(host_state.skipped)
@@ -1038,7 +1130,7 @@ def train(
           last_log, last_log_time = step, now
         if step % config.eval_every == 0 and step != config.train_steps:
           read_metrics()
-          values = evaluate(runner, setup, ts, config)
+          values = evaluate(runner, setup, ts, spec)
           writer.write(step, "eval", values, elapsed())
           logging.info("eval at step %d: %s", step, _fmt(values))
         if step % config.checkpoint_every == 0:
@@ -1050,7 +1142,7 @@ def train(
           )
           last_saved = step
       read_metrics()
-      final = evaluate(runner, setup, ts, config)
+      final = evaluate(runner, setup, ts, spec)
   except (Interrupted, Diverged):
     batches.close()
     checkpointer.close()

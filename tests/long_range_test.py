@@ -246,6 +246,27 @@ class StreamTaskTest(absltest.TestCase):
     self.assertEqual(digits_lru.get_config().task.mode, "pixels")
 
 
+class RunSpecTest(absltest.TestCase):
+
+  def test_config_is_validated_once_into_a_typed_spec(self):
+    config = copy_long.get_config()
+    config.learner = "bptt"
+    config.remat = "16"
+    spec = training.run_spec(config)
+    self.assertIsInstance(spec, training.RunSpec)
+    self.assertIs(training.run_spec(spec), spec)
+    self.assertEqual(spec.task_name, "delayed_copy")
+    self.assertEqual(spec.task_options["delay"], 500)
+    self.assertEqual(spec.learner_options, {"remat": 16})
+    self.assertIsNone(spec.window)  # BPTT covers the whole sequence
+    self.assertEqual(spec.model["kind"], "lru")
+    setup = training.build(spec)
+    self.assertEqual(setup.task.num_steps, 510)
+    config.window = 0
+    with self.assertRaisesRegex(training.ConfigError, "config.window"):
+      training.run_spec(config)
+
+
 class LengthTableTest(absltest.TestCase):
 
   def test_binary_writes_the_table(self):
