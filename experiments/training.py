@@ -223,6 +223,20 @@ def validate(config) -> None:
     raise ConfigError(
         f"config.learning_rate must be > 0, got {config.learning_rate!r}."
     )
+  if (
+      config.learner == "tbptt"  # BPTT within windows: no traces
+      and config.update_every
+      and config.window > config.update_every
+  ):
+    logging.warning(
+        "config.window=%d is longer than config.update_every=%d: %s keeps "
+        "no state across an optimizer update, so its window is in effect %d "
+        "steps.",
+        config.window,
+        config.update_every,
+        config.learner,
+        config.update_every,
+    )  # pyformat: disable
 
 
 def option_field(option: str) -> str:

@@ -266,6 +266,13 @@ class RunSpecTest(absltest.TestCase):
     with self.assertRaisesRegex(training.ConfigError, "config.window"):
       training.run_spec(config)
 
+  def test_truncation_past_the_update_interval_is_announced(self):
+    config = stream_recall.get_config()
+    config.update(dict(learner="tbptt", window=50, update_every=30))
+    with self.assertLogs(level="WARNING") as logs:
+      training.run_spec(config)
+    self.assertIn("in effect 30 steps", "\n".join(logs.output))
+
 
 class LengthTableTest(absltest.TestCase):
 
