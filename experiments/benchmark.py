@@ -279,7 +279,9 @@ def measure(learner, params, state, xs, ys, repeats: int) -> dict:
   grad_fn = learner.sequence_grad(loss_fn)
 
   def call(params, state, xs, ys):
-    losses, grads, state, _ = grad_fn(params, state, None, xs, ys)
+    # A fixed key: rules that draw random numbers (UORO) need one.
+    key = jax.random.PRNGKey(0)
+    losses, grads, state, _ = grad_fn(params, state, key, xs, ys)
     # The mean keeps the output's size independent of T.
     return grads, state, jnp.mean(losses)
 

@@ -41,6 +41,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
@@ -125,7 +126,9 @@ def first_gradient(config, setup, ts, params=None):
       window=training.learner_window(config),
   )
   params = ts.params if params is None else params
-  return jax.jit(fn)(params, ts.learner_state, None, xs, ys, mask).grads
+  # The run's key: rules that draw random numbers (UORO) need one.
+  rng = jax.random.fold_in(jnp.asarray(ts.rng), 0)
+  return jax.jit(fn)(params, ts.learner_state, rng, xs, ys, mask).grads
 
 
 def per_parameter_error(grads, reference) -> dict:

@@ -119,8 +119,9 @@ def measure(model_name: str, learner_text: str, num_steps: int, batch: int):
   xs = jax.ShapeDtypeStruct((num_steps, batch, inputs), jnp.float32)
   ys = jax.ShapeDtypeStruct((num_steps, batch, outputs), jnp.float32)
   fn = jax.jit(learner.sequence_grad(_loss))
+  key = jax.random.PRNGKey(0)  # rules that draw random numbers need one
   try:
-    compiled = fn.lower(params, state, None, xs, ys).compile()
+    compiled = fn.lower(params, state, key, xs, ys).compile()
   except ValueError as e:  # over a learner's byte budget (RTRL)
     return dict(mib=None, ms_per_step=None, run=False, why=str(e)[:120])
   memory = compiled.memory_analysis()
@@ -137,11 +138,11 @@ def measure(model_name: str, learner_text: str, num_steps: int, batch: int):
       jnp.asarray(rng.random(xs.shape) < 0.05, jnp.float32) * 2.0,
       jnp.asarray(rng.normal(size=ys.shape), jnp.float32),
   )
-  jax.block_until_ready(compiled(params, state, None, *data))
+  jax.block_until_ready(compiled(params, state, key, *data))
   times = []
   for _ in range(_REPEATS.value):
     start = time.perf_counter()
-    jax.block_until_ready(compiled(params, state, None, *data))
+    jax.block_until_ready(compiled(params, state, key, *data))
     times.append(time.perf_counter() - start)
   entry.update(run=True, ms_per_step=1e3 * float(np.median(times)) / num_steps)
   return entry

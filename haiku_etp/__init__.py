@@ -35,6 +35,7 @@ from haiku_etp._src.factories import es_d_rtrl
 from haiku_etp._src.factories import from_algorithm
 from haiku_etp._src.factories import rtrl
 from haiku_etp._src.factories import tbptt
+from haiku_etp._src.factories import uoro
 from haiku_etp._src.layers import Conv1D
 from haiku_etp._src.layers import Conv2D
 from haiku_etp._src.layers import Conv3D
@@ -157,4 +158,5 @@ __all__ = (
     "unregister_learner",
     "unshard_batch",
     "unshard_state",
+    "uoro",
 )

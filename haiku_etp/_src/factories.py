@@ -225,6 +225,33 @@ def rtrl(
   return _learner(model, algorithm, "rtrl")
 
 
+def uoro(
+    model: hk.TransformedWithState, *, projection: str = "signs"
+) -> Learner:
+  """UORO (Tallec & Ollivier, 2017): an unbiased rank-one estimate of RTRL.
+
+  Per sample, the influence ``dh/dtheta`` is estimated by ``u theta^T``
+  (``H + P`` entries instead of RTRL's ``H P``), rolled with random signs
+  drawn from the step's rng and the variance-reducing scalings; the
+  gradient is unbiased (its mean over seeds is RTRL's), not exact. It
+  needs an rng: ``sequence_grad(...)(params, state, rng, xs, ys)``.
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+    projection: ``"signs"`` (the rule) or ``"ones"`` (no random signs:
+      biased; for comparison).
+
+  Returns:
+    A :class:`Learner` named ``"uoro"``.
+
+  Raises:
+    ValueError: for an unknown ``projection``.
+  """
+  from haiku_etp._src import uoro as uoro_lib  # pylint: disable=g-import-not-at-top
+
+  return _learner(model, uoro_lib.UORO(projection=projection), "uoro")
+
+
 def bptt(model: hk.TransformedWithState, remat=None) -> Learner:
   """Backpropagation through time, the reference.
 

@@ -64,6 +64,8 @@ class StepRecord(NamedTuple):
   d_f: tuple
   c: tuple = ()
   full: Any = None
+  replay: Any = None
+  projection: Any = None
 
 
 class FullJacobian(NamedTuple):
@@ -465,6 +467,83 @@ def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
   """
   sg = lax.stop_gradient
   params, model_state, x = sg(params), sg(model_state), sg(x)
+  one, sub, state_axes = _sample_step(model, params, model_state, rng, paths)
+  entries = hidden_entries(model_state)
+  jac = jax.vmap(
+      jax.jacrev(one, argnums=(0, 1)), in_axes=(None, 0, state_axes, 0)
+  )
+  d_sub, d_h = jac(sub, flat_hidden(model_state, entries), model_state, x)
+  batch, num_h = d_h.shape[:2]
+  d_sub = {
+      path: sg(jnp.reshape(v, (batch, num_h, -1))) for path, v in d_sub.items()
+  }
+  return FullJacobian(sg(d_h), d_sub)
+
+
+def sample_projection(model, params, model_state, rng, x, paths, kind: str):
+  """``(nu, {path: nu_b^T dh_t/dtheta per sample})`` of one step.
+
+  ``nu`` is ``(B, H)``: random signs from ``rng`` (``kind="signs"``) or ones
+  (``"ones"``); the products are ``(B, n)`` per parameter, one reverse-mode
+  product per sample (batch-one replays under ``vmap``). Gradient-stopped.
+  """
+  sg = lax.stop_gradient
+  params, model_state, x = sg(params), sg(model_state), sg(x)
+  one, sub, state_axes = _sample_step(model, params, model_state, rng, paths)
+  h = flat_hidden(model_state)
+  if kind == "signs":
+    if rng is None:
+      raise ValueError(
+          "uoro draws random signs at every step: pass an rng to "
+          "sequence_grad / value_and_grad (the step's rng is folded from it)."
+      )
+    key = jax.random.fold_in(rng, 0x5EED)
+    nu = jax.random.rademacher(key, h.shape, h.dtype)
+  else:
+    nu = jnp.ones_like(h)
+
+  def project(h_b, state_b, x_b, nu_b):
+    _, pull = jax.vjp(lambda s: one(s, h_b, state_b, x_b), sub)
+    return pull(nu_b)[0]
+
+  out = jax.vmap(project, in_axes=(0, state_axes, 0, 0))(h, model_state, x, nu)
+  batch = h.shape[0]
+  return nu, {p: sg(jnp.reshape(v, (batch, -1))) for p, v in out.items()}
+
+
+def hidden_jvp(compiled, params, model_state, rng, x, tangent):
+  """``J_t u``: the step's Jacobian of new hidden values with respect to old
+  ones applied to ``tangent`` ``(B, H)``, through the compiled program.
+
+  Samples are independent, so the batched product is per sample. It is the
+  transpose of the step's VJP (reverse mode only, so it runs through
+  ``custom_vjp`` surrogates). Gradient-stopped.
+  """
+  sg = lax.stop_gradient
+  params, model_state, x = sg(params), sg(model_state), sg(x)
+  entries = hidden_entries(model_state)
+  shapes = [jnp.shape(model_state[m][n]) for m, n in entries]
+
+  def f(h):
+    st = {m: dict(e) for m, e in model_state.items()}
+    start = 0
+    for (m, n), shape in zip(entries, shapes):
+      size = int(math.prod(shape[1:]))
+      st[m][n] = jnp.reshape(h[:, start : start + size], shape)
+      start += size
+    _, new, _ = run_step(compiled, params, st, rng, x, jacobians=False)
+    return flat_hidden(new, entries)
+
+  h = flat_hidden(model_state, entries)
+  _, pull = jax.vjp(f, h)
+  (ju,) = jax.linear_transpose(lambda c: pull(c)[0], h)(tangent.astype(h.dtype))
+  return sg(ju)
+
+
+def _sample_step(model, params, model_state, rng, paths):
+  """``(one, sub, state_axes)``: ``one(sub, h_b, state_b, x_b)`` is the new
+  hidden values of sample ``b`` (the step on a batch of one) as a function
+  of the parameters in ``paths`` (``sub``) and its old hidden values."""
   entries = hidden_entries(model_state)
   shapes = [jnp.shape(model_state[m][n])[1:] for m, n in entries]
   sizes = [int(math.prod(s)) for s in shapes]
@@ -491,12 +570,4 @@ def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
     _, new = model.apply(p, st, rng, tree_util.tree_map(lambda v: v[None], x_b))
     return jnp.concatenate([jnp.reshape(new[m][n], (-1,)) for m, n in entries])
 
-  jac = jax.vmap(
-      jax.jacrev(one, argnums=(0, 1)), in_axes=(None, 0, state_axes, 0)
-  )
-  d_sub, d_h = jac(sub, flat_hidden(model_state, entries), model_state, x)
-  batch, num_h = d_h.shape[:2]
-  d_sub = {
-      path: sg(jnp.reshape(v, (batch, num_h, -1))) for path, v in d_sub.items()
-  }
-  return FullJacobian(sg(d_h), d_sub)
+  return one, sub, state_axes

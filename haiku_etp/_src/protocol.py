@@ -60,12 +60,22 @@ class StepNeeds:
       ``dh_t/dtheta`` the record holds (``None``: every parameter that
       reaches hidden state).
     previous_signal: the fused form also needs ``dL_t / dh^{t-1}``.
+    replay: the record also holds the step's inputs ``(model_state, rng,
+      x)`` (``record.replay``), so that ``roll`` can run products through
+      the step with its traces (:func:`~haiku_etp._src.jacobians.hidden_jvp`).
+    random_projection: ``"signs"``: per sample, random signs ``nu`` over the
+      hidden values, drawn from the step's rng, and ``nu^T dh_t/dtheta``
+      for every parameter that reaches hidden state (``record.projection``,
+      one reverse-mode product per sample); ``"ones"`` uses ``nu = 1`` (a
+      biased variant, for tests); ``None``: not recorded.
   """
 
   per_position: bool = True
   full_jacobian: bool = False
   full_jacobian_params: Optional[tuple[str, ...]] = None
   previous_signal: bool = False
+  replay: bool = False
+  random_projection: Optional[str] = None
 
 
 class ParameterVerdict(NamedTuple):

@@ -177,6 +177,12 @@ register_learner(
     description="RTRL: the full influence, exact on every step",
 )
 register_learner(
+    "uoro",
+    factories.uoro,
+    options=("projection",),
+    description="UORO: unbiased rank-one estimate of RTRL's influence",
+)
+register_learner(
     "bptt",
     factories.bptt,
     options=("remat",),

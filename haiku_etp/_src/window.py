@@ -200,6 +200,13 @@ def recording_step_fn(compiled, model, needs) -> StepFn:
     if needs.full_jacobian:
       full = jacobians.full_jacobian(model, p, st, rng, x, paths)
       record = record._replace(full=full)
+    if needs.replay:
+      record = record._replace(replay=(st, rng, x))
+    if needs.random_projection is not None:
+      projection = jacobians.sample_projection(
+          model, p, st, rng, x, paths, needs.random_projection
+      )
+      record = record._replace(projection=projection)
     return out, new_state, record
 
   return step
