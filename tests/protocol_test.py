@@ -153,7 +153,7 @@ class RegistryTest(absltest.TestCase):
     with self.assertRaisesRegex(
         ValueError,
         r"Unknown learner 'snap'; the registered learners are \['d_rtrl', "
-        r"'es_d_rtrl', 'rtrl', 'bptt', 'tbptt'",
+        r"'es_d_rtrl', 'rtrl', 'uoro', 'bptt', 'tbptt'",
     ):
       haiku_etp.make_learner("snap", model)
     with self.assertRaisesRegex(ValueError, r"takes the options \['decay'"):
