@@ -41,40 +41,31 @@ import jax.numpy as jnp
 
 from haiku_etp._src import elementwise as elementwise_lib
 from haiku_etp._src import layers
+from haiku_etp._src import recurrent
 from haiku_etp._src import state as state_lib
 
-
-def _hidden(cell, name, shape, dtype):
-  value = state_lib.get_hidden_state(name, shape, dtype)
-  if value.shape != tuple(shape):
-    raise ValueError(
-        f"{cell} hidden state {name!r} has shape {value.shape} but this input "
-        f"needs {tuple(shape)}; was the state initialised for another batch "
-        "size or input shape?"
-    )
-  return value
+_hidden = recurrent._hidden  # pylint: disable=protected-access
 
 
 def _input(cell, x_t):
+  """``x_t`` of rank 1 or 2, cast to the default float dtype if integer or
+  boolean (spikes), so the state and parameters take a float dtype."""
   x_t = jnp.asarray(x_t)
-  if x_t.ndim not in (1, 2):
-    raise ValueError(
-        f"Input to {cell} must have rank 1 or 2 ((I,) or (B, I)), got shape "
-        f"{tuple(x_t.shape)}."
-    )
+  recurrent._check_rank(cell, x_t, (1, 2))  # pylint: disable=protected-access
   if not jnp.issubdtype(x_t.dtype, jnp.floating):
     x_t = x_t.astype(jnp.result_type(float))
   return x_t
 
 
-def _check_unit_interval(value, name):
+def _number(value, name):
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ValueError(f"{name} must be a number, got {value!r}.")
   return float(value)
 
 
 def _nu_init(r_min, r_max):
-  """``log(-log r)/..``: radii uniform on the ring ``[r_min, r_max]``."""
+  """``nu_log`` with ``|lambda| = exp(-exp(nu_log))`` uniform on the ring
+  ``r_min <= |lambda| <= r_max`` (uniform in area, as Orvieto et al.)."""
 
   def init(shape, dtype):
     u = jax.random.uniform(hk.next_rng_key(), shape)
@@ -166,14 +157,14 @@ class LRU(hk.Module):
         if output_size is None
         else layers.check_positive(output_size, "output_size")
     )
-    r_min = _check_unit_interval(r_min, "r_min")
-    r_max = _check_unit_interval(r_max, "r_max")
+    r_min = _number(r_min, "r_min")
+    r_max = _number(r_max, "r_max")
     if not 0.0 <= r_min < r_max <= 1.0:
       raise ValueError(
           f"LRU radii need 0 <= r_min < r_max <= 1, got r_min={r_min}, "
           f"r_max={r_max}."
       )
-    max_phase = _check_unit_interval(max_phase, "max_phase")
+    max_phase = _number(max_phase, "max_phase")
     if max_phase <= 0:
       raise ValueError(f"max_phase must be > 0, got {max_phase}.")
     # A radius of exactly 1 would make nu_log = log(0).
@@ -226,7 +217,24 @@ class LRU(hk.Module):
     return y_t
 
 
-class MinGRU(hk.Module):
+class _MinCell(hk.Module):
+  """The minimal cells' constructor."""
+
+  def __init__(self, hidden_size: int, name: Optional[str] = None):
+    """Constructs the cell.
+
+    Args:
+      hidden_size: number of hidden units.
+      name: module name.
+
+    Raises:
+      ValueError: if ``hidden_size`` is not a positive int.
+    """
+    super().__init__(name=name)
+    self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
+
+
+class MinGRU(_MinCell):
   r"""Minimal GRU (Feng et al., 2024) with hidden state ``h``.
 
   .. math::
@@ -247,19 +255,6 @@ class MinGRU(hk.Module):
   (5, 2, 4)
   """
 
-  def __init__(self, hidden_size: int, name: Optional[str] = None):
-    """Constructs the cell.
-
-    Args:
-      hidden_size: number of hidden units.
-      name: module name.
-
-    Raises:
-      ValueError: if ``hidden_size`` is not a positive int.
-    """
-    super().__init__(name=name)
-    self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
-
   def __call__(self, x_t: jax.Array) -> jax.Array:
     """One step: ``(B, I)`` or ``(I,)`` inputs to ``h_t``."""
     x_t = _input("MinGRU", x_t)
@@ -272,7 +267,7 @@ class MinGRU(hk.Module):
     return h_t
 
 
-class MinLSTM(hk.Module):
+class MinLSTM(_MinCell):
   r"""Minimal LSTM (Feng et al., 2024) with hidden state ``h``.
 
   .. math::
@@ -294,19 +289,6 @@ class MinLSTM(hk.Module):
   >>> learner.unroll(params, state, None, xs)[0].shape
   (5, 2, 4)
   """
-
-  def __init__(self, hidden_size: int, name: Optional[str] = None):
-    """Constructs the cell.
-
-    Args:
-      hidden_size: number of hidden units.
-      name: module name.
-
-    Raises:
-      ValueError: if ``hidden_size`` is not a positive int.
-    """
-    super().__init__(name=name)
-    self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
 
   def __call__(self, x_t: jax.Array) -> jax.Array:
     """One step: ``(B, I)`` or ``(I,)`` inputs to ``h_t``."""
