@@ -21,11 +21,15 @@ Same task, model, seed and data for every learner. For each: the final test
 metric, the training wall time, the milliseconds per update and the
 compiled memory of one update (``memory_analysis``: temporaries plus
 outputs) on one device, and the cosine and norm ratio of its first gradient
-(at the initial parameters, on the first training batch) with BPTT's, and
-at the learner's final parameters the cosine with BPTT's gradient there and
-the worst per-parameter relative error (every parameter's in
-``compare.json``): a quiet network at initialisation can hide what a rule
-cuts.
+(at the initial parameters, on the first training batch) with the exact
+one, overall and per parameter (the worst parameter in the table, every one
+in ``compare.json``); the exact gradient is RTRL's where its influence fits
+``max_trace_bytes``, else BPTT's (the column says which). At the learner's
+final parameters: the cosine with BPTT's gradient there and the worst
+per-parameter relative error (a quiet network at initialisation can hide
+what a rule cuts). ``--learners=all`` runs every registered learner; one
+that cannot take the config's model (RTRL's influence over its budget,
+e-prop without an ETP readout) gets a row saying why instead of a result.
 Writes ``compare.md``, ``compare.json`` and the overlaid learning curves
 (``curves.png``, with matplotlib) in the work directory.
 """
@@ -131,6 +135,32 @@ def first_gradient(config, setup, ts, params=None):
   return jax.jit(fn)(params, ts.learner_state, rng, xs, ys, mask).grads
 
 
+def per_parameter_agreement(grads, reference) -> dict:
+  """``{"module/name": (cosine, norm ratio)}`` of ``grads`` against
+  ``reference``."""
+  out = {}
+  for m in reference:
+    for n in reference[m]:
+      a = np.ravel(np.asarray(grads[m][n], np.float64))
+      b = np.ravel(np.asarray(reference[m][n], np.float64))
+      na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+      cos = float(a @ b / (na * nb)) if na > 0 and nb > 0 else float(na == nb)
+      out[f"{m}/{n}"] = (cos, na / nb if nb > 0 else float("inf"))
+  return out
+
+
+def exact_reference(config):
+  """``(name, first gradient)``: RTRL's where it fits, else BPTT's."""
+  for name in ("rtrl", "bptt"):
+    cfg = learner_config(config, name)
+    try:
+      setup, ts = _initial(cfg)
+      return name, first_gradient(cfg, setup, ts)
+    except ValueError as e:  # RTRL's influence over max_trace_bytes.
+      logging.info("compare: no %s reference: %s", name, e)
+  raise AssertionError("unreachable: BPTT takes every model")
+
+
 def per_parameter_error(grads, reference) -> dict:
   """``{"module/name": relative error}`` of ``grads`` against ``reference``."""
   return {
@@ -177,13 +207,20 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
   """Trains and measures each learner; returns one row per learner."""
   bptt = learner_config(config, "bptt")
   bptt_setup, bptt_ts = _initial(bptt)
-  reference = first_gradient(bptt, bptt_setup, bptt_ts)
+  exact_name, reference = exact_reference(config)
   rows = []
   for name in expand(learners):
     cfg = learner_config(config, name)
     run_dir = os.path.join(workdir, re.sub(r"[^\w.=-]+", "_", name))
+    try:
+      setup, ts = _initial(cfg)
+      first_gradient(cfg, setup, ts)
+    except (ValueError, haiku_etp.CompileError) as e:
+      reason = str(e).splitlines()[0]
+      rows.append({"learner": learner_label(cfg), "skipped": reason})
+      logging.warning("compare: %s cannot train this model: %s", name, reason)
+      continue
     result = training.train(cfg, run_dir, plot=False)
-    setup, ts = _initial(cfg)
     grads = first_gradient(cfg, setup, ts)
     # Where the network has learned: the learner's and BPTT's gradients at
     # the learner's final parameters.
@@ -195,8 +232,12 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
         "metric": result.metric_name,
         "test": float(result.eval_metrics[result.metric_name]),
         "train_s": result.seconds,
-        "cosine_vs_bptt": haiku_etp.testing.cosine_similarity(grads, reference),
-        "norm_ratio_vs_bptt": _norm(grads) / _norm(reference),
+        "exact": exact_name,
+        "cosine_vs_exact": haiku_etp.testing.cosine_similarity(
+            grads, reference
+        ),
+        "norm_ratio_vs_exact": _norm(grads) / _norm(reference),
+        "per_parameter_vs_exact": per_parameter_agreement(grads, reference),
         "final_cosine_vs_bptt": haiku_etp.testing.cosine_similarity(
             final_grads, final_reference
         ),
@@ -213,20 +254,30 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
 
 def markdown(rows: list[dict], title: str) -> str:
   """The table of ``rows`` in Markdown."""
-  metric = rows[0]["metric"]
+  trained = [r for r in rows if "skipped" not in r]
+  metric = trained[0]["metric"] if trained else "metric"
+  exact = trained[0]["exact"].upper() if trained else "exact"
   lines = [
       f"{title}",
       "",
       f"| learner | test {metric} | train s | ms / update | MiB / update |"
-      " cosine vs BPTT | norm ratio | final cosine | final worst rel. err |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+      f" cosine vs {exact} | norm ratio | worst parameter (cosine, norm"
+      " ratio) | final cosine vs BPTT | final worst rel. err |",
+      "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
   ]
   for r in rows:
+    if "skipped" in r:
+      lines.append(f"| {r['learner']} | not run: {r['skipped']} |||||||||")
+      continue
     worst = max(r["final_relative_error"].items(), key=lambda kv: kv[1])
+    name, (cos, ratio) = min(
+        r["per_parameter_vs_exact"].items(), key=lambda kv: kv[1][0]
+    )
     lines.append(
         f"| {r['learner']} | {r['test']:.4f} | {r['train_s']:.0f} | "
         f"{r['ms_per_update']:.1f} | {r['update_mib']:.1f} | "
-        f"{r['cosine_vs_bptt']:.4f} | {r['norm_ratio_vs_bptt']:.3f} | "
+        f"{r['cosine_vs_exact']:.4f} | {r['norm_ratio_vs_exact']:.3f} | "
+        f"{name} ({cos:.3f}, {ratio:.2f}) | "
         f"{r['final_cosine_vs_bptt']:.4f} | {worst[1]:.1e} ({worst[0]}) |"
     )
   return "\n".join(lines) + "\n"

@@ -27,6 +27,8 @@ made of haiku_etp modules; ``make_model`` wraps it in
 * ``gru``, ``lstm``, ``rnn``: a rate cell and a ``Linear`` readout
   (``recurrence="elementwise"``: the element-wise GRU/LSTM);
 * ``min_gru``, ``min_lstm``: the minimal cells and a ``Linear`` readout;
+* ``leaky_rnn``: Murray's leaky rate network (``alpha``, default 0.1) and a
+  ``Linear`` readout, RFLO's network;
 * ``lru``: a stack of ``num_layers`` blocks on a ``Linear`` encoder of
   ``width`` features, each block ``u <- u + gelu(Linear(LRU(u)))`` (an LRU of
   ``hidden_size`` complex units, radii in ``[r_min, r_max]``), then a
@@ -41,7 +43,17 @@ import jax
 
 import haiku_etp
 
-KINDS = ("snn", "conv_snn", "gru", "lstm", "rnn", "min_gru", "min_lstm", "lru")
+KINDS = (
+    "snn",
+    "conv_snn",
+    "gru",
+    "lstm",
+    "rnn",
+    "min_gru",
+    "min_lstm",
+    "lru",
+    "leaky_rnn",
+)
 NEURONS = ("lif", "alif")
 READOUTS = ("leaky", "linear")
 RECURRENCES = ("dense", "elementwise")
@@ -162,6 +174,8 @@ def make_step(
     if kind in ("gru", "lstm"):
       make = dict(gru=haiku_etp.GRU, lstm=haiku_etp.LSTM)[kind]
       core = make(hidden, recurrence=cfg.get("recurrence", "dense"))
+    elif kind == "leaky_rnn":
+      core = haiku_etp.LeakyRNN(hidden, alpha=cfg.get("alpha", 0.1))
     else:
       make = dict(min_gru=haiku_etp.MinGRU, min_lstm=haiku_etp.MinLSTM)
       core = make.get(kind, haiku_etp.VanillaRNN)(hidden)

@@ -83,7 +83,7 @@ import haiku_etp
 ES_FORMS = ("window", "fused")
 # Learner options whose config field has another name; every other option
 # is read from the config field of its own name when the config has one.
-_OPTION_FIELDS = {"form": "es_form", "params": "rtrl_params"}
+_OPTION_FIELDS = {"form": "es_form", "params": "rtrl_params", "n": "snap_n"}
 PARALLEL = ("pmap", "mesh")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 ON_NONFINITE = ("stop", "skip")

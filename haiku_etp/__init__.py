@@ -36,6 +36,9 @@ from haiku_etp._src.factories import from_algorithm
 from haiku_etp._src.factories import rtrl
 from haiku_etp._src.factories import tbptt
 from haiku_etp._src.factories import uoro
+from haiku_etp._src.factories import eprop
+from haiku_etp._src.factories import snap
+from haiku_etp._src.factories import rflo
 from haiku_etp._src.layers import Conv1D
 from haiku_etp._src.layers import Conv2D
 from haiku_etp._src.layers import Conv3D
@@ -69,6 +72,7 @@ from haiku_etp._src.recurrent import ConvNDLSTM
 from haiku_etp._src.recurrent import GRU
 from haiku_etp._src.recurrent import LSTM
 from haiku_etp._src.recurrent import VanillaRNN
+from haiku_etp._src.recurrent import LeakyRNN
 from haiku_etp._src.registry import learner_label
 from haiku_etp._src.registry import learner_names
 from haiku_etp._src.registry import learner_spec
@@ -127,6 +131,7 @@ __all__ = (
     "StepResult",
     "TraceAlgorithm",
     "VanillaRNN",
+    "LeakyRNN",
     "bptt",
     "compiler",
     "conv",
@@ -159,4 +164,7 @@ __all__ = (
     "unshard_batch",
     "unshard_state",
     "uoro",
+    "eprop",
+    "snap",
+    "rflo",
 )

@@ -152,10 +152,11 @@ class RegistryTest(absltest.TestCase):
     model = hk.transform_with_state(_gru)
     with self.assertRaisesRegex(
         ValueError,
-        r"Unknown learner 'snap'; the registered learners are \['d_rtrl', "
-        r"'es_d_rtrl', 'rtrl', 'uoro', 'bptt', 'tbptt'",
+        r"Unknown learner 'nope'; the registered learners are \['d_rtrl', "
+        r"'es_d_rtrl', 'rtrl', 'uoro', 'snap', 'eprop', 'rflo', 'bptt', "
+        r"'tbptt'",
     ):
-      haiku_etp.make_learner("snap", model)
+      haiku_etp.make_learner("nope", model)
     with self.assertRaisesRegex(ValueError, r"takes the options \['decay'"):
       haiku_etp.make_learner("es_d_rtrl", model, alpha=0.9)
     with self.assertRaisesRegex(ValueError, "option=value"):
@@ -190,17 +191,23 @@ class RegistryTest(absltest.TestCase):
       self.assertGreater(r["ms_per_update"], 0.0)
       self.assertGreater(r["update_mib"], 0.0)
     by = {r["learner"]: r for r in rows}
-    # BPTT's and RTRL's first gradients are BPTT's; the toy's is the
-    # one-step truncation's.
-    self.assertAlmostEqual(by["bptt"]["cosine_vs_bptt"], 1.0, places=5)
-    self.assertAlmostEqual(by["rtrl"]["cosine_vs_bptt"], 1.0, places=5)
-    self.assertAlmostEqual(by["rtrl"]["norm_ratio_vs_bptt"], 1.0, places=5)
+    # The exact reference is RTRL's (it fits); BPTT's and RTRL's first
+    # gradients are it, every parameter; the toy's is the one-step
+    # truncation's; RFLO's random feedback is far from it.
+    self.assertEqual(by["bptt"]["exact"], "rtrl")
+    for name in ("bptt", "rtrl"):
+      self.assertAlmostEqual(by[name]["cosine_vs_exact"], 1.0, places=5)
+      self.assertAlmostEqual(by[name]["norm_ratio_vs_exact"], 1.0, places=5)
+      for cos, ratio in by[name]["per_parameter_vs_exact"].values():
+        self.assertAlmostEqual(cos, 1.0, places=5)
+        self.assertAlmostEqual(ratio, 1.0, places=4)
+    self.assertLess(by["rflo"]["cosine_vs_exact"], 0.99)
     # At the trained parameters too, every parameter (float32).
     self.assertAlmostEqual(by["rtrl"]["final_cosine_vs_bptt"], 1.0, places=5)
     self.assertLess(max(by["rtrl"]["final_relative_error"].values()), 1e-4)
     self.assertAlmostEqual(
-        by["immediate"]["cosine_vs_bptt"],
-        by["tbptt(window=1)"]["cosine_vs_bptt"],
+        by["immediate"]["cosine_vs_exact"],
+        by["tbptt(window=1)"]["cosine_vs_exact"],
         places=6,
     )
     text = compare.markdown(rows, "title")

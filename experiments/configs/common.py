@@ -33,6 +33,13 @@ def base_config() -> ml_collections.ConfigDict:
   # influence it keeps (paths "module/name"; empty: every one).
   config.max_trace_bytes = 1 << 30
   config.rtrl_params = ()
+  # SnAp-n's n (max_trace_bytes bounds its stored entries too).
+  config.snap_n = 1
+  # e-prop's feedback ("symmetric", "random", "adaptive"), the seed of the
+  # random feedback matrix (e-prop and RFLO) and the adaptive relaxation.
+  config.feedback = "symmetric"
+  config.feedback_seed = 0
+  config.feedback_rate = 1e-3
   # BPTT's gradient checkpointing: "" (none), "sqrt" (segments of
   # ceil(sqrt(T)) steps) or a number of steps per segment.
   config.remat = ""

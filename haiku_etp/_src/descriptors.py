@@ -139,6 +139,7 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     _layer("Conv2D", lambda: layers.Conv2D(3, 3, stride=2), (5, 5, 2)),
     _layer("Conv3D", lambda: layers.Conv3D(2, 2), (3, 3, 3, 2)),
     _cell("VanillaRNN", lambda: recurrent.VanillaRNN(4), (3,)),
+    _cell("LeakyRNN", lambda: recurrent.LeakyRNN(4, alpha=0.3), (3,)),
     _cell("GRU", lambda: recurrent.GRU(4), (3,)),
     _cell("LSTM", lambda: recurrent.LSTM(4), (3,)),
     _cell(

@@ -252,6 +252,128 @@ def uoro(
   return _learner(model, uoro_lib.UORO(projection=projection), "uoro")
 
 
+def snap(
+    model: hk.TransformedWithState,
+    n: int = 1,
+    *,
+    max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
+) -> Learner:
+  """SnAp-n (Menick et al., 2020): RTRL's influence on a sparsity pattern.
+
+  Keeps, per sample, the influence entries ``(h, theta_p)`` that ``n`` steps
+  of the step's structure reach from ``theta_p`` and stores only those. On a
+  dense recurrent layer SnAp-1 keeps each weight's influence on the unit it
+  feeds (the recurrent Jacobian's diagonal included) and SnAp-2 is RTRL;
+  wherever the pattern is closed (element-wise recurrences, or ``n`` at
+  least the network's depth) it is RTRL exactly. A masked weight stores
+  fewer entries. Each step records RTRL's per-sample Jacobians.
+
+  Args:
+    model: a ``hk.transform_with_state`` step.
+    n: the pattern's number of steps, ``>= 1``.
+    max_trace_bytes: the largest total size of the stored entries.
+
+  Returns:
+    A :class:`Learner` named ``"snap"``.
+
+  Raises:
+    ValueError: for ``n < 1`` or a bad ``max_trace_bytes``; at compile time,
+      for stored entries over ``max_trace_bytes``.
+  """
+  from haiku_etp._src import snap as snap_lib  # pylint: disable=g-import-not-at-top
+
+  return _learner(
+      model, snap_lib.SnAp(n=n, max_trace_bytes=max_trace_bytes), "snap"
+  )
+
+
+def eprop(
+    model: hk.TransformedWithState,
+    *,
+    feedback: str = "symmetric",
+    feedback_seed: int = 0,
+    feedback_rate: float = 1e-3,
+    readout: Optional[str] = None,
+    max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+) -> Learner:
+  """e-prop (Bellec et al., 2020) with its feedback variants.
+
+  D-RTRL's eligibility traces (e-prop's, on LIF/ALIF networks; the leaky
+  readout's filter is carried by the cross-group traces) and e-prop's
+  learning signal, the instantaneous ``dL_t/dh_t`` with no credit across
+  the recurrent weights (their inputs are gradient-stopped in the step's
+  VJP as in the traces), reaching the network through a feedback matrix
+  ``B`` at the readout. ``"symmetric"``: ``B`` is the readout's weights, and
+  the gradient is the exact gradient of the network whose recurrent inputs
+  are gradient-stopped (on a network without recurrent weights,
+  :func:`d_rtrl`'s and BPTT's). ``"random"``: ``B`` is drawn once from
+  ``feedback_seed`` and kept, fixed, in the learner state (checkpointed with it).
+  ``"adaptive"``: ``B`` starts random and relaxes toward the readout's
+  weights by ``feedback_rate`` at every step.
+
+  Args:
+    model: a ``hk.transform_with_state`` step whose output is read out by an
+      ETP op (``haiku_etp.Linear`` or ``LeakyReadout``).
+    feedback: ``"symmetric"``, ``"random"`` or ``"adaptive"``.
+    feedback_seed: the seed of ``B`` (random and adaptive feedback).
+    feedback_rate: the adaptive feedback's relaxation per step, in ``(0, 1]``.
+    readout: the path of the readout's weight (``"readout/w"``); ``None``:
+      the last ETP op on hidden state whose output does not feed it back.
+    max_cross_bytes: D-RTRL's cross-group budget.
+
+  Returns:
+    A :class:`Learner` named ``"eprop"``.
+
+  Raises:
+    ValueError: for an unknown ``feedback`` or a bad option (at build time),
+      or a step without an ETP readout (at compile time).
+  """
+  from haiku_etp._src import feedback as feedback_lib  # pylint: disable=g-import-not-at-top
+
+  algorithm = feedback_lib.Feedback(
+      feedback=feedback,
+      seed=feedback_seed,
+      rate=feedback_rate,
+      readout=readout,
+      max_cross_bytes=max_cross_bytes,
+      name="eprop",
+  )
+  return _learner(model, algorithm, "eprop")
+
+
+def rflo(
+    model: hk.TransformedWithState,
+    *,
+    feedback_seed: int = 0,
+    readout: Optional[str] = None,
+) -> Learner:
+  r"""RFLO (Murray, 2019): random-feedback local online learning.
+
+  For a leaky rate network (:class:`~haiku_etp.LeakyRNN`, ``h_t = (1 -
+  alpha) h_{t-1} + alpha phi(W x_t + W_h h_{t-1} + b)``) the traces are
+  RFLO's, ``P_{ij} <- (1 - alpha) P_{ij} + alpha phi'(u_i) r_j`` (D-RTRL's
+  cut of the recurrent weight), and the error reaches the units through a
+  fixed random feedback matrix at the readout, drawn from ``feedback_seed`` and kept
+  in the learner state. The same rule as ``eprop(feedback="random")``,
+  named for rate networks.
+
+  Args:
+    model: a ``hk.transform_with_state`` step read out by an ETP op.
+    feedback_seed: the seed of the feedback matrix.
+    readout: the path of the readout's weight (``None``: found as for
+      :func:`eprop`).
+
+  Returns:
+    A :class:`Learner` named ``"rflo"``.
+  """
+  from haiku_etp._src import feedback as feedback_lib  # pylint: disable=g-import-not-at-top
+
+  algorithm = feedback_lib.Feedback(
+      feedback="random", seed=feedback_seed, readout=readout, name="rflo"
+  )
+  return _learner(model, algorithm, "rflo")
+
+
 def bptt(model: hk.TransformedWithState, remat=None) -> Learner:
   """Backpropagation through time, the reference.
 

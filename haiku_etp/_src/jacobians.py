@@ -142,6 +142,7 @@ def run_step(
     jacobians: bool = True,
     probes: Optional[dict] = None,
     cut_inputs: frozenset = frozenset(),
+    feedback: Optional[dict] = None,
 ) -> tuple[Any, Any, StepRecord]:
   """Runs one step; returns ``(out, new_state, record)``.
 
@@ -162,15 +163,24 @@ def run_step(
       only the relation inputs.
     probes: ``{relation index: array of its output's shape}`` (zeros).
     cut_inputs: relation indices whose input is gradient-stopped.
+    feedback: ``{relation index: B}``: the relation is bound twice, on the
+      gradient-stopped input with its own operands and on the input with
+      ``B`` in place of the trainable operand of ``B``'s shape, and the
+      second is subtracted at its forward value. The output is unchanged,
+      the operands' gradients are unchanged, and the input's cotangent comes
+      through ``B`` (e-prop's and RFLO's feedback).
 
   Returns:
     The step's output, its new model state, and the record.
   """
   probes = probes or {}
+  feedback = feedback or {}
   program = compiled.program
   leaves = check_tree(compiled, params, state, rng, x)
   env = dict(zip(program.invars, leaves))
-  touched = {compiled.relations[r].node: r for r in (*probes, *cut_inputs)}
+  touched = {
+      compiled.relations[r].node: r for r in (*probes, *cut_inputs, *feedback)
+  }
   sg = lax.stop_gradient
   for ni, node in enumerate(program.nodes):
     vals = [_read(env, a) for a in node.ins]
@@ -183,7 +193,10 @@ def run_step(
       if r in cut_inputs:
         xi = rel.primitive.x_invar_index
         vals[xi] = sg(vals[xi])
-    outs = list(_bind(node, vals))
+    if r in feedback:
+      outs = _feedback_bind(node, vals, compiled, r, feedback[r])
+    else:
+      outs = list(_bind(node, vals))
     if r in probes:
       outs[0] = outs[0] + probes[r].astype(outs[0].dtype)
     for o, v in zip(node.outs, outs):
@@ -194,6 +207,63 @@ def run_step(
   if jacobians:
     return out, new_state, _jacobians(compiled, env)
   return out, new_state, StepRecord(_relation_inputs(compiled, env), (), ())
+
+
+def operand_shapes(compiled, r: int) -> dict:
+  """``{name: shape}`` of relation ``r``'s trainable operands."""
+  rel = compiled.relations[r]
+  node = compiled.program.nodes[rel.node]
+  return {
+      k: tuple(compiled.program.aval(node.ins[i]).shape)
+      for k, i in rel.primitive.trainable_invars(rel.params).items()
+  }
+
+
+def operand_dtype(compiled, r: int, name: str):
+  """The dtype of relation ``r``'s trainable operand ``name``."""
+  rel = compiled.relations[r]
+  node = compiled.program.nodes[rel.node]
+  i = rel.primitive.trainable_invars(rel.params)[name]
+  return compiled.program.aval(node.ins[i]).dtype
+
+
+def feedback_operand(compiled, r: int, shape) -> str:
+  """The name of relation ``r``'s trainable operand that a feedback matrix
+  of ``shape`` stands in for (the first of that shape).
+
+  Raises:
+    ValueError: when no trainable operand has that shape.
+  """
+  shapes = operand_shapes(compiled, r)
+  for name, s in shapes.items():
+    if s == tuple(shape):
+      return name
+  raise ValueError(
+      f"relation {compiled.relations[r].key} has no trainable operand of "
+      f"shape {tuple(shape)} for a feedback matrix; its operands are "
+      f"{shapes}."
+  )
+
+
+def _feedback_bind(node, vals, compiled, r, matrix) -> list:
+  """``op(sg(x), W) + op(x, B) - sg(op(x, B))``: the forward value of
+  ``op(x, W)``, the operands' gradients of it, the input's through ``B``."""
+  sg = lax.stop_gradient
+  rel = compiled.relations[r]
+  trainable = rel.primitive.trainable_invars(rel.params)
+  xi = rel.primitive.x_invar_index
+  main = list(vals)
+  main[xi] = sg(main[xi])
+  side = list(vals)
+  for name, i in trainable.items():
+    side[i] = sg(side[i])
+  side[trainable[feedback_operand(compiled, r, jnp.shape(matrix))]] = sg(
+      matrix.astype(vals[xi].dtype)
+  )
+  outs = list(_bind(node, main))
+  through = _bind(node, side)[0]
+  outs[0] = outs[0] + (through - sg(through))
+  return outs
 
 
 def recurrent_relations(compiled) -> frozenset:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src import state as state_lib
+from haiku_etp._src import traces as traces_lib
 
 # shard_state marks the state it shards with one entry holding the device
 # index (a scalar per device under pmap); unshard_state requires it, so an
@@ -134,10 +135,11 @@ def _batched(module: str, name: str, leaf_shape) -> bool:
 
   Hidden state, declared per-sample state (``get_sample_state``) and the
   learner's non-scalar entries (traces, initial state) are batch first;
-  other ordinary state is shared and replicated.
+  the learner's shared entries (a feedback matrix) and other ordinary state
+  are shared and replicated.
   """
   if state_lib.is_learner_module(module):
-    return len(leaf_shape) >= 1
+    return len(leaf_shape) >= 1 and not traces_lib.is_shared(name)
   return state_lib.is_hidden_name(name) or state_lib.is_sample_name(name)
 
 
@@ -146,7 +148,7 @@ def state_batch_mask(state: Any) -> dict:
 
   The rule :func:`shard_state` shards by: hidden state, per-sample state and
   the learner's non-scalar entries (traces, initial state) are batch first;
-  everything else is shared. Use it to split a state across processes or to
+  everything else (the learner's ``shared:`` entries too) is shared. Use it to split a state across processes or to
   give it a ``PartitionSpec`` per entry.
 
   Args:

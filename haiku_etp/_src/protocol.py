@@ -68,6 +68,17 @@ class StepNeeds:
       for every parameter that reaches hidden state (``record.projection``,
       one reverse-mode product per sample); ``"ones"`` uses ``nu = 1`` (a
       biased variant, for tests); ``None``: not recorded.
+    feedback: a trace-label prefix: the entry ``<prefix><r>`` of the
+      algorithm's traces is a feedback matrix for relation ``r`` (shaped like
+      one of its trainable operands, :mod:`~haiku_etp._src.feedback`): in
+      the step's VJP that relation's input gets its cotangent through the
+      matrix instead of the operand, while the forward value and the
+      operand's own gradient are unchanged. ``None``: the step's own VJP.
+    cut_recurrent: the inputs of the recurrent relations
+      (:func:`~haiku_etp._src.jacobians.recurrent_relations`) are
+      gradient-stopped in the step's VJP too, so no credit crosses the
+      recurrent weights anywhere (e-prop's learning signal, the instantaneous
+      ``dL_t/dh_t``).
   """
 
   per_position: bool = True
@@ -76,6 +87,8 @@ class StepNeeds:
   previous_signal: bool = False
   replay: bool = False
   random_projection: Optional[str] = None
+  feedback: Optional[str] = None
+  cut_recurrent: bool = False
 
 
 class ParameterVerdict(NamedTuple):

@@ -195,6 +195,68 @@ class VanillaRNN(hk.Module):
     return h_t
 
 
+class LeakyRNN(hk.Module):
+  r"""Leaky rate network (Murray, 2019) with hidden state ``h``.
+
+  .. math::
+    h_t = (1 - \alpha)\, h_{t-1}
+      + \alpha\, \operatorname{act}(W_i x_t + b + W_h h_{t-1})
+
+  Parameters: two ``Linear`` layers, ``linear`` (input, with bias) and
+  ``linear_1`` (hidden, no bias). ``D`` is the leak ``1 - alpha`` and the
+  tail ``alpha act'``, so D-RTRL's traces on it are RFLO's eligibility
+  traces (:func:`haiku_etp.rflo`); the recurrent weight's path is the cut.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> model = hk.transform_with_state(lambda x: LeakyRNN(4, alpha=0.1)(x))
+  >>> params, state = model.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
+  >>> state["leaky_rnn"]["h:hidden"].shape
+  (2, 4)
+  """
+
+  def __init__(
+      self,
+      hidden_size: int,
+      alpha: float = 0.1,
+      activation=jnp.tanh,
+      name: Optional[str] = None,
+  ):
+    """Constructs the network.
+
+    Args:
+      hidden_size: number of units.
+      alpha: ``dt / tau``, in ``(0, 1]`` (1: no leak).
+      activation: elementwise nonlinearity.
+      name: module name.
+
+    Raises:
+      ValueError: for a non-positive ``hidden_size`` or ``alpha`` outside
+        ``(0, 1]``.
+    """
+    super().__init__(name=name)
+    self.hidden_size = layers.check_positive(hidden_size, "hidden_size")
+    if isinstance(alpha, bool) or not (
+        isinstance(alpha, (int, float)) and 0 < alpha <= 1
+    ):
+      raise ValueError(f"alpha must be a number in (0, 1], got {alpha!r}.")
+    self.alpha = float(alpha)
+    self.activation = activation
+
+  def __call__(self, x_t: jax.Array) -> jax.Array:
+    """One step: ``(B, I)`` or ``(I,)`` inputs to ``h_t``."""
+    x_t = jnp.asarray(x_t)
+    _check_rank("LeakyRNN", x_t, (1, 2))
+    h_tm1 = _hidden(
+        "LeakyRNN", "h", x_t.shape[:-1] + (self.hidden_size,), x_t.dtype
+    )
+    u = layers.Linear(self.hidden_size)(x_t) + layers.Linear(
+        self.hidden_size, with_bias=False
+    )(h_tm1)
+    h_t = (1.0 - self.alpha) * h_tm1 + self.alpha * self.activation(u)
+    state_lib.set_hidden_state("h", h_t)
+    return h_t
+
+
 class GRU(hk.Module):
   r"""Gated recurrent unit with hidden state ``h``, as ``hk.GRU``.
 

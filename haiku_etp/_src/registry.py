@@ -183,6 +183,31 @@ register_learner(
     description="UORO: unbiased rank-one estimate of RTRL's influence",
 )
 register_learner(
+    "snap",
+    factories.snap,
+    options=("n", "max_trace_bytes"),
+    description="SnAp-n: RTRL's influence on the entries n steps reach",
+)
+register_learner(
+    "eprop",
+    factories.eprop,
+    options=(
+        "feedback",
+        "feedback_seed",
+        "feedback_rate",
+        "readout",
+        "max_cross_bytes",
+    ),
+    description="e-prop: D-RTRL's traces, the error through symmetric, "
+    "random or adaptive feedback",
+)
+register_learner(
+    "rflo",
+    factories.rflo,
+    options=("feedback_seed", "readout"),
+    description="RFLO: leaky local traces and fixed random feedback",
+)
+register_learner(
     "bptt",
     factories.bptt,
     options=("remat",),

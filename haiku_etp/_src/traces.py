@@ -438,6 +438,20 @@ class ESDRTRL(_RelationTraces):
     return out
 
 
+# Learner-state entries under this prefix are the algorithm's own fixed or
+# slowly adapted quantities (a feedback matrix), not traces: kept across
+# sequences and resets, shared by every sample (replicated, not sharded).
+SHARED_PREFIX = "shared:"
+
+
+def is_shared(label: str) -> bool:
+  """Whether a learner-state entry is shared (:data:`SHARED_PREFIX`)."""
+  return label.startswith(SHARED_PREFIX)
+
+
 def zeros_like(entries: dict) -> dict:
-  """Traces restarted from zero (between sequences, after a burn-in)."""
-  return {k: jnp.zeros_like(v) for k, v in entries.items()}
+  """Traces restarted from zero (between sequences, after a burn-in); the
+  shared entries (:data:`SHARED_PREFIX`) are kept."""
+  return {
+      k: v if is_shared(k) else jnp.zeros_like(v) for k, v in entries.items()
+  }

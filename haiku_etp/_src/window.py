@@ -30,6 +30,7 @@ window's steps (``docs/design.md``, "The window form").
 from typing import Any, Callable, NamedTuple
 
 import jax
+from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 
@@ -186,16 +187,42 @@ def roll(compiled, algorithm, trace, records, operands, length: int):
   return trace
 
 
-def recording_step_fn(compiled, model, needs) -> StepFn:
+def feedback_matrices(needs, trace) -> dict:
+  """``{relation index: B}`` from the traces' entries that ``needs.feedback``
+  names (empty without)."""
+  prefix = needs.feedback
+  if prefix is None:
+    return {}
+  return {
+      int(k[len(prefix) :]): lax.stop_gradient(v)
+      for k, v in trace.items()
+      if k.startswith(prefix)
+  }
+
+
+def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
   """The step through the compiled program, recording what ``needs`` asks
-  (a :class:`~haiku_etp._src.protocol.StepNeeds`)."""
+  (a :class:`~haiku_etp._src.protocol.StepNeeds`); ``feedback`` is
+  ``{relation index: B}`` (:func:`feedback_matrices`)."""
   paths = needs.full_jacobian_params
   if paths is None:
     paths = [p.path for p in compiled.parameters if p.role != "non-temporal"]
+  cut = (
+      jacobians.recurrent_relations(compiled)
+      if needs.cut_recurrent
+      else frozenset()
+  )
 
   def step(p, st, rng, x):
     out, new_state, record = jacobians.run_step(
-        compiled, p, st, rng, x, jacobians=needs.per_position
+        compiled,
+        p,
+        st,
+        rng,
+        x,
+        jacobians=needs.per_position,
+        cut_inputs=cut,
+        feedback=feedback,
     )
     if needs.full_jacobian:
       full = jacobians.full_jacobian(model, p, st, rng, x, paths)
@@ -274,7 +301,12 @@ def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
   step_fn = (
       plain_step_fn(problem.model)
       if algorithm is None
-      else recording_step_fn(compiled, problem.model, algorithm.needs)
+      else recording_step_fn(
+          compiled,
+          problem.model,
+          algorithm.needs,
+          feedback_matrices(algorithm.needs, trace),
+      )
   )
   w = in_window(
       step_fn,

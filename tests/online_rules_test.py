@@ -1,0 +1,347 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""SnAp-n, e-prop's feedback variants and RFLO against their oracles.
+
+Float64. SnAp-n equals RTRL once its pattern is closed (a dense GRU at
+``n = 2``; an element-wise recurrence at ``n = 1``, where D-RTRL is exact
+too) and stores the entries of its pattern, fewer under a weight mask.
+e-prop's symmetric feedback is D-RTRL's gradient; its random feedback is
+BPTT of the network whose readout passes the error back through ``B``, is
+fixed by its seed, shared by the samples and kept across resets and
+checkpoints; the adaptive feedback relaxes toward the readout. RFLO's
+traces and gradient are a direct NumPy recurrence on 3 units.
+"""
+
+import tempfile
+import warnings
+
+from absl.testing import absltest
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import haiku_etp
+from experiments import training
+from haiku_etp._src import descriptors
+from haiku_etp._src import snap as snap_lib
+from tests import pipeline_util
+
+_T, _B = 4, 2
+
+
+def _loss(out, y):
+  return jnp.mean((out - y) ** 2)
+
+
+def _data(model, num_in, scale=1.0):
+  xs = scale * jax.random.normal(
+      jax.random.PRNGKey(1), (_T, _B, num_in), jnp.float64
+  )
+  params, state = haiku_etp.bptt(model).init(jax.random.PRNGKey(0), xs[0])
+  out, _ = model.apply(params, state, None, xs[0])
+  ys = jax.random.normal(jax.random.PRNGKey(2), (_T,) + out.shape, out.dtype)
+  return params, xs, ys
+
+
+def _grads(learner, params, xs, ys):
+  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+  return learner.sequence_grad(_loss)(params, state, None, xs, ys)
+
+
+def _max_diff(a, b) -> float:
+  return max(
+      float(jnp.max(jnp.abs(x - y)))
+      for x, y in zip(
+          jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+      )
+  )
+
+
+def _masked_step(mask):
+  def step(x):
+    num_h = mask.shape[0]
+    w_in = hk.get_parameter("w_in", (x.shape[-1], num_h), x.dtype, jnp.ones)
+    w_rec = hk.get_parameter(
+        "w_rec", (num_h, num_h), x.dtype, hk.initializers.RandomNormal()
+    )
+    v = haiku_etp.get_hidden_state("v", (x.shape[0], num_h), x.dtype)
+    v_new = (
+        0.8 * v
+        + haiku_etp.dense(x, w_in)
+        + haiku_etp.dense(jnp.tanh(v), w_rec * mask)
+    )
+    haiku_etp.set_hidden_state("v", v_new)
+    return v_new
+
+  return hk.transform_with_state(step)
+
+
+class SnApTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+    self.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+
+  def test_closed_pattern_is_rtrl_and_snap1_stores_the_immediate_pattern(self):
+    model = hk.transform_with_state(
+        lambda x: haiku_etp.Linear(2)(haiku_etp.GRU(3)(x))
+    )
+    params, xs, ys = _data(model, 2)
+    exact = _grads(haiku_etp.rtrl(model), params, xs, ys).grads
+    self.assertLess(
+        _max_diff(
+            _grads(haiku_etp.snap(model, 2), params, xs, ys).grads, exact
+        ),
+        1e-10,
+    )
+    snap1 = haiku_etp.snap(model, 1)
+    self.assertGreater(
+        _max_diff(_grads(snap1, params, xs, ys).grads, exact), 1e-4
+    )
+    _, state = snap1.init(jax.random.PRNGKey(0), xs[0])
+    verdicts = {v.path: v for v in snap1.verdicts(params, state, None, xs[0])}
+    self.assertEqual(verdicts["gru/w_h"].reasons, ("snap_truncated",))
+    self.assertTrue(verdicts["linear/w"].exact)
+    # SnAp-1 keeps d h / d theta's nonzeros: the update and candidate
+    # weights reach the unit they feed, the reset gate's (through W_h r*h)
+    # every unit. hk.GRU's gate order is (z, r, n) on the last axis.
+    num_h = 3
+    per_column = np.array([1] * num_h + [num_h] * num_h + [1] * num_h)
+    traces = snap1.traces(state)
+    for path, rows in (("gru/w_i", 2), ("gru/w_h", num_h), ("gru/b", 1)):
+      self.assertEqual(
+          traces["snap:" + path].shape, (_B, rows * int(per_column.sum()))
+      )
+
+  def test_elementwise_recurrence_snap1_is_d_rtrl_is_rtrl(self):
+    model = hk.transform_with_state(
+        lambda x: haiku_etp.Linear(2)(haiku_etp.MinGRU(3)(x))
+    )
+    params, xs, ys = _data(model, 2)
+    exact = _grads(haiku_etp.rtrl(model), params, xs, ys).grads
+    for learner in (haiku_etp.snap(model, 1), haiku_etp.d_rtrl(model)):
+      self.assertLess(
+          _max_diff(_grads(learner, params, xs, ys).grads, exact), 1e-10
+      )
+
+  def test_a_masked_recurrent_weight_stores_fewer(self):
+    rng = np.random.default_rng(0)
+    num_h = 5
+    mask = (rng.random((num_h, num_h)) < 0.3).astype(np.float64)
+    counts = {}
+    for name, m in (("masked", mask), ("dense", np.ones_like(mask))):
+      model = _masked_step(jnp.asarray(m))
+      learner = haiku_etp.snap(model, 2)
+      x0 = jnp.ones((_B, 2), jnp.float64)
+      params, state = learner.init(jax.random.PRNGKey(0), x0)
+      counts[name] = {k: v.size // _B for k, v in learner.traces(state).items()}
+    # v_o is fed by w_in[:, o] and, where the mask lets it, w_rec[j, o];
+    # one more step reaches the units o' whose input row o of the mask has.
+    reach = np.array([1 + np.sum(np.delete(mask[o], o)) for o in range(num_h)])
+    self.assertEqual(counts["masked"]["snap:~/w_in"], 2 * int(reach.sum()))
+    self.assertEqual(
+        counts["masked"]["snap:~/w_rec"], int(mask.sum(axis=0) @ reach)
+    )
+    self.assertEqual(counts["dense"]["snap:~/w_rec"], num_h**3)
+    self.assertLess(
+        sum(counts["masked"].values()), sum(counts["dense"].values())
+    )
+
+  def test_bad_options(self):
+    model = _masked_step(jnp.ones((2, 2)))
+    for n in (0, 1.5, True):
+      with self.assertRaisesRegex(ValueError, "n must be an int >= 1"):
+        haiku_etp.snap(model, n)
+
+
+class FeedbackTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+    self.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+
+  def test_symmetric_and_random_feedback_are_bptt_of_the_cut_network(self):
+    def net(cut=False, feedback=None):
+      """A leaky tanh layer with recurrent weights and a leaky readout; the
+      oracle gradient-stops the recurrent input (``cut``) and passes the
+      error back across the readout through ``feedback``."""
+
+      def step(x):
+        normal = hk.initializers.RandomNormal()
+        w1 = hk.get_parameter("w1", (3, 4), x.dtype, init=normal)
+        w_rec = hk.get_parameter("w_rec", (4, 4), x.dtype, init=normal)
+        w2 = hk.get_parameter("w2", (4, 2), x.dtype, init=normal)
+        v = haiku_etp.get_hidden_state("v", (x.shape[0], 4), x.dtype)
+        z_old = jnp.tanh(v)
+        z_old = jax.lax.stop_gradient(z_old) if cut else z_old
+        v = 0.7 * v + haiku_etp.dense(x, w1) + haiku_etp.dense(z_old, w_rec)
+        haiku_etp.set_hidden_state("v", v)
+        z = jnp.tanh(v)
+        if feedback is None:
+          y = haiku_etp.dense(z, w2)
+        else:
+          side = z @ feedback
+          y = jax.lax.stop_gradient(z) @ w2 + side - jax.lax.stop_gradient(side)
+        r = haiku_etp.get_hidden_state("r", y.shape, x.dtype)
+        r = 0.6 * r + y
+        haiku_etp.set_hidden_state("r", r)
+        return r
+
+      return hk.transform_with_state(step)
+
+    model = net()
+    params, xs, ys = _data(model, 3)
+    symmetric = _grads(haiku_etp.eprop(model), params, xs, ys).grads
+    cut = _grads(haiku_etp.bptt(net(cut=True)), params, xs, ys).grads
+    # The readout's leak is filtered in exactly (cross-group traces).
+    self.assertLess(_max_diff(symmetric, cut), 1e-12)
+    # D-RTRL's window form also backpropagates each step through w_rec.
+    d_rtrl = _grads(haiku_etp.d_rtrl(model), params, xs, ys).grads
+    self.assertGreater(_max_diff(symmetric, d_rtrl), 1e-4)
+    learner = haiku_etp.eprop(model, feedback="random", feedback_seed=3)
+    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    b = learner.traces(state)["shared:feedback:2"]
+    self.assertEqual(b.shape, (4, 2))
+    result = learner.sequence_grad(_loss)(params, state, None, xs, ys)
+    oracle = _grads(haiku_etp.bptt(net(True, b)), params, xs, ys).grads
+    self.assertLess(_max_diff(result.grads, oracle), 1e-12)
+    self.assertLess(
+        _max_diff(result.grads["~"]["w2"], symmetric["~"]["w2"]), 1e-12
+    )
+    self.assertGreater(
+        _max_diff(result.grads["~"]["w1"], symmetric["~"]["w1"]), 1e-3
+    )
+    # Fixed by its seed, kept across the roll and resets, shared.
+    again = haiku_etp.eprop(model, feedback="random", feedback_seed=3)
+    _, state2 = again.init(jax.random.PRNGKey(5), xs[0])
+    np.testing.assert_array_equal(again.traces(state2)["shared:feedback:2"], b)
+    other = haiku_etp.eprop(model, feedback="random", feedback_seed=4)
+    _, state3 = other.init(jax.random.PRNGKey(0), xs[0])
+    self.assertFalse(np.allclose(other.traces(state3)["shared:feedback:2"], b))
+    after = learner.reset(result.state)
+    np.testing.assert_array_equal(learner.traces(after)["shared:feedback:2"], b)
+    mask = haiku_etp.state_batch_mask(state)
+    self.assertFalse(mask["~etp/eprop"]["shared:feedback:2"])
+    # Adaptive: B moves toward the readout's weights.
+    adaptive = haiku_etp.eprop(
+        model, feedback="adaptive", feedback_seed=3, feedback_rate=0.5
+    )
+    _, st = adaptive.init(jax.random.PRNGKey(0), xs[0])
+    out = adaptive.sequence_grad(_loss)(params, st, None, xs, ys)
+    moved = adaptive.traces(out.state)["shared:feedback:2"]
+    w2 = params["~"]["w2"]
+    self.assertGreater(float(jnp.max(jnp.abs(b - w2))), 0.1)
+    np.testing.assert_allclose(moved - w2, (b - w2) * 0.5**_T, atol=1e-12)
+
+  def test_bad_options_and_no_readout(self):
+    model = hk.transform_with_state(descriptors._eprop)  # pylint: disable=protected-access
+    with self.assertRaisesRegex(ValueError, "feedback must be one of"):
+      haiku_etp.eprop(model, feedback="transpose")
+    with self.assertRaisesRegex(ValueError, "feedback_rate must be"):
+      haiku_etp.eprop(model, feedback="adaptive", feedback_rate=0.0)
+    with self.assertRaisesRegex(ValueError, "feedback_seed must be an int"):
+      haiku_etp.rflo(model, feedback_seed=0.5)
+    x0 = jnp.ones((_B, 3))
+    learner = haiku_etp.eprop(
+        model, feedback="random", readout="leaky_readout/nope"
+    )
+    with self.assertRaisesRegex(ValueError, "is not the weight of any ETP op"):
+      learner.init(jax.random.PRNGKey(0), x0)
+    own = hk.transform_with_state(
+        lambda x: hk.Linear(2)(haiku_etp.VanillaRNN(3)(x))
+    )
+    with self.assertRaisesRegex(ValueError, "no ETP readout"):
+      haiku_etp.rflo(own).init(jax.random.PRNGKey(0), x0)
+
+  def test_rflo_is_murrays_recurrence(self):
+    alpha, num_h = 0.3, 3
+    model = hk.transform_with_state(
+        lambda x: haiku_etp.Linear(2, name="out")(
+            haiku_etp.LeakyRNN(num_h, alpha=alpha)(x)
+        )
+    )
+    params, xs, ys = _data(model, 2)
+    learner = haiku_etp.rflo(model, feedback_seed=1)
+    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    b = np.asarray(learner.traces(state)["shared:feedback:2"])
+    result = learner.sequence_grad(_loss)(params, state, None, xs, ys)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    w_in, b_in = p["leaky_rnn/linear"]["w"], p["leaky_rnn/linear"]["b"]
+    w_h, w_out = p["leaky_rnn/linear_1"]["w"], p["out"]["w"]
+    x, y = np.asarray(xs), np.asarray(ys)
+    h = np.zeros((_B, num_h))
+    trace = np.zeros((_B, num_h, num_h))  # P[b, j, i]: w_h[j, i]
+    grad = np.zeros_like(w_h)
+    for t in range(_T):
+      u = x[t] @ w_in + b_in + h @ w_h
+      dphi = 1.0 - np.tanh(u) ** 2
+      trace = (1 - alpha) * trace + alpha * h[:, :, None] * dphi[:, None, :]
+      h = (1 - alpha) * h + alpha * np.tanh(u)
+      err = 2.0 * (h @ w_out + p["out"]["b"] - y[t]) / y[t].size
+      grad += np.einsum("bi,bji->ji", err @ b.T, trace)
+    labels = [k for k in learner.traces(result.state) if "linear_1/w" in k]
+    self.assertLen(labels, 1)
+    got = np.asarray(learner.traces(result.state)[labels[0]])
+    np.testing.assert_allclose(got.reshape(trace.shape), trace, atol=1e-12)
+    np.testing.assert_allclose(
+        result.grads["leaky_rnn/linear_1"]["w"], grad, atol=1e-12
+    )
+
+
+class PipelineTest(absltest.TestCase):
+
+  def test_adaptive_feedback_survives_a_checkpoint_round_trip(self):
+    config = pipeline_util.tiny_config(
+        "delayed_copy",
+        learner="eprop",
+        feedback="adaptive",
+        feedback_rate=0.05,
+        feedback_seed=2,
+    )
+    label = "shared:feedback:"
+
+    def feedback(state):
+      (entry,) = [v for k, v in state["~etp/eprop"].items() if label in k]
+      return np.asarray(entry)
+
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+        whole = training.train(config, a, plot=False)
+        with self.assertRaises(training.Interrupted):
+          training.train(config, b, interrupt_after=4, plot=False)
+        resumed = training.train(config, b, plot=False)
+    setup = training.build(config)
+    start = training.init_train_state(config, setup, config.batch_size)
+    self.assertFalse(
+        np.allclose(
+            feedback(whole.state.learner_state), feedback(start.learner_state)
+        )
+    )
+    np.testing.assert_allclose(
+        feedback(resumed.state.learner_state),
+        feedback(whole.state.learner_state),
+        rtol=1e-6,
+    )
+    self.assertTrue(np.isfinite(resumed.eval_metrics["loss"]))
+
+
+if __name__ == "__main__":
+  absltest.main()
