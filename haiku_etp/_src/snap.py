@@ -57,9 +57,15 @@ _PROBES = 2
 
 
 class Pattern:
-  """The SnAp pattern of one parameter: ``rows``/``cols`` of its stored
-  entries (hidden index, parameter entry), or ``dense`` when every entry is
-  kept; ``pairs`` are ``(entry, entry)`` of the same column."""
+  """The SnAp pattern of one parameter leaf (``H x n`` booleans).
+
+  ``dense`` when every entry is kept (stored as RTRL's ``(B, H, n)``).
+  Otherwise the entries, sorted by column then row, are stored flat, and
+  the roll works on blocks: the columns with the same set of rows (the same
+  support) share one ``k x k`` block of ``J``, and the supports of one size
+  ``k`` are stacked into ``(G, k, m)`` blocks (``m`` the most columns of a
+  support in the class; shorter ones are padded with an empty slot).
+  """
 
   def __init__(self, mask: np.ndarray):
     self.shape = mask.shape
@@ -68,15 +74,51 @@ class Pattern:
     order = np.lexsort((self.rows, self.cols))
     self.rows, self.cols = self.rows[order], self.cols[order]
     self.count = int(mask.sum())
-    if not self.dense:
-      starts = np.searchsorted(self.cols, np.arange(mask.shape[1] + 1))
-      a, b = [], []
-      for p in range(mask.shape[1]):
-        e = np.arange(starts[p], starts[p + 1])
-        a.append(np.repeat(e, len(e)))
-        b.append(np.tile(e, len(e)))
-      self.pair_out = np.concatenate(a).astype(np.int32)
-      self.pair_in = np.concatenate(b).astype(np.int32)
+    if self.dense:
+      return
+    entry = {(r, c): e for e, (r, c) in enumerate(zip(self.rows, self.cols))}
+    supports = {}
+    for c in range(mask.shape[1]):
+      rows = tuple(np.nonzero(mask[:, c])[0])
+      if rows:
+        supports.setdefault(rows, []).append(c)
+    by_size = {}
+    for rows, cols in supports.items():
+      by_size.setdefault(len(rows), []).append((rows, cols))
+    # Per class: rows (G, k), columns (G, m) padded with n, entries
+    # (G, k, m) padded with count (the empty slot).
+    self.classes = []
+    position = np.zeros(self.count, np.int64)
+    offset = 0
+    for k in sorted(by_size):
+      groups = by_size[k]
+      width = max(len(cols) for _, cols in groups)
+      rows = np.array([r for r, _ in groups], np.int32)
+      cols = np.full((len(groups), width), mask.shape[1], np.int32)
+      entries = np.full((len(groups), k, width), self.count, np.int32)
+      for g, (rs, cs) in enumerate(groups):
+        cols[g, : len(cs)] = cs
+        for a, r in enumerate(rs):
+          for b, c in enumerate(cs):
+            e = entry[(r, c)]
+            entries[g, a, b] = e
+            position[e] = offset + (g * k + a) * width + b
+      self.classes.append((rows, cols, entries))
+      offset += len(groups) * k * width
+    self.position = position.astype(np.int32)
+
+  def flat_indices(self, num_h: int) -> list:
+    """Per class: flat indices into each sample's ``J`` (``(G, k, k)``) and
+    ``I`` (``(G, k, m)``, padding at 0) and the mask of real columns."""
+    n = self.shape[1]
+    out = []
+    for rows, cols, _ in self.classes:
+      j_idx = (rows[:, :, None] * num_h + rows[:, None, :]).astype(np.int32)
+      real = cols < n
+      i_idx = rows[:, :, None] * n + np.where(real, cols, 0)[:, None, :]
+      keep = np.broadcast_to(real[:, None, :], i_idx.shape)
+      out.append((j_idx.reshape(-1), i_idx.astype(np.int32), keep))
+    return out
 
 
 def _probe_inputs(compiled, key):
@@ -152,7 +194,9 @@ def patterns(j_pat, i_pat, n: int) -> tuple:
   return out, closed
 
 
+# Patterns of recently compiled steps (a step compiles once per shape).
 _CACHE: dict = {}
+_CACHE_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +241,8 @@ class SnAp:
     masks, closed = patterns(j_pat, i_pat, self.n)
     found = ({p: Pattern(m) for p, m in masks.items()}, closed)
     _CACHE[key] = (compiled, found)
+    while len(_CACHE) > _CACHE_SIZE:
+      _CACHE.pop(next(iter(_CACHE)))
     return found
 
   def init(self, compiled) -> dict:
@@ -227,12 +273,26 @@ class SnAp:
       if pat.dense:
         new[_PREFIX + path] = jnp.einsum("bij,bjn->bin", jm, m) + i
         continue
-      rows, cols = pat.rows, pat.cols
-      prod = jm[:, rows[pat.pair_out], rows[pat.pair_in]] * m[:, pat.pair_in]
-      rolled = jax.ops.segment_sum(
-          prod.T, pat.pair_out, num_segments=pat.count
-      ).T
-      new[_PREFIX + path] = (rolled + i[:, rows, cols]).astype(m.dtype)
+      batch, num_h = m.shape[0], jm.shape[1]
+      m_ext = jnp.concatenate([m, jnp.zeros((batch, 1), m.dtype)], axis=1)
+      j_flat = jnp.reshape(jm, (batch, -1))
+      i_flat = jnp.reshape(i, (batch, -1))
+      blocks = []
+      for (rows, cols, entries), (j_idx, i_idx, keep) in zip(
+          pat.classes, pat.flat_indices(num_h)
+      ):
+        # Gathers of the block entries alone (flat indices), never a copy
+        # of J or I.
+        j_g = jnp.take(j_flat, j_idx, axis=1)
+        j_g = jnp.reshape(j_g, (batch,) + rows.shape + rows.shape[1:])
+        i_g = jnp.take(i_flat, i_idx.reshape(-1), axis=1)
+        i_g = jnp.reshape(i_g, (batch,) + entries.shape) * keep.astype(m.dtype)
+        m_g = jnp.take(m_ext, entries.reshape(-1), axis=1)
+        m_g = jnp.reshape(m_g, (batch,) + entries.shape)
+        new_g = jnp.einsum("bgij,bgjm->bgim", j_g, m_g) + i_g
+        blocks.append(jnp.reshape(new_g, (batch, -1)))
+      padded = jnp.concatenate(blocks, axis=1)
+      new[_PREFIX + path] = padded[:, pat.position].astype(m.dtype)
     return new
 
   def solve(self, compiled, traces, signals, operands):
