@@ -34,6 +34,9 @@ import numpy as np
 
 import haiku_etp
 from experiments import training
+from haiku_etp._src import jacobians
+from haiku_etp._src import rtrl as rtrl_lib
+from haiku_etp._src import state as state_lib
 from tests import pipeline_util
 
 _SEEDS = 2000
@@ -131,6 +134,54 @@ class UsageTest(absltest.TestCase):
     )
     for leaf in jax.tree_util.tree_leaves(result.grads):
       self.assertTrue(np.all(np.isfinite(leaf)))
+
+  def test_projection_from_the_relations_is_the_replays(self):
+    # Where every recurrent parameter reaches the step only through ETP ops,
+    # nu^T dh/dtheta per sample comes from one batched VJP and the ops'
+    # weight rules; it must equal the batch-one replays'.
+    with jax.enable_x64(True):
+      model = hk.transform_with_state(
+          lambda x: haiku_etp.Linear(2)(haiku_etp.GRU(3)(x))
+      )
+      x = jax.random.normal(jax.random.PRNGKey(1), (2, 2), jnp.float64)
+      rng = jax.random.PRNGKey(3)
+      learner = haiku_etp.uoro(model)
+      params, state = learner.init(jax.random.PRNGKey(0), x)
+      compiled = learner.compile(params, state, rng, x)
+      paths = rtrl_lib.temporal_paths(compiled)
+      self.assertTrue(jacobians.projects_by_relations(compiled, paths))
+      model_state = {
+          m: {n: v + 0.3 for n, v in e.items()}
+          for m, e in state_lib.split_learner_state(state)[0].items()
+      }
+      nu, fast = jacobians.relation_projection(
+          compiled, params, model_state, rng, x, paths, "signs"
+      )
+      nu2, slow = jacobians.sample_projection(
+          model, params, model_state, rng, x, paths, "signs"
+      )
+      np.testing.assert_array_equal(nu, nu2)
+      for p in paths:
+        self.assertGreater(float(jnp.max(jnp.abs(slow[p]))), 0.0)
+        np.testing.assert_allclose(fast[p], slow[p], atol=1e-12)
+
+      # A plain parameter on the recurrent path keeps the replays.
+      def step(x):
+        g = hk.get_parameter("g", (3,), x.dtype, jnp.ones)
+        w = hk.get_parameter("w", (2, 3), x.dtype, jnp.ones)
+        h = haiku_etp.get_hidden_state("h", (x.shape[0], 3), x.dtype)
+        h = jnp.tanh(haiku_etp.dense(x, w) + g * h)
+        haiku_etp.set_hidden_state("h", h)
+        return h
+
+      plain = haiku_etp.uoro(hk.transform_with_state(step))
+      params, state = plain.init(jax.random.PRNGKey(0), x)
+      compiled = plain.compile(params, state, rng, x)
+      self.assertFalse(
+          jacobians.projects_by_relations(
+              compiled, rtrl_lib.temporal_paths(compiled)
+          )
+      )
 
   def test_pipeline_trains(self):
     config = pipeline_util.tiny_config("delayed_copy", learner="uoro")

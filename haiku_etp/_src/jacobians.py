@@ -550,6 +550,106 @@ def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
   return FullJacobian(sg(d_h), d_sub)
 
 
+def projection_signs(rng, h, kind: str):
+  """UORO's ``nu`` for hidden values ``h`` ``(B, H)``: random signs drawn
+  from ``rng`` (``kind="signs"``) or ones (``"ones"``)."""
+  if kind == "signs":
+    if rng is None:
+      raise ValueError(
+          "uoro draws random signs at every step: pass an rng to "
+          "sequence_grad / value_and_grad (the step's rng is folded from it)."
+      )
+    key = jax.random.fold_in(rng, 0x5EED)
+    return jax.random.rademacher(key, h.shape, h.dtype)
+  return jnp.ones_like(h)
+
+
+def projects_by_relations(compiled, paths) -> bool:
+  """Whether ``nu^T dh/dtheta`` per sample can come from the relations:
+  every parameter in ``paths`` reaches the step only as (part of) trainable
+  operands of ETP ops that take a batched input."""
+  program = compiled.program
+  weight_nodes = set(compiled.weight_nodes)
+  index = {
+      path: program.invars[i] for i, path in enumerate(compiled.param_paths)
+  }
+  derived = {index[p] for p in paths}
+  for ni in sorted(weight_nodes):
+    node = program.nodes[ni]
+    if any(not isinstance(a, Lit) and a in derived for a in node.ins):
+      derived.update(node.outs)
+  by_node = {rel.node: rel for rel in compiled.relations}
+  for ni, node in enumerate(program.nodes):
+    if ni in weight_nodes:
+      continue
+    for pos, a in enumerate(node.ins):
+      if isinstance(a, Lit) or a not in derived:
+        continue
+      rel = by_node.get(ni)
+      if (
+          rel is None
+          or pos not in rel.primitive.trainable_invars(rel.params).values()
+      ):
+        return False
+      if (
+          rel.primitive.x_invar_index is None
+          or rel.primitive.batch_axes(rel.params) is None
+      ):
+        return False
+  return not any(
+      not isinstance(a, Lit) and a in derived for a in program.outvars
+  )
+
+
+def relation_projection(compiled, params, model_state, rng, x, paths, kind):
+  """:func:`sample_projection` from the ETP relations: one batched VJP of
+  ``nu . h_t`` to every relation's output (a probe) and, per sample, the
+  relation's weight gradient ``xy_to_dw(x_b, delta_b)`` pulled back to the
+  parameters. Valid where :func:`projects_by_relations` holds."""
+  sg = lax.stop_gradient
+  params, model_state, x = sg(params), sg(model_state), sg(x)
+  entries = hidden_entries(model_state)
+  h = flat_hidden(model_state, entries)
+  nu = projection_signs(rng, h, kind)
+  program = compiled.program
+  probes = {
+      r: jnp.zeros(
+          program.aval(program.nodes[rel.node].outs[0]).shape,
+          program.aval(program.nodes[rel.node].outs[0]).dtype,
+      )
+      for r, rel in enumerate(compiled.relations)
+  }
+
+  def f(pr):
+    _, new, record = run_step(
+        compiled, params, model_state, rng, x, jacobians=False, probes=pr
+    )
+    return flat_hidden(new, entries), record.x
+
+  out, pull, xs = jax.vjp(f, probes, has_aux=True)
+  (deltas,) = pull(nu.astype(out.dtype))
+  weights, weights_pull = jax.vjp(
+      lambda p: relation_weights(compiled, p), params
+  )
+  per_sample = []
+  for r, rel in enumerate(compiled.relations):
+    xa, ya = rel.primitive.batch_axes(rel.params)
+
+    def one(x_b, d_b, rel=rel, r=r, xa=xa, ya=ya):
+      return rel.primitive.rules.xy_to_dw(
+          jnp.expand_dims(x_b, xa),
+          jnp.expand_dims(d_b, ya),
+          weights[r],
+          **rel.params,
+      )
+
+    per_sample.append(jax.vmap(one, in_axes=(xa, ya))(sg(xs[r]), sg(deltas[r])))
+  grads = jax.vmap(lambda cot: weights_pull(cot)[0])(per_sample)
+  leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(grads)))
+  batch = h.shape[0]
+  return nu, {p: sg(jnp.reshape(leaves[p], (batch, -1))) for p in paths}
+
+
 def sample_projection(model, params, model_state, rng, x, paths, kind: str):
   """``(nu, {path: nu_b^T dh_t/dtheta per sample})`` of one step.
 
@@ -561,16 +661,7 @@ def sample_projection(model, params, model_state, rng, x, paths, kind: str):
   params, model_state, x = sg(params), sg(model_state), sg(x)
   one, sub, state_axes = _sample_step(model, params, model_state, rng, paths)
   h = flat_hidden(model_state)
-  if kind == "signs":
-    if rng is None:
-      raise ValueError(
-          "uoro draws random signs at every step: pass an rng to "
-          "sequence_grad / value_and_grad (the step's rng is folded from it)."
-      )
-    key = jax.random.fold_in(rng, 0x5EED)
-    nu = jax.random.rademacher(key, h.shape, h.dtype)
-  else:
-    nu = jnp.ones_like(h)
+  nu = projection_signs(rng, h, kind)
 
   def project(h_b, state_b, x_b, nu_b):
     _, pull = jax.vjp(lambda s: one(s, h_b, state_b, x_b), sub)

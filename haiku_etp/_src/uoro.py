@@ -27,8 +27,10 @@ with ``rho_0 = sqrt(|theta_{t-1}| / |J_t u_{t-1}|)`` and ``rho_1 =
 sqrt(|I_t^T nu| / |nu|)`` per sample, the variance-reducing scalings.
 ``E[nu nu^T] = 1`` and the symmetry ``nu -> -nu`` make ``E[u_t theta_t^T] =
 M_t``: the gradient ``(dL/dh . u) theta`` is unbiased. Memory is ``H + P``
-per sample; a step costs one reverse-mode product per sample for
-``I_t^T nu`` and one product through the step for ``J_t u`` (the
+per sample; a step costs ``I_t^T nu`` (from one batched VJP to the ETP
+ops' outputs and their weight rules per sample, where every recurrent
+parameter reaches the step through ETP ops; else one reverse-mode product
+per sample) and one product through the step for ``J_t u`` (the
 transpose of its VJP).
 """
 

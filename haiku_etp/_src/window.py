@@ -207,6 +207,10 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
   paths = needs.full_jacobian_params
   if paths is None:
     paths = [p.path for p in compiled.parameters if p.role != "non-temporal"]
+  by_relations = (
+      needs.random_projection is not None
+      and jacobians.projects_by_relations(compiled, paths)
+  )
   cut = (
       jacobians.recurrent_relations(compiled)
       if needs.cut_recurrent
@@ -229,10 +233,15 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
       record = record._replace(full=full)
     if needs.replay:
       record = record._replace(replay=(st, rng, x))
-    if needs.random_projection is not None:
+    if by_relations:
+      projection = jacobians.relation_projection(
+          compiled, p, st, rng, x, paths, needs.random_projection
+      )
+    elif needs.random_projection is not None:
       projection = jacobians.sample_projection(
           model, p, st, rng, x, paths, needs.random_projection
       )
+    if needs.random_projection is not None:
       record = record._replace(projection=projection)
     return out, new_state, record
 
