@@ -119,14 +119,17 @@ class SnApTest(absltest.TestCase):
     self.assertTrue(verdicts["linear/w"].exact)
     # SnAp-1 keeps d h / d theta's nonzeros: the update and candidate
     # weights reach the unit they feed, the reset gate's (through W_h r*h)
-    # every unit. hk.GRU's gate order is (z, r, n) on the last axis.
+    # every unit. hk.GRU's gate order is (z, r, n) on the last axis. Stored
+    # on the dense ops' operands, exactly those entries.
     num_h = 3
-    per_column = np.array([1] * num_h + [num_h] * num_h + [1] * num_h)
-    traces = snap1.traces(state)
-    for path, rows in (("gru/w_i", 2), ("gru/w_h", num_h), ("gru/b", 1)):
-      self.assertEqual(
-          traces["snap:" + path].shape, (_B, rows * int(per_column.sum()))
-      )
+    per_column = 1 + num_h + 1
+    rows = {"gru/w_i": 2, "gru/w_h": num_h, "gru/b": 1}
+    compiled = snap1.compile(params, state, None, xs[0])
+    kept, full = snap_lib.SnAp(n=1).stored(compiled)
+    self.assertEqual(kept, sum(rows.values()) * num_h * per_column)
+    self.assertEqual(full, num_h * sum(rows.values()) * 3 * num_h)
+    stored = sum(v.size for v in snap1.traces(state).values()) // _B
+    self.assertEqual(stored, kept)
 
   def test_elementwise_recurrence_snap1_is_d_rtrl_is_rtrl(self):
     model = hk.transform_with_state(
@@ -143,13 +146,15 @@ class SnApTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     num_h = 5
     mask = (rng.random((num_h, num_h)) < 0.3).astype(np.float64)
-    counts = {}
+    counts, kept = {}, {}
     for name, m in (("masked", mask), ("dense", np.ones_like(mask))):
       model = _masked_step(jnp.asarray(m))
       learner = haiku_etp.snap(model, 2)
       x0 = jnp.ones((_B, 2), jnp.float64)
       params, state = learner.init(jax.random.PRNGKey(0), x0)
       counts[name] = {k: v.size // _B for k, v in learner.traces(state).items()}
+      compiled = learner.compile(params, state, None, x0)
+      kept[name] = snap_lib.SnAp(n=2).stored(compiled)[0]
     # v_o is fed by w_in[:, o] and, where the mask lets it, w_rec[j, o];
     # one more step reaches the units o' whose input row o of the mask has.
     reach = np.array([1 + np.sum(np.delete(mask[o], o)) for o in range(num_h)])
@@ -157,10 +162,11 @@ class SnApTest(absltest.TestCase):
     self.assertEqual(
         counts["masked"]["snap:~/w_rec"], int(mask.sum(axis=0) @ reach)
     )
-    self.assertEqual(counts["dense"]["snap:~/w_rec"], num_h**3)
-    self.assertLess(
-        sum(counts["masked"].values()), sum(counts["dense"].values())
-    )
+    self.assertEqual(kept["masked"], sum(counts["masked"].values()))
+    # Unmasked, J is dense and n = 2 reaches every unit.
+    self.assertEqual(kept["dense"], num_h**3 + 2 * num_h**2)
+    self.assertEqual(sum(counts["dense"].values()), kept["dense"])
+    self.assertLess(kept["masked"], kept["dense"])
 
   def test_bad_options(self):
     model = _masked_step(jnp.ones((2, 2)))

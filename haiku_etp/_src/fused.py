@@ -29,6 +29,7 @@ from jax import tree_util
 import jax.numpy as jnp
 
 from haiku_etp._src import jacobians
+from haiku_etp._src import protocol
 from haiku_etp._src import sequence
 from haiku_etp._src import window as window_lib
 
@@ -39,7 +40,7 @@ def gradient(problem, params, model_state, trace, inputs):
   compiled, algorithm = problem.compiled, problem.algorithm
   loss_fn, has_aux = problem.loss_fn, problem.has_aux
   rng_t, x_t, y_t, mask_t = (sequence.first_step(v) for v in inputs)
-  needs = algorithm.needs
+  needs = protocol.step_needs(algorithm, compiled)
   hidden_paths = jacobians.hidden_entries(model_state)
   program = compiled.program
   y_aval = lambda rel: program.aval(program.nodes[rel.node].outs[0])

@@ -508,7 +508,9 @@ def _apply(core: _Core, params, state, rng, x):
     out, model_state = core.model.apply(params, model_state, rng, x)
     return out, _join(core, model_state, trace, extra)
   compiled, alg = entry.compiled, core.algorithm
-  step = window_lib.recording_step_fn(compiled, core.model, alg.needs)
+  step = window_lib.recording_step_fn(
+      compiled, core.model, protocol.step_needs(alg, compiled)
+  )
   out, model_state, record = step(params, model_state, rng, x)
   trace = alg.roll(compiled, trace, record, alg.operands(compiled, params))
   return out, _join(core, model_state, trace, extra)

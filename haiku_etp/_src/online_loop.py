@@ -28,6 +28,7 @@ from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 
+from haiku_etp._src import protocol
 from haiku_etp._src import sequence
 from haiku_etp._src import window as window_lib
 
@@ -48,7 +49,9 @@ def sequence_gradient(problem, params, model_state, trace, inputs):
   """
   compiled, algorithm = problem.compiled, problem.algorithm
   num_steps = sequence.time_length(inputs[1], "xs")
-  step = window_lib.recording_step_fn(compiled, problem.model, algorithm.needs)
+  step = window_lib.recording_step_fn(
+      compiled, problem.model, protocol.step_needs(algorithm, compiled)
+  )
   record = jax.eval_shape(
       lambda: step(
           params,

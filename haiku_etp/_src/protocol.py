@@ -118,7 +118,9 @@ class TraceAlgorithm(Protocol):
       ``"~etp/<name>"`` holds its traces).
     form: ``"window"`` (the step's VJP plus the entry traces' ``solve``) or
       ``"fused"`` (``fused_solve`` after the roll; window 1 only).
-    needs: the :class:`StepNeeds` of every step.
+    needs: the :class:`StepNeeds` of every step (an algorithm whose needs
+      depend on the compiled step also defines ``needs_for(compiled)``, which
+      the driver asks instead: :func:`step_needs`).
     cross_budget: the ``max_cross_bytes`` the compiler plans cross-group
       traces with (0 for none).
   """
@@ -165,6 +167,14 @@ class Signals(NamedTuple):
 
   groups: list
   leaves: list
+
+
+def step_needs(algorithm, compiled) -> StepNeeds:
+  """The :class:`StepNeeds` of ``algorithm`` on ``compiled``: its
+  ``needs_for(compiled)`` where it defines one (needs that depend on the
+  step), else its ``needs``."""
+  needs_for = getattr(algorithm, "needs_for", None)
+  return algorithm.needs if needs_for is None else needs_for(compiled)
 
 
 def check_algorithm(algorithm) -> None:

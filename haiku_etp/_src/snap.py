@@ -42,8 +42,10 @@ one product per stored pair of entries of the same parameter column.
 
 import dataclasses
 from typing import Optional
+import zlib
 
 import jax
+from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
@@ -53,7 +55,8 @@ from haiku_etp._src import protocol
 from haiku_etp._src import rtrl as rtrl_lib
 
 _PREFIX = "snap:"
-_PROBES = 2
+_SCALES = (1.0, 3.0, 0.3)
+_PROBES = len(_SCALES)
 
 
 class Pattern:
@@ -122,21 +125,35 @@ class Pattern:
 
 
 def _probe_inputs(compiled, key):
-  """Random ``(params, state, rng, x)`` in the compiled step's structure."""
+  """Random ``(params, state, rng, x)`` in the compiled step's structure.
+
+  Each leaf's draw depends on its path in that structure, not its position,
+  so the steps compiled for ``init`` (with an rng) and for a gradient
+  (without) get the same parameters, state and inputs, and the same
+  pattern. Draw ``k`` scales the normals by ``_SCALES[k]`` (a spread of
+  magnitudes, so that few derivatives sit on a region where they vanish at
+  every probe).
+  """
   program = compiled.program
-  leaves = []
-  for i, var in enumerate(program.invars):
-    aval = program.aval(var)
-    key, sub = jax.random.split(key)
+  avals = tree_util.tree_unflatten(
+      compiled.in_tree, [program.aval(v) for v in program.invars]
+  )
+  scale = _SCALES[key]
+  base = jax.random.PRNGKey(key)
+
+  def draw(path, aval):
+    sub = jax.random.fold_in(
+        base, zlib.crc32(tree_util.keystr(path).encode()) & 0x7FFFFFFF
+    )
     if jnp.issubdtype(aval.dtype, jnp.floating):
-      leaves.append(jax.random.normal(sub, aval.shape, aval.dtype))
-    elif jnp.issubdtype(aval.dtype, jax.dtypes.prng_key):
-      leaves.append(jax.random.key(i))
-    elif aval.dtype == jnp.uint32 and aval.shape == (2,):
-      leaves.append(jax.random.PRNGKey(i))
-    else:
-      leaves.append(jnp.zeros(aval.shape, aval.dtype))
-  return tree_util.tree_unflatten(compiled.in_tree, leaves)
+      return scale * jax.random.normal(sub, aval.shape, aval.dtype)
+    if jnp.issubdtype(aval.dtype, jax.dtypes.prng_key):
+      return jax.random.key(0)
+    if aval.dtype == jnp.uint32 and aval.shape == (2,):
+      return jax.random.PRNGKey(0)
+    return jnp.zeros(aval.shape, aval.dtype)
+
+  return tree_util.tree_map_with_path(draw, avals)
 
 
 def structure(compiled, paths) -> tuple:
@@ -145,7 +162,7 @@ def structure(compiled, paths) -> tuple:
   with jax.ensure_compile_time_eval():
     j_pat, i_pat = None, None
     for draw in range(_PROBES):
-      params, state, rng, x = _probe_inputs(compiled, jax.random.PRNGKey(draw))
+      params, state, rng, x = _probe_inputs(compiled, draw)
       entries = jacobians.hidden_entries(state)
       leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
       shapes = [jnp.shape(state[m][n]) for m, n in entries]
@@ -181,6 +198,158 @@ def structure(compiled, paths) -> tuple:
   return j_pat, i_pat
 
 
+_DENSE = ("etp_batched_dense",)
+
+
+def _with_hidden(state, entries, h):
+  """``state`` with its hidden entries replaced by the columns of ``h``."""
+  st = {m: dict(e) for m, e in state.items()}
+  start = 0
+  for m, n in entries:
+    shape = jnp.shape(state[m][n])
+    size = int(np.prod(shape[1:]))
+    st[m][n] = jnp.reshape(h[:, start : start + size], shape)
+    start += size
+  return st
+
+
+def relation_record(compiled, params, state, rng, x) -> tuple:
+  """``(J, deltas, xs)`` of one step from ``H`` batched reverse products:
+  ``J`` ``(B, H, H)``; per relation ``deltas[r]`` ``(B, H, O)``, the
+  derivative of each new hidden value with respect to the relation's
+  output; ``xs[r]`` its input. Samples are independent, so the cotangent
+  ``e_k`` on every sample gives each sample's row ``k``."""
+  sg = lax.stop_gradient
+  params, state, x = sg(params), sg(state), sg(x)
+  entries = jacobians.hidden_entries(state)
+  h = jacobians.flat_hidden(state, entries)
+  program = compiled.program
+  probes = {}
+  for r, rel in enumerate(compiled.relations):
+    aval = program.aval(program.nodes[rel.node].outs[0])
+    probes[r] = jnp.zeros(aval.shape, aval.dtype)
+
+  def f(h, pr):
+    _, new, record = jacobians.run_step(
+        compiled,
+        params,
+        _with_hidden(state, entries, h),
+        rng,
+        x,
+        jacobians=False,
+        probes=pr,
+    )
+    return jacobians.flat_hidden(new, entries), record.x
+
+  out, pull, xs = jax.vjp(f, h, probes, has_aux=True)
+  num_h = out.shape[1]
+  cot = jnp.broadcast_to(
+      jnp.eye(num_h, dtype=out.dtype)[:, None, :], (num_h,) + out.shape
+  )
+  d_h, d_y = jax.vmap(pull)(cot)
+  j = jnp.swapaxes(d_h, 0, 1)
+  deltas = {r: jnp.swapaxes(v, 0, 1) for r, v in d_y.items()}
+  return sg(j), {r: sg(v) for r, v in deltas.items()}, xs
+
+
+# The operand form keeps a weight's masked-out entries (as zeros); a mask
+# that zeroes more than this share of a weight takes the parameter form,
+# which stores only the live entries.
+_MAX_DEAD = 0.1
+
+
+def fast_applies(compiled, paths):
+  """``{relation: live (I, O) mask}`` where SnAp can work on the relations'
+  operands, else ``None``: every parameter in ``paths`` reaches the step
+  only through dense ETP ops on batched inputs, and no weight has more than
+  a tenth of its entries independent of the parameters (a constant mask)."""
+  if not jacobians.projects_by_relations(compiled, paths):
+    return None
+  if any(rel.primitive.name not in _DENSE for rel in compiled.relations):
+    return None
+  with jax.ensure_compile_time_eval():
+    params, _, _, _ = _probe_inputs(compiled, 0)
+    tangents = jax.tree_util.tree_map(
+        lambda v: jax.random.normal(jax.random.PRNGKey(8), v.shape, v.dtype)
+        if jnp.issubdtype(v.dtype, jnp.floating)
+        else jnp.zeros_like(v),
+        params,
+    )
+    _, dw = jax.jvp(
+        lambda p: jacobians.relation_weights(compiled, p),
+        (params,),
+        (tangents,),
+    )
+    live = {r: np.asarray(d["weight"] != 0) for r, d in enumerate(dw)}
+  if any(1.0 - m.mean() > _MAX_DEAD for m in live.values()):
+    return None
+  return live
+
+
+class FastLayout:
+  """SnAp's pattern on the relations' operands (dense ops).
+
+  For relation ``r`` and output unit ``o`` every input row ``i`` of the
+  weight (and the bias) reaches the same hidden values, the support
+  ``S_{r,o}``; units with equal support sizes ``k`` form a class whose
+  entries are stored ``(B, G, k, I)`` (and ``(B, G, k)`` for the bias):
+  ``units`` ``(G,)`` and ``rows`` ``(G, k)``.
+  """
+
+  def __init__(self, compiled, supports, closed, live):
+    self.closed = closed  # per relation
+    self.live = live  # per relation, (I, O): the weight's unmasked entries
+    self.classes = {}
+    for r, support in supports.items():
+      by_size = {}
+      for o in range(support.shape[1]):
+        rows = np.nonzero(support[:, o])[0]
+        if len(rows):
+          by_size.setdefault(len(rows), []).append((o, rows))
+      self.classes[r] = [
+          (
+              np.array([o for o, _ in units], np.int32),
+              np.array([rw for _, rw in units], np.int32),
+          )
+          for _, units in sorted(by_size.items())
+      ]
+    self.num_inputs = {
+        r: int(compiled.relations[r].x_shape[-1]) for r in supports
+    }
+    self.has_bias = {
+        r: "bias" in compiled.relations[r].weights for r in supports
+    }
+
+  def labels(self, compiled, r: int, c: int) -> tuple:
+    key = compiled.relations[r].key
+    k = self.classes[r][c][1].shape[1]
+    return f"snap:{key}/{k}", f"snap:{key}/{k}:bias"
+
+
+def fast_structure(compiled, n: int, live: dict) -> FastLayout:
+  """The operand-space pattern: ``J``'s and each relation's ``deltas``'
+  nonzeros at two random points, grown by ``n - 1`` steps of ``J``."""
+  with jax.ensure_compile_time_eval():
+    j_pat, d_pat = None, None
+    for draw in range(_PROBES):
+      params, state, rng, x = _probe_inputs(compiled, draw)
+      j, deltas, _ = relation_record(compiled, params, state, rng, x)
+      jd = np.asarray(jnp.any(j != 0, axis=0))
+      dd = {r: np.asarray(jnp.any(v != 0, axis=0)) for r, v in deltas.items()}
+      j_pat = jd if j_pat is None else j_pat | jd
+      d_pat = dd if d_pat is None else {r: d_pat[r] | dd[r] for r in dd}
+  step = j_pat.astype(np.int64)
+  supports, closed = {}, {}
+  for r, m in d_pat.items():
+    if not m.any():
+      continue
+    for _ in range(n - 1):
+      m = m | ((step @ m.astype(np.int64)) > 0)
+    supports[r] = m
+    closed[r] = bool(np.array_equal(m | ((step @ m.astype(np.int64)) > 0), m))
+  return FastLayout(compiled, supports, closed, live)
+
+
 def patterns(j_pat, i_pat, n: int) -> tuple:
   """``({path: P_n}, {path: closed})`` from the structural patterns."""
   j = j_pat.astype(np.int64)
@@ -202,6 +371,13 @@ _CACHE_SIZE = 32
 @dataclasses.dataclass(frozen=True)
 class SnAp:
   """RTRL's influence restricted to the SnAp-n pattern.
+
+  Two forms, chosen per compiled step. Where every parameter that reaches
+  hidden state does so only through dense ETP ops (``fast_applies``), the
+  influence is kept on the ops' operands and a step records ``J`` and each
+  op's output derivatives from ``H`` batched reverse products (``I``'s
+  entries are ``x_i delta_o``, never formed whole). Elsewhere it is kept on
+  the parameters, from RTRL's per-sample Jacobians.
 
   Attributes:
     n: how many steps of the step's structure the pattern follows (``>= 1``).
@@ -229,28 +405,56 @@ class SnAp:
           f"{self.max_trace_bytes!r}."
       )
 
-  def layout(self, compiled) -> tuple:
-    """``({path: Pattern}, {path: closed})`` for the compiled step (cached
-    per step and ``n``)."""
+  def _plan(self, compiled) -> tuple:
+    """``("fast", FastLayout)`` or ``("general", (patterns, closed))``,
+    cached per step and ``n``."""
     key = (id(compiled), self.n)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is compiled:
       return hit[1]
     paths = rtrl_lib.temporal_paths(compiled)
-    j_pat, i_pat = structure(compiled, paths)
-    masks, closed = patterns(j_pat, i_pat, self.n)
-    found = ({p: Pattern(m) for p, m in masks.items()}, closed)
+    live = fast_applies(compiled, paths)
+    if live is not None:
+      found = ("fast", fast_structure(compiled, self.n, live))
+    else:
+      j_pat, i_pat = structure(compiled, paths)
+      masks, closed = patterns(j_pat, i_pat, self.n)
+      found = ("general", ({p: Pattern(m) for p, m in masks.items()}, closed))
     _CACHE[key] = (compiled, found)
     while len(_CACHE) > _CACHE_SIZE:
       _CACHE.pop(next(iter(_CACHE)))
     return found
 
+  def layout(self, compiled) -> tuple:
+    """``({path: Pattern}, {path: closed})`` of the parameter form (``None``
+    where the step takes the operand form)."""
+    kind, plan = self._plan(compiled)
+    return plan if kind == "general" else None
+
+  def needs_for(self, compiled) -> protocol.StepNeeds:
+    if self._plan(compiled)[0] == "fast":
+      return protocol.StepNeeds(per_position=False, replay=True)
+    return self.needs
+
+  def _batch(self, compiled) -> int:
+    return rtrl_lib._hidden_avals(compiled)[0].shape[0]  # pylint: disable=protected-access
+
   def init(self, compiled) -> dict:
-    layout, _ = self.layout(compiled)
-    hidden = rtrl_lib._hidden_avals(compiled)  # pylint: disable=protected-access
-    batch = hidden[0].shape[0]
-    avals = rtrl_lib._param_avals(compiled)  # pylint: disable=protected-access
+    kind, plan = self._plan(compiled)
+    batch = self._batch(compiled)
     entries = {}
+    if kind == "fast":
+      dtype = rtrl_lib._hidden_avals(compiled)[0].dtype  # pylint: disable=protected-access
+      for r, classes in plan.classes.items():
+        for c, (units, rows) in enumerate(classes):
+          w, b = plan.labels(compiled, r, c)
+          shape = (batch,) + rows.shape
+          entries[w] = jnp.zeros(shape + (plan.num_inputs[r],), dtype)
+          if plan.has_bias[r]:
+            entries[b] = jnp.zeros(shape, dtype)
+      return entries
+    layout, _ = plan
+    avals = rtrl_lib._param_avals(compiled)  # pylint: disable=protected-access
     for path, pat in layout.items():
       dtype = avals[path].dtype
       shape = (batch,) + pat.shape if pat.dense else (batch, pat.count)
@@ -258,12 +462,16 @@ class SnAp:
     return entries
 
   def operands(self, compiled, params):
+    if self._plan(compiled)[0] == "fast":
+      return params, jacobians.relation_weights(compiled, params)
     leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
     return {p: leaves[p] for p in rtrl_lib.temporal_paths(compiled)}
 
   def roll(self, compiled, traces, record, operands) -> dict:
-    del operands
-    layout, _ = self.layout(compiled)
+    kind, plan = self._plan(compiled)
+    if kind == "fast":
+      return self._fast_roll(compiled, plan, traces, record, operands)
+    layout, _ = plan
     j = record.full.hidden
     new = dict(traces)
     for path, pat in layout.items():
@@ -278,7 +486,7 @@ class SnAp:
       j_flat = jnp.reshape(jm, (batch, -1))
       i_flat = jnp.reshape(i, (batch, -1))
       blocks = []
-      for (rows, cols, entries), (j_idx, i_idx, keep) in zip(
+      for (rows, _, entries), (j_idx, i_idx, keep) in zip(
           pat.classes, pat.flat_indices(num_h)
       ):
         # Gathers of the block entries alone (flat indices), never a copy
@@ -295,11 +503,65 @@ class SnAp:
       new[_PREFIX + path] = padded[:, pat.position].astype(m.dtype)
     return new
 
+  def _fast_roll(self, compiled, plan, traces, record, operands) -> dict:
+    params, _ = operands
+    state, rng, x = record.replay
+    j, deltas, xs = relation_record(compiled, params, state, rng, x)
+    batch, num_h = j.shape[:2]
+    j_flat = jnp.reshape(j, (batch, -1))
+    new = dict(traces)
+    for r, classes in plan.classes.items():
+      num_out = deltas[r].shape[-1]
+      d_flat = jnp.reshape(deltas[r], (batch, -1))
+      x_r = xs[r]
+      for c, (units, rows) in enumerate(classes):
+        w_label, b_label = plan.labels(compiled, r, c)
+        g, k = rows.shape
+        j_idx = (rows[:, :, None] * num_h + rows[:, None, :]).reshape(-1)
+        j_g = jnp.reshape(jnp.take(j_flat, j_idx, axis=1), (batch, g, k, k))
+        d_idx = (rows * num_out + units[:, None]).reshape(-1)
+        d_g = jnp.reshape(jnp.take(d_flat, d_idx, axis=1), (batch, g, k))
+        m = traces[w_label]
+        j_g, d_g = j_g.astype(m.dtype), d_g.astype(m.dtype)
+        x_g = x_r.astype(m.dtype)[:, None, :] * plan.live[r][:, units].T
+        new[w_label] = (
+            jnp.einsum("bgij,bgjn->bgin", j_g, m)
+            + d_g[..., None] * x_g[:, :, None, :]
+        )
+        if plan.has_bias[r]:
+          mb = traces[b_label]
+          new[b_label] = jnp.einsum("bgij,bgj->bgi", j_g, mb) + d_g
+    return new
+
   def solve(self, compiled, traces, signals, operands):
-    layout, _ = self.layout(compiled)
+    kind, plan = self._plan(compiled)
     g = jnp.concatenate(
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
     )
+    if kind == "fast":
+      params, weights = operands
+      out = []
+      for r, ops in enumerate(weights):
+        grads = {k: jnp.zeros_like(v) for k, v in ops.items()}
+        for c, (units, rows) in enumerate(plan.classes.get(r, ())):
+          w_label, b_label = plan.labels(compiled, r, c)
+          m = traces[w_label]
+          g_k = jnp.reshape(
+              jnp.take(g.astype(m.dtype), rows.reshape(-1), axis=1),
+              (g.shape[0],) + rows.shape,
+          )
+          dw = jnp.einsum("bgk,bgki->ig", g_k, m)
+          grads["weight"] = (
+              grads["weight"].at[:, units].add(dw.astype(grads["weight"].dtype))
+          )
+          if plan.has_bias[r]:
+            db = jnp.einsum("bgk,bgk->g", g_k, traces[b_label])
+            grads["bias"] = (
+                grads["bias"].at[units].add(db.astype(grads["bias"].dtype))
+            )
+        out.append(grads)
+      return jax.tree_util.tree_map(jnp.zeros_like, params), out
+    layout, _ = plan
     grads = {}
     for path, leaf in operands.items():
       pat, m = layout[path], traces[_PREFIX + path]
@@ -315,9 +577,24 @@ class SnAp:
       grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
     return grads
 
+  def _closed(self, compiled) -> dict:
+    """``{parameter path: closed}``."""
+    kind, plan = self._plan(compiled)
+    if kind == "general":
+      return plan[1]
+    closed = {p: True for p in rtrl_lib.temporal_paths(compiled)}
+    for r, ok in plan.closed.items():
+      for paths in compiled.relations[r].weights.values():
+        for p in paths:
+          if p in closed:
+            closed[p] = closed[p] and ok
+    return closed
+
   def verdicts(self, compiled) -> tuple:
-    _, closed = self.layout(compiled)
+    closed = self._closed(compiled)
     random = ("rtrl_random_step",) if rtrl_lib._uses_rng(compiled) else ()  # pylint: disable=protected-access
+    if self._plan(compiled)[0] == "fast":
+      random = ()  # The batched record uses the step's own draws.
     out = []
     for p in compiled.parameters:
       if p.role == "non-temporal":
@@ -331,12 +608,36 @@ class SnAp:
       )
     return tuple(out)
 
+  def stored(self, compiled) -> tuple:
+    """``(kept, full)``: influence entries per sample that SnAp stores and
+    that RTRL would."""
+    kind, plan = self._plan(compiled)
+    num_h = sum(
+        rtrl_lib._size(a) // self._batch(compiled)  # pylint: disable=protected-access
+        for a in rtrl_lib._hidden_avals(compiled)  # pylint: disable=protected-access
+    )
+    if kind == "general":
+      layout = plan[0]
+      return (
+          sum(p.count for p in layout.values()),
+          sum(int(np.prod(p.shape)) for p in layout.values()),
+      )
+    kept = sum(
+        rows.shape[1]
+        * (int(plan.live[r][:, units].sum()) + plan.has_bias[r] * len(units))
+        for r, classes in plan.classes.items()
+        for units, rows in classes
+    )
+    avals = rtrl_lib._param_avals(compiled)  # pylint: disable=protected-access
+    full = num_h * sum(
+        rtrl_lib._size(avals[p]) for p in rtrl_lib.temporal_paths(compiled)  # pylint: disable=protected-access
+    )
+    return kept, full
+
   def note(self, compiled) -> str:
-    layout, closed = self.layout(compiled)
-    if all(closed.values()):
+    if all(self._closed(compiled).values()):
       return ""
-    kept = sum(p.count for p in layout.values())
-    full = sum(int(np.prod(p.shape)) for p in layout.values())
+    kept, full = self.stored(compiled)
     return (
         f"snap_truncated: SnAp-{self.n} keeps {kept} of the {full} influence "
         "entries per sample (those n steps of the step's structure reach); "
@@ -359,7 +660,6 @@ class SnAp:
       )
 
 
-def stored_entries(compiled, n: int) -> dict:
-  """``{path: entries per sample}`` that SnAp-n stores for ``compiled``."""
-  layout, _ = SnAp(n=n).layout(compiled)
-  return {p: pat.count for p, pat in layout.items()}
+def stored_entries(compiled, n: int) -> int:
+  """Influence entries per sample that SnAp-n stores for ``compiled``."""
+  return SnAp(n=n).stored(compiled)[0]

@@ -313,8 +313,8 @@ def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
       else recording_step_fn(
           compiled,
           problem.model,
-          algorithm.needs,
-          feedback_matrices(algorithm.needs, trace),
+          protocol.step_needs(algorithm, compiled),
+          feedback_matrices(protocol.step_needs(algorithm, compiled), trace),
       )
   )
   w = in_window(
