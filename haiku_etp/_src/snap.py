@@ -517,20 +517,29 @@ class SnAp:
       for c, (units, rows) in enumerate(classes):
         w_label, b_label = plan.labels(compiled, r, c)
         g, k = rows.shape
-        j_idx = (rows[:, :, None] * num_h + rows[:, None, :]).reshape(-1)
-        j_g = jnp.reshape(jnp.take(j_flat, j_idx, axis=1), (batch, g, k, k))
+        m = traces[w_label]
+        # Units of one support share its block of J (one gather, not G).
+        shared = bool((rows == rows[:1]).all())
+        block = rows[:1] if shared else rows
+        j_idx = (block[:, :, None] * num_h + block[:, None, :]).reshape(-1)
+        j_g = jnp.take(j_flat, j_idx, axis=1).astype(m.dtype)
+        j_g = jnp.reshape(j_g, (batch, block.shape[0], k, k))
         d_idx = (rows * num_out + units[:, None]).reshape(-1)
         d_g = jnp.reshape(jnp.take(d_flat, d_idx, axis=1), (batch, g, k))
-        m = traces[w_label]
-        j_g, d_g = j_g.astype(m.dtype), d_g.astype(m.dtype)
+        d_g = d_g.astype(m.dtype)
         x_g = x_r.astype(m.dtype)[:, None, :] * plan.live[r][:, units].T
-        new[w_label] = (
-            jnp.einsum("bgij,bgjn->bgin", j_g, m)
-            + d_g[..., None] * x_g[:, :, None, :]
-        )
+        if shared:
+          rolled = jnp.einsum("bij,bgjn->bgin", j_g[:, 0], m)
+        else:
+          rolled = jnp.einsum("bgij,bgjn->bgin", j_g, m)
+        new[w_label] = rolled + d_g[..., None] * x_g[:, :, None, :]
         if plan.has_bias[r]:
           mb = traces[b_label]
-          new[b_label] = jnp.einsum("bgij,bgj->bgi", j_g, mb) + d_g
+          if shared:
+            rolled_b = jnp.einsum("bij,bgj->bgi", j_g[:, 0], mb)
+          else:
+            rolled_b = jnp.einsum("bgij,bgj->bgi", j_g, mb)
+          new[b_label] = rolled_b + d_g
     return new
 
   def solve(self, compiled, traces, signals, operands):
