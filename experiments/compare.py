@@ -121,18 +121,28 @@ def _first_batch(config, setup):
   return tuple(np.asarray(v) for v in (b.xs, b.ys, b.mask))
 
 
+# Jitted sequence gradients per setup, so that the initial and final
+# gradients of one learner share a compilation.
+_GRAD_FNS: dict = {}
+
+
 def first_gradient(config, setup, ts, params=None):
   """The learner's gradient on the first batch, at the initial parameters
   (or at ``params``)."""
   xs, ys, mask = _first_batch(config, setup)
-  fn = setup.learner.sequence_grad(
-      setup.task.loss,
-      window=training.learner_window(config),
-  )
+  hit = _GRAD_FNS.get(id(setup))
+  fn = hit[1] if hit is not None and hit[0] is setup else None
+  if fn is None:
+    fn = jax.jit(
+        setup.learner.sequence_grad(
+            setup.task.loss, window=training.learner_window(config)
+        )
+    )
+    _GRAD_FNS[id(setup)] = (setup, fn)
   params = ts.params if params is None else params
   # The run's key: rules that draw random numbers (UORO) need one.
   rng = jax.random.fold_in(jnp.asarray(ts.rng), 0)
-  return jax.jit(fn)(params, ts.learner_state, rng, xs, ys, mask).grads
+  return fn(params, ts.learner_state, rng, xs, ys, mask).grads
 
 
 def per_parameter_agreement(grads, reference) -> dict:

@@ -85,17 +85,19 @@ class ExactTest(parameterized.TestCase):
           num_steps=5,
           window=window,
           dtype=jnp.float64,
-          learners=("d_rtrl", "es_d_rtrl"),
+          # ES-D-RTRL's window forms share one path: checked at window 1.
+          learners=("d_rtrl", "es_d_rtrl") if window == 1 else ("d_rtrl",),
       )
       error = testing.relative_error(run.grads["d_rtrl"], run.reference)
       self.assertLessEqual(error, 1e-10)
       self.assertEqual(run.approximate["d_rtrl"], ())
-      # ES-D-RTRL factorises the trace: exact after one step only, measured
-      # (not asserted) beyond.
-      self.assertGreater(
-          testing.relative_error(run.grads["es_d_rtrl"], run.reference), 1e-3
-      )
       if window == 1:
+        # ES-D-RTRL factorises the trace: exact after one step only,
+        # measured (not asserted) beyond.
+        self.assertGreater(
+            testing.relative_error(run.grads["es_d_rtrl"], run.reference),
+            1e-3,
+        )
         one = testing.run_module_example(
             example,
             num_steps=1,

@@ -14,7 +14,8 @@
 # ==============================================================================
 """SnAp-n, e-prop's feedback variants and RFLO against their oracles.
 
-Float64. SnAp-n equals RTRL once its pattern is closed (a dense GRU at
+Float64, against BPTT (whose gradient RTRL's equals). SnAp-n equals RTRL
+once its pattern is closed (a dense GRU at
 ``n = 2``; an element-wise recurrence at ``n = 1``, where D-RTRL is exact
 too) and stores the entries of its pattern, fewer under a weight mask.
 e-prop's symmetric feedback is D-RTRL's gradient; its random feedback is
@@ -136,7 +137,7 @@ class SnApTest(absltest.TestCase):
         lambda x: haiku_etp.Linear(2)(haiku_etp.MinGRU(3)(x))
     )
     params, xs, ys = _data(model, 2)
-    exact = _grads(haiku_etp.rtrl(model), params, xs, ys).grads
+    exact = _grads(haiku_etp.bptt(model), params, xs, ys).grads
     for learner in (haiku_etp.snap(model, 1), haiku_etp.d_rtrl(model)):
       self.assertLess(
           _max_diff(_grads(learner, params, xs, ys).grads, exact), 1e-10

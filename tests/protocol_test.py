@@ -232,7 +232,7 @@ class RegistryTest(absltest.TestCase):
     )
 
   def test_the_pipeline_rejects_an_unknown_learner(self):
-    config = pipeline_util.tiny_config("adding", learner="snap")
+    config = pipeline_util.tiny_config("adding", learner="nope")
     with self.assertRaisesRegex(
         training.ConfigError, r"config.learner must be one of \('d_rtrl'"
     ):
