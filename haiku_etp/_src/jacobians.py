@@ -503,6 +503,19 @@ def flat_hidden(model_state, entries=None) -> jax.Array:
   return jnp.concatenate([jnp.reshape(v, (batch, -1)) for v in leaves], -1)
 
 
+def with_flat_hidden(model_state, entries, h) -> dict:
+  """``model_state`` with its hidden entries (``entries``, in
+  :func:`flat_hidden`'s order) replaced by the columns of ``h`` ``(B, H)``."""
+  st = {m: dict(e) for m, e in model_state.items()}
+  start = 0
+  for m, n in entries:
+    shape = jnp.shape(model_state[m][n])
+    size = int(math.prod(shape[1:]))
+    st[m][n] = jnp.reshape(h[:, start : start + size], shape)
+    start += size
+  return st
+
+
 def _param_items(params) -> list:
   """``(path, module, name)`` of every parameter leaf, in leaf order."""
   return [
@@ -683,15 +696,9 @@ def hidden_jvp(compiled, params, model_state, rng, x, tangent):
   sg = lax.stop_gradient
   params, model_state, x = sg(params), sg(model_state), sg(x)
   entries = hidden_entries(model_state)
-  shapes = [jnp.shape(model_state[m][n]) for m, n in entries]
 
   def f(h):
-    st = {m: dict(e) for m, e in model_state.items()}
-    start = 0
-    for (m, n), shape in zip(entries, shapes):
-      size = int(math.prod(shape[1:]))
-      st[m][n] = jnp.reshape(h[:, start : start + size], shape)
-      start += size
+    st = with_flat_hidden(model_state, entries, h)
     _, new, _ = run_step(compiled, params, st, rng, x, jacobians=False)
     return flat_hidden(new, entries)
 

@@ -165,15 +165,9 @@ def structure(compiled, paths) -> tuple:
       params, state, rng, x = _probe_inputs(compiled, draw)
       entries = jacobians.hidden_entries(state)
       leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
-      shapes = [jnp.shape(state[m][n]) for m, n in entries]
 
       def f(h, sub, state=state, params=params, rng=rng, x=x):
-        st = {m: dict(e) for m, e in state.items()}
-        start = 0
-        for (m, n), shape in zip(entries, shapes):
-          size = int(np.prod(shape[1:]))
-          st[m][n] = jnp.reshape(h[:, start : start + size], shape)
-          start += size
+        st = jacobians.with_flat_hidden(state, entries, h)
         flat, tree = tree_util.tree_flatten(params)
         by_path = dict(zip(compiled.param_paths, flat))
         by_path.update(sub)
@@ -201,18 +195,6 @@ def structure(compiled, paths) -> tuple:
 _DENSE = ("etp_batched_dense",)
 
 
-def _with_hidden(state, entries, h):
-  """``state`` with its hidden entries replaced by the columns of ``h``."""
-  st = {m: dict(e) for m, e in state.items()}
-  start = 0
-  for m, n in entries:
-    shape = jnp.shape(state[m][n])
-    size = int(np.prod(shape[1:]))
-    st[m][n] = jnp.reshape(h[:, start : start + size], shape)
-    start += size
-  return st
-
-
 def relation_record(compiled, params, state, rng, x) -> tuple:
   """``(J, deltas, xs)`` of one step from ``H`` batched reverse products:
   ``J`` ``(B, H, H)``; per relation ``deltas[r]`` ``(B, H, O)``, the
@@ -233,7 +215,7 @@ def relation_record(compiled, params, state, rng, x) -> tuple:
     _, new, record = jacobians.run_step(
         compiled,
         params,
-        _with_hidden(state, entries, h),
+        jacobians.with_flat_hidden(state, entries, h),
         rng,
         x,
         jacobians=False,
