@@ -35,9 +35,11 @@ none can be read.
 """
 
 import json
+import logging as logging_lib
 import os
 import shutil
 import sys
+import threading
 from typing import Any, Callable, NamedTuple, Optional
 import zlib
 
@@ -145,29 +147,54 @@ def _one_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {text[:300]}"
 
 
-class _DropClosedLoopNoise:
-  """An unraisable hook that drops the "Event loop is closed" reports.
+def _closed_loop_error(error: Optional[BaseException]) -> bool:
+  return isinstance(error, RuntimeError) and "Event loop is closed" in str(
+      error
+  )
+
+
+class _DropClosedLoopNoise(logging_lib.Filter):
+  """Drops the "Event loop is closed" reports of a failed orbax restore.
 
   When an orbax restore fails, tensorstore's pending reads still complete
-  and call back into the event loop that the failed restore closed; each
-  callback's ``RuntimeError`` would print a traceback. Those are dropped;
-  every other unraisable exception goes to the previous hook.
+  and call back into the event loop that the failed restore closed. Each
+  callback's ``RuntimeError`` would print a traceback: as an unraisable
+  exception, from a thread, or through the ``asyncio`` logger. Those are
+  dropped; every other report goes to the previous hook or handler.
   """
 
-  def __init__(self, previous):
-    self.previous = previous
+  def __init__(self, unraisable, thread):
+    super().__init__()
+    self.unraisable = unraisable
+    self.thread = thread
 
-  def __call__(self, unraisable):
-    if isinstance(
-        unraisable.exc_value, RuntimeError
-    ) and "Event loop is closed" in str(unraisable.exc_value):
-      return
-    self.previous(unraisable)
+  def unraisablehook(self, unraisable):
+    if not _closed_loop_error(unraisable.exc_value):
+      self.unraisable(unraisable)
+
+  def excepthook(self, args):
+    if not _closed_loop_error(args.exc_value):
+      self.thread(args)
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (
+        _closed_loop_error(error)
+        or "Event loop is closed" in record.getMessage()
+    )
+
+
+_NOISE: list = []
 
 
 def _drop_closed_loop_noise() -> None:
-  if not isinstance(sys.unraisablehook, _DropClosedLoopNoise):
-    sys.unraisablehook = _DropClosedLoopNoise(sys.unraisablehook)
+  if _NOISE:
+    return
+  noise = _DropClosedLoopNoise(sys.unraisablehook, threading.excepthook)
+  sys.unraisablehook = noise.unraisablehook
+  threading.excepthook = noise.excepthook
+  logging_lib.getLogger("asyncio").addFilter(noise)
+  _NOISE.append(noise)
 
 
 class Restored(NamedTuple):

@@ -335,8 +335,8 @@ class DamagedCheckpointTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn(f"Checkpoint {newest} is damaged (", proc.stderr)
     self.assertIn("Resumed", proc.stderr)
-    self.assertNotIn("Event loop is closed", proc.stderr)
-    self.assertNotIn("Traceback", proc.stderr)
+    self.assertNotIn("Event loop is closed", proc.stderr, proc.stderr)
+    self.assertNotIn("Traceback", proc.stderr, proc.stderr)
 
 
 class ChangedConfigTest(absltest.TestCase):
