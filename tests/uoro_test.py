@@ -154,16 +154,29 @@ class UsageTest(absltest.TestCase):
           m: {n: v + 0.3 for n, v in e.items()}
           for m, e in state_lib.split_learner_state(state)[0].items()
       }
-      nu, fast = jacobians.relation_projection(
+      fast = jacobians.relation_projection(
           compiled, params, model_state, rng, x, paths, "signs"
       )
-      nu2, slow = jacobians.sample_projection(
+      slow = jacobians.sample_projection(
           model, params, model_state, rng, x, paths, "signs"
       )
-      np.testing.assert_array_equal(nu, nu2)
+      np.testing.assert_array_equal(fast.nu, slow.nu)
+      # hk.GRU's gates are slices of w_i, w_h and b: three pieces each.
+      layout = jacobians.projection_layout(compiled, paths)
+      self.assertEqual({len(s) for _, s in layout.values()}, {3})
+      pieces, sq_norm = jacobians.projected_pieces(
+          compiled, params, paths, fast
+      )
+      slow_pieces, slow_sq_norm = jacobians.projected_pieces(
+          compiled, params, paths, slow
+      )
       for p in paths:
-        self.assertGreater(float(jnp.max(jnp.abs(slow[p]))), 0.0)
-        np.testing.assert_allclose(fast[p], slow[p], atol=1e-12)
+        (want,) = slow_pieces[p]
+        self.assertGreater(float(jnp.max(jnp.abs(want))), 0.0)
+        np.testing.assert_allclose(
+            jacobians.join_pieces(layout[p], pieces[p]), want, atol=1e-12
+        )
+      np.testing.assert_allclose(sq_norm, slow_sq_norm, rtol=1e-12)
 
       # A plain parameter on the recurrent path keeps the replays.
       def step(x):

@@ -614,11 +614,28 @@ def projects_by_relations(compiled, paths) -> bool:
   )
 
 
-def relation_projection(compiled, params, model_state, rng, x, paths, kind):
+class Projection(NamedTuple):
+  """UORO's record of one step: ``nu`` ``(B, H)`` and ``nu^T dh_t/dtheta``
+  per sample, either as the relations' factors ``(xs, deltas, weights)``
+  (:func:`relation_projection`; the products are formed where they are
+  used, by :func:`projected_pieces`) or as ``pieces``, ``{path: pieces}``
+  (:func:`sample_projection`). The other field is ``None``."""
+
+  nu: Any
+  factors: Any = None
+  pieces: Any = None
+
+
+def relation_projection(
+    compiled, params, model_state, rng, x, paths, kind
+) -> Projection:
   """:func:`sample_projection` from the ETP relations: one batched VJP of
-  ``nu . h_t`` to every relation's output (a probe) and, per sample, the
+  ``nu . h_t`` to every relation's output (a probe); per sample, each
   relation's weight gradient ``xy_to_dw(x_b, delta_b)`` pulled back to the
-  parameters. Valid where :func:`projects_by_relations` holds."""
+  parameters is formed later (:func:`projected_pieces`) from the inputs
+  ``x``, the output cotangents ``delta`` and the weights recorded here.
+  Valid where :func:`projects_by_relations` holds."""
+  del paths
   sg = lax.stop_gradient
   params, model_state, x = sg(params), sg(model_state), sg(x)
   entries = hidden_entries(model_state)
@@ -641,34 +658,189 @@ def relation_projection(compiled, params, model_state, rng, x, paths, kind):
 
   out, pull, xs = jax.vjp(f, probes, has_aux=True)
   (deltas,) = pull(nu.astype(out.dtype))
-  weights, weights_pull = jax.vjp(
-      lambda p: relation_weights(compiled, p), params
+  weights = relation_weights(compiled, params)
+  return Projection(nu, factors=sg((xs, deltas, weights)))
+
+
+def projected_pieces(compiled, params, paths, projection: Projection):
+  """``({path: pieces}, squared norm per sample)`` of a step's
+  ``nu^T dh_t/dtheta``, in the pieces of :func:`projection_layout`
+  (each ``(B, size)``)."""
+  if projection.pieces is not None:
+    return projection.pieces, _sq_norm(projection.pieces)
+
+  def per_sample_grads(xs, deltas, weights):
+    out = []
+    for r, rel in enumerate(compiled.relations):
+      xa, ya = rel.primitive.batch_axes(rel.params)
+
+      def one(x_b, d_b, rel=rel, r=r, xa=xa, ya=ya):
+        return rel.primitive.rules.xy_to_dw(
+            jnp.expand_dims(x_b, xa),
+            jnp.expand_dims(d_b, ya),
+            weights[r],
+            **rel.params,
+        )
+
+      out.append(jax.vmap(one, in_axes=(xa, ya))(xs[r], deltas[r]))
+    return out
+
+  per_sample = per_sample_grads(*projection.factors)
+  batch = projection.nu.shape[0]
+  tiles = leaf_tiles(compiled, paths)
+  if tiles is None:
+    _, weights_pull = jax.vjp(
+        lambda p: relation_weights(compiled, p), lax.stop_gradient(params)
+    )
+    grads = jax.vmap(lambda cot: weights_pull(cot)[0])(per_sample)
+    leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(grads)))
+    pieces = {p: (jnp.reshape(leaves[p], (batch, -1)),) for p in paths}
+    return pieces, _sq_norm(pieces)
+  # Kept in pieces, each fused into the trace update: the transpose of the
+  # slices (a sum of zero-padded pieces) or a concatenation is materialised
+  # on XLA:CPU. The norm comes from a second copy of the products (cheap to
+  # recompute) behind a barrier, so that XLA does not materialise the pieces
+  # to share them between the norm and the update.
+  cut = lambda grads: {
+      p: tuple(jnp.reshape(grads[r][k], (batch, -1)) for r, k in use)
+      for p, (_, use) in tiles.items()
+  }
+  again = per_sample_grads(*lax.optimization_barrier(projection.factors))
+  return cut(per_sample), _sq_norm(cut(again))
+
+
+def _sq_norm(pieces) -> jax.Array:
+  """Per sample, the squared norm of every piece together."""
+  return sum(
+      jnp.sum(v * v, axis=tuple(range(1, v.ndim)))
+      for vs in pieces.values()
+      for v in vs
   )
-  per_sample = []
+
+
+def projection_layout(compiled, paths) -> dict:
+  """``{path: (axis, shapes)}``: the pieces in which ``record.projection``
+  holds each parameter's ``nu^T dh/dtheta`` (each ``(B, size)``), and the
+  axis along which their shapes tile the parameter. One piece, the whole
+  parameter, unless :func:`leaf_tiles` finds the parameters cut into ETP
+  operands."""
+  program = compiled.program
+  avals = {
+      path: program.aval(program.invars[i])
+      for i, path in enumerate(compiled.param_paths)
+  }
+  tiles = None
+  if projects_by_relations(compiled, paths):
+    tiles = leaf_tiles(compiled, paths)
+  if tiles is None:
+    return {p: (0, (program_lib.shape(avals[p]),)) for p in paths}
+  out = {}
+  for p, (axis, pieces) in tiles.items():
+    out[p] = (
+        axis,
+        tuple(
+            program_lib.shape(
+                program.aval(
+                    program.nodes[compiled.relations[r].node].ins[
+                        compiled.relations[r].primitive.trainable_invars(
+                            compiled.relations[r].params
+                        )[k]
+                    ]
+                )
+            )
+            for r, k in pieces
+        ),
+    )
+  return out
+
+
+def join_pieces(layout, pieces, batched: bool = True) -> jax.Array:
+  """One parameter's pieces (flat, ``(B, size)`` if ``batched``) joined
+  into its flat ``(B, n)`` (or ``(n,)``) form; ``layout`` is its entry of
+  :func:`projection_layout`."""
+  axis, shapes = layout
+  lead = (pieces[0].shape[0],) if batched else ()
+  if len(pieces) == 1:
+    return pieces[0]
+  whole = jnp.concatenate(
+      [jnp.reshape(v, lead + tuple(s)) for v, s in zip(pieces, shapes)],
+      axis=axis + len(lead),
+  )
+  return jnp.reshape(whole, lead + (-1,))
+
+
+def leaf_tiles(compiled, paths) -> Optional[dict]:
+  """``{path: (axis, [(relation, key), ...])}`` when every parameter in
+  ``paths`` is the trainable operand of ETP relations whole or cut into
+  contiguous slices along one axis that tile it once (``hk.GRU``'s gates),
+  listed in order along ``axis``; ``None`` otherwise."""
+  program = compiled.program
+  leaf_of = {
+      program.invars[i]: path for i, path in enumerate(compiled.param_paths)
+  }
+  made_by = {}
+  for ni in compiled.weight_nodes:
+    for o in program.nodes[ni].outs:
+      made_by[o] = program.nodes[ni]
+  uses = {p: [] for p in paths}
   for r, rel in enumerate(compiled.relations):
-    xa, ya = rel.primitive.batch_axes(rel.params)
+    node = program.nodes[rel.node]
+    for key, i in rel.primitive.trainable_invars(rel.params).items():
+      var = node.ins[i]
+      if isinstance(var, Lit):
+        continue
+      if var in leaf_of:
+        shape = program_lib.shape(program.aval(var))
+        use = (leaf_of[var], 0, 0, shape[0] if shape else 1, shape)
+      elif var in made_by and made_by[var].prim.name == "slice":
+        src = made_by[var]
+        if isinstance(src.ins[0], Lit) or src.ins[0] not in leaf_of:
+          return None
+        shape = program_lib.shape(program.aval(src.ins[0]))
+        start = src.params["start_indices"]
+        limit = src.params["limit_indices"]
+        strides = src.params.get("strides")
+        cut = [
+            a
+            for a in range(len(shape))
+            if (start[a], limit[a]) != (0, shape[a])
+        ]
+        if (strides and any(s != 1 for s in strides)) or len(cut) > 1:
+          return None
+        axis = cut[0] if cut else 0
+        use = (leaf_of[src.ins[0]], axis, start[axis], limit[axis], shape)
+      else:
+        return None
+      if use[0] in uses:
+        uses[use[0]].append(use[1:] + ((r, key),))
+  tiles = {}
+  for path, pieces in uses.items():
+    if not pieces:
+      return None
+    axes = {a for a, *_ in pieces}
+    if len(axes) != 1:
+      return None
+    (axis,) = axes
+    pieces.sort(key=lambda u: u[1])
+    shape = pieces[0][3]
+    ends = [0] + [u[2] for u in pieces]
+    if any(u[1] != e for u, e in zip(pieces, ends)) or ends[-1] != (
+        shape[axis] if shape else 1
+    ):
+      return None
+    tiles[path] = (axis, [u[4] for u in pieces])
+  return tiles
 
-    def one(x_b, d_b, rel=rel, r=r, xa=xa, ya=ya):
-      return rel.primitive.rules.xy_to_dw(
-          jnp.expand_dims(x_b, xa),
-          jnp.expand_dims(d_b, ya),
-          weights[r],
-          **rel.params,
-      )
 
-    per_sample.append(jax.vmap(one, in_axes=(xa, ya))(sg(xs[r]), sg(deltas[r])))
-  grads = jax.vmap(lambda cot: weights_pull(cot)[0])(per_sample)
-  leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(grads)))
-  batch = h.shape[0]
-  return nu, {p: sg(jnp.reshape(leaves[p], (batch, -1))) for p in paths}
-
-
-def sample_projection(model, params, model_state, rng, x, paths, kind: str):
-  """``(nu, {path: nu_b^T dh_t/dtheta per sample})`` of one step.
+def sample_projection(
+    model, params, model_state, rng, x, paths, kind: str
+) -> Projection:
+  """``nu`` and ``{path: (nu_b^T dh_t/dtheta per sample,)}`` of one step.
 
   ``nu`` is ``(B, H)``: random signs from ``rng`` (``kind="signs"``) or ones
-  (``"ones"``); the products are ``(B, n)`` per parameter, one reverse-mode
-  product per sample (batch-one replays under ``vmap``). Gradient-stopped.
+  (``"ones"``); the products are ``(B, n)`` per parameter, in one piece
+  (see :func:`projection_layout`), one reverse-mode product per sample
+  (batch-one replays under ``vmap``). Gradient-stopped.
   """
   sg = lax.stop_gradient
   params, model_state, x = sg(params), sg(model_state), sg(x)
@@ -682,7 +854,9 @@ def sample_projection(model, params, model_state, rng, x, paths, kind: str):
 
   out = jax.vmap(project, in_axes=(0, state_axes, 0, 0))(h, model_state, x, nu)
   batch = h.shape[0]
-  return nu, {p: sg(jnp.reshape(v, (batch, -1))) for p, v in out.items()}
+  return Projection(
+      nu, pieces={p: (sg(jnp.reshape(v, (batch, -1))),) for p, v in out.items()}
+  )
 
 
 def hidden_jvp(compiled, params, model_state, rng, x, tangent):

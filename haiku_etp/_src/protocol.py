@@ -66,8 +66,8 @@ class StepNeeds:
     random_projection: ``"signs"``: per sample, random signs ``nu`` over the
       hidden values, drawn from the step's rng, and ``nu^T dh_t/dtheta``
       for every parameter that reaches hidden state (``record.projection``,
-      one reverse-mode product per sample); ``"ones"`` uses ``nu = 1`` (a
-      biased variant, for tests); ``None``: not recorded.
+      a :class:`~haiku_etp._src.jacobians.Projection`); ``"ones"`` uses
+      ``nu = 1`` (a biased variant, for tests); ``None``: not recorded.
     feedback: a trace-label prefix: the entry ``<prefix><r>`` of the
       algorithm's traces is a feedback matrix for relation ``r`` (shaped like
       one of its trainable operands, :mod:`~haiku_etp._src.feedback`): in

@@ -35,6 +35,7 @@ transpose of its VJP).
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,13 @@ from haiku_etp._src import rtrl as rtrl_lib
 _U = "uoro:u"
 _THETA = "uoro:theta:"
 PROJECTIONS = ("signs", "ones")
+
+
+def _labels(path: str, shapes) -> list:
+  """Trace labels of a parameter's theta: one, or one per piece."""
+  if len(shapes) == 1:
+    return [_THETA + path]
+  return [f"{_THETA}{path}:{i}" for i in range(len(shapes))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +94,19 @@ class UORO:
     num_h = sum(rtrl_lib._size(a) // batch for a in hidden)  # pylint: disable=protected-access
     avals = rtrl_lib._param_avals(compiled)  # pylint: disable=protected-access
     entries = {_U: jnp.zeros((batch, num_h), hidden[0].dtype)}
-    for path in rtrl_lib.temporal_paths(compiled):
-      entries[_THETA + path] = jnp.zeros(
-          (batch, rtrl_lib._size(avals[path])), avals[path].dtype  # pylint: disable=protected-access
-      )
+    for path, shapes in self._pieces(compiled).items():
+      for label, shape in zip(_labels(path, shapes), shapes):
+        entries[label] = jnp.zeros((batch, math.prod(shape)), avals[path].dtype)
     return entries
+
+  def _pieces(self, compiled) -> dict:
+    """``{path: piece shapes}``: theta is kept in the pieces in which the
+    step records ``I^T nu`` (a GRU's gates apart), so that each piece's
+    update is one fused pass."""
+    layout = jacobians.projection_layout(
+        compiled, rtrl_lib.temporal_paths(compiled)
+    )
+    return {p: shapes for p, (_, shapes) in layout.items()}
 
   def operands(self, compiled, params):
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(params)))
@@ -99,25 +115,31 @@ class UORO:
   def roll(self, compiled, traces, record, operands) -> dict:
     params, _ = operands
     state, rng, x = record.replay
-    nu, projected = record.projection
+    nu = record.projection.nu
+    projected, proj_sq = jacobians.projected_pieces(
+        compiled, params, list(self._pieces(compiled)), record.projection
+    )
     u = traces[_U]
     ju = jacobians.hidden_jvp(compiled, params, state, rng, x, u)
-    paths = rtrl_lib.temporal_paths(compiled)
+    pieces = self._pieces(compiled)
+    labels = {p: _labels(p, shapes) for p, shapes in pieces.items()}
     sq = lambda v: jnp.sum(v * v, axis=-1)
-    theta_norm = jnp.sqrt(sum(sq(traces[_THETA + p]) for p in paths))
-    proj_norm = jnp.sqrt(sum(sq(projected[p]) for p in paths))
+    theta_norm = jnp.sqrt(
+        sum(sq(traces[l]) for ls in labels.values() for l in ls)
+    )
+    proj_norm = jnp.sqrt(proj_sq)
     ju_norm = jnp.sqrt(sq(ju))
     nu_norm = jnp.sqrt(sq(nu))
     rho0 = jnp.sqrt((theta_norm + self.eps) / (ju_norm + self.eps))
     rho1 = jnp.sqrt((proj_norm + self.eps) / (nu_norm + self.eps))
     new = dict(traces)
     new[_U] = (rho0[:, None] * ju + rho1[:, None] * nu).astype(u.dtype)
-    for p in paths:
-      theta = traces[_THETA + p]
-      new[_THETA + p] = (
-          theta / rho0[:, None]
-          + projected[p].astype(theta.dtype) / rho1[:, None]
-      ).astype(theta.dtype)
+    for p, ls in labels.items():
+      for l, v in zip(ls, projected[p]):
+        theta = traces[l]
+        new[l] = (
+            theta / rho0[:, None] + v.astype(theta.dtype) / rho1[:, None]
+        ).astype(theta.dtype)
     return new
 
   def solve(self, compiled, traces, signals, operands):
@@ -126,10 +148,14 @@ class UORO:
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
     )
     scale = jnp.sum(g.astype(traces[_U].dtype) * traces[_U], axis=-1)
+    layout = jacobians.projection_layout(compiled, list(leaves))
     grads = {}
     for path, leaf in leaves.items():
-      theta = traces[_THETA + path]
-      dw = jnp.einsum("b,bn->n", scale.astype(theta.dtype), theta)
+      parts = [
+          jnp.einsum("b,bn->n", scale.astype(traces[l].dtype), traces[l])
+          for l in _labels(path, layout[path][1])
+      ]
+      dw = jacobians.join_pieces(layout[path], parts, batched=False)
       grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
     return jax.tree_util.tree_map(jnp.zeros_like, operands[0]), grads
 
