@@ -29,6 +29,8 @@ from haiku_etp._src.compiler import CompileError
 from haiku_etp._src.conv import conv
 from haiku_etp._src.dense import dense
 from haiku_etp._src.elementwise import elementwise
+from haiku_etp._src.sparse import Connectivity
+from haiku_etp._src.sparse import sparse
 from haiku_etp._src.factories import bptt
 from haiku_etp._src.factories import d_rtrl
 from haiku_etp._src.factories import es_d_rtrl
@@ -44,6 +46,7 @@ from haiku_etp._src.layers import Conv2D
 from haiku_etp._src.layers import Conv3D
 from haiku_etp._src.layers import ConvND
 from haiku_etp._src.layers import Linear
+from haiku_etp._src.layers import SparseLinear
 from haiku_etp._src.learners import ApproximationWarning
 from haiku_etp._src.learners import Learner
 from haiku_etp._src.learners import SequenceResult
@@ -120,6 +123,8 @@ __all__ = (
     "Learner",
     "LearnerSpec",
     "Linear",
+    "SparseLinear",
+    "Connectivity",
     "MinGRU",
     "MinLSTM",
     "ParameterVerdict",
@@ -137,6 +142,7 @@ __all__ = (
     "conv",
     "d_rtrl",
     "dense",
+    "sparse",
     "elementwise",
     "es_d_rtrl",
     "extend",

@@ -41,6 +41,8 @@ from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
+from haiku_etp._src.sparse import etp_batched_sparse_p
+from haiku_etp._src.sparse import etp_sparse_p
 
 __all__ = (
     "DecomposedPrimitiveWarning",
@@ -54,6 +56,8 @@ __all__ = (
     "etp_conv_p",
     "etp_dense_p",
     "etp_elementwise_p",
+    "etp_batched_sparse_p",
+    "etp_sparse_p",
     "get_etp_rules",
     "is_etp_primitive",
     "mix_states",

@@ -25,29 +25,59 @@ kept, ``(I, O, S)`` and ``(O, S)`` with it stripped. The recurrence and solve
 have closed forms, written as fused broadcasts (a loop over the ``S`` states)
 and a pairwise sum over the batch: the trace roll is memory-bound, and these
 run at copy speed where a batched contraction is an order of magnitude slower.
+
+With ``max_events`` the forward pass is event-driven (see :func:`dense`);
+the rules are the same.
 """
 
 from typing import Any, Optional
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 
 from haiku_etp._src import primitive
+from haiku_etp._src import sparse as sparse_lib
 from haiku_etp._src import units
 
 
-def _dense_impl(x, w, *bias, has_bias):
-  y = jnp.matmul(x, w)
+def _event_matmul(x, w, max_events):
+  """``x @ w`` from the rows of ``w`` at the nonzero inputs (at most
+  ``max_events`` per sample)."""
+  lead = x.shape[:-1]
+  x2 = jnp.reshape(x, (-1, x.shape[-1]))
+  idx, values = sparse_lib.active_inputs(x2, max_events)
+  rows = jnp.take(w, jnp.minimum(idx, w.shape[0] - 1), axis=0)
+  y = jnp.einsum("ne,neo->no", values.astype(w.dtype), rows)
+  return jnp.reshape(y, lead + (w.shape[1],))
+
+
+def _dense_impl(x, w, *bias, has_bias, max_events=None):
+  if max_events is None:
+    y = jnp.matmul(x, w)
+  else:
+    y = lax.cond(
+        jnp.max(jnp.sum(x != 0, axis=-1)) <= max_events,
+        lambda: _event_matmul(x, w, max_events).astype(jnp.result_type(x, w)),
+        lambda: jnp.matmul(x, w),
+    )
   if has_bias:
     y = y + bias[0]
   return y
+
+
+def _dense_tangent_impl(x, w, *bias, has_bias, max_events=None):
+  # Which inputs are nonzero has no derivative: the tangent map is the
+  # matmul's.
+  del max_events
+  return _dense_impl(x, w, *bias, has_bias=has_bias)
 
 
 def _trainable_invars(params):
   return {"weight": 1, "bias": 2} if params["has_bias"] else {"weight": 1}
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, has_bias):
+def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **_):
   del weights
   out = {"weight": x[..., :, None] * hidden_dim[..., None, :]}
   if has_bias:
@@ -55,21 +85,20 @@ def _xy_to_trace(x, hidden_dim, weights, *, has_bias):
   return out
 
 
-def _yw_to_w(hidden_dim, trace, *, has_bias):
+def _yw_to_w(hidden_dim, trace, *, has_bias, **_):
   out = {"weight": trace["weight"] * hidden_dim[..., None, :]}
   if has_bias:
     out["bias"] = trace["bias"] * hidden_dim
   return out
 
 
-def _trace_to_dw(trace, weights, *, has_bias):
-  del has_bias
+def _trace_to_dw(trace, weights, **_):
   return {
       k: primitive.sum_to_rank(v, weights[k].ndim) for k, v in trace.items()
   }
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, has_bias):
+def _xy_to_dw(x, hidden_dim, weights, *, has_bias, **_):
   del weights
   x2 = jnp.reshape(x, (-1, x.shape[-1]))
   hd2 = jnp.reshape(hidden_dim, (-1, hidden_dim.shape[-1]))
@@ -79,7 +108,9 @@ def _xy_to_dw(x, hidden_dim, weights, *, has_bias):
   return out
 
 
-def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias):
+def _init_drtrl(
+    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **_
+):
   lead = tuple(y_aval.shape[:-1])
   w_shape = tuple(weight_avals["weight"].shape)
   out = {
@@ -91,12 +122,12 @@ def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias):
   return out
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias):
-  del x_aval, weight_avals, has_bias
+def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
+  del x_aval, weight_avals
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, x, weights, *, has_bias):
+def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **_):
   del weights
   out = {
       "weight": (
@@ -109,7 +140,7 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias):
   return out
 
 
-def _drtrl_solve(trace, g, weights, *, has_bias):
+def _drtrl_solve(trace, g, weights, *, has_bias, **_):
   w = primitive.weighted_state_sum(trace["weight"], g[..., None, :, :])
   out = {"weight": primitive.sum_to_rank(w, weights["weight"].ndim)}
   if has_bias:
@@ -137,6 +168,7 @@ etp_batched_dense_p = primitive.register_primitive(
     trainable_invars_fn=_trainable_invars,
     x_invar_index=0,
     input_free_keys=("bias",),
+    tangent_impl=_dense_tangent_impl,
 )
 etp_batched_dense_p.register_etp_rules(**_RULES)
 
@@ -148,17 +180,28 @@ etp_dense_p = primitive.register_primitive(
     x_invar_index=0,
     input_free_keys=("bias",),
     batched_counterpart=etp_batched_dense_p,
+    tangent_impl=_dense_tangent_impl,
 )
 etp_dense_p.register_etp_rules(**_RULES)
 
 
-def dense(x: Any, w: Any, b: Optional[Any] = None) -> Any:
+def dense(
+    x: Any,
+    w: Any,
+    b: Optional[Any] = None,
+    *,
+    max_events: Optional[int] = None,
+) -> Any:
   r"""ETP-routed affine map :math:`y = x W + b`.
 
   Args:
     x: input of shape ``(I,)`` or ``(B, I)``; may be a ``saiunit.Quantity``.
     w: weight of shape ``(I, O)``; may be a ``saiunit.Quantity``.
     b: optional bias of shape ``(O,)`` in the unit of ``x * w``.
+    max_events: ``None``, or event-driven: while every sample has at most
+      ``max_events`` nonzero inputs (spikes), ``y`` is summed from the rows
+      of ``W`` at those inputs instead of a matmul (else the matmul runs);
+      the same values and derivatives either way.
 
   Returns:
     ``y`` of shape ``(O,)`` or ``(B, O)``, carrying ``unit(x) * unit(w)``.
@@ -195,6 +238,10 @@ def dense(x: Any, w: Any, b: Optional[Any] = None) -> Any:
           f"got shape {b_m.shape}."
       )
     args.append(b_m)
+  max_events = sparse_lib.check_max_events(max_events, w_m.shape[0])
   prim = etp_batched_dense_p if x_m.ndim == 2 else etp_dense_p
-  y = prim.bind(*args, has_bias=b is not None)
+  params = dict(has_bias=b is not None)
+  if max_events is not None:
+    params["max_events"] = max_events
+  y = prim.bind(*args, **params)
   return units.with_unit(y, unit)

@@ -39,6 +39,7 @@ from haiku_etp._src import long_range
 from haiku_etp._src import oracles
 from haiku_etp._src import recurrent
 from haiku_etp._src import registry
+from haiku_etp._src import sparse as sparse_lib
 from haiku_etp._src import spiking
 from haiku_etp._src import state as state_lib
 
@@ -132,6 +133,13 @@ def _eprop(x):
 
 MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     _layer("Linear", lambda: layers.Linear(4), (3,)),
+    _layer(
+        "SparseLinear",
+        lambda: layers.SparseLinear(
+            sparse_lib.Connectivity.random((3, 4), 0.5, seed=0)
+        ),
+        (3,),
+    ),
     _layer("ConvND", lambda: layers.ConvND(2, 3, 3), (5, 5, 2)),
     _layer(
         "Conv1D", lambda: layers.Conv1D(3, 3, rate=2, data_format="NCW"), (2, 6)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from haiku_etp._src import conv as conv_lib
 from haiku_etp._src import dense as dense_lib
+from haiku_etp._src import sparse as sparse_lib
 
 PadFn = Callable[[int], Sequence[int]]
 Padding = Union[str, Sequence[tuple[int, int]], PadFn, Sequence[PadFn]]
@@ -181,6 +182,13 @@ class Linear(hk.Module):
   exactness. Integer and boolean inputs (spikes) are cast to JAX's default
   floating dtype, which the parameters take.
 
+  With a ``mask`` (as ``hk.ConvND`` has) only the weights where it is
+  nonzero act: inputs of rank 1 and 2 go through :func:`haiku_etp.sparse`
+  on the weights gathered at the mask's synapses, so the traces hold one
+  entry per synapse (D-RTRL ``(B, nnz, S)``) and the gradient of ``w`` is
+  zero off the mask; ``w`` keeps its dense shape. Inputs of higher rank use
+  ``w * mask``.
+
   >>> import haiku as hk, jax, jax.numpy as jnp
   >>> f = hk.transform(lambda x: Linear(4)(x))
   >>> params = f.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
@@ -194,6 +202,8 @@ class Linear(hk.Module):
       with_bias: bool = True,
       w_init: Optional[hk.initializers.Initializer] = None,
       b_init: Optional[hk.initializers.Initializer] = None,
+      mask: Optional[Any] = None,
+      max_events: Optional[int] = None,
       name: Optional[str] = None,
   ):
     """Constructs the layer.
@@ -204,25 +214,43 @@ class Linear(hk.Module):
       w_init: weight initialiser; truncated normal with std
         ``1/sqrt(input_size)`` by default.
       b_init: bias initialiser; zeros by default.
+      mask: optional concrete ``(input_size, output_size)`` array (NumPy or
+        a constant): the structural connectivity, nonzero where a weight
+        exists.
+      max_events: ``None``, or an event-driven forward pass for inputs that
+        are mostly zeros (spikes): see :func:`haiku_etp.dense`.
       name: module name.
 
     Raises:
-      ValueError: if ``output_size`` is not a positive int.
+      ValueError: if ``output_size`` is not a positive int, ``mask`` is not
+        a concrete rank-2 array or ``max_events`` not a positive int.
     """
     super().__init__(name=name)
     self.output_size = check_positive(output_size, "output_size")
     self.with_bias = with_bias
     self.w_init = w_init
     self.b_init = b_init or jnp.zeros
+    self.mask = None
+    if mask is not None:
+      self.mask = sparse_lib.Connectivity.from_mask(mask).mask()
+      if self.mask.shape[1] != self.output_size:
+        raise ValueError(
+            f"mask of Linear must have shape (input_size, "
+            f"{self.output_size}), got {self.mask.shape}."
+        )
+    if max_events is not None:
+      max_events = check_positive(max_events, "max_events")
+    self.max_events = max_events
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
     """Applies the layer to ``(..., input_size)`` inputs.
 
     Raises:
-      ValueError: for a scalar input.
+      ValueError: for a scalar input, or a mask whose first axis is not the
+        input size.
     """
     inputs, w, b = self._params(inputs)
-    return self._apply(inputs, w, b)
+    return self._apply(inputs, w, b, self.mask)
 
   def split(self, inputs: jax.Array, num: int) -> tuple[jax.Array, ...]:
     """``jnp.split(self(inputs), num, -1)``, one ETP op per part.
@@ -243,8 +271,9 @@ class Linear(hk.Module):
     """
     size = _part_size(self.output_size, num, "output_size")
     inputs, w, b = self._params(inputs)
+    cut = lambda a, k: None if a is None else a[:, k * size : (k + 1) * size]
     return tuple(
-        self._apply(inputs, w[:, k * size : (k + 1) * size], _part(b, k, size))
+        self._apply(inputs, cut(w, k), _part(b, k, size), cut(self.mask, k))
         for k in range(num)
     )
 
@@ -256,6 +285,12 @@ class Linear(hk.Module):
           f"{tuple(inputs.shape)}."
       )
     input_size = inputs.shape[-1]
+    if self.mask is not None and self.mask.shape[0] != input_size:
+      raise ValueError(
+          f"mask of Linear must have shape ({input_size}, "
+          f"{self.output_size}) for inputs of {input_size} features, got "
+          f"{self.mask.shape}."
+      )
     w_init = self.w_init or fan_in_init(input_size)
     w = hk.get_parameter(
         "w", (input_size, self.output_size), inputs.dtype, init=w_init
@@ -267,9 +302,20 @@ class Linear(hk.Module):
       )
     return inputs, w, b
 
-  def _apply(self, inputs, w, b):
+  def _apply(self, inputs, w, b, mask):
     if inputs.ndim <= 2:
-      return dense_lib.dense(inputs, w, b)
+      if mask is not None:
+        c = sparse_lib.Connectivity.from_mask(mask)
+        return sparse_lib.sparse(
+            inputs,
+            w[c.rows, c.cols],
+            c,
+            b,
+            max_events=self.max_events,
+        )
+      return dense_lib.dense(inputs, w, b, max_events=self.max_events)
+    if mask is not None:
+      w = w * mask.astype(w.dtype)
     n = inputs.ndim - 2
     kernel = jnp.reshape(w, (1,) * n + w.shape)
     return conv_lib.conv(
@@ -279,6 +325,89 @@ class Linear(hk.Module):
         padding="VALID",
         dimension_numbers=dimension_numbers(n, channels_last=True),
     )
+
+
+class SparseLinear(hk.Module):
+  r"""Affine layer on a sparse connectivity, through :func:`haiku_etp.sparse`.
+
+  The weights exist only on the synapses of ``connectivity`` (a
+  :class:`haiku_etp.Connectivity` of shape ``(input_size, output_size)``):
+  the parameter ``w`` is ``(nnz,)``, in the connectivity's order, and
+  nothing of size ``input_size x output_size`` is ever formed, so that
+  networks of ``10^5`` neurons at 1% connectivity fit. D-RTRL's traces are
+  ``(B, nnz, S)``. ``w`` is initialised with a truncated normal of std
+  ``1/sqrt(nnz / output_size)`` (the mean fan-in) by default.
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> from haiku_etp import Connectivity
+  >>> c = Connectivity.random((100, 50), 0.1)
+  >>> f = hk.transform(lambda x: SparseLinear(c)(x))
+  >>> params = f.init(jax.random.PRNGKey(0), jnp.ones((2, 100)))
+  >>> params["sparse_linear"]["w"].shape == (c.nnz,)
+  True
+  """
+
+  def __init__(
+      self,
+      connectivity: Any,
+      with_bias: bool = True,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      b_init: Optional[hk.initializers.Initializer] = None,
+      max_events: Optional[int] = None,
+      name: Optional[str] = None,
+  ):
+    """Constructs the layer.
+
+    Args:
+      connectivity: a :class:`haiku_etp.Connectivity`.
+      with_bias: whether to add a bias of ``(output_size,)``.
+      w_init: initialiser of the ``(nnz,)`` weights.
+      b_init: bias initialiser; zeros by default.
+      max_events: ``None``, or an event-driven sum for inputs that are
+        mostly zeros (spikes): see :func:`haiku_etp.sparse`.
+      name: module name.
+
+    Raises:
+      ValueError: if ``connectivity`` is not a ``Connectivity`` or
+        ``max_events`` not a positive int.
+    """
+    super().__init__(name=name)
+    if not isinstance(connectivity, sparse_lib.Connectivity):
+      raise ValueError(
+          "connectivity of SparseLinear must be a haiku_etp.Connectivity "
+          f"(Connectivity.from_mask or .random), got "
+          f"{type(connectivity).__name__}."
+      )
+    self.connectivity = connectivity
+    self.output_size = connectivity.shape[1]
+    self.with_bias = with_bias
+    self.w_init = w_init
+    self.b_init = b_init or jnp.zeros
+    if max_events is not None:
+      max_events = check_positive(max_events, "max_events")
+    self.max_events = max_events
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    """Applies the layer to ``(input_size,)`` or ``(B, input_size)``.
+
+    Raises:
+      ValueError: for inputs of another rank or size.
+    """
+    inputs = as_floating(inputs)
+    c = self.connectivity
+    fan_in = max(1.0, c.nnz / c.shape[1])
+    w = hk.get_parameter(
+        "w",
+        (c.nnz,),
+        inputs.dtype,
+        init=self.w_init or fan_in_init(fan_in),
+    )
+    b = None
+    if self.with_bias:
+      b = hk.get_parameter(
+          "b", (self.output_size,), inputs.dtype, init=self.b_init
+      )
+    return sparse_lib.sparse(inputs, w, c, b, max_events=self.max_events)
 
 
 class ConvND(hk.Module):

@@ -142,6 +142,7 @@ class ETPPrimitive(jex_core.Primitive):
     self._input_free_keys = input_free_keys
     self._batch_axes_fn = batch_axes_fn or (lambda params: (0, 0))
     self.batched_counterpart: Optional["ETPPrimitive"] = None
+    self.tangent_impl = impl
 
   def trainable_invars(self, params: Params) -> dict[str, int]:
     """Maps each trainable input name to its operand index."""
@@ -233,7 +234,7 @@ def _jvp(primals, tangents, *, prim, **params):
     args = list(primals)
     for i, a in zip(nonzero, nz_args):
       args[i] = a
-    return prim.impl(*args, **params)
+    return prim.tangent_impl(*args, **params)
 
   if not nonzero:
     return out, ad.Zero.from_primal_value(out)
@@ -308,6 +309,7 @@ def register_primitive(
     batch_axes_fn: Optional[Callable[[Params], Any]] = None,
     batching_rule: Optional[Callable[..., Any]] = None,
     batched_counterpart: Optional[ETPPrimitive] = None,
+    tangent_impl: Optional[Callable[..., Array]] = None,
 ) -> ETPPrimitive:
   """Creates an ETP primitive from a single implementation function.
 
@@ -332,6 +334,9 @@ def register_primitive(
       ``(args, dims, **params)`` and returns ``(out, out_dim)``.
     batched_counterpart: for an unbatched op, the batched primitive that
       ``vmap`` over ``x`` alone promotes it to.
+    tangent_impl: the function whose JVP gives the op's tangent map, when
+      ``impl`` computes the same values by a route that is not
+      differentiable (an event-driven sum); defaults to ``impl``.
 
   Returns:
     The new :class:`ETPPrimitive`. Register its rules with
@@ -354,6 +359,7 @@ def register_primitive(
       batch_axes_fn=batch_axes_fn,
   )
   prim.batched_counterpart = batched_counterpart
+  prim.tangent_impl = tangent_impl or impl
   prim.def_impl(impl)
   prim.def_abstract_eval(functools.partial(_abstract_eval, impl=impl))
   mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))

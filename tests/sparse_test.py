@@ -1,0 +1,370 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""Sparse connectivity and event-driven inputs.
+
+The sparse op against the dense op with the same mask (forward, rules,
+learners, float64), its traces one entry per synapse, gradients zero off the
+mask, a full mask equal to the dense op, the event-driven sums equal to the
+products, and the errors that name the bad argument.
+"""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import haiku_etp
+from haiku_etp import extend
+from haiku_etp import testing
+from tests import test_util
+
+_T, _B, _I, _O = 5, 2, 6, 4
+
+
+def _mask(seed=0, density=0.4):
+  return haiku_etp.Connectivity.random((_I, _O), density, seed).mask()
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.RandomState(seed).standard_normal(shape))
+
+
+def _integrator(make_layer, readout_mask=None):
+  """``v = 0.8 v + layer(x)``, read out by a (masked) ``Linear``."""
+
+  def step(x):
+    y = make_layer()(x)
+    v = haiku_etp.get_hidden_state("v", y.shape, y.dtype)
+    v = 0.8 * v + y
+    haiku_etp.set_hidden_state("v", v)
+    return haiku_etp.Linear(3, mask=readout_mask, name="readout")(jnp.tanh(v))
+
+  return hk.transform_with_state(step)
+
+
+def _constructed(make):
+  """A thunk that constructs a module inside ``hk.transform``."""
+  return lambda: hk.transform(make).init(jax.random.PRNGKey(0))
+
+
+def _grads(learner, params, state, xs, ys, window):
+  state = learner.init_state(params, state, None, xs[0])
+  fn = learner.sequence_grad(testing.mse, window=window)
+  return fn(params, state, None, xs, ys).grads
+
+
+class ConnectivityTest(parameterized.TestCase):
+
+  def test_from_mask_random_and_equality(self):
+    mask = _mask()
+    c = haiku_etp.Connectivity.from_mask(mask)
+    self.assertEqual(c.nnz, int(mask.sum()))
+    np.testing.assert_array_equal(c.mask(), mask)
+    # Sorted by output, then input.
+    self.assertTrue(np.all(np.diff(c.cols * _I + c.rows) > 0))
+    self.assertEqual(c, haiku_etp.Connectivity.from_mask(mask.astype(float)))
+    self.assertEqual(hash(c), hash(haiku_etp.Connectivity.from_mask(mask)))
+    self.assertNotEqual(c, haiku_etp.Connectivity.from_mask(_mask(1)))
+    r = haiku_etp.Connectivity.random((200, 300), 0.01, seed=3)
+    self.assertBetween(r.density, 0.007, 0.013)
+    self.assertEqual(r, haiku_etp.Connectivity.random((200, 300), 0.01, 3))
+
+  @parameterized.named_parameters(
+      (
+          "out_of_range",
+          lambda: haiku_etp.Connectivity([0, 6], [1, 1], (6, 4)),
+          r"rows must lie in \[0, 6\)",
+      ),
+      (
+          "negative",
+          lambda: haiku_etp.Connectivity([0], [-1], (6, 4)),
+          r"cols must lie in \[0, 4\)",
+      ),
+      (
+          "float_indices",
+          lambda: haiku_etp.Connectivity([0.0, 1.0], [1, 2], (6, 4)),
+          "rows must be integers, got dtype float64",
+      ),
+      (
+          "lengths",
+          lambda: haiku_etp.Connectivity([0, 1], [1], (6, 4)),
+          "2 rows and 1 cols",
+      ),
+      (
+          "duplicate",
+          lambda: haiku_etp.Connectivity([1, 1], [2, 2], (6, 4)),
+          r"synapse \(1, 2\) more than once",
+      ),
+      (
+          "bad_shape",
+          lambda: haiku_etp.Connectivity([0], [0], (6,)),
+          "shape must be two positive ints",
+      ),
+      (
+          "mask_rank",
+          lambda: haiku_etp.Connectivity.from_mask(np.ones(3)),
+          "mask must have rank 2",
+      ),
+      (
+          "density",
+          lambda: haiku_etp.Connectivity.random((3, 3), 0.0),
+          r"density must be in \(0, 1\]",
+      ),
+  )  # pyformat: disable
+  def test_bad_connectivity(self, thunk, regex):
+    with self.assertRaisesRegex(ValueError, regex):
+      thunk()
+
+  def test_bad_op_and_module_arguments(self):
+    c = haiku_etp.Connectivity.from_mask(_mask())
+    x = jnp.ones((_B, _I))
+    cases = (
+        (
+            lambda: haiku_etp.sparse(x, jnp.ones(c.nnz + 1), c),
+            rf"shape \({c.nnz},\), one value per synapse",
+        ),
+        (
+            lambda: haiku_etp.sparse(jnp.ones((_B, 5)), jnp.ones(c.nnz), c),
+            rf"shape \({_I},\) or \(B, {_I}\)",
+        ),
+        (
+            lambda: haiku_etp.sparse(x, jnp.ones(c.nnz), _mask()),
+            "must be a haiku_etp.Connectivity, got ndarray",
+        ),
+        (
+            lambda: haiku_etp.sparse(x, jnp.ones(c.nnz), c, jnp.ones(3)),
+            rf"Bias of sparse must have shape \({_O},\)",
+        ),
+        (
+            lambda: haiku_etp.sparse(x, jnp.ones(c.nnz), c, max_events=0),
+            rf"max_events must be None or an int in \[1, {_I}\]",
+        ),
+        (
+            lambda: haiku_etp.dense(x, jnp.ones((_I, _O)), max_events=2.5),
+            "max_events must be None or an int",
+        ),
+        (
+            _constructed(lambda: haiku_etp.Linear(_O, mask=np.ones((_I, 3)))),
+            rf"mask of Linear must have shape \(input_size, {_O}\)",
+        ),
+        (
+            lambda: hk.transform(
+                lambda x: haiku_etp.Linear(_O, mask=np.ones((5, _O)))(x)
+            ).init(jax.random.PRNGKey(0), x),
+            rf"must have shape \({_I}, {_O}\) for inputs of {_I} features",
+        ),
+        (
+            _constructed(lambda: haiku_etp.SparseLinear(_mask())),
+            "connectivity of SparseLinear must be a haiku_etp.Connectivity",
+        ),
+        (
+            _constructed(lambda: haiku_etp.SparseLinear(c, max_events=-1)),
+            "max_events must be a positive int",
+        ),
+    )  # pyformat: disable
+    for thunk, regex in cases:
+      with self.subTest(regex):
+        with self.assertRaisesRegex(ValueError, regex):
+          thunk()
+
+  def test_a_traced_mask_is_refused(self):
+    def f(m):
+      return haiku_etp.Connectivity.from_mask(m)
+
+    with self.assertRaisesRegex(ValueError, "mask must be concrete"):
+      jax.jit(f)(jnp.ones((2, 2)))
+
+
+class SparseOpTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+
+  def test_equals_dense_with_the_mask_and_events(self):
+    c = haiku_etp.Connectivity.from_mask(_mask())
+    w, b = _normal(1, (c.nnz,)), _normal(2, (_O,))
+    dense_w = jnp.zeros((_I, _O)).at[c.rows, c.cols].set(w)
+    # Spikes at a rate of about 1/3, scaled, so the values matter.
+    x = _normal(3, (8, _I)) * (np.random.RandomState(4).rand(8, _I) < 0.35)
+    want = x @ dense_w + b
+    active = int(jnp.max(jnp.sum(x != 0, -1)))
+    for max_events in (None, active, _I, 1):  # 1: falls back to the sum
+      with self.subTest(max_events=max_events):
+        np.testing.assert_allclose(
+            haiku_etp.sparse(x, w, c, b, max_events=max_events),
+            want,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            haiku_etp.dense(x, dense_w, b, max_events=max_events),
+            want,
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            haiku_etp.sparse(x[0], w, c, b, max_events=max_events),
+            want[0],
+            atol=1e-12,
+        )
+    # The event-driven sum's derivatives are the product's, also at the
+    # inputs that are zero.
+    f = lambda x, w: jnp.sum(jnp.sin(haiku_etp.sparse(x, w, c, max_events=6)))
+    g = lambda x, w: jnp.sum(jnp.sin(x @ w))
+    gx, gw = jax.grad(f, (0, 1))(x, w)
+    hx, hw = jax.grad(g, (0, 1))(x, dense_w)
+    np.testing.assert_allclose(gx, hx, atol=1e-12)
+    np.testing.assert_allclose(gw, hw[c.rows, c.cols], atol=1e-12)
+    e = lambda x, w: jnp.sum(jnp.sin(haiku_etp.dense(x, w, max_events=6)))
+    ex, ew = jax.grad(e, (0, 1))(x, dense_w)
+    np.testing.assert_allclose(ex, hx, atol=1e-12)
+    np.testing.assert_allclose(ew, hw, atol=1e-12)
+    # vmap over the input keeps the primitive.
+    jaxpr = jax.make_jaxpr(jax.vmap(lambda x: haiku_etp.sparse(x, w, c)))(x)
+    self.assertIn("etp_batched_sparse", str(jaxpr))
+
+  @parameterized.named_parameters(
+      ("kept_S1_fast", False, 1, True),
+      ("kept_S2_generic", False, 2, False),
+      ("stripped_S2_fast", True, 2, True),
+  )
+  def test_rule_oracles(self, strip, num_states, fast):
+    c = haiku_etp.Connectivity.from_mask(_mask())
+    weights = {"weight": _normal(5, (c.nnz,)), "bias": _normal(6, (_O,))}
+    xs = _normal(7, (_T, 3, _I))
+    params = {"has_bias": True, "connectivity": c, "max_events": None}
+    prim = extend.etp_batched_sparse_p
+    r = test_util.jit_oracle(
+        testing.drtrl_rule_oracle,
+        prim,
+        params,
+        num_hidden_state=num_states,
+        strip_batch=strip,
+        fast=fast,
+    )(weights, xs)
+    self.assertLess(r.relative_error, 1e-12)
+    r = test_util.jit_oracle(
+        testing.pp_rule_oracle,
+        prim,
+        params,
+        num_hidden_state=num_states,
+        decay=(0.8, 0.0),
+        leak=0.8,
+    )(weights, xs)
+    self.assertLess(r.relative_error, 1e-12)
+
+
+class SparseLearnerTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.enter_context(jax.enable_x64(True))
+
+  def test_masked_linear_is_the_dense_op_on_its_synapses(self):
+    mask, readout_mask = (
+        _mask(0),
+        haiku_etp.Connectivity.random((_O, 3), 0.6, seed=2).mask(),
+    )
+    masked = _integrator(lambda: haiku_etp.Linear(_O, mask=mask), readout_mask)
+    dense = _integrator(lambda: haiku_etp.Linear(_O))
+    xs = _normal(8, (_T, _B, _I))
+    ys = _normal(9, (_T, _B, 3))
+    params, state = masked.init(jax.random.PRNGKey(0), xs[0])
+    # The dense model with the masked weights computes the same function.
+    dense_params = {
+        "linear": {
+            "w": params["linear"]["w"] * mask,
+            "b": params["linear"]["b"],
+        },
+        "readout": {
+            "w": params["readout"]["w"] * readout_mask,
+            "b": params["readout"]["b"],
+        },
+    }
+    reference = testing.bptt_grads(
+        masked, testing.mse, params, state, None, xs, ys
+    )[0]
+    dense_ref = testing.bptt_grads(
+        dense, testing.mse, dense_params, state, None, xs, ys
+    )[0]
+    for m, path in ((mask, "linear"), (readout_mask, "readout")):
+      np.testing.assert_array_equal(reference[path]["w"][~m.astype(bool)], 0)
+      np.testing.assert_allclose(
+          reference[path]["w"], dense_ref[path]["w"] * m, atol=1e-12
+      )
+    for name in ("d_rtrl", "es_d_rtrl"):
+      options = {"decay": (0.8, 0.0)} if name == "es_d_rtrl" else {}
+      learner = haiku_etp.make_learner(name, masked, **options)
+      for window in (1, 3):
+        with self.subTest(learner=name, window=window):
+          if name == "es_d_rtrl":
+            # Exact for the layer's weights on this uniform leak; the
+            # readout's input is tanh(v), not a leak, so only the layer.
+            got = _grads(learner, params, state, xs, ys, window)
+            np.testing.assert_allclose(
+                got["linear"]["w"], reference["linear"]["w"], atol=1e-10
+            )
+            continue
+          got = _grads(learner, params, state, xs, ys, window)
+          chex_close = jax.tree_util.tree_map(
+              lambda a, b: float(jnp.max(jnp.abs(a - b))), got, reference
+          )
+          self.assertLess(max(jax.tree_util.tree_leaves(chex_close)), 1e-10)
+    # One trace entry per synapse: (B, nnz, S).
+    learner = haiku_etp.d_rtrl(masked)
+    full = learner.init_state(params, state, None, xs[0])
+    shapes = {
+        k: v.shape for k, v in learner.traces(full).items() if ":weight@" in k
+    }
+    nnz = int(mask.sum())
+    self.assertIn((_B, nnz, 1), shapes.values(), shapes)
+    self.assertNotIn((_B, _I, _O, 1), shapes.values(), shapes)
+
+  def test_a_full_mask_is_the_dense_op(self):
+    full = _integrator(lambda: haiku_etp.Linear(_O, mask=np.ones((_I, _O))))
+    dense = _integrator(lambda: haiku_etp.Linear(_O))
+    xs = _normal(10, (_T, _B, _I))
+    ys = _normal(11, (_T, _B, 3))
+    params, state = dense.init(jax.random.PRNGKey(0), xs[0])
+    outs = [m.apply(params, state, None, xs[0])[0] for m in (full, dense)]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-14)
+    got = [
+        _grads(haiku_etp.d_rtrl(m), params, state, xs, ys, 1)
+        for m in (full, dense)
+    ]
+    chex_close = jax.tree_util.tree_map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))), got[0], got[1]
+    )
+    self.assertLess(max(jax.tree_util.tree_leaves(chex_close)), 1e-12)
+
+  def test_sparse_linear_takes_only_the_synapses(self):
+    c = haiku_etp.Connectivity.random((_I, _O), 0.3, seed=5)
+    model = _integrator(lambda: haiku_etp.SparseLinear(c, max_events=_I))
+    xs = jnp.asarray(np.random.RandomState(12).rand(_T, _B, _I) < 0.3, float)
+    ys = _normal(13, (_T, _B, 3))
+    params, state = model.init(jax.random.PRNGKey(0), xs[0])
+    self.assertEqual(params["sparse_linear"]["w"].shape, (c.nnz,))
+    reference = testing.bptt_grads(
+        model, testing.mse, params, state, None, xs, ys
+    )[0]
+    got = _grads(haiku_etp.d_rtrl(model), params, state, xs, ys, 1)
+    np.testing.assert_allclose(
+        got["sparse_linear"]["w"], reference["sparse_linear"]["w"], atol=1e-10
+    )
+
+
+if __name__ == "__main__":
+  absltest.main()
