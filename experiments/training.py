@@ -30,7 +30,9 @@ Config fields: ``task`` (``name`` plus the task's keyword hyperparameters),
 their names, ``form`` from ``es_form`` and ``params`` from
 ``rtrl_params``), ``decay`` and ``es_form`` (ES-D-RTRL: ``window`` or
 ``fused``), ``max_trace_bytes`` and ``rtrl_params`` (RTRL's budget and the
-parameters it keeps the full influence of; empty: all), ``window``
+parameters it keeps the full influence of; empty: all), ``trace_dtype``
+(the online learners' trace storage, ``bfloat16`` or ``float16``; empty:
+the parameters' dtype), ``window``
 (online learners and ``tbptt``), ``update_every`` (apply the optimizer every
 that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,

@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.feedback = "symmetric"
   config.feedback_seed = 0
   config.feedback_rate = 1e-3
+  # The dtype the online learners store their traces in between steps
+  # ("bfloat16", "float16"); "": the parameters' dtype.
+  config.trace_dtype = ""
   # BPTT's gradient checkpointing: "" (none), "sqrt" (segments of
   # ceil(sqrt(T)) steps) or a number of steps per segment.
   config.remat = ""

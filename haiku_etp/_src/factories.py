@@ -21,7 +21,7 @@ Each builds a trace algorithm (:mod:`~haiku_etp._src.traces`,
 them by name.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import haiku as hk
 
@@ -39,6 +39,7 @@ def d_rtrl(
     *,
     fast: bool = True,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   r"""D-RTRL: per-parameter eligibility traces, rolled forward in time.
 
@@ -63,6 +64,10 @@ def d_rtrl(
     max_cross_bytes: the largest total size of the cross-group traces
       (``None``: no limit; 0: none). A relation whose traces do not fit keeps
       the cut, with a ``cross_trace_over_budget`` warning naming the bytes.
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner`.
@@ -87,6 +92,7 @@ def d_rtrl(
       model,
       traces_lib.DRTRL(fast=fast, max_cross_bytes=max_cross_bytes),
       "d_rtrl",
+      trace_dtype=trace_dtype,
   )  # pyformat: disable
 
 
@@ -96,6 +102,7 @@ def es_d_rtrl(
     *,
     rank: Optional[int] = None,
     form: str = "window",
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   r"""ES-D-RTRL: input-side and output-side traces, ``O(B (I + O S))``.
 
@@ -137,6 +144,10 @@ def es_d_rtrl(
       ``(n - 1) / (n + 1)`` whose window has the centre of mass of ``n``
       steps.
     form: ``"window"`` or ``"fused"`` (see above).
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner`.
@@ -150,7 +161,7 @@ def es_d_rtrl(
   if form not in ("window", "fused"):
     raise ValueError(f"form must be 'window' or 'fused', got {form!r}.")
   algorithm = traces_lib.ESDRTRL(alpha_x, alpha_f, fused=form == "fused")
-  return _learner(model, algorithm, "es_d_rtrl")
+  return _learner(model, algorithm, "es_d_rtrl", trace_dtype=trace_dtype)
 
 
 def rtrl(
@@ -159,6 +170,7 @@ def rtrl(
     max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
     params: Optional[Sequence[str]] = None,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   r"""RTRL: the exact online gradient, for any step.
 
@@ -186,6 +198,10 @@ def rtrl(
       every parameter that reaches hidden state.
     max_cross_bytes: D-RTRL's cross-group budget for the other parameters
       (with ``params``).
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner`.
@@ -222,11 +238,14 @@ def rtrl(
       params=params,
       max_cross_bytes=max_cross_bytes,
   )
-  return _learner(model, algorithm, "rtrl")
+  return _learner(model, algorithm, "rtrl", trace_dtype=trace_dtype)
 
 
 def uoro(
-    model: hk.TransformedWithState, *, projection: str = "signs"
+    model: hk.TransformedWithState,
+    *,
+    projection: str = "signs",
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   """UORO (Tallec & Ollivier, 2017): an unbiased rank-one estimate of RTRL.
 
@@ -240,6 +259,10 @@ def uoro(
     model: a ``hk.transform_with_state`` step.
     projection: ``"signs"`` (the rule) or ``"ones"`` (no random signs:
       biased; for comparison).
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner` named ``"uoro"``.
@@ -249,7 +272,12 @@ def uoro(
   """
   from haiku_etp._src import uoro as uoro_lib  # pylint: disable=g-import-not-at-top
 
-  return _learner(model, uoro_lib.UORO(projection=projection), "uoro")
+  return _learner(
+      model,
+      uoro_lib.UORO(projection=projection),
+      "uoro",
+      trace_dtype=trace_dtype,
+  )
 
 
 def snap(
@@ -257,6 +285,7 @@ def snap(
     n: int = 1,
     *,
     max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   """SnAp-n (Menick et al., 2020): RTRL's influence on a sparsity pattern.
 
@@ -272,6 +301,10 @@ def snap(
     model: a ``hk.transform_with_state`` step.
     n: the pattern's number of steps, ``>= 1``.
     max_trace_bytes: the largest total size of the stored entries.
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner` named ``"snap"``.
@@ -283,7 +316,10 @@ def snap(
   from haiku_etp._src import snap as snap_lib  # pylint: disable=g-import-not-at-top
 
   return _learner(
-      model, snap_lib.SnAp(n=n, max_trace_bytes=max_trace_bytes), "snap"
+      model,
+      snap_lib.SnAp(n=n, max_trace_bytes=max_trace_bytes),
+      "snap",
+      trace_dtype=trace_dtype,
   )
 
 
@@ -295,6 +331,7 @@ def eprop(
     feedback_rate: float = 1e-3,
     readout: Optional[str] = None,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   """e-prop (Bellec et al., 2020) with its feedback variants.
 
@@ -320,6 +357,10 @@ def eprop(
     readout: the path of the readout's weight (``"readout/w"``); ``None``:
       the last ETP op on hidden state whose output does not feed it back.
     max_cross_bytes: D-RTRL's cross-group budget.
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner` named ``"eprop"``.
@@ -338,7 +379,7 @@ def eprop(
       max_cross_bytes=max_cross_bytes,
       name="eprop",
   )
-  return _learner(model, algorithm, "eprop")
+  return _learner(model, algorithm, "eprop", trace_dtype=trace_dtype)
 
 
 def rflo(
@@ -346,6 +387,7 @@ def rflo(
     *,
     feedback_seed: int = 0,
     readout: Optional[str] = None,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   r"""RFLO (Murray, 2019): random-feedback local online learning.
 
@@ -362,6 +404,10 @@ def rflo(
     feedback_seed: the seed of the feedback matrix.
     readout: the path of the readout's weight (``None``: found as for
       :func:`eprop`).
+    trace_dtype: ``None``, or the dtype the traces are stored in between
+      steps (``"bfloat16"``, ``"float16"``): half the trace memory and
+      traffic; they are rolled and contracted in the parameters' dtype
+      (:mod:`~haiku_etp._src.precision`).
 
   Returns:
     A :class:`Learner` named ``"rflo"``.
@@ -371,7 +417,7 @@ def rflo(
   algorithm = feedback_lib.Feedback(
       feedback="random", seed=feedback_seed, readout=readout, name="rflo"
   )
-  return _learner(model, algorithm, "rflo")
+  return _learner(model, algorithm, "rflo", trace_dtype=trace_dtype)
 
 
 def bptt(model: hk.TransformedWithState, remat=None) -> Learner:
@@ -432,7 +478,10 @@ def tbptt(model: hk.TransformedWithState, window: int) -> Learner:
 
 
 def from_algorithm(
-    model: hk.TransformedWithState, algorithm: protocol.TraceAlgorithm
+    model: hk.TransformedWithState,
+    algorithm: protocol.TraceAlgorithm,
+    *,
+    trace_dtype: Optional[Any] = None,
 ) -> Learner:
   """A learner from any :class:`~haiku_etp.TraceAlgorithm`.
 
@@ -444,6 +493,8 @@ def from_algorithm(
   Args:
     model: a ``hk.transform_with_state`` step.
     algorithm: a trace algorithm (``haiku_etp.TraceAlgorithm``).
+    trace_dtype: ``None``, or the dtype its floating traces are stored in
+      between steps (see :func:`d_rtrl`).
 
   Returns:
     A :class:`Learner`.
@@ -451,4 +502,4 @@ def from_algorithm(
   Raises:
     TypeError: if ``algorithm`` lacks a member of the protocol.
   """
-  return _learner(model, algorithm, algorithm.name)
+  return _learner(model, algorithm, algorithm.name, trace_dtype=trace_dtype)

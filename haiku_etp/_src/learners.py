@@ -49,6 +49,7 @@ import numpy as np
 from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import fused as fused_lib
 from haiku_etp._src import online_loop
+from haiku_etp._src import precision
 from haiku_etp._src import protocol
 from haiku_etp._src import sequence
 from haiku_etp._src import state as state_lib
@@ -833,9 +834,12 @@ def _as_model(model) -> hk.TransformedWithState:
   )
 
 
-def _learner(model, algorithm, name: str, window=None, remat=None) -> Learner:
+def _learner(
+    model, algorithm, name: str, window=None, remat=None, trace_dtype=None
+) -> Learner:
   if algorithm is not None:
     protocol.check_algorithm(algorithm)
+    algorithm = precision.store_traces_in(algorithm, trace_dtype)
   core = _Core(
       _as_model(model),
       algorithm,

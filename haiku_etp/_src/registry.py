@@ -160,32 +160,32 @@ def learner_label(name: str, options: dict) -> str:
 register_learner(
     "d_rtrl",
     factories.d_rtrl,
-    options=("fast", "max_cross_bytes"),
+    options=("fast", "max_cross_bytes", "trace_dtype"),
     description="D-RTRL: per-parameter traces, exact on per-position "
     "transitions",
 )
 register_learner(
     "es_d_rtrl",
     factories.es_d_rtrl,
-    options=("decay", "rank", "form"),
+    options=("decay", "rank", "form", "trace_dtype"),
     description="ES-D-RTRL: input- and output-side traces, O(B (I + O S))",
 )
 register_learner(
     "rtrl",
     factories.rtrl,
-    options=("max_trace_bytes", "params", "max_cross_bytes"),
+    options=("max_trace_bytes", "params", "max_cross_bytes", "trace_dtype"),
     description="RTRL: the full influence, exact on every step",
 )
 register_learner(
     "uoro",
     factories.uoro,
-    options=("projection",),
+    options=("projection", "trace_dtype"),
     description="UORO: unbiased rank-one estimate of RTRL's influence",
 )
 register_learner(
     "snap",
     factories.snap,
-    options=("n", "max_trace_bytes"),
+    options=("n", "max_trace_bytes", "trace_dtype"),
     description="SnAp-n: RTRL's influence on the entries n steps reach",
 )
 register_learner(
@@ -197,6 +197,7 @@ register_learner(
         "feedback_rate",
         "readout",
         "max_cross_bytes",
+        "trace_dtype",
     ),
     description="e-prop: D-RTRL's traces, the error through symmetric, "
     "random or adaptive feedback",
@@ -204,7 +205,7 @@ register_learner(
 register_learner(
     "rflo",
     factories.rflo,
-    options=("feedback_seed", "readout"),
+    options=("feedback_seed", "readout", "trace_dtype"),
     description="RFLO: leaky local traces and fixed random feedback",
 )
 register_learner(
