@@ -28,7 +28,9 @@ from haiku_etp import testing
 from haiku_etp._src.compiler import CompileError
 from haiku_etp._src.conv import conv
 from haiku_etp._src.dense import dense
+from haiku_etp._src.einsum import einsum
 from haiku_etp._src.elementwise import elementwise
+from haiku_etp._src.embedding import embedding
 from haiku_etp._src.sparse import Connectivity
 from haiku_etp._src.sparse import sparse
 from haiku_etp._src.factories import bptt
@@ -45,6 +47,7 @@ from haiku_etp._src.layers import Conv1D
 from haiku_etp._src.layers import Conv2D
 from haiku_etp._src.layers import Conv3D
 from haiku_etp._src.layers import ConvND
+from haiku_etp._src.layers import Embed
 from haiku_etp._src.layers import Linear
 from haiku_etp._src.layers import SparseLinear
 from haiku_etp._src.learners import ApproximationWarning
@@ -122,6 +125,7 @@ __all__ = (
     "LeakyReadout",
     "Learner",
     "LearnerSpec",
+    "Embed",
     "Linear",
     "SparseLinear",
     "Connectivity",
@@ -143,7 +147,9 @@ __all__ = (
     "d_rtrl",
     "dense",
     "sparse",
+    "einsum",
     "elementwise",
+    "embedding",
     "es_d_rtrl",
     "extend",
     "from_algorithm",

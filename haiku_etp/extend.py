@@ -26,7 +26,11 @@ from haiku_etp._src.conv import conv_dimension_numbers
 from haiku_etp._src.conv import etp_conv_p
 from haiku_etp._src.dense import etp_batched_dense_p
 from haiku_etp._src.dense import etp_dense_p
+from haiku_etp._src.einsum import etp_batched_einsum_p
+from haiku_etp._src.einsum import etp_einsum_p
 from haiku_etp._src.elementwise import etp_elementwise_p
+from haiku_etp._src.embedding import etp_batched_embedding_p
+from haiku_etp._src.embedding import etp_embedding_p
 from haiku_etp._src.primitive import DecomposedPrimitiveWarning
 from haiku_etp._src.primitive import drtrl_init
 from haiku_etp._src.primitive import drtrl_solve
@@ -55,7 +59,11 @@ __all__ = (
     "etp_batched_dense_p",
     "etp_conv_p",
     "etp_dense_p",
+    "etp_batched_einsum_p",
+    "etp_einsum_p",
     "etp_elementwise_p",
+    "etp_batched_embedding_p",
+    "etp_embedding_p",
     "etp_batched_sparse_p",
     "etp_sparse_p",
     "get_etp_rules",

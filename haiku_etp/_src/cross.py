@@ -471,6 +471,11 @@ def plan(step, relations, groups, hidden_group, flows, findings, budget):
     reach[i] = reached
     if not _valid(g, i, down, reached, bits):
       continue
+    if relations[i].groups and relations[i].primitive.own_trace_layout(
+        relations[i].params
+    ):
+      # Its own trace has a layout the hops' generic rules do not read.
+      continue
     hops = tuple(_hop(g, i, j, reached, down) for j in down)
     filtered = tuple(
         (grp, hop.relation)

@@ -81,6 +81,13 @@ def _integrate(y_t: jax.Array) -> jax.Array:
   return v_t
 
 
+def _token_ids(x: jax.Array) -> jax.Array:
+  """Integer ids from a float input ``(B, L)``: position ``l`` looks up row
+  ``l`` or ``l + 1`` (two rows over time, so two slots of a per-row trace
+  suffice)."""
+  return jnp.arange(x.shape[-1]) + (x > 0).astype(jnp.int32)
+
+
 def _layer(name, make, input_shape) -> ModuleExample:
   return ModuleExample(
       name=name,
@@ -139,6 +146,14 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
             sparse_lib.Connectivity.random((3, 4), 0.5, seed=0)
         ),
         (3,),
+    ),
+    ModuleExample(
+        "Embed",
+        lambda x: _integrate(layers.Embed(5, 3, max_rows=2)(_token_ids(x))),
+        (2,),
+        exact=("d_rtrl",),
+        # Integer ids cannot be filtered: ES-D-RTRL keeps alpha_x = 0.
+        es_decay=(0.0, _LEAK),
     ),
     _layer("ConvND", lambda: layers.ConvND(2, 3, 3), (5, 5, 2)),
     _layer(

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from haiku_etp._src import conv as conv_lib
 from haiku_etp._src import dense as dense_lib
+from haiku_etp._src import embedding as embedding_lib
 from haiku_etp._src import sparse as sparse_lib
 
 PadFn = Callable[[int], Sequence[int]]
@@ -408,6 +409,70 @@ class SparseLinear(hk.Module):
           "b", (self.output_size,), inputs.dtype, init=self.b_init
       )
     return sparse_lib.sparse(inputs, w, c, b, max_events=self.max_events)
+
+
+class Embed(hk.Module):
+  """Token embedding through :func:`haiku_etp.embedding`.
+
+  Like ``hk.Embed``: the parameter ``embeddings`` of shape
+  ``(vocab_size, embed_dim)``, truncated normal (std 1) by default, and
+  ``ids -> embeddings[ids]`` for integer ``ids`` with a leading batch axis
+  (``(B,)`` or ``(B, L)``; ``batched=False`` for one sample). With
+  ``max_rows``, D-RTRL keeps its trace per looked-up row instead of over the
+  vocabulary (see :func:`haiku_etp.embedding`).
+
+  >>> import haiku as hk, jax, jax.numpy as jnp
+  >>> f = hk.transform(lambda ids: Embed(10, 4)(ids))
+  >>> params = f.init(jax.random.PRNGKey(0), jnp.zeros((2,), jnp.int32))
+  >>> params["embed"]["embeddings"].shape
+  (10, 4)
+  """
+
+  def __init__(
+      self,
+      vocab_size: int,
+      embed_dim: int,
+      w_init: Optional[hk.initializers.Initializer] = None,
+      max_rows: Optional[int] = None,
+      batched: bool = True,
+      name: Optional[str] = None,
+  ):
+    """Constructs the embedding.
+
+    Args:
+      vocab_size: rows of the table.
+      embed_dim: width of each row.
+      w_init: initialiser of the table.
+      max_rows: ``None``, or D-RTRL's slots per sample and position of a
+        trace kept per looked-up row.
+      batched: whether the ids carry a leading batch axis.
+      name: module name.
+
+    Raises:
+      ValueError: for sizes that are not positive ints.
+    """
+    super().__init__(name=name)
+    self.vocab_size = check_positive(vocab_size, "vocab_size")
+    self.embed_dim = check_positive(embed_dim, "embed_dim")
+    self.w_init = w_init or hk.initializers.TruncatedNormal()
+    self.max_rows = max_rows
+    self.batched = batched
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """Looks the rows of ``ids`` up.
+
+    Raises:
+      ValueError: for non-integer ids or ids out of range.
+    """
+    table = hk.get_parameter(
+        "embeddings",
+        (self.vocab_size, self.embed_dim),
+        jnp.result_type(float),
+        init=self.w_init,
+    )
+    return embedding_lib.embedding(
+        ids, table, batched=self.batched, max_rows=self.max_rows
+    )
 
 
 class ConvND(hk.Module):

@@ -133,6 +133,7 @@ class ETPPrimitive(jex_core.Primitive):
       x_invar_index: Optional[int],
       input_free_keys: Optional[Sequence[str]] = None,
       batch_axes_fn: Optional[Callable[[Params], Any]] = None,
+      own_trace_layout_fn: Optional[Callable[[Params], bool]] = None,
   ):
     super().__init__(name)
     self.impl = impl
@@ -141,6 +142,7 @@ class ETPPrimitive(jex_core.Primitive):
     self._trainable_invars_fn = trainable_invars_fn
     self._input_free_keys = input_free_keys
     self._batch_axes_fn = batch_axes_fn or (lambda params: (0, 0))
+    self._own_trace_layout_fn = own_trace_layout_fn or (lambda params: False)
     self.batched_counterpart: Optional["ETPPrimitive"] = None
     self.tangent_impl = impl
 
@@ -159,6 +161,12 @@ class ETPPrimitive(jex_core.Primitive):
   def batch_axes(self, params: Params) -> Optional[tuple[int, int]]:
     """``(x_batch_axis, y_batch_axis)``, or ``None`` if the batch is mixed."""
     return self._batch_axes_fn(params)
+
+  def own_trace_layout(self, params: Params) -> bool:
+    """Whether its D-RTRL trace has a layout of its own (extra entries, or
+    slots that the generic rules do not know): then only its fast paths
+    roll and solve it, and it is no source of cross-group traces."""
+    return bool(self._own_trace_layout_fn(params))
 
   def split_operands(self, args: Sequence[Any], params: Params):
     """Splits operands into ``(x, weights)`` using the primitive's metadata."""
@@ -310,6 +318,7 @@ def register_primitive(
     batching_rule: Optional[Callable[..., Any]] = None,
     batched_counterpart: Optional[ETPPrimitive] = None,
     tangent_impl: Optional[Callable[..., Array]] = None,
+    own_trace_layout_fn: Optional[Callable[[Params], bool]] = None,
 ) -> ETPPrimitive:
   """Creates an ETP primitive from a single implementation function.
 
@@ -337,6 +346,10 @@ def register_primitive(
     tangent_impl: the function whose JVP gives the op's tangent map, when
       ``impl`` computes the same values by a route that is not
       differentiable (an event-driven sum); defaults to ``impl``.
+    own_trace_layout_fn: ``params -> bool``: whether the D-RTRL trace
+      (``init_drtrl``) has a layout of its own that only the fast paths
+      ``drtrl_update`` and ``drtrl_solve`` roll and solve (the embedding's
+      per-row slots); defaults to never.
 
   Returns:
     The new :class:`ETPPrimitive`. Register its rules with
@@ -357,6 +370,7 @@ def register_primitive(
       x_invar_index=x_invar_index,
       input_free_keys=input_free_keys,
       batch_axes_fn=batch_axes_fn,
+      own_trace_layout_fn=own_trace_layout_fn,
   )
   prim.batched_counterpart = batched_counterpart
   prim.tangent_impl = tangent_impl or impl
@@ -418,7 +432,7 @@ def drtrl_update(prim, trace, d, d_f, x, weights, params, *, fast=True):
     The updated trace, same structure and shapes as ``trace``.
   """
   rules = prim.rules
-  if fast and rules.drtrl_update is not None:
+  if rules.drtrl_update is not None and (fast or prim.own_trace_layout(params)):
     return rules.drtrl_update(trace, d, d_f, x, weights, **params)
   num_states = d_f.shape[-1]
   slots = []
@@ -445,7 +459,7 @@ def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
     Dict of gradients shaped like ``weights``.
   """
   rules = prim.rules
-  if fast and rules.drtrl_solve is not None:
+  if rules.drtrl_solve is not None and (fast or prim.own_trace_layout(params)):
     return rules.drtrl_solve(trace, g, weights, **params)
   total = None
   for a in range(g.shape[-1]):

@@ -156,9 +156,16 @@ class DRTRL(_RelationTraces):
 
   def _trace(self, compiled, entries, r, g) -> dict:
     rel = compiled.relations[r]
-    return {
-        k: entries[drtrl_label(rel, k, compiled.groups[g])] for k in rel.weights
-    }
+    group = compiled.groups[g]
+    if rel.primitive.own_trace_layout(rel.params):
+      # Every entry the op's init made (slots and their bookkeeping).
+      head, tail = f"{rel.key}:", f"@{group.name}"
+      return {
+          label[len(head) : -len(tail)]: v
+          for label, v in entries.items()
+          if label.startswith(head) and label.endswith(tail)
+      }
+    return {k: entries[drtrl_label(rel, k, group)] for k in rel.weights}
 
   def roll(self, compiled, entries, record, weights) -> dict:
     new = dict(entries)
@@ -316,6 +323,13 @@ class ESDRTRL(_RelationTraces):
         continue
       x_aval = relation_avals(compiled, r, rel.groups[0])[0]
       if x_aval is not None:
+        if self.alpha_x and not jnp.issubdtype(x_aval.dtype, jnp.inexact):
+          raise ValueError(
+              f"es_d_rtrl filters each op's input with alpha_x = "
+              f"{self.alpha_x}, but {rel.key} reads integer inputs "
+              f"({rel.primitive.name}: ids), which cannot be filtered; use "
+              "decay=(0.0, alpha_f) or d_rtrl."
+          )
         entries[f"x:{rel.input_key}"] = jnp.zeros(x_aval.shape, x_aval.dtype)
       for g in rel.groups if self.keeps_f else ():
         group = compiled.groups[g]
@@ -340,7 +354,9 @@ class ESDRTRL(_RelationTraces):
       if key in entries and key not in rolled:
         # One input trace per input value, however many relations read it.
         rolled.add(key)
-        new[key] = ax * entries[key] + record.x[r].astype(entries[key].dtype)
+        x_t = record.x[r].astype(entries[key].dtype)
+        # With alpha_x = 0 the trace is the input itself (integer ids too).
+        new[key] = x_t if not ax else ax * entries[key] + x_t
       for n, g in enumerate(rel.groups if self.keeps_f else ()):
         key = f"f:{rel.key}@{compiled.groups[g].name}"
         f = entries[key]
