@@ -43,10 +43,12 @@ row. Where more inputs are nonzero the ordinary sum runs instead (one
 the bound; the derivatives are the ordinary sum's. Only the cost differs
 (``experiments.event_benchmark`` measures where it wins).
 
-``jax.experimental.sparse`` is not used: its ``BCOO`` matrix takes the
-indices as a traced operand, while here they are a static property of the op
-(a primitive parameter, hashable), which the rules index with; its CPU
-product lowers to the same gather and scatter-add.
+The connectivity is a static property of the op (a primitive parameter,
+hashable), which the rules index with. The forward pass and its derivatives
+use ``jax.experimental.sparse``'s compressed-sparse-rows product (``W^T``,
+rows = outputs, built from the static indices), which on XLA:CPU runs 20x
+faster than the gather and segment sum of ``B x nnz`` products (and than
+its ``BCOO`` product, which lowers to those).
 """
 
 import hashlib
@@ -54,6 +56,11 @@ from typing import Any, Optional
 
 import jax
 from jax import lax
+from jax.experimental import sparse as jsparse
+from jax.extend import core as jex_core
+from jax.interpreters import ad
+from jax.interpreters import batching
+from jax.interpreters import mlir
 import jax.numpy as jnp
 import numpy as np
 
@@ -130,6 +137,10 @@ class Connectivity:
         )
     self.rows = _frozen(r.astype(np.int32))
     self.cols = _frozen(c.astype(np.int32))
+    # Where each output's synapses start: W^T in compressed sparse rows.
+    self.indptr = _frozen(
+        np.searchsorted(c, np.arange(self.shape[1] + 1)).astype(np.int32)
+    )
     # The synapses sorted by input row, for the event-driven sum.
     by_row = np.lexsort((c, r))
     self.by_row = _frozen(by_row.astype(np.int32))
@@ -212,16 +223,127 @@ def _frozen(a: np.ndarray) -> np.ndarray:
   return a
 
 
+def _csr(data, indices, indptr, shape):
+  return jsparse.BCSR(
+      (data, jnp.asarray(indices), jnp.asarray(indptr)),
+      shape=shape,
+      indices_sorted=True,
+      unique_indices=True,
+  )
+
+
+def _product(w, x2, connectivity):
+  """``x2 @ W`` for ``x2`` of ``(N, I)``: ``W^T`` (rows = outputs) in
+  compressed sparse rows, one loop over the synapses."""
+  c = connectivity
+  w_t = _csr(w, c.rows, c.indptr, (c.shape[1], c.shape[0]))
+  return (w_t @ x2.T).T
+
+
+def _product_transposed(w, ct, connectivity):
+  """``ct @ W^T`` for ``ct`` of ``(N, O)``: ``W`` (rows = inputs) in
+  compressed sparse rows, the synapses taken in input order."""
+  c = connectivity
+  w_by_row = _csr(
+      jnp.take(w, jnp.asarray(c.by_row)),
+      c.cols[c.by_row],
+      c.row_starts,
+      c.shape,
+  )
+  return (w_by_row @ ct.T).T
+
+
+# Up to this many entries of I x O, the synapses' products are read off
+# the dense product x^T ct (a matmul and one gather of scalars), 5-10x faster
+# on XLA:CPU than gathering N-vectors per synapse.
+_DENSE_PRODUCT_ENTRIES = 1 << 24
+
+
+def _synapse_products(x2, ct, connectivity):
+  """``sum_n x2[n, row_k] ct[n, col_k]`` per synapse ``k``."""
+  c = connectivity
+  if c.shape[0] * c.shape[1] <= _DENSE_PRODUCT_ENTRIES:
+    return (x2.T @ ct)[jnp.asarray(c.rows), jnp.asarray(c.cols)]
+  return jnp.einsum(
+      "kn,kn->k",
+      jnp.take(x2.T, jnp.asarray(c.rows), axis=0),
+      jnp.take(ct.T, jnp.asarray(c.cols), axis=0),
+  )
+
+
+# ``y = x @ W`` on the synapses as a bilinear primitive of its own, so that
+# its transposes are the products above: JAX's transposes of the sparse
+# product (a scatter for ``x``) run 20-35x slower on XLA:CPU.
+_product_p = jex_core.Primitive("etp_sparse_product")
+_product_p.def_impl(
+    lambda w, x2, *, connectivity: _product(w, x2, connectivity)
+)
+_product_p.def_abstract_eval(
+    lambda w, x2, *, connectivity: jax.core.ShapedArray(
+        (x2.shape[0], connectivity.shape[1]), jnp.result_type(w, x2)
+    )
+)
+mlir.register_lowering(
+    _product_p,
+    mlir.lower_fun(
+        lambda w, x2, *, connectivity: _product(w, x2, connectivity),
+        multiple_results=False,
+    ),
+)
+
+
+def _product_jvp(primals, tangents, *, connectivity):
+  w, x2 = primals
+  w_dot, x_dot = tangents
+  out = _product_p.bind(w, x2, connectivity=connectivity)
+  parts = []
+  if type(w_dot) is not ad.Zero:
+    parts.append(_product_p.bind(w_dot, x2, connectivity=connectivity))
+  if type(x_dot) is not ad.Zero:
+    parts.append(_product_p.bind(w, x_dot, connectivity=connectivity))
+  if not parts:
+    return out, ad.Zero.from_primal_value(out)
+  return out, sum(parts[1:], parts[0])
+
+
+def _product_transpose(ct, w, x2, *, connectivity):
+  if type(ct) is ad.Zero:
+    return None, None
+  if ad.is_undefined_primal(w):
+    return _synapse_products(x2, ct, connectivity).astype(w.aval.dtype), None
+  return None, _product_transposed(w, ct, connectivity).astype(x2.aval.dtype)
+
+
+def _product_batch(args, dims, *, connectivity):
+  w, x2 = args
+  dw, dx = dims
+  if dw is None:
+    x = jnp.moveaxis(x2, dx, 0)
+    n, m = x.shape[0], x.shape[1]
+    y = _product_p.bind(
+        w, jnp.reshape(x, (n * m, x.shape[2])), connectivity=connectivity
+    )
+    return jnp.reshape(y, (n, m, y.shape[-1])), 0
+  # A batch of weights: one product each.
+  w = jnp.moveaxis(w, dw, 0)
+  x = x2 if dx is None else jnp.moveaxis(x2, dx, 0)
+  fn = lambda wi, xi: _product_p.bind(wi, xi, connectivity=connectivity)
+  return jax.vmap(fn, in_axes=(0, None if dx is None else 0))(w, x), 0
+
+
+ad.primitive_jvps[_product_p] = _product_jvp
+ad.primitive_transposes[_product_p] = _product_transpose
+batching.primitive_batchers[_product_p] = _product_batch
+
+
 def _synapse_sum(x, w, connectivity):
   """``y[..., o] = sum over synapses into o of x[..., row] w``."""
   c = connectivity
-  contrib = jnp.take(x, c.rows, axis=-1) * w
-  lead = contrib.shape[:-1]
-  flat = jnp.reshape(contrib, (-1, c.nnz)).T
-  y = jax.ops.segment_sum(
-      flat, c.cols, num_segments=c.shape[1], indices_are_sorted=True
-  )
-  return jnp.reshape(y.T, lead + (c.shape[1],))
+  if not c.nnz:
+    return jnp.zeros(x.shape[:-1] + (c.shape[1],), jnp.result_type(x, w))
+  lead = x.shape[:-1]
+  y = _product_p.bind(w, jnp.reshape(x, (-1, c.shape[0])), connectivity=c)
+  return jnp.reshape(y, lead + (c.shape[1],))
 
 
 def active_inputs(x2, max_events: int):
