@@ -20,6 +20,8 @@ mask, a full mask equal to the dense op, the event-driven sums equal to the
 products, and the errors that name the bad argument.
 """
 
+import warnings
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import haiku as hk
@@ -364,6 +366,39 @@ class SparseLearnerTest(absltest.TestCase):
     np.testing.assert_allclose(
         got["sparse_linear"]["w"], reference["sparse_linear"]["w"], atol=1e-10
     )
+
+  def test_a_masked_recurrent_weight_under_every_rule(self):
+    # RTRL stays exact on a sparse recurrent matrix; every rule's gradient
+    # of it is zero off the mask.
+    mask = haiku_etp.Connectivity.random((5, 5), 0.4, seed=1).mask()
+
+    def step(x):
+      h = haiku_etp.get_hidden_state("h", (x.shape[0], 5), x.dtype)
+      rec = haiku_etp.Linear(5, mask=mask, with_bias=False, name="rec")
+      h = jnp.tanh(haiku_etp.Linear(5, name="inp")(x) + rec(h))
+      haiku_etp.set_hidden_state("h", h)
+      return haiku_etp.Linear(2, name="out")(h)
+
+    model = hk.transform_with_state(step)
+    xs, ys = _normal(14, (_T, _B, 3)), _normal(15, (_T, _B, 2))
+    params, state = model.init(jax.random.PRNGKey(0), xs[0])
+    reference = testing.bptt_grads(
+        model, testing.mse, params, state, None, xs, ys
+    )[0]
+    off = ~mask.astype(bool)
+    for name in haiku_etp.learner_names():
+      if haiku_etp.learner_spec(name).whole_sequence or name == "tbptt":
+        continue
+      with self.subTest(name), warnings.catch_warnings():
+        warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+        learner = haiku_etp.make_learner(name, model)
+        full = learner.init_state(params, state, None, xs[0])
+        got = learner.sequence_grad(testing.mse)(
+            params, full, jax.random.PRNGKey(1), xs, ys
+        ).grads
+        np.testing.assert_array_equal(got["rec"]["w"][off], 0.0)
+        if name == "rtrl":
+          self.assertLess(testing.relative_error(got, reference), 1e-12)
 
 
 if __name__ == "__main__":
