@@ -43,6 +43,7 @@ from haiku_etp._src.primitive import mix_states
 from haiku_etp._src.primitive import pp_init
 from haiku_etp._src.primitive import pp_solve
 from haiku_etp._src.primitive import register_primitive
+from haiku_etp._src.primitive import register_primitive_pair
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
 from haiku_etp._src.sparse import etp_batched_sparse_p
@@ -72,6 +73,7 @@ __all__ = (
     "pp_init",
     "pp_solve",
     "register_primitive",
+    "register_primitive_pair",
     "sum_leading",
     "weighted_state_sum",
 )

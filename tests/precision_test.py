@@ -58,9 +58,7 @@ class TraceDtypeTest(parameterized.TestCase):
 
   @parameterized.parameters(
       ("d_rtrl", "bfloat16"),
-      ("d_rtrl", "float16"),
-      ("es_d_rtrl", "bfloat16"),
-      ("uoro", "float16"),
+      ("es_d_rtrl", "float16"),
       ("eprop", "bfloat16"),
   )
   def test_storage_dtype_and_fidelity(self, name, dtype):

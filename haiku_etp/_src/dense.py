@@ -161,28 +161,15 @@ _RULES = dict(
     drtrl_solve=_drtrl_solve,
 )
 
-etp_batched_dense_p = primitive.register_primitive(
-    "etp_batched_dense",
+etp_batched_dense_p, etp_dense_p = primitive.register_primitive_pair(
+    "dense",
     _dense_impl,
-    batched=True,
+    _RULES,
     trainable_invars_fn=_trainable_invars,
     x_invar_index=0,
     input_free_keys=("bias",),
     tangent_impl=_dense_tangent_impl,
 )
-etp_batched_dense_p.register_etp_rules(**_RULES)
-
-etp_dense_p = primitive.register_primitive(
-    "etp_dense",
-    _dense_impl,
-    batched=False,
-    trainable_invars_fn=_trainable_invars,
-    x_invar_index=0,
-    input_free_keys=("bias",),
-    batched_counterpart=etp_batched_dense_p,
-    tangent_impl=_dense_tangent_impl,
-)
-etp_dense_p.register_etp_rules(**_RULES)
 
 
 def dense(

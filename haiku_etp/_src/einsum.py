@@ -181,24 +181,13 @@ _RULES = dict(
     init_pp=_init_pp,
 )
 
-etp_batched_einsum_p = primitive.register_primitive(
-    "etp_batched_einsum",
+etp_batched_einsum_p, etp_einsum_p = primitive.register_primitive_pair(
+    "einsum",
     _einsum_impl,
-    batched=True,
+    _RULES,
     trainable_invars_fn=lambda params: {"weight": 1},
     x_invar_index=0,
 )
-etp_batched_einsum_p.register_etp_rules(**_RULES)
-
-etp_einsum_p = primitive.register_primitive(
-    "etp_einsum",
-    _einsum_impl,
-    batched=False,
-    trainable_invars_fn=lambda params: {"weight": 1},
-    x_invar_index=0,
-    batched_counterpart=etp_batched_einsum_p,
-)
-etp_einsum_p.register_etp_rules(**_RULES)
 
 
 def einsum(spec: str, x: Any, w: Any) -> Any:

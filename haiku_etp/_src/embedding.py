@@ -177,26 +177,14 @@ def _per_row(params) -> bool:
   return params["max_rows"] is not None
 
 
-etp_batched_embedding_p = primitive.register_primitive(
-    "etp_batched_embedding",
+etp_batched_embedding_p, etp_embedding_p = primitive.register_primitive_pair(
+    "embedding",
     _embedding_impl,
-    batched=True,
+    _RULES,
     trainable_invars_fn=lambda params: {"weight": 1},
     x_invar_index=0,
     own_trace_layout_fn=_per_row,
 )
-etp_batched_embedding_p.register_etp_rules(**_RULES)
-
-etp_embedding_p = primitive.register_primitive(
-    "etp_embedding",
-    _embedding_impl,
-    batched=False,
-    trainable_invars_fn=lambda params: {"weight": 1},
-    x_invar_index=0,
-    batched_counterpart=etp_batched_embedding_p,
-    own_trace_layout_fn=_per_row,
-)
-etp_embedding_p.register_etp_rules(**_RULES)
 
 
 def embedding(

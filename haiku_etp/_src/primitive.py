@@ -384,6 +384,28 @@ def register_primitive(
   return prim
 
 
+def register_primitive_pair(
+    name: str, impl: Callable[..., Array], rules: Mapping[str, Any], **kwargs
+) -> tuple[ETPPrimitive, ETPPrimitive]:
+  """``(batched, unbatched)`` primitives ``etp_batched_<name>`` and
+  ``etp_<name>`` of one ``impl`` and one set of rules: the unbatched one
+  takes one sample and ``vmap`` over its input promotes it to the batched
+  one. ``kwargs`` go to :func:`register_primitive` for both."""
+  batched = register_primitive(
+      f"etp_batched_{name}", impl, batched=True, **kwargs
+  )
+  batched.register_etp_rules(**rules)
+  single = register_primitive(
+      f"etp_{name}",
+      impl,
+      batched=False,
+      batched_counterpart=batched,
+      **kwargs,
+  )
+  single.register_etp_rules(**rules)
+  return batched, single
+
+
 mix_states = backend.mix_states
 weighted_state_sum = backend.weighted_state_sum
 sum_leading = backend.sum_leading

@@ -504,28 +504,15 @@ _RULES = dict(
     drtrl_solve=_drtrl_solve,
 )
 
-etp_batched_sparse_p = primitive.register_primitive(
-    "etp_batched_sparse",
+etp_batched_sparse_p, etp_sparse_p = primitive.register_primitive_pair(
+    "sparse",
     _sparse_impl,
-    batched=True,
+    _RULES,
     trainable_invars_fn=_trainable_invars,
     x_invar_index=0,
     input_free_keys=("bias",),
     tangent_impl=_sparse_tangent_impl,
 )
-etp_batched_sparse_p.register_etp_rules(**_RULES)
-
-etp_sparse_p = primitive.register_primitive(
-    "etp_sparse",
-    _sparse_impl,
-    batched=False,
-    trainable_invars_fn=_trainable_invars,
-    x_invar_index=0,
-    input_free_keys=("bias",),
-    batched_counterpart=etp_batched_sparse_p,
-    tangent_impl=_sparse_tangent_impl,
-)
-etp_sparse_p.register_etp_rules(**_RULES)
 
 
 def check_max_events(max_events: Any, num_inputs: int) -> Optional[int]:
