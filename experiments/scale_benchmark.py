@@ -112,13 +112,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _median_ms(fn, args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(max(1, repeats)):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+  return 1e3 * benchmark._median_seconds(fn, args, repeats)  # pylint: disable=protected-access
 
 
 def _flat(tree) -> np.ndarray:
