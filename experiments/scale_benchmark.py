@@ -218,7 +218,7 @@ def precision(models, learners, steps, scale, repeats) -> list[dict]:
   return rows
 
 
-def network_step(num_neurons: int, connectivity, num_inputs: int = 100):
+def network_step(num_neurons: int, connectivity):
   """The recurrent spiking network's step: inputs and the previous step's
   spikes (event-driven, through the sparse recurrent weights) drive LIF
   neurons read out by a leaky readout of 2."""
@@ -243,7 +243,6 @@ def network_step(num_neurons: int, connectivity, num_inputs: int = 100):
     haiku_etp.set_hidden_state("z", z_t)
     return haiku_etp.LeakyReadout(2, tau=10.0)(z_t)
 
-  del num_inputs
   return step
 
 

@@ -231,9 +231,10 @@ class Linear(hk.Module):
     self.with_bias = with_bias
     self.w_init = w_init
     self.b_init = b_init or jnp.zeros
-    self.mask = None
+    self.mask, self.connectivity = None, None
     if mask is not None:
-      self.mask = sparse_lib.Connectivity.from_mask(mask).mask()
+      self.connectivity = sparse_lib.Connectivity.from_mask(mask)
+      self.mask = self.connectivity.mask()
       if self.mask.shape[1] != self.output_size:
         raise ValueError(
             f"mask of Linear must have shape (input_size, "
@@ -251,7 +252,7 @@ class Linear(hk.Module):
         input size.
     """
     inputs, w, b = self._params(inputs)
-    return self._apply(inputs, w, b, self.mask)
+    return self._apply(inputs, w, b, self.mask, self.connectivity)
 
   def split(self, inputs: jax.Array, num: int) -> tuple[jax.Array, ...]:
     """``jnp.split(self(inputs), num, -1)``, one ETP op per part.
@@ -274,7 +275,15 @@ class Linear(hk.Module):
     inputs, w, b = self._params(inputs)
     cut = lambda a, k: None if a is None else a[:, k * size : (k + 1) * size]
     return tuple(
-        self._apply(inputs, cut(w, k), _part(b, k, size), cut(self.mask, k))
+        self._apply(
+            inputs,
+            cut(w, k),
+            _part(b, k, size),
+            cut(self.mask, k),
+            None
+            if self.mask is None
+            else sparse_lib.Connectivity.from_mask(cut(self.mask, k)),
+        )
         for k in range(num)
     )
 
@@ -303,10 +312,9 @@ class Linear(hk.Module):
       )
     return inputs, w, b
 
-  def _apply(self, inputs, w, b, mask):
+  def _apply(self, inputs, w, b, mask, c):
     if inputs.ndim <= 2:
-      if mask is not None:
-        c = sparse_lib.Connectivity.from_mask(mask)
+      if c is not None:
         return sparse_lib.sparse(
             inputs,
             w[c.rows, c.cols],
