@@ -353,6 +353,24 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **params):
   return out
 
 
+def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **params):
+  kernel_shape = weights["weight"].shape
+  layout = _Layout(params, cs.ndim - 2 == len(params["strides"]) + 2)
+  phi_w = layout.y_to_kernel_slots(phi, len(kernel_shape), extra=2)
+  # Per output position, sum_t patches_t (x) c_t: XLA fuses the products
+  # into the sum over the window's steps.
+  step = lambda x, c: _instantaneous_weight(x, c, kernel_shape, params, 1)
+  out = {
+      "weight": primitive.mix_states(phi_w, trace["weight"])
+      + jnp.sum(jax.vmap(step)(xs, cs), axis=0)
+  }
+  if has_bias:
+    out["bias"] = primitive.mix_states(
+        layout.y_to_canonical(phi, extra=2), trace["bias"]
+    ) + layout.y_to_canonical(jnp.sum(cs, axis=0), extra=1)
+  return out
+
+
 etp_conv_p = primitive.register_primitive(
     "etp_conv",
     _conv_impl,
@@ -371,6 +389,7 @@ etp_conv_p.register_etp_rules(
     init_pp=_init_pp,
     drtrl_update=_drtrl_update,
     drtrl_solve=_drtrl_solve,
+    drtrl_window=_drtrl_window,
 )
 
 

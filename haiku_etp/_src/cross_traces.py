@@ -361,3 +361,270 @@ def solve(compiled, entries: dict, signals, weights) -> dict:
       total = _add(total, part)
     out[i] = total
   return out
+
+
+# --------------------------------------------------------------------------
+# A whole window in closed form.
+#
+# Per step, every cross-group trace of a plan is linear in the source's own
+# traces before the step, the fields before the step and the instantaneous
+# term ``q (x) x^t`` of the source: the operators act on the output side
+# only (positions and states), the parameter axes ride along. So the
+# "collapsed" roll below, the per-step roll with the parameter axes taken
+# out, is one linear map of output-sized values, and its transpose (a
+# reverse scan, run once per seed: a one-hot per downstream field coordinate
+# and a ones-vector per filtered trace) gives every coefficient of the
+# closed form: ``E^{e+k} = Phi^F E^e + Gamma eps^e + sum_t G_t (x) x^t``.
+
+
+def _own_shape(compiled, plan):
+  """The shape of the source's instantaneous coefficient: its own groups'
+  positions and the hop inputs it reaches directly must agree."""
+  rel = compiled.relations[plan.relation]
+  shapes = {tuple(compiled.groups[g].shape) for g in rel.groups}
+  for hop in plan.hops:
+    if hop.own_output or hop.own_groups:
+      pre = compiled.program.aval(compiled.cross_inputs[hop.relation].pre)
+      shapes.add(tuple(pre.shape))
+  return shapes.pop() if len(shapes) == 1 else None
+
+
+def window_obstacle(compiled, plan) -> str:
+  """Why ``plan``'s traces cannot take the closed-form window roll (``""``
+  when they can)."""
+  rel = compiled.relations[plan.relation]
+  prim = rel.primitive
+  has_input = prim.x_invar_index is not None
+  if has_input and (not prim.batched or prim.batch_axes(rel.params) is None):
+    return (
+        f"the source op {prim.name} has no batch axis of its own to keep "
+        "per sample"
+    )
+  if _own_shape(compiled, plan) is None:
+    return (
+        "the source's own groups and the hop inputs it reaches have "
+        "different shapes"
+    )
+  return ""
+
+
+def _collapsed_step(compiled, plan, weights):
+  """One step of ``plan``'s traces with the parameter axes taken out:
+  ``((own, fields, filtered), (record, q)) -> (own, fields, filtered)``.
+
+  ``own[g]`` stands for the source's trace into its group ``g``
+  ``(*V, S)``, ``fields[g]`` for a full field ``(*V, S)``, ``filtered[m]``
+  for the ``m``-th filtered trace ``(*pre,)``, ``q`` for the coefficient of
+  the step's ``x`` (the source's positions).
+  """
+  i = plan.relation
+  rel = compiled.relations[i]
+  ops = {}
+  for hop in plan.hops:
+    j = hop.relation
+    f = _op_of_pre(compiled, j, lax.stop_gradient(weights[j]))
+    pre = compiled.program.aval(compiled.cross_inputs[j].pre)
+    zero = jnp.zeros(pre.shape, pre.dtype)
+    # The chain and the op are linear in pre: their JVP is the map itself
+    # without its constant terms (a bias).
+    ops[j] = lambda v, f=f, zero=zero: jax.jvp(
+        f, (zero,), (v.astype(zero.dtype),)
+    )[1]
+  filtered_index = {pair: m for m, pair in enumerate(plan.filtered)}
+
+  def step(carry, inputs):
+    own, fields, filtered = carry
+    rec, q = inputs
+    new_own = {
+        g: primitive.mix_states(rec.d[g], own[g]) + rec.d_f[i][n] * q[..., None]
+        for n, g in enumerate(rel.groups)
+    }
+    new_fields = {g: primitive.mix_states(rec.d[g], fields[g]) for g in fields}
+    new_filtered = dict(filtered)
+    ys = {}
+    for hop in plan.hops:
+      j = hop.relation
+      c = rec.c[j]
+      compact = None
+      for g in hop.own_groups:
+        col = _state_column(c, _group_bits(compiled, g), own[g].dtype)
+        compact = _plus(compact, jnp.sum(col * own[g], axis=-1))
+      if hop.own_output:
+        compact = _plus(compact, c[_rel_bit(compiled, i)] * q)
+      full = None
+      for g in hop.groups:
+        col = _state_column(c, _group_bits(compiled, g), fields[g].dtype)
+        full = _plus(full, jnp.sum(col * fields[g], axis=-1))
+      for r2 in hop.relations:
+        full = _plus(full, c[_rel_bit(compiled, r2)] * ys[r2])
+      y = ops[j](_plus(compact, full))
+      ys[j] = y
+      for n, g in enumerate(compiled.relations[j].groups):
+        if g in new_fields:
+          new_fields[g] = new_fields[g] + rec.d_f[j][n] * y[..., None]
+        elif (g, j) in filtered_index:
+          m = filtered_index[(g, j)]
+          kappa = jnp.reshape(rec.d[g], (-1,))[0]
+          new_filtered[m] = kappa * filtered[m] + compact
+    return (new_own, new_fields, new_filtered), None
+
+  return step
+
+
+def _plus(a, b):
+  """``a + b`` where either may be ``None`` (nothing)."""
+  if a is None or b is None:
+    return b if a is None else a
+  return a + b
+
+
+def _per_sample_solve_each(rel, trace, coefficients, weights, fast):
+  """``{operand: (U, B, *param)}``: per seed ``u`` and sample ``b``, the
+  relation's solve rule on ``trace[b]`` with ``coefficients[u, b]`` as its
+  learning signal (``(*V, S)``)."""
+
+  def one(trace_b, g_b):
+    return primitive.drtrl_solve(
+        rel.primitive, trace_b, g_b, weights, rel.params, fast=fast
+    )
+
+  return jax.vmap(jax.vmap(one), in_axes=(None, 0))(trace, coefficients)
+
+
+def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
+  """Writes ``plan``'s traces after the window into ``new``."""
+  i = plan.relation
+  rel = compiled.relations[i]
+  prim = rel.primitive
+  dtype = compiled.groups[(rel.groups or plan.groups)[0]].dtype
+  q_shape = _own_shape(compiled, plan)
+  k = records.d_f[i][0].shape[0] if rel.groups else None
+  if k is None:
+    k = jax.tree_util.tree_leaves(records.c)[0].shape[0]
+  state_shape = lambda g: tuple(compiled.groups[g].shape) + (
+      compiled.groups[g].num_states,
+  )
+  pre_shape = lambda j: tuple(
+      compiled.program.aval(compiled.cross_inputs[j].pre).shape
+  )
+  primals = (
+      {g: jnp.zeros(state_shape(g), dtype) for g in rel.groups},
+      {g: jnp.zeros(state_shape(g), dtype) for g in plan.groups},
+      {
+          m: jnp.zeros(pre_shape(j), dtype)
+          for m, (_, j) in enumerate(plan.filtered)
+      },
+      jnp.zeros((k,) + q_shape, dtype),
+  )
+  step = _collapsed_step(compiled, plan, weights)
+  coefficients = records._replace(x=(), full=None, replay=None, projection=None)
+
+  def window(own, fields, filtered, qs):
+    carry, _ = lax.scan(step, (own, fields, filtered), (coefficients, qs))
+    return carry
+
+  transpose = jax.linear_transpose(window, *primals)
+
+  # The seeds, stacked: ones on each filtered trace, then a one-hot per
+  # field coordinate (the same coordinate of every sample).
+  num_filtered = len(plan.filtered)
+  offsets, n = {}, num_filtered
+  for g in plan.groups:
+    offsets[g] = n
+    n += int(np.prod(state_shape(g)[1:]))
+  own_seed = {
+      g: jnp.zeros((n,) + v.shape, dtype) for g, v in primals[0].items()
+  }
+  field_seed = {}
+  for g, v in primals[1].items():
+    size = int(np.prod(v.shape[1:]))
+    eye = jnp.eye(size, dtype=dtype).reshape((size, 1) + v.shape[1:])
+    eye = jnp.broadcast_to(eye, (size,) + v.shape)
+    field_seed[g] = (
+        jnp.zeros((n,) + v.shape, dtype)
+        .at[offsets[g] : offsets[g] + size]
+        .set(eye)
+    )
+  filtered_seed = {
+      m: jnp.zeros((n,) + v.shape, dtype).at[m].set(1.0)
+      for m, v in primals[2].items()
+  }
+  cot_own, cot_fields, cot_filtered, cot_q = jax.vmap(
+      lambda seed: transpose(seed)
+  )((own_seed, field_seed, filtered_seed))
+
+  xs = records.x[i]
+  own_traces = {
+      g: {
+          key: old[full_label(rel, key, compiled.groups[g])]
+          for key in rel.weights
+      }
+      for g in rel.groups
+  }  # pyformat: disable  (own traces share the full label's spelling)
+
+  # The filtered traces: per position, so one seed each.
+  for m, (g, j) in enumerate(plan.filtered):
+    group = compiled.groups[g]
+    trace = {key: old[filtered_label(rel, key, group)] for key in rel.weights}
+    total = primitive.drtrl_window(
+        prim,
+        trace,
+        cot_filtered[m][m][..., None, None],
+        cot_q[m][..., None],
+        xs,
+        weights[i],
+        rel.params,
+        fast=fast,
+    )
+    for a in rel.groups:
+      mixed = primitive.drtrl_mix(
+          prim, own_traces[a], cot_own[a][m][..., None, :], rel.params
+      )
+      total = {key: total[key] + mixed[key] for key in total}
+    for key, v in total.items():
+      label = filtered_label(rel, key, group)
+      new[label] = v.astype(old[label].dtype)
+    n_j = compiled.relations[j].groups.index(g)
+    label = tail_label(rel, group)
+    new[label] = records.d_f[j][n_j][-1].astype(old[label].dtype)
+
+  # The full fields: one seed per coordinate.
+  for g in plan.groups:
+    group = compiled.groups[g]
+    size = int(np.prod(state_shape(g)[1:]))
+    seeds = slice(offsets[g], offsets[g] + size)
+    parts = None
+    for a in rel.groups:
+      part = _per_sample_solve_each(
+          rel, own_traces[a], cot_own[a][seeds], weights[i], fast
+      )
+      parts = part if parts is None else _add(parts, part)
+    part = jax.vmap(
+        lambda c: primitive.summed_dw_per_sample(
+            prim, xs, c, weights[i], rel.params
+        )
+    )(cot_q[seeds])
+    parts = part if parts is None else _add(parts, part)
+    for key in rel.weights:
+      label = full_label(rel, key, group)
+      field = old[label]
+      value = jnp.moveaxis(parts[key], 0, -1).astype(field.dtype)
+      num_param = parts[key].ndim - 2
+      for g2 in plan.groups:
+        entry = old[full_label(rel, key, compiled.groups[g2])]
+        flat = entry.reshape(entry.shape[: 1 + num_param] + (-1,))
+        coefficient = cot_fields[g2][seeds].reshape(
+            (size, flat.shape[0], flat.shape[-1])
+        )
+        value = value + jnp.einsum(
+            "b...v,ubv->b...u", flat, coefficient.astype(flat.dtype)
+        )
+      new[label] = value.reshape(field.shape)
+
+
+def roll_window(compiled, old: dict, new: dict, records, weights, fast):
+  """The cross-group traces after a window, in closed form (``records`` are
+  the window's, stacked; every plan's :func:`window_obstacle` is empty)."""
+  for plan in compiled.cross:
+    _plan_window(compiled, plan, old, new, records, weights, fast)
+  return new

@@ -150,6 +150,21 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **_):
   return out
 
 
+def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **_):
+  del weights
+  # Time is the contracted axis of one batched matmul: (I x k)(k x O S).
+  summed = jnp.einsum("t...i,t...os->...ios", xs.astype(cs.dtype), cs)
+  out = {
+      "weight": (
+          primitive.mix_states(phi[..., None, :, :, :], trace["weight"])
+          + summed
+      )
+  }
+  if has_bias:
+    out["bias"] = primitive.mix_states(phi, trace["bias"]) + jnp.sum(cs, 0)
+  return out
+
+
 _RULES = dict(
     yw_to_w=_yw_to_w,
     xy_to_dw=_xy_to_dw,
@@ -159,6 +174,7 @@ _RULES = dict(
     init_pp=_init_pp,
     drtrl_update=_drtrl_update,
     drtrl_solve=_drtrl_solve,
+    drtrl_window=_drtrl_window,
 )
 
 etp_batched_dense_p, etp_dense_p = primitive.register_primitive_pair(

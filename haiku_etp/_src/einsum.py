@@ -145,6 +145,28 @@ def _xy_to_dw(x, hidden_dim, weights, *, spec):
   }
 
 
+def _free_letters(spec, n: int) -> str:
+  """``n`` letters that no subscript of ``spec`` (nor its batch) uses."""
+  used = set(spec.x + spec.w + spec.y + spec.batch)
+  return "".join([c for c in string.ascii_letters if c not in used][:n])
+
+
+def _drtrl_window(trace, phi, cs, xs, weights, *, spec):
+  del weights
+  eps = trace["weight"]
+  b = spec.lead(cs.ndim - 2 - len(spec.y))
+  t, s, r = _free_letters(spec, 3)
+  mixed = jnp.einsum(
+      f"{b}{spec.y}{r}{s},{b}{spec.u}{s}->{b}{spec.u}{r}", phi, eps
+  )
+  summed = jnp.einsum(
+      f"{t}{b}{spec.x},{t}{b}{spec.y}{r}->{b}{spec.u}{r}",
+      xs.astype(cs.dtype),
+      cs,
+  )
+  return {"weight": mixed + summed}
+
+
 def _shape_of(letters: str, sizes: dict) -> tuple:
   return tuple(sizes[c] for c in letters)
 
@@ -179,6 +201,7 @@ _RULES = dict(
     trace_to_dw=_trace_to_dw,
     init_drtrl=_init_drtrl,
     init_pp=_init_pp,
+    drtrl_window=_drtrl_window,
 )
 
 etp_batched_einsum_p, etp_einsum_p = primitive.register_primitive_pair(

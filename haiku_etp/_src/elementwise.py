@@ -104,6 +104,17 @@ def _drtrl_solve(trace, g, weights, *, fn):
   return {"weight": primitive.sum_to_rank(per_position, weights["weight"].ndim)}
 
 
+def _drtrl_window(trace, phi, cs, xs, weights, *, fn):
+  del xs
+  deriv = _derivative(fn, weights["weight"])
+  return {
+      "weight": (
+          primitive.mix_states(phi, trace["weight"])
+          + jnp.sum(cs, axis=0) * deriv[..., None]
+      )
+  }
+
+
 def _batching_rule(args, dims, *, fn):
   # fn acts position by position, so it maps a batched w unchanged.
   return etp_elementwise_p.bind(*args, fn=fn), dims[0]
@@ -126,6 +137,7 @@ etp_elementwise_p.register_etp_rules(
     init_pp=_init_pp,
     drtrl_update=_drtrl_update,
     drtrl_solve=_drtrl_solve,
+    drtrl_window=_drtrl_window,
 )
 
 

@@ -123,13 +123,9 @@ def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
-  eps = trace["weight"]
-  mixed = primitive.mix_states(d[..., None, :, :, :], eps)
-  if max_rows is None:
-    hit = _one_hot(ids, weights["weight"].shape[0], eps.dtype)
-    return {"weight": mixed + hit[..., :, None, None] * d_f[..., None, :, :]}
-  rows = trace["rows"]
+def _assign(rows, overflow, ids, max_rows):
+  """One step's slots of a per-row trace: ``(slot, rows, overflow)``, the
+  slot a one-hot over ``max_rows`` (none when every slot is taken)."""
   ids = ids.astype(rows.dtype)
   match = rows == ids[..., None]
   seen = jnp.any(match, axis=-1)
@@ -141,12 +137,47 @@ def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
       match,
       (jnp.arange(max_rows) == first_free[..., None]) & room[..., None],
   )
+  return (
+      slot,
+      jnp.where(slot, ids[..., None], rows),
+      overflow + (~seen & ~room).astype(jnp.int32),
+  )
+
+
+def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
+  eps = trace["weight"]
+  mixed = primitive.mix_states(d[..., None, :, :, :], eps)
+  if max_rows is None:
+    hit = _one_hot(ids, weights["weight"].shape[0], eps.dtype)
+    return {"weight": mixed + hit[..., :, None, None] * d_f[..., None, :, :]}
+  slot, rows, overflow = _assign(
+      trace["rows"], trace["overflow"], ids, max_rows
+  )
   return {
       "weight": mixed
       + slot[..., None, None].astype(eps.dtype) * d_f[..., None, :, :],
-      "rows": jnp.where(slot, ids[..., None], rows),
-      "overflow": trace["overflow"] + (~seen & ~room).astype(jnp.int32),
+      "rows": rows,
+      "overflow": overflow,
   }
+
+
+def _drtrl_window(trace, phi, cs, ids, weights, *, max_rows):
+  eps = trace["weight"]
+  mixed = primitive.mix_states(phi[..., None, :, :, :], eps)
+  if max_rows is None:
+    hits = _one_hot(ids, weights["weight"].shape[0], cs.dtype)
+    return {"weight": mixed + jnp.einsum("t...v,t...hs->...vhs", hits, cs)}
+
+  # The slots each step takes (ints, cheap), then one contraction over time.
+  def body(carry, ids_t):
+    slot, rows, overflow = _assign(*carry, ids_t, max_rows)
+    return (rows, overflow), slot
+
+  (rows, overflow), slots = jax.lax.scan(
+      body, (trace["rows"], trace["overflow"]), ids
+  )
+  summed = jnp.einsum("t...m,t...hs->...mhs", slots.astype(cs.dtype), cs)
+  return {"weight": mixed + summed, "rows": rows, "overflow": overflow}
 
 
 def _drtrl_solve(trace, g, weights, *, max_rows):
@@ -170,6 +201,7 @@ _RULES = dict(
     init_pp=_init_pp,
     drtrl_update=_drtrl_update,
     drtrl_solve=_drtrl_solve,
+    drtrl_window=_drtrl_window,
 )
 
 

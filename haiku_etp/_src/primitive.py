@@ -90,6 +90,14 @@ class ETPRules(NamedTuple):
     and ``d_f`` is ``(*y.shape, S)``.
   * ``drtrl_solve(trace, g, weights, **params) -> dict`` computes the
     parameter-shaped ``sum_a reduce(g[..., a] * eps[..., a])``.
+  * ``drtrl_window(trace, phi, cs, xs, weights, **params) -> trace``
+    computes a whole window's roll in closed form,
+    ``eps'[..., a] = sum_b phi[..., a, b] eps[..., b] + sum_t cs[t, ..., a]
+    (x) xs[t]``: ``phi`` is ``(*y.shape, S', S)`` (``S'`` may differ from
+    the trace's ``S``), ``cs`` is ``(k, *y.shape, S')`` and ``xs`` is
+    ``(k, *x.shape)`` (``None`` for input-free ops). Without it, the
+    generic form mixes with ``yw_to_w`` and sums ``xy_to_trace`` over the
+    window step by step (:func:`drtrl_window`).
   """
 
   yw_to_w: Callable[..., Any]
@@ -100,6 +108,7 @@ class ETPRules(NamedTuple):
   init_pp: Callable[..., Any]
   drtrl_update: Optional[Callable[..., Any]] = None
   drtrl_solve: Optional[Callable[..., Any]] = None
+  drtrl_window: Optional[Callable[..., Any]] = None
 
 
 # Rules are looked up by primitive identity.
@@ -490,6 +499,131 @@ def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
     )
     total = part if total is None else _add(total, part)
   return total
+
+
+# How a window's roll of one relation's D-RTRL trace is computed
+# (:func:`window_form`).
+WINDOW_FORMS = ("closed", "accumulated", "per_step")
+
+
+def window_form(prim, params, *, fast: bool = True) -> str:
+  """How :func:`drtrl_window` rolls ``prim``'s trace through a window.
+
+  ``"closed"``: the primitive's ``drtrl_window`` (one contraction over the
+  window's steps); ``"accumulated"``: the generic form (``phi`` applied once,
+  the instantaneous terms summed with ``xy_to_trace`` step by step);
+  ``"per_step"``: a trace layout of its own without ``drtrl_window``, which
+  only its per-step rule can roll.
+  """
+  rules = prim.rules
+  own = prim.own_trace_layout(params)
+  if rules.drtrl_window is not None and (fast or own):
+    return "closed"
+  return "per_step" if own else "accumulated"
+
+
+def drtrl_mix(prim, trace, phi, params):
+  """``out[..., a] = sum_b phi[..., a, b] trace[..., b]`` with the generic
+  rules; ``phi`` is ``(*y.shape, S', S)`` (``S'`` states out)."""
+  rules = prim.rules
+  slots = []
+  for a in range(phi.shape[-2]):
+    acc = None
+    for b in range(phi.shape[-1]):
+      part = rules.yw_to_w(phi[..., a, b], _slot(trace, b), **params)
+      acc = part if acc is None else _add(acc, part)
+    slots.append(acc)
+  return {k: jnp.stack([s[k] for s in slots], axis=-1) for k in trace}
+
+
+def outer_sum(prim, cs, xs, weights, params):
+  """``sum_t cs[t, ..., a] (x) xs[t]`` in the trace's layout, with the
+  generic ``xy_to_trace`` summed step by step (a scan over the window)."""
+  rules = prim.rules
+
+  def term(x, c):
+    slots = [
+        rules.xy_to_trace(x, c[..., a], weights, **params)
+        for a in range(c.shape[-1])
+    ]
+    return {k: jnp.stack([s[k] for s in slots], axis=-1) for k in slots[0]}
+
+  first = None if xs is None else xs[0]
+  zeros = jax.tree_util.tree_map(
+      lambda a: jnp.zeros(a.shape, a.dtype),
+      jax.eval_shape(term, first, cs[0]),
+  )
+  body = lambda acc, inp: (_add(acc, term(*inp)), None)
+  total, _ = jax.lax.scan(body, zeros, (xs, cs))
+  return total
+
+
+def drtrl_window(prim, trace, phi, cs, xs, weights, params, *, fast=True):
+  r"""A whole window's D-RTRL roll of one relation, in closed form.
+
+  .. math::
+    \epsilon^{e+k}[\dots, a] = \sum_b \Phi[\dots, a, b]\,
+      \epsilon^e[\dots, b] + \sum_{t} c_t[\dots, a] \otimes x^t
+
+  with :math:`\Phi = D^{e+k} \cdots D^{e+1}` and :math:`c_t =
+  \Phi_{e+k,t} D_f^t` (``docs/design.md``, "The closed-form window roll").
+
+  Args:
+    prim: the relation's ETP primitive.
+    trace: the trace at the window's entry (trailing ``S`` axis).
+    phi: ``(*y.shape, S', S)``.
+    cs: ``(k, *y.shape, S')``.
+    xs: the op's inputs over the window, ``(k, *x.shape)``, or ``None``.
+    weights: the op's trainable operands.
+    params: the primitive's params.
+    fast: use the primitive's ``drtrl_window`` when it has one.
+
+  Returns:
+    The trace after the window, with ``S'`` states.
+
+  Raises:
+    ValueError: for a primitive whose trace only its per-step rule rolls
+      (:func:`window_form` is ``"per_step"``).
+  """
+  form = window_form(prim, params, fast=fast)
+  if form == "closed":
+    return prim.rules.drtrl_window(trace, phi, cs, xs, weights, **params)
+  if form == "per_step":
+    raise ValueError(
+        f"{prim.name} keeps a trace layout of its own and has no "
+        "drtrl_window rule: roll it step by step (drtrl_update)."
+    )
+  return _add(
+      drtrl_mix(prim, trace, phi, params),
+      outer_sum(prim, cs, xs, weights, params),
+  )
+
+
+def summed_dw_per_sample(prim, xs, signals, weights, params):
+  """Per sample, ``sum_t xy_to_dw(x_t, signal_t)``: the op's weight VJP with
+  the window's steps as its batch. ``xs`` is ``(k, *x.shape)`` (or
+  ``None``), ``signals`` ``(k, *y.shape)``, both with the batch axis where
+  the op puts it (an input-free op's signal has its group's shape, batch
+  first); returns ``{name: (B, *weight.shape)}``.
+
+  Raises:
+    ValueError: for an op without a batch axis of its own.
+  """
+
+  def per_sample(v, axis):
+    # (k, ..., B at 1 + axis, ...) -> (B, ..., k at axis, ...).
+    return jnp.moveaxis(jnp.moveaxis(v, 1 + axis, 0), 1, 1 + axis)
+
+  if xs is None:
+    # Input-free ops see their group's shape, batch first.
+    one = lambda s: prim.rules.xy_to_dw(None, s, weights, **params)
+    return jax.vmap(one)(per_sample(signals, 0))
+  axes = prim.batch_axes(params) if prim.batched else None
+  if axes is None:
+    raise ValueError(f"{prim.name}: no per-sample batch axis to keep.")
+  x_axis, y_axis = axes
+  one = lambda x, s: prim.rules.xy_to_dw(x, s, weights, **params)
+  return jax.vmap(one)(per_sample(xs, x_axis), per_sample(signals, y_axis))
 
 
 def pp_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):

@@ -493,6 +493,21 @@ def _drtrl_solve(trace, g, weights, *, has_bias, connectivity, **_):
   return out
 
 
+def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, connectivity, **_):
+  del weights
+  c = connectivity
+  phi_syn = jnp.take(phi, c.cols, axis=-3)  # (..., nnz, S', S)
+  cs_syn = jnp.take(cs, c.cols, axis=-2)  # (k, ..., nnz, S')
+  x_syn = _at_synapses(xs, c.rows).astype(cs.dtype)  # (k, ..., nnz)
+  out = {
+      "weight": primitive.mix_states(phi_syn, trace["weight"])
+      + jnp.einsum("t...n,t...ns->...ns", x_syn, cs_syn)
+  }
+  if has_bias:
+    out["bias"] = primitive.mix_states(phi, trace["bias"]) + jnp.sum(cs, 0)
+  return out
+
+
 _RULES = dict(
     yw_to_w=_yw_to_w,
     xy_to_dw=_xy_to_dw,
@@ -502,6 +517,7 @@ _RULES = dict(
     init_pp=_init_pp,
     drtrl_update=_drtrl_update,
     drtrl_solve=_drtrl_solve,
+    drtrl_window=_drtrl_window,
 )
 
 etp_batched_sparse_p, etp_sparse_p = primitive.register_primitive_pair(

@@ -35,6 +35,7 @@ import numbers
 from typing import Any, Optional, Sequence, Union
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -102,6 +103,45 @@ def _compiler_verdicts(compiled, extra=lambda p: ()) -> tuple:
   return tuple(out)
 
 
+def _block_product(a, b):
+  """``a @ b`` of ``(..., S, S)`` blocks, position by position."""
+  out = a[..., :, 0:1] * b[..., 0:1, :]
+  for j in range(1, a.shape[-1]):
+    out = out + a[..., :, j : j + 1] * b[..., j : j + 1, :]
+  return out
+
+
+def window_coefficients(d, d_fs) -> tuple:
+  r"""One group's closed-form coefficients over a window of ``k`` steps.
+
+  One reverse scan of output-sized blocks: :math:`\Psi_{e+k} = I`,
+  :math:`c_t = \Psi_t D_f^t`, :math:`\Psi_{t-1} = \Psi_t D^t`.
+
+  Args:
+    d: the group's blocks over the window, ``(k, *V, S, S)``.
+    d_fs: tail Jacobians ``(k, *V, S)``, one per relation into the group.
+
+  Returns:
+    ``(phi, cs)``: :math:`\Phi_{e+k,e}` ``(*V, S, S)`` and, per relation,
+    ``(k, *V, S)``.
+  """
+  eye = jnp.broadcast_to(jnp.eye(d.shape[-1], dtype=d.dtype), d.shape[1:])
+
+  def body(psi, inp):
+    d_t, d_fs_t = inp
+    cs = [primitive.mix_states(psi, f.astype(psi.dtype)) for f in d_fs_t]
+    return _block_product(psi, d_t), cs
+
+  phi, cs = lax.scan(body, eye, (d, list(d_fs)), reverse=True)
+  return phi, cs
+
+
+def _scan_records(fn, carry, records):
+  """``fn(carry, record)`` over a window's stacked records."""
+  carry, _ = lax.scan(lambda c, rec: (fn(c, rec), None), carry, records)
+  return carry
+
+
 class _RelationTraces:
   """What the relation-trace algorithms share: their operands are the
   relations' trainable operands, and nothing bounds their traces."""
@@ -119,12 +159,15 @@ class DRTRL(_RelationTraces):
 
   ``skip``: relation keys whose trace term is left out of ``solve`` (their
   parameters get their gradient from another algorithm).
+  ``window_roll``: ``"closed"`` rolls a window of ``k > 1`` steps in closed
+  form (:meth:`roll_window`); ``"per_step"`` rolls it one step at a time.
   """
 
   fast: bool = True
   max_cross_bytes: Optional[int] = None
   name: str = "d_rtrl"
   skip: frozenset = frozenset()
+  window_roll: str = "closed"
   form = "window"
   needs = protocol.StepNeeds(per_position=True)
 
@@ -185,6 +228,96 @@ class DRTRL(_RelationTraces):
         for k, v in _cast_like(trace, old).items():
           new[drtrl_label(rel, k, compiled.groups[g])] = v
     return cross_traces.roll(compiled, entries, new, record, weights, self.fast)
+
+  def window_forms(self, compiled) -> list:
+    """``(what, form, why)`` for each trace: how a window of ``k > 1``
+    steps rolls it (``"closed"``, ``"accumulated"`` or ``"per_step"``,
+    :func:`~haiku_etp._src.primitive.window_form`)."""
+    out = []
+    for rel in compiled.relations:
+      if not rel.groups:
+        continue
+      form = primitive.window_form(rel.primitive, rel.params, fast=self.fast)
+      why = {
+          "closed": "",
+          "accumulated": (
+              f"{rel.primitive.name} has no drtrl_window rule: the "
+              "instantaneous terms are summed step by step"
+          ),
+          "per_step": (
+              f"{rel.primitive.name} keeps a trace layout of its own and has "
+              "no drtrl_window rule"
+          ),
+      }[form]
+      out.append((rel.key, form, why))
+    for plan in compiled.cross:
+      why = cross_traces.window_obstacle(compiled, plan)
+      out.append(
+          (
+              f"cross-group traces of {compiled.relations[plan.relation].key}",
+              "per_step" if why else "closed",
+              why or "",
+          )
+      )
+    return out
+
+  def roll_window(self, compiled, entries, records, weights) -> dict:
+    """The traces after a window of ``k`` steps, in closed form (one
+    reverse scan of output-sized coefficients, one contraction over the
+    window per relation); ``records`` are the window's, stacked."""
+    if self.window_roll == "per_step" or any(
+        cross_traces.window_obstacle(compiled, p) for p in compiled.cross
+    ):
+      return _scan_records(
+          lambda tr, rec: self.roll(compiled, tr, rec, weights),
+          entries,
+          records,
+      )
+    new = dict(entries)
+    for g, group in enumerate(compiled.groups):
+      members = [
+          (r, n)
+          for r, rel in enumerate(compiled.relations)
+          for n, gg in enumerate(rel.groups)
+          if gg == g
+      ]
+      if not members:
+        continue
+      phi, cs = window_coefficients(
+          records.d[g], [records.d_f[r][n] for r, n in members]
+      )
+      for (r, n), c in zip(members, cs):
+        rel = compiled.relations[r]
+        old = self._trace(compiled, entries, r, g)
+        form = primitive.window_form(rel.primitive, rel.params, fast=self.fast)
+        if form == "per_step":
+          step = lambda tr, rec, r=r, n=n, g=g: primitive.drtrl_update(
+              compiled.relations[r].primitive,
+              tr,
+              rec.d[g],
+              rec.d_f[r][n],
+              rec.x[r],
+              weights[r],
+              compiled.relations[r].params,
+              fast=self.fast,
+          )
+          trace = _scan_records(step, old, records)
+        else:
+          trace = primitive.drtrl_window(
+              rel.primitive,
+              old,
+              phi,
+              c,
+              records.x[r],
+              weights[r],
+              rel.params,
+              fast=self.fast,
+          )
+        for k, v in _cast_like(trace, old).items():
+          new[drtrl_label(rel, k, group)] = v
+    return cross_traces.roll_window(
+        compiled, entries, new, records, weights, self.fast
+    )
 
   def solve(self, compiled, entries, signals, weights) -> list:
     groups = signals.groups

@@ -181,7 +181,12 @@ def trace_term(compiled, algorithm, trace, signals, params):
 
 
 def roll(compiled, algorithm, trace, records, operands, length: int):
-  """Moves the traces through the window's ``length`` steps."""
+  """Moves the traces through the window's ``length`` steps: in closed form
+  where the algorithm has ``roll_window`` and ``length > 1``, else one
+  ``roll`` per step."""
+  roll_window = getattr(algorithm, "roll_window", None)
+  if length > 1 and roll_window is not None:
+    return roll_window(compiled, trace, records, operands)
   body = lambda tr, rec: (algorithm.roll(compiled, tr, rec, operands), None)
   trace, _ = sequence.scan_steps(body, trace, records, length)
   return trace
