@@ -35,23 +35,27 @@ The learners are registered names with options (``name:option=value``):
 decay ``--bench_es_decay`` unless given), ``rtrl`` (a configuration over
 its ``max_trace_bytes`` is reported, not run) and ``bptt``.
 
-For every model, learner and sequence length ``T`` one call of
-``learner.sequence_grad`` (window 1 for the online learners, the whole
-sequence for BPTT) is compiled under ``jit``. The table gives XLA's memory
+For every model, learner, window and sequence length ``T`` one call of
+``learner.sequence_grad`` (each window of ``--bench_windows`` for the
+online learners and truncated BPTT, the whole sequence for BPTT) is
+compiled under ``jit``. The table gives XLA's memory
 analysis of that call ("compiled" = temp + output bytes; the input sequence
 is an argument and counted apart, since generating it inside the call would
 put ``O(T)`` input bytes into temp memory and hide whether the learner's own
-memory is flat), and the median time of one call divided by ``T``. For
-D-RTRL, the copy bound is one read plus one write of all traces per step at
-the copy bandwidth measured in the same run. A second table gives, per model
+memory is flat), and the median time of one call divided by ``T``. For every
+learner with traces, the copy bound is one read plus one write of all traces
+per step at the copy bandwidth measured in the same run, and the floor of
+its one-step windows is BPTT's time per step plus that bound (``xfloor``:
+time over floor). A second table gives, per model
 and learner, the compiled memory at the largest ``T`` over the smallest and
 its growth per step beside the input bytes of one step.
 
     python -m experiments.benchmark --bench_steps=64,256,1024 \
-        --bench_output=/tmp/bench.json
+        --bench_windows=1,32 --bench_output=/tmp/bench.json
 """
 
 import functools
+import itertools
 import math
 import time
 from typing import Any, Callable, NamedTuple
@@ -91,6 +95,12 @@ BENCH_LEARNERS = flags.DEFINE_list(
     list(_LEARNER_NAMES),
     "Learners: registered names with options, name:option=value:... "
     f"(haiku_etp.learner_names()); default {_LEARNER_NAMES}.",
+)
+BENCH_WINDOWS = flags.DEFINE_list(
+    "bench_windows",
+    ["1", "32"],
+    "Windows of the online learners and truncated BPTT (BPTT covers the "
+    "whole sequence).",
 )
 BENCH_REPEATS = flags.DEFINE_integer(
     "bench_repeats",
@@ -274,9 +284,10 @@ def _sequence(spec: ModelSpec, num_steps: int, seed: int):
   return jnp.asarray(xs), jnp.asarray(ys)
 
 
-def measure(learner, params, state, xs, ys, repeats: int) -> dict:
-  """Compiles one ``sequence_grad`` call; returns its memory and timing."""
-  grad_fn = learner.sequence_grad(loss_fn)
+def measure(learner, params, state, xs, ys, repeats: int, window=None) -> dict:
+  """Compiles one ``sequence_grad`` call (with ``window``: ``None`` is the
+  learner's default); returns its memory and timing."""
+  grad_fn = learner.sequence_grad(loss_fn, window=window)
 
   def call(params, state, xs, ys):
     # A fixed key: rules that draw random numbers (UORO) need one.
@@ -305,6 +316,15 @@ def measure(learner, params, state, xs, ys, repeats: int) -> dict:
   return row
 
 
+def _windows(learner_text: str, windows) -> list:
+  """The windows a learner is measured at: ``[None]`` (the whole sequence)
+  for BPTT, ``windows`` for the others."""
+  name, _ = haiku_etp.parse_learner(learner_text)
+  if haiku_etp.learner_spec(name).whole_sequence:
+    return [None]
+  return list(windows)
+
+
 def run(
     model_names,
     learner_names,
@@ -314,8 +334,10 @@ def run(
     es_decay: float,
     bandwidth: float,
     on_row: Callable[[list[dict]], None] = lambda rows: None,
+    windows=(1,),
 ) -> list[dict]:
-  """One row per (model, learner, T); ``on_row`` sees the rows so far."""
+  """One row per (model, learner, window, T); ``on_row`` sees the rows so
+  far."""
   rows = []
   for model_name in model_names:
     spec = make_model(model_name, scale)
@@ -345,18 +367,21 @@ def run(
         on_row(rows)
         continue
       trace_bytes = _nbytes(learner.traces(state))
-      for num_steps in steps:
+      for window, num_steps in itertools.product(
+          _windows(learner_name, windows), steps
+      ):
         xs, ys = _sequence(spec, num_steps, seed=num_steps)
         row = {
             "model": model_name,
             "description": spec.description,
             "learner": learner_name,
+            "window": window,
             "steps": num_steps,
             "batch": spec.x_shape[0],
             "param_bytes": _nbytes(params),
             "trace_bytes": trace_bytes,
         }
-        row.update(measure(learner, params, state, xs, ys, repeats))
+        row.update(measure(learner, params, state, xs, ys, repeats, window))
         shapes = influence_shapes(learner.traces(state))
         if shapes:
           # J_t M_{t-1}: 2 B H^2 n flops per influence trace and step.
@@ -367,15 +392,16 @@ def run(
           row["jm_gflops_in_step"] = flops / row["ms_per_step"] / 1e6
           row["matmul_gflops"] = matmul_gflops(batch, num_h, num_p, repeats)
           row["jm_ms_at_matmul_rate"] = flops / row["matmul_gflops"] / 1e6
-        if learner_name.startswith("d_rtrl"):
+        if trace_bytes:
           row["copy_bound_ms"] = 1e3 * 2 * trace_bytes / bandwidth
           row["x_bound"] = row["ms_per_step"] / row["copy_bound_ms"]
           # Trace bytes read and written per second of a whole step.
           row["trace_gb_per_s"] = 2 * trace_bytes / row["ms_per_step"] / 1e6
         logging.info(
-            "%s %s T=%d: %.2f MiB, %.3f ms/step (compiled in %.1f s)",
+            "%s %s window %s T=%d: %.2f MiB, %.3f ms/step (compiled in %.1f s)",
             model_name,
             learner_name,
+            window,
             num_steps,
             row["compiled_mib"],
             row["ms_per_step"],
@@ -398,18 +424,25 @@ def _add_bptt_ratios(rows: list[dict]) -> None:
       continue
     ref = bptt.get((r["model"], r["steps"]))
     r["x_bptt"] = None if ref is None else r["ms_per_step"] / ref
+    if ref is not None and "copy_bound_ms" in r:
+      # One-step windows cannot amortise: the step's own forward and
+      # backward pass plus one read and write of every trace.
+      r["floor_ms"] = ref + r["copy_bound_ms"]
+      r["x_floor"] = r["ms_per_step"] / r["floor_ms"]
 
 
 def memory_growth(rows: list[dict]) -> list[dict]:
   """Compiled memory at the largest over the smallest T, per model/learner."""
   out = []
   rows = [r for r in rows if "over_budget" not in r]
-  keys = dict.fromkeys((r["model"], r["learner"]) for r in rows)
-  for model_name, learner_name in keys:
+  keys = dict.fromkeys((r["model"], r["learner"], r["window"]) for r in rows)
+  for model_name, learner_name, window in keys:
     mine = [
         r
         for r in rows
-        if r["model"] == model_name and r["learner"] == learner_name
+        if r["model"] == model_name
+        and r["learner"] == learner_name
+        and r["window"] == window
     ]
     lo = min(mine, key=lambda r: r["steps"])
     hi = max(mine, key=lambda r: r["steps"])
@@ -419,6 +452,7 @@ def memory_growth(rows: list[dict]) -> list[dict]:
         {
             "model": model_name,
             "learner": learner_name,
+            "window": window,
             "t_min": lo["steps"],
             "t_max": hi["steps"],
             "ratio": ratio,
@@ -446,23 +480,27 @@ def print_table(rows, growth, bandwidth: float) -> None:
       ("x_bptt", "xBPTT", ".2f"),
       ("copy_bound_ms", "bound ms", ".3f"),
       ("x_bound", "xbound", ".2f"),
+      ("x_floor", "xfloor", ".2f"),
   )
   print(
       "Gradient over a sequence, float32, "
       f"{jax.devices()[0].platform}; compiled = temp + output bytes; "
-      "bound = one read + one write of the D-RTRL traces per step at "
-      f"{bandwidth / 1e9:.2f} GB/s (copy bandwidth measured in this run)"
+      "bound = one read + one write of the learner's traces per step at "
+      f"{bandwidth / 1e9:.2f} GB/s (copy bandwidth measured in this run); "
+      "floor = BPTT's ms/step + bound (what one-step windows cannot go "
+      "below); window - = the whole sequence"
   )
   print(
-      f"{'model':<10}{'learner':<26}{'T':>6}"
+      f"{'model':<10}{'learner':<26}{'window':>7}{'T':>7}"
       + "".join(f"{title:>14}" for _, title, _ in cols)
   )
   for r in rows:
     if "over_budget" in r:
       print(f"{r['model']:<10}{r['learner']:<26}  not run: {r['over_budget']}")
       continue
+    window = "-" if r["window"] is None else r["window"]
     print(
-        f"{r['model']:<10}{r['learner']:<26}{r['steps']:>6}"
+        f"{r['model']:<10}{r['learner']:<26}{window:>7}{r['steps']:>7}"
         + "".join(_fmt(r.get(key), spec, 14) for key, _, spec in cols)
     )
   jm = [r for r in rows if "jm_gflop_per_step" in r]
@@ -486,12 +524,13 @@ def print_table(rows, growth, bandwidth: float) -> None:
       "its growth per step and the input bytes per step"
   )
   print(
-      f"{'model':<10}{'learner':<26}{'T ratio':>13}{'ratio':>8}"
+      f"{'model':<10}{'learner':<26}{'window':>7}{'T ratio':>13}{'ratio':>8}"
       f"{'KiB/step':>10}{'input KiB':>10}"
   )
   for g in growth:
+    window = "-" if g["window"] is None else g["window"]
     print(
-        f"{g['model']:<10}{g['learner']:<26}"
+        f"{g['model']:<10}{g['learner']:<26}{window:>7}"
         f"{g['t_max']:>6}/{g['t_min']:<6}{g['ratio']:>8.3f}"
         f"{g['bytes_per_step'] / 2**10:>10.1f}"
         f"{g['input_bytes_per_step'] / 2**10:>10.1f}"
@@ -527,6 +566,12 @@ def main(argv):
     raise app.UsageError(f"--bench_steps takes integers: {e}") from None
   if not steps or steps[0] < 1:
     raise app.UsageError(f"--bench_steps must be >= 1, got {steps}.")
+  try:
+    windows = sorted({int(k) for k in BENCH_WINDOWS.value})
+  except ValueError as e:
+    raise app.UsageError(f"--bench_windows takes integers: {e}") from None
+  if not windows or windows[0] < 1:
+    raise app.UsageError(f"--bench_windows must be >= 1, got {windows}.")
   device = jax.devices()[0]
   logging.info("Benchmarking on %s (%s)", device.platform, device.device_kind)
   bandwidth = copy_bandwidth(BENCH_COPY_MIB.value * 2**20, 20)
@@ -534,6 +579,7 @@ def main(argv):
   config = {
       "device": f"{device.platform} {device.device_kind}",
       "steps": steps,
+      "windows": windows,
       "scale": BENCH_SCALE.value,
       "repeats": BENCH_REPEATS.value,
       "es_decay": BENCH_ES_DECAY.value,
@@ -557,14 +603,16 @@ def main(argv):
       BENCH_ES_DECAY.value,
       bandwidth,
       on_row=write,
+      windows=windows,
   )
   growth = memory_growth(rows)
   for g in growth:
-    if g["learner"] != "bptt" and not g["flat"]:
+    if g["window"] is not None and not g["flat"]:
       logging.warning(
-          "%s %s: compiled memory grows %.3fx from T=%d to T=%d.",
+          "%s %s window %s: compiled memory grows %.3fx from T=%d to T=%d.",
           g["model"],
           g["learner"],
+          g["window"],
           g["ratio"],
           g["t_min"],
           g["t_max"],

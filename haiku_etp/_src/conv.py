@@ -153,19 +153,12 @@ def _is_kept(params, y_like):
   return y_like.ndim == len(params["strides"]) + 2
 
 
-def _patches(x, kernel_shape, params):
-  """Per-position kernel Jacobian ``dy[b, s, o] / dK[...]`` (batch kept).
-
-  Returns ``(B_out, *spatial_out, *kernel_shape)``: the slot of output position
-  ``s`` holds, at kernel index ``(.., i, .., o, ..)``, the input value that
-  multiplies that kernel entry in ``y[b, s, o]``.
-  """
+def _input_patches(x, kernel_shape, params):
+  """``(B, *spatial_out, C, *filter)``: per output position, the input
+  values under the filter (every input channel ``C``, batch kept)."""
   dn = _dn(params)
   n = len(params["strides"])
-  rhs_spec = dn.rhs_spec
-  filter_shape = tuple(kernel_shape[a] for a in rhs_spec[2:])
-  num_out = kernel_shape[rhs_spec[0]]
-  num_in = kernel_shape[rhs_spec[1]]
+  filter_shape = tuple(kernel_shape[a] for a in dn.rhs_spec[2:])
   p = lax.conv_general_dilated_patches(
       x,
       filter_shape,
@@ -181,7 +174,36 @@ def _patches(x, kernel_shape, params):
   p = jnp.transpose(p, (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],))
   batch, spatial = p.shape[0], p.shape[1 : 1 + n]
   channels = p.shape[-1] // max(1, math.prod(filter_shape))
-  p = jnp.reshape(p, (batch,) + spatial + (channels,) + filter_shape)
+  return jnp.reshape(p, (batch,) + spatial + (channels,) + filter_shape)
+
+
+def _to_physical_kernel(p, lead: int, n: int, rhs_spec):
+  """Moves the kernel axes of ``p`` (logical order ``(O, I, *filter)``
+  after ``lead`` axes; any trailing axes stay last) to the kernel's
+  physical order."""
+  perm = (
+      tuple(range(lead))
+      + tuple(lead + rhs_spec.index(a) for a in range(n + 2))
+      + tuple(range(lead + n + 2, p.ndim))
+  )
+  return jnp.transpose(p, perm)
+
+
+def _patches(x, kernel_shape, params):
+  """Per-position kernel Jacobian ``dy[b, s, o] / dK[...]`` (batch kept).
+
+  Returns ``(B_out, *spatial_out, *kernel_shape)``: the slot of output position
+  ``s`` holds, at kernel index ``(.., i, .., o, ..)``, the input value that
+  multiplies that kernel entry in ``y[b, s, o]``.
+  """
+  dn = _dn(params)
+  n = len(params["strides"])
+  rhs_spec = dn.rhs_spec
+  filter_shape = tuple(kernel_shape[a] for a in rhs_spec[2:])
+  num_out = kernel_shape[rhs_spec[0]]
+  num_in = kernel_shape[rhs_spec[1]]
+  p = _input_patches(x, kernel_shape, params)
+  batch, spatial = p.shape[0], p.shape[1 : 1 + n]
   fgc = params["feature_group_count"]
   bgc = params["batch_group_count"]
   if bgc > 1:
@@ -204,11 +226,35 @@ def _patches(x, kernel_shape, params):
       p, p.shape[:g_axis] + (groups * per_group,) + p.shape[g_axis + 2 :]
   )
   # p: (B_out, *sp, O, I, *filter) in logical kernel order; go physical.
-  lead = 1 + n
-  perm = tuple(range(lead)) + tuple(
-      lead + rhs_spec.index(a) for a in range(n + 2)
+  return _to_physical_kernel(p, 1 + n, n, rhs_spec)
+
+
+def _window_weight(xs, cs, kernel_shape, params, kept: bool):
+  """``sum_t patches_t (x) c_t`` in trace layout ``(B?, *sp, *kernel, S')``:
+  per output position one contraction over the window's steps (the
+  patches without their broadcast over output channels)."""
+  dn = _dn(params)
+  n = len(params["strides"])
+  rhs_spec = dn.rhs_spec
+  fgc = params["feature_group_count"]
+  num_out = kernel_shape[rhs_spec[0]]
+  filter_shape = tuple(kernel_shape[a] for a in rhs_spec[2:])
+  k, b_axis = xs.shape[0], dn.lhs_spec[0]
+  # The steps become the batch (batch stripped) or join it, step-major.
+  x = jnp.moveaxis(xs, 0, b_axis)
+  if kept:
+    x = jnp.reshape(x, x.shape[:b_axis] + (-1,) + x.shape[b_axis + 2 :])
+  p = _input_patches(x.astype(cs.dtype), kernel_shape, params)
+  layout = _Layout(params, kept)
+  c = jax.vmap(lambda c_t: layout.y_to_canonical(c_t, extra=1))(cs)
+  lead_shape = c.shape[1:-2]  # (B?, *spatial_out)
+  p = jnp.reshape(p, (k,) + lead_shape + (fgc, -1))
+  c = jnp.reshape(c, (k,) + lead_shape + (fgc, num_out // fgc, c.shape[-1]))
+  out = jnp.einsum("t...gq,t...gor->...goqr", p, c)
+  out = jnp.reshape(
+      out, lead_shape + (num_out, -1) + filter_shape + (c.shape[-1],)
   )
-  return jnp.transpose(p, perm)
+  return _to_physical_kernel(out, len(lead_shape), n, rhs_spec)
 
 
 def _with_batch(x, params):
@@ -357,13 +403,12 @@ def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, cs.ndim - 2 == len(params["strides"]) + 2)
   phi_w = layout.y_to_kernel_slots(phi, len(kernel_shape), extra=2)
-  # Per output position, sum_t patches_t (x) c_t: XLA fuses the products
-  # into the sum over the window's steps.
-  step = lambda x, c: _instantaneous_weight(x, c, kernel_shape, params, 1)
-  out = {
-      "weight": primitive.mix_states(phi_w, trace["weight"])
-      + jnp.sum(jax.vmap(step)(xs, cs), axis=0)
-  }
+  if params["batch_group_count"] == 1:
+    summed = _window_weight(xs, cs, kernel_shape, params, layout.kept)
+  else:
+    step = lambda x, c: _instantaneous_weight(x, c, kernel_shape, params, 1)
+    summed = jnp.sum(jax.vmap(step)(xs, cs), axis=0)
+  out = {"weight": primitive.mix_states(phi_w, trace["weight"]) + summed}
   if has_bias:
     out["bias"] = primitive.mix_states(
         layout.y_to_canonical(phi, extra=2), trace["bias"]

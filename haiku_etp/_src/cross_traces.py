@@ -36,6 +36,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src import closed_form
 from haiku_etp._src import primitive
 from haiku_etp._src import program as program_lib
 
@@ -491,16 +492,60 @@ def _per_sample_solve_each(rel, trace, coefficients, weights, fast):
   return jax.vmap(jax.vmap(one), in_axes=(None, 0))(trace, coefficients)
 
 
-def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
-  """Writes ``plan``'s traces after the window into ``new``."""
+def _filtered_coefficients(compiled, plan, records, m: int, dtype):
+  """The closed form of ``plan``'s ``m``-th filtered trace, without a loop.
+
+  Its roll is ``f^t = kappa_t f^{t-1} + sum_a <C_a^t, own_a^{t-1}> + c^t
+  q^t`` (per position), so the coefficients solve a backward affine
+  recursion per own group, ``lam^{t-1} = D^{tT} lam^t + C^t kappa_{>t}``,
+  done by an associative scan.
+
+  Returns:
+    ``(on_filtered, on_own, on_q)``: the coefficient of the filtered trace
+    at the entry (a scalar), of each own trace at the entry ``{a: (*V,
+    S)}`` and of each step's source term ``(k, *V)``.
+  """
   i = plan.relation
   rel = compiled.relations[i]
-  prim = rel.primitive
-  dtype = compiled.groups[(rel.groups or plan.groups)[0]].dtype
+  g_f, j = plan.filtered[m]
+  hop = next(h for h in plan.hops if h.relation == j)
+  c = records.c[j]
+  k = jax.tree_util.tree_leaves(c)[0].shape[0]
+  kappa = jnp.reshape(records.d[g_f], (k, -1))[:, 0].astype(dtype)
+  lam_f = closed_form.suffix_scalars(kappa)  # row t + 1: after step t
+  after = lambda v: jnp.reshape(lam_f[1:], (k,) + (1,) * (v.ndim - 1)) * v
+  on_own, on_q = {}, None
+  for n, a in enumerate(rel.groups):
+    if a not in hop.own_groups:
+      continue
+    col = _state_column(c, _group_bits(compiled, a), dtype)  # (k, *V, S)
+    lam = closed_form.backward_affine(
+        closed_form.transpose_blocks(records.d[a].astype(dtype)), after(col)
+    )
+    on_own[a] = lam[0]
+    part = primitive.weighted_state_sum(
+        records.d_f[i][n].astype(dtype), lam[1:]
+    )
+    on_q = _plus(on_q, part)
+  if hop.own_output:
+    on_q = _plus(on_q, after(c[_rel_bit(compiled, i)].astype(dtype)))
+  return lam_f[0], on_own, on_q
+
+
+def _transposed_coefficients(compiled, plan, records, weights, dtype):
+  """Every coefficient of ``plan``'s closed form from the transpose of its
+  collapsed roll (:func:`_collapsed_step`), one seed per filtered trace
+  (ones) and per field coordinate (a one-hot, the same for every sample).
+
+  Returns:
+    ``(on_own, on_fields, on_filtered, on_q, offsets)``, each with a leading
+    seed axis (``on_filtered[m][m]`` is the ``m``-th filtered trace's own
+    coefficient); ``offsets[g]`` is where group ``g``'s seeds start.
+  """
+  i = plan.relation
+  rel = compiled.relations[i]
   q_shape = _own_shape(compiled, plan)
-  k = records.d_f[i][0].shape[0] if rel.groups else None
-  if k is None:
-    k = jax.tree_util.tree_leaves(records.c)[0].shape[0]
+  k = jax.tree_util.tree_leaves(records.c)[0].shape[0]
   state_shape = lambda g: tuple(compiled.groups[g].shape) + (
       compiled.groups[g].num_states,
   )
@@ -524,11 +569,7 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
     return carry
 
   transpose = jax.linear_transpose(window, *primals)
-
-  # The seeds, stacked: ones on each filtered trace, then a one-hot per
-  # field coordinate (the same coordinate of every sample).
-  num_filtered = len(plan.filtered)
-  offsets, n = {}, num_filtered
+  offsets, n = {}, len(plan.filtered)
   for g in plan.groups:
     offsets[g] = n
     n += int(np.prod(state_shape(g)[1:]))
@@ -549,10 +590,33 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
       m: jnp.zeros((n,) + v.shape, dtype).at[m].set(1.0)
       for m, v in primals[2].items()
   }
-  cot_own, cot_fields, cot_filtered, cot_q = jax.vmap(
-      lambda seed: transpose(seed)
-  )((own_seed, field_seed, filtered_seed))
+  on_own, on_fields, on_filtered, on_q = jax.vmap(transpose)(
+      (own_seed, field_seed, filtered_seed)
+  )
+  return on_own, on_fields, on_filtered, on_q, offsets
 
+
+def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
+  """Writes ``plan``'s traces after the window into ``new``."""
+  i = plan.relation
+  rel = compiled.relations[i]
+  prim = rel.primitive
+  dtype = compiled.groups[(rel.groups or plan.groups)[0]].dtype
+  q_shape = _own_shape(compiled, plan)
+  if plan.groups:
+    on_own, on_fields, on_filtered, on_q, offsets = _transposed_coefficients(
+        compiled, plan, records, weights, dtype
+    )
+    filtered_coefficients = lambda m: (
+        on_filtered[m][m],
+        {a: on_own[a][m] for a in rel.groups},
+        on_q[m],
+    )
+  else:
+    # Filtered traces alone: position by position, no seeds over fields.
+    filtered_coefficients = lambda m: _filtered_coefficients(
+        compiled, plan, records, m, dtype
+    )
   xs = records.x[i]
   own_traces = {
       g: {
@@ -562,23 +626,23 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
       for g in rel.groups
   }  # pyformat: disable  (own traces share the full label's spelling)
 
-  # The filtered traces: per position, so one seed each.
   for m, (g, j) in enumerate(plan.filtered):
     group = compiled.groups[g]
     trace = {key: old[filtered_label(rel, key, group)] for key in rel.weights}
+    on_entry, on_own_m, on_q_m = filtered_coefficients(m)
     total = primitive.drtrl_window(
         prim,
         trace,
-        cot_filtered[m][m][..., None, None],
-        cot_q[m][..., None],
+        jnp.broadcast_to(on_entry, q_shape)[..., None, None],
+        on_q_m[..., None],
         xs,
         weights[i],
         rel.params,
         fast=fast,
     )
-    for a in rel.groups:
+    for a, coefficient in on_own_m.items():
       mixed = primitive.drtrl_mix(
-          prim, own_traces[a], cot_own[a][m][..., None, :], rel.params
+          prim, own_traces[a], coefficient[..., None, :], rel.params
       )
       total = {key: total[key] + mixed[key] for key in total}
     for key, v in total.items():
@@ -591,19 +655,19 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
   # The full fields: one seed per coordinate.
   for g in plan.groups:
     group = compiled.groups[g]
-    size = int(np.prod(state_shape(g)[1:]))
+    size = int(np.prod(group.shape[1:])) * group.num_states
     seeds = slice(offsets[g], offsets[g] + size)
     parts = None
     for a in rel.groups:
       part = _per_sample_solve_each(
-          rel, own_traces[a], cot_own[a][seeds], weights[i], fast
+          rel, own_traces[a], on_own[a][seeds], weights[i], fast
       )
       parts = part if parts is None else _add(parts, part)
     part = jax.vmap(
         lambda c: primitive.summed_dw_per_sample(
             prim, xs, c, weights[i], rel.params
         )
-    )(cot_q[seeds])
+    )(on_q[seeds])
     parts = part if parts is None else _add(parts, part)
     for key in rel.weights:
       label = full_label(rel, key, group)
@@ -613,7 +677,7 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
       for g2 in plan.groups:
         entry = old[full_label(rel, key, compiled.groups[g2])]
         flat = entry.reshape(entry.shape[: 1 + num_param] + (-1,))
-        coefficient = cot_fields[g2][seeds].reshape(
+        coefficient = on_fields[g2][seeds].reshape(
             (size, flat.shape[0], flat.shape[-1])
         )
         value = value + jnp.einsum(

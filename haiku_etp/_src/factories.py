@@ -40,6 +40,7 @@ def d_rtrl(
     fast: bool = True,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
     trace_dtype: Optional[Any] = None,
+    window_roll: str = "closed",
 ) -> Learner:
   r"""D-RTRL: per-parameter eligibility traces, rolled forward in time.
 
@@ -68,12 +69,20 @@ def d_rtrl(
       steps (``"bfloat16"``, ``"float16"``): half the trace memory and
       traffic; they are rolled and contracted in the parameters' dtype
       (:mod:`~haiku_etp._src.precision`).
+    window_roll: how ``sequence_grad(window=k)`` with ``k > 1`` moves the
+      traces through a window: ``"closed"`` in closed form, once per window
+      (one reverse scan of output-sized coefficients and one contraction
+      over the window's steps per relation: no trace is read or written
+      per step; ``report`` names any relation that still rolls per step),
+      or ``"per_step"``, one step at a time (for comparisons). The values
+      are the same.
 
   Returns:
     A :class:`Learner`.
 
   Raises:
-    ValueError: for a negative or non-integer ``max_cross_bytes``.
+    ValueError: for a negative or non-integer ``max_cross_bytes``, or an
+      unknown ``window_roll``.
 
   >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
   >>> def step(x):
@@ -88,9 +97,12 @@ def d_rtrl(
   ['~/w:weight@~']
   """
   compiler_lib.check_cross_budget(max_cross_bytes)
+  traces_lib.check_window_roll(window_roll)
   return _learner(
       model,
-      traces_lib.DRTRL(fast=fast, max_cross_bytes=max_cross_bytes),
+      traces_lib.DRTRL(
+          fast=fast, max_cross_bytes=max_cross_bytes, window_roll=window_roll
+      ),
       "d_rtrl",
       trace_dtype=trace_dtype,
   )  # pyformat: disable

@@ -182,6 +182,9 @@ class Feedback:
   def _drtrl(self) -> traces_lib.DRTRL:
     return traces_lib.DRTRL(max_cross_bytes=self.max_cross_bytes)
 
+  def window_forms(self, compiled) -> list:
+    return self._drtrl.window_forms(compiled)
+
   @property
   def needs(self) -> protocol.StepNeeds:
     return protocol.StepNeeds(
@@ -253,6 +256,25 @@ class Feedback:
       if self.feedback == "adaptive":
         w = lax.stop_gradient(operands[r][name]).astype(b.dtype)
         b = b + jnp.asarray(self.rate, b.dtype) * (w - b)
+      new[PREFIX + str(r)] = b
+    return new
+
+  def roll_window(self, compiled, traces, records, operands) -> dict:
+    """D-RTRL's closed-form window roll; the adaptive matrix relaxes ``k``
+    steps towards the (fixed) weight at once."""
+    new = self._drtrl.roll_window(
+        compiled,
+        traces,
+        records,
+        self._with_feedback(compiled, traces, operands),
+    )
+    found = self._matrix(compiled, traces)
+    if found is not None:
+      r, name, b = found
+      if self.feedback == "adaptive":
+        k = jax.tree_util.tree_leaves(records)[0].shape[0]
+        w = lax.stop_gradient(operands[r][name]).astype(b.dtype)
+        b = w + jnp.asarray(1.0 - self.rate, b.dtype) ** k * (b - w)
       new[PREFIX + str(r)] = b
     return new
 

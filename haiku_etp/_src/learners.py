@@ -584,12 +584,29 @@ def _learner_verdicts(core: _Core, params, state, rng, x) -> tuple:
   return _verdicts(core, _compile(core, params, state, rng, x))
 
 
+def _window_roll_text(forms) -> str:
+  """``report``'s lines on how a window of ``k > 1`` steps rolls the
+  traces (``window_forms``: ``(what, form, why)``)."""
+  head = "window roll (sequence_grad with window > 1): "
+  slow = [(what, form, why) for what, form, why in forms if form != "closed"]
+  if not slow:
+    return head + "closed form for every trace (once per window)"
+  lines = [head + "closed form except"]
+  for what, form, why in slow:
+    how = "step by step" if form == "per_step" else "instantaneous terms summed"
+    lines.append(f"  {what}: {how} ({why})")
+  return "\n".join(lines)
+
+
 def _report(core: _Core, params, state, rng, x) -> str:
   compiled = _compile(core, params, state, rng, x)
   traces = None
   if core.online:
     traces = jax.eval_shape(lambda: core.algorithm.init(compiled))
   text = compiled.report(traces, _verdicts(core, compiled))
+  forms = getattr(core.algorithm, "window_forms", None)
+  if core.online and forms is not None:
+    text += "\n" + _window_roll_text(forms(compiled))
   if core.remat is not None:
     segment = (
         "ceil(sqrt(T)) steps"

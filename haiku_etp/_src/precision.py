@@ -131,6 +131,20 @@ class StoredIn:
     )
     return self._store(compiled, new)
 
+  @property
+  def roll_window(self):
+    """The inner's closed-form window roll on loaded traces (``None``
+    when the inner rolls step by step)."""
+    inner = getattr(self.inner, "roll_window", None)
+    if inner is None:
+      return None
+
+    def roll_window(compiled, traces, records, operands) -> dict:
+      new = inner(compiled, self._load(compiled, traces), records, operands)
+      return self._store(compiled, new)
+
+    return roll_window
+
   def solve(self, compiled, traces, signals, operands):
     return self.inner.solve(
         compiled, self._load(compiled, traces), signals, operands

@@ -160,7 +160,7 @@ def learner_label(name: str, options: dict) -> str:
 register_learner(
     "d_rtrl",
     factories.d_rtrl,
-    options=("fast", "max_cross_bytes", "trace_dtype"),
+    options=("fast", "max_cross_bytes", "trace_dtype", "window_roll"),
     description="D-RTRL: per-parameter traces, exact on per-position "
     "transitions",
 )

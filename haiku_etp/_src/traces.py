@@ -39,6 +39,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src import closed_form
 from haiku_etp._src import cross_traces
 from haiku_etp._src import jacobians
 from haiku_etp._src import primitive
@@ -103,37 +104,16 @@ def _compiler_verdicts(compiled, extra=lambda p: ()) -> tuple:
   return tuple(out)
 
 
-def _block_product(a, b):
-  """``a @ b`` of ``(..., S, S)`` blocks, position by position."""
-  out = a[..., :, 0:1] * b[..., 0:1, :]
-  for j in range(1, a.shape[-1]):
-    out = out + a[..., :, j : j + 1] * b[..., j : j + 1, :]
-  return out
+WINDOW_ROLLS = ("closed", "per_step")
 
 
-def window_coefficients(d, d_fs) -> tuple:
-  r"""One group's closed-form coefficients over a window of ``k`` steps.
-
-  One reverse scan of output-sized blocks: :math:`\Psi_{e+k} = I`,
-  :math:`c_t = \Psi_t D_f^t`, :math:`\Psi_{t-1} = \Psi_t D^t`.
-
-  Args:
-    d: the group's blocks over the window, ``(k, *V, S, S)``.
-    d_fs: tail Jacobians ``(k, *V, S)``, one per relation into the group.
-
-  Returns:
-    ``(phi, cs)``: :math:`\Phi_{e+k,e}` ``(*V, S, S)`` and, per relation,
-    ``(k, *V, S)``.
-  """
-  eye = jnp.broadcast_to(jnp.eye(d.shape[-1], dtype=d.dtype), d.shape[1:])
-
-  def body(psi, inp):
-    d_t, d_fs_t = inp
-    cs = [primitive.mix_states(psi, f.astype(psi.dtype)) for f in d_fs_t]
-    return _block_product(psi, d_t), cs
-
-  phi, cs = lax.scan(body, eye, (d, list(d_fs)), reverse=True)
-  return phi, cs
+def check_window_roll(window_roll) -> None:
+  """Raises ``ValueError`` unless ``window_roll`` is one of
+  :data:`WINDOW_ROLLS`."""
+  if window_roll not in WINDOW_ROLLS:
+    raise ValueError(
+        f"window_roll must be one of {WINDOW_ROLLS}, got {window_roll!r}."
+    )
 
 
 def _scan_records(fn, carry, records):
@@ -241,8 +221,9 @@ class DRTRL(_RelationTraces):
       why = {
           "closed": "",
           "accumulated": (
-              f"{rel.primitive.name} has no drtrl_window rule: the "
-              "instantaneous terms are summed step by step"
+              "fast=False: the generic rules"
+              if rel.primitive.rules.drtrl_window is not None
+              else f"{rel.primitive.name} has no drtrl_window rule"
           ),
           "per_step": (
               f"{rel.primitive.name} keeps a trace layout of its own and has "
@@ -283,7 +264,7 @@ class DRTRL(_RelationTraces):
       ]
       if not members:
         continue
-      phi, cs = window_coefficients(
+      phi, cs = closed_form.window_coefficients(
           records.d[g], [records.d_f[r][n] for r, n in members]
       )
       for (r, n), c in zip(members, cs):
