@@ -22,12 +22,13 @@ Over a window of ``k`` steps a D-RTRL trace moves as
   \Psi_t = D^{e+k} \cdots D^{t+1}
 
 (``docs/design.md``, "The closed-form window roll"). Every coefficient is
-output-sized: ``S x S`` blocks per position. They come from suffix products
-of the window's blocks, computed here with ``lax.associative_scan``: a few
-whole-window elementwise passes (``log2 k`` levels) instead of ``k``
-iterations of a loop, which on a CPU cost more in per-iteration overhead
-than in arithmetic when the blocks are small.
+output-sized (``S x S`` blocks per position) and comes from a backward
+recursion over the window's records: :math:`\Psi \leftarrow \Psi D^t`
+from the identity. :func:`backward` runs all of a window's recursions (every
+group's, every filtered readout's) in one reverse scan.
 """
+
+from typing import Any, Callable, NamedTuple
 
 import jax
 from jax import lax
@@ -51,58 +52,68 @@ def transpose_blocks(a: jax.Array) -> jax.Array:
   return jnp.swapaxes(a, -1, -2)
 
 
-def suffix_products(d: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(phi, psi)`` of a window's blocks ``d`` ``(k, *V, S, S)``.
-
-  ``phi = d[k-1] ... d[0]`` and ``psi[j] = d[k-1] ... d[j+1]`` (the
-  identity for ``j = k-1``): what step ``j``'s instantaneous term is
-  carried through until the window ends.
-  """
-  suffix = lax.associative_scan(block_product, d, reverse=True)
-  eye = jnp.broadcast_to(jnp.eye(d.shape[-1], dtype=d.dtype), d.shape[1:])
-  psi = jnp.concatenate([suffix[1:], eye[None]], axis=0)
-  return suffix[0], psi
-
-
 def mix_blocks(blocks: jax.Array, v: jax.Array) -> jax.Array:
   """``out[..., a] = sum_b blocks[..., a, b] v[..., b]``."""
   return backend.mix_states(blocks, v.astype(blocks.dtype))
 
 
-def window_coefficients(d: jax.Array, d_fs) -> tuple:
-  """One group's ``(phi, [c per relation])`` over a window.
+class Backward(NamedTuple):
+  """One backward recursion over a window's records.
+
+  Attributes:
+    init: the carry after the window's last step.
+    step: ``step(carry, record) -> (carry, out)``: from the carry after a
+      step to the carry before it, with the step's record; ``out`` is
+      stacked over the window.
+  """
+
+  init: Any
+  step: Callable[[Any, Any], tuple[Any, Any]]
+
+
+def backward(recursions: dict, records) -> dict:
+  """Runs every recursion in one reverse scan over the window's records.
+
+  Every iteration of a loop costs a fixed overhead on a CPU that small
+  blocks do not amortise, so all of a window's coefficients come from one
+  loop, latest step first.
 
   Args:
-    d: the group's blocks, ``(k, *V, S, S)``.
-    d_fs: tail Jacobians ``(k, *V, S)``, one per relation into the group.
+    recursions: ``{key: Backward}``.
+    records: the window's records, stacked (``k``-leading); only the
+      per-position fields (``d``, ``d_f``, ``c``) are read.
 
   Returns:
-    ``phi`` ``(*V, S, S)`` and, per relation, ``c`` ``(k, *V, S)``.
+    ``{key: (carry before the window's first step, outs (k, ...))}``.
   """
-  phi, psi = suffix_products(d)
-  return phi, [mix_blocks(psi, f) for f in d_fs]
+  records = records._replace(x=(), full=None, replay=None, projection=None)
+
+  def body(carries, rec):
+    out_carries, outs = {}, {}
+    for key, rec_fn in recursions.items():
+      out_carries[key], outs[key] = rec_fn.step(carries[key], rec)
+    return out_carries, outs
+
+  init = {key: r.init for key, r in recursions.items()}
+  carries, outs = lax.scan(body, init, records, reverse=True)
+  return {key: (carries[key], outs[key]) for key in recursions}
 
 
-def _compose(first, second):
-  """``second`` after ``first``, affine maps ``v -> A v + b`` of blocks."""
-  a1, b1 = first
-  a2, b2 = second
-  return block_product(a2, a1), mix_blocks(a2, b1) + b2
+def group_recursion(d_shape, dtype, members) -> Backward:
+  r"""A group's :math:`\Psi` recursion: ``Psi <- Psi D^t`` from the
+  identity, with ``c_t = Psi D_f^t`` for each ``(relation, position in its
+  groups)`` of ``members``; the final carry is :math:`\Phi`.
 
-
-def backward_affine(a: jax.Array, b: jax.Array) -> jax.Array:
-  """The solution of ``lam[j-1] = a[j] lam[j] + b[j]`` with ``lam[k-1] = 0``.
-
-  Returns ``lam[j]`` for ``j = -1 .. k-1`` stacked as ``(k + 1, *V, S)``:
-  row ``0`` is ``lam[-1]`` (the entry's coefficient), row ``j + 1`` is
-  ``lam[j]``. ``a`` is ``(k, *V, S, S)``, ``b`` is ``(k, *V, S)``.
+  Args:
+    d_shape: the shape of one step's blocks ``(*V, S, S)``.
+    dtype: their dtype.
+    members: ``(g, [(r, n), ...])``: the group and its relations.
   """
-  _, lam = lax.associative_scan(_compose, (a, b), reverse=True)
-  return jnp.concatenate([lam, jnp.zeros_like(lam[:1])], axis=0)
+  g, rels = members
+  eye = jnp.broadcast_to(jnp.eye(d_shape[-1], dtype=dtype), tuple(d_shape))
 
+  def step(psi, rec):
+    cs = [mix_blocks(psi, rec.d_f[r][n]) for r, n in rels]
+    return block_product(psi, rec.d[g].astype(dtype)), cs
 
-def suffix_scalars(kappa: jax.Array) -> jax.Array:
-  """``out[j] = kappa[j+1] ... kappa[k-1]`` for ``j = -1 .. k-1`` (``k + 1``
-  values: row ``0`` is the whole product, the last row is 1)."""
-  tail = jnp.cumprod(kappa[::-1])[::-1]
-  return jnp.concatenate([tail, jnp.ones_like(kappa[:1])])
+  return Backward(eye, step)

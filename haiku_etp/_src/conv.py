@@ -41,6 +41,7 @@ input patches, so its cost is that of one im2col of ``x``.
 ``y``-shaped; ``xy_to_dw`` is the conv VJP at the filtered input.
 """
 
+import itertools
 import math
 from typing import Any, Optional, Sequence, Union
 
@@ -153,12 +154,48 @@ def _is_kept(params, y_like):
   return y_like.ndim == len(params["strides"]) + 2
 
 
+def _sliced_patches(x, filter_shape, params):
+  """:func:`_input_patches` by slicing the padded input, one slice per
+  filter offset (no lhs dilation): pure data movement, where the library's
+  patches are a convolution with a one-hot kernel."""
+  dn = _dn(params)
+  n = len(filter_shape)
+  lhs = dn.lhs_spec
+  xc = jnp.transpose(x, (lhs[0],) + tuple(lhs[2:]) + (lhs[1],))
+  in_sp = xc.shape[1 : 1 + n]
+  strides = params["strides"]
+  rate = params["rhs_dilation"] or (1,) * n
+  extent = [(f - 1) * d + 1 for f, d in zip(filter_shape, rate)]
+  padding = params["padding"]
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(in_sp, extent, strides, padding)
+  pads = [(0, 0, 0)] + [(lo, hi, 0) for lo, hi in padding] + [(0, 0, 0)]
+  xc = lax.pad(xc, jnp.zeros((), xc.dtype), pads)
+  out_sp = [
+      (size + lo + hi - e) // st + 1
+      for size, (lo, hi), e, st in zip(in_sp, padding, extent, strides)
+  ]
+  slices = []
+  for offset in itertools.product(*(range(f) for f in filter_shape)):
+    start = [0] + [o * d for o, d in zip(offset, rate)] + [0]
+    limit = (
+        [xc.shape[0]]
+        + [b + (m - 1) * st + 1 for b, m, st in zip(start[1:], out_sp, strides)]
+        + [xc.shape[-1]]
+    )
+    slices.append(lax.slice(xc, start, limit, [1] + list(strides) + [1]))
+  p = jnp.stack(slices, axis=-1)  # (B, *out, C, prod(filter))
+  return jnp.reshape(p, p.shape[:-1] + tuple(filter_shape))
+
+
 def _input_patches(x, kernel_shape, params):
   """``(B, *spatial_out, C, *filter)``: per output position, the input
   values under the filter (every input channel ``C``, batch kept)."""
   dn = _dn(params)
   n = len(params["strides"])
   filter_shape = tuple(kernel_shape[a] for a in dn.rhs_spec[2:])
+  if all(d == 1 for d in params["lhs_dilation"] or ()):
+    return _sliced_patches(x, filter_shape, params)
   p = lax.conv_general_dilated_patches(
       x,
       filter_shape,
@@ -248,9 +285,11 @@ def _window_weight(xs, cs, kernel_shape, params, kept: bool):
   layout = _Layout(params, kept)
   c = jax.vmap(lambda c_t: layout.y_to_canonical(c_t, extra=1))(cs)
   lead_shape = c.shape[1:-2]  # (B?, *spatial_out)
-  p = jnp.reshape(p, (k,) + lead_shape + (fgc, -1))
-  c = jnp.reshape(c, (k,) + lead_shape + (fgc, num_out // fgc, c.shape[-1]))
-  out = jnp.einsum("t...gq,t...gor->...goqr", p, c)
+  p = jnp.reshape(p, (k,) + lead_shape + (fgc, 1, -1, 1))
+  c = jnp.reshape(c, (k,) + lead_shape + (fgc, num_out // fgc, 1, c.shape[-1]))
+  # The matrices per position are small: a fused product-and-sum over the
+  # steps beats a batched matmul there.
+  out = jnp.sum(p * c, axis=0)
   out = jnp.reshape(
       out, lead_shape + (num_out, -1) + filter_shape + (c.shape[-1],)
   )

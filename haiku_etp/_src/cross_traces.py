@@ -492,44 +492,64 @@ def _per_sample_solve_each(rel, trace, coefficients, weights, fast):
   return jax.vmap(jax.vmap(one), in_axes=(None, 0))(trace, coefficients)
 
 
-def _filtered_coefficients(compiled, plan, records, m: int, dtype):
-  """The closed form of ``plan``'s ``m``-th filtered trace, without a loop.
+def _filtered_recursion(compiled, plan, m: int) -> closed_form.Backward:
+  """The backward recursion of ``plan``'s ``m``-th filtered trace.
 
   Its roll is ``f^t = kappa_t f^{t-1} + sum_a <C_a^t, own_a^{t-1}> + c^t
-  q^t`` (per position), so the coefficients solve a backward affine
-  recursion per own group, ``lam^{t-1} = D^{tT} lam^t + C^t kappa_{>t}``,
-  done by an associative scan.
-
-  Returns:
-    ``(on_filtered, on_own, on_q)``: the coefficient of the filtered trace
-    at the entry (a scalar), of each own trace at the entry ``{a: (*V,
-    S)}`` and of each step's source term ``(k, *V)``.
+  q^t`` (per position), so its coefficients come from ``lam_f <- kappa_t
+  lam_f`` (from 1) and, per own group, ``lam_a <- D_a^{tT} lam_a + C_a^t
+  lam_f`` (from 0); step ``t``'s source term has ``sum_a <D_{f,a}^t,
+  lam_a> + c^t lam_f`` with both taken after the step. The carry before
+  the window is the entry's coefficients ``(lam_a, lam_f)``.
   """
   i = plan.relation
   rel = compiled.relations[i]
   g_f, j = plan.filtered[m]
   hop = next(h for h in plan.hops if h.relation == j)
-  c = records.c[j]
-  k = jax.tree_util.tree_leaves(c)[0].shape[0]
-  kappa = jnp.reshape(records.d[g_f], (k, -1))[:, 0].astype(dtype)
-  lam_f = closed_form.suffix_scalars(kappa)  # row t + 1: after step t
-  after = lambda v: jnp.reshape(lam_f[1:], (k,) + (1,) * (v.ndim - 1)) * v
-  on_own, on_q = {}, None
-  for n, a in enumerate(rel.groups):
-    if a not in hop.own_groups:
+  dtype = compiled.groups[g_f].dtype
+  own = [(n, a) for n, a in enumerate(rel.groups) if a in hop.own_groups]
+  shape = lambda a: tuple(compiled.groups[a].shape) + (
+      compiled.groups[a].num_states,
+  )
+  q_shape = _own_shape(compiled, plan)
+
+  def step(carry, rec):
+    lam_own, lam_f = carry
+    c = rec.c[j]
+    on_q = jnp.zeros(q_shape, dtype)
+    if hop.own_output:
+      on_q = on_q + c[_rel_bit(compiled, i)].astype(dtype) * lam_f
+    new_own = {}
+    for n, a in own:
+      on_q = on_q + primitive.weighted_state_sum(
+          rec.d_f[i][n].astype(dtype), lam_own[a]
+      )
+      col = _state_column(c, _group_bits(compiled, a), dtype)
+      new_own[a] = (
+          closed_form.mix_blocks(
+              closed_form.transpose_blocks(rec.d[a].astype(dtype)), lam_own[a]
+          )
+          + col * lam_f
+      )
+    kappa = jnp.reshape(rec.d[g_f], (-1,))[0].astype(dtype)
+    return (new_own, kappa * lam_f), on_q
+
+  init = ({a: jnp.zeros(shape(a), dtype) for _, a in own}, jnp.ones((), dtype))
+  return closed_form.Backward(init, step)
+
+
+def window_recursions(compiled, records) -> dict:
+  """The backward recursions of the filtered traces of plans without full
+  fields (those take :func:`_transposed_coefficients`), keyed
+  ``("filtered", plan index, m)``."""
+  del records
+  out = {}
+  for p, plan in enumerate(compiled.cross):
+    if plan.groups:
       continue
-    col = _state_column(c, _group_bits(compiled, a), dtype)  # (k, *V, S)
-    lam = closed_form.backward_affine(
-        closed_form.transpose_blocks(records.d[a].astype(dtype)), after(col)
-    )
-    on_own[a] = lam[0]
-    part = primitive.weighted_state_sum(
-        records.d_f[i][n].astype(dtype), lam[1:]
-    )
-    on_q = _plus(on_q, part)
-  if hop.own_output:
-    on_q = _plus(on_q, after(c[_rel_bit(compiled, i)].astype(dtype)))
-  return lam_f[0], on_own, on_q
+    for m in range(len(plan.filtered)):
+      out[("filtered", p, m)] = _filtered_recursion(compiled, plan, m)
+  return out
 
 
 def _transposed_coefficients(compiled, plan, records, weights, dtype):
@@ -596,8 +616,12 @@ def _transposed_coefficients(compiled, plan, records, weights, dtype):
   return on_own, on_fields, on_filtered, on_q, offsets
 
 
-def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
-  """Writes ``plan``'s traces after the window into ``new``."""
+def _plan_window(
+    compiled, p: int, old, new, records, weights, fast, coefficients
+) -> None:
+  """Writes plan ``p``'s traces after the window into ``new``
+  (``coefficients``: :func:`window_recursions`' results)."""
+  plan = compiled.cross[p]
   i = plan.relation
   rel = compiled.relations[i]
   prim = rel.primitive
@@ -614,9 +638,10 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
     )
   else:
     # Filtered traces alone: position by position, no seeds over fields.
-    filtered_coefficients = lambda m: _filtered_coefficients(
-        compiled, plan, records, m, dtype
-    )
+    def filtered_coefficients(m):
+      (on_own, on_entry), on_q = coefficients[("filtered", p, m)]
+      return on_entry, on_own, on_q
+
   xs = records.x[i]
   own_traces = {
       g: {
@@ -686,9 +711,12 @@ def _plan_window(compiled, plan, old, new, records, weights, fast) -> None:
       new[label] = value.reshape(field.shape)
 
 
-def roll_window(compiled, old: dict, new: dict, records, weights, fast):
+def roll_window(
+    compiled, old: dict, new: dict, records, weights, fast, coefficients
+) -> dict:
   """The cross-group traces after a window, in closed form (``records`` are
-  the window's, stacked; every plan's :func:`window_obstacle` is empty)."""
-  for plan in compiled.cross:
-    _plan_window(compiled, plan, old, new, records, weights, fast)
+  the window's, stacked; every plan's :func:`window_obstacle` is empty;
+  ``coefficients`` holds the results of :func:`window_recursions`)."""
+  for p in range(len(compiled.cross)):
+    _plan_window(compiled, p, old, new, records, weights, fast, coefficients)
   return new

@@ -255,19 +255,22 @@ class DRTRL(_RelationTraces):
           records,
       )
     new = dict(entries)
-    for g, group in enumerate(compiled.groups):
-      members = [
-          (r, n)
-          for r, rel in enumerate(compiled.relations)
-          for n, gg in enumerate(rel.groups)
-          if gg == g
-      ]
-      if not members:
-        continue
-      phi, cs = closed_form.window_coefficients(
-          records.d[g], [records.d_f[r][n] for r, n in members]
-      )
-      for (r, n), c in zip(members, cs):
+    members = {}
+    for r, rel in enumerate(compiled.relations):
+      for n, g in enumerate(rel.groups):
+        members.setdefault(g, []).append((r, n))
+    recursions = {
+        ("group", g): closed_form.group_recursion(
+            records.d[g].shape[1:], records.d[g].dtype, (g, rels)
+        )
+        for g, rels in members.items()
+    }
+    recursions.update(cross_traces.window_recursions(compiled, records))
+    coefficients = closed_form.backward(recursions, records)
+    for g, rels in members.items():
+      group = compiled.groups[g]
+      phi, cs = coefficients[("group", g)]
+      for (r, n), c in zip(rels, cs):
         rel = compiled.relations[r]
         old = self._trace(compiled, entries, r, g)
         form = primitive.window_form(rel.primitive, rel.params, fast=self.fast)
@@ -297,7 +300,7 @@ class DRTRL(_RelationTraces):
         for k, v in _cast_like(trace, old).items():
           new[drtrl_label(rel, k, group)] = v
     return cross_traces.roll_window(
-        compiled, entries, new, records, weights, self.fast
+        compiled, entries, new, records, weights, self.fast, coefficients
     )
 
   def solve(self, compiled, entries, signals, weights) -> list:
