@@ -318,10 +318,13 @@ def measure(learner, params, state, xs, ys, repeats: int, window=None) -> dict:
 
 def _windows(learner_text: str, windows) -> list:
   """The windows a learner is measured at: ``[None]`` (the whole sequence)
-  for BPTT, ``windows`` for the others."""
-  name, _ = haiku_etp.parse_learner(learner_text)
+  for BPTT, ``[1]`` for a fused form (step by step only), ``windows`` for
+  the others."""
+  name, options = haiku_etp.parse_learner(learner_text)
   if haiku_etp.learner_spec(name).whole_sequence:
     return [None]
+  if options.get("form") == "fused":
+    return [1]
   return list(windows)
 
 

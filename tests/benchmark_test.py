@@ -35,6 +35,7 @@ _LEARNERS = (
     "bptt",
 )
 _STEPS = (4, 8)
+_WINDOWS = (1, 3)
 _OVER = "rtrl:max_trace_bytes=16"
 
 
@@ -49,13 +50,14 @@ class BenchmarkTest(absltest.TestCase):
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
 
-  def run_benchmark(self, steps, models, learners) -> dict:
+  def run_benchmark(self, steps, models, learners, windows=(1,)) -> dict:
     """The JSON payload of one tiny benchmark run."""
     path = os.path.join(self.create_tempdir().full_path, "bench.json")
     # Every flag is set: rules_benchmark shares some names, and the default
     # of whichever binary was imported last would apply.
     with flagsaver.flagsaver(
         bench_steps=[str(t) for t in steps],
+        bench_windows=[str(k) for k in windows],
         bench_models=list(models),
         bench_learners=list(learners),
         bench_scale=0.1,
@@ -69,13 +71,30 @@ class BenchmarkTest(absltest.TestCase):
       return json.load(f)
 
   def test_runs_and_writes_results(self):
-    payload = self.run_benchmark(_STEPS, _MODELS, _LEARNERS)
+    payload = self.run_benchmark(_STEPS, _MODELS, _LEARNERS, _WINDOWS)
     self.assertTrue(_positive_finite(payload["copy_gb_per_s"]))
-    rows = {(r["model"], r["learner"], r["steps"]): r for r in payload["rows"]}
-    self.assertCountEqual(rows, itertools.product(_MODELS, _LEARNERS, _STEPS))
+    rows = {
+        (r["model"], r["learner"], r["window"], r["steps"]): r
+        for r in payload["rows"]
+    }
+    # BPTT covers the whole sequence; a fused form runs one-step windows.
+    windows = lambda learner: (
+        (None,)
+        if learner == "bptt"
+        else (1,)
+        if learner.endswith("form=fused")
+        else _WINDOWS
+    )
+    expected = [
+        (m, l, k, t)
+        for m, l in itertools.product(_MODELS, _LEARNERS)
+        for k in windows(l)
+        for t in _STEPS
+    ]
+    self.assertCountEqual(rows, expected)
     for key, row in sorted(rows.items()):
       print(
-          "%s %s T=%d: compiled %d B (temp %d, output %d, args %d), "
+          "%s %s window %s T=%d: compiled %d B (temp %d, output %d, args %d), "
           "%.4f ms/step, x%.2f BPTT"
           % (
               *key,
@@ -96,14 +115,24 @@ class BenchmarkTest(absltest.TestCase):
       ):
         self.assertTrue(_positive_finite(row[name]), f"{key} {name}")
       self.assertGreaterEqual(row["temp_bytes"], 0, key)
-      if row["learner"] == "d_rtrl":
+      if row["learner"] in ("d_rtrl", "rtrl", "es_d_rtrl"):
         self.assertTrue(_positive_finite(row["trace_bytes"]), key)
         self.assertTrue(_positive_finite(row["copy_bound_ms"]), key)
         self.assertTrue(_positive_finite(row["x_bound"]), key)
+        # One-step windows: time over BPTT's plus one trace read and write.
+        self.assertTrue(_positive_finite(row["x_floor"]), key)
+        self.assertAlmostEqual(
+            row["floor_ms"],
+            rows[(key[0], "bptt", None, key[3])]["ms_per_step"]
+            + row["copy_bound_ms"],
+        )
       if row["learner"] == "bptt":
         self.assertEqual(row["x_bptt"], 1.0, key)
-    growth = {(g["model"], g["learner"]) for g in payload["memory_growth"]}
-    self.assertCountEqual(growth, itertools.product(_MODELS, _LEARNERS))
+    growth = {
+        (g["model"], g["learner"], g["window"])
+        for g in payload["memory_growth"]
+    }
+    self.assertCountEqual(growth, {key[:3] for key in expected})
 
   def test_over_budget_is_reported_not_run(self):
     rows = self.run_benchmark((4,), ("eprop",), (_OVER, "bptt"))["rows"]

@@ -49,6 +49,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from haiku_etp._src import backend
 from haiku_etp._src import primitive
 from haiku_etp._src import units
 
@@ -267,15 +268,14 @@ def _patches(x, kernel_shape, params):
 
 
 def _window_weight(xs, cs, kernel_shape, params, kept: bool):
-  """``sum_t patches_t (x) c_t`` in trace layout ``(B?, *sp, *kernel, S')``:
-  per output position one contraction over the window's steps (the
-  patches without their broadcast over output channels)."""
+  """``sum_t patches_t (x) c_t`` in trace layout ``(B?, *sp, *kernel, S')``
+  for a conv without feature or batch groups: both factors are laid out
+  in the kernel's physical order with unit axes where the other has its
+  own (the patches have no output-channel axis, ``c`` no input axes), so
+  one fused product-and-sum over the steps writes the trace directly."""
   dn = _dn(params)
   n = len(params["strides"])
   rhs_spec = dn.rhs_spec
-  fgc = params["feature_group_count"]
-  num_out = kernel_shape[rhs_spec[0]]
-  filter_shape = tuple(kernel_shape[a] for a in rhs_spec[2:])
   k, b_axis = xs.shape[0], dn.lhs_spec[0]
   # The steps become the batch (batch stripped) or join it, step-major.
   x = jnp.moveaxis(xs, 0, b_axis)
@@ -285,15 +285,24 @@ def _window_weight(xs, cs, kernel_shape, params, kept: bool):
   layout = _Layout(params, kept)
   c = jax.vmap(lambda c_t: layout.y_to_canonical(c_t, extra=1))(cs)
   lead_shape = c.shape[1:-2]  # (B?, *spatial_out)
-  p = jnp.reshape(p, (k,) + lead_shape + (fgc, 1, -1, 1))
-  c = jnp.reshape(c, (k,) + lead_shape + (fgc, num_out // fgc, 1, c.shape[-1]))
-  # The matrices per position are small: a fused product-and-sum over the
-  # steps beats a batched matmul there.
-  out = jnp.sum(p * c, axis=0)
-  out = jnp.reshape(
-      out, lead_shape + (num_out, -1) + filter_shape + (c.shape[-1],)
+  lead = len(lead_shape)
+  # p: (k, *lead, I, *filter), logical kernel axes 1.. -> physical order,
+  # with a unit axis where the kernel has O.
+  p = jnp.reshape(p, (k,) + lead_shape + p.shape[1 + n :])
+  logical = sorted(range(1, n + 2), key=lambda a: rhs_spec[a])
+  p = jnp.transpose(
+      p, tuple(range(1 + lead)) + tuple(1 + lead + a - 1 for a in logical)
   )
-  return _to_physical_kernel(out, len(lead_shape), n, rhs_spec)
+  p = jnp.expand_dims(p, (1 + lead + rhs_spec[0], p.ndim + 1))
+  # c: (k, *lead, O, S') -> O at its physical place, units elsewhere.
+  o_shape = [1] * (n + 2)
+  o_shape[rhs_spec[0]] = c.shape[-2]
+  c = jnp.reshape(c, (k,) + lead_shape + tuple(o_shape) + (c.shape[-1],))
+  # The matrices per position are small: a fused product-and-sum over the
+  # steps beats a batched matmul there. Both operands are kept in memory:
+  # fused into their producers, XLA would build the whole product first.
+  p, c = backend.materialize((p, c))
+  return jnp.sum(p * c, axis=0)
 
 
 def _with_batch(x, params):
@@ -442,7 +451,7 @@ def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **params):
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, cs.ndim - 2 == len(params["strides"]) + 2)
   phi_w = layout.y_to_kernel_slots(phi, len(kernel_shape), extra=2)
-  if params["batch_group_count"] == 1:
+  if params["batch_group_count"] == params["feature_group_count"] == 1:
     summed = _window_weight(xs, cs, kernel_shape, params, layout.kept)
   else:
     step = lambda x, c: _instantaneous_weight(x, c, kernel_shape, params, 1)

@@ -183,6 +183,7 @@ def rtrl(
     params: Optional[Sequence[str]] = None,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
     trace_dtype: Optional[Any] = None,
+    window_roll: str = "closed",
 ) -> Learner:
   r"""RTRL: the exact online gradient, for any step.
 
@@ -214,13 +215,19 @@ def rtrl(
       steps (``"bfloat16"``, ``"float16"``): half the trace memory and
       traffic; they are rolled and contracted in the parameters' dtype
       (:mod:`~haiku_etp._src.precision`).
+    window_roll: how ``sequence_grad(window=k)`` with ``k > 1`` moves the
+      influence through a window: ``"closed"``, once per window
+      (:math:`M^{e+k} = \Phi M^e + \sum_t \Psi_t I_t`, the ``J M``
+      product paid once per window; where every full parameter reaches the
+      step through ETP ops, else step by step, as ``report`` says), or
+      ``"per_step"``. The values are the same.
 
   Returns:
     A :class:`Learner`.
 
   Raises:
-    ValueError: for a negative or non-integer budget, or an empty
-      ``params``.
+    ValueError: for a negative or non-integer budget, an empty ``params``
+      or an unknown ``window_roll``.
 
   >>> import haiku as hk, jax, jax.numpy as jnp, haiku_etp
   >>> def step(x):
@@ -245,10 +252,12 @@ def rtrl(
           "full influence of, or None for all of them."
       )
     params = tuple(params)
+  traces_lib.check_window_roll(window_roll)
   algorithm = rtrl_lib.RTRL(
       max_trace_bytes=max_trace_bytes,
       params=params,
       max_cross_bytes=max_cross_bytes,
+      window_roll=window_roll,
   )
   return _learner(model, algorithm, "rtrl", trace_dtype=trace_dtype)
 

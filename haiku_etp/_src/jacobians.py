@@ -78,11 +78,18 @@ class FullJacobian(NamedTuple):
     hidden: ``(B, H, H)``, ``d h_t / d h_{t-1}`` across every group and
       position.
     params: ``{parameter path: (B, H, n)}``, ``d h_t / d theta`` with the
-      old hidden state held (``n`` the parameter's size).
+      old hidden state held (``n`` the parameter's size); ``None`` in the
+      relation form.
+    relations: the relation form (``None`` otherwise): per relation,
+      ``d h_t / d y_r`` ``(B, H, *y.shape[1:])``, every path but through
+      the relation's own operands (:func:`relation_jacobian`); with the
+      record's inputs ``x`` they give ``d h_t / d theta`` as one rank-one
+      product per relation.
   """
 
   hidden: jax.Array
-  params: dict
+  params: Optional[dict]
+  relations: Optional[dict] = None
 
 
 def _custom_vjp_forward(node, vals):
@@ -561,6 +568,45 @@ def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
       path: sg(jnp.reshape(v, (batch, num_h, -1))) for path, v in d_sub.items()
   }
   return FullJacobian(sg(d_h), d_sub)
+
+
+def relation_jacobian(compiled, params, state, rng, x) -> tuple:
+  """``(J, deltas, xs)`` of one step from ``H`` batched reverse products:
+  ``J`` ``(B, H, H)``; per relation ``deltas[r]`` ``(B, H, O)``, the
+  derivative of each new hidden value with respect to the relation's
+  output; ``xs[r]`` its input. Samples are independent, so the cotangent
+  ``e_k`` on every sample gives each sample's row ``k``."""
+  sg = lax.stop_gradient
+  params, state, x = sg(params), sg(state), sg(x)
+  entries = hidden_entries(state)
+  h = flat_hidden(state, entries)
+  program = compiled.program
+  probes = {}
+  for r, rel in enumerate(compiled.relations):
+    aval = program.aval(program.nodes[rel.node].outs[0])
+    probes[r] = jnp.zeros(aval.shape, aval.dtype)
+
+  def f(h, pr):
+    _, new, record = run_step(
+        compiled,
+        params,
+        with_flat_hidden(state, entries, h),
+        rng,
+        x,
+        jacobians=False,
+        probes=pr,
+    )
+    return flat_hidden(new, entries), record.x
+
+  out, pull, xs = jax.vjp(f, h, probes, has_aux=True)
+  num_h = out.shape[1]
+  cot = jnp.broadcast_to(
+      jnp.eye(num_h, dtype=out.dtype)[:, None, :], (num_h,) + out.shape
+  )
+  d_h, d_y = jax.vmap(pull)(cot)
+  j = jnp.swapaxes(d_h, 0, 1)
+  deltas = {r: jnp.swapaxes(v, 0, 1) for r, v in d_y.items()}
+  return sg(j), {r: sg(v) for r, v in deltas.items()}, xs
 
 
 def projection_signs(rng, h, kind: str):

@@ -56,6 +56,10 @@ class StepNeeds:
       with respect to the old one (every group, every position) and with
       respect to the parameters in ``full_jacobian_params``
       (:class:`~haiku_etp._src.jacobians.FullJacobian`).
+    relation_form: with ``full_jacobian``, record ``d h_t / d theta`` in
+      the relation form (per relation, ``d h_t / d y_r``; valid where the
+      parameters reach the step only through ETP ops,
+      :func:`~haiku_etp._src.jacobians.projects_by_relations`).
     full_jacobian_params: paths of the parameters whose immediate Jacobian
       ``dh_t/dtheta`` the record holds (``None``: every parameter that
       reaches hidden state).
@@ -84,6 +88,7 @@ class StepNeeds:
   per_position: bool = True
   full_jacobian: bool = False
   full_jacobian_params: Optional[tuple[str, ...]] = None
+  relation_form: bool = False
   previous_signal: bool = False
   replay: bool = False
   random_projection: Optional[str] = None

@@ -173,7 +173,13 @@ register_learner(
 register_learner(
     "rtrl",
     factories.rtrl,
-    options=("max_trace_bytes", "params", "max_cross_bytes", "trace_dtype"),
+    options=(
+        "max_trace_bytes",
+        "params",
+        "max_cross_bytes",
+        "trace_dtype",
+        "window_roll",
+    ),
     description="RTRL: the full influence, exact on every step",
 )
 register_learner(

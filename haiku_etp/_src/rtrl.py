@@ -46,6 +46,7 @@ import numpy as np
 
 from haiku_etp._src import compiler as compiler_lib
 from haiku_etp._src import jacobians
+from haiku_etp._src import primitive
 from haiku_etp._src import protocol
 from haiku_etp._src import traces as traces_lib
 
@@ -108,6 +109,7 @@ class RTRL:
   params: Optional[tuple[str, ...]] = None
   max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES
   name: str = "rtrl"
+  window_roll: str = "closed"
   form = "window"
 
   @property
@@ -120,6 +122,23 @@ class RTRL:
         per_position=self.partial,
         full_jacobian=True,
         full_jacobian_params=self.params,
+    )
+
+  def relation_form(self, compiled) -> bool:
+    """Whether the immediate Jacobian is recorded per relation (``d h /
+    d y_r`` and the inputs): every full parameter reaches the step only
+    through ETP ops with the batch first in their output."""
+    if not jacobians.projects_by_relations(compiled, self.full_paths(compiled)):
+      return False
+    return all(
+        rel.primitive.batch_axes(rel.params)[1] == 0
+        for rel in compiled.relations
+        if rel.key in self._skipped(compiled)
+    )
+
+  def needs_for(self, compiled) -> protocol.StepNeeds:
+    return dataclasses.replace(
+        self.needs, relation_form=self.relation_form(compiled)
     )
 
   @property
@@ -168,6 +187,9 @@ class RTRL:
     return entries
 
   def operands(self, compiled, params) -> tuple:
+    """``(full parameters, D-RTRL's operands or None, params)``: the last,
+    gradient-stopped, only pulls the relation form back to the parameters
+    (its solve is zero)."""
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(params)))
     full = {p: leaves[p] for p in self.full_paths(compiled)}
     rest = (
@@ -175,7 +197,39 @@ class RTRL:
         if self.partial
         else None
     )
-    return full, rest
+    return full, rest, jax.lax.stop_gradient(params)
+
+  def _influence(self, compiled, params, coefficients, xs) -> dict:
+    """``{path: (B, H, n)}``: summed over the steps (the leading axis of
+    ``coefficients[r]`` ``(k, B, H, *y[1:])`` and ``xs[r]``), the relation
+    form of ``d h / d theta`` with ``coefficients[r]`` in place of ``d h /
+    d y_r``: per sample and hidden value, each relation's weight VJP over
+    the steps, pulled back to the parameters."""
+    keys = self._skipped(compiled)
+    weights = jacobians.relation_weights(compiled, params)
+    num_h = next(iter(coefficients.values())).shape[2]
+    batch = next(iter(coefficients.values())).shape[1]
+    per_relation = []
+    for r, rel in enumerate(compiled.relations):
+      if rel.key not in keys:
+        per_relation.append(
+            {
+                k: jnp.zeros((num_h, batch) + w.shape, w.dtype)
+                for k, w in weights[r].items()
+            }
+        )
+        continue
+      one = lambda c, r=r, rel=rel: primitive.summed_dw_per_sample(
+          rel.primitive, xs[r], c, weights[r], rel.params
+      )
+      per_relation.append(jax.vmap(one)(jnp.moveaxis(coefficients[r], 2, 0)))
+    _, pull = jax.vjp(lambda p: jacobians.relation_weights(compiled, p), params)
+    grads = jax.vmap(jax.vmap(lambda cot: pull(cot)[0]))(per_relation)
+    leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(grads)))
+    return {
+        p: jnp.swapaxes(jnp.reshape(leaves[p], (num_h, batch, -1)), 0, 1)
+        for p in self.full_paths(compiled)
+    }
 
   def roll(self, compiled, entries, record, operands) -> dict:
     new = dict(entries)
@@ -184,15 +238,81 @@ class RTRL:
           self._drtrl(compiled).roll(compiled, entries, record, operands[1])
       )
     j = record.full.hidden
+    if record.full.relations is not None:
+      one_step = lambda v: None if v is None else v[None]
+      immediate = self._influence(
+          compiled,
+          operands[2],
+          {r: d[None] for r, d in record.full.relations.items()},
+          [one_step(x) for x in record.x],
+      )
+    else:
+      immediate = record.full.params
     for path in self.full_paths(compiled):
       m = entries[_PREFIX + path]
-      i = record.full.params[path]
       rolled = jnp.einsum("bij,bjn->bin", j.astype(m.dtype), m)
-      new[_PREFIX + path] = (rolled + i.astype(m.dtype)).astype(m.dtype)
+      new[_PREFIX + path] = (rolled + immediate[path].astype(m.dtype)).astype(
+          m.dtype
+      )
+    return new
+
+  def window_forms(self, compiled) -> list:
+    """How a window of ``k > 1`` steps rolls the influence (and, with
+    ``params=``, D-RTRL's traces)."""
+    out = []
+    if self.window_roll == "per_step":
+      why = "window_roll='per_step'"
+    elif not self.relation_form(compiled):
+      why = (
+          "a full parameter reaches the step outside ETP ops, so its "
+          "immediate Jacobian has no rank-one form per relation"
+      )
+    else:
+      why = ""
+    for path in self.full_paths(compiled):
+      out.append((_PREFIX + path, "per_step" if why else "closed", why))
+    if self.partial:
+      out.extend(self._drtrl(compiled).window_forms(compiled))
+    return out
+
+  def roll_window(self, compiled, entries, records, operands) -> dict:
+    r"""The influence after a window of ``k`` steps in closed form:
+    :math:`M^{e+k} = \Phi M^e + \sum_t \Psi_t I_t` with :math:`\Psi_t
+    = J^{e+k} \cdots J^{t+1}` from one reverse scan of ``H x H`` products
+    per sample, and :math:`\Psi_t I_t` in the relation form: the
+    coefficients :math:`\Psi_t\, \partial h_t / \partial y_r` and one
+    contraction over the steps per relation. ``J M`` is paid once per
+    window instead of once per step."""
+    if self.window_roll == "per_step" or not self.relation_form(compiled):
+      body = lambda tr, rec: (self.roll(compiled, tr, rec, operands), None)
+      entries, _ = jax.lax.scan(body, entries, records)
+      return entries
+    new = dict(entries)
+    if self.partial:
+      new.update(
+          self._drtrl(compiled).roll_window(
+              compiled, entries, records, operands[1]
+          )
+      )
+    j = records.full.hidden  # (k, B, H, H)
+    eye = jnp.broadcast_to(jnp.eye(j.shape[-1], dtype=j.dtype), j.shape[1:])
+    step = lambda psi, j_t: (jnp.einsum("bhk,bkl->bhl", psi, j_t), psi)
+    phi, psis = jax.lax.scan(step, eye, j, reverse=True)
+    coefficients = {
+        r: jnp.einsum("tbhk,tbk...->tbh...", psis, d)
+        for r, d in records.full.relations.items()
+    }
+    summed = self._influence(compiled, operands[2], coefficients, records.x)
+    for path in self.full_paths(compiled):
+      m = entries[_PREFIX + path]
+      rolled = jnp.einsum("bij,bjn->bin", phi.astype(m.dtype), m)
+      new[_PREFIX + path] = (rolled + summed[path].astype(m.dtype)).astype(
+          m.dtype
+      )
     return new
 
   def solve(self, compiled, entries, signals, operands) -> tuple:
-    full, rest = operands
+    full, rest, params = operands
     g = jnp.concatenate(
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
     )
@@ -206,7 +326,7 @@ class RTRL:
         if self.partial
         else None
     )
-    return grads, rest_grads
+    return grads, rest_grads, jax.tree_util.tree_map(jnp.zeros_like, params)
 
   def verdicts(self, compiled) -> tuple:
     full = set(self.full_paths(compiled))

@@ -195,45 +195,6 @@ def structure(compiled, paths) -> tuple:
 _DENSE = ("etp_batched_dense",)
 
 
-def relation_record(compiled, params, state, rng, x) -> tuple:
-  """``(J, deltas, xs)`` of one step from ``H`` batched reverse products:
-  ``J`` ``(B, H, H)``; per relation ``deltas[r]`` ``(B, H, O)``, the
-  derivative of each new hidden value with respect to the relation's
-  output; ``xs[r]`` its input. Samples are independent, so the cotangent
-  ``e_k`` on every sample gives each sample's row ``k``."""
-  sg = lax.stop_gradient
-  params, state, x = sg(params), sg(state), sg(x)
-  entries = jacobians.hidden_entries(state)
-  h = jacobians.flat_hidden(state, entries)
-  program = compiled.program
-  probes = {}
-  for r, rel in enumerate(compiled.relations):
-    aval = program.aval(program.nodes[rel.node].outs[0])
-    probes[r] = jnp.zeros(aval.shape, aval.dtype)
-
-  def f(h, pr):
-    _, new, record = jacobians.run_step(
-        compiled,
-        params,
-        jacobians.with_flat_hidden(state, entries, h),
-        rng,
-        x,
-        jacobians=False,
-        probes=pr,
-    )
-    return jacobians.flat_hidden(new, entries), record.x
-
-  out, pull, xs = jax.vjp(f, h, probes, has_aux=True)
-  num_h = out.shape[1]
-  cot = jnp.broadcast_to(
-      jnp.eye(num_h, dtype=out.dtype)[:, None, :], (num_h,) + out.shape
-  )
-  d_h, d_y = jax.vmap(pull)(cot)
-  j = jnp.swapaxes(d_h, 0, 1)
-  deltas = {r: jnp.swapaxes(v, 0, 1) for r, v in d_y.items()}
-  return sg(j), {r: sg(v) for r, v in deltas.items()}, xs
-
-
 # The operand form keeps a weight's masked-out entries (as zeros); a mask
 # that zeroes more than this share of a weight takes the parameter form,
 # which stores only the live entries.
@@ -315,7 +276,9 @@ def fast_structure(compiled, n: int, live: dict) -> FastLayout:
     j_pat, d_pat = None, None
     for draw in range(_PROBES):
       params, state, rng, x = _probe_inputs(compiled, draw)
-      j, deltas, _ = relation_record(compiled, params, state, rng, x)
+      j, deltas, _ = jacobians.relation_jacobian(
+          compiled, params, state, rng, x
+      )
       jd = np.asarray(jnp.any(j != 0, axis=0))
       dd = {r: np.asarray(jnp.any(v != 0, axis=0)) for r, v in deltas.items()}
       j_pat = jd if j_pat is None else j_pat | jd
@@ -488,7 +451,7 @@ class SnAp:
   def _fast_roll(self, compiled, plan, traces, record, operands) -> dict:
     params, _ = operands
     state, rng, x = record.replay
-    j, deltas, xs = relation_record(compiled, params, state, rng, x)
+    j, deltas, xs = jacobians.relation_jacobian(compiled, params, state, rng, x)
     batch, num_h = j.shape[:2]
     j_flat = jnp.reshape(j, (batch, -1))
     new = dict(traces)

@@ -233,7 +233,10 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
         cut_inputs=cut,
         feedback=feedback,
     )
-    if needs.full_jacobian:
+    if needs.full_jacobian and needs.relation_form:
+      j, deltas, _ = jacobians.relation_jacobian(compiled, p, st, rng, x)
+      record = record._replace(full=jacobians.FullJacobian(j, None, deltas))
+    elif needs.full_jacobian:
       full = jacobians.full_jacobian(model, p, st, rng, x, paths)
       record = record._replace(full=full)
     if needs.replay:
