@@ -79,6 +79,29 @@ def _uses_rng(compiled) -> bool:
   )
 
 
+def _relation_dw(rel, xs, coefficients, weights) -> dict:
+  """``{operand: (B, H, *w)}``: per sample and hidden value, the op's weight
+  VJP summed over the steps, ``xs`` ``(k, B, ...)`` and ``coefficients``
+  ``(k, B, H, *y[1:])`` in place of its output cotangent."""
+  prim = rel.primitive
+  if prim.name == "etp_batched_dense" and xs.ndim == 3:
+    # One batched matmul whose output is the influence's own layout.
+    k, batch, num_in = xs.shape
+    num_h = coefficients.shape[2]
+    x = jnp.broadcast_to(
+        jnp.moveaxis(xs, 0, 1)[:, None], (batch, num_h, k, num_in)
+    )
+    c = jnp.transpose(coefficients, (1, 2, 0, 3))
+    out = {"weight": jnp.einsum("bhti,bhto->bhio", x.astype(c.dtype), c)}
+    if rel.params["has_bias"]:
+      out["bias"] = jnp.sum(coefficients, axis=0)
+    return out
+  one = lambda c: primitive.summed_dw_per_sample(
+      prim, xs, c, weights, rel.params
+  )
+  return jax.vmap(one, in_axes=2, out_axes=1)(coefficients)
+
+
 def temporal_paths(compiled) -> tuple[str, ...]:
   """The parameters that reach hidden state, in leaf order."""
   return tuple(p.path for p in compiled.parameters if p.role != "non-temporal")
@@ -204,32 +227,42 @@ class RTRL:
     ``coefficients[r]`` ``(k, B, H, *y[1:])`` and ``xs[r]``), the relation
     form of ``d h / d theta`` with ``coefficients[r]`` in place of ``d h /
     d y_r``: per sample and hidden value, each relation's weight VJP over
-    the steps, pulled back to the parameters."""
-    keys = self._skipped(compiled)
+    the steps, put together into the parameters."""
     weights = jacobians.relation_weights(compiled, params)
-    num_h = next(iter(coefficients.values())).shape[2]
-    batch = next(iter(coefficients.values())).shape[1]
+    some = next(iter(coefficients.values()))
+    batch, num_h = some.shape[1], some.shape[2]
     per_relation = []
     for r, rel in enumerate(compiled.relations):
-      if rel.key not in keys:
+      if r in coefficients:
+        per_relation.append(
+            _relation_dw(rel, xs[r], coefficients[r], weights[r])
+        )
+      else:
         per_relation.append(
             {
-                k: jnp.zeros((num_h, batch) + w.shape, w.dtype)
+                k: jnp.zeros((batch, num_h) + w.shape, w.dtype)
                 for k, w in weights[r].items()
             }
         )
-        continue
-      one = lambda c, r=r, rel=rel: primitive.summed_dw_per_sample(
-          rel.primitive, xs[r], c, weights[r], rel.params
-      )
-      per_relation.append(jax.vmap(one)(jnp.moveaxis(coefficients[r], 2, 0)))
+    paths = self.full_paths(compiled)
+    tiles = jacobians.leaf_tiles(compiled, paths)
+    if tiles is not None:
+      # Whole operands or slices that tile a parameter: joined, never
+      # padded and summed.
+      out = {}
+      for path, (axis, pieces) in tiles.items():
+        blocks = [per_relation[r][k] for r, k in pieces]
+        joined = (
+            blocks[0]
+            if len(blocks) == 1
+            else jnp.concatenate(blocks, axis=2 + axis)
+        )
+        out[path] = jnp.reshape(joined, (batch, num_h, -1))
+      return out
     _, pull = jax.vjp(lambda p: jacobians.relation_weights(compiled, p), params)
     grads = jax.vmap(jax.vmap(lambda cot: pull(cot)[0]))(per_relation)
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(grads)))
-    return {
-        p: jnp.swapaxes(jnp.reshape(leaves[p], (num_h, batch, -1)), 0, 1)
-        for p in self.full_paths(compiled)
-    }
+    return {p: jnp.reshape(leaves[p], (batch, num_h, -1)) for p in paths}
 
   def roll(self, compiled, entries, record, operands) -> dict:
     new = dict(entries)
@@ -243,7 +276,11 @@ class RTRL:
       immediate = self._influence(
           compiled,
           operands[2],
-          {r: d[None] for r, d in record.full.relations.items()},
+          {
+              r: d[None]
+              for r, d in record.full.relations.items()
+              if compiled.relations[r].key in self._skipped(compiled)
+          },
           [one_step(x) for x in record.x],
       )
     else:
@@ -298,9 +335,19 @@ class RTRL:
     eye = jnp.broadcast_to(jnp.eye(j.shape[-1], dtype=j.dtype), j.shape[1:])
     step = lambda psi, j_t: (jnp.einsum("bhk,bkl->bhl", psi, j_t), psi)
     phi, psis = jax.lax.scan(step, eye, j, reverse=True)
+    # One batched product for every relation: their outputs side by side.
+    deltas = records.full.relations
+    keys = [
+        r
+        for r in deltas
+        if compiled.relations[r].key in self._skipped(compiled)
+    ]
+    flat = [jnp.reshape(deltas[r], deltas[r].shape[:3] + (-1,)) for r in keys]
+    sizes = [f.shape[-1] for f in flat]
+    joined = jnp.einsum("tbhk,tbko->tbho", psis, jnp.concatenate(flat, axis=-1))
+    parts = jnp.split(joined, np.cumsum(sizes)[:-1], axis=-1)
     coefficients = {
-        r: jnp.einsum("tbhk,tbk...->tbh...", psis, d)
-        for r, d in records.full.relations.items()
+        r: jnp.reshape(part, deltas[r].shape) for r, part in zip(keys, parts)
     }
     summed = self._influence(compiled, operands[2], coefficients, records.x)
     for path in self.full_paths(compiled):
