@@ -35,6 +35,7 @@ from haiku_etp._src.primitive import DecomposedPrimitiveWarning
 from haiku_etp._src.primitive import drtrl_init
 from haiku_etp._src.primitive import drtrl_solve
 from haiku_etp._src.primitive import drtrl_update
+from haiku_etp._src.primitive import drtrl_window
 from haiku_etp._src.primitive import ETPPrimitive
 from haiku_etp._src.primitive import ETPRules
 from haiku_etp._src.primitive import get_etp_rules
@@ -46,6 +47,7 @@ from haiku_etp._src.primitive import register_primitive
 from haiku_etp._src.primitive import register_primitive_pair
 from haiku_etp._src.primitive import sum_leading
 from haiku_etp._src.primitive import weighted_state_sum
+from haiku_etp._src.primitive import window_form
 from haiku_etp._src.sparse import etp_batched_sparse_p
 from haiku_etp._src.sparse import etp_sparse_p
 
@@ -57,6 +59,7 @@ __all__ = (
     "drtrl_init",
     "drtrl_solve",
     "drtrl_update",
+    "drtrl_window",
     "etp_batched_dense_p",
     "etp_conv_p",
     "etp_dense_p",
@@ -76,4 +79,5 @@ __all__ = (
     "register_primitive_pair",
     "sum_leading",
     "weighted_state_sum",
+    "window_form",
 )

@@ -89,11 +89,15 @@ class EmbeddingTest(parameterized.TestCase):
     self.enter_context(jax.enable_x64(True))
 
   @parameterized.named_parameters(
-      ("vocabulary_S2", None, 2, False),
-      ("rows_S1", 4, 1, False),
-      ("rows_S2_stripped", 4, 2, True),
+      ("vocabulary_S2", None, 2, False, 1),
+      ("rows_S1", 4, 1, False, 1),
+      ("rows_S2_stripped", 4, 2, True, 1),
+      # Windows of 4 over 6 steps, rolled in closed form: the per-row slots
+      # are taken as the steps would take them.
+      ("vocabulary_S2_window", None, 2, True, 4),
+      ("rows_S2_window", 4, 2, False, 4),
   )
-  def test_rule_oracle(self, max_rows, num_states, strip):
+  def test_rule_oracle(self, max_rows, num_states, strip, window):
     table = {"weight": _normal(1, (_V, _H))}
     xs = _ids(2, (_T, 2, 3), distinct=4)
     r = test_util.jit_oracle(
@@ -102,6 +106,7 @@ class EmbeddingTest(parameterized.TestCase):
         {"max_rows": max_rows},
         num_hidden_state=num_states,
         strip_batch=strip,
+        window=window,
     )(table, xs)
     self.assertLess(r.relative_error, 1e-12)
 
@@ -190,13 +195,19 @@ class EinsumTest(parameterized.TestCase):
     params = {"spec": einsum_lib.Spec(spec)}
     weights = {"weight": _normal(1, w_shape)}
     xs = _normal(2, (_T, 2) + x_shape)
-    for strip, num_states in ((False, 2), (True, 1)):
+    # Step by step, then windows of 4 over 6 steps in closed form.
+    for strip, num_states, window in (
+        (False, 2, 1),
+        (True, 1, 1),
+        (True, 2, 4),
+    ):
       r = test_util.jit_oracle(
           testing.drtrl_rule_oracle,
           prim,
           params,
           num_hidden_state=num_states,
           strip_batch=strip,
+          window=window,
       )(weights, xs)
       self.assertLess(r.relative_error, 1e-12)
     r = test_util.jit_oracle(

@@ -372,6 +372,78 @@ class ElementwiseDrtrlOracleTest(parameterized.TestCase):
       self.assertLessEqual(result.relative_error, _TOL)
 
 
+# Closed-form windows: every conv case and the other ops, batch kept or
+# stripped, S, fast or generic, pairwise; windows of 2 over 5 steps (the
+# last one shorter). The generic form sums xy_to_trace step by step.
+_WINDOW_STEPS = 5
+_WINDOW_ROWS = tuple(
+    (f"{case[0]}_{_option_name(strip, s, fast, True)}", case, strip, s, fast)
+    for case, strip, s, fast in test_util.pairwise(
+        (("dense_unbatched",), ("dense_batched",), ("elementwise",))
+        + _CONV_CASES,
+        (False, True),
+        (1, 2),
+        (True, False),
+    )
+)
+
+
+class WindowOracleTest(parameterized.TestCase):
+  """``drtrl_window`` in the rule oracle's window form equals BPTT."""
+
+  @parameterized.named_parameters(*_WINDOW_ROWS)
+  def test_exact(self, case, strip, num_states, fast):
+    name = case[0]
+    with jax.enable_x64(True):
+      if name.startswith("dense"):
+        batched = name == "dense_batched"
+        strip = strip and batched
+        prim, weights, xs, params = _dense_problem(batched, True, _WINDOW_STEPS)
+        extra = {}
+      elif name == "elementwise":
+        prim, weights, xs, params = (
+            extend.etp_elementwise_p,
+            {"weight": _normal(5, (3,))},
+            None,
+            {"fn": jnp.tanh},
+        )
+        extra = dict(num_steps=_WINDOW_STEPS, batch_size=2)
+      else:
+        _, x_shape, k_shape, kwargs = case
+        weights, xs, params = _conv_problem(
+            x_shape, k_shape, kwargs, _WINDOW_STEPS
+        )
+        prim, extra = extend.etp_conv_p, {}
+      result = _drtrl(
+          prim,
+          weights,
+          xs,
+          params,
+          num_hidden_state=num_states,
+          strip_batch=strip,
+          fast=fast,
+          window=2,
+          **extra,
+      )
+      self.assertLessEqual(result.relative_error, _TOL)
+
+  def test_batch_groups(self):
+    """Batch groups keep the batch: the fused product over the steps."""
+    with jax.enable_x64(True):
+      weights, xs, params = _conv_problem(
+          (4, 3, 7, 5), (6, 3, 3, 2), dict(batch_group_count=2), _WINDOW_STEPS
+      )
+      result = _drtrl(
+          extend.etp_conv_p, weights, xs, params, num_hidden_state=2, window=2
+      )
+      self.assertLessEqual(result.relative_error, _TOL)
+
+  def test_window_must_be_positive(self):
+    prim, weights, xs, params = _dense_problem(True, False, 2)
+    with self.assertRaisesRegex(ValueError, "window must be an int >= 1"):
+      testing.drtrl_rule_oracle(prim, weights, xs, params, window=0)
+
+
 _RELATIONS = (
     "dense_batched",
     "dense_unbatched",

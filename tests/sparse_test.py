@@ -239,11 +239,14 @@ class SparseOpTest(parameterized.TestCase):
     self.assertIn("etp_batched_sparse", str(jaxpr))
 
   @parameterized.named_parameters(
-      ("kept_S1_fast", False, 1, True),
-      ("kept_S2_generic", False, 2, False),
-      ("stripped_S2_fast", True, 2, True),
+      ("kept_S1_fast", False, 1, True, 1),
+      ("kept_S2_generic", False, 2, False, 1),
+      ("stripped_S2_fast", True, 2, True, 1),
+      # Windows of 2 over 5 steps in closed form (the generic form too).
+      ("kept_S2_fast_window", False, 2, True, 2),
+      ("stripped_S1_generic_window", True, 1, False, 2),
   )
-  def test_rule_oracles(self, strip, num_states, fast):
+  def test_rule_oracles(self, strip, num_states, fast, window):
     c = haiku_etp.Connectivity.from_mask(_mask())
     weights = {"weight": _normal(5, (c.nnz,)), "bias": _normal(6, (_O,))}
     xs = _normal(7, (_T, 3, _I))
@@ -256,6 +259,7 @@ class SparseOpTest(parameterized.TestCase):
         num_hidden_state=num_states,
         strip_batch=strip,
         fast=fast,
+        window=window,
     )(weights, xs)
     self.assertLess(r.relative_error, 1e-12)
     r = test_util.jit_oracle(

@@ -168,8 +168,17 @@ def drtrl_rule_oracle(
     strip_batch: bool = False,
     fast: bool = True,
     seed: int = 0,
+    window: int = 1,
 ) -> OracleResult:
   """Rolls a primitive's D-RTRL trace with its rules and compares to ``grad``.
+
+  With ``window=1`` the trace is rolled step by step (``drtrl_update``) and
+  contracted with every step's learning signal. With ``window=k > 1`` the
+  gradient takes the learners' window form: per window of ``k`` steps (the
+  last may be shorter), the in-window gradient with the entry state held,
+  plus the entry trace contracted with the window's signal at its entry
+  (``drtrl_solve``); the trace then crosses the window in closed form
+  (``drtrl_window``), so the primitive's window rule is checked too.
 
   Args:
     prim: a registered ETP primitive.
@@ -185,10 +194,13 @@ def drtrl_rule_oracle(
       instead of on the whole batch (batch kept).
     fast: use the primitive's closed-form fast paths when present.
     seed: seed of the random ``D``, ``D_f`` and learning signals.
+    window: steps per window (1: the per-step roll).
 
   Returns:
     An :class:`OracleResult`.
   """
+  if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+    raise ValueError(f"window must be an int >= 1, got {window!r}.")
   weights = dict(weights)
   steps = _num_steps(xs, num_steps)
   system = _system(
@@ -220,11 +232,66 @@ def drtrl_rule_oracle(
     )
 
   grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
+  if window > 1:
+    roll = lambda trace, phi, cs, x: primitive.drtrl_window(
+        prim, trace, phi, cs, x, weights, params, fast=fast
+    )
+    if strip_batch:
+      ax = system.batch_axis
+      x_axis = None if prim.x_invar_index is None else 1 + x_axis
+      roll = jax.vmap(roll, in_axes=(0, ax, 1 + ax, x_axis))
+    grads = _window_form(
+        system, xs, weights, params, prim, window, trace, roll, solve
+    )
+    return OracleResult(grads, _exact_grads(prim, weights, xs, params, system))
   for t in range(steps):
     x_t = None if xs is None else xs[t]
     trace = update(trace, system.d[t], system.d_f[t], x_t)
     grads = jax.tree_util.tree_map(jnp.add, grads, solve(trace, system.g[t]))
   return OracleResult(grads, _exact_grads(prim, weights, xs, params, system))
+
+
+def _window_form(system, xs, weights, params, prim, window, trace, roll, solve):
+  """The oracle system's gradient in windows of ``window`` steps, the trace
+  rolled through each window by ``roll(trace, phi, cs, xs)``."""
+  steps = system.d.shape[0]
+  mix = lambda a, b: jnp.einsum("...ab,...bc->...ac", a, b)
+  h = jnp.zeros(system.hidden_shape + (system.d.shape[-1],), system.d.dtype)
+  grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
+  for start in range(0, steps, window):
+    ts = range(start, min(start + window, steps))
+
+    def loss(w, h_e, ts=ts):
+      h, total = h_e, 0.0
+      for t in ts:
+        y = prim.bind_operands(None if xs is None else xs[t], w, params)
+        y = jnp.broadcast_to(y, system.hidden_shape)
+        h = (
+            jnp.einsum("...ab,...b->...a", system.d[t], h)
+            + system.d_f[t] * y[..., None]
+        )
+        total = total + jnp.sum(system.g[t] * h)
+      return total, h
+
+    (g_w, g_h), h_next = jax.grad(loss, argnums=(0, 1), has_aux=True)(
+        weights, h
+    )
+    from_trace = solve(trace, g_h)
+    grads = jax.tree_util.tree_map(
+        lambda a, b, c: a + b + c, grads, g_w, from_trace
+    )
+    # Psi from the identity backwards: c_t = Psi D_f^t, Psi <- Psi D^t.
+    psi = jnp.broadcast_to(
+        jnp.eye(system.d.shape[-1], dtype=system.d.dtype), system.d.shape[1:]
+    )
+    cs = []
+    for t in reversed(ts):
+      cs.insert(0, jnp.einsum("...ab,...b->...a", psi, system.d_f[t]))
+      psi = mix(psi, system.d[t])
+    x_window = None if xs is None else xs[start : start + len(ts)]
+    trace = roll(trace, psi, jnp.stack(cs), x_window)
+    h = h_next
+  return grads
 
 
 def pp_rule_oracle(

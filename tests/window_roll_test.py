@@ -1,0 +1,292 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The closed-form window roll against the per-step roll and BPTT.
+
+Float64. Every case runs one sequence of 33 steps in windows of 2, 7 and 32
+(each ends with a shorter window) with ``window_roll="closed"`` and
+``"per_step"``: the gradients and the traces after the sequence agree to
+1e-12, and where the learner equals BPTT on the step (the example says so,
+and its verdicts agree) the closed form equals whole-sequence BPTT to 1e-10.
+The cases: every ``testing.MODULE_EXAMPLES`` entry under D-RTRL, the
+cross-group cases (a LIF layer into a leaky readout, a synapse and LIF into
+a readout with a trained time constant, conv LIF into a pooled readout, two
+spiking layers, the two-block LRU stack), and RTRL on the recurrent cells.
+A relation that cannot take the closed form is named in ``report()``.
+"""
+
+import warnings
+import zlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import haiku_etp
+from haiku_etp import extend
+from haiku_etp import testing
+
+_T = 33
+_WINDOWS = (2, 7, 32)
+_BATCH = 2
+_ROLL_TOL = 1e-12
+_BPTT_TOL = 1e-10
+_ROLLS = ("closed", "per_step")
+# Run once each: compile time dominates, as in testing.run_module_example.
+_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _mse(out_t, y_t):
+  return jnp.mean((out_t - y_t) ** 2)
+
+
+def _lif_readout(x):
+  s = haiku_etp.LIF(tau=5.0)(haiku_etp.Linear(4)(x))
+  return haiku_etp.LeakyReadout(2, tau=10.0)(s)
+
+
+def _synapse_lif_trained_readout(x):
+  i = haiku_etp.ExponentialSynapse(tau=4.0)(haiku_etp.Linear(4)(x))
+  s = haiku_etp.LIF(tau=5.0)(i)
+  return haiku_etp.LeakyReadout(2, tau=8.0, train_tau=True)(s)
+
+
+def _conv_lif_readout(x):
+  s = haiku_etp.LIF(tau=5.0)(haiku_etp.Conv2D(3, 3)(x))
+  return haiku_etp.LeakyReadout(2, tau=10.0)(jnp.mean(s, axis=(1, 2)))
+
+
+def _two_spiking_layers(x):
+  s = haiku_etp.LIF(tau=5.0, name="lif_0")(haiku_etp.Linear(4, name="l0")(x))
+  s = haiku_etp.LIF(tau=4.0, name="lif_1")(haiku_etp.Linear(3, name="l1")(s))
+  return haiku_etp.LeakyReadout(2, tau=10.0)(s)
+
+
+def _lru_stack(x):
+  u = haiku_etp.Linear(4, name="encoder")(x)
+  for layer in range(2):
+    y = haiku_etp.LRU(
+        5, output_size=4, r_min=0.5, r_max=0.95, name=f"lru_{layer}"
+    )(u)
+    u = u + jax.nn.gelu(haiku_etp.Linear(4, name=f"mlp_{layer}")(y))
+  return haiku_etp.Linear(2, name="readout")(u)
+
+
+# name, step, input shape, input scale: each exact under D-RTRL.
+_CROSS_CASES = (
+    ("lif_readout", _lif_readout, (3,), 3.0),
+    ("synapse_lif_trained_readout", _synapse_lif_trained_readout, (3,), 3.0),
+    ("conv_lif_pooled_readout", _conv_lif_readout, (4, 4, 2), 3.0),
+    ("two_spiking_layers", _two_spiking_layers, (3,), 3.0),
+    ("lru_stack", _lru_stack, (3,), 1.0),
+)
+
+
+def _run(step, input_shape, input_scale, make):
+  """Whole-sequence BPTT and ``make(model, roll)``'s gradients in each
+  window, one jitted program; returns ``(reference, results, learner)``."""
+  seed = zlib.crc32(repr(input_shape).encode())
+  model = hk.transform_with_state(step)
+  rs = np.random.RandomState(seed)
+  xs = jnp.asarray(input_scale * rs.normal(size=(_T, _BATCH) + input_shape))
+  jit = lambda f: jax.jit(f, compiler_options=_OPTIONS)
+  params, state = jit(model.init)(jax.random.PRNGKey(seed), xs[0])
+  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+  ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
+  fns, states = {}, {}
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+    for roll in _ROLLS:
+      learner = make(model, roll)
+      states[roll] = learner.init_state(params, state, None, xs[0])
+      for k in _WINDOWS:
+        fns[(k, roll)] = learner.sequence_grad(_mse, window=k)
+    verdicts = learner.verdicts(params, states["closed"], None, xs[0])
+
+  def run(params, states, xs, ys):
+    reference, _ = testing.bptt_grads(model, _mse, params, state, None, xs, ys)
+    results = {
+        key: fn(params, states[key[1]], None, xs, ys) for key, fn in fns.items()
+    }
+    return reference, results
+
+  reference, results = jit(run)(params, states, xs, ys)
+  return reference, results, learner, verdicts
+
+
+class _WindowCase(parameterized.TestCase):
+
+  def check(self, reference, results, learner, exact: bool):
+    """Closed form = per-step roll (gradients and traces); = BPTT where
+    ``exact``. Prints the largest errors."""
+    worst = {}
+    for k in _WINDOWS:
+      closed, per_step = results[(k, "closed")], results[(k, "per_step")]
+      err = testing.relative_error(closed.grads, per_step.grads)
+      self.assertLessEqual(err, _ROLL_TOL, f"window {k}: gradients")
+      traces_c = learner.traces(closed.state)
+      traces_p = learner.traces(per_step.state)
+      self.assertEqual(sorted(traces_c), sorted(traces_p))
+      for label, want in traces_p.items():
+        scale = float(jnp.max(jnp.abs(want)))
+        diff = float(jnp.max(jnp.abs(traces_c[label] - want)))
+        self.assertLessEqual(
+            diff, _ROLL_TOL * max(scale, 1e-300), f"window {k}: {label}"
+        )
+      worst["roll"] = max(worst.get("roll", 0.0), err)
+      if exact:
+        bptt = testing.relative_error(closed.grads, reference)
+        self.assertLessEqual(bptt, _BPTT_TOL, f"window {k}: against BPTT")
+        worst["bptt"] = max(worst.get("bptt", 0.0), bptt)
+    print(f"{self.id()}: {worst}")
+
+
+def _d_rtrl(model, roll):
+  return haiku_etp.d_rtrl(model, max_cross_bytes=None, window_roll=roll)
+
+
+class DRTRLModuleExamplesTest(_WindowCase):
+
+  @parameterized.named_parameters((e.name, e) for e in testing.MODULE_EXAMPLES)
+  def test_closed_form(self, example):
+    with jax.enable_x64(True):
+      reference, results, learner, verdicts = _run(
+          example.step, example.input_shape, example.input_scale, _d_rtrl
+      )
+      exact = "d_rtrl" in example.exact
+      # The example's claim and the learner's own verdicts agree.
+      self.assertEqual(exact, all(v.exact for v in verdicts))
+      self.check(reference, results, learner, exact)
+
+
+class DRTRLCrossGroupTest(_WindowCase):
+
+  @parameterized.named_parameters(*_CROSS_CASES)
+  def test_closed_form(self, step, input_shape, input_scale):
+    with jax.enable_x64(True):
+      reference, results, learner, verdicts = _run(
+          step, input_shape, input_scale, _d_rtrl
+      )
+      self.assertTrue(all(v.exact for v in verdicts), verdicts)
+      self.check(reference, results, learner, exact=True)
+
+
+_RTRL_EXAMPLES = ("VanillaRNN", "GRU", "Conv1DLSTM", "RecurrentALIF", "LRU")
+
+
+class RTRLTest(_WindowCase):
+
+  @parameterized.named_parameters(
+      (e.name, e) for e in testing.MODULE_EXAMPLES if e.name in _RTRL_EXAMPLES
+  )
+  def test_closed_form(self, example):
+    with jax.enable_x64(True):
+      reference, results, learner, _ = _run(
+          example.step,
+          example.input_shape,
+          example.input_scale,
+          lambda model, roll: haiku_etp.rtrl(model, window_roll=roll),
+      )
+      self.check(reference, results, learner, exact=True)
+
+
+# A primitive with the generic rules only (no drtrl_window): its window
+# takes the generic closed form, which sums xy_to_trace step by step.
+def _scale_impl(x, w):
+  return x * w
+
+
+_generic_p = extend.register_primitive(
+    "test_window_generic_scale",
+    _scale_impl,
+    batched=True,
+    trainable_invars_fn=lambda p: {"weight": 1},
+    x_invar_index=0,
+)
+_generic_p.register_etp_rules(
+    yw_to_w=lambda hd, trace: {"weight": trace["weight"] * hd},
+    xy_to_dw=lambda x, hd, w: {
+        "weight": jnp.sum(x * hd, axis=tuple(range(x.ndim - 1)))
+    },
+    xy_to_trace=lambda x, hd, w: {"weight": x * hd},
+    trace_to_dw=lambda trace, w: {
+        "weight": jnp.sum(
+            trace["weight"], axis=tuple(range(trace["weight"].ndim - 1))
+        )
+    },
+    init_drtrl=lambda x, y, w, s: {
+        "weight": jnp.zeros(tuple(y.shape) + (s,), y.dtype)
+    },
+    init_pp=lambda x, y, w, s: jnp.zeros(tuple(y.shape) + (s,), y.dtype),
+)
+
+
+def _generic_step(x):
+  w = hk.get_parameter("w", (x.shape[-1],), x.dtype, init=jnp.ones)
+  v = haiku_etp.get_hidden_state("v", x.shape, x.dtype)
+  v = 0.7 * v + _generic_p.bind(x, w)
+  haiku_etp.set_hidden_state("v", v)
+  return v
+
+
+class ReportTest(absltest.TestCase):
+
+  def test_generic_rules_are_named_and_exact(self):
+    with jax.enable_x64(True):
+      reference, results, learner, _ = _run(_generic_step, (3,), 1.0, _d_rtrl)
+      x0 = jnp.ones((_BATCH, 3))
+      params, state = learner.init(jax.random.PRNGKey(0), x0)
+      report = learner.report(params, state, None, x0)
+      self.assertIn("window roll (sequence_grad with window > 1)", report)
+      self.assertRegex(
+          report,
+          r"~/w: instantaneous terms summed \(test_window_generic_scale has "
+          r"no drtrl_window rule\)",
+      )
+      _WindowCase.check(self, reference, results, learner, exact=True)
+
+  def test_closed_form_everywhere_is_said(self):
+    model = hk.transform_with_state(_lif_readout)
+    learner = haiku_etp.d_rtrl(model)
+    x0 = jnp.ones((_BATCH, 3))
+    params, state = learner.init(jax.random.PRNGKey(0), x0)
+    self.assertIn(
+        "closed form for every trace (once per window)",
+        learner.report(params, state, None, x0),
+    )
+
+  def test_per_step_option_is_said(self):
+    model = hk.transform_with_state(
+        testing.MODULE_EXAMPLES[0].step  # Linear into a leaky integrator
+    )
+    learner = haiku_etp.rtrl(model, window_roll="per_step")
+    x0 = jnp.ones((_BATCH, 3))
+    params, state = learner.init(jax.random.PRNGKey(0), x0)
+    self.assertIn(
+        "step by step (window_roll='per_step')",
+        learner.report(params, state, None, x0),
+    )
+
+  def test_unknown_window_roll_is_refused(self):
+    model = hk.transform_with_state(_lif_readout)
+    for make in (haiku_etp.d_rtrl, haiku_etp.rtrl):
+      with self.assertRaisesRegex(ValueError, "window_roll must be one of"):
+        make(model, window_roll="fast")
+
+
+if __name__ == "__main__":
+  absltest.main()
