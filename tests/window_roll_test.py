@@ -185,6 +185,29 @@ class DRTRLCrossGroupTest(_WindowCase):
       self.check(reference, results, learner, exact=True)
 
 
+class ESDRTRLTest(_WindowCase):
+  """Its closed form (an option; the per-step roll is its default) equals
+  the per-step roll; with decay (lam, 0) on a uniform leak it equals BPTT."""
+
+  @parameterized.named_parameters(
+      (e.name, e)
+      for e in testing.MODULE_EXAMPLES
+      if e.name in ("Linear", "ExponentialSynapse", "LIF", "GRU")
+  )
+  def test_closed_form(self, example):
+    decay = example.es_decay
+    with jax.enable_x64(True):
+      reference, results, learner, _ = _run(
+          example.step,
+          example.input_shape,
+          example.input_scale,
+          lambda model, roll: haiku_etp.es_d_rtrl(
+              model, decay=decay if decay else 0.5, window_roll=roll
+          ),
+      )
+      self.check(reference, results, learner, "es_d_rtrl" in example.exact)
+
+
 _RTRL_EXAMPLES = ("VanillaRNN", "GRU", "Conv1DLSTM", "RecurrentALIF", "LRU")
 
 

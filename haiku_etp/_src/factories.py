@@ -114,6 +114,7 @@ def es_d_rtrl(
     *,
     rank: Optional[int] = None,
     form: str = "window",
+    window_roll: str = "per_step",
     trace_dtype: Optional[Any] = None,
 ) -> Learner:
   r"""ES-D-RTRL: input-side and output-side traces, ``O(B (I + O S))``.
@@ -156,6 +157,13 @@ def es_d_rtrl(
       ``(n - 1) / (n + 1)`` whose window has the centre of mass of ``n``
       steps.
     form: ``"window"`` or ``"fused"`` (see above).
+    window_roll: how a window of ``k > 1`` steps moves the traces:
+      ``"per_step"`` (the default: the traces are input- and output-sized,
+      and rolling them in the window's loop costs less than the reverse
+      scan, measured by ``experiments.benchmark``) or ``"closed"`` (the
+      input side as one weighted sum over the steps, the output side
+      through D-RTRL's reverse scan of the window's blocks); the values are
+      the same.
     trace_dtype: ``None``, or the dtype the traces are stored in between
       steps (``"bfloat16"``, ``"float16"``): half the trace memory and
       traffic; they are rolled and contracted in the parameters' dtype
@@ -166,13 +174,16 @@ def es_d_rtrl(
 
   Raises:
     ValueError: for a decay outside ``[0, 1)``, a rank below 1, both, or an
-      unknown ``form``.
+      unknown ``form`` or ``window_roll``.
     TypeError: for an int ``decay`` (use ``rank=``) or another type.
   """
   alpha_x, alpha_f = traces_lib.parse_decay(decay, rank)
   if form not in ("window", "fused"):
     raise ValueError(f"form must be 'window' or 'fused', got {form!r}.")
-  algorithm = traces_lib.ESDRTRL(alpha_x, alpha_f, fused=form == "fused")
+  traces_lib.check_window_roll(window_roll)
+  algorithm = traces_lib.ESDRTRL(
+      alpha_x, alpha_f, fused=form == "fused", window_roll=window_roll
+  )
   return _learner(model, algorithm, "es_d_rtrl", trace_dtype=trace_dtype)
 
 

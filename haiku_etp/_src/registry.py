@@ -167,7 +167,7 @@ register_learner(
 register_learner(
     "es_d_rtrl",
     factories.es_d_rtrl,
-    options=("decay", "rank", "form", "trace_dtype"),
+    options=("decay", "rank", "form", "trace_dtype", "window_roll"),
     description="ES-D-RTRL: input- and output-side traces, O(B (I + O S))",
 )
 register_learner(

@@ -403,6 +403,7 @@ class ESDRTRL(_RelationTraces):
   alpha_f: float = 0.0
   fused: bool = False
   name: str = "es_d_rtrl"
+  window_roll: str = "per_step"
   cross_budget = 0
 
   @property
@@ -485,6 +486,81 @@ class ESDRTRL(_RelationTraces):
           new[key] = af * mixed + (1.0 - af) * d_f
     new["one"] = ax * entries["one"] + 1.0
     new["steps"] = entries["steps"] + 1
+    return new
+
+  def window_forms(self, compiled) -> list:
+    """Every trace takes the closed form, or none (``window_roll=
+    "per_step"``, the default: input- and output-sized traces cost less to
+    roll in the window's loop)."""
+    form = "per_step" if self.window_roll == "per_step" else "closed"
+    why = (
+        "window_roll='per_step', ES-D-RTRL's default: its traces are small"
+        if form == "per_step"
+        else ""
+    )
+    return [("input- and output-side traces", form, why)]
+
+  def roll_window(self, compiled, entries, records, weights) -> dict:
+    r"""The traces after a window of ``k`` steps in closed form: the input
+    side :math:`\epsilon_x \leftarrow \alpha_x^k \epsilon_x + \sum_t
+    \alpha_x^{k-1-t} x^t` (one weighted sum over the steps), the output side
+    through the reverse scan of D-RTRL's window with every block scaled by
+    :math:`\alpha_f`."""
+    if self.window_roll == "per_step" or self.fused:
+      return _scan_records(
+          lambda tr, rec: self.roll(compiled, tr, rec, weights),
+          entries,
+          records,
+      )
+    ax, af = self.alpha_x, self.alpha_f
+    k = jax.tree_util.tree_leaves(records)[0].shape[0]
+    new = dict(entries)
+    dtype = entries["one"].dtype
+    # alpha_x^(k-1-t): what step t's input weighs at the window's end.
+    powers = jnp.asarray(ax, dtype) ** jnp.arange(k - 1, -1, -1, dtype=dtype)
+    done = set()
+    for r, rel in enumerate(compiled.relations):
+      key = f"x:{rel.input_key}"
+      if key in entries and key not in done:
+        done.add(key)
+        x = records.x[r].astype(entries[key].dtype)
+        if not ax:
+          new[key] = x[-1]
+        else:
+          weighted = jnp.tensordot(powers.astype(x.dtype), x, axes=1)
+          new[key] = (ax**k) * entries[key] + weighted
+    members = {}
+    for r, rel in enumerate(compiled.relations):
+      for n, g in enumerate(rel.groups if self.keeps_f else ()):
+        members.setdefault(g, []).append((r, n))
+    if af == 0.0:
+      for g, rels in members.items():
+        for r, n in rels:
+          key = f"f:{compiled.relations[r].key}@{compiled.groups[g].name}"
+          new[key] = records.d_f[r][n][-1].astype(entries[key].dtype)
+    elif members:
+      scaled = records._replace(
+          d=tuple(jnp.asarray(af, d.dtype) * d for d in records.d)
+      )
+      recursions = {
+          g: closed_form.group_recursion(
+              scaled.d[g].shape[1:], scaled.d[g].dtype, (g, rels)
+          )
+          for g, rels in members.items()
+      }
+      coefficients = closed_form.backward(recursions, scaled)
+      for g, rels in members.items():
+        phi, cs = coefficients[g]
+        for (r, n), c in zip(rels, cs):
+          key = f"f:{compiled.relations[r].key}@{compiled.groups[g].name}"
+          f = entries[key]
+          value = primitive.mix_states(phi.astype(f.dtype), f) + (
+              1.0 - af
+          ) * jnp.sum(c, axis=0).astype(f.dtype)
+          new[key] = value.astype(f.dtype)
+    one = entries["one"]
+    new["one"] = (ax**k) * one + jnp.sum(powers).astype(one.dtype)
+    new["steps"] = entries["steps"] + k
     return new
 
   def solve(self, compiled, entries, signals, weights) -> list:
