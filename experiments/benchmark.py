@@ -27,7 +27,11 @@ Four models built from the library's modules:
 * ``eprop``: e-prop's network, ``Linear`` 20 -> 64 into a
   ``RecurrentALIF`` layer and a ``LeakyReadout`` of 2, B=32;
 * ``gru_small``: ``GRU`` 32 -> 64 and a ``Linear`` readout, B=32 (a size
-  at which RTRL runs; not in the default list).
+  at which RTRL runs; not in the default list);
+* ``lru_stack``: a ``Linear`` encoder 16 -> 32, two blocks ``u <- u +
+  gelu(Linear(LRU 64(u)))`` and a ``Linear`` readout, B=32 (exact under
+  D-RTRL with cross-group fields; ``d_rtrl:max_cross_bytes=0`` is
+  Online-LRU's cut).
 
 The learners are registered names with options (``name:option=value``):
 ``d_rtrl``, ``d_rtrl:max_cross_bytes=0`` (no cross-group traces),
@@ -69,9 +73,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
+from experiments import models
 import haiku_etp
 
-_MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop", "gru_small")
+_MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop", "gru_small", "lru_stack")
 # D-RTRL without cross-group traces (max_cross_bytes=0): the cost and the
 # error of cutting a readout's or a next layer's path.
 _LEARNER_NAMES = (
@@ -205,6 +210,24 @@ def make_model(name: str, scale: float) -> ModelSpec:
       )
 
     desc = f"e-prop: recurrent ALIF {num_in}->{hidden}, leaky readout ->2, B={batch}"
+    return ModelSpec(name, desc, step, (batch, num_in))
+  if name == "lru_stack":
+    batch, num_in, width, hidden = s(32), s(16), s(32), s(64)
+    step = models.make_step(
+        dict(
+            kind="lru",
+            num_layers=2,
+            hidden_size=hidden,
+            width=width,
+            r_min=0.9,
+            r_max=0.999,
+        ),
+        _NUM_CLASSES,
+    )
+    desc = (
+        f"LRU stack: encoder {num_in}->{width}, 2 x (LRU {hidden}, gelu "
+        f"mixer), readout ->{_NUM_CLASSES}, B={batch}"
+    )
     return ModelSpec(name, desc, step, (batch, num_in))
   raise ValueError(f"Unknown model {name!r}; known models are {_MODEL_NAMES}.")
 

@@ -272,8 +272,9 @@ class ReportTest(absltest.TestCase):
     with jax.enable_x64(True):
       reference, results, learner, _ = _run(_generic_step, (3,), 1.0, _d_rtrl)
       x0 = jnp.ones((_BATCH, 3))
-      params, state = learner.init(jax.random.PRNGKey(0), x0)
-      report = learner.report(params, state, None, x0)
+      closed = _d_rtrl(hk.transform_with_state(_generic_step), "closed")
+      params, state = closed.init(jax.random.PRNGKey(0), x0)
+      report = closed.report(params, state, None, x0)
       self.assertIn("window roll (sequence_grad with window > 1)", report)
       self.assertRegex(
           report,
@@ -300,7 +301,7 @@ class ReportTest(absltest.TestCase):
     x0 = jnp.ones((_BATCH, 3))
     params, state = learner.init(jax.random.PRNGKey(0), x0)
     self.assertIn(
-        "step by step (window_roll='per_step')",
+        "step by step for every trace (window_roll='per_step')",
         learner.report(params, state, None, x0),
     )
 

@@ -409,67 +409,56 @@ def window_obstacle(compiled, plan) -> str:
   return ""
 
 
-def _collapsed_step(compiled, plan, weights):
-  """One step of ``plan``'s traces with the parameter axes taken out:
-  ``((own, fields, filtered), (record, q)) -> (own, fields, filtered)``.
+def _elements(shape) -> int:
+  return int(np.prod(shape))
 
-  ``own[g]`` stands for the source's trace into its group ``g``
-  ``(*V, S)``, ``fields[g]`` for a full field ``(*V, S)``, ``filtered[m]``
-  for the ``m``-th filtered trace ``(*pre,)``, ``q`` for the coefficient of
-  the step's ``x`` (the source's positions).
+
+def fields_per_step(compiled) -> str:
+  """Why full cross-group fields are better rolled step by step (``""``
+  when the closed form costs less, or there are none).
+
+  Per step, rolling a plan's fields carries each of its ``P`` parameters'
+  columns through the hops into the downstream groups; the closed form's
+  backward recursion carries one column per field coordinate (its seeds)
+  instead, shared by the plans with one signature (:func:`_fields_signature`),
+  and contracts once per window. Both pay the same per column: the hops'
+  linear maps and the groups' blocks. So the per-step roll is kept where
+  the parameters of the plans with fields are fewer than their seeds.
   """
-  i = plan.relation
-  rel = compiled.relations[i]
-  ops = {}
-  for hop in plan.hops:
-    j = hop.relation
-    f = _op_of_pre(compiled, j, lax.stop_gradient(weights[j]))
-    pre = compiled.program.aval(compiled.cross_inputs[j].pre)
-    zero = jnp.zeros(pre.shape, pre.dtype)
-    # The chain and the op are linear in pre: their JVP is the map itself
-    # without its constant terms (a bias).
-    ops[j] = lambda v, f=f, zero=zero: jax.jvp(
-        f, (zero,), (v.astype(zero.dtype),)
-    )[1]
-  filtered_index = {pair: m for m, pair in enumerate(plan.filtered)}
-
-  def step(carry, inputs):
-    own, fields, filtered = carry
-    rec, q = inputs
-    new_own = {
-        g: primitive.mix_states(rec.d[g], own[g]) + rec.d_f[i][n] * q[..., None]
-        for n, g in enumerate(rel.groups)
-    }
-    new_fields = {g: primitive.mix_states(rec.d[g], fields[g]) for g in fields}
-    new_filtered = dict(filtered)
-    ys = {}
-    for hop in plan.hops:
-      j = hop.relation
-      c = rec.c[j]
-      compact = None
-      for g in hop.own_groups:
-        col = _state_column(c, _group_bits(compiled, g), own[g].dtype)
-        compact = _plus(compact, jnp.sum(col * own[g], axis=-1))
-      if hop.own_output:
-        compact = _plus(compact, c[_rel_bit(compiled, i)] * q)
-      full = None
-      for g in hop.groups:
-        col = _state_column(c, _group_bits(compiled, g), fields[g].dtype)
-        full = _plus(full, jnp.sum(col * fields[g], axis=-1))
-      for r2 in hop.relations:
-        full = _plus(full, c[_rel_bit(compiled, r2)] * ys[r2])
-      y = ops[j](_plus(compact, full))
-      ys[j] = y
-      for n, g in enumerate(compiled.relations[j].groups):
-        if g in new_fields:
-          new_fields[g] = new_fields[g] + rec.d_f[j][n] * y[..., None]
-        elif (g, j) in filtered_index:
-          m = filtered_index[(g, j)]
-          kappa = jnp.reshape(rec.d[g], (-1,))[0]
-          new_filtered[m] = kappa * filtered[m] + compact
-    return (new_own, new_fields, new_filtered), None
-
-  return step
+  params = seeds = 0
+  seen = set()
+  for plan in compiled.cross:
+    if not plan.groups:
+      continue
+    rel = compiled.relations[plan.relation]
+    per_column = sum(
+        _elements(compiled.groups[g].shape) * compiled.groups[g].num_states ** 2
+        for g in tuple(rel.groups) + tuple(plan.groups)
+    ) + compiled.groups[plan.groups[0]].shape[0] * sum(
+        _elements(a.shape)
+        for hop in plan.hops
+        for a in _weight_avals(compiled, hop.relation).values()
+    )
+    params += per_column * sum(
+        _elements(a.shape)
+        for a in _weight_avals(compiled, plan.relation).values()
+    )
+    signature = _fields_signature(compiled, plan)
+    if signature not in seen:
+      seen.add(signature)
+      num = len(plan.filtered) + sum(
+          _elements(compiled.groups[g].shape[1:])
+          * compiled.groups[g].num_states
+          for g in plan.groups
+      )
+      seeds += per_column * num
+  if params and params <= seeds:
+    return (
+        "full cross-group fields whose parameters are fewer than their "
+        "field coordinates: rolling them step by step carries fewer "
+        "columns through the hops than the closed form's backward recursion"
+    )
+  return ""
 
 
 def _plus(a, b):
@@ -477,19 +466,6 @@ def _plus(a, b):
   if a is None or b is None:
     return b if a is None else a
   return a + b
-
-
-def _per_sample_solve_each(rel, trace, coefficients, weights, fast):
-  """``{operand: (U, B, *param)}``: per seed ``u`` and sample ``b``, the
-  relation's solve rule on ``trace[b]`` with ``coefficients[u, b]`` as its
-  learning signal (``(*V, S)``)."""
-
-  def one(trace_b, g_b):
-    return primitive.drtrl_solve(
-        rel.primitive, trace_b, g_b, weights, rel.params, fast=fast
-    )
-
-  return jax.vmap(jax.vmap(one), in_axes=(None, 0))(trace, coefficients)
 
 
 def _filtered_recursion(compiled, plan, m: int) -> closed_form.Backward:
@@ -538,82 +514,148 @@ def _filtered_recursion(compiled, plan, m: int) -> closed_form.Backward:
   return closed_form.Backward(init, step)
 
 
-def window_recursions(compiled, records) -> dict:
-  """The backward recursions of the filtered traces of plans without full
-  fields (those take :func:`_transposed_coefficients`), keyed
-  ``("filtered", plan index, m)``."""
-  del records
+def _fields_signature(compiled, plan) -> tuple:
+  """What the backward recursion of ``plan``'s fields depends on: its own
+  groups and its hops, downstream groups and filtered sinks (plans that
+  agree share one recursion; what each source adds itself, its tail
+  Jacobians and same-step hop derivatives, enters afterwards)."""
+  rel = compiled.relations[plan.relation]
+  hops = tuple(
+      (h.relation, h.own_groups, h.groups, h.relations, h.fed)
+      for h in plan.hops
+  )
+  return (tuple(rel.groups), hops, plan.groups, plan.filtered)
+
+
+def _hop_transposes(compiled, plan, weights) -> dict:
+  """Per hop, the transpose of its linear map ``pre -> y`` (a bias left
+  out), for a learning signal ``(B, *y[1:])``."""
+  out = {}
+  for hop in plan.hops:
+    j = hop.relation
+    f = _op_of_pre(compiled, j, lax.stop_gradient(weights[j]))
+    pre = compiled.program.aval(compiled.cross_inputs[j].pre)
+    zero = jnp.zeros(pre.shape, pre.dtype)
+    linear = lambda v, f=f, zero=zero: jax.jvp(f, (zero,), (v,))[1]
+    out[j] = jax.linear_transpose(linear, zero)
+  return out
+
+
+def _fields_recursion(compiled, plan, weights) -> closed_form.Backward:
+  """The backward recursion of a plan with full fields, one seed per field
+  coordinate (a one-hot, the same for every sample) and per filtered trace
+  (ones), the seeds after the batch axis of every array.
+
+  The parameter-free roll of the plan's traces is linear in its own
+  traces, fields and filtered traces before each step and in what enters
+  each step: ``u_a`` into own group ``a`` (there ``D_{f,a} q``) and ``v_j``
+  into hop ``j``'s input (there ``c_j q``). Its transpose, run from the
+  window's end, carries the seeds' coefficients on the traces (the carry:
+  ``(own, fields, filtered)``) and gives, per step, those on ``u_a`` and
+  ``v_j`` (the outputs), from which each source's coefficient on its step
+  term follows (:func:`_plan_window`).
+  """
+  rel = compiled.relations[plan.relation]
+  dtype = compiled.groups[plan.groups[0]].dtype
+  batch = compiled.groups[plan.groups[0]].shape[0]
+  state = lambda g: tuple(compiled.groups[g].shape) + (
+      compiled.groups[g].num_states,
+  )
+  offsets, n = {}, len(plan.filtered)
+  for g in plan.groups:
+    offsets[g] = n
+    n += _elements(state(g)[1:])
+  transposes = _hop_transposes(compiled, plan, weights)
+  pre_shape = lambda j: tuple(
+      compiled.program.aval(compiled.cross_inputs[j].pre).shape
+  )
+  filtered_of = {}
+  for m, (_, j) in enumerate(plan.filtered):
+    filtered_of.setdefault(j, []).append(m)
+  # The seeds follow the batch axis: a step's record (B, ...) broadcasts.
+  seeded = lambda v: jnp.expand_dims(v.astype(dtype), 1)
+  transpose = lambda d: seeded(closed_form.transpose_blocks(d))
+
+  def step(carry, rec):
+    lam_own, lam_fields, lam_filtered = carry
+    new_own = {
+        a: closed_form.mix_blocks(transpose(rec.d[a]), v)
+        for a, v in lam_own.items()
+    }
+    new_fields = {
+        g: closed_form.mix_blocks(transpose(rec.d[g]), v)
+        for g, v in lam_fields.items()
+    }
+    new_filtered = {
+        m: jnp.reshape(rec.d[g], (-1,))[0].astype(dtype) * lam_filtered[m]
+        for m, (g, _) in enumerate(plan.filtered)
+    }
+    lam_pre, on_hop = {}, {}
+    for hop in reversed(plan.hops):
+      j = hop.relation
+      lam_y = None
+      for n_j, g in enumerate(compiled.relations[j].groups):
+        if g in lam_fields:
+          part = primitive.weighted_state_sum(
+              seeded(rec.d_f[j][n_j]), lam_fields[g]
+          )
+          lam_y = _plus(lam_y, part)
+      for later in plan.hops:
+        if later.relation in lam_pre and j in later.relations:
+          c = seeded(rec.c[later.relation][_rel_bit(compiled, j)])
+          lam_y = _plus(lam_y, c * lam_pre[later.relation])
+      if lam_y is None:
+        pre = jnp.zeros((batch, n) + pre_shape(j)[1:], dtype)
+      else:
+        (pre,) = jax.vmap(transposes[j], in_axes=1, out_axes=1)(lam_y)
+      lam_pre[j] = pre
+      compact = pre
+      for m in filtered_of.get(j, ()):
+        compact = compact + lam_filtered[m]
+      on_hop[j] = compact
+      c = rec.c[j]
+      for a in hop.own_groups:
+        col = seeded(_state_column(c, _group_bits(compiled, a), dtype))
+        new_own[a] = new_own[a] + col * compact[..., None]
+      for g in hop.groups:
+        col = seeded(_state_column(c, _group_bits(compiled, g), dtype))
+        new_fields[g] = new_fields[g] + col * pre[..., None]
+    return (new_own, new_fields, new_filtered), (lam_own, on_hop)
+
+  seeds_first = lambda shape: (batch, n) + tuple(shape[1:])
+  own = {a: jnp.zeros(seeds_first(state(a)), dtype) for a in rel.groups}
+  fields = {}
+  for g in plan.groups:
+    size = _elements(state(g)[1:])
+    eye = jnp.eye(size, dtype=dtype).reshape((1, size) + state(g)[1:])
+    eye = jnp.broadcast_to(eye, (batch, size) + state(g)[1:])
+    fields[g] = (
+        jnp.zeros(seeds_first(state(g)), dtype)
+        .at[:, offsets[g] : offsets[g] + size]
+        .set(eye)
+    )
+  filtered = {
+      m: jnp.zeros(seeds_first(pre_shape(j)), dtype).at[:, m].set(1.0)
+      for m, (_, j) in enumerate(plan.filtered)
+  }
+  return closed_form.Backward((own, fields, filtered), step)
+
+
+def window_recursions(compiled, weights) -> dict:
+  """The backward recursions of the cross-group traces: per plan without
+  full fields, one per filtered trace (``("filtered", plan, m)``); per
+  signature of plans with fields, one shared (``("fields", signature)``,
+  :func:`_fields_signature`)."""
   out = {}
   for p, plan in enumerate(compiled.cross):
     if plan.groups:
+      key = ("fields", _fields_signature(compiled, plan))
+      if key not in out:
+        out[key] = _fields_recursion(compiled, plan, weights)
       continue
     for m in range(len(plan.filtered)):
       out[("filtered", p, m)] = _filtered_recursion(compiled, plan, m)
   return out
-
-
-def _transposed_coefficients(compiled, plan, records, weights, dtype):
-  """Every coefficient of ``plan``'s closed form from the transpose of its
-  collapsed roll (:func:`_collapsed_step`), one seed per filtered trace
-  (ones) and per field coordinate (a one-hot, the same for every sample).
-
-  Returns:
-    ``(on_own, on_fields, on_filtered, on_q, offsets)``, each with a leading
-    seed axis (``on_filtered[m][m]`` is the ``m``-th filtered trace's own
-    coefficient); ``offsets[g]`` is where group ``g``'s seeds start.
-  """
-  i = plan.relation
-  rel = compiled.relations[i]
-  q_shape = _own_shape(compiled, plan)
-  k = jax.tree_util.tree_leaves(records.c)[0].shape[0]
-  state_shape = lambda g: tuple(compiled.groups[g].shape) + (
-      compiled.groups[g].num_states,
-  )
-  pre_shape = lambda j: tuple(
-      compiled.program.aval(compiled.cross_inputs[j].pre).shape
-  )
-  primals = (
-      {g: jnp.zeros(state_shape(g), dtype) for g in rel.groups},
-      {g: jnp.zeros(state_shape(g), dtype) for g in plan.groups},
-      {
-          m: jnp.zeros(pre_shape(j), dtype)
-          for m, (_, j) in enumerate(plan.filtered)
-      },
-      jnp.zeros((k,) + q_shape, dtype),
-  )
-  step = _collapsed_step(compiled, plan, weights)
-  coefficients = records._replace(x=(), full=None, replay=None, projection=None)
-
-  def window(own, fields, filtered, qs):
-    carry, _ = lax.scan(step, (own, fields, filtered), (coefficients, qs))
-    return carry
-
-  transpose = jax.linear_transpose(window, *primals)
-  offsets, n = {}, len(plan.filtered)
-  for g in plan.groups:
-    offsets[g] = n
-    n += int(np.prod(state_shape(g)[1:]))
-  own_seed = {
-      g: jnp.zeros((n,) + v.shape, dtype) for g, v in primals[0].items()
-  }
-  field_seed = {}
-  for g, v in primals[1].items():
-    size = int(np.prod(v.shape[1:]))
-    eye = jnp.eye(size, dtype=dtype).reshape((size, 1) + v.shape[1:])
-    eye = jnp.broadcast_to(eye, (size,) + v.shape)
-    field_seed[g] = (
-        jnp.zeros((n,) + v.shape, dtype)
-        .at[offsets[g] : offsets[g] + size]
-        .set(eye)
-    )
-  filtered_seed = {
-      m: jnp.zeros((n,) + v.shape, dtype).at[m].set(1.0)
-      for m, v in primals[2].items()
-  }
-  on_own, on_fields, on_filtered, on_q = jax.vmap(transpose)(
-      (own_seed, field_seed, filtered_seed)
-  )
-  return on_own, on_fields, on_filtered, on_q, offsets
 
 
 def _plan_window(
@@ -628,13 +670,28 @@ def _plan_window(
   dtype = compiled.groups[(rel.groups or plan.groups)[0]].dtype
   q_shape = _own_shape(compiled, plan)
   if plan.groups:
-    on_own, on_fields, on_filtered, on_q, offsets = _transposed_coefficients(
-        compiled, plan, records, weights, dtype
-    )
+    key = ("fields", _fields_signature(compiled, plan))
+    (on_own, on_fields, on_filtered), (own_steps, hop_steps) = coefficients[key]
+    # This source's coefficient on its step term: through its tail into
+    # its own groups and, same step, through the hops it feeds directly.
+    on_q = None  # (k, B, seeds, *q[1:])
+    for n_a, a in enumerate(rel.groups):
+      d_f = jnp.expand_dims(records.d_f[i][n_a].astype(dtype), 2)
+      on_q = _plus(on_q, primitive.weighted_state_sum(d_f, own_steps[a]))
+    for hop in plan.hops:
+      if hop.own_output:
+        c = records.c[hop.relation][_rel_bit(compiled, i)].astype(dtype)
+        on_q = _plus(on_q, jnp.expand_dims(c, 2) * hop_steps[hop.relation])
+    offsets, n = {}, len(plan.filtered)
+    for g in plan.groups:
+      offsets[g] = n
+      n += _elements(compiled.groups[g].shape[1:]) * (
+          compiled.groups[g].num_states
+      )
     filtered_coefficients = lambda m: (
-        on_filtered[m][m],
-        {a: on_own[a][m] for a in rel.groups},
-        on_q[m],
+        on_filtered[m][:, m],
+        {a: on_own[a][:, m] for a in rel.groups},
+        on_q[:, :, m],
     )
   else:
     # Filtered traces alone: position by position, no seeds over fields.
@@ -677,38 +734,73 @@ def _plan_window(
     label = tail_label(rel, group)
     new[label] = records.d_f[j][n_j][-1].astype(old[label].dtype)
 
-  # The full fields: one seed per coordinate.
+  # The full fields: one seed per coordinate, laid out last like the
+  # fields' own positions and states.
   for g in plan.groups:
     group = compiled.groups[g]
     size = int(np.prod(group.shape[1:])) * group.num_states
     seeds = slice(offsets[g], offsets[g] + size)
-    parts = None
-    for a in rel.groups:
-      part = _per_sample_solve_each(
-          rel, own_traces[a], on_own[a][seeds], weights[i], fast
-      )
-      parts = part if parts is None else _add(parts, part)
-    part = jax.vmap(
-        lambda c: primitive.summed_dw_per_sample(
-            prim, xs, c, weights[i], rel.params
-        )
-    )(on_q[seeds])
-    parts = part if parts is None else _add(parts, part)
+    parts = _field_terms(
+        rel, own_traces, on_own, on_q, seeds, xs, weights[i], fast
+    )
+    if not any(hop.groups for hop in plan.hops):
+      # No field feeds another: each field moves by its group's blocks.
+      phi, _ = coefficients[("group", g)]
     for key in rel.weights:
       label = full_label(rel, key, group)
       field = old[label]
-      value = jnp.moveaxis(parts[key], 0, -1).astype(field.dtype)
-      num_param = parts[key].ndim - 2
+      value = parts[key].astype(field.dtype)
+      num_param = value.ndim - 2
+      if not any(hop.groups for hop in plan.hops):
+        mixed = primitive.mix_states(
+            _with_params(phi.astype(field.dtype), num_param), field
+        )
+        new[label] = value.reshape(field.shape) + mixed
+        continue
       for g2 in plan.groups:
         entry = old[full_label(rel, key, compiled.groups[g2])]
         flat = entry.reshape(entry.shape[: 1 + num_param] + (-1,))
-        coefficient = on_fields[g2][seeds].reshape(
-            (size, flat.shape[0], flat.shape[-1])
+        coefficient = on_fields[g2][:, seeds].reshape(
+            (flat.shape[0], size, flat.shape[-1])
         )
         value = value + jnp.einsum(
-            "b...v,ubv->b...u", flat, coefficient.astype(flat.dtype)
+            "b...v,buv->b...u", flat, coefficient.astype(flat.dtype)
         )
       new[label] = value.reshape(field.shape)
+
+
+def _field_terms(rel, own_traces, on_own, on_q, seeds, xs, weights, fast):
+  """``{operand: (B, *param, seeds)}``: a field's terms from the own traces
+  at the entry and from the window's step terms (``on_q`` ``(k, B, seeds,
+  *q[1:])``), the seeds last."""
+  prim = rel.primitive
+  parts = None
+  for a, trace in own_traces.items():
+    one = lambda trace_b, g_b: primitive.drtrl_solve(
+        prim, trace_b, g_b, weights, rel.params, fast=fast
+    )
+    per_seed = jax.vmap(jax.vmap(one, in_axes=(None, 0), out_axes=-1))
+    parts = _plus_dict(parts, per_seed(trace, on_own[a][:, seeds]))
+  q = on_q[:, :, seeds]
+  if prim.name == "etp_batched_dense" and xs is not None and xs.ndim == 3:
+    # The steps are the contracted axis of one batched matmul.
+    term = {"weight": jnp.einsum("tbi,tbno->bion", xs.astype(q.dtype), q)}
+    if rel.params["has_bias"]:
+      term["bias"] = jnp.moveaxis(jnp.sum(q, axis=0), 1, -1)
+  else:
+    term = jax.vmap(
+        lambda c: primitive.summed_dw_per_sample(
+            prim, xs, c, weights, rel.params
+        ),
+        in_axes=2,
+        out_axes=-1,
+    )(q)
+  return _plus_dict(parts, term)
+
+
+def _plus_dict(a, b):
+  """``a + b`` of ``{operand: array}`` (``None`` is nothing)."""
+  return b if a is None else {k: a[k] + b[k] for k in a}
 
 
 def roll_window(

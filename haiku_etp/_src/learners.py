@@ -591,6 +591,9 @@ def _window_roll_text(forms) -> str:
   slow = [(what, form, why) for what, form, why in forms if form != "closed"]
   if not slow:
     return head + "closed form for every trace (once per window)"
+  reasons = {why for _, form, why in slow if form == "per_step"}
+  if len(slow) == len(forms) and len(reasons) == 1:
+    return head + f"step by step for every trace ({reasons.pop()})"
   lines = [head + "closed form except"]
   for what, form, why in slow:
     how = "step by step" if form == "per_step" else "instantaneous terms summed"

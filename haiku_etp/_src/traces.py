@@ -209,10 +209,30 @@ class DRTRL(_RelationTraces):
           new[drtrl_label(rel, k, compiled.groups[g])] = v
     return cross_traces.roll(compiled, entries, new, record, weights, self.fast)
 
+  def _per_step_why(self, compiled) -> str:
+    """Why every trace rolls step by step (``""``: the closed form): the
+    cross-group traces need the source's per-step traces unless all of them
+    take the closed form."""
+    if self.window_roll == "per_step":
+      return "window_roll='per_step'"
+    for plan in compiled.cross:
+      why = cross_traces.window_obstacle(compiled, plan)
+      if why:
+        key = compiled.relations[plan.relation].key
+        return f"the cross-group traces of {key}: {why}"
+    return cross_traces.fields_per_step(compiled)
+
   def window_forms(self, compiled) -> list:
     """``(what, form, why)`` for each trace: how a window of ``k > 1``
     steps rolls it (``"closed"``, ``"accumulated"`` or ``"per_step"``,
     :func:`~haiku_etp._src.primitive.window_form`)."""
+    why_all = self._per_step_why(compiled)
+    if why_all:
+      labels = [r.key for r in compiled.relations if r.groups] + [
+          f"cross-group traces of {compiled.relations[p.relation].key}"
+          for p in compiled.cross
+      ]
+      return [(label, "per_step", why_all) for label in labels]
     out = []
     for rel in compiled.relations:
       if not rel.groups:
@@ -232,23 +252,15 @@ class DRTRL(_RelationTraces):
       }[form]
       out.append((rel.key, form, why))
     for plan in compiled.cross:
-      why = cross_traces.window_obstacle(compiled, plan)
-      out.append(
-          (
-              f"cross-group traces of {compiled.relations[plan.relation].key}",
-              "per_step" if why else "closed",
-              why or "",
-          )
-      )
+      key = compiled.relations[plan.relation].key
+      out.append((f"cross-group traces of {key}", "closed", ""))
     return out
 
   def roll_window(self, compiled, entries, records, weights) -> dict:
     """The traces after a window of ``k`` steps, in closed form (one
     reverse scan of output-sized coefficients, one contraction over the
     window per relation); ``records`` are the window's, stacked."""
-    if self.window_roll == "per_step" or any(
-        cross_traces.window_obstacle(compiled, p) for p in compiled.cross
-    ):
+    if self._per_step_why(compiled):
       return _scan_records(
           lambda tr, rec: self.roll(compiled, tr, rec, weights),
           entries,
@@ -265,7 +277,7 @@ class DRTRL(_RelationTraces):
         )
         for g, rels in members.items()
     }
-    recursions.update(cross_traces.window_recursions(compiled, records))
+    recursions.update(cross_traces.window_recursions(compiled, weights))
     coefficients = closed_form.backward(recursions, records)
     for g, rels in members.items():
       group = compiled.groups[g]
