@@ -32,8 +32,8 @@ their names, ``form`` from ``es_form`` and ``params`` from
 ``fused``), ``max_trace_bytes`` and ``rtrl_params`` (RTRL's budget and the
 parameters it keeps the full influence of; empty: all), ``trace_dtype``
 (the online learners' trace storage, ``bfloat16`` or ``float16``; empty:
-the parameters' dtype), ``window``
-(online learners and ``tbptt``), ``update_every`` (apply the optimizer every
+the parameters' dtype), ``window`` (online learners and ``tbptt``;
+0 picks it, :func:`learner_window`), ``update_every`` (apply the optimizer every
 that many steps inside a sequence; 0: once per sequence), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
 ``eval_batches``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
@@ -169,7 +169,7 @@ def validate(config) -> None:
   if (
       "form" in haiku_etp.learner_spec(config.learner).options
       and es_form == "fused"
-      and config.window != 1
+      and config.window not in (0, 1)
   ):
     raise ConfigError(
         f"config.es_form='fused' computes the gradient step by step, so "
@@ -193,7 +193,6 @@ def validate(config) -> None:
         f"{tasks_lib.TASKS}, got {config.task.name!r}."
     )
   for name in (
-      "window",
       "batch_size",
       "log_every",
       "eval_every",
@@ -202,7 +201,7 @@ def validate(config) -> None:
       "eval_batches",
   ):
     _positive_int(config, name)  # pyformat: disable
-  for name in ("train_steps", "update_every", "seed", "num_devices"):
+  for name in ("window", "train_steps", "update_every", "seed", "num_devices"):
     _positive_int(config, name, minimum=0)
   if jax.process_count() > 1 and config.num_devices:
     raise ConfigError(
@@ -261,6 +260,8 @@ def learner_options(config) -> dict:
       continue
     if option == "remat" and isinstance(value, str) and value.isdigit():
       value = int(value)
+    if option == "window":  # tbptt's truncation: 0 picks it
+      value = _window(config)
     options[option] = tuple(value) if isinstance(value, list) else value
   return options
 
@@ -333,7 +334,7 @@ def run_spec(config, *, check: bool = True) -> RunSpec:
       model=dict(config.model),
       learner=config.learner,
       learner_options=learner_options(config),
-      window=None if whole else config.window,
+      window=None if whole else _window(config),
       update_every=config.update_every,
       optimizer=config.optimizer,
       learning_rate=config.learning_rate,
@@ -387,9 +388,40 @@ def make_optimizer(config) -> optax.GradientTransformation:
   return opt
 
 
+# The window that config.window = 0 gives the online learners.
+AUTO_WINDOW = 32
+
+
+def _window(config) -> int:
+  """``config.window``, or with 0 the window picked for the learner: 1 for a
+  fused form (step by step), :data:`AUTO_WINDOW` for the others (``tbptt``
+  truncates there)."""
+  if config.window:
+    return config.window
+  if config.get("es_form", "window") == "fused" and (
+      "form" in haiku_etp.learner_spec(config.learner).options
+  ):
+    return 1
+  return AUTO_WINDOW
+
+
 def learner_window(config) -> Optional[int]:
   """The ``sequence_grad`` window: the whole sequence for a learner that
-  covers it (BPTT), else ``config.window``."""
+  covers it (BPTT), else ``config.window``; ``config.window = 0`` picks
+  :data:`AUTO_WINDOW` steps for the online learners and ``tbptt`` (1 for a
+  fused form).
+
+  How it is picked: inside a window the gradient is BPTT's over its steps
+  (exact through everything), and the traces cross it once, in closed form
+  where the learner has it (``report()`` says), so a longer window spends
+  less on the traces per step; its memory is that of BPTT over the window's
+  steps plus their records, flat in the sequence length. 32 steps keep that
+  memory small while the traces' share of the time is within a few percent
+  of longer windows on the reference models (``experiments.benchmark
+  --bench_windows``). A sequence cut by ``update_every`` into shorter pieces
+  takes windows of the piece's length; a stream keeps its traces across
+  pieces.
+  """
   return run_spec(config, check=False).window
 
 

@@ -264,7 +264,7 @@ class RunSpecTest(absltest.TestCase):
     self.assertEqual(spec.model["kind"], "lru")
     setup = training.build(spec)
     self.assertEqual(setup.task.num_steps, 510)
-    config.window = 0
+    config.window = -1
     with self.assertRaisesRegex(training.ConfigError, "config.window"):
       training.run_spec(config)
 

@@ -177,6 +177,7 @@ class RegistryTest(absltest.TestCase):
         "delayed_copy", train_steps=2, eval_every=2, log_every=1
     )
     config.model.hidden_size = 4
+    config.window = 1  # the toy is the one-step truncation
     rows = compare.compare(
         config, self.create_tempdir().full_path, ["all"], repeats=1
     )

@@ -173,7 +173,7 @@ class ConfigErrorsTest(parameterized.TestCase):
   @parameterized.named_parameters(
       ("learner", dict(learner="rtrl_typo"), "config.learner must be one of"),
       ("parallel", dict(parallel="tpu"), "config.parallel must be one of"),
-      ("window", dict(window=0), r"config.window must be an int >= 1"),
+      ("window", dict(window=-1), r"config.window must be an int >= 0"),
       (
           "steps",
           dict(train_steps=-1),

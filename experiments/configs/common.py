@@ -46,8 +46,11 @@ def base_config() -> ml_collections.ConfigDict:
   # BPTT's gradient checkpointing: "" (none), "sqrt" (segments of
   # ceil(sqrt(T)) steps) or a number of steps per segment.
   config.remat = ""
-  # Steps per gradient window: 1 is the online rule; tbptt truncates here.
-  config.window = 1
+  # Steps per gradient window (sequence_grad's window): 1 is the online rule,
+  # tbptt truncates here; 0 picks it: 32 steps for the online learners and
+  # tbptt (the traces roll once per window, memory stays flat in T), 1 for a
+  # fused form (experiments.training.learner_window).
+  config.window = 0
   # Optimizer updates inside a sequence every this many steps; 0: once per
   # sequence, after its last step.
   config.update_every = 0
