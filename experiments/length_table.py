@@ -18,7 +18,9 @@ r"""Memory and time of one sequence gradient against the sequence length.
 
 For each model (the pipeline's LRU stack and e-prop's ALIF network) and
 each ``T`` in ``--lengths``, every learner's ``sequence_grad`` over one
-batch of ``T`` steps is compiled; its memory is the compiled program's
+batch of ``T`` steps is compiled, the online learners and ``tbptt`` with
+``--window`` (their traces cross each window once; a fused form steps by
+one) and BPTT over the whole sequence; its memory is the compiled program's
 temporaries plus outputs (``memory_analysis``; the input arrays, the same
 for every learner, are left out). A program whose memory fits in
 ``--memory_limit_gib`` and whose ``T`` is at most ``--run_max_steps`` is
@@ -51,6 +53,7 @@ _LEARNERS = flags.DEFINE_list(
     "learners",
     [
         "d_rtrl",
+        "d_rtrl:max_cross_bytes=0",
         "es_d_rtrl:decay=0.9:form=fused",
         "rtrl",
         "bptt",
@@ -58,6 +61,12 @@ _LEARNERS = flags.DEFINE_list(
         "tbptt:window=64",
     ],
     "Registered learners, 'name' or 'name:option=value:...'.",
+)
+_WINDOW = flags.DEFINE_integer(
+    "window",
+    32,
+    "sequence_grad's window for the online learners (the pipeline's "
+    "default, experiments.training.AUTO_WINDOW).",
 )
 _MODELS = flags.DEFINE_list("models", ["lru_stack", "alif"], "Models.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Batch size.")
@@ -108,6 +117,18 @@ def _loss(out, y):
   return jnp.mean((out - y) ** 2, axis=-1)
 
 
+def window_of(learner_text: str):
+  """The window a learner runs at: ``None`` (its own: BPTT's whole
+  sequence, ``tbptt``'s truncation), 1 for a fused form, else
+  ``--window``."""
+  name, options = haiku_etp.parse_learner(learner_text)
+  if haiku_etp.learner_spec(name).whole_sequence or "window" in options:
+    return None
+  if options.get("form") == "fused":
+    return 1
+  return _WINDOW.value
+
+
 def measure(model_name: str, learner_text: str, num_steps: int, batch: int):
   """One entry: ``{"mib", "ms_per_step", "run", "why"}``."""
   cfg, inputs, outputs = MODELS[model_name]
@@ -118,7 +139,7 @@ def measure(model_name: str, learner_text: str, num_steps: int, batch: int):
   params, state = learner.init(jax.random.PRNGKey(0), x0)
   xs = jax.ShapeDtypeStruct((num_steps, batch, inputs), jnp.float32)
   ys = jax.ShapeDtypeStruct((num_steps, batch, outputs), jnp.float32)
-  fn = jax.jit(learner.sequence_grad(_loss))
+  fn = jax.jit(learner.sequence_grad(_loss, window=window_of(learner_text)))
   key = jax.random.PRNGKey(0)  # rules that draw random numbers need one
   try:
     compiled = fn.lower(params, state, key, xs, ys).compile()
@@ -165,7 +186,9 @@ def table(results, lengths, learners) -> str:
     lines.append("|---|" + "---:|" * len(lengths))
     for learner in learners:
       cells = [_cell(rows[learner][str(t)]) for t in lengths]
-      lines.append(f"| {learner} | " + " | ".join(cells) + " |")
+      window = window_of(learner)
+      label = learner if window is None else f"{learner}, window {window}"
+      lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
   return "\n".join(lines)
 

@@ -290,6 +290,7 @@ class LengthTableTest(absltest.TestCase):
               "--lengths=8,32",
               "--models=alif",
               "--learners=d_rtrl,bptt,bptt:remat=sqrt",
+              "--window=4",
               "--run_max_steps=8",
               "--repeats=1",
           ],
@@ -300,7 +301,9 @@ class LengthTableTest(absltest.TestCase):
       with open(os.path.join(workdir, "length_table.json")) as f:
         rows = json.load(f)["alif"]
       with open(os.path.join(workdir, "length_table.md")) as f:
-        self.assertIn("| bptt:remat=sqrt |", f.read())
+        text = f.read()
+      self.assertIn("| bptt:remat=sqrt |", text)
+      self.assertIn("| d_rtrl, window 4 |", text)
     self.assertTrue(rows["d_rtrl"]["8"]["run"])
     self.assertFalse(rows["d_rtrl"]["32"]["run"])  # reported, not run
     self.assertIn("T > 8", rows["d_rtrl"]["32"]["why"])
