@@ -329,6 +329,26 @@ class DelayedCopyTest(absltest.TestCase):
     np.testing.assert_allclose(batch.mask[9:], 0.25)
     np.testing.assert_allclose(batch.mask[:9], 0.0)
 
+  def test_distractors_fill_the_delay_on_their_own_channels(self):
+    task = synthetic.delayed_copy(
+        length=4, num_symbols=3, delay=5, distractors=True
+    )
+    self.assertEqual(task.input_shape, (7,))
+    batch = task.batch(0, 32)
+    plain = synthetic.delayed_copy(length=4, num_symbols=3, delay=5).batch(
+        0, 32
+    )
+    # The symbols, the go marker and the targets are the plain task's.
+    np.testing.assert_array_equal(batch.xs[:4, :, :3], plain.xs[:4, :, :3])
+    np.testing.assert_array_equal(batch.xs[..., 6], plain.xs[..., 3])
+    np.testing.assert_array_equal(batch.ys, plain.ys)
+    # One distractor a step during the delay, none elsewhere.
+    np.testing.assert_array_equal(batch.xs[4:9, :, 3:6].sum(-1), 1)
+    self.assertEqual(batch.xs[..., 3:6].sum(), 5 * 32)
+    self.assertEqual(batch.xs[4:9, :, :3].sum(), 0)
+    with self.assertRaisesRegex(TypeError, "distractors must be a bool"):
+      synthetic.delayed_copy(distractors=1)
+
   def test_symbols_are_balanced(self):
     batch = synthetic.delayed_copy(num_symbols=4).batch(1, 2000)
     freq = np.bincount(batch.ys[-5:].ravel(), minlength=4) / batch.ys[-5:].size

@@ -195,7 +195,11 @@ def cue_accumulation(
 
 
 def delayed_copy(
-    *, length: int = 5, num_symbols: int = 4, delay: int = 10
+    *,
+    length: int = 5,
+    num_symbols: int = 4,
+    delay: int = 10,
+    distractors: bool = False,
 ) -> base.Task:
   """Copy a sequence of symbols after a delay.
 
@@ -207,14 +211,20 @@ def delayed_copy(
   The metric ``"accuracy"`` is the mask-weighted fraction of correct output
   steps.
 
+  With ``distractors``, ``num_symbols`` more channels (before the go
+  channel) carry a random one-hot symbol at every step of the delay: a
+  memory that keeps whatever enters it (a slowly decaying, untrained
+  recurrence) holds them too, and they come last.
+
   Args:
     length: Number of symbols to copy.
     num_symbols: Alphabet size, at least 2.
-    delay: Silent steps between the last symbol and the go marker.
+    delay: Steps between the last symbol and the go marker.
+    distractors: Fill the delay with random symbols on channels of their own.
 
   Returns:
-    The ``Task`` (input shape ``(num_symbols + 1,)``, ``num_symbols``
-    outputs).
+    The ``Task`` (input shape ``(num_symbols + 1,)``, or ``(2 * num_symbols
+    + 1,)`` with distractors; ``num_symbols`` outputs).
 
   Raises:
     TypeError: If a hyperparameter is not an integer.
@@ -224,8 +234,11 @@ def delayed_copy(
   length = _int(fn, "length", length, 1)
   num_symbols = _int(fn, "num_symbols", num_symbols, 2)
   delay = _int(fn, "delay", delay, 0)
+  if not isinstance(distractors, (bool, np.bool_)):
+    raise TypeError(f"{fn}: distractors must be a bool, got {distractors!r}.")
   go = length + delay
   num_steps = go + length
+  num_channels = (2 if distractors else 1) * num_symbols + 1
   mask = np.zeros((num_steps, 1), np.float32)
   mask[go:] = 1.0 / length
 
@@ -233,17 +246,21 @@ def delayed_copy(
     base.check_batch_args(fn, seed, batch_size)
     rng = np.random.default_rng(seed)
     symbols = rng.integers(0, num_symbols, size=(length, batch_size))
-    xs = np.zeros((num_steps, batch_size, num_symbols + 1), np.float32)
+    xs = np.zeros((num_steps, batch_size, num_channels), np.float32)
     steps = np.arange(length)[:, None]
-    xs[steps, np.arange(batch_size)[None, :], symbols] = 1.0
-    xs[go, :, num_symbols] = 1.0
+    samples = np.arange(batch_size)[None, :]
+    xs[steps, samples, symbols] = 1.0
+    if distractors:
+      noise = rng.integers(0, num_symbols, size=(delay, batch_size))
+      xs[length + np.arange(delay)[:, None], samples, num_symbols + noise] = 1.0
+    xs[go, :, num_channels - 1] = 1.0
     ys = np.zeros((num_steps, batch_size), np.int32)
     ys[go:] = symbols
     return base.Batch(xs, ys, np.repeat(mask, batch_size, axis=1))
 
   return base.Task(
       name=fn,
-      input_shape=(num_symbols + 1,),
+      input_shape=(num_channels,),
       num_steps=num_steps,
       output_size=num_symbols,
       kind=base.CLASSIFICATION,

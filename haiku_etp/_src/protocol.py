@@ -128,6 +128,13 @@ class TraceAlgorithm(Protocol):
       the driver asks instead: :func:`step_needs`).
     cross_budget: the ``max_cross_bytes`` the compiler plans cross-group
       traces with (0 for none).
+
+  Optional members: ``needs_for(compiled)`` (above); ``roll_window(compiled,
+  traces, records, operands)``, the traces after a whole window whose
+  records are stacked (``k``-leading), which the driver calls for windows of
+  ``k > 1`` steps in place of ``k`` calls of ``roll`` (D-RTRL's closed
+  form, ``docs/design.md``); ``window_forms(compiled)``, ``(what, form,
+  why)`` per trace for ``report()``; ``fused_solve`` (the fused form).
   """
 
   name: str
