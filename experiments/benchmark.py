@@ -50,7 +50,10 @@ memory is flat), and the median time of one call divided by ``T``. For every
 learner with traces, the copy bound is one read plus one write of all traces
 per step at the copy bandwidth measured in the same run, and the floor of
 its one-step windows is BPTT's time per step plus that bound (``xfloor``:
-time over floor). A second table gives, per model
+time over floor). The process keeps freed memory in malloc's heap
+(:func:`experiments.common.keep_freed_memory`: XLA:CPU allocates a program's
+temporaries at every call, and fresh mappings fault their pages in again),
+the same for every learner. A second table gives, per model
 and learner, the compiled memory at the largest ``T`` over the smallest and
 its growth per step beside the input bytes of one step.
 
@@ -598,6 +601,7 @@ def main(argv):
     raise app.UsageError(f"--bench_windows takes integers: {e}") from None
   if not windows or windows[0] < 1:
     raise app.UsageError(f"--bench_windows must be >= 1, got {windows}.")
+  common.keep_freed_memory()
   device = jax.devices()[0]
   logging.info("Benchmarking on %s (%s)", device.platform, device.device_kind)
   bandwidth = copy_bandwidth(BENCH_COPY_MIB.value * 2**20, 20)

@@ -297,6 +297,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
+  common.keep_freed_memory()
   config, workdir = _CONFIG.value, _WORKDIR.value
   rows = compare(config, workdir, _LEARNERS.value, _REPEATS.value)
   title = (

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import common
 from experiments import models
 import haiku_etp
 
@@ -195,6 +196,7 @@ def table(results, lengths, learners) -> str:
 
 def main(argv):
   del argv
+  common.keep_freed_memory()
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   lengths = [int(t) for t in _LENGTHS.value]

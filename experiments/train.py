@@ -88,6 +88,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   common.quiet_library_logs()
+  common.keep_freed_memory()
   distributed.initialize(
       _COORDINATOR.value,
       _NUM_PROCESSES.value,

@@ -14,6 +14,7 @@
 # ==============================================================================
 """Smoke test of the sequence-gradient benchmark binary on a tiny config."""
 
+import ctypes.util
 import itertools
 import json
 import math
@@ -24,6 +25,7 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 
 from experiments import benchmark
+from experiments import common
 
 _MODELS = ("conv_lif", "eprop")
 _LEARNERS = (
@@ -138,6 +140,11 @@ class BenchmarkTest(absltest.TestCase):
     rows = self.run_benchmark((4,), ("eprop",), (_OVER, "bptt"))["rows"]
     self.assertEqual([r["learner"] for r in rows], [_OVER, "bptt"])
     self.assertRegex(rows[0]["over_budget"], r"over max_trace_bytes=16 B")
+
+  def test_freed_memory_is_kept_on_glibc(self):
+    if ctypes.util.find_library("c") is None:
+      self.skipTest("no C library to ask")
+    self.assertTrue(common.keep_freed_memory())
 
   def test_rejects_unknown_learner(self):
     with flagsaver.flagsaver(bench_learners=["nope"]):

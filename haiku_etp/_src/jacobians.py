@@ -400,8 +400,8 @@ def _seeded_relations(compiled) -> list:
 
 def _jacobians(compiled, env) -> StepRecord:
   """``D`` per group, ``D_f`` per relation and the cross-group hops' input
-  derivatives, from batched JVPs: one per group, or one over every seed when
-  cross-group hops need derivatives across groups."""
+  derivatives, from batched JVPs: one per group, and one over the hops'
+  sources for their inputs."""
   hidden = compiled.hidden
   fed = _seeded_relations(compiled)
   cut, (h0, d0) = _cut_step(compiled, env, fed)
@@ -417,24 +417,15 @@ def _jacobians(compiled, env) -> StepRecord:
     tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
     return [backend.materialize(lax.stop_gradient(t)) for t in tangents]
 
-  # One seed of ones per hidden state and per seeded relation output. A
-  # group's tails reach no other group, so without hops each group needs
-  # only its own seeds (a tangent per seed and hidden value otherwise).
-  if compiled.cross_inputs:
-    seeds = [("h", i) for m in members for i in m]
-    seeds += [("y", k) for k in range(len(fed))]
-    tangents = batched(seeds)
-    index = {s: n for n, s in enumerate(seeds)}
-    per_group = [(tangents, index)] * len(members)
-  else:
-    per_group = []
-    for g, m in enumerate(members):
-      seeds = [("h", i) for i in m] + [
-          ("y", k)
-          for k, r in enumerate(fed)
-          if g in compiled.relations[r].groups
-      ]
-      per_group.append((batched(seeds), {s: n for n, s in enumerate(seeds)}))
+  # One seed of ones per hidden state and per seeded relation output. The
+  # cut step holds every ETP output, so a group's seeds reach its own new
+  # state only: each group needs its own seeds and relations.
+  per_group = []
+  for g, m in enumerate(members):
+    seeds = [("h", i) for i in m] + [
+        ("y", k) for k, r in enumerate(fed) if g in compiled.relations[r].groups
+    ]
+    per_group.append((batched(seeds), {s: n for n, s in enumerate(seeds)}))
 
   def column(g, seed):
     tangents, index = per_group[g]
@@ -450,7 +441,19 @@ def _jacobians(compiled, env) -> StepRecord:
     d_f.append(tuple(column(g, seed) for g in rel.groups))
   hops = (None,) * len(compiled.relations)
   if compiled.cross_inputs:
-    hops = _hop_inputs(compiled, *per_group[0], fed)
+    # The hops' inputs from the seeds of their sources alone (the new
+    # states' tangents of this product are not used).
+    num_h = len(hidden)
+    bits = 0
+    for c in compiled.cross_inputs.values():
+      bits |= c.sources
+    seeds = [
+        ("h", b) if b < num_h else ("y", fed.index(b - num_h))
+        for b in program_lib.set_bits(bits)
+    ]
+    hops = _hop_inputs(
+        compiled, batched(seeds), {s: n for n, s in enumerate(seeds)}, fed
+    )
   return StepRecord(xs, ds, tuple(d_f), hops)
 
 
