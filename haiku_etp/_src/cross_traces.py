@@ -370,12 +370,12 @@ def solve(compiled, entries: dict, signals, weights) -> dict:
 # Per step, every cross-group trace of a plan is linear in the source's own
 # traces before the step, the fields before the step and the instantaneous
 # term ``q (x) x^t`` of the source: the operators act on the output side
-# only (positions and states), the parameter axes ride along. So the
-# "collapsed" roll below, the per-step roll with the parameter axes taken
-# out, is one linear map of output-sized values, and its transpose (a
-# reverse scan, run once per seed: a one-hot per downstream field coordinate
-# and a ones-vector per filtered trace) gives every coefficient of the
-# closed form: ``E^{e+k} = Phi^F E^e + Gamma eps^e + sum_t G_t (x) x^t``.
+# only (positions and states), the parameter axes ride along. The roll with
+# the parameter axes taken out is one linear map of output-sized values;
+# its transpose, run backwards over the window (a filtered trace position
+# by position, full fields with one seed per field coordinate), gives every
+# coefficient of the closed form ``E^{e+k} = Phi^F E^e + Gamma eps^e +
+# sum_t G_t (x) x^t`` (``docs/design.md``, "The closed-form window roll").
 
 
 def _own_shape(compiled, plan):
