@@ -18,10 +18,13 @@ import ctypes
 import ctypes.util
 import json
 import os
+import sys
 import tempfile
 from typing import Any
 
+from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 
 def write_json(path: str, payload: Any) -> None:
@@ -74,3 +77,33 @@ def keep_freed_memory(limit_bytes: int = 1 << 30) -> bool:
 def quiet_library_logs() -> None:
   """Drops the info logs of orbax and its helpers (they log through absl)."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+def flag_config(holder) -> Any:
+  """The config of a config-file flag (``holder``: what
+  ``config_flags.DEFINE_config_file`` returned).
+
+  Raises:
+    SystemExit: with one ``error:`` line naming the file when it could not
+      be loaded (``ml_collections`` defers that error to the config's first
+      use, where it reads as two chained tracebacks).
+  """
+  config = holder.value
+  try:
+    getattr(config, "get")  # a config that failed to load raises here
+  except OSError as e:
+    flag = flags.FLAGS[holder.name]
+    given = config_flags.get_config_filename(flag)
+    path = given.split(":", 1)[0]
+    if not path:
+      why = "the path is empty"
+    elif not os.path.exists(path):
+      why = f"no such file ({os.path.abspath(path)})"
+    else:
+      cause = e.__cause__ or e
+      why = f"cannot load it ({getattr(cause, 'strerror', None) or cause})"
+    sys.exit(
+        f"error: --{holder.name}={given}: {why}; give a config file, e.g. "
+        f"--{holder.name}={flag.default}."
+    )
+  return config

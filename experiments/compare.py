@@ -296,9 +296,10 @@ def markdown(rows: list[dict], title: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = common.flag_config(_CONFIG)  # an unreadable file: one line
   common.quiet_library_logs()
   common.keep_freed_memory()
-  config, workdir = _CONFIG.value, _WORKDIR.value
+  workdir = _WORKDIR.value
   rows = compare(config, workdir, _LEARNERS.value, _REPEATS.value)
   title = (
       f"{config.task.name}, {config.model.kind} {config.model.hidden_size}, "

@@ -87,6 +87,7 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = common.flag_config(_CONFIG)  # an unreadable file: one line
   common.quiet_library_logs()
   common.keep_freed_memory()
   distributed.initialize(
@@ -100,7 +101,7 @@ def main(argv):
     # Process 0 alone reports; the others only say what goes wrong.
     logging.set_verbosity(logging.WARNING)
   try:
-    result = training.train(_CONFIG.value, _WORKDIR.value)
+    result = training.train(config, _WORKDIR.value)
   except (
       training.ConfigError,
       training.Diverged,

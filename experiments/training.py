@@ -34,7 +34,8 @@ parameters it keeps the full influence of; empty: all), ``trace_dtype``
 (the online learners' trace storage, ``bfloat16`` or ``float16``; empty:
 the parameters' dtype), ``window`` (online learners and ``tbptt``;
 0 picks it, :func:`learner_window`), ``update_every`` (apply the optimizer every
-that many steps inside a sequence; 0: once per sequence), ``optimizer``,
+that many steps inside a sequence, or a stream task's chunk, which it must
+not exceed; 0: once per sequence or chunk), ``optimizer``,
 ``learning_rate``, ``batch_size`` (global), ``train_steps``, ``eval_every``,
 ``eval_batches``, ``log_every``, ``checkpoint_every``, ``keep_checkpoints``,
 ``seed``, ``parallel`` (``pmap`` or ``mesh``), ``num_devices`` (0: all),
@@ -439,17 +440,36 @@ def build(config) -> Setup:
 
   Raises:
     ConfigError: for a field the task, model or learner rejects (their
-      ``ValueError``, which names the field).
+      ``ValueError``, which names the field), or ``update_every`` longer
+      than a stream task's chunk.
   """
   try:
     spec = run_spec(config, check=False)
     task = make_task(spec)
+    _check_update_every(spec, task)
     model = models.make_model(spec.model, task.output_size)
     return Setup(task, model, make_learner(spec, model), make_optimizer(spec))
   except ConfigError:
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def _check_update_every(spec: RunSpec, task: tasks_lib.Task) -> None:
+  """Raises :class:`ConfigError` for ``update_every`` longer than a stream
+  task's chunk: each training batch is one chunk and the learner takes its
+  optimizer steps inside it, so the run would step once per chunk."""
+  if not task.stream or spec.update_every <= task.num_steps:
+    return
+  raise ConfigError(
+      f"config.update_every={spec.update_every} is longer than a training "
+      f"batch of the stream task {task.name!r} "
+      f"(config.task.chunk={task.num_steps} steps): the optimizer steps "
+      "inside each batch, so it would step once per chunk, as with "
+      f"update_every={task.num_steps}. Set config.update_every <= "
+      f"{task.num_steps} (0: once per chunk), or raise config.task.chunk to "
+      "at least config.update_every."
+  )
 
 
 def _init_fn(config, setup: Setup, batch_size: int):
@@ -1070,9 +1090,11 @@ def train(
   start_time = time.time()
   spec = run_spec(config)  # validated once; everything below reads it
   config = spec.config
-  workdir = resolve_workdir(workdir)
   num_devices = device_count(spec)
+  # The task, model and learner check their fields before the work
+  # directory is made: a rejected config leaves nothing behind.
   setup = build(spec)
+  workdir = resolve_workdir(workdir)
   # The host state is the whole run's, the same on every process: the
   # runner places each process's share, checkpoints hold it all.
   host_state = init_train_state(spec, setup, spec.batch_size)

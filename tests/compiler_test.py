@@ -21,6 +21,8 @@ learners' gradients are compared with BPTT in float64 on models where D-RTRL
 is exact.
 """
 
+import warnings
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import chex
@@ -930,6 +932,57 @@ class ReportTest(parameterized.TestCase):
     self.assertIn("lif/~/linear/w", text)
     self.assertEqual("traces (" in text, has_traces)
     self.assertIn("D-RTRL on this step: exact", text)
+
+
+def _conv_lif_step(x):
+  """``Conv2D -> LIF -> LeakyReadout`` of the mean spikes: D-RTRL is exact
+  with the conv's cross-group traces into the readout."""
+  i = haiku_etp.Conv2D(2, 3, name="conv")(x)
+  s = haiku_etp.LIF(tau=5.0)(i)
+  return haiku_etp.LeakyReadout(2, tau=5.0, with_bias=False)(
+      jnp.mean(s, axis=(1, 2))
+  )
+
+
+class ConvReportTest(absltest.TestCase):
+  """A learner that keeps no cross-group traces reports its own reasons."""
+
+  def setUp(self):
+    super().setUp()
+    self.model = hk.transform_with_state(_conv_lif_step)
+    self.x = jnp.ones((_B, 4, 4, 1))
+    self.params, self.state = self.model.init(jax.random.PRNGKey(0), self.x)
+
+  def test_d_rtrl_is_exact(self):
+    text = haiku_etp.d_rtrl(self.model).report(
+        self.params, self.state, None, self.x
+    )
+    self.assertIn("learner: d_rtrl (exact for every parameter)", text)
+    self.assertIn("cross_group_trace", text)
+    self.assertIn("D-RTRL on this step: exact", text)
+    self.assertNotIn("approximate", text)
+
+  def test_es_d_rtrl_gives_its_own_reasons(self):
+    learner = haiku_etp.es_d_rtrl(self.model)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always", haiku_etp.ApproximationWarning)
+      text = learner.report(self.params, self.state, None, self.x)
+    # Neither D-RTRL's budget nor its remedy: ES-D-RTRL has no such budget.
+    self.assertNotIn("cross_trace_over_budget", text)
+    self.assertNotIn("max_cross_bytes", text)
+    self.assertRegex(
+        text,
+        r"conv/w +traced +approximate: .*es_d_rtrl_no_cross_traces, "
+        r"es_d_rtrl_factorised_trace",
+    )
+    self.assertIn("es_d_rtrl_no_cross_traces: ES-D-RTRL keeps no", text)
+    self.assertIn("es_d_rtrl_factorised_trace: ES-D-RTRL factorises", text)
+    # D-RTRL's own verdict on this step, not ES-D-RTRL's cut.
+    (line,) = [l for l in text.splitlines() if "D-RTRL on this step" in l]
+    self.assertTrue(line.startswith("D-RTRL on this step: exact"), line)
+    (warning,) = [str(w.message) for w in caught]
+    self.assertNotIn("cross_trace_over_budget", warning)
+    self.assertIn("conv/w: cut_memory_path", warning)
 
 
 class DiagnosticTest(absltest.TestCase):

@@ -148,6 +148,44 @@ class EmbeddingTest(parameterized.TestCase):
       params, state = model.init(jax.random.PRNGKey(0), xs[0])
       learner.init_state(params, state, None, xs[0])
 
+  def test_traced_ids_out_of_range_look_up_zeros_and_train_no_row(self):
+    table = _normal(1, (_V, _H))
+    ids = jnp.array([_V, -1, 0, _V + 5], jnp.int32)
+    lookup = jax.jit(haiku_etp.embedding)
+    out = lookup(ids, table)
+    np.testing.assert_array_equal(out[jnp.array([0, 1, 3])], 0.0)
+    np.testing.assert_array_equal(out[2], table[0])
+    grad = jax.jit(jax.grad(lambda t, i: jnp.sum(haiku_etp.embedding(i, t))))
+    want = np.zeros((_V, _H))
+    want[0] = 1.0
+    np.testing.assert_array_equal(grad(table, ids), want)
+    # Eager (concrete) ids out of range are still refused.
+    with self.assertRaisesRegex(ValueError, rf"must lie in \[0, {_V}\)"):
+      haiku_etp.embedding(ids, table)
+    # Inside the learners: no gradient for the last row (a clamped id would
+    # give it one), no slot taken, no overflow counted.
+    xs = np.asarray(_ids(6, (_T, _B, 2), distinct=3)) % (_V - 1)
+    xs[::2, 0, 0] = _V
+    xs[1::2, 1, 1] = -1
+    xs = jnp.asarray(xs)
+    for name, max_rows in (("bptt", None), ("d_rtrl", None), ("d_rtrl", 3)):
+      with self.subTest(name=name, max_rows=max_rows):
+        model = _integrator(lambda: haiku_etp.Embed(_V, _H, max_rows=max_rows))
+        learner = haiku_etp.make_learner(name, model)
+        params, state = learner.init(jax.random.PRNGKey(0), xs[0] % _V)
+        ys = _normal(8, (_T, _B, 2, 2))
+        got = jax.jit(learner.sequence_grad(testing.mse))(
+            params, state, None, xs, ys
+        )
+        self.assertTrue(np.any(got.grads["embed"]["embeddings"][0] != 0))
+        np.testing.assert_array_equal(got.grads["embed"]["embeddings"][-1], 0)
+        traces = learner.traces(got.state)
+        for k, v in traces.items():
+          if ":rows@" in k:
+            self.assertFalse(np.any(np.asarray(v) >= _V - 1), k)
+          if ":overflow@" in k:
+            self.assertEqual(int(jnp.sum(v)), 0, k)
+
   def test_bad_ids_and_table(self):
     table = jnp.ones((_V, _H))
     cases = (

@@ -31,6 +31,7 @@ Exactness checks run in float64 (scoped with ``jax.enable_x64``).
 import functools
 import os
 import tempfile
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -423,6 +424,64 @@ class ApproximationReportTest(absltest.TestCase):
     lines = ["model | learner | cosine | rel err"]
     lines += [f"{m} | {l} | {c:.4f} | {e:.3e}" for m, l, c, e in rows]
     print("\n".join(lines))
+
+
+class ApproximationWarningTest(absltest.TestCase):
+  """Where the warning comes: at init, and at the first gradient call when
+  the one at init went to other warning filters; never at every call."""
+
+  def _caught(self, fn):
+    """``(fn(), messages)``: the ApproximationWarnings ``fn`` issued."""
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      out = fn()
+    return out, [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, haiku_etp.ApproximationWarning)
+    ]
+
+  def test_caught_around_sequence_grad_alone(self):
+    learner = _learner("d_rtrl", "rnn")  # recurrent weights: cut
+    xs, ys = _data(dtype=jnp.float32)
+    (params, state), (message,) = self._caught(lambda: _init(learner, xs))
+    self.assertIn("rnn/u: cut_memory_path", message)
+    grad = jax.jit(learner.sequence_grad(_sum_loss))
+    _, (again,) = self._caught(lambda: grad(params, state, None, xs, ys))
+    self.assertEqual(again, message)
+    # Once per learner and input signature: not at later calls, nor for
+    # another gradient function of the same learner.
+    other = learner.sequence_grad(_sum_loss, window=2)
+    _, more = self._caught(
+        lambda: (
+            grad(params, state, None, xs, ys),
+            other(params, state, None, xs, ys),
+        )
+    )
+    self.assertEmpty(more)
+
+  def test_caught_around_value_and_grad_alone(self):
+    learner = _learner("d_rtrl", "rnn")
+    xs, ys = _data(dtype=jnp.float32)
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      params, state = _init(learner, xs)
+    step = learner.value_and_grad(_sum_loss)
+    _, (message,) = self._caught(
+        lambda: step(params, state, None, xs[0], ys[0])
+    )
+    self.assertIn("rnn/u: cut_memory_path", message)
+
+  def test_once_under_the_same_filters(self):
+    learner = _learner("d_rtrl", "rnn")
+    xs, ys = _data(dtype=jnp.float32)
+
+    def run():
+      params, state = _init(learner, xs)
+      return learner.sequence_grad(_sum_loss)(params, state, None, xs, ys)
+
+    _, messages = self._caught(run)
+    self.assertLen(messages, 1)
 
 
 class EquivalenceTest(chex.TestCase):

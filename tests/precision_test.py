@@ -17,7 +17,8 @@
 The storage dtype is read off the compiled program and the learner state;
 the gradients stay close to the float32 traces' (measured, not exact);
 feedback matrices keep their dtype; the pipeline trains with it; a bad
-dtype is an error naming the argument.
+dtype, or float64 without JAX's 64-bit mode, is an error naming the
+argument.
 """
 
 import tempfile
@@ -118,6 +119,25 @@ class TraceDtypeTest(parameterized.TestCase):
           haiku_etp.d_rtrl(model, trace_dtype=bad)
     with self.assertRaisesRegex(ValueError, "trace_dtype must be None or"):
       haiku_etp.make_learner("snap", model, trace_dtype="int32")
+
+  def test_float64_without_x64_is_one_error(self):
+    model = _eprop_model()
+    regex = (
+        r"trace_dtype='float64' needs JAX's 64-bit mode, which is off .*"
+        r'jax\.config\.update\("jax_enable_x64", True\).*JAX_ENABLE_X64=1'
+    )
+    with jax.enable_x64(False), warnings.catch_warnings():
+      warnings.simplefilter("error")  # refused before any JAX conversion
+      with self.assertRaisesRegex(ValueError, regex):
+        haiku_etp.d_rtrl(model, trace_dtype="float64")
+      with self.assertRaisesRegex(ValueError, regex):
+        haiku_etp.make_learner("es_d_rtrl", model, trace_dtype=jnp.float64)
+    with jax.enable_x64(True):
+      learner = haiku_etp.d_rtrl(model, trace_dtype="float64")
+    # Made with 64-bit mode on, used with it off: refused at init.
+    with jax.enable_x64(False):
+      with self.assertRaisesRegex(ValueError, regex):
+        learner.init(jax.random.PRNGKey(0), jnp.ones((_B, 3)))
 
   def test_pipeline_trains_and_resumes_with_bfloat16_traces(self):
     config = pipeline_util.tiny_config("delayed_copy", trace_dtype="bfloat16")

@@ -825,6 +825,22 @@ class ErrorTest(parameterized.TestCase):
     ):
       model.apply(params, state, None, jnp.ones((2, 4)))
 
+  @parameterized.named_parameters(
+      ("vanilla_rnn", lambda: haiku_etp.VanillaRNN(3), "VanillaRNN", "h"),
+      ("lstm", lambda: haiku_etp.LSTM(3), "LSTM", "c"),
+  )
+  def test_integer_inputs_are_named_as_the_cause(self, make, cell, name):
+    # Initialised with float inputs, applied to int32 ones: the state's
+    # dtype comes from the inputs, which the message names with the remedy.
+    model, params, state = _initialised(make, (2, 4))
+    with self.assertRaisesRegex(
+        ValueError,
+        rf"{cell} got inputs of dtype int32, but its hidden state '{name}' "
+        r"takes the inputs' dtype and must be floating; cast the inputs to a "
+        r"float dtype.*x\.astype\(jnp\.float32\)",
+    ):
+      model.apply(params, state, None, jnp.ones((2, 4), jnp.int32))
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -137,6 +137,37 @@ class WorkdirTest(absltest.TestCase):
     with self.assertRaisesRegex(training.ConfigError, "is not writable"):
       training.resolve_workdir(path)
 
+  def test_a_rejected_config_leaves_no_workdir(self):
+    # Fields the task (not the config's own checks) rejects, too.
+    path = os.path.join(self.create_tempdir().full_path, "run")
+    config = _tiny("adding")
+    config.task.num_steps = 0
+    with self.assertRaisesRegex(training.ConfigError, "num_steps"):
+      training.train(config, path)
+    self.assertFalse(os.path.exists(path))
+
+  def test_a_missing_config_file_is_one_error_line(self):
+    cwd = self.create_tempdir().full_path
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "--config=does_not_exist.py",
+            "--workdir=run",
+        ],
+        cwd,
+    )
+    self.assertEqual(proc.returncode, 1)
+    (line,) = proc.stderr.strip().splitlines()
+    self.assertRegex(
+        line,
+        r"^error: --config=does_not_exist.py: no such file "
+        rf"\({re.escape(os.path.join(cwd, 'does_not_exist.py'))}\); give a "
+        r"config file",
+    )
+    self.assertFalse(os.path.exists(os.path.join(cwd, "run")))
+
   def test_the_binary_prints_one_error_line(self):
     path = self.create_tempfile("not_a_dir").full_path
     proc = _run(

@@ -255,6 +255,19 @@ class NameAndDtypeErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "floating"):
       self._init(lambda x: haiku_etp.get_hidden_state("n", (2,), dtype))
 
+  def test_dtype_from_integer_inputs_names_them(self):
+    # The docstring's pattern, get_hidden_state(name, x.shape, x.dtype), fed
+    # int32 inputs: the message points at the inputs and the cast.
+    with self.assertRaisesRegex(
+        ValueError,
+        r"Hidden state 'v' must have a floating dtype, got int32\. If the "
+        r"module takes it from its inputs .*the inputs are int32: cast them "
+        r"to a float dtype \(x\.astype\(jnp\.float32\)\)",
+    ):
+      hk.transform_with_state(
+          lambda x: haiku_etp.get_hidden_state("v", x.shape, x.dtype)
+      ).init(None, jnp.ones((2, 3), jnp.int32))
+
   @parameterized.named_parameters(
       ("float32", jnp.float32), ("bfloat16", jnp.bfloat16)
   )

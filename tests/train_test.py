@@ -37,6 +37,7 @@ from experiments import checkpoints
 from experiments import metrics as metrics_lib
 from experiments import training
 from experiments.configs import cue_accumulation
+from experiments.configs import stream_recall
 import haiku_etp
 from tests import pipeline_util
 
@@ -206,6 +207,21 @@ class ConfigErrorsTest(parameterized.TestCase):
     config.task.num_steps = 0
     with self.assertRaisesRegex(training.ConfigError, "num_steps"):
       training.train(config, self.create_tempdir().full_path)
+
+  def test_update_every_longer_than_a_stream_chunk(self):
+    config = stream_recall.get_config()
+    config.task.update(dict(lag=3, chunk=8))
+    config.model.hidden_size = 4
+    config.update_every = 8  # one chunk: allowed
+    training.build(config)
+    config.update_every = 9
+    with self.assertRaisesRegex(
+        training.ConfigError,
+        r"config.update_every=9 is longer than a training batch of the "
+        r"stream task 'stream_recall' \(config.task.chunk=8 steps\).*Set "
+        r"config.update_every <= 8 .*or raise config.task.chunk",
+    ):
+      training.build(config)
 
   def test_bad_model_fields(self):
     for field, value, regex in (

@@ -222,7 +222,12 @@ class CompiledStep:
     return [i for i in self.hidden if self.hidden_group[i] == g]
 
   def report(
-      self, traces: Optional[dict] = None, verdicts: Optional[Any] = None
+      self,
+      traces: Optional[dict] = None,
+      verdicts: Optional[Any] = None,
+      *,
+      diagnostics: Optional[Sequence[Diagnostic]] = None,
+      drtrl: Optional[str] = None,
   ) -> str:
     """Human-readable summary: groups, relations, parameters, diagnostics.
 
@@ -231,6 +236,12 @@ class CompiledStep:
         shapes and bytes (learners pass theirs).
       verdicts: optional per-parameter statements of a learner (``path``,
         ``role``, ``exact``, ``reasons``) in place of D-RTRL's analysis.
+      diagnostics: optional diagnostics to list in place of this
+        analysis's (a learner leaves out those about a D-RTRL budget it
+        does not have).
+      drtrl: optional verdict for the closing ``D-RTRL on this step:``
+        line in place of this analysis's (a learner that plans no
+        cross-group traces gives D-RTRL's own).
 
     Returns:
       The report text.
@@ -268,13 +279,13 @@ class CompiledStep:
             f"dtype={np.dtype(leaf.dtype).name} {format_bytes(nbytes)}"
         )
       p(f"  total: {format_bytes(total)}")
-    p(f"diagnostics ({len(self.diagnostics)}):")
-    for d in self.diagnostics:
+    diagnostics = self.diagnostics if diagnostics is None else diagnostics
+    p(f"diagnostics ({len(diagnostics)}):")
+    for d in diagnostics:
       p(f"  {d}")
-    p(
-        "D-RTRL on this step: "
-        + ("exact" if self.drtrl_exact else "approximate (see warnings)")
-    )
+    if drtrl is None:
+      drtrl = "exact" if self.drtrl_exact else "approximate (see warnings)"
+    p(f"D-RTRL on this step: {drtrl}")
     return out.getvalue()
 
 

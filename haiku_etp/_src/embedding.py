@@ -18,7 +18,10 @@ r"""Embedding ETP primitive: ``y = table[ids]``, ``table`` trainable.
 op); ``y`` has their shape plus the table's width ``H``. The op's input is
 the ids, and its rules act as a dense op on their one-hot rows would, never
 forming the one-hot: the weight gradient is a scatter-add of the output
-cotangent into the looked-up rows.
+cotangent into the looked-up rows. An id outside ``[0, V)`` has an all-zero
+one-hot row: where the ids are traced (under ``jit`` or a learner's
+gradient) it looks up zeros and gives no row a gradient or a trace entry;
+concrete ids out of range are refused.
 
 The D-RTRL trace of the table has, at each lookup position ``p`` (the
 output's positions, width excluded),
@@ -54,9 +57,19 @@ from haiku_etp._src import primitive
 from haiku_etp._src import units
 
 
+def _in_range(ids, num_rows):
+  """Whether each id names a row of a table of ``num_rows`` rows."""
+  valid = ids >= 0
+  if num_rows <= jnp.iinfo(ids.dtype).max:
+    valid = valid & (ids < num_rows)
+  return valid
+
+
 def _embedding_impl(ids, table, *, max_rows):
   del max_rows
-  return jnp.take(table, ids, axis=0, mode="clip")
+  rows = jnp.take(table, ids, axis=0, mode="clip")
+  # An id out of range looks up zeros: no row is read, none gets a gradient.
+  return jnp.where(_in_range(ids, table.shape[0])[..., None], rows, 0)
 
 
 def _one_hot(ids, num_rows, dtype):
@@ -123,24 +136,29 @@ def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _assign(rows, overflow, ids, max_rows):
+def _assign(rows, overflow, ids, max_rows, num_rows):
   """One step's slots of a per-row trace: ``(slot, rows, overflow)``, the
-  slot a one-hot over ``max_rows`` (none when every slot is taken)."""
+  slot a one-hot over ``max_rows`` (none when every slot is taken, or for an
+  id outside the table's ``num_rows`` rows, which looks nothing up)."""
+  valid = _in_range(ids, num_rows)
   ids = ids.astype(rows.dtype)
   match = rows == ids[..., None]
   seen = jnp.any(match, axis=-1)
   free = rows < 0
   first_free = jnp.argmax(free, axis=-1)
   room = jnp.any(free, axis=-1)
-  slot = jnp.where(
-      seen[..., None],
-      match,
-      (jnp.arange(max_rows) == first_free[..., None]) & room[..., None],
+  slot = (
+      jnp.where(
+          seen[..., None],
+          match,
+          (jnp.arange(max_rows) == first_free[..., None]) & room[..., None],
+      )
+      & valid[..., None]
   )
   return (
       slot,
       jnp.where(slot, ids[..., None], rows),
-      overflow + (~seen & ~room).astype(jnp.int32),
+      overflow + (valid & ~seen & ~room).astype(jnp.int32),
   )
 
 
@@ -151,7 +169,11 @@ def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
     hit = _one_hot(ids, weights["weight"].shape[0], eps.dtype)
     return {"weight": mixed + hit[..., :, None, None] * d_f[..., None, :, :]}
   slot, rows, overflow = _assign(
-      trace["rows"], trace["overflow"], ids, max_rows
+      trace["rows"],
+      trace["overflow"],
+      ids,
+      max_rows,
+      weights["weight"].shape[0],
   )
   return {
       "weight": mixed
@@ -169,8 +191,10 @@ def _drtrl_window(trace, phi, cs, ids, weights, *, max_rows):
     return {"weight": mixed + jnp.einsum("t...v,t...hs->...vhs", hits, cs)}
 
   # The slots each step takes (ints, cheap), then one contraction over time.
+  num_rows = weights["weight"].shape[0]
+
   def body(carry, ids_t):
-    slot, rows, overflow = _assign(*carry, ids_t, max_rows)
+    slot, rows, overflow = _assign(*carry, ids_t, max_rows, num_rows)
     return (rows, overflow), slot
 
   (rows, overflow), slots = jax.lax.scan(
@@ -230,7 +254,10 @@ def embedding(
 
   Args:
     ids: integer ids in ``[0, V)``, any shape; with ``batched`` (the
-      default) the first axis is the batch.
+      default) the first axis is the batch. Traced ids (under ``jit``, in a
+      learner's ``sequence_grad``) cannot be checked: one out of range
+      (negative ones included) looks up a row of zeros and gives no row of
+      ``table`` a gradient (nor a D-RTRL trace entry or per-row slot).
     table: ``(V, H)``; may be a ``saiunit.Quantity``.
     batched: whether ``ids`` has a leading batch axis.
     max_rows: ``None`` (D-RTRL's trace over the whole vocabulary), or the
@@ -242,7 +269,8 @@ def embedding(
 
   Raises:
     ValueError: for non-integer ids, a table that is not rank 2, ids out of
-      range (when they are concrete), or a bad ``max_rows``.
+      range (when they are concrete, outside ``jit``), or a bad
+      ``max_rows``.
 
   >>> import jax.numpy as jnp
   >>> embedding(jnp.array([0, 2]), jnp.arange(6.0).reshape(3, 2)).tolist()

@@ -429,6 +429,12 @@ class Embed(hk.Module):
   ``max_rows``, D-RTRL keeps its trace per looked-up row instead of over the
   vocabulary (see :func:`haiku_etp.embedding`).
 
+  Ids must lie in ``[0, vocab_size)``. Concrete ids (eager calls) out of
+  range raise ``ValueError``. Traced ids (under ``jit``, inside a learner's
+  ``sequence_grad`` or ``value_and_grad``) cannot be checked: an id out of
+  range, negative ones included, looks up a row of zeros and gives no row of
+  the table a gradient, in BPTT and in the learners' traces alike.
+
   >>> import haiku as hk, jax, jax.numpy as jnp
   >>> f = hk.transform(lambda ids: Embed(10, 4)(ids))
   >>> params = f.init(jax.random.PRNGKey(0), jnp.zeros((2,), jnp.int32))
@@ -467,10 +473,10 @@ class Embed(hk.Module):
     self.batched = batched
 
   def __call__(self, ids: jax.Array) -> jax.Array:
-    """Looks the rows of ``ids`` up.
+    """Looks the rows of ``ids`` up (zeros for traced ids out of range).
 
     Raises:
-      ValueError: for non-integer ids or ids out of range.
+      ValueError: for non-integer ids, or concrete ids out of range.
     """
     table = hk.get_parameter(
         "embeddings",

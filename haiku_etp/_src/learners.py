@@ -63,8 +63,15 @@ _CACHE_SIZE = 16
 class ApproximationWarning(UserWarning):
   """A learner's gradient is not exact for some parameters of this step.
 
-  Emitted once per learner and input signature, when the step is compiled,
-  naming each approximate parameter and the cut that makes it so.
+  Names each approximate parameter and the cut that makes it so. An online
+  learner issues it once per input signature when it first compiles the
+  step: at ``init`` or ``init_state`` (or whichever call comes first). The
+  first call of a gradient function it builds (``sequence_grad``'s or
+  ``value_and_grad``'s, when ``jit`` traces it or at its first eager call)
+  issues it again if that one went to other warning filters: a
+  ``warnings.catch_warnings`` block around ``init`` alone, or one around
+  the gradient call alone, sees it. So it comes at most twice per learner
+  and signature, never at every call.
   """
 
 
@@ -262,7 +269,7 @@ class _Core(NamedTuple):
   algorithm: Any  # a protocol.TraceAlgorithm, or None for BPTT.
   name: str
   memo: collections.OrderedDict
-  warned: collections.OrderedDict  # input signatures already warned about
+  warned: collections.OrderedDict  # (place, signature) -> filters it went to
   window: Optional[int] = None  # sequence_grad's default window (tbptt)
   remat: Any = None  # BPTT's gradient checkpointing (segment steps)
 
@@ -310,13 +317,27 @@ def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
 
 
 def _entry(
-    core: _Core, params, model_state, rng, x, compile_step=None, xs=None
+    core: _Core,
+    params,
+    model_state,
+    rng,
+    x,
+    compile_step=None,
+    xs=None,
+    gradient=False,
 ):
-  """The memoised compiled step (and checks) for these shapes."""
+  """The memoised compiled step (and checks) for these shapes.
+
+  An online learner announces its approximations (:func:`_announce`) when it
+  compiles the step for an input signature and, with ``gradient`` (a
+  gradient function's call), at the first such call for that signature.
+  """
   key = _signature((params, model_state, rng, x))
   entry = core.memo.get(key)
   if entry is not None and (entry.compiled is not None or not compile_step):
     core.memo.move_to_end(key)
+    if gradient and core.online:
+      _announce(core, entry.compiled, x, "gradient")
     return entry
   _check_model_state(core, params, model_state, x, xs)
   compiled, table = None, {}
@@ -333,10 +354,9 @@ def _entry(
     shapes = jax.eval_shape(lambda: core.algorithm.init(compiled))
     core.algorithm.check(compiled, shapes)
     table = _table(shapes)
-    x_key = _signature(x)
-    if x_key not in core.warned:
-      _warn_if_approximate(core, compiled, x)
-      _remember(core.warned, x_key, True)
+    _announce(core, compiled, x, "compile")
+    if gradient:
+      _announce(core, compiled, x, "gradient")
   entry = _Entry(compiled, table)
   _remember(core.memo, key, entry)
   return entry
@@ -385,6 +405,30 @@ def _user_stacklevel() -> int:
   while frame is not None and frame.f_code.co_filename.startswith(packages):
     frame, level = frame.f_back, level + 1
   return level
+
+
+def _announce(core: _Core, compiled, x, place: str) -> None:
+  """Issues the :class:`ApproximationWarning` for input ``x`` at ``place``:
+  ``"compile"`` (the step's first compilation for ``x``'s signature, at
+  ``init``, ``init_state`` or whichever call comes first) or ``"gradient"``
+  (the first call of a gradient function for that signature), once each.
+
+  The gradient call repeats it only when the compile-time warning was issued
+  under other warning filters: inside a ``warnings.catch_warnings`` block
+  since left (where it may have been ignored or recorded), or outside the
+  one the gradient call runs in. Under the same filters the user has seen
+  it (or chose not to).
+  """
+  signature = _signature(x)
+  key = (place, signature)
+  if key in core.warned:
+    return
+  _remember(core.warned, key, warnings.filters)
+  if place == "gradient":
+    seen_under = core.warned.get(("compile", signature))
+    if seen_under is warnings.filters:
+      return
+  _warn_if_approximate(core, compiled, x)
 
 
 def _warn_if_approximate(core: _Core, compiled, x) -> None:
@@ -457,15 +501,25 @@ def _resettable(model_state) -> dict:
 
 
 def _checked_compile(
-    core: _Core, params, state, rng, x, compile_step=None, xs=None
+    core: _Core,
+    params,
+    state,
+    rng,
+    x,
+    compile_step=None,
+    xs=None,
+    gradient=False,
 ):
   """``(model_state, trace, extra, entry)`` with params and traces checked.
 
-  ``xs`` is the sequence that ``x`` is the first step of, for the messages.
+  ``xs`` is the sequence that ``x`` is the first step of, for the messages;
+  ``gradient``: the call is a gradient function's (:func:`_entry`).
   """
   _check_params(params)
   model_state, trace, extra = _split(core, state)
-  entry = _entry(core, params, model_state, rng, x, compile_step, xs)
+  entry = _entry(
+      core, params, model_state, rng, x, compile_step, xs, gradient=gradient
+  )
   if core.online:
     detail = _mismatch(_table(trace), entry.trace_table)
     if detail:
@@ -601,12 +655,60 @@ def _window_roll_text(forms) -> str:
   return "\n".join(lines)
 
 
+def _plans_no_cross_traces(core: _Core) -> bool:
+  """Whether the learner compiles with no cross-group budget although no
+  ``max_cross_bytes=0`` asked for it (ES-D-RTRL, SnAp, UORO, full RTRL):
+  its compiled step is then not D-RTRL's analysis."""
+  alg = core.algorithm
+  return (
+      alg is not None
+      and alg.cross_budget == 0
+      and getattr(alg, "max_cross_bytes", None) != 0
+  )
+
+
+def _report_drtrl(core: _Core, params, state, rng, x, compiled) -> dict:
+  """``compiled.report``'s ``diagnostics`` and ``drtrl`` for a learner
+  that plans no cross-group traces: D-RTRL's budget warnings are not its,
+  and the closing D-RTRL verdict is D-RTRL's at its own budget."""
+  if not _plans_no_cross_traces(core):
+    return {}
+  budget = getattr(
+      core.algorithm, "max_cross_bytes", compiler_lib.DEFAULT_CROSS_BYTES
+  )
+  model_state, _ = state_lib.split_learner_state(state)
+  drtrl = compiler_lib.compile_step(
+      core.model, params, model_state, rng, x, max_cross_bytes=budget
+  )
+  verdict = "exact" if drtrl.drtrl_exact else "approximate"
+  if not drtrl.drtrl_exact:
+    how = "d_rtrl(model).report(...) says why"
+  elif compiled.drtrl_exact:
+    how = ""
+  else:
+    how = f"with its cross-group traces, which {core.name} does not keep"
+  return dict(
+      diagnostics=[
+          d for d in compiled.diagnostics if d.code != "cross_trace_over_budget"
+      ],
+      drtrl=verdict + (f" ({how})" if how else ""),
+  )
+
+
 def _report(core: _Core, params, state, rng, x) -> str:
   compiled = _compile(core, params, state, rng, x)
   traces = None
   if core.online:
     traces = jax.eval_shape(lambda: core.algorithm.init(compiled))
-  text = compiled.report(traces, _verdicts(core, compiled))
+  verdicts = _verdicts(core, compiled)
+  text = compiled.report(
+      traces,
+      verdicts,
+      **_report_drtrl(core, params, state, rng, x, compiled),
+  )
+  note = core.algorithm.note(compiled) if core.online else ""
+  if note and any(not v.exact for v in verdicts):
+    text += f"{core.name}'s approximations: {note.strip()}\n"
   forms = getattr(core.algorithm, "window_forms", None)
   if core.online and forms is not None:
     text += "\n" + _window_roll_text(forms(compiled))
@@ -690,6 +792,7 @@ def _value_and_grad(
             "mask_t must be a scalar or have shape "
             f"({'B' if batch is None else batch},), got {mask_t.shape}."
         )
+    _checked_compile(core, params, state, rng, x_t, gradient=True)
     add = (
         lambda t: None
         if t is None
@@ -768,7 +871,15 @@ def _sequence_grad(
     sequence.check_batch(ys, batch, "ys", 1)
     mask = sequence.check_mask(mask, num_steps, batch)
     # The checks of the first step, with the whole sequence for the message.
-    _checked_compile(core, params, state, rng, sequence.first_step(xs), xs=xs)
+    _checked_compile(
+        core,
+        params,
+        state,
+        rng,
+        sequence.first_step(xs),
+        xs=xs,
+        gradient=True,
+    )
     k = window or core.window or (1 if core.online else num_steps)
     fused = _form(core) is fused_lib
     if fused and k != 1:

@@ -40,7 +40,9 @@ def check_trace_dtype(trace_dtype: Any) -> Optional[np.dtype]:
   """``trace_dtype`` as a NumPy dtype (``None`` stays ``None``).
 
   Raises:
-    ValueError: unless it names a floating dtype of ``TRACE_DTYPES``.
+    ValueError: unless it names a floating dtype of ``TRACE_DTYPES``, or
+      for ``float64`` while JAX's 64-bit mode is off (JAX would store the
+      traces in float32 and warn at every conversion).
   """
   if trace_dtype is None:
     return None
@@ -53,7 +55,21 @@ def check_trace_dtype(trace_dtype: Any) -> Optional[np.dtype]:
         f"trace_dtype must be None or one of {TRACE_DTYPES}, got "
         f"{trace_dtype!r}."
     )
+  check_available(dtype)
   return dtype
+
+
+def check_available(dtype) -> None:
+  """Raises ``ValueError`` when JAX cannot hold traces of ``dtype`` now
+  (``float64`` with 64-bit mode off)."""
+  if jax.dtypes.canonicalize_dtype(dtype) != dtype:
+    raise ValueError(
+        f"trace_dtype={dtype.name!r} needs JAX's 64-bit mode, which is off "
+        "(JAX would store the traces in "
+        f"{jax.dtypes.canonicalize_dtype(dtype).name}); enable it at startup "
+        'with jax.config.update("jax_enable_x64", True) or the environment '
+        "variable JAX_ENABLE_X64=1, or use trace_dtype=None."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +136,8 @@ class StoredIn:
     }
 
   def init(self, compiled) -> dict:
+    # 64-bit mode may have been switched off since the learner was made.
+    check_available(self.dtype)
     return self._store(compiled, self.inner.init(compiled))
 
   def operands(self, compiled, params):

@@ -58,8 +58,9 @@ from haiku_etp._src import state as state_lib
 
 
 def _hidden(cell: str, name: str, shape, dtype) -> jax.Array:
-  """``h_tm1`` of ``shape``; a stored state of another shape is an error."""
-  value = state_lib.get_hidden_state(name, shape, dtype)
+  """``h_tm1`` of ``shape`` in the inputs' ``dtype``; a stored state of
+  another shape, or inputs of a non-floating dtype, is an error."""
+  value = state_lib.hidden_state_like_input(cell, name, shape, dtype)
   if value.shape != tuple(shape):
     raise ValueError(
         f"{cell} hidden state {name!r} has shape {value.shape} but this input "

@@ -87,13 +87,33 @@ def get_hidden_state(
   """
   _check_name(name)
   if not jnp.issubdtype(jnp.dtype(dtype), jnp.floating):
+    dtype = jnp.dtype(dtype).name
     raise ValueError(
-        f"Hidden state {name!r} must have a floating dtype, got {dtype}; keep "
-        "integer counters in ordinary hk.state."
+        f"Hidden state {name!r} must have a floating dtype, got {dtype}. If "
+        f"the module takes it from its inputs (get_hidden_state({name!r}, "
+        f"x.shape, x.dtype)), the inputs are {dtype}: cast them to a float "
+        "dtype (x.astype(jnp.float32)). Keep integer counters in "
+        "get_sample_state or ordinary hk.state."
     )
   if init is None:
     init = jnp.zeros
   return hk.get_state(name + HIDDEN_SUFFIX, shape, dtype, init=init)
+
+
+def hidden_state_like_input(
+    module: str, name: str, shape: Sequence[int], input_dtype: Any
+) -> jax.Array:
+  """:func:`get_hidden_state` for a module whose state takes the dtype of
+  its inputs: a non-floating input dtype is named as the cause."""
+  input_dtype = jnp.dtype(input_dtype)
+  if not jnp.issubdtype(input_dtype, jnp.floating):
+    raise ValueError(
+        f"{module} got inputs of dtype {input_dtype.name}, but its hidden "
+        f"state {name!r} takes the inputs' dtype and must be floating; cast "
+        "the inputs to a float dtype, the one the model is initialised with "
+        "(e.g. x.astype(jnp.float32))."
+    )
+  return get_hidden_state(name, shape, input_dtype)
 
 
 def _declared(full_name: str, setter: str, getter: str, name: str):

@@ -391,9 +391,16 @@ def parse_decay(decay: Optional[Decay], rank: Optional[int]) -> tuple:
   return pair
 
 
+_OVER_BUDGET = "cross_trace_over_budget"
+_ES_NO_CROSS = "es_d_rtrl_no_cross_traces"
 _ES_NOTE = (
     "es_d_rtrl_factorised_trace: ES-D-RTRL factorises the trace; it is exact "
     "only at T = 1 or with decay=(lam, 0) on a uniform leak lam. "
+)
+_ES_CROSS_NOTE = (
+    "es_d_rtrl_no_cross_traces: ES-D-RTRL keeps no cross-group traces, so a "
+    "parameter's path from one hidden group into another (cut_memory_path, "
+    "relation_through_cut) gets only the in-window gradient. "
 )
 _FUSED_NOTE = (
     "form='fused' also drops the one-step credit through recurrent "
@@ -435,16 +442,28 @@ class ESDRTRL(_RelationTraces):
     )
 
   def verdicts(self, compiled) -> tuple:
-    return _compiler_verdicts(
+    # The compiler plans no cross-group traces for ES-D-RTRL (its budget is
+    # 0); the paths they would carry are its own cut, not a budget to raise.
+    out = []
+    for v in _compiler_verdicts(
         compiled,
         lambda p: ()
         if p.role == "non-temporal"
         else ("es_d_rtrl_factorised_trace",),
-    )
+    ):
+      reasons = tuple(
+          _ES_NO_CROSS if r == _OVER_BUDGET else r for r in v.reasons
+      )
+      out.append(v._replace(reasons=reasons))
+    return tuple(out)
 
   def note(self, compiled) -> str:
-    del compiled
-    return _ES_NOTE + (_FUSED_NOTE if self.fused else "")
+    cut = any(_OVER_BUDGET in p.reasons for p in compiled.parameters)
+    return (
+        _ES_NOTE
+        + (_ES_CROSS_NOTE if cut else "")
+        + (_FUSED_NOTE if self.fused else "")
+    )
 
   def init(self, compiled) -> dict:
     entries = {}
