@@ -75,8 +75,10 @@ _TRACE_KEY = "~etp/es_d_rtrl"
 
 
 def _count(hlo: str, op: str) -> int:
-  """Instructions ``op`` in optimised HLO text (fused computations too)."""
-  return len(re.findall(rf" {op}\(", hlo))
+  """Instructions ``op`` of the loops' bodies in optimised HLO text (fused
+  computations too, by their source location): one step's worth, however
+  many steps run before the loop."""
+  return len([l for l in re.findall(rf" {op}\(.*", hlo) if "while/body" in l])
 
 
 def _problem(name, num_steps=5, dtype=jnp.float64):
@@ -85,9 +87,8 @@ def _problem(name, num_steps=5, dtype=jnp.float64):
 
 
 def _contractions(name, learner_name):
-  """Convolutions plus matrix products in one compiled ``sequence_grad``
-  (one step's worth: the steps run in a loop), after XLA removed dead
-  code."""
+  """Convolutions plus matrix products per step of one compiled
+  ``sequence_grad``, after XLA removed dead code."""
   model, params, _, xs, ys = _problem(name, dtype=jnp.float32)
   learner = _LEARNERS[learner_name](model)
   _, state = learner.init(jax.random.PRNGKey(0), xs[0])

@@ -68,17 +68,20 @@ def sequence_gradient(problem, params, model_state, trace, inputs):
 
   def body(carry, i):
     model_state, trace, grads, pending = carry
-    trace = roll(trace, pending)
+    # The records are carried as the step returns them (window axis first)
+    # and sliced here: sliced before the carry, XLA copied carried values
+    # every step (tests/loop_copies_test.py).
+    trace = roll(trace, one(pending))
     t = window_lib.terms(problem, params, model_state, trace, piece(i))
     grads = tree_util.tree_map(jnp.add, grads, t.grads)
-    return (t.model_state, trace, grads, one(t.records)), (t.losses, t.aux)
+    return (t.model_state, trace, grads, t.records), (t.losses, t.aux)
 
   (model_state, trace, grads, pending), (losses, aux) = lax.scan(
       body,
-      (first.model_state, trace, first.grads, one(first.records)),
+      (first.model_state, trace, first.grads, first.records),
       jnp.arange(1, num_steps),
   )
-  trace = roll(trace, pending)
+  trace = roll(trace, one(pending))
   flat = lambda v: v.reshape((-1,) + v.shape[2:])
   join = lambda head, rest: jnp.concatenate([head, flat(rest)])
   aux = None if aux is None else tree_util.tree_map(join, first.aux, aux)
