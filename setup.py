@@ -36,15 +36,18 @@ def _requirements(name):
 
 # The library needs only requirements.txt. The experiment binaries need the
 # "experiments" extra; plots, TensorBoard and the bundled digits dataset are
-# optional; "test" brings everything the test suite exercises.
+# optional; "test" brings everything the test suite exercises; "docs" builds
+# the documentation site (docs/, Sphinx).
 _EXPERIMENTS = _requirements("requirements-experiments.txt")
 _OPTIONAL = {
     "plots": ["matplotlib>=3.8"],
     "tensorboard": ["tensorboardX>=2.6"],
     "digits": ["scikit-learn>=1.4"],
 }
+_DOCS = ["sphinx>=8.0", "myst-parser>=4.0", "sphinx-book-theme>=1.1"]
 _EXTRAS = dict(
     experiments=_EXPERIMENTS,
+    docs=_DOCS,
     **_OPTIONAL,
     test=_requirements("requirements-test.txt")
     + _EXPERIMENTS

@@ -413,10 +413,16 @@ def run(
         row.update(measure(learner, params, state, xs, ys, repeats, window))
         shapes = influence_shapes(learner.traces(state))
         if shapes:
-          # J_t M_{t-1}: 2 B H^2 n flops per influence trace and step.
+          # J M: 2 B H^2 n flops per influence trace, once a step under the
+          # per-step roll and once a window under the closed-form one.
           batch, num_h = shapes[0][:2]
           num_p = sum(n for _, _, n in shapes)
-          flops = 2.0 * batch * num_h * num_h * num_p
+          closed = (window or 1) > 1 and "window_roll=per_step" not in (
+              learner_name
+          )
+          flops = (
+              2.0 * batch * num_h * num_h * num_p / (window if closed else 1)
+          )
           row["jm_gflop_per_step"] = flops / 1e9
           row["jm_gflops_in_step"] = flops / row["ms_per_step"] / 1e6
           row["matmul_gflops"] = matmul_gflops(batch, num_h, num_p, repeats)
@@ -535,17 +541,18 @@ def print_table(rows, growth, bandwidth: float) -> None:
   jm = [r for r in rows if "jm_gflop_per_step" in r]
   if jm:
     print(
-        "RTRL's J_t M_{t-1} (2 B H^2 P flops per step): its GFLOP/s over the "
+        "RTRL's J M product (2 B H^2 P flops, once a step, or once a window "
+        "under the closed-form roll): its GFLOP per step, their rate over the "
         "whole step, and the batched matmul's own GFLOP/s on those shapes"
     )
     print(
-        f"{'model':<10}{'learner':<26}{'T':>6}{'GFLOP/step':>12}"
+        f"{'model':<10}{'learner':<26}{'window':>7}{'T':>6}{'GFLOP/step':>12}"
         f"{'GFLOP/s step':>14}{'matmul GFLOP/s':>16}{'JM ms':>9}"
     )
     for r in jm:
       print(
-          f"{r['model']:<10}{r['learner']:<26}{r['steps']:>6}"
-          f"{r['jm_gflop_per_step']:>12.3f}{r['jm_gflops_in_step']:>14.1f}"
+          f"{r['model']:<10}{r['learner']:<26}{r['window'] or '-':>7}"
+          f"{r['steps']:>6}{r['jm_gflop_per_step']:>12.3f}{r['jm_gflops_in_step']:>14.1f}"
           f"{r['matmul_gflops']:>16.1f}{r['jm_ms_at_matmul_rate']:>9.3f}"
       )
   print(

@@ -65,7 +65,10 @@ def run_config(workdir: str) -> Optional[dict]:
 
 
 def plot_curves(
-    workdirs: Sequence[str], path: str, metric: Optional[str] = None
+    workdirs: Sequence[str],
+    path: str,
+    metric: Optional[str] = None,
+    dpi: int = 100,
 ) -> str:
   """Loss and metric of several runs against step and wall time.
 
@@ -73,6 +76,7 @@ def plot_curves(
     workdirs: run directories holding ``metrics.jsonl``.
     path: the PNG to write.
     metric: the metric key; by default the first non-loss key found.
+    dpi: the PNG's resolution.
 
   Returns:
     ``path``.
@@ -102,7 +106,7 @@ def plot_curves(
       axes[row, col].grid(alpha=0.3)
   axes[0, 0].legend(fontsize=8)
   fig.suptitle(", ".join(sorted({run_label(w) for w in workdirs})))
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=dpi)
   plt.close(fig)
   return path
 

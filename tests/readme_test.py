@@ -39,10 +39,11 @@ def _training_block() -> str:
 
 
 def _modules_block() -> str:
+  """The block that writes a step with the library's layers."""
   with open(_README) as f:
     text = f.read()
-  section = text[text.index("## Modules") :]
-  return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+  return next(b for b in blocks if "def snn" in b)
 
 
 class ReadmeTest(absltest.TestCase):
