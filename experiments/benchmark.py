@@ -65,7 +65,7 @@ import functools
 import itertools
 import math
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 from absl import app
 from absl import flags
@@ -77,6 +77,7 @@ import numpy as np
 
 from experiments import common
 from experiments import models
+from experiments import timing
 import haiku_etp
 
 _MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop", "gru_small", "lru_stack")
@@ -252,20 +253,6 @@ def loss_fn(logits_t: jax.Array, y_t: jax.Array) -> jax.Array:
   return -jnp.mean(jnp.take_along_axis(log_p, y_t[:, None], axis=-1))
 
 
-def _nbytes(tree: Any) -> int:
-  return sum(l.size * l.dtype.itemsize for l in jax.tree_util.tree_leaves(tree))
-
-
-def _median_seconds(fn: Callable[..., Any], args, repeats: int) -> float:
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(max(1, repeats)):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
 def copy_bandwidth(num_bytes: int, repeats: int) -> float:
   """Bytes/s of ``a -> 0.5 a`` (one read, one write) on a float32 array.
 
@@ -298,11 +285,12 @@ def matmul_gflops(batch: int, num_h: int, num_p: int, repeats: int) -> float:
   prod = jax.jit(lambda j, m: jnp.einsum("bij,bjn->bin", j, m))
   j = jnp.ones((batch, num_h, num_h), jnp.float32) / num_h
   m = jnp.ones((batch, num_h, num_p), jnp.float32)
-  seconds = _median_seconds(prod, (j, m), max(3, repeats))
+  seconds = timing.median_seconds(prod, (j, m), max(3, repeats))
   return 2.0 * batch * num_h * num_h * num_p / seconds / 1e9
 
 
-def _sequence(spec: ModelSpec, num_steps: int, seed: int):
+def make_sequence(spec: ModelSpec, num_steps: int, seed: int):
+  """Inputs and targets of ``num_steps`` steps for ``spec``, from ``seed``."""
   # NumPy rather than jax.random: eager JAX would compile once per shape.
   rng = np.random.default_rng(seed)
   xs = rng.standard_normal((num_steps,) + spec.x_shape, np.float32)
@@ -327,13 +315,13 @@ def measure(learner, params, state, xs, ys, repeats: int, window=None) -> dict:
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   num_steps = xs.shape[0]
-  seconds = _median_seconds(compiled, (params, state, xs, ys), repeats)
+  seconds = timing.median_seconds(compiled, (params, state, xs, ys), repeats)
   row = {
       "temp_bytes": int(mem.temp_size_in_bytes),
       "argument_bytes": int(mem.argument_size_in_bytes),
       "output_bytes": int(mem.output_size_in_bytes),
       "alias_bytes": int(mem.alias_size_in_bytes),
-      "input_bytes": _nbytes((xs, ys)),
+      "input_bytes": timing.nbytes((xs, ys)),
       "compile_s": compile_s,
       "ms_per_step": 1e3 * seconds / num_steps,
   }
@@ -395,11 +383,11 @@ def run(
         )
         on_row(rows)
         continue
-      trace_bytes = _nbytes(learner.traces(state))
+      trace_bytes = timing.nbytes(learner.traces(state))
       for window, num_steps in itertools.product(
           _windows(learner_name, windows), steps
       ):
-        xs, ys = _sequence(spec, num_steps, seed=num_steps)
+        xs, ys = make_sequence(spec, num_steps, seed=num_steps)
         row = {
             "model": model_name,
             "description": spec.description,
@@ -407,7 +395,7 @@ def run(
             "window": window,
             "steps": num_steps,
             "batch": spec.x_shape[0],
-            "param_bytes": _nbytes(params),
+            "param_bytes": timing.nbytes(params),
             "trace_bytes": trace_bytes,
         }
         row.update(measure(learner, params, state, xs, ys, repeats, window))

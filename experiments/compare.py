@@ -36,10 +36,8 @@ Writes ``compare.md``, ``compare.json`` and the overlaid learning curves
 
 import copy
 import inspect
-import json
 import os
 import re
-import time
 
 from absl import app
 from absl import flags
@@ -51,6 +49,7 @@ from ml_collections import config_flags
 
 from experiments import common
 from experiments import tasks as tasks_lib
+from experiments import timing
 from experiments import training
 import haiku_etp
 
@@ -188,14 +187,9 @@ def measure_update(config, setup, ts, repeats: int) -> dict:
   mem = compiled.memory_analysis()
   # On the device before the clock starts, as in the training loop.
   ts, batch = jax.device_put((ts, batch))
-  jax.block_until_ready(compiled(ts, batch))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(ts, batch))
-    times.append(time.perf_counter() - start)
+  seconds = timing.median_seconds(compiled, (ts, batch), repeats)
   return {
-      "ms_per_update": 1e3 * float(np.median(times)),
+      "ms_per_update": 1e3 * seconds,
       "update_mib": (mem.temp_size_in_bytes + mem.output_size_in_bytes) / 2**20,
   }
 

@@ -31,7 +31,6 @@ Writes ``length_table.md`` and ``length_table.json`` in the work directory.
 
 import json
 import os
-import time
 
 from absl import app
 from absl import flags
@@ -42,6 +41,7 @@ import numpy as np
 
 from experiments import common
 from experiments import models
+from experiments import timing
 import haiku_etp
 
 _WORKDIR = flags.DEFINE_string(
@@ -160,13 +160,10 @@ def measure(model_name: str, learner_text: str, num_steps: int, batch: int):
       jnp.asarray(rng.random(xs.shape) < 0.05, jnp.float32) * 2.0,
       jnp.asarray(rng.normal(size=ys.shape), jnp.float32),
   )
-  jax.block_until_ready(compiled(params, state, key, *data))
-  times = []
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(params, state, key, *data))
-    times.append(time.perf_counter() - start)
-  entry.update(run=True, ms_per_step=1e3 * float(np.median(times)) / num_steps)
+  seconds = timing.median_seconds(
+      compiled, (params, state, key, *data), _REPEATS.value
+  )
+  entry.update(run=True, ms_per_step=1e3 * seconds / num_steps)
   return entry
 
 

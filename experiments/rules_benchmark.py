@@ -21,7 +21,7 @@ update reads and writes the whole trace, so it is memory-bound: the table
 gives the achieved bytes/s and the time one read plus one write of the trace
 takes at the copy bandwidth measured in the same run.
 
-In the same run it compares the backend forms (``haiku_etp._src.backend``):
+In the same run it compares the backend forms (``haiku_etp._src.core.backend``):
 
 * the fast update and solve traced with the CPU-tuned forms of
   ``mix_states``, ``weighted_state_sum`` and ``sum_leading``
@@ -53,9 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
+from experiments import timing
 import haiku_etp
 from haiku_etp import extend
-from haiku_etp._src import backend
+from haiku_etp._src.core import backend
 
 BENCH_REPEATS = flags.DEFINE_integer(
     "bench_repeats", 30, "Timed calls per measurement (median reported)."
@@ -128,25 +129,10 @@ def _relations(scale):
   return out, b_dense
 
 
-def _median_seconds(fn, args, repeats):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
-
-
-def _nbytes(tree):
-  return sum(l.size * l.dtype.itemsize for l in jax.tree_util.tree_leaves(tree))
-
-
 def _copy_bandwidth(num_bytes, repeats):
   """Bytes/s of ``a -> a + 1`` (one read, one write) on an array this size."""
   a = jnp.zeros((max(1, num_bytes // 4),), jnp.float32)
-  seconds = _median_seconds(jax.jit(lambda a: a + 1.0), (a,), repeats)
+  seconds = timing.median_seconds(jax.jit(lambda a: a + 1.0), (a,), repeats)
   return 2 * a.size * 4 / seconds
 
 
@@ -236,7 +222,7 @@ def run(num_states, repeats, scale, forms=True):
     d = jnp.asarray(rng.uniform(-0.5, 0.5, y_shape + (s, s)), jnp.float32)
     d_f = jnp.asarray(rng.standard_normal(y_shape + (s,)), jnp.float32)
     g = jnp.asarray(rng.standard_normal(y_shape + (s,)), jnp.float32)
-    trace_bytes = _nbytes(trace)
+    trace_bytes = timing.nbytes(trace)
     row = {"relation": name, "trace_mib": trace_bytes / 2**20}
     # With the forms timed, the fast path's time is that of the default form.
     for fast in (False,) if forms else (True, False):
@@ -251,10 +237,10 @@ def run(num_states, repeats, scale, forms=True):
           )
       )
       tag = "fast" if fast else "generic"
-      row[f"update_ms_{tag}"] = 1e3 * _median_seconds(
+      row[f"update_ms_{tag}"] = 1e3 * timing.median_seconds(
           update, (trace, d, d_f, x, weights), repeats
       )
-      row[f"solve_ms_{tag}"] = 1e3 * _median_seconds(
+      row[f"solve_ms_{tag}"] = 1e3 * timing.median_seconds(
           solve, (trace, g, weights), repeats
       )
     if forms:

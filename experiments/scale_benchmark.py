@@ -56,6 +56,7 @@ import optax
 
 from experiments import benchmark
 from experiments import common
+from experiments import timing
 import haiku_etp
 
 _PARTS = ("events", "precision", "network")
@@ -112,7 +113,7 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _median_ms(fn, args, repeats: int) -> float:
-  return 1e3 * benchmark._median_seconds(fn, args, repeats)  # pylint: disable=protected-access
+  return 1e3 * timing.median_seconds(fn, args, repeats)  # pylint: disable=protected-access
 
 
 def _flat(tree) -> np.ndarray:
@@ -182,7 +183,7 @@ def precision(models, learners, steps, scale, repeats) -> list[dict]:
     model = hk.transform_with_state(spec.step)
     x0 = jnp.zeros(spec.x_shape, jnp.float32)
     params, model_state = jax.jit(model.init)(jax.random.key(0), x0)
-    xs, ys = benchmark._sequence(spec, steps, 0)  # pylint: disable=protected-access
+    xs, ys = benchmark.make_sequence(spec, steps, 0)
     for learner_name in learners:
       reference = None
       for dtype in _DTYPES:
@@ -202,7 +203,7 @@ def precision(models, learners, steps, scale, repeats) -> list[dict]:
             "model": model_name,
             "learner": learner_name,
             "trace_dtype": dtype,
-            "trace_mib": benchmark._nbytes(learner.traces(state)) / 2**20,  # pylint: disable=protected-access
+            "trace_mib": timing.nbytes(learner.traces(state)) / 2**20,  # pylint: disable=protected-access
             "compiled_mib": (mem.temp_size_in_bytes + mem.output_size_in_bytes)
             / 2**20,
             "ms_per_step": _median_ms(
@@ -297,7 +298,7 @@ def network(sizes, density, learners, batch, steps, updates, repeats):
             "synapses": conn.nnz if kind == "sparse" else size * size,
             "kind": kind,
             "learner": learner_name,
-            "param_mib": benchmark._nbytes(shapes[0]) / 2**20,  # pylint: disable=protected-access
+            "param_mib": timing.nbytes(shapes[0]) / 2**20,  # pylint: disable=protected-access
             "trace_mib": sum(
                 v.size * v.dtype.itemsize
                 for k, v in jax.tree_util.tree_leaves_with_path(shapes[1])

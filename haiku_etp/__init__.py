@@ -25,79 +25,79 @@ from haiku_etp import compiler
 from haiku_etp import extend
 from haiku_etp import surrogate
 from haiku_etp import testing
-from haiku_etp._src.compiler import CompileError
-from haiku_etp._src.conv import conv
-from haiku_etp._src.dense import dense
-from haiku_etp._src.einsum import einsum
-from haiku_etp._src.elementwise import elementwise
-from haiku_etp._src.embedding import embedding
-from haiku_etp._src.sparse import Connectivity
-from haiku_etp._src.sparse import sparse
-from haiku_etp._src.factories import bptt
-from haiku_etp._src.factories import d_rtrl
-from haiku_etp._src.factories import es_d_rtrl
-from haiku_etp._src.factories import from_algorithm
-from haiku_etp._src.factories import rtrl
-from haiku_etp._src.factories import tbptt
-from haiku_etp._src.factories import uoro
-from haiku_etp._src.factories import eprop
-from haiku_etp._src.factories import snap
-from haiku_etp._src.factories import rflo
-from haiku_etp._src.layers import Conv1D
-from haiku_etp._src.layers import Conv2D
-from haiku_etp._src.layers import Conv3D
-from haiku_etp._src.layers import ConvND
-from haiku_etp._src.layers import Embed
-from haiku_etp._src.layers import Linear
-from haiku_etp._src.layers import SparseLinear
-from haiku_etp._src.learners import ApproximationWarning
-from haiku_etp._src.learners import Learner
-from haiku_etp._src.learners import SequenceResult
-from haiku_etp._src.learners import StepResult
-from haiku_etp._src.long_range import LRU
-from haiku_etp._src.long_range import MinGRU
-from haiku_etp._src.long_range import MinLSTM
-from haiku_etp._src.parallel import replicate
-from haiku_etp._src.parallel import shard_batch
-from haiku_etp._src.parallel import shard_state
-from haiku_etp._src.parallel import state_batch_mask
-from haiku_etp._src.parallel import unshard_batch
-from haiku_etp._src.parallel import unshard_state
-from haiku_etp._src.protocol import ParameterVerdict
-from haiku_etp._src.protocol import Signals
-from haiku_etp._src.protocol import StepNeeds
-from haiku_etp._src.protocol import TraceAlgorithm
-from haiku_etp._src.recurrent import Conv1DGRU
-from haiku_etp._src.recurrent import Conv1DLSTM
-from haiku_etp._src.recurrent import Conv2DGRU
-from haiku_etp._src.recurrent import Conv2DLSTM
-from haiku_etp._src.recurrent import Conv3DGRU
-from haiku_etp._src.recurrent import Conv3DLSTM
-from haiku_etp._src.recurrent import ConvNDGRU
-from haiku_etp._src.recurrent import ConvNDLSTM
-from haiku_etp._src.recurrent import GRU
-from haiku_etp._src.recurrent import LSTM
-from haiku_etp._src.recurrent import VanillaRNN
-from haiku_etp._src.recurrent import LeakyRNN
-from haiku_etp._src.registry import learner_label
-from haiku_etp._src.registry import learner_names
-from haiku_etp._src.registry import learner_spec
-from haiku_etp._src.registry import LearnerSpec
-from haiku_etp._src.registry import make_learner
-from haiku_etp._src.registry import parse_learner
-from haiku_etp._src.registry import register_learner
-from haiku_etp._src.registry import unregister_learner
-from haiku_etp._src.sequence import raise_if_not_finite
-from haiku_etp._src.spiking import ALIF
-from haiku_etp._src.spiking import ExponentialSynapse
-from haiku_etp._src.spiking import LeakyReadout
-from haiku_etp._src.spiking import LIF
-from haiku_etp._src.spiking import RecurrentALIF
-from haiku_etp._src.spiking import RecurrentLIF
-from haiku_etp._src.state import get_hidden_state
-from haiku_etp._src.state import get_sample_state
-from haiku_etp._src.state import set_hidden_state
-from haiku_etp._src.state import set_sample_state
+from haiku_etp._src.compiler.compiler import CompileError
+from haiku_etp._src.ops.conv import conv
+from haiku_etp._src.ops.dense import dense
+from haiku_etp._src.ops.einsum import einsum
+from haiku_etp._src.ops.elementwise import elementwise
+from haiku_etp._src.ops.embedding import embedding
+from haiku_etp._src.ops.sparse import Connectivity
+from haiku_etp._src.ops.sparse import sparse
+from haiku_etp._src.learners.factories import bptt
+from haiku_etp._src.learners.factories import d_rtrl
+from haiku_etp._src.learners.factories import es_d_rtrl
+from haiku_etp._src.learners.factories import from_algorithm
+from haiku_etp._src.learners.factories import rtrl
+from haiku_etp._src.learners.factories import tbptt
+from haiku_etp._src.learners.factories import uoro
+from haiku_etp._src.learners.factories import eprop
+from haiku_etp._src.learners.factories import snap
+from haiku_etp._src.learners.factories import rflo
+from haiku_etp._src.modules.layers import Conv1D
+from haiku_etp._src.modules.layers import Conv2D
+from haiku_etp._src.modules.layers import Conv3D
+from haiku_etp._src.modules.layers import ConvND
+from haiku_etp._src.modules.layers import Embed
+from haiku_etp._src.modules.layers import Linear
+from haiku_etp._src.modules.layers import SparseLinear
+from haiku_etp._src.learners.learners import ApproximationWarning
+from haiku_etp._src.learners.learners import Learner
+from haiku_etp._src.learners.learners import SequenceResult
+from haiku_etp._src.learners.learners import StepResult
+from haiku_etp._src.modules.long_range import LRU
+from haiku_etp._src.modules.long_range import MinGRU
+from haiku_etp._src.modules.long_range import MinLSTM
+from haiku_etp._src.learners.parallel import replicate
+from haiku_etp._src.learners.parallel import shard_batch
+from haiku_etp._src.learners.parallel import shard_state
+from haiku_etp._src.learners.parallel import state_batch_mask
+from haiku_etp._src.learners.parallel import unshard_batch
+from haiku_etp._src.learners.parallel import unshard_state
+from haiku_etp._src.learners.algorithms.protocol import ParameterVerdict
+from haiku_etp._src.learners.algorithms.protocol import Signals
+from haiku_etp._src.learners.algorithms.protocol import StepNeeds
+from haiku_etp._src.learners.algorithms.protocol import TraceAlgorithm
+from haiku_etp._src.modules.recurrent import Conv1DGRU
+from haiku_etp._src.modules.recurrent import Conv1DLSTM
+from haiku_etp._src.modules.recurrent import Conv2DGRU
+from haiku_etp._src.modules.recurrent import Conv2DLSTM
+from haiku_etp._src.modules.recurrent import Conv3DGRU
+from haiku_etp._src.modules.recurrent import Conv3DLSTM
+from haiku_etp._src.modules.recurrent import ConvNDGRU
+from haiku_etp._src.modules.recurrent import ConvNDLSTM
+from haiku_etp._src.modules.recurrent import GRU
+from haiku_etp._src.modules.recurrent import LSTM
+from haiku_etp._src.modules.recurrent import VanillaRNN
+from haiku_etp._src.modules.recurrent import LeakyRNN
+from haiku_etp._src.learners.registry import learner_label
+from haiku_etp._src.learners.registry import learner_names
+from haiku_etp._src.learners.registry import learner_spec
+from haiku_etp._src.learners.registry import LearnerSpec
+from haiku_etp._src.learners.registry import make_learner
+from haiku_etp._src.learners.registry import parse_learner
+from haiku_etp._src.learners.registry import register_learner
+from haiku_etp._src.learners.registry import unregister_learner
+from haiku_etp._src.learners.forms.sequence import raise_if_not_finite
+from haiku_etp._src.modules.spiking import ALIF
+from haiku_etp._src.modules.spiking import ExponentialSynapse
+from haiku_etp._src.modules.spiking import LeakyReadout
+from haiku_etp._src.modules.spiking import LIF
+from haiku_etp._src.modules.spiking import RecurrentALIF
+from haiku_etp._src.modules.spiking import RecurrentLIF
+from haiku_etp._src.core.state import get_hidden_state
+from haiku_etp._src.core.state import get_sample_state
+from haiku_etp._src.core.state import set_hidden_state
+from haiku_etp._src.core.state import set_sample_state
 
 __version__ = "0.2.0"
 
@@ -105,6 +105,7 @@ __all__ = (
     "ALIF",
     "ApproximationWarning",
     "CompileError",
+    "Connectivity",
     "Conv1D",
     "Conv1DGRU",
     "Conv1DLSTM",
@@ -117,18 +118,17 @@ __all__ = (
     "ConvND",
     "ConvNDGRU",
     "ConvNDLSTM",
+    "Embed",
     "ExponentialSynapse",
     "GRU",
     "LIF",
     "LRU",
     "LSTM",
+    "LeakyRNN",
     "LeakyReadout",
     "Learner",
     "LearnerSpec",
-    "Embed",
     "Linear",
-    "SparseLinear",
-    "Connectivity",
     "MinGRU",
     "MinLSTM",
     "ParameterVerdict",
@@ -136,20 +136,20 @@ __all__ = (
     "RecurrentLIF",
     "SequenceResult",
     "Signals",
+    "SparseLinear",
     "StepNeeds",
     "StepResult",
     "TraceAlgorithm",
     "VanillaRNN",
-    "LeakyRNN",
     "bptt",
     "compiler",
     "conv",
     "d_rtrl",
     "dense",
-    "sparse",
     "einsum",
     "elementwise",
     "embedding",
+    "eprop",
     "es_d_rtrl",
     "extend",
     "from_algorithm",
@@ -163,11 +163,14 @@ __all__ = (
     "raise_if_not_finite",
     "register_learner",
     "replicate",
+    "rflo",
     "rtrl",
     "set_hidden_state",
     "set_sample_state",
     "shard_batch",
     "shard_state",
+    "snap",
+    "sparse",
     "state_batch_mask",
     "surrogate",
     "tbptt",
@@ -176,7 +179,4 @@ __all__ = (
     "unshard_batch",
     "unshard_state",
     "uoro",
-    "eprop",
-    "snap",
-    "rflo",
 )

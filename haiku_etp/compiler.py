@@ -18,13 +18,13 @@
 ``compile_step`` runs it alone on a ``hk.transform_with_state`` step.
 """
 
-from haiku_etp._src.compiler import compile_step
-from haiku_etp._src.compiler import CompiledStep
-from haiku_etp._src.compiler import CompileError
-from haiku_etp._src.compiler import Diagnostic
-from haiku_etp._src.compiler import HiddenGroup
-from haiku_etp._src.compiler import ParameterStatus
-from haiku_etp._src.compiler import Relation
+from haiku_etp._src.compiler.compiler import compile_step
+from haiku_etp._src.compiler.compiler import CompiledStep
+from haiku_etp._src.compiler.compiler import CompileError
+from haiku_etp._src.compiler.compiler import Diagnostic
+from haiku_etp._src.compiler.compiler import HiddenGroup
+from haiku_etp._src.compiler.compiler import ParameterStatus
+from haiku_etp._src.compiler.compiler import Relation
 
 __all__ = (
     "CompileError",

@@ -22,34 +22,34 @@ the ``S`` states per position; the building blocks are the fused forms the
 built-in fast paths use.
 """
 
-from haiku_etp._src.conv import conv_dimension_numbers
-from haiku_etp._src.conv import etp_conv_p
-from haiku_etp._src.dense import etp_batched_dense_p
-from haiku_etp._src.dense import etp_dense_p
-from haiku_etp._src.einsum import etp_batched_einsum_p
-from haiku_etp._src.einsum import etp_einsum_p
-from haiku_etp._src.elementwise import etp_elementwise_p
-from haiku_etp._src.embedding import etp_batched_embedding_p
-from haiku_etp._src.embedding import etp_embedding_p
-from haiku_etp._src.primitive import DecomposedPrimitiveWarning
-from haiku_etp._src.primitive import drtrl_init
-from haiku_etp._src.primitive import drtrl_solve
-from haiku_etp._src.primitive import drtrl_update
-from haiku_etp._src.primitive import drtrl_window
-from haiku_etp._src.primitive import ETPPrimitive
-from haiku_etp._src.primitive import ETPRules
-from haiku_etp._src.primitive import get_etp_rules
-from haiku_etp._src.primitive import is_etp_primitive
-from haiku_etp._src.primitive import mix_states
-from haiku_etp._src.primitive import pp_init
-from haiku_etp._src.primitive import pp_solve
-from haiku_etp._src.primitive import register_primitive
-from haiku_etp._src.primitive import register_primitive_pair
-from haiku_etp._src.primitive import sum_leading
-from haiku_etp._src.primitive import weighted_state_sum
-from haiku_etp._src.primitive import window_form
-from haiku_etp._src.sparse import etp_batched_sparse_p
-from haiku_etp._src.sparse import etp_sparse_p
+from haiku_etp._src.ops.conv import conv_dimension_numbers
+from haiku_etp._src.ops.conv import etp_conv_p
+from haiku_etp._src.ops.dense import etp_batched_dense_p
+from haiku_etp._src.ops.dense import etp_dense_p
+from haiku_etp._src.ops.einsum import etp_batched_einsum_p
+from haiku_etp._src.ops.einsum import etp_einsum_p
+from haiku_etp._src.ops.elementwise import etp_elementwise_p
+from haiku_etp._src.ops.embedding import etp_batched_embedding_p
+from haiku_etp._src.ops.embedding import etp_embedding_p
+from haiku_etp._src.core.primitive import DecomposedPrimitiveWarning
+from haiku_etp._src.core.primitive import drtrl_init
+from haiku_etp._src.core.primitive import drtrl_solve
+from haiku_etp._src.core.primitive import drtrl_update
+from haiku_etp._src.core.primitive import drtrl_window
+from haiku_etp._src.core.primitive import ETPPrimitive
+from haiku_etp._src.core.primitive import ETPRules
+from haiku_etp._src.core.primitive import get_etp_rules
+from haiku_etp._src.core.primitive import is_etp_primitive
+from haiku_etp._src.core.primitive import mix_states
+from haiku_etp._src.core.primitive import pp_init
+from haiku_etp._src.core.primitive import pp_solve
+from haiku_etp._src.core.primitive import register_primitive
+from haiku_etp._src.core.primitive import register_primitive_pair
+from haiku_etp._src.core.primitive import sum_leading
+from haiku_etp._src.core.primitive import weighted_state_sum
+from haiku_etp._src.core.primitive import window_form
+from haiku_etp._src.ops.sparse import etp_batched_sparse_p
+from haiku_etp._src.ops.sparse import etp_sparse_p
 
 __all__ = (
     "DecomposedPrimitiveWarning",
@@ -61,14 +61,14 @@ __all__ = (
     "drtrl_update",
     "drtrl_window",
     "etp_batched_dense_p",
+    "etp_batched_einsum_p",
+    "etp_batched_embedding_p",
+    "etp_batched_sparse_p",
     "etp_conv_p",
     "etp_dense_p",
-    "etp_batched_einsum_p",
     "etp_einsum_p",
     "etp_elementwise_p",
-    "etp_batched_embedding_p",
     "etp_embedding_p",
-    "etp_batched_sparse_p",
     "etp_sparse_p",
     "get_etp_rules",
     "is_etp_primitive",

@@ -20,9 +20,9 @@ its argument is positive; its derivative is the surrogate's. Pass one (or a
 :class:`haiku_etp.LIF` and :class:`haiku_etp.ALIF`.
 """
 
-from haiku_etp._src.surrogate import fast_sigmoid
-from haiku_etp._src.surrogate import sigmoid
-from haiku_etp._src.surrogate import triangle
+from haiku_etp._src.modules.surrogate import fast_sigmoid
+from haiku_etp._src.modules.surrogate import sigmoid
+from haiku_etp._src.modules.surrogate import triangle
 
 __all__ = (
     "fast_sigmoid",

@@ -15,21 +15,21 @@
 """Testing utilities: rule oracles, a BPTT oracle, gradient comparisons and
 one registered example per public module."""
 
-from haiku_etp._src.descriptors import ExampleRun
-from haiku_etp._src.descriptors import MODULE_LEARNERS
-from haiku_etp._src.descriptors import make_module_learner
-from haiku_etp._src.descriptors import MODULE_EXAMPLES
-from haiku_etp._src.descriptors import ModuleExample
-from haiku_etp._src.descriptors import mse
-from haiku_etp._src.descriptors import run_module_example
-from haiku_etp._src.descriptors import TRUNCATED_BPTT
-from haiku_etp._src.oracles import bptt_grads
-from haiku_etp._src.oracles import cosine_similarity
-from haiku_etp._src.oracles import drtrl_rule_oracle
-from haiku_etp._src.oracles import expect_warning
-from haiku_etp._src.oracles import OracleResult
-from haiku_etp._src.oracles import pp_rule_oracle
-from haiku_etp._src.oracles import relative_error
+from haiku_etp._src.testing.descriptors import ExampleRun
+from haiku_etp._src.testing.descriptors import MODULE_LEARNERS
+from haiku_etp._src.testing.descriptors import make_module_learner
+from haiku_etp._src.testing.descriptors import MODULE_EXAMPLES
+from haiku_etp._src.testing.descriptors import ModuleExample
+from haiku_etp._src.testing.descriptors import mse
+from haiku_etp._src.testing.descriptors import run_module_example
+from haiku_etp._src.testing.descriptors import TRUNCATED_BPTT
+from haiku_etp._src.testing.oracles import bptt_grads
+from haiku_etp._src.testing.oracles import cosine_similarity
+from haiku_etp._src.testing.oracles import drtrl_rule_oracle
+from haiku_etp._src.testing.oracles import expect_warning
+from haiku_etp._src.testing.oracles import OracleResult
+from haiku_etp._src.testing.oracles import pp_rule_oracle
+from haiku_etp._src.testing.oracles import relative_error
 
 __all__ = (
     "ExampleRun",

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp import extend
-from haiku_etp._src import backend
+from haiku_etp._src.core import backend
 from tests import test_util
 
 # Tuned and plain forms sum the same terms in another order.

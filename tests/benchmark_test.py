@@ -30,7 +30,6 @@ from experiments import common
 _MODELS = ("conv_lif", "eprop")
 _LEARNERS = (
     "d_rtrl",
-    "d_rtrl:max_cross_bytes=0",
     "es_d_rtrl",
     "es_d_rtrl:form=fused",
     "rtrl",

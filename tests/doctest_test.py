@@ -19,17 +19,17 @@ import doctest
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from haiku_etp._src import conv
-from haiku_etp._src import dense
-from haiku_etp._src import elementwise
-from haiku_etp._src import factories
-from haiku_etp._src import layers
-from haiku_etp._src import parallel
-from haiku_etp._src import primitive
-from haiku_etp._src import recurrent
-from haiku_etp._src import spiking
-from haiku_etp._src import state
-from haiku_etp._src import surrogate
+from haiku_etp._src.ops import conv
+from haiku_etp._src.ops import dense
+from haiku_etp._src.ops import elementwise
+from haiku_etp._src.learners import factories
+from haiku_etp._src.modules import layers
+from haiku_etp._src.learners import parallel
+from haiku_etp._src.core import primitive
+from haiku_etp._src.modules import recurrent
+from haiku_etp._src.modules import spiking
+from haiku_etp._src.core import state
+from haiku_etp._src.modules import surrogate
 
 
 class DoctestTest(parameterized.TestCase):

@@ -26,7 +26,7 @@ import numpy as np
 import haiku_etp
 from haiku_etp import extend
 from haiku_etp import testing
-from haiku_etp._src import einsum as einsum_lib
+from haiku_etp._src.ops import einsum as einsum_lib
 from tests import test_util
 
 _T, _B, _V, _H = 6, 3, 9, 4

@@ -36,8 +36,8 @@ import numpy as np
 
 import haiku_etp
 from experiments import training
-from haiku_etp._src import descriptors
-from haiku_etp._src import snap as snap_lib
+from haiku_etp._src.testing import descriptors
+from haiku_etp._src.learners.algorithms import snap as snap_lib
 from tests import pipeline_util
 
 _T, _B = 4, 2

@@ -38,8 +38,8 @@ import numpy as np
 import haiku_etp
 from haiku_etp import extend
 from haiku_etp import testing
-from haiku_etp._src import backend
-from haiku_etp._src import oracles
+from haiku_etp._src.core import backend
+from haiku_etp._src.testing import oracles
 from tests import test_util
 
 _TOL = 1e-10

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
-from haiku_etp._src import state as state_lib
+from haiku_etp._src.core import state as state_lib
 
 _B, _I, _O = 4, 3, 2
 _NUM_DEVICES = 4

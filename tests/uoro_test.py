@@ -34,9 +34,9 @@ import numpy as np
 
 import haiku_etp
 from experiments import training
-from haiku_etp._src import jacobians
-from haiku_etp._src import rtrl as rtrl_lib
-from haiku_etp._src import state as state_lib
+from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
+from haiku_etp._src.core import state as state_lib
 from tests import pipeline_util
 
 _SEEDS = 2000

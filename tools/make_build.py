@@ -81,7 +81,11 @@ def target_name(path: str) -> str:
   parts = path[: -len(".py")].split("/")
   if parts[0] == "haiku_etp":
     if parts[1] == "_src":
-      return parts[2]
+      # Module names are unique across the layers' folders; a folder's
+      # __init__ is the layer itself.
+      if parts[-1] == "__init__":
+        return "src_" + "_".join(parts[2:-1])
+      return parts[-1]
     return f"{parts[1]}_namespace"
   if parts[0] == "tests" or path == "conftest.py":
     return parts[-1]

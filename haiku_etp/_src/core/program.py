@@ -1,0 +1,767 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""A model step as a flat program, and how each op moves positions.
+
+A step's jaxpr is flattened into one list of :class:`Node` over integer value
+ids, with nested ``jit``/``checkpoint`` inlined. Every node records, for each
+(input, output) pair, how the output's positions relate to the input's
+(:class:`Flow`). That is decided from what the primitive *is* -- an explicit
+list of elementwise primitives, the structural ops whose position maps are
+known, and opaque ``custom_jvp``/``custom_vjp`` calls classified by their
+bodies and derivative rules -- never from matching shapes: ``cumsum``,
+``sort``, ``softmax`` or a mean-centring ``custom_jvp`` keep the shape and
+still mix positions. Anything not known to preserve positions mixes them.
+
+:func:`propagate` runs bit masks forward over a program with a rule per node;
+the compiler asks every structural question through it.
+"""
+
+import dataclasses
+import enum
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import jax
+import jax.extend as jex
+import jax.numpy as jnp
+
+from haiku_etp._src.core import primitive
+
+
+def set_bits(mask: int):
+  """The indices of the set bits of ``mask``, lowest first."""
+  i = 0
+  while mask:
+    if mask & 1:
+      yield i
+    mask >>= 1
+    i += 1
+
+
+class Flow(enum.IntEnum):
+  """How an op's output positions depend on one of its inputs.
+
+  ``KEEP``: position by position, input axes aligned with the output's
+  trailing axes (NumPy broadcasting). ``SHIFT``: position by position, but a
+  broadcast or unit reshape maps the input's axes elsewhere than the trailing
+  ones. ``RELABEL``: a reshape that keeps the leading (batch) axis and
+  renumbers the other positions one to one (a flatten). ``CUT``: outputs mix
+  input positions. Larger values are stronger; a pair's flow is the
+  strongest of its paths.
+  """
+
+  KEEP = 1
+  SHIFT = 2
+  RELABEL = 3
+  CUT = 4
+
+
+# Primitives that act position by position on operands of the output's shape
+# (or on scalar literals).
+ELEMENTWISE = frozenset(
+    {
+        "abs",
+        "acos",
+        "acosh",
+        "add",
+        "and",
+        "asin",
+        "asinh",
+        "atan",
+        "atan2",
+        "atanh",
+        "bessel_i0e",
+        "bessel_i1e",
+        "cbrt",
+        "ceil",
+        "clamp",
+        "clz",
+        "complex",
+        "conj",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "cos",
+        "cosh",
+        "digamma",
+        "div",
+        "eq",
+        "erf",
+        "erf_inv",
+        "erfc",
+        "exp",
+        "exp2",
+        "expm1",
+        "floor",
+        "ge",
+        "gt",
+        "igamma",
+        "igamma_grad_a",
+        "igammac",
+        "imag",
+        "integer_pow",
+        "is_finite",
+        "le",
+        "lgamma",
+        "log",
+        "log1p",
+        "logistic",
+        "lt",
+        "max",
+        "min",
+        "mul",
+        "mulhi",
+        "ne",
+        "neg",
+        "nextafter",
+        "not",
+        "or",
+        "polygamma",
+        "population_count",
+        "pow",
+        "real",
+        "reduce_precision",
+        "regularized_incomplete_beta",
+        "rem",
+        "round",
+        "rsqrt",
+        "select_n",
+        "shift_left",
+        "shift_right_arithmetic",
+        "shift_right_logical",
+        "sign",
+        "sin",
+        "sinh",
+        "sqrt",
+        "square",
+        "stop_gradient",
+        "sub",
+        "tan",
+        "tanh",
+        "xor",
+        "zeta",
+    }
+)  # pyformat: disable
+# Primitives whose i-th output is their i-th operand (annotations, barriers).
+IDENTITY = frozenset(
+    {
+        "optimization_barrier",
+        "device_put",
+        "sharding_constraint",
+        "pvary",
+        "pcast",
+        "mesh_cast",
+        "reshard",
+    }
+)  # pyformat: disable
+_RESHAPES = frozenset({"reshape", "squeeze", "expand_dims"})
+_INLINE = frozenset(
+    {"pjit", "jit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
+)
+CUSTOM_JVP = frozenset({"custom_jvp_call"})
+CUSTOM_VJP = frozenset({"custom_vjp_call", "custom_vjp_call_jaxpr"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Lit:
+  """A literal or closed-over constant in the flat program."""
+
+  val: Any
+
+
+@dataclasses.dataclass
+class Node:
+  """One op of the flat program.
+
+  Attributes:
+    prim: the primitive.
+    params: its params as bound.
+    ins: operands, value ids or :class:`Lit`.
+    outs: result value ids.
+    etp: whether ``prim`` is an ETP primitive.
+    flows: ``flows[i][j]``, the :class:`Flow` from input ``i`` to output
+      ``j`` (``None`` where the output does not depend on the input). Empty
+      for ETP nodes, which the compiler treats apart.
+  """
+
+  prim: Any
+  params: dict
+  ins: tuple
+  outs: tuple[int, ...]
+  etp: bool
+  flows: tuple = ()
+
+
+@dataclasses.dataclass
+class Program:
+  """A step flattened to ops over integer value ids."""
+
+  nodes: list
+  avals: dict
+  invars: list
+  outvars: list
+
+  def aval(self, atom):
+    """Abstract value of a value id or literal."""
+    return jax.typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
+
+
+def shape(aval) -> tuple[int, ...]:
+  return tuple(getattr(aval, "shape", ()))
+
+
+def bind(node: Node, vals: Sequence[Any]) -> list:
+  """Binds ``node``'s primitive on ``vals``; always returns a list."""
+  params = node.prim.get_bind_params(node.params)
+  out = node.prim.bind(*vals, **params)
+  return list(out) if node.prim.multiple_results else [out]
+
+
+def sub_jaxprs(params):
+  """The jaxprs held in an equation's params."""
+  for v in params.values():
+    items = v if isinstance(v, (tuple, list)) else (v,)
+    for item in items:
+      if isinstance(item, jex.core.ClosedJaxpr):
+        yield item.jaxpr
+      elif isinstance(item, jex.core.Jaxpr):
+        yield item
+
+
+def _find_etp(jaxpr) -> Optional[str]:
+  for eqn in jaxpr.eqns:
+    if primitive.is_etp_primitive(eqn.primitive):
+      return eqn.primitive.name
+    for sub in sub_jaxprs(eqn.params):
+      found = _find_etp(sub)
+      if found:
+        return found
+  return None
+
+
+def _inline_jaxpr(params):
+  for key in ("jaxpr", "call_jaxpr"):
+    inner = params.get(key)
+    if isinstance(inner, jex.core.ClosedJaxpr):
+      return inner.jaxpr, list(inner.consts)
+    if isinstance(inner, jex.core.Jaxpr):
+      return inner, []
+  return None
+
+
+# Parameter-free ops that are linear in one operand when the others are
+# constant: a chain of them before an ETP op's input (a flatten, a mean over
+# positions) is folded into the op's input map by the cross-group traces.
+LINEAR_IN_ONE = frozenset(
+    {
+        "reshape",
+        "squeeze",
+        "expand_dims",
+        "broadcast_in_dim",
+        "transpose",
+        "reduce_sum",
+        "rev",
+        "slice",
+        "pad",
+        "concatenate",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "neg",
+        "mul",
+        "div",
+        "add",
+        "sub",
+        "dot_general",
+        "conv_general_dilated",
+    }
+)  # pyformat: disable
+
+
+def is_reshape(node: Node) -> bool:
+  """Whether ``node`` only reshapes its one array operand."""
+  return node.prim.name in _RESHAPES
+
+
+def backward_slice(program: Program, atoms: Sequence[Any]) -> set:
+  """Indices of the nodes needed to compute ``atoms``."""
+  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  need, stack = set(), [a for a in atoms if not isinstance(a, Lit)]
+  while stack:
+    a = stack.pop()
+    ni = producer.get(a)
+    if ni is None or ni in need:
+      continue
+    need.add(ni)
+    stack.extend(x for x in program.nodes[ni].ins if not isinstance(x, Lit))
+  return need
+
+
+def _strip_leading_ones(s):
+  s = tuple(s)
+  while s and s[0] == 1:
+    s = s[1:]
+  return s
+
+
+def _reshape_flow(in_shape, out_shape) -> Flow:
+  """A reshape keeps positions iff it only adds or drops unit axes.
+
+  One that keeps the leading axis renumbers the others one to one.
+  """
+  if tuple(d for d in in_shape if d != 1) != tuple(
+      d for d in out_shape if d != 1
+  ):
+    keeps_lead = in_shape and out_shape and in_shape[0] == out_shape[0] != 1
+    return Flow.RELABEL if keeps_lead else Flow.CUT
+  if _strip_leading_ones(in_shape) == _strip_leading_ones(out_shape):
+    return Flow.KEEP
+  return Flow.SHIFT
+
+
+def _broadcast_flow(params, in_shape, out_shape) -> Flow:
+  dims = tuple(params["broadcast_dimensions"])
+  n, r = len(out_shape), len(in_shape)
+  return Flow.KEEP if dims == tuple(range(n - r, n)) else Flow.SHIFT
+
+
+class Flattener:
+  """Flattens closed jaxprs into one :class:`Program`.
+
+  Opaque calls are classified once per call jaxpr and input avals
+  (:func:`opaque_flows` memoises them).
+  """
+
+  def __init__(self, bodies_only: bool = False):
+    self.nodes = []
+    self.avals = {}
+    self._next = 0
+    # Inside an opaque call's body or derivative rule, nested calls are
+    # evaluated as plain values, so only their bodies matter.
+    self._bodies_only = bodies_only
+
+  def new(self, aval) -> int:
+    i = self._next
+    self._next += 1
+    self.avals[i] = aval
+    return i
+
+  def aval(self, atom):
+    return jax.typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
+
+  def program(self, closed) -> Program:
+    """Flattens ``closed`` (a ``ClosedJaxpr``) into a new program."""
+    invars = [self.new(v.aval) for v in closed.jaxpr.invars]
+    outvars = self.run(closed.jaxpr, list(closed.consts), invars)
+    return Program(self.nodes, self.avals, invars, outvars)
+
+  def run(self, jaxpr, consts, ins) -> list:
+    env = {}
+    for v, c in zip(jaxpr.constvars, consts):
+      env[v] = Lit(c)
+    for v, a in zip(jaxpr.invars, ins):
+      env[v] = a
+
+    def read(v):
+      if isinstance(v, jex.core.Literal):
+        return Lit(v.val)
+      return env[v]
+
+    for eqn in jaxpr.eqns:
+      args = [read(v) for v in eqn.invars]
+      inline = (
+          _inline_jaxpr(eqn.params) if eqn.primitive.name in _INLINE else None
+      )
+      if inline is not None:
+        for v, o in zip(eqn.outvars, self.run(inline[0], inline[1], args)):
+          env[v] = o
+        continue
+      is_etp = primitive.is_etp_primitive(eqn.primitive)
+      if not is_etp:
+        for sub in sub_jaxprs(eqn.params):
+          found = _find_etp(sub)
+          if found:
+            raise ValueError(
+                f"The ETP op {found!r} sits inside {eqn.primitive.name!r}. "
+                "ETP ops inside scan, cond, while_loop or custom derivative "
+                "functions are not supported; call them at the top level of "
+                "the step (jit is fine)."
+            )
+      outs = tuple(self.new(v.aval) for v in eqn.outvars)
+      node = Node(eqn.primitive, dict(eqn.params), tuple(args), outs, is_etp)
+      if not is_etp:
+        node.flows = _uniform_rows(self._flows(node))
+      self.nodes.append(node)
+      for v, o in zip(eqn.outvars, outs):
+        env[v] = o
+    return [read(v) for v in jaxpr.outvars]
+
+  def _flows(self, node: Node) -> tuple:
+    name = node.prim.name
+    n_in, n_out = len(node.ins), len(node.outs)
+    in_shapes = [shape(self.aval(a)) for a in node.ins]
+    out_shapes = [shape(self.avals[o]) for o in node.outs]
+    every = lambda f: tuple((f,) * n_out for _ in range(n_in))
+    if name in ELEMENTWISE:
+      return every(Flow.KEEP)
+    if name in IDENTITY:
+      return tuple(
+          tuple(Flow.KEEP if i == j else None for j in range(n_out))
+          for i in range(n_in)
+      )
+    if name == "broadcast_in_dim":
+      first = (_broadcast_flow(node.params, in_shapes[0], out_shapes[0]),)
+      return (first,) + every(Flow.CUT)[1:]
+    if name in _RESHAPES:
+      first = (_reshape_flow(in_shapes[0], out_shapes[0]),)
+      return (first,) + every(Flow.CUT)[1:]
+    if name in CUSTOM_JVP or name in CUSTOM_VJP:
+      call = node.params.get("call_jaxpr")
+      if self._bodies_only and isinstance(call, jex.core.ClosedJaxpr):
+        return jaxpr_flows(call)
+      return opaque_flows(node, [self.aval(a) for a in node.ins])
+    return every(Flow.CUT)
+
+
+def _uniform_rows(flows) -> tuple:
+  """Cuts a whole row when it cuts anywhere.
+
+  The learners recompute a node on a tail with the cut inputs held constant;
+  an input that cuts towards one output therefore cuts towards all.
+  """
+  return tuple(
+      tuple(None if f is None else Flow.CUT for f in row)
+      if Flow.CUT in row
+      else tuple(row)
+      for row in flows
+  )
+
+
+def row_keeps(row) -> bool:
+  """Whether an input's flow row passes tails (keeps or shifts positions)."""
+  return any(f in (Flow.KEEP, Flow.SHIFT) for f in row)
+
+
+def propagate(
+    program: Program,
+    seeds: dict,
+    rule: Callable[[Node, list], Sequence[Any]],
+    empty: Any = 0,
+) -> dict:
+  """Runs values forward over ``program``.
+
+  Args:
+    program: the flat program.
+    seeds: initial values of some value ids (the rest start as ``empty``).
+    rule: ``rule(node, in_values) -> out_values``, one per output; literal
+      operands read as ``empty``.
+    empty: the value of an unseeded id.
+
+  Returns:
+    ``{value id: value}`` for every id that is seeded or computed, where the
+    value differs from ``empty``.
+  """
+  env = dict(seeds)
+  get = lambda a: empty if isinstance(a, Lit) else env.get(a, empty)
+  for node in program.nodes:
+    for o, v in zip(node.outs, rule(node, [get(a) for a in node.ins])):
+      if v != empty:
+        env[o] = v
+  return env
+
+
+class Masks(NamedTuple):
+  """Bit masks of sources per value id, by how they reach it.
+
+  Attributes:
+    tail: through position-preserving flows only.
+    shift: as ``tail``, with at least one :attr:`Flow.SHIFT` on the way.
+    relabel: through position-preserving flows and at least one
+      :attr:`Flow.RELABEL` (a flatten), no ETP op and no cut.
+    etp: through the inputs of one or more ETP ops, otherwise through
+      position-preserving flows and relabels (the paths cross-group traces
+      can follow).
+    cross: through any other mixing: a cut, a relabel after an ETP op, or
+      an ETP op's trainable operand.
+  """
+
+  tail: dict
+  shift: dict
+  relabel: dict
+  etp: dict
+  cross: dict
+
+  def at(self, which: str, atom) -> int:
+    """The ``which`` mask of ``atom`` (0 for literals and unseen ids)."""
+    if isinstance(atom, Lit):
+      return 0
+    return getattr(self, which).get(atom, 0)
+
+
+def _etp_masks(node: Node, ins, etp_bits: dict) -> list:
+  """ETP node: its own bit is the tail; the input's tails cross one op."""
+  xi = node.prim.x_invar_index
+  t = s = p = e = c = 0
+  for i, (ti, si, pi, ei, ci) in enumerate(ins):
+    if i == xi:
+      e |= ti | pi | ei
+      c |= ci
+    else:
+      c |= ti | pi | ei | ci
+  out = (etp_bits.get(id(node), 0), 0, 0, e, c)
+  return [out] + [(0, 0, 0, 0, e | c)] * (len(node.outs) - 1)
+
+
+def flow_masks(
+    program: Program, seeds: dict, etp_bits=None, etp_inputs=None
+) -> Masks:
+  """Tail, shift, relabel, one-ETP and cross masks of ``seeds``.
+
+  Args:
+    program: the flat program.
+    seeds: ``{value id: bits}`` of the sources (old hidden values).
+    etp_bits: ``{id(node): bit}`` seeding each ETP node's output (relation
+      bits); ETP nodes not listed seed nothing.
+    etp_inputs: ``{id(node): atom}``: read an ETP node's input masks at
+      ``atom`` instead (a value its input is a fixed linear function of, so
+      the op and that function are one linear map).
+
+  Returns:
+    The :class:`Masks`.
+  """
+  etp_bits = etp_bits or {}
+  etp_inputs = etp_inputs or {}
+
+  def rule(node, ins):
+    if node.etp:
+      return _etp_masks(node, ins, etp_bits)
+    out = []
+    for j in range(len(node.outs)):
+      t = s = p = e = c = 0
+      for i, flows in enumerate(node.flows):
+        f = flows[j]
+        if f is None:
+          continue
+        ti, si, pi, ei, ci = ins[i]
+        if f == Flow.CUT:
+          c |= ti | pi | ei | ci
+        elif f == Flow.RELABEL:
+          p, c = p | ti | pi, c | ei | ci
+        else:
+          t, p, e, c = t | ti, p | pi, e | ei, c | ci
+          s |= ti if f == Flow.SHIFT else si
+      out.append((t, s, p, e, c))
+    return out
+
+  empty = (0, 0, 0, 0, 0)
+  env = {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}
+  get = lambda a: empty if isinstance(a, Lit) else env.get(a, empty)
+  for node in program.nodes:
+    ins = [get(a) for a in node.ins]
+    if node.etp and id(node) in etp_inputs:
+      ins[node.prim.x_invar_index] = get(etp_inputs[id(node)])
+    for o, v in zip(node.outs, rule(node, ins)):
+      if v != empty:
+        env[o] = v
+  return Masks(*({k: v[n] for k, v in env.items() if v[n]} for n in range(5)))
+
+
+def dependencies(program: Program, seeds: dict, etp_bits=None) -> dict:
+  """Bit masks of the seeds each value depends on, through every op.
+
+  ``etp_bits`` (``{id(node): bit}``) also seeds ETP nodes' outputs.
+  """
+  etp_bits = etp_bits or {}
+
+  def rule(node, ins):
+    if node.etp:
+      d = etp_bits.get(id(node), 0)
+      for m in ins:
+        d |= m
+      return [d] * len(node.outs)
+    out = []
+    for j in range(len(node.outs)):
+      d = 0
+      for i, flows in enumerate(node.flows):
+        if flows[j] is not None:
+          d |= ins[i]
+      out.append(d)
+    return out
+
+  return propagate(program, seeds, rule)
+
+
+def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
+  """``flows[i][j]`` from input ``i`` to output ``j`` of a closed jaxpr.
+
+  Nested opaque calls count by their bodies: this describes how values move
+  through ``closed`` itself, as when it is an opaque call's body or rule.
+  """
+  flat = Flattener(bodies_only=True)
+  program = flat.program(closed)
+  n_in = len(program.invars) if num_inputs is None else num_inputs
+  seeds = {v: 1 << i for i, v in enumerate(program.invars[:n_in])}
+  masks = flow_masks(program, seeds)
+  table = []
+  for i in range(n_in):
+    row = []
+    for o in program.outvars:
+      bit = 1 << i
+      cut = masks.at("cross", o) | masks.at("etp", o) | masks.at("relabel", o)
+      if cut & bit:
+        row.append(Flow.CUT)
+      elif masks.at("shift", o) & bit:
+        row.append(Flow.SHIFT)
+      elif masks.at("tail", o) & bit:
+        row.append(Flow.KEEP)
+      else:
+        row.append(None)
+    table.append(tuple(row))
+  return tuple(table)
+
+
+def _stronger(a, b):
+  if a is None:
+    return b
+  if b is None:
+    return a
+  return max(a, b)
+
+
+def _is_float(aval) -> bool:
+  return jnp.issubdtype(aval.dtype, jnp.inexact)
+
+
+# Opaque-call classifications by (call jaxpr, input avals). The key holds the
+# jaxpr itself, so its id cannot be reused while the entry lives.
+_OPAQUE_MEMO: dict = {}
+_OPAQUE_MEMO_SIZE = 1024
+
+
+def opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
+  """Flows of a ``custom_jvp``/``custom_vjp`` call from its body and rule.
+
+  The primal body says how values move; the derivative rule (the JVP for
+  ``custom_jvp``, the VJP for ``custom_vjp``) says how tangents move, which
+  is what ``D`` and ``D_f`` are built from. A pair keeps positions only if
+  both do. A VJP sees a broadcast input as a reduction of the cotangent, so
+  a ``custom_vjp`` input of another shape than its output cuts: the learners
+  recover a ``custom_vjp`` Jacobian from its diagonal, which exists only for
+  same-shape pairs. Results are memoised per call jaxpr and input avals.
+  """
+  call = node.params.get("call_jaxpr")
+  key = (node.prim.name, call, tuple((shape(a), a.dtype) for a in in_avals))
+  if key not in _OPAQUE_MEMO:
+    if len(_OPAQUE_MEMO) >= _OPAQUE_MEMO_SIZE:
+      _OPAQUE_MEMO.pop(next(iter(_OPAQUE_MEMO)))
+    _OPAQUE_MEMO[key] = _opaque_flows(node, in_avals)
+  return _OPAQUE_MEMO[key]
+
+
+def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
+  n_in, n_out = len(node.ins), len(node.outs)
+  fallback = tuple((Flow.CUT,) * n_out for _ in range(n_in))
+  call = node.params.get("call_jaxpr")
+  if not isinstance(call, jex.core.ClosedJaxpr):
+    return fallback
+  table = [list(row) for row in jaxpr_flows(call)]
+  floats = [i for i, a in enumerate(in_avals) if _is_float(a)]
+  if not floats:
+    return tuple(tuple(r) for r in table)
+  fn = lambda *args: bind(node, args)
+  avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in in_avals]
+
+  def with_floats(args, float_args):
+    args = list(args)
+    for i, v in zip(floats, float_args):
+      args[i] = v
+    return args
+
+  try:
+    if node.prim.name in CUSTOM_JVP:
+
+      def jvp(args, tangents):
+        primals = [args[i] for i in floats]
+        f = lambda *fl: fn(*with_floats(args, fl))
+        return jax.jvp(f, primals, list(tangents))[1]
+
+      closed = jax.make_jaxpr(jvp)(avals, [avals[i] for i in floats])
+      # Inputs: the n_in primals, then the float tangents; outputs: tangents.
+      deriv = jaxpr_flows(closed)
+      for k, i in enumerate(floats):
+        for j in range(n_out):
+          table[i][j] = _stronger(table[i][j], deriv[n_in + k][j])
+    else:
+      out_avals = jax.eval_shape(fn, *avals)
+
+      def vjp(args, cts):
+        f = lambda *fl: fn(*with_floats(args, fl))
+        _, pull = jax.vjp(f, *[args[i] for i in floats])
+        return pull(list(cts))
+
+      closed = jax.make_jaxpr(vjp)(avals, list(out_avals))
+      # Inputs: the n_in primals, then the output cotangents; outputs: the
+      # float inputs' cotangents. Transposed, a flow reads j -> i.
+      deriv = jaxpr_flows(closed)
+      for k, i in enumerate(floats):
+        for j in range(n_out):
+          f = deriv[n_in + j][k]
+          table[i][j] = _stronger(table[i][j], f)
+      for i in floats:
+        for j in range(n_out):
+          if table[i][j] is not None and shape(in_avals[i]) != shape(
+              out_avals[j]
+          ):
+            table[i][j] = Flow.CUT
+  except Exception:  # pylint: disable=broad-except
+    # A rule that cannot be traced on abstract values is treated as mixing:
+    # the path is cut and announced, never silently trusted.
+    return fallback
+  return tuple(tuple(r) for r in table)
+
+
+def preserves_positions(fn: Callable[..., Any], *avals) -> Optional[str]:
+  """Why ``fn`` mixes positions, or ``None`` if it acts position by position.
+
+  ``fn`` and (for floating inputs) its JVP are traced on ``avals`` and every
+  op is classified with the same table the compiler uses.
+  """
+  closed = jax.make_jaxpr(fn)(*avals)
+  if any(f == Flow.CUT for row in jaxpr_flows(closed) for f in row):
+    return f"it mixes positions ({_mixing_ops(closed)})"
+  if all(_is_float(a) for a in avals):
+    jvp = lambda p, t: jax.jvp(fn, p, t)[1]
+    closed = jax.make_jaxpr(jvp)(list(avals), list(avals))
+    tangent_rows = jaxpr_flows(closed)[len(avals) :]
+    if any(f == Flow.CUT for row in tangent_rows for f in row):
+      return f"its derivative mixes positions ({_mixing_ops(closed)})"
+  return None
+
+
+def _mixing_ops(closed) -> str:
+  """Names of the ops in ``closed`` that mix positions (opaque calls opened)."""
+  names = []
+
+  def visit(closed):
+    for node in Flattener(bodies_only=True).program(closed).nodes:
+      if not any(f == Flow.CUT for row in node.flows for f in row):
+        continue
+      call = node.params.get("call_jaxpr")
+      if node.prim.name in CUSTOM_JVP | CUSTOM_VJP and call is not None:
+        visit(call)
+      elif node.prim.name not in names:
+        names.append(node.prim.name)
+
+  visit(closed)
+  return ", ".join(names) or "an unknown op"

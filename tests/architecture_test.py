@@ -1,0 +1,103 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""The layers of ``haiku_etp/_src`` import one way (docs/design.md,
+"Where the code lives")."""
+
+import ast
+import glob
+import os
+
+from absl.testing import absltest
+
+import haiku_etp
+
+_SRC = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), os.pardir, "haiku_etp", "_src"
+)
+
+# Each folder and the folders it may import from.
+_ALLOWED = {
+    "core": set(),
+    "ops": {"core"},
+    "compiler": {"core"},
+    "modules": {"core", "ops"},
+    "learners/algorithms": {"core", "compiler"},
+    "learners/forms": {"core", "compiler", "learners/algorithms"},
+    "learners": {"core", "compiler", "learners/algorithms", "learners/forms"},
+    "testing": {
+        "core",
+        "ops",
+        "compiler",
+        "modules",
+        "learners",
+        "learners/algorithms",
+        "learners/forms",
+    },
+}
+
+
+def _folder_imports() -> dict:
+  """``{(folder, file): {folders it imports}}`` over ``_src``."""
+  out = {}
+  for path in glob.glob(os.path.join(_SRC, "**", "*.py"), recursive=True):
+    folder = os.path.relpath(os.path.dirname(path), _SRC).replace(os.sep, "/")
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    targets = set()
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+          "haiku_etp._src."
+      ):
+        parts = node.module.split(".")[2:]
+        if not os.path.isdir(os.path.join(_SRC, *parts)):
+          parts = parts[:-1]
+        targets.add("/".join(parts))
+    out[(folder, os.path.basename(path))] = targets - {folder}
+  return out
+
+
+class ArchitectureTest(absltest.TestCase):
+
+  def test_every_module_lives_in_a_layer(self):
+    self.assertEqual(
+        {f for f, name in _folder_imports() if name != "__init__.py"},
+        set(_ALLOWED),
+    )
+
+  def test_layers_import_one_way(self):
+    for (folder, name), targets in _folder_imports().items():
+      if folder == ".":
+        continue
+      self.assertContainsSubset(
+          targets, _ALLOWED[folder], f"{folder}/{name} imports {targets}"
+      )
+
+  def test_public_names_are_sorted(self):
+    for namespace in (
+        haiku_etp,
+        haiku_etp.compiler,
+        haiku_etp.extend,
+        haiku_etp.surrogate,
+        haiku_etp.testing,
+    ):
+      self.assertEqual(
+          list(namespace.__all__),
+          sorted(namespace.__all__),
+          namespace.__name__,
+      )
+
+
+if __name__ == "__main__":
+  absltest.main()
