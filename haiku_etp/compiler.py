@@ -23,6 +23,7 @@ from haiku_etp._src.compiler.compiler import CompiledStep
 from haiku_etp._src.compiler.compiler import CompileError
 from haiku_etp._src.compiler.compiler import Diagnostic
 from haiku_etp._src.compiler.compiler import HiddenGroup
+from haiku_etp._src.compiler.compiler import ParameterRole
 from haiku_etp._src.compiler.compiler import ParameterStatus
 from haiku_etp._src.compiler.compiler import Relation
 
@@ -31,6 +32,7 @@ __all__ = (
     "CompiledStep",
     "Diagnostic",
     "HiddenGroup",
+    "ParameterRole",
     "ParameterStatus",
     "Relation",
     "compile_step",

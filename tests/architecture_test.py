@@ -98,6 +98,12 @@ class ArchitectureTest(absltest.TestCase):
           namespace.__name__,
       )
 
+  def test_parameter_roles_are_an_enum_equal_to_their_strings(self):
+    role = haiku_etp.compiler.ParameterRole
+    self.assertEqual(role.NON_TEMPORAL, "non-temporal")
+    self.assertEqual(f"{role.TRACED:>8}", "  traced")
+    self.assertEqual(str(role.FULL), "full")
+
 
 if __name__ == "__main__":
   absltest.main()

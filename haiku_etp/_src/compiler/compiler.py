@@ -33,6 +33,7 @@
 """
 
 import dataclasses
+import enum
 import io
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -124,20 +125,44 @@ class Relation(NamedTuple):
   input_key: Optional[str]
 
 
+class ParameterRole(str, enum.Enum):
+  """How a parameter reaches the step's hidden state; each member is equal to
+  its string value (``ParameterRole.TRACED == "traced"``) and prints as it.
+
+  Attributes:
+    NON_TEMPORAL: it reaches no hidden state (the in-window gradient is all
+      of its gradient).
+    TRACED: through ETP relations.
+    UNTRACED: it reaches hidden state outside any ETP op.
+    FULL: an influence learner (RTRL, SnAp, UORO) keeps its whole influence.
+  """
+
+  NON_TEMPORAL = "non-temporal"
+  TRACED = "traced"
+  UNTRACED = "untraced"
+  FULL = "full"
+
+  def __str__(self) -> str:
+    return self.value
+
+  def __format__(self, spec: str) -> str:
+    return format(self.value, spec)
+
+
 class ParameterStatus(NamedTuple):
   """How D-RTRL computes one parameter's gradient.
 
   Attributes:
     path: the parameter's path.
-    role: ``"non-temporal"`` (reaches no hidden state: the in-window gradient
-      is all of it), ``"traced"`` (through ETP relations) or ``"untraced"``
-      (reaches hidden state outside any ETP op).
+    role: a :class:`ParameterRole`: ``NON_TEMPORAL`` (reaches no hidden
+      state: the in-window gradient is all of it), ``TRACED`` (through ETP
+      relations) or ``UNTRACED`` (reaches hidden state outside any ETP op).
     exact: whether the compiler proves D-RTRL exact for it.
     reasons: the diagnostic codes that make it approximate.
   """
 
   path: str
-  role: str
+  role: ParameterRole
   exact: bool
   reasons: tuple[str, ...]
 
@@ -197,7 +222,9 @@ class CompiledStep:
   @property
   def non_temporal(self) -> list:
     """Paths of the parameters that reach no hidden state (readouts)."""
-    return [p.path for p in self.parameters if p.role == "non-temporal"]
+    return [
+        p.path for p in self.parameters if p.role == ParameterRole.NON_TEMPORAL
+    ]
 
   @property
   def approximate(self) -> list:
@@ -869,11 +896,11 @@ def _parameters(step, relations, diagnostics, flows) -> list:
   out = []
   for k, path in enumerate(step.param_paths):
     if not reach_hidden >> k & 1:
-      role = "non-temporal"
+      role = ParameterRole.NON_TEMPORAL
     elif path in etp_params:
-      role = "traced"
+      role = ParameterRole.TRACED
     else:
-      role = "untraced"
+      role = ParameterRole.UNTRACED
     out.append(
         ParameterStatus(path, role, not reasons[path], tuple(reasons[path]))
     )

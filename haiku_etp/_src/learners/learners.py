@@ -380,7 +380,10 @@ def _verdicts(core: _Core, compiled) -> tuple:
   if core.algorithm is None:
     # BPTT over the whole sequence; truncated windows cut every path
     # across their boundaries.
-    cut = lambda p: core.window is not None and p.role != "non-temporal"
+    cut = (
+        lambda p: core.window is not None
+        and p.role != compiler_lib.ParameterRole.NON_TEMPORAL
+    )
     return tuple(
         protocol.ParameterVerdict(
             p.path, p.role, not cut(p), ("tbptt_window_cut",) if cut(p) else ()

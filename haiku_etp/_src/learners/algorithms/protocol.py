@@ -101,7 +101,8 @@ class ParameterVerdict(NamedTuple):
 
   Attributes:
     path: the parameter's path.
-    role: ``"non-temporal"`` (reaches no hidden state), ``"traced"``,
+    role: a ``haiku_etp.compiler.ParameterRole`` (equal to its string):
+      ``"non-temporal"`` (reaches no hidden state), ``"traced"``,
       ``"untraced"`` (reaches hidden state outside ETP ops) or ``"full"``
       (its influence on every hidden value is kept).
     exact: whether the algorithm's gradient equals BPTT's for it.

@@ -79,7 +79,11 @@ def _relation_dw(rel, xs, coefficients, weights) -> dict:
 
 def temporal_paths(compiled) -> tuple[str, ...]:
   """The parameters that reach hidden state, in leaf order."""
-  return tuple(p.path for p in compiled.parameters if p.role != "non-temporal")
+  return tuple(
+      p.path
+      for p in compiled.parameters
+      if p.role != compiler_lib.ParameterRole.NON_TEMPORAL
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,9 +365,11 @@ class RTRL:
       if p.path in full:
         reasons = memory + random
         out.append(
-            protocol.ParameterVerdict(p.path, "full", not reasons, reasons)
+            protocol.ParameterVerdict(
+                p.path, compiler_lib.ParameterRole.FULL, not reasons, reasons
+            )
         )
-      elif p.role == "non-temporal":
+      elif p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
         out.append(protocol.ParameterVerdict(p.path, p.role, True))
       else:
         reasons = tuple(p.reasons) + (

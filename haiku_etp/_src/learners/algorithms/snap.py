@@ -50,6 +50,7 @@ from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
@@ -552,14 +553,16 @@ class SnAp:
       random = ()  # The batched record uses the step's own draws.
     out = []
     for p in compiled.parameters:
-      if p.role == "non-temporal":
+      if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
         out.append(protocol.ParameterVerdict(p.path, p.role, True))
         continue
       reasons = tuple(r for r in p.reasons if r == "untraced_memory") + random
       if not closed[p.path]:
         reasons += ("snap_truncated",)
       out.append(
-          protocol.ParameterVerdict(p.path, "full", not reasons, reasons)
+          protocol.ParameterVerdict(
+              p.path, compiler_lib.ParameterRole.FULL, not reasons, reasons
+          )
       )
     return tuple(out)
 

@@ -39,6 +39,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.core import closed_form
 from haiku_etp._src.learners.algorithms import cross_traces
 from haiku_etp._src.compiler import jacobians
@@ -448,7 +449,7 @@ class ESDRTRL(_RelationTraces):
     for v in _compiler_verdicts(
         compiled,
         lambda p: ()
-        if p.role == "non-temporal"
+        if p.role == compiler_lib.ParameterRole.NON_TEMPORAL
         else ("es_d_rtrl_factorised_trace",),
     ):
       reasons = tuple(

@@ -40,6 +40,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
@@ -163,11 +164,16 @@ class UORO:
   def verdicts(self, compiled) -> tuple:
     out = []
     for p in compiled.parameters:
-      if p.role == "non-temporal":
+      if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
         out.append(protocol.ParameterVerdict(p.path, p.role, True))
       else:
         out.append(
-            protocol.ParameterVerdict(p.path, "full", False, ("uoro_rank_one",))
+            protocol.ParameterVerdict(
+                p.path,
+                compiler_lib.ParameterRole.FULL,
+                False,
+                ("uoro_rank_one",),
+            )
         )
     return tuple(out)
 

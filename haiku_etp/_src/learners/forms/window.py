@@ -34,6 +34,7 @@ from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.forms import sequence
@@ -211,7 +212,11 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
   ``{relation index: B}`` (:func:`feedback_matrices`)."""
   paths = needs.full_jacobian_params
   if paths is None:
-    paths = [p.path for p in compiled.parameters if p.role != "non-temporal"]
+    paths = [
+        p.path
+        for p in compiled.parameters
+        if p.role != compiler_lib.ParameterRole.NON_TEMPORAL
+    ]
   by_relations = (
       needs.random_projection is not None
       and jacobians.projects_by_relations(compiled, paths)
