@@ -36,8 +36,9 @@ def _requirements(name):
 
 # The library needs only requirements.txt. The experiment binaries need the
 # "experiments" extra; plots, TensorBoard and the bundled digits dataset are
-# optional; "test" brings everything the test suite exercises; "docs" builds
-# the documentation site (docs/, Sphinx).
+# optional; "test" brings everything the test suite exercises, and the type
+# checker (mypy, configured in pyproject.toml); "docs" builds the
+# documentation site (docs/, Sphinx).
 _EXPERIMENTS = _requirements("requirements-experiments.txt")
 _OPTIONAL = {
     "plots": ["matplotlib>=3.8"],
