@@ -32,6 +32,11 @@ it; a checkpoint that fails either way is damaged: one log line says which
 and why, it is moved to ``<workdir>/damaged_checkpoints/`` (nothing is
 deleted) and the previous one is tried. :class:`CheckpointError` says when
 none can be read.
+
+A resumed run's config is checked against the one its checkpoint was saved
+with (:func:`check_resume`): a changed field that shapes the train state is
+a :class:`~experiments.run_spec.ConfigError` naming it with both values;
+other changes are logged.
 """
 
 import json
@@ -46,12 +51,30 @@ import zlib
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
 import orbax.checkpoint as ocp
+
+from experiments import builders
+from experiments import run_spec as spec_lib
 
 MANIFEST = "manifest.json"
 DAMAGED_DIR = "damaged_checkpoints"
 # What orbax reads of an unsealed checkpoint (one the run did not seal).
 _REQUIRED = ("state/_METADATA", "meta/metadata")
+# Config fields that say how long and how visibly a run goes; a resumed run
+# may change them without a word beyond the log.
+_RUN_LENGTH_FIELDS = (
+    "train_steps",
+    "log_every",
+    "eval_every",
+    "eval_batches",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "parallel",
+    "num_devices",
+    "on_nonfinite",
+)
 
 
 class CheckpointError(ValueError):
@@ -399,3 +422,132 @@ class Checkpointer:
   def close(self) -> None:
     self.wait()
     self._manager.close()
+
+
+_ABSENT = object()  # a config field that one of two configs lacks
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def config_changes(saved: dict, config) -> list[tuple[str, Any, Any]]:
+  """``(field, saved value, current value)`` of every field that differs.
+
+  ``saved`` is a config as a checkpoint's JSON record holds it; the current
+  ``config`` goes through JSON too, so tuples compare equal to lists.
+  """
+  now = _flatten(json.loads(json.dumps(config.to_dict())))
+  before = _flatten(saved)
+  return [
+      (k, before.get(k, _ABSENT), now.get(k, _ABSENT))
+      for k in sorted(set(now) | set(before))
+      if before.get(k, _ABSENT) != now.get(k, _ABSENT)
+  ]
+
+
+def _shape_table(tree) -> tuple:
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  return treedef, tuple((tuple(l.shape), jnp.dtype(l.dtype)) for l in leaves)
+
+
+def _config_from(saved: dict, changes=()) -> Any:
+  """``saved`` as a ConfigDict, with ``(field, _, value)`` changes applied."""
+  config = ml_collections.ConfigDict(saved)
+  for field, _, value in changes:
+    *parents, name = field.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    with node.unlocked():
+      if value is _ABSENT:
+        del node[name]
+      else:
+        node[name] = value
+  return config
+
+
+def _shaping_fields(saved: dict, changes: list, current) -> list:
+  """The changed fields that change the train state's structure."""
+  try:
+    before = _shape_table(builders.abstract_train_state(_config_from(saved)))
+  except Exception:  # pylint: disable=broad-except
+    # The saved config no longer builds: every change may be the cause.
+    return list(changes)
+  if before == _shape_table(current):
+    return []
+  shaping = []
+  for change in changes:
+    if change[0] in _RUN_LENGTH_FIELDS:
+      continue
+    try:
+      alone = _shape_table(
+          builders.abstract_train_state(_config_from(saved, [change]))
+      )
+    except Exception:  # pylint: disable=broad-except
+      alone = None
+    if alone != before:
+      shaping.append(change)
+  # A combination of changes that only together reshape the state.
+  return shaping or [c for c in changes if c[0] not in _RUN_LENGTH_FIELDS]
+
+
+def _show(value) -> str:
+  return "(absent)" if value is _ABSENT else repr(value)
+
+
+def check_resume(config, workdir: str, template: Any):
+  """``check_meta(step, meta)`` for a resume of ``config`` in ``workdir``.
+
+  It raises :class:`ConfigError` when the checkpoint's config differs from
+  ``config`` in fields that shape the train state (``template``), naming
+  each with both values, and logs the other changes.
+  """
+
+  def check(step: int, meta: dict) -> None:
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+      return
+    changes = config_changes(saved, config)
+    if not changes:
+      return
+    shaping = _shaping_fields(saved, changes, template)
+    if shaping:
+      names = "; ".join(
+          f"config.{f}: {_show(a)} in the checkpoint, {_show(b)} now"
+          for f, a, b in shaping
+      )
+      others = [c for c in changes if c not in shaping]
+      others = (
+          " (Also changed, which alone would be allowed: "
+          + "; ".join(
+              f"config.{f}: {_show(a)} -> {_show(b)}" for f, a, b in others
+          )
+          + ".)"
+          if others
+          else ""
+      )
+      raise spec_lib.ConfigError(
+          f"{workdir} holds a run (checkpoint at step {step}) whose train "
+          f"state this config cannot restore; fields that shape it changed: "
+          f"{names}. Train in a new --workdir, or drop the override to "
+          f"resume.{others}"
+      )
+    for field, a, b in changes:
+      logging.warning(
+          "config.%s changed since the checkpoint at step %d: %s -> %s (it "
+          "does not shape the train state; the run continues with the new "
+          "value).",
+          field,
+          step,
+          _show(a),
+          _show(b),
+      )  # pyformat: disable
+
+  return check

@@ -31,10 +31,12 @@ import chex
 import jax
 import numpy as np
 
+from experiments import builders
 from experiments import checkpoints
 from experiments import metrics as metrics_lib
 from experiments import tasks as tasks_lib
 from experiments import training
+from experiments.tasks import prefetch as prefetch_lib
 from tests import pipeline_util
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +183,7 @@ class WorkdirTest(absltest.TestCase):
 
 def _with_nan_at(step: int):
   """``make_task`` whose training batch of ``step`` holds a NaN input."""
-  make_task = training.make_task
+  make_task = builders.make_task
 
   def make(config):
     task = make_task(config)
@@ -197,7 +199,7 @@ def _with_nan_at(step: int):
 
     return task._replace(batch=batch)
 
-  return mock.patch.object(training, "make_task", make)
+  return mock.patch.object(builders, "make_task", make)
 
 
 class DivergenceTest(absltest.TestCase):
@@ -266,6 +268,58 @@ def _largest_file(directory: str) -> str:
       if n != checkpoints.MANIFEST
   ]
   return max(files, key=os.path.getsize)
+
+
+class UnexpectedErrorTest(absltest.TestCase):
+
+  def test_an_error_mid_run_closes_what_the_run_opened(self):
+    # An update that fails at its fifth call, after checkpoints 2 and 4.
+    config = _tiny(
+        "adding", train_steps=8, checkpoint_every=2, log_every=2, eval_every=9
+    )
+    workdir = self.create_tempdir().full_path
+    make_parallel = training.make_parallel
+
+    def failing_runner(*args):
+      runner = make_parallel(*args)
+      update, calls = runner.update, []
+
+      def fail_at_fifth(ts, batch):
+        calls.append(1)
+        if len(calls) == 5:
+          raise RuntimeError("update failed")
+        return update(ts, batch)
+
+      runner.update = fail_at_fifth
+      return runner
+
+    spies = [
+        mock.patch.object(
+            cls, "close", autospec=True, side_effect=cls.close
+        )  # pyformat: disable
+        for cls in (
+            checkpoints.Checkpointer,
+            metrics_lib.MetricsWriter,
+            prefetch_lib.Prefetcher,
+        )
+    ]
+    with mock.patch.object(training, "make_parallel", failing_runner):
+      with spies[0] as ckpt_close, spies[1] as writer_close:
+        with spies[2] as prefetch_close:
+          with self.assertRaisesRegex(RuntimeError, "update failed"):
+            training.train(config, workdir, plot=False)
+    ckpt_close.assert_called_once()
+    writer_close.assert_called_once()
+    prefetch_close.assert_called()
+    # The checkpointer waited for its saves and sealed them.
+    ckpt = checkpoints.Checkpointer(os.path.join(workdir, "checkpoints"), 2)
+    self.assertEqual(ckpt.all_steps(), [2, 4])
+    for step in (2, 4):
+      manifest = os.path.join(ckpt.step_directory(step), checkpoints.MANIFEST)
+      self.assertTrue(os.path.exists(manifest), manifest)
+    ckpt.close()
+    records = [(r["step"], r["split"]) for r in metrics_lib.read(workdir)]
+    self.assertEqual(records, [(2, "train"), (4, "train")])
 
 
 class DamagedCheckpointTest(absltest.TestCase):

@@ -145,6 +145,38 @@ class DevicesTest(absltest.TestCase):
     )
 
 
+class RunnerChecksTest(parameterized.TestCase):
+  """The runners check the devices they need and the batches they place."""
+
+  @parameterized.parameters("pmap", "mesh")
+  def test_too_many_devices_say_what_to_do(self, parallel):
+    spec = training.run_spec(_tiny("adding", parallel=parallel))
+    setup = training.build(spec)
+    state = training.init_train_state(spec, setup, spec.batch_size)
+    with self.assertRaisesRegex(
+        AssertionError,
+        rf"the {parallel} runner needs 64 cpu device\(s\); set "
+        r"config.num_devices .*xla_force_host_platform_device_count=64",
+    ):
+      training.make_parallel(spec._replace(num_devices=64), setup, state)
+
+  @parameterized.parameters("pmap", "mesh")
+  def test_a_batch_of_another_size_says_what_to_do(self, parallel):
+    spec = training.run_spec(_tiny("adding", parallel=parallel))
+    setup = training.build(spec)
+    state = training.init_train_state(spec, setup, spec.batch_size)
+    runner = training.make_parallel(spec, setup, state)
+    batch = setup.task.batch(0, spec.batch_size)
+    steps = batch.xs.shape[0]
+    # pmap: (devices, steps, samples per device); mesh: (steps, samples).
+    want = (4, steps, 2) if parallel == "pmap" else (steps, 8)
+    self.assertEqual(runner.put_batch(batch)[0].shape[: len(want)], want)
+    with self.assertRaisesRegex(
+        AssertionError, r"\(steps, 8 samples, \.\.\.\).*part=process_part"
+    ):
+      runner.put_batch(setup.task.batch(0, spec.batch_size // 2))
+
+
 class ResumeTest(absltest.TestCase):
 
   def test_resumed_run_is_bit_identical(self):
