@@ -35,7 +35,7 @@ import numpy as np
 import haiku_etp
 from experiments import training
 from haiku_etp._src.compiler import jacobians
-from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
+from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.core import state as state_lib
 from tests import pipeline_util
 
@@ -148,7 +148,7 @@ class UsageTest(absltest.TestCase):
       learner = haiku_etp.uoro(model)
       params, state = learner.init(jax.random.PRNGKey(0), x)
       compiled = learner.compile(params, state, rng, x)
-      paths = rtrl_lib.temporal_paths(compiled)
+      paths = influence.temporal_paths(compiled)
       self.assertTrue(jacobians.projects_by_relations(compiled, paths))
       model_state = {
           m: {n: v + 0.3 for n, v in e.items()}
@@ -192,7 +192,7 @@ class UsageTest(absltest.TestCase):
       compiled = plain.compile(params, state, rng, x)
       self.assertFalse(
           jacobians.projects_by_relations(
-              compiled, rtrl_lib.temporal_paths(compiled)
+              compiled, influence.temporal_paths(compiled)
           )
       )
 

@@ -31,11 +31,13 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import state_layout
+
 HIDDEN_SUFFIX = ":hidden"
 SAMPLE_SUFFIX = ":sample"
 # Top-level state entries owned by the learners (traces, counters) start with
 # this prefix; they are never part of a model's own state.
-LEARNER_PREFIX = "~etp"
+LEARNER_PREFIX = state_layout.LEARNER_PREFIX
 
 State = Mapping[str, Mapping[str, Any]]
 
@@ -116,7 +118,7 @@ def hidden_state_like_input(
   return get_hidden_state(name, shape, input_dtype)
 
 
-def _declared(full_name: str, setter: str, getter: str, name: str):
+def _declared(full_name: str, setter: str, getter: str, name: str) -> Any:
   """The value of declared state ``full_name``; raises if it was never read."""
   try:
     return hk.get_state(full_name)
@@ -135,7 +137,12 @@ def _module_name() -> str:
     return "~"
 
 
-def _check_write(value, declared, setter: str, name: str) -> None:
+def _check_write(
+    value: "jax.typing.ArrayLike",
+    declared: "jax.typing.ArrayLike",
+    setter: str,
+    name: str,
+) -> None:
   got_shape, want_shape = jnp.shape(value), jnp.shape(declared)
   got_dtype = jnp.result_type(value)
   want_dtype = jnp.result_type(declared)
@@ -222,7 +229,7 @@ def is_sample_name(name: str) -> bool:
 
 def is_learner_module(module_name: str) -> bool:
   """Whether a top-level state entry belongs to a learner (traces)."""
-  return module_name.startswith(LEARNER_PREFIX)
+  return state_layout.is_learner_entry(module_name)
 
 
 def state_path(module_name: str, name: str) -> str:
@@ -249,9 +256,12 @@ def hidden_paths(state: State) -> list[str]:
   ]
 
 
-def split_learner_state(state: State) -> tuple[dict, dict]:
+def split_learner_state(
+    state: State,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
   """Splits a learner state into ``(model_state, learner_entries)``."""
-  model, learner = {}, {}
+  model: dict[str, dict[str, Any]] = {}
+  learner: dict[str, dict[str, Any]] = {}
   for m, entries in state.items():
     (learner if is_learner_module(m) else model)[m] = dict(entries)
   return model, learner

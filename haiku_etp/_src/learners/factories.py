@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import haiku as hk
 
 from haiku_etp._src.compiler import compiler as compiler_lib
+from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
 from haiku_etp._src.learners.algorithms import traces as traces_lib
@@ -190,7 +191,7 @@ def es_d_rtrl(
 def rtrl(
     model: hk.TransformedWithState,
     *,
-    max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
+    max_trace_bytes: Optional[int] = influence.DEFAULT_TRACE_BYTES,
     params: Optional[Sequence[str]] = None,
     max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES,
     trace_dtype: Optional[Any] = None,
@@ -316,7 +317,7 @@ def snap(
     model: hk.TransformedWithState,
     n: int = 1,
     *,
-    max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES,
+    max_trace_bytes: Optional[int] = influence.DEFAULT_TRACE_BYTES,
     trace_dtype: Optional[Any] = None,
 ) -> Learner:
   """SnAp-n (Menick et al., 2020): RTRL's influence on a sparsity pattern.

@@ -46,6 +46,7 @@ from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.learners.forms import fused as fused_lib
 from haiku_etp._src.learners.forms import online_loop
@@ -53,10 +54,9 @@ from haiku_etp._src.learners import precision
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.forms import sequence
 from haiku_etp._src.core import state as state_lib
-from haiku_etp._src.learners.algorithms import traces as traces_lib
 from haiku_etp._src.learners.forms import window as window_lib
 
-INITIAL_KEY = state_lib.LEARNER_PREFIX + "/initial"
+INITIAL_KEY = state_layout.INITIAL_KEY
 _CACHE_SIZE = 16
 
 
@@ -281,7 +281,7 @@ class _Core(NamedTuple):
   def trace_key(self) -> Optional[str]:
     if not self.online:
       return None
-    return f"{state_lib.LEARNER_PREFIX}/{self.algorithm.name}"
+    return state_layout.trace_key(self.algorithm.name)
 
 
 def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
@@ -385,9 +385,7 @@ def _verdicts(core: _Core, compiled) -> tuple:
         and p.role != compiler_lib.ParameterRole.NON_TEMPORAL
     )
     return tuple(
-        protocol.ParameterVerdict(
-            p.path, p.role, not cut(p), ("tbptt_window_cut",) if cut(p) else ()
-        )
+        protocol.verdict(p, ("tbptt_window_cut",) if cut(p) else ())
         for p in compiled.parameters
     )
   return tuple(core.algorithm.verdicts(compiled))
@@ -577,7 +575,7 @@ def _apply(core: _Core, params, state, rng, x):
 def _evolve(core: _Core, params, state, rng, x):
   model_state, trace, extra, _ = _checked_compile(core, params, state, rng, x)
   out, model_state = core.model.apply(params, model_state, rng, x)
-  trace = traces_lib.zeros_like(trace)
+  trace = state_layout.zeros_like(trace)
   return lax.stop_gradient(out), _join(core, model_state, trace, extra)
 
 
@@ -596,7 +594,7 @@ def _unroll(core: _Core, params, state, rng, xs):
 
   rngs = sequence.step_rngs(rng, num_steps)
   model_state, outs = lax.scan(body, model_state, (rngs, xs))
-  trace = traces_lib.zeros_like(trace)
+  trace = state_layout.zeros_like(trace)
   return lax.stop_gradient(outs), _join(core, model_state, trace, extra)
 
 
@@ -622,7 +620,7 @@ def _reset(core: _Core, state, initial=None):
       }
       for m, e in model_state.items()
   }
-  return _join(core, model_state, traces_lib.zeros_like(trace), extra)
+  return _join(core, model_state, state_layout.zeros_like(trace), extra)
 
 
 def _traces(core: _Core, state) -> dict:

@@ -31,13 +31,13 @@ from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.core import state as state_lib
-from haiku_etp._src.learners.algorithms import traces as traces_lib
 
 # shard_state marks the state it shards with one entry holding the device
 # index (a scalar per device under pmap); unshard_state requires it, so an
 # unsharded state is never silently reshaped.
-SHARDS_KEY = state_lib.LEARNER_PREFIX + "/shards"
+SHARDS_KEY = state_layout.SHARDS_KEY
 
 
 def _np(v):
@@ -139,7 +139,7 @@ def _batched(module: str, name: str, leaf_shape) -> bool:
   are shared and replicated.
   """
   if state_lib.is_learner_module(module):
-    return len(leaf_shape) >= 1 and not traces_lib.is_shared(name)
+    return len(leaf_shape) >= 1 and not state_layout.is_shared(name)
   return state_lib.is_hidden_name(name) or state_lib.is_sample_name(name)
 
 

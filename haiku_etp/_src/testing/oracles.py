@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.core import primitive
 
 
@@ -397,7 +398,11 @@ def bptt_grads(
   Returns:
     ``(grads, losses)`` with per-step losses ``(T,)``.
   """
-  state = {m: dict(e) for m, e in state.items() if not m.startswith("~etp")}
+  state = {
+      m: dict(e)
+      for m, e in state.items()
+      if not state_layout.is_learner_entry(m)
+  }
   num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
 
   def total(p):

@@ -50,6 +50,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.core import program as program_lib
@@ -57,7 +58,7 @@ from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.algorithms import traces as traces_lib
 
 FEEDBACKS = ("symmetric", "random", "adaptive")
-PREFIX = traces_lib.SHARED_PREFIX + "feedback:"
+PREFIX = state_layout.FEEDBACK_PREFIX
 
 
 def readout_relation(compiled, readout: Optional[str]) -> int:
@@ -133,7 +134,7 @@ def readout_relation(compiled, readout: Optional[str]) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Feedback:
+class Feedback(protocol.AlgorithmBase):
   """D-RTRL's traces with the learning signal through a feedback matrix.
 
   Attributes:
@@ -152,7 +153,6 @@ class Feedback:
   readout: Optional[str] = None
   max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES
   name: str = "eprop"
-  form = "window"
 
   def __post_init__(self):
     if self.feedback not in FEEDBACKS:
@@ -296,9 +296,7 @@ class Feedback:
       if v.path in readout or not _upstream(compiled, r, v.path):
         out.append(v)
       else:
-        out.append(
-            v._replace(exact=False, reasons=v.reasons + ("feedback_matrix",))
-        )
+        out.append(protocol.with_reasons(v, "feedback_matrix"))
     return tuple(out)
 
   def note(self, compiled) -> str:
@@ -312,9 +310,6 @@ class Feedback:
         "parameter before it gets a feedback-aligned direction, not the "
         "gradient. "
     )
-
-  def check(self, compiled, traces) -> None:
-    del compiled, traces
 
 
 def _upstream(compiled, r, path) -> bool:

@@ -12,24 +12,39 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""What the influence-based learners (RTRL, SnAp, UORO) share: the avals of a
-compiled step's parameters and hidden state, their sizes, and whether the step
-reads its rng."""
+"""What the influence-based learners (RTRL, SnAp, UORO) share: the parameters
+that reach hidden state, the avals of a compiled step's parameters and hidden
+state, their sizes, whether the step reads its rng, and the one check of the
+influence traces against ``max_trace_bytes``."""
 
 import math
+from typing import Callable, Mapping, Optional
 
 import jax
 import numpy as np
 
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 
+# The default ``max_trace_bytes`` of the learners that keep influence entries.
+DEFAULT_TRACE_BYTES = 1 << 30
 
-def hidden_avals(compiled) -> list:
+
+def temporal_paths(compiled: compiler_lib.CompiledStep) -> tuple[str, ...]:
+  """The parameters that reach hidden state, in leaf order."""
+  return tuple(
+      p.path
+      for p in compiled.parameters
+      if p.role != compiler_lib.ParameterRole.NON_TEMPORAL
+  )
+
+
+def hidden_avals(compiled: compiler_lib.CompiledStep) -> list:
   """The avals of the step's hidden-state leaves, in the state's leaf order."""
   return [compiled.program.aval(compiled.hidden_in(l)) for l in compiled.hidden]
 
 
-def param_avals(compiled) -> dict:
+def param_avals(compiled: compiler_lib.CompiledStep) -> dict:
   """``{parameter path: aval}`` of the step's parameters."""
   program = compiled.program
   return {
@@ -38,7 +53,7 @@ def param_avals(compiled) -> dict:
   }
 
 
-def uses_rng(compiled) -> bool:
+def uses_rng(compiled: compiler_lib.CompiledStep) -> bool:
   """Whether the step reads its rng (per-sample replays would redraw)."""
   children = jax.tree_util.treedef_children(compiled.in_tree)
   first = compiled.num_param_leaves + compiled.num_state_leaves
@@ -51,11 +66,48 @@ def uses_rng(compiled) -> bool:
   )
 
 
-def size(aval) -> int:
+def size(aval: jax.core.ShapedArray) -> int:
   """The number of entries of ``aval``."""
   return int(math.prod(aval.shape))
 
 
-def itemsize(aval) -> int:
+def itemsize(aval: jax.core.ShapedArray) -> int:
   """The bytes of one entry of ``aval``."""
   return np.dtype(aval.dtype).itemsize
+
+
+def trace_bytes(traces: Mapping[str, jax.Array], prefix: str) -> int:
+  """The bytes of the trace entries whose labels start with ``prefix``."""
+  return sum(
+      size(v) * itemsize(v) for k, v in traces.items() if k.startswith(prefix)
+  )
+
+
+def check_trace_budget(
+    traces: Mapping[str, jax.Array],
+    prefix: str,
+    max_trace_bytes: Optional[int],
+    *,
+    learner: str,
+    entries: Callable[[], str],
+    remedies: str,
+) -> None:
+  """Raises ``ValueError`` when the entries under ``prefix`` exceed
+  ``max_trace_bytes`` (``None``: no limit).
+
+  The message is the same for every learner: ``"<learner> keeps <entries>
+  influence entries for this step (<bytes>), over max_trace_bytes=<budget>.
+  Use <remedies>, or raise max_trace_bytes."``, with ``entries()`` (called
+  only on failure) saying how many and why.
+  """
+  if max_trace_bytes is None:
+    return
+  nbytes = trace_bytes(traces, prefix)
+  if nbytes <= max_trace_bytes:
+    return
+  raise ValueError(
+      f"{learner} keeps {entries()} influence entries for this step "
+      f"({compiler_lib.format_bytes(nbytes)}), over "
+      f"max_trace_bytes={compiler_lib.format_bytes(max_trace_bytes)}. "
+      f"Use {remedies}, or raise max_trace_bytes."
+  )

@@ -37,9 +37,24 @@ then ``roll`` moves the traces through the window's steps.
 """
 
 import dataclasses
-from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    NamedTuple,
+    Optional,
+    Protocol,
+    runtime_checkable,
+)
+
+import jax
+
+from haiku_etp._src.compiler import compiler as compiler_lib
 
 FORMS = ("window", "fused")
+
+# A trace algorithm's learner-state entries, ``{label: array}``.
+Traces = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +130,39 @@ class ParameterVerdict(NamedTuple):
   reasons: tuple[str, ...] = ()
 
 
+def verdict(
+    param: compiler_lib.ParameterStatus,
+    reasons: Iterable[str] = (),
+    role: Optional[compiler_lib.ParameterRole] = None,
+) -> ParameterVerdict:
+  """The verdict on ``param``: exact unless ``reasons`` name a cut; its role
+  is the compiler's unless ``role`` is given (``FULL`` for influence
+  learners)."""
+  reasons = tuple(reasons)
+  return ParameterVerdict(
+      param.path, param.role if role is None else role, not reasons, reasons
+  )
+
+
+def with_reasons(v: ParameterVerdict, *reasons: str) -> ParameterVerdict:
+  """``v`` made approximate by ``reasons`` (added after its own)."""
+  return v._replace(exact=False, reasons=v.reasons + reasons)
+
+
+def compiler_verdicts(
+    compiled: compiler_lib.CompiledStep,
+    extra: Callable[[compiler_lib.ParameterStatus], Iterable[str]] = (
+        lambda p: ()
+    ),
+) -> tuple[ParameterVerdict, ...]:
+  """The compiler's per-parameter analysis as verdicts (D-RTRL's), with
+  ``extra(p)`` reasons added to each parameter's own."""
+  return tuple(
+      verdict(p, tuple(p.reasons) + tuple(extra(p)))
+      for p in compiled.parameters
+  )
+
+
 @runtime_checkable
 class TraceAlgorithm(Protocol):
   """A trace algorithm: immutable, every method pure.
@@ -168,6 +216,38 @@ class TraceAlgorithm(Protocol):
 
   def check(self, compiled, traces: dict) -> None:
     """Raises ``ValueError`` when the traces do not fit (a budget)."""
+
+
+class AlgorithmBase:
+  """The defaults that trace algorithms share; subclass it and override.
+
+  A window-form algorithm (``form = "window"``) that needs each step's
+  per-position record (``needs``), plans no cross-group traces
+  (``cross_budget = 0``), has nothing to add to the approximation warning
+  (``note``) and no budget to check (``check``). A subclass still writes
+  ``name``, ``init``, ``operands``, ``roll``, ``solve`` and ``verdicts``.
+  """
+
+  @property
+  def form(self) -> str:
+    return "window"
+
+  @property
+  def needs(self) -> StepNeeds:
+    return StepNeeds()
+
+  @property
+  def cross_budget(self) -> Optional[int]:
+    return 0
+
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
+    """Text appended to the approximation warning: none."""
+    del compiled
+    return ""
+
+  def check(self, compiled: compiler_lib.CompiledStep, traces: Traces) -> None:
+    """Nothing bounds the traces."""
+    del compiled, traces
 
 
 class Signals(NamedTuple):

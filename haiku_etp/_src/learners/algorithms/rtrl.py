@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.core import primitive
@@ -50,8 +51,7 @@ from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.algorithms import traces as traces_lib
 
-DEFAULT_TRACE_BYTES = 1 << 30
-_PREFIX = "influence:"
+_PREFIX = state_layout.INFLUENCE_PREFIX
 
 
 def _relation_dw(rel, xs, coefficients, weights) -> dict:
@@ -77,17 +77,8 @@ def _relation_dw(rel, xs, coefficients, weights) -> dict:
   return jax.vmap(one, in_axes=2, out_axes=1)(coefficients)
 
 
-def temporal_paths(compiled) -> tuple[str, ...]:
-  """The parameters that reach hidden state, in leaf order."""
-  return tuple(
-      p.path
-      for p in compiled.parameters
-      if p.role != compiler_lib.ParameterRole.NON_TEMPORAL
-  )
-
-
 @dataclasses.dataclass(frozen=True)
-class RTRL:
+class RTRL(protocol.AlgorithmBase):
   """The full influence of each traced parameter on every hidden value.
 
   Attributes:
@@ -99,12 +90,11 @@ class RTRL:
     max_cross_bytes: D-RTRL's cross-group budget for the other parameters.
   """
 
-  max_trace_bytes: Optional[int] = DEFAULT_TRACE_BYTES
+  max_trace_bytes: Optional[int] = influence.DEFAULT_TRACE_BYTES
   params: Optional[tuple[str, ...]] = None
   max_cross_bytes: Optional[int] = compiler_lib.DEFAULT_CROSS_BYTES
   name: str = "rtrl"
   window_roll: str = "closed"
-  form = "window"
 
   @property
   def partial(self) -> bool:
@@ -142,7 +132,7 @@ class RTRL:
   def full_paths(self, compiled) -> tuple[str, ...]:
     """The parameters whose full influence is kept, in leaf order."""
     if self.params is None:
-      return temporal_paths(compiled)
+      return influence.temporal_paths(compiled)
     unknown = sorted(set(self.params) - set(compiled.param_paths))
     if unknown:
       raise ValueError(
@@ -363,21 +353,16 @@ class RTRL:
       # Memory outside hidden state is outside every influence.
       memory = tuple(r for r in p.reasons if r == "untraced_memory")
       if p.path in full:
-        reasons = memory + random
         out.append(
-            protocol.ParameterVerdict(
-                p.path, compiler_lib.ParameterRole.FULL, not reasons, reasons
+            protocol.verdict(
+                p, memory + random, compiler_lib.ParameterRole.FULL
             )
         )
       elif p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
-        out.append(protocol.ParameterVerdict(p.path, p.role, True))
+        out.append(protocol.verdict(p))
       else:
-        reasons = tuple(p.reasons) + (
-            ("rtrl_shares_relation",) if p.path in shared else ()
-        )
-        out.append(
-            protocol.ParameterVerdict(p.path, p.role, not reasons, reasons)
-        )
+        shares = ("rtrl_shares_relation",) if p.path in shared else ()
+        out.append(protocol.verdict(p, tuple(p.reasons) + shares))
     return tuple(out)
 
   def note(self, compiled) -> str:
@@ -397,28 +382,28 @@ class RTRL:
       )
     return "".join(parts)
 
-  def check(self, compiled, traces) -> None:
-    if self.max_trace_bytes is None:
-      return
-    nbytes = sum(
-        influence.size(v) * influence.itemsize(v)
-        for k, v in traces.items()
-        if k.startswith(_PREFIX)
-    )
-    if nbytes <= self.max_trace_bytes:
-      return
-    hidden = influence.hidden_avals(compiled)
-    batch = hidden[0].shape[0]
-    num_h = sum(influence.size(a) // batch for a in hidden)
-    num_p = sum(
-        influence.size(influence.param_avals(compiled)[p])
-        for p in self.full_paths(compiled)
-    )
-    raise ValueError(
-        f"rtrl keeps B x H x P = {batch} x {num_h} x {num_p} influence "
-        f"entries for this step ({compiler_lib.format_bytes(nbytes)}), over "
-        f"max_trace_bytes={compiler_lib.format_bytes(self.max_trace_bytes)}. "
-        "Use a smaller batch, rtrl(model, params=[...]) for the recurrent "
-        "weights alone (D-RTRL for the rest), d_rtrl (exact on per-position "
-        "transitions), or raise max_trace_bytes."
+  def check(
+      self, compiled: compiler_lib.CompiledStep, traces: protocol.Traces
+  ) -> None:
+    def entries() -> str:
+      hidden = influence.hidden_avals(compiled)
+      batch = hidden[0].shape[0]
+      num_h = sum(influence.size(a) // batch for a in hidden)
+      num_p = sum(
+          influence.size(influence.param_avals(compiled)[p])
+          for p in self.full_paths(compiled)
+      )
+      return f"B x H x P = {batch} x {num_h} x {num_p}"
+
+    influence.check_trace_budget(
+        traces,
+        _PREFIX,
+        self.max_trace_bytes,
+        learner="rtrl",
+        entries=entries,
+        remedies=(
+            "a smaller batch, rtrl(model, params=[...]) for the recurrent "
+            "weights alone (D-RTRL for the rest), d_rtrl (exact on "
+            "per-position transitions)"
+        ),
     )

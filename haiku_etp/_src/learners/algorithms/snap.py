@@ -45,18 +45,17 @@ from typing import Optional
 import zlib
 
 import jax
-from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
-from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
 
-_PREFIX = "snap:"
+_PREFIX = state_layout.SNAP_PREFIX
 _SCALES = (1.0, 3.0, 0.3)
 _PROBES = len(_SCALES)
 
@@ -268,7 +267,7 @@ class FastLayout:
   def labels(self, compiled, r: int, c: int) -> tuple:
     key = compiled.relations[r].key
     k = self.classes[r][c][1].shape[1]
-    return f"snap:{key}/{k}", f"snap:{key}/{k}:bias"
+    return f"{_PREFIX}{key}/{k}", f"{_PREFIX}{key}/{k}:bias"
 
 
 def fast_structure(compiled, n: int, live: dict) -> FastLayout:
@@ -316,7 +315,7 @@ _CACHE_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
-class SnAp:
+class SnAp(protocol.AlgorithmBase):
   """RTRL's influence restricted to the SnAp-n pattern.
 
   Two forms, chosen per compiled step. Where every parameter that reaches
@@ -333,10 +332,8 @@ class SnAp:
   """
 
   n: int = 1
-  max_trace_bytes: Optional[int] = rtrl_lib.DEFAULT_TRACE_BYTES
+  max_trace_bytes: Optional[int] = influence.DEFAULT_TRACE_BYTES
   name: str = "snap"
-  form = "window"
-  cross_budget = 0
   needs = protocol.StepNeeds(per_position=False, full_jacobian=True)
 
   def __post_init__(self):
@@ -359,7 +356,7 @@ class SnAp:
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is compiled:
       return hit[1]
-    paths = rtrl_lib.temporal_paths(compiled)
+    paths = influence.temporal_paths(compiled)
     live = fast_applies(compiled, paths)
     if live is not None:
       found = ("fast", fast_structure(compiled, self.n, live))
@@ -412,7 +409,7 @@ class SnAp:
     if self._plan(compiled)[0] == "fast":
       return params, jacobians.relation_weights(compiled, params)
     leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
-    return {p: leaves[p] for p in rtrl_lib.temporal_paths(compiled)}
+    return {p: leaves[p] for p in influence.temporal_paths(compiled)}
 
   def roll(self, compiled, traces, record, operands) -> dict:
     kind, plan = self._plan(compiled)
@@ -538,7 +535,7 @@ class SnAp:
     kind, plan = self._plan(compiled)
     if kind == "general":
       return plan[1]
-    closed = {p: True for p in rtrl_lib.temporal_paths(compiled)}
+    closed = {p: True for p in influence.temporal_paths(compiled)}
     for r, ok in plan.closed.items():
       for paths in compiled.relations[r].weights.values():
         for p in paths:
@@ -554,16 +551,12 @@ class SnAp:
     out = []
     for p in compiled.parameters:
       if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
-        out.append(protocol.ParameterVerdict(p.path, p.role, True))
+        out.append(protocol.verdict(p))
         continue
       reasons = tuple(r for r in p.reasons if r == "untraced_memory") + random
       if not closed[p.path]:
         reasons += ("snap_truncated",)
-      out.append(
-          protocol.ParameterVerdict(
-              p.path, compiler_lib.ParameterRole.FULL, not reasons, reasons
-          )
-      )
+      out.append(protocol.verdict(p, reasons, compiler_lib.ParameterRole.FULL))
     return tuple(out)
 
   def stored(self, compiled) -> tuple:
@@ -588,7 +581,7 @@ class SnAp:
     )
     avals = influence.param_avals(compiled)
     full = num_h * sum(
-        influence.size(avals[p]) for p in rtrl_lib.temporal_paths(compiled)
+        influence.size(avals[p]) for p in influence.temporal_paths(compiled)
     )
     return kept, full
 
@@ -602,20 +595,22 @@ class SnAp:
         "the rest are dropped at every step. A larger n keeps more. "
     )
 
-  def check(self, compiled, traces) -> None:
-    if self.max_trace_bytes is None:
-      return
-    nbytes = sum(
-        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
-        for k, v in traces.items()
-        if k.startswith(_PREFIX)
+  def check(
+      self, compiled: compiler_lib.CompiledStep, traces: protocol.Traces
+  ) -> None:
+    def entries() -> str:
+      batch = self._batch(compiled)
+      kept, full = self.stored(compiled)
+      return f"B x {kept} = {batch} x {kept} (of RTRL's B x {full})"
+
+    influence.check_trace_budget(
+        traces,
+        _PREFIX,
+        self.max_trace_bytes,
+        learner=f"snap(n={self.n})",
+        entries=entries,
+        remedies="a smaller batch or n, d_rtrl",
     )
-    if nbytes > self.max_trace_bytes:
-      raise ValueError(
-          f"snap(n={self.n}) stores {nbytes} bytes of influence entries for "
-          f"this step, over max_trace_bytes={self.max_trace_bytes}. Use a "
-          "smaller batch or n, d_rtrl, or raise max_trace_bytes."
-      )
 
 
 def stored_entries(compiled, n: int) -> int:

@@ -32,7 +32,7 @@ Trace labels are built from the compiler's relation keys and group names:
 
 import dataclasses
 import numbers
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import jax
 from jax import lax
@@ -96,15 +96,6 @@ def _cast_like(new: dict, old: dict) -> dict:
   return {k: v.astype(old[k].dtype) for k, v in new.items()}
 
 
-def _compiler_verdicts(compiled, extra=lambda p: ()) -> tuple:
-  """The compiler's per-parameter analysis, with ``extra(p)`` reasons."""
-  out = []
-  for p in compiled.parameters:
-    reasons = tuple(p.reasons) + tuple(extra(p))
-    out.append(protocol.ParameterVerdict(p.path, p.role, not reasons, reasons))
-  return tuple(out)
-
-
 WINDOW_ROLLS = ("closed", "per_step")
 
 
@@ -123,15 +114,12 @@ def _scan_records(fn, carry, records):
   return carry
 
 
-class _RelationTraces:
+class _RelationTraces(protocol.AlgorithmBase):
   """What the relation-trace algorithms share: their operands are the
   relations' trainable operands, and nothing bounds their traces."""
 
   def operands(self, compiled, params) -> list:
     return jacobians.relation_weights(compiled, params)
-
-  def check(self, compiled, traces) -> None:
-    del compiled, traces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +137,6 @@ class DRTRL(_RelationTraces):
   name: str = "d_rtrl"
   skip: frozenset = frozenset()
   window_roll: str = "closed"
-  form = "window"
   needs = protocol.StepNeeds(per_position=True)
 
   @property
@@ -157,11 +144,7 @@ class DRTRL(_RelationTraces):
     return self.max_cross_bytes
 
   def verdicts(self, compiled) -> tuple:
-    return _compiler_verdicts(compiled)
-
-  def note(self, compiled) -> str:
-    del compiled
-    return ""
+    return protocol.compiler_verdicts(compiled)
 
   def init(self, compiled) -> dict:
     entries = {}
@@ -424,7 +407,6 @@ class ESDRTRL(_RelationTraces):
   fused: bool = False
   name: str = "es_d_rtrl"
   window_roll: str = "per_step"
-  cross_budget = 0
 
   @property
   def keeps_f(self) -> bool:
@@ -446,7 +428,7 @@ class ESDRTRL(_RelationTraces):
     # The compiler plans no cross-group traces for ES-D-RTRL (its budget is
     # 0); the paths they would carry are its own cut, not a budget to raise.
     out = []
-    for v in _compiler_verdicts(
+    for v in protocol.compiler_verdicts(
         compiled,
         lambda p: ()
         if p.role == compiler_lib.ParameterRole.NON_TEMPORAL
@@ -677,22 +659,3 @@ class ESDRTRL(_RelationTraces):
         total = dw if total is None else {k: total[k] + dw[k] for k in dw}
       out.append(_cast_like(total, weights[r]))
     return out
-
-
-# Learner-state entries under this prefix are the algorithm's own fixed or
-# slowly adapted quantities (a feedback matrix), not traces: kept across
-# sequences and resets, shared by every sample (replicated, not sharded).
-SHARED_PREFIX = "shared:"
-
-
-def is_shared(label: str) -> bool:
-  """Whether a learner-state entry is shared (:data:`SHARED_PREFIX`)."""
-  return label.startswith(SHARED_PREFIX)
-
-
-def zeros_like(entries: dict) -> dict:
-  """Traces restarted from zero (between sequences, after a burn-in); the
-  shared entries (:data:`SHARED_PREFIX`) are kept."""
-  return {
-      k: v if is_shared(k) else jnp.zeros_like(v) for k, v in entries.items()
-  }

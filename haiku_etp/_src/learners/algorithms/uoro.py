@@ -40,14 +40,14 @@ import math
 import jax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
-from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
 
-_U = "uoro:u"
-_THETA = "uoro:theta:"
+_U = state_layout.UORO_U
+_THETA = state_layout.UORO_THETA_PREFIX
 PROJECTIONS = ("signs", "ones")
 
 
@@ -59,7 +59,7 @@ def _labels(path: str, shapes) -> list:
 
 
 @dataclasses.dataclass(frozen=True)
-class UORO:
+class UORO(protocol.AlgorithmBase):
   """UORO's rank-one influence estimate per sample.
 
   Attributes:
@@ -72,8 +72,6 @@ class UORO:
   projection: str = "signs"
   eps: float = 1e-7
   name: str = "uoro"
-  form = "window"
-  cross_budget = 0
 
   def __post_init__(self):
     if self.projection not in PROJECTIONS:
@@ -106,13 +104,13 @@ class UORO:
     step records ``I^T nu`` (a GRU's gates apart), so that each piece's
     update is one fused pass."""
     layout = jacobians.projection_layout(
-        compiled, rtrl_lib.temporal_paths(compiled)
+        compiled, influence.temporal_paths(compiled)
     )
     return {p: shapes for p, (_, shapes) in layout.items()}
 
   def operands(self, compiled, params):
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(params)))
-    return params, {p: leaves[p] for p in rtrl_lib.temporal_paths(compiled)}
+    return params, {p: leaves[p] for p in influence.temporal_paths(compiled)}
 
   def roll(self, compiled, traces, record, operands) -> dict:
     params, _ = operands
@@ -165,14 +163,11 @@ class UORO:
     out = []
     for p in compiled.parameters:
       if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
-        out.append(protocol.ParameterVerdict(p.path, p.role, True))
+        out.append(protocol.verdict(p))
       else:
         out.append(
-            protocol.ParameterVerdict(
-                p.path,
-                compiler_lib.ParameterRole.FULL,
-                False,
-                ("uoro_rank_one",),
+            protocol.verdict(
+                p, ("uoro_rank_one",), compiler_lib.ParameterRole.FULL
             )
         )
     return tuple(out)
@@ -184,6 +179,3 @@ class UORO:
         "random rank-one product: unbiased (random signs), not exact; its "
         "variance falls only by averaging over samples and steps. "
     )
-
-  def check(self, compiled, traces) -> None:
-    del compiled, traces
