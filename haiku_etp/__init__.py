@@ -50,10 +50,10 @@ from haiku_etp._src.modules.layers import ConvND
 from haiku_etp._src.modules.layers import Embed
 from haiku_etp._src.modules.layers import Linear
 from haiku_etp._src.modules.layers import SparseLinear
-from haiku_etp._src.learners.learners import ApproximationWarning
-from haiku_etp._src.learners.learners import Learner
-from haiku_etp._src.learners.learners import SequenceResult
-from haiku_etp._src.learners.learners import StepResult
+from haiku_etp._src.learners.driver import ApproximationWarning
+from haiku_etp._src.learners.driver import Learner
+from haiku_etp._src.learners.driver import SequenceResult
+from haiku_etp._src.learners.driver import StepResult
 from haiku_etp._src.modules.long_range import LRU
 from haiku_etp._src.modules.long_range import MinGRU
 from haiku_etp._src.modules.long_range import MinLSTM

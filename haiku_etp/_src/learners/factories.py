@@ -15,9 +15,9 @@
 r"""The learners' factories: D-RTRL, ES-D-RTRL, RTRL, BPTT, truncated BPTT,
 and a learner from any trace algorithm.
 
-Each builds a trace algorithm (:mod:`~haiku_etp._src.learners.algorithms.traces`,
+Each builds a trace algorithm (:mod:`~haiku_etp._src.learners.algorithms.d_rtrl`,
 :mod:`~haiku_etp._src.learners.algorithms.rtrl`) and hands it to the driver in
-:mod:`~haiku_etp._src.learners.learners`; :mod:`~haiku_etp._src.learners.registry` registers
+:mod:`~haiku_etp._src.learners.driver`; :mod:`~haiku_etp._src.learners.registry` registers
 them by name.
 """
 
@@ -29,10 +29,10 @@ from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.algorithms import rtrl as rtrl_lib
-from haiku_etp._src.learners.algorithms import traces as traces_lib
-from haiku_etp._src.learners.learners import check_window
-from haiku_etp._src.learners.learners import build_learner
-from haiku_etp._src.learners.learners import Learner
+from haiku_etp._src.learners.algorithms import d_rtrl as d_rtrl_lib
+from haiku_etp._src.learners.driver import check_window
+from haiku_etp._src.learners.driver import build_learner
+from haiku_etp._src.learners.driver import Learner
 
 
 def d_rtrl(
@@ -98,10 +98,10 @@ def d_rtrl(
   ['~/w:weight@~']
   """
   compiler_lib.check_cross_budget(max_cross_bytes)
-  traces_lib.check_window_roll(window_roll)
+  d_rtrl_lib.check_window_roll(window_roll)
   return build_learner(
       model,
-      traces_lib.DRTRL(
+      d_rtrl_lib.DRTRL(
           fast=fast, max_cross_bytes=max_cross_bytes, window_roll=window_roll
       ),
       "d_rtrl",
@@ -111,7 +111,7 @@ def d_rtrl(
 
 def es_d_rtrl(
     model: hk.TransformedWithState,
-    decay: Optional[traces_lib.Decay] = None,
+    decay: Optional[d_rtrl_lib.Decay] = None,
     *,
     rank: Optional[int] = None,
     form: str = "window",
@@ -178,11 +178,11 @@ def es_d_rtrl(
       unknown ``form`` or ``window_roll``.
     TypeError: for an int ``decay`` (use ``rank=``) or another type.
   """
-  alpha_x, alpha_f = traces_lib.parse_decay(decay, rank)
+  alpha_x, alpha_f = d_rtrl_lib.parse_decay(decay, rank)
   if form not in ("window", "fused"):
     raise ValueError(f"form must be 'window' or 'fused', got {form!r}.")
-  traces_lib.check_window_roll(window_roll)
-  algorithm = traces_lib.ESDRTRL(
+  d_rtrl_lib.check_window_roll(window_roll)
+  algorithm = d_rtrl_lib.ESDRTRL(
       alpha_x, alpha_f, fused=form == "fused", window_roll=window_roll
   )
   return build_learner(model, algorithm, "es_d_rtrl", trace_dtype=trace_dtype)
@@ -264,7 +264,7 @@ def rtrl(
           "full influence of, or None for all of them."
       )
     params = tuple(params)
-  traces_lib.check_window_roll(window_roll)
+  d_rtrl_lib.check_window_roll(window_roll)
   algorithm = rtrl_lib.RTRL(
       max_trace_bytes=max_trace_bytes,
       params=params,

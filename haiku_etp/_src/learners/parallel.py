@@ -216,7 +216,7 @@ def unshard_state(state: Any) -> dict:
         "axis. An unsharded state needs no unsharding."
     )
   num_devices = jnp.shape(marker)[0]
-  out = {}
+  out: dict = {}
   for m, entries in state.items():
     if m == SHARDS_KEY:
       continue

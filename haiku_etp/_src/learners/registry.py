@@ -25,7 +25,7 @@ import ast
 from typing import Any, Callable, NamedTuple
 
 from haiku_etp._src.learners import factories
-from haiku_etp._src.learners import learners
+from haiku_etp._src.learners import driver
 
 
 class LearnerSpec(NamedTuple):
@@ -41,7 +41,7 @@ class LearnerSpec(NamedTuple):
   """
 
   name: str
-  factory: Callable[..., learners.Learner]
+  factory: Callable[..., driver.Learner]
   options: tuple[str, ...] = ()
   whole_sequence: bool = False
   description: str = ""
@@ -52,7 +52,7 @@ _REGISTRY: dict[str, LearnerSpec] = {}
 
 def register_learner(
     name: str,
-    factory: Callable[..., learners.Learner],
+    factory: Callable[..., driver.Learner],
     *,
     options: tuple[str, ...] = (),
     whole_sequence: bool = False,
@@ -98,7 +98,7 @@ def learner_spec(name: str) -> LearnerSpec:
   return spec
 
 
-def make_learner(name: str, model, **options) -> learners.Learner:
+def make_learner(name: str, model, **options) -> driver.Learner:
   """Builds the learner registered as ``name`` on ``model``.
 
   Raises:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src.modules import layers
-from haiku_etp._src.learners import learners as learners_lib
+from haiku_etp._src.learners import driver as driver_lib
 from haiku_etp._src.modules import long_range
 from haiku_etp._src.testing import oracles
 from haiku_etp._src.modules import recurrent
@@ -88,7 +88,11 @@ def _token_ids(x: jax.Array) -> jax.Array:
   return jnp.arange(x.shape[-1]) + (x > 0).astype(jnp.int32)
 
 
-def _layer(name, make, input_shape) -> ModuleExample:
+def _layer(
+    name: str,
+    make: Callable[[], Callable[[jax.Array], jax.Array]],
+    input_shape: tuple[int, ...],
+) -> ModuleExample:
   return ModuleExample(
       name=name,
       step=lambda x: _integrate(make()(x)),
@@ -98,7 +102,11 @@ def _layer(name, make, input_shape) -> ModuleExample:
   )
 
 
-def _cell(name, make, input_shape) -> ModuleExample:
+def _cell(
+    name: str,
+    make: Callable[[], Callable[[jax.Array], jax.Array]],
+    input_shape: tuple[int, ...],
+) -> ModuleExample:
   return ModuleExample(
       name=name, step=lambda x: make()(x), input_shape=input_shape
   )
@@ -107,18 +115,18 @@ def _cell(name, make, input_shape) -> ModuleExample:
 _SYNAPSE_TAU = 5.0
 
 
-def _synapse(x):
+def _synapse(x: jax.Array) -> jax.Array:
   return spiking.ExponentialSynapse(tau=_SYNAPSE_TAU)(layers.Linear(4)(x))
 
 
-def _conv_lif(x):
+def _conv_lif(x: jax.Array) -> jax.Array:
   i_t = spiking.ExponentialSynapse(tau=_SYNAPSE_TAU)(
       layers.Conv2D(3, 3, name="conv")(x)
   )
   return spiking.LIF(tau=10.0, refractory=1)(i_t)
 
 
-def _alif(x):
+def _alif(x: jax.Array) -> jax.Array:
   alif = spiking.ALIF(
       tau=10.0, tau_adapt=50.0, beta_adapt=0.2, reset="hard", train_tau=True
   )
@@ -128,11 +136,11 @@ def _alif(x):
 _READOUT_TAU = 10.0
 
 
-def _recurrent_lif(x):
+def _recurrent_lif(x: jax.Array) -> jax.Array:
   return spiking.RecurrentLIF(tau=5.0)(layers.Linear(4)(x))
 
 
-def _eprop(x):
+def _eprop(x: jax.Array) -> jax.Array:
   """e-prop's network: Linear -> recurrent ALIF -> leaky readout."""
   alif = spiking.RecurrentALIF(tau=5.0, tau_adapt=20.0, beta_adapt=0.5)
   return spiking.LeakyReadout(2, tau=_READOUT_TAU)(alif(layers.Linear(4)(x)))
@@ -258,7 +266,10 @@ class ExampleRun(NamedTuple):
 
 
 def make_module_learner(
-    example: ModuleExample, name: str, model, window: int = 1
+    example: ModuleExample,
+    name: str,
+    model: hk.TransformedWithState,
+    window: int = 1,
 ):
   """The registered learner ``name`` for ``example``'s model.
 
@@ -317,16 +328,17 @@ def run_module_example(
   seed = zlib.crc32(example.name.encode())
   model = hk.transform_with_state(example.step)
   rs = np.random.RandomState(seed)
-  xs = example.input_scale * rs.normal(
-      size=(num_steps, batch_size) + example.input_shape
+  xs = jnp.asarray(
+      example.input_scale
+      * rs.normal(size=(num_steps, batch_size) + example.input_shape),
+      dtype,
   )
-  xs = jnp.asarray(xs, dtype)
   params, state = jit(model.init)(jax.random.PRNGKey(seed), xs[0])
   out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
   ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape), dtype)
   fns, learner_states, approximate = {}, {}, {}
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", learners_lib.ApproximationWarning)
+    warnings.simplefilter("ignore", driver_lib.ApproximationWarning)
     for name in learners:
       learner = make_module_learner(example, name, model, window)
       learner_states[name] = learner.init_state(params, state, None, xs[0])
@@ -338,7 +350,12 @@ def run_module_example(
           if not v.exact
       )
 
-  def run(params, learner_states, xs, ys):
+  def run(
+      params: hk.Params,
+      learner_states: dict[str, Any],
+      xs: jax.Array,
+      ys: jax.Array,
+  ) -> tuple[Any, dict[str, Any]]:
     reference = oracles.bptt_grads(model, mse, params, state, None, xs, ys)
     results = {
         name: fn(params, learner_states[name], None, xs, ys)

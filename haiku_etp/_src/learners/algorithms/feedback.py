@@ -55,7 +55,7 @@ from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.core import program as program_lib
 from haiku_etp._src.learners.algorithms import protocol
-from haiku_etp._src.learners.algorithms import traces as traces_lib
+from haiku_etp._src.learners.algorithms import d_rtrl as d_rtrl_lib
 
 FEEDBACKS = ("symmetric", "random", "adaptive")
 PREFIX = state_layout.FEEDBACK_PREFIX
@@ -179,8 +179,8 @@ class Feedback(protocol.AlgorithmBase):
     compiler_lib.check_cross_budget(self.max_cross_bytes)
 
   @property
-  def _drtrl(self) -> traces_lib.DRTRL:
-    return traces_lib.DRTRL(max_cross_bytes=self.max_cross_bytes)
+  def _drtrl(self) -> d_rtrl_lib.DRTRL:
+    return d_rtrl_lib.DRTRL(max_cross_bytes=self.max_cross_bytes)
 
   def window_forms(self, compiled) -> list:
     return self._drtrl.window_forms(compiled)

@@ -18,7 +18,7 @@ state, their sizes, whether the step reads its rng, and the one check of the
 influence traces against ``max_trace_bytes``."""
 
 import math
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Union
 
 import jax
 import numpy as np
@@ -57,7 +57,8 @@ def uses_rng(compiled: compiler_lib.CompiledStep) -> bool:
   """Whether the step reads its rng (per-sample replays would redraw)."""
   children = jax.tree_util.treedef_children(compiled.in_tree)
   first = compiled.num_param_leaves + compiled.num_state_leaves
-  rng_ids = set(compiled.program.invars[first : first + children[2].num_leaves])
+  num_rng = children[2].num_leaves  # type: ignore[attr-defined]
+  rng_ids = set(compiled.program.invars[first : first + num_rng])
   return any(
       a in rng_ids
       for node in compiled.program.nodes
@@ -66,12 +67,12 @@ def uses_rng(compiled: compiler_lib.CompiledStep) -> bool:
   )
 
 
-def size(aval: jax.core.ShapedArray) -> int:
+def size(aval: Union[jax.core.ShapedArray, jax.Array]) -> int:
   """The number of entries of ``aval``."""
   return int(math.prod(aval.shape))
 
 
-def itemsize(aval: jax.core.ShapedArray) -> int:
+def itemsize(aval: Union[jax.core.ShapedArray, jax.Array]) -> int:
   """The bytes of one entry of ``aval``."""
   return np.dtype(aval.dtype).itemsize
 
@@ -79,7 +80,7 @@ def itemsize(aval: jax.core.ShapedArray) -> int:
 def trace_bytes(traces: Mapping[str, jax.Array], prefix: str) -> int:
   """The bytes of the trace entries whose labels start with ``prefix``."""
   return sum(
-      size(v) * itemsize(v) for k, v in traces.items() if k.startswith(prefix)
+      [size(v) * itemsize(v) for k, v in traces.items() if k.startswith(prefix)]
   )
 
 

@@ -15,7 +15,7 @@
 r"""The learner protocol: what a trace algorithm is to the shared driver.
 
 A learner is a :class:`TraceAlgorithm` plus the driver in
-:mod:`~haiku_etp._src.learners.learners` (the compile cache, the state layout, the
+:mod:`~haiku_etp._src.learners.driver` (the compile cache, the state layout, the
 checks) and the gradient forms (:mod:`~haiku_etp._src.learners.forms.window`,
 :mod:`~haiku_etp._src.learners.forms.online_loop`, :mod:`~haiku_etp._src.learners.forms.fused`). The
 driver knows no algorithm by name: it runs each step for what the

@@ -49,7 +49,7 @@ from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.core import primitive
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
-from haiku_etp._src.learners.algorithms import traces as traces_lib
+from haiku_etp._src.learners.algorithms import d_rtrl as d_rtrl_lib
 
 _PREFIX = state_layout.INFLUENCE_PREFIX
 
@@ -151,8 +151,8 @@ class RTRL(protocol.AlgorithmBase):
         if any(full & set(paths) for paths in rel.weights.values())
     )
 
-  def _drtrl(self, compiled) -> traces_lib.DRTRL:
-    return traces_lib.DRTRL(
+  def _drtrl(self, compiled) -> d_rtrl_lib.DRTRL:
+    return d_rtrl_lib.DRTRL(
         max_cross_bytes=self.max_cross_bytes, skip=self._skipped(compiled)
     )
 

@@ -41,7 +41,7 @@ one product per stored pair of entries of the same parameter column.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 import zlib
 
 import jax
@@ -81,33 +81,33 @@ class Pattern:
     if self.dense:
       return
     entry = {(r, c): e for e, (r, c) in enumerate(zip(self.rows, self.cols))}
-    supports = {}
+    supports: dict = {}
     for c in range(mask.shape[1]):
       rows = tuple(np.nonzero(mask[:, c])[0])
       if rows:
         supports.setdefault(rows, []).append(c)
-    by_size = {}
+    by_size: dict = {}
     for rows, cols in supports.items():
       by_size.setdefault(len(rows), []).append((rows, cols))
     # Per class: rows (G, k), columns (G, m) padded with n, entries
     # (G, k, m) padded with count (the empty slot).
-    self.classes = []
+    self.classes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     position = np.zeros(self.count, np.int64)
     offset = 0
     for k in sorted(by_size):
       groups = by_size[k]
       width = max(len(cols) for _, cols in groups)
-      rows = np.array([r for r, _ in groups], np.int32)
-      cols = np.full((len(groups), width), mask.shape[1], np.int32)
+      class_rows = np.array([r for r, _ in groups], np.int32)
+      class_cols = np.full((len(groups), width), mask.shape[1], np.int32)
       entries = np.full((len(groups), k, width), self.count, np.int32)
       for g, (rs, cs) in enumerate(groups):
-        cols[g, : len(cs)] = cs
+        class_cols[g, : len(cs)] = cs
         for a, r in enumerate(rs):
           for b, c in enumerate(cs):
             e = entry[(r, c)]
             entries[g, a, b] = e
             position[e] = offset + (g * k + a) * width + b
-      self.classes.append((rows, cols, entries))
+      self.classes.append((class_rows, class_cols, entries))
       offset += len(groups) * k * width
     self.position = position.astype(np.int32)
 
@@ -245,7 +245,7 @@ class FastLayout:
     self.live = live  # per relation, (I, O): the weight's unmasked entries
     self.classes = {}
     for r, support in supports.items():
-      by_size = {}
+      by_size: dict = {}
       for o in range(support.shape[1]):
         rows = np.nonzero(support[:, o])[0]
         if len(rows):
@@ -284,6 +284,7 @@ def fast_structure(compiled, n: int, live: dict) -> FastLayout:
       dd = {r: np.asarray(jnp.any(v != 0, axis=0)) for r, v in deltas.items()}
       j_pat = jd if j_pat is None else j_pat | jd
       d_pat = dd if d_pat is None else {r: d_pat[r] | dd[r] for r in dd}
+  assert j_pat is not None and d_pat is not None  # at least one draw
   step = j_pat.astype(np.int64)
   supports, closed = {}, {}
   for r, m in d_pat.items():
@@ -358,6 +359,7 @@ class SnAp(protocol.AlgorithmBase):
       return hit[1]
     paths = influence.temporal_paths(compiled)
     live = fast_applies(compiled, paths)
+    found: tuple[str, Any]
     if live is not None:
       found = ("fast", fast_structure(compiled, self.n, live))
     else:
@@ -369,7 +371,7 @@ class SnAp(protocol.AlgorithmBase):
       _CACHE.pop(next(iter(_CACHE)))
     return found
 
-  def layout(self, compiled) -> tuple:
+  def layout(self, compiled: compiler_lib.CompiledStep) -> Optional[tuple]:
     """``({path: Pattern}, {path: closed})`` of the parameter form (``None``
     where the step takes the operand form)."""
     kind, plan = self._plan(compiled)

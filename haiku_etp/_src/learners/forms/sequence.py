@@ -44,7 +44,7 @@ def time_length(xs: Any, name: str = "xs") -> int:
         f"{name} must be time-major with one shared leading length, got "
         f"leading dims {sorted(map(str, lengths))}."
     )
-  length = lengths.pop()
+  length: int = lengths.pop()  # type: ignore[assignment]  # None is refused above
   if length == 0:
     raise ValueError(
         f"{name} has 0 time steps; a sequence needs at least one step."

@@ -36,7 +36,8 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, Callable, NamedTuple, Optional
+import types
+from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 import warnings
 
 import haiku as hk
@@ -58,6 +59,7 @@ from haiku_etp._src.learners.forms import window as window_lib
 
 INITIAL_KEY = state_layout.INITIAL_KEY
 _CACHE_SIZE = 16
+_T_co = TypeVar("_T_co", covariant=True)
 
 
 class ApproximationWarning(UserWarning):
@@ -108,6 +110,150 @@ class SequenceResult(NamedTuple):
   aux: Any = None
 
 
+# --------------------------------------------------------------------------
+# The learner's contracts: each field's signature.
+
+# A pytree of arrays (inputs, targets, model outputs, gradients).
+PyTree = Any
+# ``loss_fn(out_t, y_t) -> loss`` (scalar or per-sample ``(B,)``), or
+# ``(loss, aux)`` with ``has_aux``.
+LossFn = Callable[[PyTree, PyTree], Any]
+
+
+class InitFn(Protocol):
+  """``init(rng, x0) -> (params, state)``: the model's parameters and the
+  learner state (the model's Haiku state plus the learner's entries)."""
+
+  def __call__(
+      self, rng: jax.Array, x0: PyTree, /
+  ) -> tuple[hk.Params, hk.State]:
+    ...
+
+
+class InitStateFn(Protocol):
+  """``init_state(params, model_state, rng, x0) -> state``: the learner's
+  entries added to an existing model state."""
+
+  def __call__(
+      self,
+      params: hk.Params,
+      model_state: hk.State,
+      rng: jax.Array,
+      x0: PyTree,
+      /,
+  ) -> hk.State:
+    ...
+
+
+class StepFn(Protocol):
+  """``fn(params, state, rng, x_t) -> (out_t, state)``: one step forward
+  (``apply``, ``evolve``) or, over time-major ``xs``, the whole sequence
+  (``unroll``)."""
+
+  def __call__(
+      self, params: hk.Params, state: hk.State, rng: jax.Array, x: PyTree, /
+  ) -> tuple[PyTree, hk.State]:
+    ...
+
+
+class ResetFn(Protocol):
+  """``reset(state, initial=None) -> state``: hidden and per-sample state
+  back to their initial values (or ``initial``'s), traces zeroed."""
+
+  def __call__(
+      self, state: hk.State, initial: Optional[hk.State] = None, /
+  ) -> hk.State:
+    ...
+
+
+class StepGradFn(Protocol):
+  """``fn(params, state, rng, x_t, y_t, mask_t=None) -> StepResult``: one
+  online step's loss and gradients."""
+
+  def __call__(
+      self,
+      params: hk.Params,
+      state: hk.State,
+      rng: jax.Array,
+      x_t: PyTree,
+      y_t: PyTree,
+      mask_t: Optional[jax.Array] = None,
+      /,
+  ) -> "StepResult":
+    ...
+
+
+class ValueAndGradFn(Protocol):
+  """``value_and_grad(loss_fn, *, has_aux, axis_name, check_finite) ->
+  StepGradFn``."""
+
+  def __call__(
+      self,
+      loss_fn: LossFn,
+      /,
+      *,
+      has_aux: bool = False,
+      axis_name: Optional[str] = None,
+      check_finite: bool = False,
+  ) -> StepGradFn:
+    ...
+
+
+class SequenceGradFn(Protocol):
+  """``fn(params, state, rng, xs, ys, mask=None) -> SequenceResult``: the
+  losses and gradients of a time-major sequence."""
+
+  def __call__(
+      self,
+      params: hk.Params,
+      state: hk.State,
+      rng: jax.Array,
+      xs: PyTree,
+      ys: PyTree,
+      mask: Optional[jax.Array] = None,
+      /,
+  ) -> "SequenceResult":
+    ...
+
+
+class SequenceGradBuilder(Protocol):
+  """``sequence_grad(loss_fn, *, window, reduction, has_aux, axis_name,
+  check_finite, roll_order) -> SequenceGradFn``."""
+
+  def __call__(
+      self,
+      loss_fn: LossFn,
+      /,
+      *,
+      window: Optional[int] = None,
+      reduction: str = "sum",
+      has_aux: bool = False,
+      axis_name: Optional[str] = None,
+      check_finite: bool = False,
+      roll_order: str = "next_step",
+  ) -> SequenceGradFn:
+    ...
+
+
+class InspectFn(Protocol[_T_co]):
+  """``fn(params, state, rng, x)``: what the learner makes of one step for
+  these arguments (``report``: text, ``compile``: the
+  :class:`~haiku_etp.compiler.CompiledStep`, ``verdicts``: one
+  :class:`~haiku_etp.ParameterVerdict` per parameter); shapes only."""
+
+  def __call__(
+      self, params: hk.Params, state: hk.State, rng: jax.Array, x: PyTree, /
+  ) -> _T_co:
+    ...
+
+
+class TracesFn(Protocol):
+  """``traces(state) -> {label: array}``: the learner's trace entries."""
+
+  def __call__(self, state: hk.State, /) -> protocol.Traces:
+    ...
+
+
 class Learner(NamedTuple):
   """A gradient algorithm for one ``hk.transform_with_state`` step.
 
@@ -156,18 +302,18 @@ class Learner(NamedTuple):
   """
 
   name: str
-  init: Callable[..., Any]
-  init_state: Callable[..., Any]
-  apply: Callable[..., Any]
-  unroll: Callable[..., Any]
-  evolve: Callable[..., Any]
-  reset: Callable[..., Any]
-  value_and_grad: Callable[..., Any]
-  sequence_grad: Callable[..., Any]
-  report: Callable[..., str]
-  traces: Callable[..., dict]
-  compile: Callable[..., Any]
-  verdicts: Callable[..., tuple]
+  init: InitFn
+  init_state: InitStateFn
+  apply: StepFn
+  unroll: StepFn
+  evolve: StepFn
+  reset: ResetFn
+  value_and_grad: ValueAndGradFn
+  sequence_grad: SequenceGradBuilder
+  report: InspectFn[str]
+  traces: TracesFn
+  compile: InspectFn[compiler_lib.CompiledStep]
+  verdicts: InspectFn[tuple[protocol.ParameterVerdict, ...]]
 
 
 # --------------------------------------------------------------------------
@@ -399,10 +545,11 @@ def _approximate(core: _Core, compiled) -> list:
 def _user_stacklevel() -> int:
   """The stack level of the first frame outside haiku_etp, jax and haiku."""
   packages = tuple(
-      os.path.dirname(m.__file__) + os.sep
+      os.path.dirname(m.__file__ or "") + os.sep
       for m in (jax, hk, sys.modules[__name__.split(".")[0]])
   )
-  frame, level = sys._getframe(1), 1  # pylint: disable=protected-access
+  frame: Optional[types.FrameType] = sys._getframe(1)  # pylint: disable=protected-access
+  level = 1
   while frame is not None and frame.f_code.co_filename.startswith(packages):
     frame, level = frame.f_back, level + 1
   return level
@@ -480,7 +627,8 @@ def _split(core: _Core, state) -> tuple[dict, dict, dict]:
         "with learner.init or learner.init_state (a plain model state or "
         "another learner's state does not fit)."
     )
-  trace = dict(entries.pop(core.trace_key)) if core.online else {}
+  key = core.trace_key
+  trace = dict(entries.pop(key)) if key is not None else {}
   return model_state, trace, entries
 
 

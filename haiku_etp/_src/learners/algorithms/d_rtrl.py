@@ -41,7 +41,7 @@ import numpy as np
 
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.core import closed_form
-from haiku_etp._src.learners.algorithms import cross_traces
+from haiku_etp._src.learners.algorithms import cross_group
 from haiku_etp._src.compiler import jacobians
 from haiku_etp._src.core import primitive
 from haiku_etp._src.learners.algorithms import protocol
@@ -51,7 +51,9 @@ def _aval(shape, dtype):
   return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
-def relation_avals(compiled, r: int, g: int):
+def relation_avals(
+    compiled: compiler_lib.CompiledStep, r: int, g: int
+) -> tuple[Optional[primitive.Aval], primitive.Aval, dict[str, primitive.Aval]]:
   """``(x_aval, y_aval, weight_avals)`` of relation ``r`` as group ``g`` sees it.
 
   Input-free relations see the group's shape as ``y`` (their trace carries
@@ -158,7 +160,7 @@ class DRTRL(_RelationTraces):
         )
         for k, v in trace.items():
           entries[drtrl_label(rel, k, compiled.groups[g])] = v
-    entries.update(cross_traces.init(compiled))
+    entries.update(cross_group.init(compiled))
     return entries
 
   def _trace(self, compiled, entries, r, g) -> dict:
@@ -191,7 +193,7 @@ class DRTRL(_RelationTraces):
         )
         for k, v in _cast_like(trace, old).items():
           new[drtrl_label(rel, k, compiled.groups[g])] = v
-    return cross_traces.roll(compiled, entries, new, record, weights, self.fast)
+    return cross_group.roll(compiled, entries, new, record, weights, self.fast)
 
   def _per_step_why(self, compiled) -> str:
     """Why every trace rolls step by step (``""``: the closed form): the
@@ -200,11 +202,11 @@ class DRTRL(_RelationTraces):
     if self.window_roll == "per_step":
       return "window_roll='per_step'"
     for plan in compiled.cross:
-      why = cross_traces.window_obstacle(compiled, plan)
+      why = cross_group.window_obstacle(compiled, plan)
       if why:
         key = compiled.relations[plan.relation].key
         return f"the cross-group traces of {key}: {why}"
-    return cross_traces.fields_per_step(compiled)
+    return cross_group.fields_per_step(compiled)
 
   def window_forms(self, compiled) -> list:
     """``(what, form, why)`` for each trace: how a window of ``k > 1``
@@ -251,7 +253,7 @@ class DRTRL(_RelationTraces):
           records,
       )
     new = dict(entries)
-    members = {}
+    members: dict = {}
     for r, rel in enumerate(compiled.relations):
       for n, g in enumerate(rel.groups):
         members.setdefault(g, []).append((r, n))
@@ -261,7 +263,7 @@ class DRTRL(_RelationTraces):
         )
         for g, rels in members.items()
     }
-    recursions.update(cross_traces.window_recursions(compiled, weights))
+    recursions.update(cross_group.window_recursions(compiled, weights))
     coefficients = closed_form.backward(recursions, records)
     for g, rels in members.items():
       group = compiled.groups[g]
@@ -295,7 +297,7 @@ class DRTRL(_RelationTraces):
           )
         for k, v in _cast_like(trace, old).items():
           new[drtrl_label(rel, k, group)] = v
-    return cross_traces.roll_window(
+    return cross_group.roll_window(
         compiled, entries, new, records, weights, self.fast, coefficients
     )
 
@@ -313,7 +315,7 @@ class DRTRL(_RelationTraces):
             fast=self.fast,
         ),
     )
-    cross = cross_traces.solve(compiled, entries, groups, weights)
+    cross = cross_group.solve(compiled, entries, groups, weights)
     for r, part in cross.items():
       out[r] = {k: v + part[k].astype(v.dtype) for k, v in out[r].items()}
     for r, rel in enumerate(compiled.relations):
@@ -543,7 +545,7 @@ class ESDRTRL(_RelationTraces):
         else:
           weighted = jnp.tensordot(powers.astype(x.dtype), x, axes=1)
           new[key] = (ax**k) * entries[key] + weighted
-    members = {}
+    members: dict = {}
     for r, rel in enumerate(compiled.relations):
       for n, g in enumerate(rel.groups if self.keeps_f else ()):
         members.setdefault(g, []).append((r, n))
@@ -646,7 +648,7 @@ class ESDRTRL(_RelationTraces):
           signals[0] = signals[0] + part.astype(signals[0].dtype)
         else:
           signals.append(part)
-      total = None
+      total: Optional[dict] = None
       for sig in signals:
         dw = primitive.pp_signal_dw(
             rel.primitive,
@@ -657,5 +659,6 @@ class ESDRTRL(_RelationTraces):
             rel.params,
         )
         total = dw if total is None else {k: total[k] + dw[k] for k in dw}
+      assert total is not None  # signals holds at least the first
       out.append(_cast_like(total, weights[r]))
     return out

@@ -31,6 +31,8 @@ positions, or, with the relation's own solve rule applied per sample, its
 compact trace.
 """
 
+from typing import Any, Optional
+
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -108,7 +110,7 @@ def _op_of_pre(compiled, j: int, weights_j):
   program = compiled.program
   rel = compiled.relations[j]
   spec = compiled.cross_inputs[j]
-  env = {}
+  env: dict = {}
   read = lambda a: a.val if isinstance(a, program_lib.Lit) else env[a]
   for ni in spec.const_nodes:
     node = program.nodes[ni]
@@ -250,7 +252,7 @@ def _full_input(compiled, plan, hop, old, fields_y, record):
   return out
 
 
-def _add(a, b):
+def _add(a: Optional[dict], b: dict) -> dict:
   """Sum of two ``{operand: array}`` (keys of either; ``None`` is empty)."""
   if a is None:
     return dict(b)
@@ -285,7 +287,7 @@ def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
             _with_params(d.astype(field.dtype), num_param), field
         )
         fields[(g, k)] = mixed
-    fields_y = {}
+    fields_y: dict = {}
     for hop in plan.hops:
       j = hop.relation
       pre_aval = compiled.program.aval(compiled.cross_inputs[j].pre)
@@ -294,13 +296,14 @@ def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
       compact = _compact_input(compiled, plan, hop, old, record, weights, fast)
       full = _full_input(compiled, plan, hop, old, fields_y, record)
       y_shape = compiled.relations[j].y_shape
-      y = None
+      y: Optional[dict] = None
       if compact is not None:
         y = _add(y, _per_sample_solve(rel, compact, rows, weights[i]))
       if full is not None:
         y = _add(
             y, {k: _contract_field(v, rows, num_pre) for k, v in full.items()}
         )  # pyformat: disable
+      assert y is not None  # a hop has a compact or a full input
       y = {
           k: v.reshape(v.shape[:-1] + tuple(y_shape[1:])) for k, v in y.items()
       }
@@ -356,10 +359,10 @@ def solve(compiled, entries: dict, signals, weights) -> dict:
       _, pull = jax.vjp(f, jnp.zeros(pre_aval.shape, pre_aval.dtype))
       (g_pre,) = pull(g_y.astype(pre_aval.dtype))
       trace = {k: entries[filtered_label(rel, k, group)] for k in rel.weights}
-      part = primitive.drtrl_solve(
+      solved = primitive.drtrl_solve(
           rel.primitive, trace, g_pre[..., None], weights[i], rel.params
       )
-      total = _add(total, part)
+      total = _add(total, solved)
     out[i] = total
   return out
 
@@ -569,7 +572,7 @@ def _fields_recursion(compiled, plan, weights) -> closed_form.Backward:
   pre_shape = lambda j: tuple(
       compiled.program.aval(compiled.cross_inputs[j].pre).shape
   )
-  filtered_of = {}
+  filtered_of: dict[int, list[int]] = {}
   for m, (_, j) in enumerate(plan.filtered):
     filtered_of.setdefault(j, []).append(m)
   # The seeds follow the batch axis: a step's record (B, ...) broadcasts.
@@ -590,7 +593,8 @@ def _fields_recursion(compiled, plan, weights) -> closed_form.Backward:
         m: jnp.reshape(rec.d[g], (-1,))[0].astype(dtype) * lam_filtered[m]
         for m, (g, _) in enumerate(plan.filtered)
     }
-    lam_pre, on_hop = {}, {}
+    lam_pre: dict = {}
+    on_hop: dict = {}
     for hop in reversed(plan.hops):
       j = hop.relation
       lam_y = None
@@ -646,7 +650,7 @@ def window_recursions(compiled, weights) -> dict:
   full fields, one per filtered trace (``("filtered", plan, m)``); per
   signature of plans with fields, one shared (``("fields", signature)``,
   :func:`_fields_signature`)."""
-  out = {}
+  out: dict[tuple, Any] = {}
   for p, plan in enumerate(compiled.cross):
     if plan.groups:
       key = ("fields", _fields_signature(compiled, plan))
@@ -674,7 +678,7 @@ def _plan_window(
     (on_own, on_fields, on_filtered), (own_steps, hop_steps) = coefficients[key]
     # This source's coefficient on its step term: through its tail into
     # its own groups and, same step, through the hops it feeds directly.
-    on_q = None  # (k, B, seeds, *q[1:])
+    on_q: Any = None  # (k, B, seeds, *q[1:])
     for n_a, a in enumerate(rel.groups):
       d_f = jnp.expand_dims(records.d_f[i][n_a].astype(dtype), 2)
       on_q = _plus(on_q, primitive.weighted_state_sum(d_f, own_steps[a]))
@@ -727,8 +731,8 @@ def _plan_window(
           prim, own_traces[a], coefficient[..., None, :], rel.params
       )
       total = {key: total[key] + mixed[key] for key in total}
-    for key, v in total.items():
-      label = filtered_label(rel, key, group)
+    for name, v in total.items():
+      label = filtered_label(rel, name, group)
       new[label] = v.astype(old[label].dtype)
     n_j = compiled.relations[j].groups.index(g)
     label = tail_label(rel, group)
@@ -752,10 +756,10 @@ def _plan_window(
       value = parts[key].astype(field.dtype)
       num_param = value.ndim - 2
       if not any(hop.groups for hop in plan.hops):
-        mixed = primitive.mix_states(
+        moved = primitive.mix_states(
             _with_params(phi.astype(field.dtype), num_param), field
         )
-        new[label] = value.reshape(field.shape) + mixed
+        new[label] = value.reshape(field.shape) + moved
         continue
       for g2 in plan.groups:
         entry = old[full_label(rel, key, compiled.groups[g2])]
