@@ -49,8 +49,8 @@ from ml_collections import config_flags
 
 from experiments import common
 from experiments import tasks as tasks_lib
-from experiments import timing
 from experiments import training
+from experiments.benchmarks import timing
 import haiku_etp
 
 _CONFIG = config_flags.DEFINE_config_file(

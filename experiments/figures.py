@@ -23,12 +23,12 @@ r"""Figures for the results pages from the JSON the binaries write.
   learning curves of every learner (``<name>_curves.png``, from the runs'
   ``metrics.jsonl``) and the cosine of every parameter's gradient with the
   exact one at the first update (``<name>_cosine.png``).
-* ``--benchmark``: ``experiments.benchmark``'s ``--bench_output``. Time per
-  step of every learner, model and window at the longest ``T``
-  (``benchmark_time.png``) and compiled memory against ``T``
-  (``benchmark_memory.png``).
-* ``--length_table``: ``experiments.length_table``'s JSON. Compiled memory
-  and time per step against ``T`` (``length_memory.png``,
+* ``--benchmark``: ``experiments.benchmarks.benchmark``'s
+  ``--bench_output``. Time per step of every learner, model and window at
+  the longest ``T`` (``benchmark_time.png``) and compiled memory against
+  ``T`` (``benchmark_memory.png``).
+* ``--length_table``: ``experiments.benchmarks.length_table``'s JSON.
+  Compiled memory and time per step against ``T`` (``length_memory.png``,
   ``length_time.png``).
 
 Each figure is a small PNG with labelled axes and units; the paths written
@@ -54,10 +54,10 @@ _COMPARE = flags.DEFINE_list(
     "compare", [], "Directories written by experiments.compare."
 )
 _BENCHMARK = flags.DEFINE_string(
-    "benchmark", None, "JSON written by experiments.benchmark."
+    "benchmark", None, "JSON written by experiments.benchmarks.benchmark."
 )
 _LENGTH_TABLE = flags.DEFINE_string(
-    "length_table", None, "JSON written by experiments.length_table."
+    "length_table", None, "JSON written by experiments.benchmarks.length_table."
 )
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", "figures", "Where the PNGs are written (created)."

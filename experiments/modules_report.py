@@ -34,7 +34,6 @@ approximate (those its ``haiku_etp.ApproximationWarning`` names).
         --report_output=/tmp/modules.json
 """
 
-import math
 import warnings
 
 from absl import app
@@ -45,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
+from experiments.benchmarks import timing
 import haiku_etp
 from haiku_etp import testing
 
@@ -88,9 +88,7 @@ def _trace_bytes(example, name, run) -> int:
     # The row lists the approximate parameters instead.
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
     _, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), run.xs[0])
-  leaves = jax.tree_util.tree_leaves(state[f"~etp/{learner.name}"])
-  total = sum(math.prod(l.shape) * l.dtype.itemsize for l in leaves)
-  return total // run.xs.shape[1]
+  return timing.nbytes(state[f"~etp/{learner.name}"]) // run.xs.shape[1]
 
 
 def report_row(example, num_steps, batch_size, window, dtype) -> dict:

@@ -24,8 +24,8 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from experiments import benchmark
 from experiments import common
+from experiments.benchmarks import benchmark
 
 _MODELS = ("conv_lif", "eprop")
 _LEARNERS = (
@@ -54,8 +54,8 @@ class BenchmarkTest(absltest.TestCase):
   def run_benchmark(self, steps, models, learners, windows=(1,)) -> dict:
     """The JSON payload of one tiny benchmark run."""
     path = os.path.join(self.create_tempdir().full_path, "bench.json")
-    # Every flag is set: rules_benchmark shares some names, and the default
-    # of whichever binary was imported last would apply.
+    # Every flag is set: experiments.benchmarks.rules shares some names, and
+    # the default of whichever binary was imported last would apply.
     with flagsaver.flagsaver(
         bench_steps=[str(t) for t in steps],
         bench_windows=[str(k) for k in windows],

@@ -285,7 +285,7 @@ class LengthTableTest(absltest.TestCase):
           [
               sys.executable,
               "-m",
-              "experiments.length_table",
+              "experiments.benchmarks.length_table",
               f"--workdir={workdir}",
               "--lengths=8,32",
               "--models=alif",

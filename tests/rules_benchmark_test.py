@@ -21,7 +21,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from experiments import rules_benchmark
+from experiments.benchmarks import rules as rules_benchmark
 
 
 class RulesBenchmarkTest(absltest.TestCase):

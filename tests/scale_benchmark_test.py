@@ -22,7 +22,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 
-from experiments import scale_benchmark
+from experiments.benchmarks import scale as scale_benchmark
 
 
 class ScaleBenchmarkTest(absltest.TestCase):

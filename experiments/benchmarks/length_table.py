@@ -14,7 +14,7 @@
 # ==============================================================================
 r"""Memory and time of one sequence gradient against the sequence length.
 
-    python -m experiments.length_table --workdir=runs/length_table
+    python -m experiments.benchmarks.length_table --workdir=runs/length_table
 
 For each model (the pipeline's LRU stack and e-prop's ALIF network) and
 each ``T`` in ``--lengths``, every learner's ``sequence_grad`` over one
@@ -41,7 +41,7 @@ import numpy as np
 
 from experiments import common
 from experiments import models
-from experiments import timing
+from experiments.benchmarks import timing
 import haiku_etp
 
 _WORKDIR = flags.DEFINE_string(

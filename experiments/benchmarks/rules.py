@@ -36,11 +36,10 @@ In the same run it compares the backend forms (``haiku_etp._src.core.backend``):
 The variants of a comparison are compiled first and then called in turn, so
 they see the same machine load.
 
-    python -m experiments.rules_benchmark --bench_repeats=50
+    python -m experiments.benchmarks.rules --bench_repeats=50
 """
 
 import contextlib
-import time
 import warnings
 
 from absl import app
@@ -53,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from experiments import timing
+from experiments.benchmarks import timing
 import haiku_etp
 from haiku_etp import extend
 from haiku_etp._src.core import backend
@@ -149,21 +148,6 @@ def _primitive_count(jaxpr, names):
 _PLAIN_OPS = ("dot_general", "reduce_sum")
 
 
-def _interleaved_median_seconds(calls, repeats):
-  """Median seconds of each compiled ``(fn, args)``, the calls taking turns.
-
-  Taking turns exposes the variants to the same machine load, so their ratio
-  holds up on a shared machine better than two runs one after the other.
-  """
-  times = [[] for _ in calls]
-  for _ in range(repeats):
-    for i, (fn, args) in enumerate(calls):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times[i].append(time.perf_counter() - start)
-  return [float(np.median(t)) for t in times]
-
-
 def _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats):
   """Fast update and solve traced with the CPU-tuned and the plain forms."""
   out = {}
@@ -185,7 +169,7 @@ def _time_forms(prim, params, trace, d, d_f, x, g, weights, repeats):
       update, solve = jax.jit(update), jax.jit(solve)
       jax.block_until_ready((update(*update_args), solve(*solve_args)))
     calls += [(update, update_args), (solve, solve_args)]
-  seconds = _interleaved_median_seconds(calls, repeats)
+  seconds = timing.interleaved_median_seconds(calls, repeats)
   for (tag, key), sec in zip(
       [(t, k) for t in ("tuned", "plain") for k in ("update", "solve")],
       seconds,
@@ -323,7 +307,7 @@ def run_barrier(repeats, scale, models=_BARRIER_MODELS):
         fn = jax.jit(fn)
         jax.block_until_ready(fn(*args))  # Compiled with this scope's form.
       calls.append((fn, args))
-    with_barrier, without = _interleaved_median_seconds(calls, repeats)
+    with_barrier, without = timing.interleaved_median_seconds(calls, repeats)
     row["step_ms_barrier"] = 1e3 * with_barrier
     row["step_ms_no_barrier"] = 1e3 * without
     row["no_barrier_over_barrier"] = (

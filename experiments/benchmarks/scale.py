@@ -20,8 +20,8 @@ product, for the dense and the sparse op, over input sizes and spike rates
 count). The table gives both times and the rate below which the event sum
 wins at each size.
 
-``precision``: the reference models of ``experiments.benchmark`` at
-``--scale_steps`` steps with each learner's traces stored in float32,
+``precision``: the reference models of ``experiments.benchmarks.benchmark``
+at ``--scale_steps`` steps with each learner's traces stored in float32,
 bfloat16 and float16 (``trace_dtype``): compiled memory, ms per step, and
 the gradient's cosine and norm ratio against the float32 traces' (same
 parameters and data).
@@ -36,7 +36,8 @@ after ``--scale_updates`` Adam updates, and the compiled memory the same
 network with a dense recurrent matrix would need (from XLA's memory
 analysis of the abstract program: never allocated).
 
-    python -m experiments.scale_benchmark --scale_parts=events,precision,network
+    python -m experiments.benchmarks.scale \
+        --scale_parts=events,precision,network
 """
 
 import functools
@@ -54,9 +55,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import benchmark
 from experiments import common
-from experiments import timing
+from experiments.benchmarks import benchmark
+from experiments.benchmarks import timing
 import haiku_etp
 
 _PARTS = ("events", "precision", "network")
@@ -83,7 +84,7 @@ SCALE_STEPS = flags.DEFINE_integer(
 SCALE_MODELS = flags.DEFINE_list(
     "scale_models",
     ["gru", "lif", "conv_lif", "eprop"],
-    "Models of the precision part (experiments.benchmark's).",
+    "Models of the precision part (experiments.benchmarks.benchmark's).",
 )
 SCALE_LEARNERS = flags.DEFINE_list(
     "scale_learners",
@@ -91,7 +92,9 @@ SCALE_LEARNERS = flags.DEFINE_list(
     "Learners of the precision and network parts.",
 )
 SCALE_MODEL_SCALE = flags.DEFINE_float(
-    "scale_model_scale", 1.0, "experiments.benchmark's --bench_scale."
+    "scale_model_scale",
+    1.0,
+    "experiments.benchmarks.benchmark's --bench_scale.",
 )
 SCALE_NEURONS = flags.DEFINE_list(
     "scale_neurons", ["10000", "100000"], "Network sizes N."
@@ -110,10 +113,6 @@ SCALE_OUTPUT = flags.DEFINE_string(
 )
 
 _DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _median_ms(fn, args, repeats: int) -> float:
-  return 1e3 * timing.median_seconds(fn, args, repeats)  # pylint: disable=protected-access
 
 
 def _flat(tree) -> np.ndarray:
@@ -155,8 +154,10 @@ def events(sizes, rates, density, batch, repeats) -> list[dict]:
         plain = jax.jit(functools.partial(fn, e=None))
         event = jax.jit(functools.partial(fn, e=count))
         np.testing.assert_allclose(plain(x), event(x), rtol=1e-4, atol=1e-4)
-        row[f"{op}_ms"] = _median_ms(plain, (x,), repeats)
-        row[f"{op}_event_ms"] = _median_ms(event, (x,), repeats)
+        row[f"{op}_ms"] = 1e3 * timing.median_seconds(plain, (x,), repeats)
+        row[f"{op}_event_ms"] = 1e3 * timing.median_seconds(
+            event, (x,), repeats
+        )
       rows.append(row)
       logging.info("events %s", row)
   return rows
@@ -203,10 +204,11 @@ def precision(models, learners, steps, scale, repeats) -> list[dict]:
             "model": model_name,
             "learner": learner_name,
             "trace_dtype": dtype,
-            "trace_mib": timing.nbytes(learner.traces(state)) / 2**20,  # pylint: disable=protected-access
+            "trace_mib": timing.nbytes(learner.traces(state)) / 2**20,
             "compiled_mib": (mem.temp_size_in_bytes + mem.output_size_in_bytes)
             / 2**20,
-            "ms_per_step": _median_ms(
+            "ms_per_step": 1e3
+            * timing.median_seconds(
                 compiled, (params, state, key, xs, ys), repeats
             )
             / steps,
@@ -298,11 +300,13 @@ def network(sizes, density, learners, batch, steps, updates, repeats):
             "synapses": conn.nnz if kind == "sparse" else size * size,
             "kind": kind,
             "learner": learner_name,
-            "param_mib": timing.nbytes(shapes[0]) / 2**20,  # pylint: disable=protected-access
-            "trace_mib": sum(
-                v.size * v.dtype.itemsize
-                for k, v in jax.tree_util.tree_leaves_with_path(shapes[1])
-                if "~etp/" + learner.name in jax.tree_util.keystr(k)
+            "param_mib": timing.nbytes(shapes[0]) / 2**20,
+            "trace_mib": timing.nbytes(
+                [
+                    v
+                    for k, v in jax.tree_util.tree_leaves_with_path(shapes[1])
+                    if "~etp/" + learner.name in jax.tree_util.keystr(k)
+                ]
             )
             / 2**20,
             "compiled_mib": (
@@ -315,7 +319,10 @@ def network(sizes, density, learners, batch, steps, updates, repeats):
         if kind == "sparse":
           params, state = learner.init(jax.random.PRNGKey(0), xs[0])
           row["ms_per_step"] = (
-              _median_ms(compiled, (params, state, None, xs, ys), repeats)
+              1e3
+              * timing.median_seconds(
+                  compiled, (params, state, None, xs, ys), repeats
+              )
               / steps
           )
           row["losses"] = _train(learner, fn, params, state, xs, ys, updates)

@@ -57,7 +57,7 @@ the same for every learner. A second table gives, per model
 and learner, the compiled memory at the largest ``T`` over the smallest and
 its growth per step beside the input bytes of one step.
 
-    python -m experiments.benchmark --bench_steps=64,256,1024 \
+    python -m experiments.benchmarks.benchmark --bench_steps=64,256,1024 \
         --bench_windows=1,32 --bench_output=/tmp/bench.json
 """
 
@@ -77,7 +77,7 @@ import numpy as np
 
 from experiments import common
 from experiments import models
-from experiments import timing
+from experiments.benchmarks import timing
 import haiku_etp
 
 _MODEL_NAMES = ("gru", "lif", "conv_lif", "eprop", "gru_small", "lru_stack")
@@ -263,13 +263,10 @@ def copy_bandwidth(num_bytes: int, repeats: int) -> float:
   scale = jax.jit(lambda a: a * 0.5, donate_argnums=0)
   # 0.5 ** 30 is still a normal float32: no denormal slow-down.
   repeats = min(max(1, repeats), 30)
-  a = jax.block_until_ready(scale(jnp.ones((max(1, num_bytes // 4),))))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    a = jax.block_until_ready(scale(a))
-    times.append(time.perf_counter() - start)
-  return 2 * a.size * a.dtype.itemsize / float(np.median(times))
+  seconds, a = timing.median_chained_seconds(
+      scale, jnp.ones((max(1, num_bytes // 4),)), repeats
+  )
+  return 2 * timing.nbytes(a) / seconds
 
 
 def influence_shapes(traces: dict) -> list:
