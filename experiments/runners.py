@@ -55,7 +55,7 @@ def process_rows(batch_size: int) -> slice:
 
 def local_learner_state(state, rows: slice):
   """The batch-first entries of a (global) learner state cut to ``rows``."""
-  mask = haiku_etp.state_batch_mask(state)
+  mask = haiku_etp.sharding.state_batch_mask(state)
   return {
       m: {n: (v[rows] if mask[m][n] else v) for n, v in entries.items()}
       for m, entries in state.items()
@@ -70,7 +70,7 @@ def global_learner_state(state):
   """
   if jax.process_count() == 1:
     return state
-  mask = haiku_etp.state_batch_mask(state)
+  mask = haiku_etp.sharding.state_batch_mask(state)
   stacked = multihost_utils.process_allgather(state, tiled=False)
   return {
       m: {
@@ -155,12 +155,12 @@ class _Pmap:
     )
 
   def put_state(self, ts: builders.TrainState) -> builders.TrainState:
-    rep = lambda t: haiku_etp.replicate(t, self.n)
+    rep = lambda t: haiku_etp.sharding.replicate(t, self.n)
     local = local_learner_state(ts.learner_state, self.rows)
     return builders.TrainState(
         rep(ts.params),
         rep(ts.opt_state),
-        haiku_etp.shard_state(local, self.n),
+        haiku_etp.sharding.shard_state(local, self.n),
         rep(ts.step),
         rep(ts.rng),
         rep(ts.skipped),
@@ -168,7 +168,7 @@ class _Pmap:
 
   def get_state(self, ts: builders.TrainState) -> builders.TrainState:
     first = lambda t: jax.tree_util.tree_map(_first_copy, t)
-    state = haiku_etp.unshard_state(jax.device_get(ts.learner_state))
+    state = haiku_etp.sharding.unshard_state(jax.device_get(ts.learner_state))
     state = global_learner_state(state)
     return builders.TrainState(
         first(ts.params),
@@ -207,7 +207,7 @@ def _state_spec(state, batch_spec):
   """Batch-first leaves of a learner state sharded, the rest replicated."""
   return jax.tree_util.tree_map(
       lambda batched: batch_spec if batched else P(),
-      haiku_etp.state_batch_mask(state),
+      haiku_etp.sharding.state_batch_mask(state),
   )
 
 

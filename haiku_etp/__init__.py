@@ -15,14 +15,20 @@
 """haiku_etp: online training of recurrent and spiking Haiku networks.
 
 What a model author and a trainer use lives here: the ETP ops, hidden state,
-the Haiku modules, the learners and their results, the data-parallel helpers,
-``surrogate`` and ``testing``. Writing a new primitive with its trace
-rules uses ``haiku_etp.extend``; the compiler's types are in
-``haiku_etp.compiler``. ``haiku_etp._src`` is private.
+the Haiku modules, the learners, the registry they are built from by name,
+and their results; ``surrogate`` and ``testing``. Writing a new learning rule
+on the protocol or a new primitive with its trace rules uses
+``haiku_etp.extend``; the data-parallel helpers are in
+``haiku_etp.sharding``; the compiler's types are in ``haiku_etp.compiler``.
+``haiku_etp._src`` is private.
 """
+
+import importlib
+import warnings
 
 from haiku_etp import compiler
 from haiku_etp import extend
+from haiku_etp import sharding
 from haiku_etp import surrogate
 from haiku_etp import testing
 from haiku_etp._src.compiler.compiler import CompileError
@@ -36,7 +42,6 @@ from haiku_etp._src.ops.sparse import sparse
 from haiku_etp._src.learners.factories import bptt
 from haiku_etp._src.learners.factories import d_rtrl
 from haiku_etp._src.learners.factories import es_d_rtrl
-from haiku_etp._src.learners.factories import from_algorithm
 from haiku_etp._src.learners.factories import rtrl
 from haiku_etp._src.learners.factories import tbptt
 from haiku_etp._src.learners.factories import uoro
@@ -57,16 +62,7 @@ from haiku_etp._src.learners.driver import StepResult
 from haiku_etp._src.modules.long_range import LRU
 from haiku_etp._src.modules.long_range import MinGRU
 from haiku_etp._src.modules.long_range import MinLSTM
-from haiku_etp._src.learners.parallel import replicate
-from haiku_etp._src.learners.parallel import shard_batch
-from haiku_etp._src.learners.parallel import shard_state
-from haiku_etp._src.learners.parallel import state_batch_mask
-from haiku_etp._src.learners.parallel import unshard_batch
-from haiku_etp._src.learners.parallel import unshard_state
 from haiku_etp._src.learners.algorithms.protocol import ParameterVerdict
-from haiku_etp._src.learners.algorithms.protocol import Signals
-from haiku_etp._src.learners.algorithms.protocol import StepNeeds
-from haiku_etp._src.learners.algorithms.protocol import TraceAlgorithm
 from haiku_etp._src.modules.recurrent import Conv1DGRU
 from haiku_etp._src.modules.recurrent import Conv1DLSTM
 from haiku_etp._src.modules.recurrent import Conv2DGRU
@@ -85,8 +81,6 @@ from haiku_etp._src.learners.registry import learner_spec
 from haiku_etp._src.learners.registry import LearnerSpec
 from haiku_etp._src.learners.registry import make_learner
 from haiku_etp._src.learners.registry import parse_learner
-from haiku_etp._src.learners.registry import register_learner
-from haiku_etp._src.learners.registry import unregister_learner
 from haiku_etp._src.learners.forms.sequence import raise_if_not_finite
 from haiku_etp._src.modules.spiking import ALIF
 from haiku_etp._src.modules.spiking import ExponentialSynapse
@@ -100,6 +94,43 @@ from haiku_etp._src.core.state import set_hidden_state
 from haiku_etp._src.core.state import set_sample_state
 
 __version__ = "0.2.0"
+
+# Names that moved in 0.2.0; importable from here, with a DeprecationWarning,
+# until the next release.
+_MOVED = {
+    "Signals": "haiku_etp.extend",
+    "StepNeeds": "haiku_etp.extend",
+    "TraceAlgorithm": "haiku_etp.extend",
+    "from_algorithm": "haiku_etp.extend",
+    "register_learner": "haiku_etp.extend",
+    "replicate": "haiku_etp.sharding",
+    "shard_batch": "haiku_etp.sharding",
+    "shard_state": "haiku_etp.sharding",
+    "state_batch_mask": "haiku_etp.sharding",
+    "unregister_learner": "haiku_etp.extend",
+    "unshard_batch": "haiku_etp.sharding",
+    "unshard_state": "haiku_etp.sharding",
+}
+
+
+def __getattr__(name: str):
+  """The names in ``_MOVED``, with a ``DeprecationWarning`` naming their
+  new home."""
+  home = _MOVED.get(name)
+  if home is None:
+    raise AttributeError(f"module 'haiku_etp' has no attribute {name!r}")
+  warnings.warn(
+      f"haiku_etp.{name} moved to {home}.{name}; the old name goes away in "
+      "the next release.",
+      DeprecationWarning,
+      stacklevel=2,
+  )
+  return getattr(importlib.import_module(home), name)
+
+
+def __dir__() -> list:
+  return sorted(set(globals()) | set(_MOVED))
+
 
 __all__ = (
     "ALIF",
@@ -135,11 +166,8 @@ __all__ = (
     "RecurrentALIF",
     "RecurrentLIF",
     "SequenceResult",
-    "Signals",
     "SparseLinear",
-    "StepNeeds",
     "StepResult",
-    "TraceAlgorithm",
     "VanillaRNN",
     "bptt",
     "compiler",
@@ -152,7 +180,6 @@ __all__ = (
     "eprop",
     "es_d_rtrl",
     "extend",
-    "from_algorithm",
     "get_hidden_state",
     "get_sample_state",
     "learner_label",
@@ -161,22 +188,15 @@ __all__ = (
     "make_learner",
     "parse_learner",
     "raise_if_not_finite",
-    "register_learner",
-    "replicate",
     "rflo",
     "rtrl",
     "set_hidden_state",
     "set_sample_state",
-    "shard_batch",
-    "shard_state",
+    "sharding",
     "snap",
     "sparse",
-    "state_batch_mask",
     "surrogate",
     "tbptt",
     "testing",
-    "unregister_learner",
-    "unshard_batch",
-    "unshard_state",
     "uoro",
 )

@@ -12,10 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 # ==============================================================================
-"""The extension API: new ETP primitives and their trace rules.
+"""The extension API: new learners on the protocol, new ETP primitives and
+their trace rules.
 
-A model author never needs this module. Someone adding a trainable operation
-registers it with ``register_primitive``, gives it trace rules with
+A model author never needs this module. Someone writing a learning rule
+writes a :class:`TraceAlgorithm` (start from :class:`AlgorithmBase`; the
+verdict helpers state what is exact), makes it a learner with
+``from_algorithm`` and registers it by name with ``register_learner``.
+Someone adding a trainable operation registers it with
+``register_primitive``, gives it trace rules with
 ``prim.register_etp_rules(...)``, and checks the rules with
 ``haiku_etp.testing.drtrl_rule_oracle``. The helpers apply the rules with
 the ``S`` states per position; the building blocks are the fused forms the
@@ -50,11 +55,31 @@ from haiku_etp._src.core.primitive import weighted_state_sum
 from haiku_etp._src.core.primitive import window_form
 from haiku_etp._src.ops.sparse import etp_batched_sparse_p
 from haiku_etp._src.ops.sparse import etp_sparse_p
+from haiku_etp._src.learners.algorithms.protocol import AlgorithmBase
+from haiku_etp._src.learners.algorithms.protocol import compiler_verdicts
+from haiku_etp._src.learners.algorithms.protocol import ParameterVerdict
+from haiku_etp._src.learners.algorithms.protocol import Signals
+from haiku_etp._src.learners.algorithms.protocol import StepNeeds
+from haiku_etp._src.learners.algorithms.protocol import TraceAlgorithm
+from haiku_etp._src.learners.algorithms.protocol import verdict
+from haiku_etp._src.learners.algorithms.protocol import with_reasons
+from haiku_etp._src.learners.factories import from_algorithm
+from haiku_etp._src.learners.registry import factory_options
+from haiku_etp._src.learners.registry import LearnerSpec
+from haiku_etp._src.learners.registry import register_learner
+from haiku_etp._src.learners.registry import unregister_learner
 
 __all__ = (
+    "AlgorithmBase",
     "DecomposedPrimitiveWarning",
     "ETPPrimitive",
     "ETPRules",
+    "LearnerSpec",
+    "ParameterVerdict",
+    "Signals",
+    "StepNeeds",
+    "TraceAlgorithm",
+    "compiler_verdicts",
     "conv_dimension_numbers",
     "drtrl_init",
     "drtrl_solve",
@@ -70,14 +95,20 @@ __all__ = (
     "etp_elementwise_p",
     "etp_embedding_p",
     "etp_sparse_p",
+    "factory_options",
+    "from_algorithm",
     "get_etp_rules",
     "is_etp_primitive",
     "mix_states",
     "pp_init",
     "pp_solve",
+    "register_learner",
     "register_primitive",
     "register_primitive_pair",
     "sum_leading",
+    "unregister_learner",
+    "verdict",
     "weighted_state_sum",
     "window_form",
+    "with_reasons",
 )

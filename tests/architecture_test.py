@@ -17,7 +17,9 @@
 
 import ast
 import glob
+import importlib
 import os
+import warnings
 
 from absl.testing import absltest
 
@@ -89,6 +91,7 @@ class ArchitectureTest(absltest.TestCase):
         haiku_etp,
         haiku_etp.compiler,
         haiku_etp.extend,
+        haiku_etp.sharding,
         haiku_etp.surrogate,
         haiku_etp.testing,
     ):
@@ -97,6 +100,47 @@ class ArchitectureTest(absltest.TestCase):
           sorted(namespace.__all__),
           namespace.__name__,
       )
+
+  def test_moved_names_still_import_with_a_warning(self):
+    moved = {
+        "haiku_etp.sharding": (
+            "replicate",
+            "shard_batch",
+            "shard_state",
+            "state_batch_mask",
+            "unshard_batch",
+            "unshard_state",
+        ),
+        "haiku_etp.extend": (
+            "Signals",
+            "StepNeeds",
+            "TraceAlgorithm",
+            "from_algorithm",
+            "register_learner",
+            "unregister_learner",
+        ),
+    }
+    for home, names in moved.items():
+      for name in names:
+        # (assertWarns walks sys.modules, which haiku's flax stub refuses.)
+        with warnings.catch_warnings(record=True) as caught:
+          warnings.simplefilter("always")
+          old = getattr(haiku_etp, name)
+        self.assertEqual([w.category for w in caught], [DeprecationWarning])
+        self.assertEqual(
+            str(caught[0].message),
+            f"haiku_etp.{name} moved to {home}.{name}; the old name goes away "
+            "in the next release.",
+        )
+        self.assertIs(old, getattr(importlib.import_module(home), name))
+        self.assertNotIn(name, haiku_etp.__all__)
+        self.assertIn(name, dir(haiku_etp))
+    with self.assertRaisesRegex(AttributeError, "no attribute 'nothing'"):
+      getattr(haiku_etp, "nothing")
+    # Every name public before the move is still importable.
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", DeprecationWarning)
+      exec("from haiku_etp import shard_batch, TraceAlgorithm", {})
 
   def test_parameter_roles_are_an_enum_equal_to_their_strings(self):
     role = haiku_etp.compiler.ParameterRole

@@ -154,6 +154,7 @@ class ApiReferenceTest(parameterized.TestCase):
       ("haiku_etp.rst", haiku_etp),
       ("compiler.rst", haiku_etp.compiler),
       ("extend.rst", haiku_etp.extend),
+      ("sharding.rst", haiku_etp.sharding),
       ("testing.rst", haiku_etp.testing),
       ("surrogate.rst", haiku_etp.surrogate),
   )

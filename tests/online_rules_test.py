@@ -244,7 +244,7 @@ class FeedbackTest(absltest.TestCase):
     self.assertFalse(np.allclose(other.traces(state3)["shared:feedback:2"], b))
     after = learner.reset(result.state)
     np.testing.assert_array_equal(learner.traces(after)["shared:feedback:2"], b)
-    mask = haiku_etp.state_batch_mask(state)
+    mask = haiku_etp.sharding.state_batch_mask(state)
     self.assertFalse(mask["~etp/eprop"]["shared:feedback:2"])
     # Adaptive: B moves toward the readout's weights.
     adaptive = haiku_etp.eprop(

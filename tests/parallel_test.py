@@ -88,16 +88,16 @@ class DataParallelTest(parameterized.TestCase):
         in_axes=(0, 0, None, 0, 0),
     )
     sharded = fn(
-        haiku_etp.replicate(params, _N),
-        haiku_etp.shard_state(state, _N),
+        haiku_etp.sharding.replicate(params, _N),
+        haiku_etp.sharding.shard_state(state, _N),
         None,
-        haiku_etp.shard_batch(xs, _N, axis=1),
-        haiku_etp.shard_batch(ys, _N, axis=1),
+        haiku_etp.sharding.shard_batch(xs, _N, axis=1),
+        haiku_etp.sharding.shard_batch(ys, _N, axis=1),
     )
     first = lambda t: jax.tree_util.tree_map(lambda v: v[0], t)
     _assert_close(first(sharded.grads), expected.grads)
     _assert_close(first(sharded.losses), expected.losses)
-    end = haiku_etp.unshard_state(sharded.state)
+    end = haiku_etp.sharding.unshard_state(sharded.state)
     _assert_close(end, expected.state)
     # The refractory counter is per sample and came back unsharded.
     np.testing.assert_array_equal(
@@ -143,20 +143,20 @@ class HelpersTest(parameterized.TestCase):
 
   def test_shard_and_unshard_round_trip(self):
     learner, _, state, _, _ = _setup(haiku_etp.d_rtrl)
-    sharded = haiku_etp.shard_state(state, _N)
+    sharded = haiku_etp.sharding.shard_state(state, _N)
     self.assertEqual(sharded["lif"]["v:hidden"].shape, (_N, _B // _N, _H))
     self.assertEqual(sharded["lif"]["refractory:sample"].shape[:2], (_N, 2))
     self.assertEqual(sharded["~"]["calls"].shape, (_N,))
-    chex.assert_trees_all_equal(haiku_etp.unshard_state(sharded), state)
+    chex.assert_trees_all_equal(haiku_etp.sharding.unshard_state(sharded), state)
     del learner
 
   def test_state_batch_mask_matches_shard_state(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
-    mask = haiku_etp.state_batch_mask(state)
+    mask = haiku_etp.sharding.state_batch_mask(state)
     self.assertTrue(mask["lif"]["v:hidden"])
     self.assertTrue(mask["lif"]["refractory:sample"])
     self.assertFalse(mask["~"]["calls"])
-    sharded = haiku_etp.shard_state(state, _N)
+    sharded = haiku_etp.sharding.shard_state(state, _N)
     for m, entries in mask.items():
       for n, batched in entries.items():
         v, s = state[m][n], sharded[m][n]
@@ -168,23 +168,23 @@ class HelpersTest(parameterized.TestCase):
         any(mask[m][n] for m in mask if m.startswith("~etp") for n in mask[m])
     )
     with self.assertRaisesRegex(ValueError, "unsharded state"):
-      haiku_etp.state_batch_mask(sharded)
+      haiku_etp.sharding.state_batch_mask(sharded)
 
   def test_unshard_of_an_unsharded_state(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
-    with self.assertRaisesRegex(ValueError, "sharded by haiku_etp.shard_state"):
-      haiku_etp.unshard_state(state)
+    with self.assertRaisesRegex(ValueError, "sharded by haiku_etp.sharding.shard_state"):
+      haiku_etp.sharding.unshard_state(state)
 
   def test_shard_twice(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
     with self.assertRaisesRegex(ValueError, "already sharded"):
-      haiku_etp.shard_state(haiku_etp.shard_state(state, 2), 2)
+      haiku_etp.sharding.shard_state(haiku_etp.sharding.shard_state(state, 2), 2)
 
   @parameterized.named_parameters(
       ("zero", 0), ("negative", -1), ("float", 2.0), ("bool", True)
   )
   def test_bad_device_count(self, n):
-    for fn in (haiku_etp.replicate, haiku_etp.shard_batch):
+    for fn in (haiku_etp.sharding.replicate, haiku_etp.sharding.shard_batch):
       with self.assertRaisesRegex(ValueError, "num_devices must be an int"):
         fn({"x": jnp.ones((4, 2))}, n)
 
@@ -192,11 +192,11 @@ class HelpersTest(parameterized.TestCase):
     with self.assertRaisesRegex(
         ValueError, r"\['x'\] with shape \(6, 2\) over 4 devices.*multiple"
     ):
-      haiku_etp.shard_batch({"x": jnp.ones((6, 2))}, 4)
+      haiku_etp.sharding.shard_batch({"x": jnp.ones((6, 2))}, 4)
 
   def test_unshard_batch_without_device_axis(self):
     with self.assertRaisesRegex(ValueError, "lacks the leading device axis"):
-      haiku_etp.unshard_batch({"x": jnp.ones((4,))})
+      haiku_etp.sharding.unshard_batch({"x": jnp.ones((4,))})
 
   def test_forgotten_replicate_names_the_remedy(self):
     learner, params, state, xs, ys = _setup(haiku_etp.d_rtrl)
@@ -211,10 +211,10 @@ class HelpersTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "replicate params"):
       fn(
           bad,
-          haiku_etp.shard_state(state, _N),
+          haiku_etp.sharding.shard_state(state, _N),
           None,
-          haiku_etp.shard_batch(xs, _N, axis=1),
-          haiku_etp.shard_batch(ys, _N, axis=1),
+          haiku_etp.sharding.shard_batch(xs, _N, axis=1),
+          haiku_etp.sharding.shard_batch(ys, _N, axis=1),
       )
 
 

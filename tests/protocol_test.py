@@ -21,6 +21,7 @@ the registry.
 """
 
 import dataclasses
+import inspect
 import json
 
 from absl.testing import absltest
@@ -44,7 +45,9 @@ class Immediate:
 
   name: str = "immediate"
   form: str = "window"
-  needs: haiku_etp.StepNeeds = haiku_etp.StepNeeds(per_position=False)
+  needs: haiku_etp.extend.StepNeeds = haiku_etp.extend.StepNeeds(
+      per_position=False
+  )
   cross_budget: int = 0
 
   def init(self, compiled):
@@ -83,7 +86,7 @@ class Immediate:
 
 
 def _make_immediate(model):
-  return haiku_etp.from_algorithm(model, Immediate())
+  return haiku_etp.extend.from_algorithm(model, Immediate())
 
 
 def _gru(x):
@@ -139,7 +142,7 @@ class ToyLearnerTest(absltest.TestCase):
       class Broken:
         name: str = "broken"
 
-      haiku_etp.from_algorithm(self.model, Broken())
+      haiku_etp.extend.from_algorithm(self.model, Broken())
 
 
 class RegistryTest(absltest.TestCase):
@@ -166,13 +169,26 @@ class RegistryTest(absltest.TestCase):
         ("es_d_rtrl", {"decay": (0.9, 0.0), "form": "fused"}),
     )
     with self.assertRaisesRegex(ValueError, "registered already"):
-      haiku_etp.register_learner("bptt", haiku_etp.bptt)
+      haiku_etp.extend.register_learner("bptt", haiku_etp.bptt)
+    # The options are the factories' keyword parameters, read from their
+    # signatures; a hand-written list is checked against the signature.
+    for name in ("d_rtrl", "es_d_rtrl", "rtrl", "snap", "eprop", "tbptt"):
+      spec = haiku_etp.learner_spec(name)
+      params = list(inspect.signature(spec.factory).parameters)[1:]
+      self.assertEqual(spec.options, tuple(params), name)
+    with self.assertRaisesRegex(
+        ValueError, r"takes no options \['nope'\]; its options are \['fast'"
+    ):
+      haiku_etp.extend.register_learner(
+          "other", haiku_etp.d_rtrl, options=("nope",)
+      )
+    self.assertNotIn("other", haiku_etp.learner_names())
 
   def test_every_registered_learner_trains_and_is_compared(self):
     # 'all' in experiments.compare is every registered name, the toy one
     # included, each trained on a tiny config through the pipeline.
-    haiku_etp.register_learner("immediate", _make_immediate)
-    self.addCleanup(haiku_etp.unregister_learner, "immediate")
+    haiku_etp.extend.register_learner("immediate", _make_immediate)
+    self.addCleanup(haiku_etp.extend.unregister_learner, "immediate")
     config = pipeline_util.tiny_config(
         "delayed_copy", train_steps=2, eval_every=2, log_every=1
     )

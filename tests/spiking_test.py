@@ -952,7 +952,7 @@ class DataParallelTest(_X64TestCase):
         self,
         lambda: test_util.fast_jit(learner.init)(jax.random.PRNGKey(0), xs[0]),
     )
-    sharded = haiku_etp.shard_state(state, n)
+    sharded = haiku_etp.sharding.shard_state(state, n)
     self.assertEqual(
         sharded["lif"]["refractory:sample"].shape, (n, 2, _NUM_HIDDEN)
     )
@@ -966,11 +966,11 @@ class DataParallelTest(_X64TestCase):
         axis_name="i",
         in_axes=(0, 0, None, 0, 0),
     )(
-        haiku_etp.replicate(params, n),
+        haiku_etp.sharding.replicate(params, n),
         sharded,
         None,
-        haiku_etp.shard_batch(xs, n, axis=1),
-        haiku_etp.shard_batch(ys, n, axis=1),
+        haiku_etp.sharding.shard_batch(xs, n, axis=1),
+        haiku_etp.sharding.shard_batch(ys, n, axis=1),
     )
     # The counters did run, so sharding them is exercised.
     counters = single.state["lif"]["refractory:sample"]
@@ -981,7 +981,7 @@ class DataParallelTest(_X64TestCase):
         first(parallel.losses), single.losses, rtol=1e-10
     )
     chex.assert_trees_all_equal(
-        haiku_etp.unshard_state(parallel.state)["lif"], single.state["lif"]
+        haiku_etp.sharding.unshard_state(parallel.state)["lif"], single.state["lif"]
     )
 
 

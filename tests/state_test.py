@@ -215,22 +215,22 @@ class HiddenStateTest(absltest.TestCase):
     model = _model()
     x = jax.random.normal(jax.random.PRNGKey(3), (_NUM_DEVICES * _B, _I))
     params, state = model.init(None, x)
-    sharded = haiku_etp.shard_state(state, _NUM_DEVICES)
+    sharded = haiku_etp.sharding.shard_state(state, _NUM_DEVICES)
     # Hidden state is split over devices, the counter replicated.
     self.assertEqual(sharded["outer"]["a:hidden"].shape, (_NUM_DEVICES, _B, _O))
     self.assertEqual(sharded["outer"]["count"].shape, (_NUM_DEVICES,))
     out, new = jax.pmap(model.apply)(
-        haiku_etp.replicate(params, _NUM_DEVICES),
+        haiku_etp.sharding.replicate(params, _NUM_DEVICES),
         sharded,
         None,
-        haiku_etp.shard_batch(x, _NUM_DEVICES),
+        haiku_etp.sharding.shard_batch(x, _NUM_DEVICES),
     )
     self.assertEqual(
         _names(new), dict(_names(state), **{"~etp/shards": ["index"]})
     )
     self.assertEqual(state_lib.hidden_paths(new), _HIDDEN)
     self.assertEqual(out.shape, (_NUM_DEVICES, _B, _O))
-    unsharded = haiku_etp.unshard_state(new)
+    unsharded = haiku_etp.sharding.unshard_state(new)
     self.assertEqual(state_lib.hidden_paths(unsharded), _HIDDEN)
     _, expected = model.apply(params, state, None, x)
     chex.assert_trees_all_close(unsharded, expected, rtol=1e-6)

@@ -179,7 +179,7 @@ def get_sample_state(
 
   Use it for per-sample memory without a gradient path, such as a refractory
   counter: the leading axis of ``shape`` is the batch, so data parallelism
-  shards it with the batch (:func:`haiku_etp.shard_state`). Floating memory
+  shards it with the batch (:func:`haiku_etp.sharding.shard_state`). Floating memory
   that depends on parameters belongs in :func:`get_hidden_state`; the
   compiler warns when such memory is kept anywhere else.
 

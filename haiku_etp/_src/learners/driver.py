@@ -259,7 +259,7 @@ class Learner(NamedTuple):
 
   Build it with a factory (``haiku_etp.d_rtrl``, ``es_d_rtrl``, ``rtrl``,
   ``bptt``, ``tbptt``), by name (``haiku_etp.make_learner``) or from any
-  trace algorithm (``haiku_etp.from_algorithm``). Every
+  trace algorithm (``haiku_etp.extend.from_algorithm``). Every
   function is pure and jittable (``report`` and ``compile`` read shapes
   only); the learner state is the model's Haiku state plus the learner's own
   ``"~etp/..."`` entries.
@@ -457,8 +457,8 @@ def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
         f"The {what} structure does not match what the model builds for an "
         f"input of shape {tree_util.tree_map(np.shape, x)}: {detail}.{hint} "
         "Use the params and state from learner.init for inputs of this "
-        "shape (under pmap, replicate params with haiku_etp.replicate and "
-        "shard the state with haiku_etp.shard_state)."
+        "shape (under pmap, replicate params with haiku_etp.sharding.replicate and "
+        "shard the state with haiku_etp.sharding.shard_state)."
     )
 
 

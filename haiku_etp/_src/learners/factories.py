@@ -516,7 +516,7 @@ def from_algorithm(
     *,
     trace_dtype: Optional[Any] = None,
 ) -> Learner:
-  """A learner from any :class:`~haiku_etp.TraceAlgorithm`.
+  """A learner from any :class:`~haiku_etp.extend.TraceAlgorithm`.
 
   The driver (compile cache, state layout, checks, window form, online
   loop, fused form) is the one every built-in learner uses; the learner's
@@ -525,7 +525,7 @@ def from_algorithm(
 
   Args:
     model: a ``hk.transform_with_state`` step.
-    algorithm: a trace algorithm (``haiku_etp.TraceAlgorithm``).
+    algorithm: a trace algorithm (``haiku_etp.extend.TraceAlgorithm``).
     trace_dtype: ``None``, or the dtype its floating traces are stored in
       between steps (see :func:`d_rtrl`).
 

@@ -163,7 +163,7 @@ def state_batch_mask(state: Any) -> dict:
   if hasattr(state, "get") and SHARDS_KEY in state:
     raise ValueError(
         "state_batch_mask takes an unsharded state; unshard it first with "
-        "haiku_etp.unshard_state."
+        "haiku_etp.sharding.unshard_state."
     )
   return {
       m: {n: _batched(m, n, jnp.shape(v)) for n, v in entries.items()}
@@ -211,7 +211,7 @@ def unshard_state(state: Any) -> dict:
     marker = state.get(SHARDS_KEY, {}).get("index")
   if marker is None or jnp.ndim(marker) != 1:
     raise ValueError(
-        "unshard_state takes a state sharded by haiku_etp.shard_state (or "
+        "unshard_state takes a state sharded by haiku_etp.sharding.shard_state (or "
         "returned by a pmap that carried one); this state has no device "
         "axis. An unsharded state needs no unsharding."
     )

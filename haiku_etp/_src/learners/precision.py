@@ -77,7 +77,7 @@ class StoredIn:
   """``inner``'s traces stored in ``dtype``; everything else is ``inner``'s.
 
   Attributes:
-    inner: a :class:`~haiku_etp.TraceAlgorithm`.
+    inner: a :class:`~haiku_etp.extend.TraceAlgorithm`.
     dtype: the storage dtype of its floating traces.
   """
 

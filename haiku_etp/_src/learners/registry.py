@@ -18,11 +18,12 @@ benchmark and ``haiku_etp.testing`` read.
 A learner is registered once with its factory and the options the factory
 takes; :func:`make_learner` builds it by name, and an unknown name or option
 is a ``ValueError`` listing the valid ones. A new rule is one module (a
-:class:`~haiku_etp.TraceAlgorithm`) and one :func:`register_learner` call.
+:class:`~haiku_etp.extend.TraceAlgorithm`) and one :func:`register_learner` call.
 """
 
 import ast
-from typing import Any, Callable, NamedTuple
+import inspect
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 from haiku_etp._src.learners import factories
 from haiku_etp._src.learners import driver
@@ -50,23 +51,55 @@ class LearnerSpec(NamedTuple):
 _REGISTRY: dict[str, LearnerSpec] = {}
 
 
+def factory_options(factory: Callable[..., driver.Learner]) -> tuple[str, ...]:
+  """The options ``factory(model, ...)`` takes: its parameters after the
+  model that can be passed by keyword, in signature order."""
+  params = list(inspect.signature(factory).parameters.values())[1:]
+  return tuple(
+      p.name
+      for p in params
+      if p.kind
+      in (
+          inspect.Parameter.POSITIONAL_OR_KEYWORD,
+          inspect.Parameter.KEYWORD_ONLY,
+      )
+  )
+
+
 def register_learner(
     name: str,
     factory: Callable[..., driver.Learner],
     *,
-    options: tuple[str, ...] = (),
+    options: Optional[Sequence[str]] = None,
     whole_sequence: bool = False,
     description: str = "",
 ) -> LearnerSpec:
   """Registers ``factory`` under ``name``; returns its :class:`LearnerSpec`.
 
+  ``options`` defaults to the factory's own keyword parameters
+  (:func:`factory_options`); pass them to expose fewer.
+
   Raises:
-    ValueError: for a name that is taken or not an identifier.
+    ValueError: for a name that is taken or not an identifier, or an option
+      the factory does not take.
   """
   if not isinstance(name, str) or not name.isidentifier():
     raise ValueError(f"A learner name must be an identifier, got {name!r}.")
   if name in _REGISTRY:
     raise ValueError(f"A learner named {name!r} is registered already.")
+  takes = factory_options(factory)
+  if options is None:
+    options = takes
+  elif not any(
+      p.kind == inspect.Parameter.VAR_KEYWORD
+      for p in inspect.signature(factory).parameters.values()
+  ):
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+      raise ValueError(
+          f"register_learner({name!r}): the factory takes no options "
+          f"{unknown}; its options are {list(takes)}."
+      )
   spec = LearnerSpec(name, factory, tuple(options), whole_sequence, description)
   _REGISTRY[name] = spec
   return spec
@@ -160,70 +193,48 @@ def learner_label(name: str, options: dict) -> str:
 register_learner(
     "d_rtrl",
     factories.d_rtrl,
-    options=("fast", "max_cross_bytes", "trace_dtype", "window_roll"),
     description="D-RTRL: per-parameter traces, exact on per-position "
     "transitions",
 )
 register_learner(
     "es_d_rtrl",
     factories.es_d_rtrl,
-    options=("decay", "rank", "form", "trace_dtype", "window_roll"),
     description="ES-D-RTRL: input- and output-side traces, O(B (I + O S))",
 )
 register_learner(
     "rtrl",
     factories.rtrl,
-    options=(
-        "max_trace_bytes",
-        "params",
-        "max_cross_bytes",
-        "trace_dtype",
-        "window_roll",
-    ),
     description="RTRL: the full influence, exact on every step",
 )
 register_learner(
     "uoro",
     factories.uoro,
-    options=("projection", "trace_dtype"),
     description="UORO: unbiased rank-one estimate of RTRL's influence",
 )
 register_learner(
     "snap",
     factories.snap,
-    options=("n", "max_trace_bytes", "trace_dtype"),
     description="SnAp-n: RTRL's influence on the entries n steps reach",
 )
 register_learner(
     "eprop",
     factories.eprop,
-    options=(
-        "feedback",
-        "feedback_seed",
-        "feedback_rate",
-        "readout",
-        "max_cross_bytes",
-        "trace_dtype",
-    ),
     description="e-prop: D-RTRL's traces, the error through symmetric, "
     "random or adaptive feedback",
 )
 register_learner(
     "rflo",
     factories.rflo,
-    options=("feedback_seed", "readout", "trace_dtype"),
     description="RFLO: leaky local traces and fixed random feedback",
 )
 register_learner(
     "bptt",
     factories.bptt,
-    options=("remat",),
     whole_sequence=True,
     description="BPTT over the whole sequence, the reference",
 )
 register_learner(
     "tbptt",
     factories.tbptt,
-    options=("window",),
     description="truncated BPTT inside windows, no traces",
 )
