@@ -35,7 +35,7 @@
 import dataclasses
 import enum
 import io
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -70,7 +70,7 @@ class Diagnostic(NamedTuple):
   message: str
   parameters: tuple[str, ...] = ()
 
-  def __str__(self):
+  def __str__(self) -> str:
     return f"[{self.level}] {self.code}: {self.message}"
 
 
@@ -240,7 +240,7 @@ class CompiledStep:
     """Program value id of the old value of state leaf ``leaf``."""
     return self.program.invars[self.num_param_leaves + leaf]
 
-  def hidden_out(self, leaf: int):
+  def hidden_out(self, leaf: int) -> program_lib.Atom:
     """Program atom of the new value of state leaf ``leaf``."""
     return self.program.outvars[self.num_out_leaves + leaf]
 
@@ -316,7 +316,7 @@ class CompiledStep:
     return out.getvalue()
 
 
-def format_bytes(n: int) -> str:
+def format_bytes(n: float) -> str:
   """``n`` bytes with a binary unit, e.g. ``"1.5 KiB"``."""
   if n < 1024:
     return f"{n} B"
@@ -327,7 +327,7 @@ def format_bytes(n: int) -> str:
   return f"{n:.1f} {unit}"
 
 
-def _path(key_path) -> str:
+def _path(key_path: Sequence[Any]) -> str:
   return "/".join(
       str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path
   )
@@ -344,17 +344,17 @@ class _Step(NamedTuple):
   hidden: list
 
   @property
-  def num_p(self):
+  def num_p(self) -> int:
     return len(self.param_paths)
 
   @property
-  def num_s(self):
+  def num_s(self) -> int:
     return len(self.state_paths)
 
   def state_in(self, leaf: int) -> int:
     return self.program.invars[self.num_p + leaf]
 
-  def state_out(self, leaf: int):
+  def state_out(self, leaf: int) -> program_lib.Atom:
     return self.program.outvars[len(self.program.outvars) - self.num_s + leaf]
 
   def path(self, leaf: int) -> str:
@@ -367,7 +367,13 @@ class _Step(NamedTuple):
     return self.state_out(leaf) != self.state_in(leaf)
 
 
-def _trace(model, params, state, rng, x) -> _Step:
+def _trace(
+    model: hk.TransformedWithState,
+    params: hk.Params,
+    state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+) -> _Step:
   params = hk.data_structures.to_mutable_dict(params)
   state = hk.data_structures.to_mutable_dict(state)
   param_leaves, _ = tree_util.tree_flatten_with_path(params)
@@ -385,7 +391,7 @@ def _trace(model, params, state, rng, x) -> _Step:
   leaves, in_tree = tree_util.tree_flatten((params, state, rng, x))
   out_tree_box = []
 
-  def flat_apply(*flat):
+  def flat_apply(*flat: Any) -> list[Any]:
     out = model.apply(*tree_util.tree_unflatten(in_tree, flat))
     out_leaves, out_tree = tree_util.tree_flatten(out)
     out_tree_box.append(out_tree)
@@ -408,7 +414,7 @@ def _trace(model, params, state, rng, x) -> _Step:
 def _check_state_use(step: _Step) -> None:
   """Phase 2: every hidden state is read and written by the step."""
   program = step.program
-  used = set()
+  used: set[int] = set()
   for node in program.nodes:
     used.update(a for a in node.ins if not isinstance(a, Lit))
   num_out = len(program.outvars) - step.num_s
@@ -450,7 +456,9 @@ def _find_relations(step: _Step, deps: dict) -> list:
   param_mask = (1 << num_p) - 1
   state_mask = ((1 << step.num_s) - 1) << num_p
   dep_of = lambda a: 0 if isinstance(a, Lit) else deps.get(a, 0)
-  out, used, inputs = [], {}, {}
+  out: list[_RawRelation] = []
+  used: dict[str, int] = {}
+  inputs: dict[Any, str] = {}
   for ni, node in enumerate(program.nodes):
     if not node.etp:
       continue
@@ -504,7 +512,7 @@ def _form_groups(step: _Step, tail: dict) -> tuple[list, dict, list]:
   get = lambda a: 0 if isinstance(a, Lit) else tail.get(a, 0)
   parent = list(range(num_h))
 
-  def find(k):
+  def find(k: int) -> int:
     while parent[k] != k:
       parent[k] = parent[parent[k]]
       k = parent[k]
@@ -552,7 +560,7 @@ def _form_groups(step: _Step, tail: dict) -> tuple[list, dict, list]:
   return groups, hidden_group, unaligned
 
 
-def _broadcasts(y_shape, v_shape) -> bool:
+def _broadcasts(y_shape: Sequence[int], v_shape: Sequence[int]) -> bool:
   """Whether ``y_shape`` broadcasts onto ``v_shape`` (NumPy, trailing)."""
   if len(y_shape) > len(v_shape):
     return False
@@ -566,12 +574,12 @@ class _Flows(NamedTuple):
   masks: program_lib.Masks
   deps: dict
 
-  def at(self, which: str, atom) -> int:
+  def at(self, which: str, atom: program_lib.Atom) -> int:
     if which == "deps":
       return 0 if isinstance(atom, Lit) else self.deps.get(atom, 0)
     return self.masks.at(which, atom)
 
-  def cut(self, atom) -> int:
+  def cut(self, atom: program_lib.Atom) -> int:
     """Sources that reach ``atom`` through any mixing (an ETP op included)."""
     return (
         self.at("cross", atom) | self.at("etp", atom) | self.at("relabel", atom)
@@ -591,7 +599,13 @@ def _flows(step: _Step, relations: list) -> _Flows:
   return _Flows(masks, deps)
 
 
-def _attach(step, raw, groups, hidden_group, flows) -> tuple[list, list]:
+def _attach(
+    step: _Step,
+    raw: Sequence[_RawRelation],
+    groups: Sequence[HiddenGroup],
+    hidden_group: Mapping[int, int],
+    flows: _Flows,
+) -> tuple[list, list]:
   """Phase 6: the groups each relation feeds, and what it cannot feed."""
   num_h = len(step.hidden)
   program = step.program
@@ -669,7 +683,14 @@ def _reach_hidden(step: _Step, flows: _Flows) -> int:
   return mask
 
 
-def _uncovered(step, relations, planned, params, src, dst) -> tuple:
+def _uncovered(
+    step: _Step,
+    relations: Sequence[Relation],
+    planned: cross_lib.Planned,
+    params: Sequence[str],
+    src: int,
+    dst: int,
+) -> tuple:
   """The ``params`` whose credit from group ``src`` into ``dst`` no
   cross-group trace carries."""
   out = []
@@ -686,8 +707,15 @@ def _uncovered(step, relations, planned, params, src, dst) -> tuple:
 
 
 def _memory_diagnostics(
-    step, relations, groups, hidden_group, unaligned, flows, infl, planned
-):
+    step: _Step,
+    relations: Sequence[Relation],
+    groups: Sequence[HiddenGroup],
+    hidden_group: Mapping[int, int],
+    unaligned: Sequence[tuple[int, int]],
+    flows: _Flows,
+    infl: Sequence[int],
+    planned: cross_lib.Planned,
+) -> list[Diagnostic]:
   """Memory paths D drops: across shapes, or through a cut."""
   hidden, num_h = step.hidden, len(step.hidden)
   names = lambda mask: tuple(
@@ -743,7 +771,12 @@ def _memory_diagnostics(
   return out
 
 
-def _relation_diagnostics(relations, groups, findings, planned) -> list:
+def _relation_diagnostics(
+    relations: Sequence[Relation],
+    groups: Sequence[HiddenGroup],
+    findings: Sequence[tuple[str, int, int]],
+    planned: cross_lib.Planned,
+) -> list:
   """Relations that reach a group other than through an aligned tail."""
   out = []
   for code, r, g in findings:
@@ -776,7 +809,9 @@ def _relation_diagnostics(relations, groups, findings, planned) -> list:
   return out
 
 
-def _untraced_parameters(step, relations, flows) -> list:
+def _untraced_parameters(
+    step: _Step, relations: Sequence[Relation], flows: _Flows
+) -> list:
   reach = _reach_hidden(step, flows)
   etp_params = {p for r in relations for ps in r.weights.values() for p in ps}
   return [
@@ -793,7 +828,12 @@ def _untraced_parameters(step, relations, flows) -> list:
   ]
 
 
-def _cross_diagnostics(step, relations, groups, planned) -> list:
+def _cross_diagnostics(
+    step: _Step,
+    relations: Sequence[Relation],
+    groups: Sequence[HiddenGroup],
+    planned: cross_lib.Planned,
+) -> list:
   """What the cross-group traces carry, and what the budget left out."""
   out = []
   for p in planned.plans:
@@ -824,7 +864,14 @@ def _cross_diagnostics(step, relations, groups, planned) -> list:
 
 
 def _diagnose(
-    step, relations, groups, hidden_group, unaligned, findings, flows, planned
+    step: _Step,
+    relations: Sequence[Relation],
+    groups: Sequence[HiddenGroup],
+    hidden_group: Mapping[int, int],
+    unaligned: Sequence[tuple[int, int]],
+    findings: Sequence[tuple[str, int, int]],
+    flows: _Flows,
+    planned: cross_lib.Planned,
 ) -> list:  # pyformat: disable
   """Phase 7: every finding, with the parameters it makes approximate."""
   infl = _influence(step, flows)
@@ -883,10 +930,15 @@ def _carried_state(step: _Step, flows: _Flows, infl: list) -> list:
   return out
 
 
-def _parameters(step, relations, diagnostics, flows) -> list:
+def _parameters(
+    step: _Step,
+    relations: Sequence[Relation],
+    diagnostics: Sequence[Diagnostic],
+    flows: _Flows,
+) -> list:
   reach_hidden = _reach_hidden(step, flows)
   etp_params = {p for r in relations for ps in r.weights.values() for p in ps}
-  reasons = {p: [] for p in step.param_paths}
+  reasons: dict[str, list[str]] = {p: [] for p in step.param_paths}
   for d in diagnostics:
     if d.level != "warning":
       continue
@@ -910,7 +962,7 @@ def _parameters(step, relations, diagnostics, flows) -> list:
 DEFAULT_CROSS_BYTES = 512 * 2**20
 
 
-def check_byte_budget(value, name: str, zero: str = "") -> None:
+def check_byte_budget(value: Any, name: str, zero: str = "") -> None:
   """Raises ``ValueError`` unless the budget ``value`` (argument ``name``)
   is ``None`` or an int ``>= 0``; ``zero`` says what 0 means."""
   if value is None:
@@ -918,14 +970,14 @@ def check_byte_budget(value, name: str, zero: str = "") -> None:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
     bad = True
   else:
-    bad = value < 0
+    bad = bool(value < 0)
   if bad:
     raise ValueError(
         f"{name} must be None (no limit) or an int >= 0{zero}, got {value!r}."
     )
 
 
-def check_cross_budget(max_cross_bytes) -> None:
+def check_cross_budget(max_cross_bytes: Optional[int]) -> None:
   """Raises ``ValueError`` unless ``max_cross_bytes`` is ``None`` or an int
   ``>= 0``."""
   check_byte_budget(

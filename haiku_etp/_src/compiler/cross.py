@@ -37,11 +37,26 @@ filtered input-side trace :math:`\bar e^t = \kappa \bar e^{t-1} +
 X_{r,r_2}^t`, contracted with the readout at the solve.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import (
+    Any,
+    Iterable,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+)
 
 import numpy as np
 
 from haiku_etp._src.core import program as program_lib
+
+# The compiler's tables (its step, Relation, HiddenGroup and flows) reach the
+# planner as they are; the compiler imports this module, so they are typed
+# here by these names only.
+_Step = Any
+_Relation = Any
+_HiddenGroup = Any
+_Flows = Any
 
 Lit = program_lib.Lit
 
@@ -125,7 +140,12 @@ _LINEAR = frozenset(
 )  # pyformat: disable
 
 
-def _walk_back(program, producer, deps, atom) -> tuple:
+def _walk_back(
+    program: program_lib.Program,
+    producer: Mapping[int, int],
+    deps: Mapping[int, int],
+    atom: program_lib.Atom,
+) -> tuple:
   """``(pre, chain, constant atoms)`` behind a relation's input."""
   chain, constants = [], []
   while not isinstance(atom, Lit) and atom in producer:
@@ -150,30 +170,39 @@ def _walk_back(program, producer, deps, atom) -> tuple:
 class _Graph(NamedTuple):
   """What the planner reads from the compiler."""
 
-  step: Any
-  relations: list
-  groups: list
-  hidden_group: dict
-  flows: Any
-  findings: list
-  group_bits: list
-  inputs: dict  # relation index -> CrossInput (relations with an input)
-  bad: dict  # relation index -> bits reaching its input other than by tails
+  step: _Step
+  relations: Sequence[_Relation]
+  groups: Sequence[_HiddenGroup]
+  hidden_group: Mapping[int, int]
+  flows: _Flows
+  findings: Sequence[tuple[str, int, int]]
+  group_bits: list[int]
+  # relation index -> CrossInput (relations with an input)
+  inputs: dict[int, "CrossInput"]
+  # relation index -> bits reaching its input other than by tails
+  bad: dict[int, int]
 
   @property
-  def num_h(self):
+  def num_h(self) -> int:
     return len(self.step.hidden)
 
   def rel_bit(self, i: int) -> int:
     return 1 << (self.num_h + i)
 
-  def source_shape(self, bit: int):
+  def source_shape(self, bit: int) -> tuple[int, ...]:
     if bit < self.num_h:
       return self.step.shape(self.step.hidden[bit])
     return tuple(self.relations[bit - self.num_h].y_shape)
 
 
-def _graph(step, relations, groups, hidden_group, flows, findings) -> _Graph:
+def _graph(
+    step: _Step,
+    relations: Sequence[_Relation],
+    groups: Sequence[_HiddenGroup],
+    hidden_group: Mapping[int, int],
+    flows: _Flows,
+    findings: Sequence[tuple[str, int, int]],
+) -> _Graph:
   program = step.program
   producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
   group_bits = [0] * len(groups)
@@ -253,7 +282,9 @@ def _reach(g: _Graph, i: int) -> tuple[list, set, int]:
   return sorted(down), groups, bits
 
 
-def _within(g: _Graph, rel, j: int, reads: int, own_bits: int) -> bool:
+def _within(
+    g: _Graph, rel: _Relation, j: int, reads: int, own_bits: int
+) -> bool:
   """Whether relation ``j`` mixes only the source's own groups and output
   back into them (a recurrent weight): D-RTRL cuts that path, and the
   cross-group traces build on the cut per-group trace (e-prop's eligibility
@@ -263,14 +294,14 @@ def _within(g: _Graph, rel, j: int, reads: int, own_bits: int) -> bool:
 
 
 def _acyclic(g: _Graph, nodes: set, down: list) -> bool:
-  edges = {n: set() for n in nodes}
+  edges: dict[int, set[int]] = {n: set() for n in nodes}
   for j in down:
     for src in nodes:
       if g.inputs[j].sources & g.group_bits[src]:
         edges[src].update(g.relations[j].groups)
   state = {}
 
-  def visit(n) -> bool:
+  def visit(n: int) -> bool:
     state[n] = 1
     for m in edges.get(n, ()):
       if state.get(m) == 1 or (m not in state and not visit(m)):
@@ -312,7 +343,7 @@ def _valid(g: _Graph, i: int, down: list, groups: set, bits: int) -> bool:
   return _acyclic(g, own | groups, down)
 
 
-def _lines_up(g: _Graph, bit: int, pre_shape) -> bool:
+def _lines_up(g: _Graph, bit: int, pre_shape: Sequence[int]) -> bool:
   """Whether source ``bit`` has the hop input's positions: a hidden state of
   its shape, or a relation output of its shape or broadcast into it on the
   trailing axes (an unbatched per-unit parameter such as a decay)."""
@@ -341,7 +372,9 @@ def _hop(g: _Graph, i: int, j: int, groups: set, down: list) -> Hop:
   )
 
 
-def _constant_path(g: _Graph, src_bit: int, dst_atoms, scalar: bool) -> bool:
+def _constant_path(
+    g: _Graph, src_bit: int, dst_atoms: Sequence[program_lib.Atom], scalar: bool
+) -> bool:
   """Whether every op from source ``src_bit`` to ``dst_atoms`` is linear with
   constant coefficients (scalar ones if ``scalar``)."""
   program, flows = g.step.program, g.flows
@@ -364,13 +397,13 @@ def _constant_path(g: _Graph, src_bit: int, dst_atoms, scalar: bool) -> bool:
   return True
 
 
-def _constant(g: _Graph, atom, scalar: bool) -> bool:
+def _constant(g: _Graph, atom: program_lib.Atom, scalar: bool) -> bool:
   if isinstance(atom, Lit):
     val = np.asarray(atom.val)
     return not scalar or val.size <= 1 or bool(np.all(val == val.flat[0]))
   if g.flows.at("deps", atom):
     return False
-  return not scalar or np.ndim(g.step.program.aval(atom)) == 0
+  return not scalar or g.step.program.aval(atom).ndim == 0
 
 
 def _filterable(g: _Graph, grp: int, hop: Hop, down: list) -> bool:
@@ -393,7 +426,12 @@ def _filterable(g: _Graph, grp: int, hop: Hop, down: list) -> bool:
   return _constant_path(g, g.rel_bit(hop.relation), outs, scalar=False)
 
 
-def _nbytes(g: _Graph, i: int, groups, filtered) -> int:
+def _nbytes(
+    g: _Graph,
+    i: int,
+    groups: Iterable[int],
+    filtered: Sequence[tuple[int, int]],
+) -> int:
   """Bytes of the full fields and the filtered traces of source ``i``."""
   rel = g.relations[i]
   program = g.step.program
@@ -448,7 +486,15 @@ def rel_trace_elements(g: _Graph, i: int) -> int:
   return sum(int(np.prod(v.shape)) for v in jax.tree_util.tree_leaves(trace))
 
 
-def plan(step, relations, groups, hidden_group, flows, findings, budget):
+def plan(
+    step: _Step,
+    relations: Sequence[_Relation],
+    groups: Sequence[_HiddenGroup],
+    hidden_group: Mapping[int, int],
+    flows: _Flows,
+    findings: Sequence[tuple[str, int, int]],
+    budget: Optional[int],
+) -> "Planned":
   """Phase 8: the cross-group traces, within ``budget`` bytes.
 
   Args:

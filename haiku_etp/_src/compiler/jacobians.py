@@ -29,12 +29,14 @@ from the forward pass. All of it is gradient-stopped.
 """
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
+import haiku as hk
 import jax
 from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
+import numpy as np
 
 from haiku_etp._src.core import backend
 from haiku_etp._src.compiler import compiler as compiler_lib
@@ -92,7 +94,7 @@ class FullJacobian(NamedTuple):
   relations: Optional[dict] = None
 
 
-def _custom_vjp_forward(node, vals):
+def _custom_vjp_forward(node: program_lib.Node, vals: Sequence[Any]) -> Any:
   """Binds a ``custom_vjp`` call so forward mode sees its custom derivative.
 
   JAX refuses forward mode through ``custom_vjp``. The compiler lets tails
@@ -104,11 +106,13 @@ def _custom_vjp_forward(node, vals):
   fn = lambda *args: _bind(node, args)
 
   @jax.custom_jvp
-  def call(*args):
+  def call(*args: Any) -> Any:
     return fn(*args)
 
   @call.defjvp
-  def _(primals, tangents):
+  def _(
+      primals: Sequence[Any], tangents: Sequence[Any]
+  ) -> tuple[Any, list[jax.Array]]:
     outs, vjp = jax.vjp(fn, *primals)
     tangent_outs = []
     for k, out in enumerate(outs):
@@ -125,11 +129,17 @@ def _custom_vjp_forward(node, vals):
   return call(*vals)
 
 
-def _read(env, atom):
+def _read(env: dict[int, Any], atom: program_lib.Atom) -> Any:
   return atom.val if isinstance(atom, Lit) else env[atom]
 
 
-def check_tree(compiled, params, state, rng, x):
+def check_tree(
+    compiled: compiler_lib.CompiledStep,
+    params: hk.Params,
+    state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+) -> list[Any]:
   leaves, tree = tree_util.tree_flatten((params, state, rng, x))
   if tree != compiled.in_tree:
     raise ValueError(
@@ -141,10 +151,10 @@ def check_tree(compiled, params, state, rng, x):
 
 def run_step(
     compiled: compiler_lib.CompiledStep,
-    params,
-    state,
-    rng,
-    x,
+    params: hk.Params,
+    state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
     *,
     jacobians: bool = True,
     probes: Optional[dict] = None,
@@ -200,7 +210,7 @@ def run_step(
       if r in cut_inputs:
         xi = rel.primitive.x_invar_index
         vals[xi] = sg(vals[xi])
-    if r in feedback:
+    if r is not None and r in feedback:
       outs = _feedback_bind(node, vals, compiled, r, feedback[r])
     else:
       outs = list(_bind(node, vals))
@@ -216,7 +226,7 @@ def run_step(
   return out, new_state, StepRecord(_relation_inputs(compiled, env), (), ())
 
 
-def operand_shapes(compiled, r: int) -> dict:
+def operand_shapes(compiled: compiler_lib.CompiledStep, r: int) -> dict:
   """``{name: shape}`` of relation ``r``'s trainable operands."""
   rel = compiled.relations[r]
   node = compiled.program.nodes[rel.node]
@@ -226,7 +236,9 @@ def operand_shapes(compiled, r: int) -> dict:
   }
 
 
-def operand_dtype(compiled, r: int, name: str):
+def operand_dtype(
+    compiled: compiler_lib.CompiledStep, r: int, name: str
+) -> np.dtype:
   """The dtype of relation ``r``'s trainable operand ``name``."""
   rel = compiled.relations[r]
   node = compiled.program.nodes[rel.node]
@@ -234,7 +246,9 @@ def operand_dtype(compiled, r: int, name: str):
   return compiled.program.aval(node.ins[i]).dtype
 
 
-def feedback_operand(compiled, r: int, shape) -> str:
+def feedback_operand(
+    compiled: compiler_lib.CompiledStep, r: int, shape: Sequence[int]
+) -> str:
   """The name of relation ``r``'s trainable operand that a feedback matrix
   of ``shape`` stands in for (the first of that shape).
 
@@ -252,7 +266,13 @@ def feedback_operand(compiled, r: int, shape) -> str:
   )
 
 
-def _feedback_bind(node, vals, compiled, r, matrix) -> list:
+def _feedback_bind(
+    node: program_lib.Node,
+    vals: Sequence[Any],
+    compiled: compiler_lib.CompiledStep,
+    r: int,
+    matrix: jax.Array,
+) -> list:
   """``op(sg(x), W) + op(x, B) - sg(op(x, B))``: the forward value of
   ``op(x, W)``, the operands' gradients of it, the input's through ``B``."""
   sg = lax.stop_gradient
@@ -273,7 +293,7 @@ def _feedback_bind(node, vals, compiled, r, matrix) -> list:
   return outs
 
 
-def recurrent_relations(compiled) -> frozenset:
+def recurrent_relations(compiled: compiler_lib.CompiledStep) -> frozenset:
   """Relations on a recurrent path whose input is a function of old state.
 
   Such a relation's output reaches new hidden state, and its input is a
@@ -312,7 +332,9 @@ def recurrent_relations(compiled) -> frozenset:
   return frozenset(found)
 
 
-def _relation_inputs(compiled, env) -> tuple:
+def _relation_inputs(
+    compiled: compiler_lib.CompiledStep, env: dict[int, Any]
+) -> tuple:
   """Per relation, its gradient-stopped input (``None`` when input-free)."""
   xs = []
   for rel in compiled.relations:
@@ -324,7 +346,9 @@ def _relation_inputs(compiled, env) -> tuple:
   return tuple(xs)
 
 
-def _cut_step(compiled, env, fed):
+def _cut_step(
+    compiled: compiler_lib.CompiledStep, env: dict[int, Any], fed: Sequence[int]
+) -> tuple[Callable[..., list[Any]], tuple[list[jax.Array], list[jax.Array]]]:
   """The step from old hidden values and relation deltas to new hidden values
   (and the cross-group hops' inputs), with every ETP output and every cut
   held at its forward value."""
@@ -338,7 +362,9 @@ def _cut_step(compiled, env, fed):
   )
   constant = lambda a: a.val if isinstance(a, Lit) else sg(env[a])
 
-  def cut(h_olds, deltas):
+  def cut(
+      h_olds: Sequence[jax.Array], deltas: Sequence[jax.Array]
+  ) -> list[Any]:
     env2 = dict(zip(h_ids, h_olds))
     read = (
         lambda a: env2[a]
@@ -371,7 +397,9 @@ def _cut_step(compiled, env, fed):
   return cut, primals
 
 
-def _one_hot_tangents(primals, seeds, kind):
+def _one_hot_tangents(
+    primals: Sequence[jax.Array], seeds: Sequence[tuple[str, int]], kind: str
+) -> list[jax.Array]:
   """Per primal, the stack over seeds of ones where the seed is it."""
   return [
       jnp.stack(
@@ -384,7 +412,7 @@ def _one_hot_tangents(primals, seeds, kind):
   ]  # pyformat: disable
 
 
-def _seeded_relations(compiled) -> list:
+def _seeded_relations(compiled: compiler_lib.CompiledStep) -> list:
   """Relations whose output gets a forward-mode seed: the fed ones and the
   sources of cross-group hops."""
   num_h = len(compiled.hidden)
@@ -398,7 +426,9 @@ def _seeded_relations(compiled) -> list:
   ]
 
 
-def _jacobians(compiled, env) -> StepRecord:
+def _jacobians(
+    compiled: compiler_lib.CompiledStep, env: dict[int, Any]
+) -> StepRecord:
   """``D`` per group, ``D_f`` per relation and the cross-group hops' input
   derivatives, from batched JVPs: one per group, and one over the hops'
   sources for their inputs."""
@@ -411,7 +441,7 @@ def _jacobians(compiled, env) -> StepRecord:
       for g in range(len(compiled.groups))
   ]
 
-  def batched(seeds):
+  def batched(seeds: Sequence[tuple[str, int]]) -> list[jax.Array]:
     th = _one_hot_tangents(h0, seeds, "h")
     td = _one_hot_tangents(d0, seeds, "y")
     tangents = jax.vmap(lambda a, b: jax.jvp(cut, (h0, d0), (a, b))[1])(th, td)
@@ -427,7 +457,7 @@ def _jacobians(compiled, env) -> StepRecord:
     ]
     per_group.append((batched(seeds), {s: n for n, s in enumerate(seeds)}))
 
-  def column(g, seed):
+  def column(g: int, seed: tuple[str, int]) -> jax.Array:
     tangents, index = per_group[g]
     return jnp.stack([tangents[a][index[seed]] for a in members[g]], axis=-1)
 
@@ -437,8 +467,7 @@ def _jacobians(compiled, env) -> StepRecord:
   )
   xs, d_f = _relation_inputs(compiled, env), []
   for r, rel in enumerate(compiled.relations):
-    seed = ("y", fed.index(r)) if rel.groups else None
-    d_f.append(tuple(column(g, seed) for g in rel.groups))
+    d_f.append(tuple(column(g, ("y", fed.index(r))) for g in rel.groups))
   hops = (None,) * len(compiled.relations)
   if compiled.cross_inputs:
     # The hops' inputs from the seeds of their sources alone (the new
@@ -457,11 +486,16 @@ def _jacobians(compiled, env) -> StepRecord:
   return StepRecord(xs, ds, tuple(d_f), hops)
 
 
-def _hop_inputs(compiled, tangents, seed_index, fed) -> tuple:
+def _hop_inputs(
+    compiled: compiler_lib.CompiledStep,
+    tangents: Sequence[Any],
+    seed_index: Mapping[tuple[str, int], int],
+    fed: Sequence[int],
+) -> tuple:
   """Per relation, ``{source bit: d pre / d source}`` for the hop relations."""
   num_h = len(compiled.hidden)
   pre_tangents = dict(zip(compiled.cross_inputs, tangents[num_h:]))
-  out = [None] * len(compiled.relations)
+  out: list[Optional[dict[int, jax.Array]]] = [None] * len(compiled.relations)
   for r, c in compiled.cross_inputs.items():
     t, found = pre_tangents[r], {}
     for bit in program_lib.set_bits(c.sources):
@@ -471,7 +505,9 @@ def _hop_inputs(compiled, tangents, seed_index, fed) -> tuple:
   return tuple(out)
 
 
-def relation_weights(compiled, params) -> list:
+def relation_weights(
+    compiled: compiler_lib.CompiledStep, params: hk.Params
+) -> list:
   """Trainable operands of every relation, computed from ``params``.
 
   Differentiable in ``params``: the learners pull weight-shaped gradients
@@ -496,7 +532,7 @@ def relation_weights(compiled, params) -> list:
   return out
 
 
-def hidden_entries(model_state) -> list:
+def hidden_entries(model_state: hk.State) -> list:
   """``(module, name)`` of the hidden entries, in the state's leaf order."""
   return [
       (m, n)
@@ -505,7 +541,9 @@ def hidden_entries(model_state) -> list:
   ]
 
 
-def flat_hidden(model_state, entries=None) -> jax.Array:
+def flat_hidden(
+    model_state: hk.State, entries: Optional[Sequence[tuple[str, str]]] = None
+) -> jax.Array:
   """The hidden values of each sample in one vector, ``(B, H)``."""
   entries = hidden_entries(model_state) if entries is None else entries
   leaves = [model_state[m][n] for m, n in entries]
@@ -513,7 +551,9 @@ def flat_hidden(model_state, entries=None) -> jax.Array:
   return jnp.concatenate([jnp.reshape(v, (batch, -1)) for v in leaves], -1)
 
 
-def with_flat_hidden(model_state, entries, h) -> dict:
+def with_flat_hidden(
+    model_state: hk.State, entries: Sequence[tuple[str, str]], h: jax.Array
+) -> dict:
   """``model_state`` with its hidden entries (``entries``, in
   :func:`flat_hidden`'s order) replaced by the columns of ``h`` ``(B, H)``."""
   st = {m: dict(e) for m, e in model_state.items()}
@@ -526,7 +566,7 @@ def with_flat_hidden(model_state, entries, h) -> dict:
   return st
 
 
-def _param_items(params) -> list:
+def _param_items(params: hk.Params) -> list:
   """``(path, module, name)`` of every parameter leaf, in leaf order."""
   return [
       (
@@ -538,7 +578,14 @@ def _param_items(params) -> list:
   ]
 
 
-def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
+def full_jacobian(
+    model: hk.TransformedWithState,
+    params: hk.Params,
+    model_state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+    paths: Sequence[str],
+) -> FullJacobian:
   """The step's per-sample Jacobians with respect to old hidden state and
   to the parameters in ``paths``.
 
@@ -573,7 +620,13 @@ def full_jacobian(model, params, model_state, rng, x, paths) -> FullJacobian:
   return FullJacobian(sg(d_h), d_sub)
 
 
-def relation_jacobian(compiled, params, state, rng, x) -> tuple:
+def relation_jacobian(
+    compiled: compiler_lib.CompiledStep,
+    params: hk.Params,
+    state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+) -> tuple:
   """``(J, deltas, xs)`` of one step from ``H`` batched reverse products:
   ``J`` ``(B, H, H)``; per relation ``deltas[r]`` ``(B, H, O)``, the
   derivative of each new hidden value with respect to the relation's
@@ -589,7 +642,7 @@ def relation_jacobian(compiled, params, state, rng, x) -> tuple:
     aval = program.aval(program.nodes[rel.node].outs[0])
     probes[r] = jnp.zeros(aval.shape, aval.dtype)
 
-  def f(h, pr):
+  def f(h: jax.Array, pr: dict[int, jax.Array]) -> tuple[jax.Array, Any]:
     _, new, record = run_step(
         compiled,
         params,
@@ -612,7 +665,9 @@ def relation_jacobian(compiled, params, state, rng, x) -> tuple:
   return sg(j), {r: sg(v) for r, v in deltas.items()}, xs
 
 
-def projection_signs(rng, h, kind: str):
+def projection_signs(
+    rng: Optional[jax.Array], h: jax.Array, kind: str
+) -> jax.Array:
   """UORO's ``nu`` for hidden values ``h`` ``(B, H)``: random signs drawn
   from ``rng`` (``kind="signs"``) or ones (``"ones"``)."""
   if kind == "signs":
@@ -626,7 +681,9 @@ def projection_signs(rng, h, kind: str):
   return jnp.ones_like(h)
 
 
-def projects_by_relations(compiled, paths) -> bool:
+def projects_by_relations(
+    compiled: compiler_lib.CompiledStep, paths: Sequence[str]
+) -> bool:
   """Whether ``nu^T dh/dtheta`` per sample can come from the relations:
   every parameter in ``paths`` reaches the step only as (part of) trainable
   operands of ETP ops that take a batched input."""
@@ -676,7 +733,13 @@ class Projection(NamedTuple):
 
 
 def relation_projection(
-    compiled, params, model_state, rng, x, paths, kind
+    compiled: compiler_lib.CompiledStep,
+    params: hk.Params,
+    model_state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+    paths: Sequence[str],
+    kind: str,
 ) -> Projection:
   """:func:`sample_projection` from the ETP relations: one batched VJP of
   ``nu . h_t`` to every relation's output (a probe); per sample, each
@@ -699,7 +762,7 @@ def relation_projection(
       for r, rel in enumerate(compiled.relations)
   }
 
-  def f(pr):
+  def f(pr: dict[int, jax.Array]) -> tuple[jax.Array, Any]:
     _, new, record = run_step(
         compiled, params, model_state, rng, x, jacobians=False, probes=pr
     )
@@ -711,19 +774,35 @@ def relation_projection(
   return Projection(nu, factors=sg((xs, deltas, weights)))
 
 
-def projected_pieces(compiled, params, paths, projection: Projection):
+def projected_pieces(
+    compiled: compiler_lib.CompiledStep,
+    params: hk.Params,
+    paths: Sequence[str],
+    projection: Projection,
+) -> tuple[dict[str, tuple[jax.Array, ...]], Union[jax.Array, int]]:
   """``({path: pieces}, squared norm per sample)`` of a step's
   ``nu^T dh_t/dtheta``, in the pieces of :func:`projection_layout`
   (each ``(B, size)``)."""
   if projection.pieces is not None:
     return projection.pieces, _sq_norm(projection.pieces)
 
-  def per_sample_grads(xs, deltas, weights):
+  def per_sample_grads(
+      xs: Sequence[Any],
+      deltas: Mapping[int, jax.Array],
+      weights: Sequence[Mapping[str, jax.Array]],
+  ) -> list[dict[str, jax.Array]]:
     out = []
     for r, rel in enumerate(compiled.relations):
       xa, ya = rel.primitive.batch_axes(rel.params)
 
-      def one(x_b, d_b, rel=rel, r=r, xa=xa, ya=ya):
+      def one(
+          x_b: jax.Array,
+          d_b: jax.Array,
+          rel: compiler_lib.Relation = rel,
+          r: int = r,
+          xa: int = xa,
+          ya: int = ya,
+      ) -> dict[str, jax.Array]:
         return rel.primitive.rules.xy_to_dw(
             jnp.expand_dims(x_b, xa),
             jnp.expand_dims(d_b, ya),
@@ -743,7 +822,9 @@ def projected_pieces(compiled, params, paths, projection: Projection):
     )
     grads = jax.vmap(lambda cot: weights_pull(cot)[0])(per_sample)
     leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(grads)))
-    pieces = {p: (jnp.reshape(leaves[p], (batch, -1)),) for p in paths}
+    pieces: dict[str, tuple[jax.Array, ...]] = {
+        p: (jnp.reshape(leaves[p], (batch, -1)),) for p in paths
+    }
     return pieces, _sq_norm(pieces)
   # Kept in pieces, each fused into the trace update: the transpose of the
   # slices (a sum of zero-padded pieces) or a concatenation is materialised
@@ -758,7 +839,10 @@ def projected_pieces(compiled, params, paths, projection: Projection):
   return cut(per_sample), _sq_norm(cut(again))
 
 
-def _sq_norm(pieces) -> jax.Array:
+def _sq_norm(
+    pieces: Mapping[str, Sequence[jax.Array]],
+) -> Union[jax.Array, int]:
+  # Per sample; 0 without pieces.
   """Per sample, the squared norm of every piece together."""
   return sum(
       jnp.sum(v * v, axis=tuple(range(1, v.ndim)))
@@ -767,7 +851,9 @@ def _sq_norm(pieces) -> jax.Array:
   )
 
 
-def projection_layout(compiled, paths) -> dict:
+def projection_layout(
+    compiled: compiler_lib.CompiledStep, paths: Sequence[str]
+) -> dict:
   """``{path: (axis, shapes)}``: the pieces in which ``record.projection``
   holds each parameter's ``nu^T dh/dtheta`` (each ``(B, size)``), and the
   axis along which their shapes tile the parameter. One piece, the whole
@@ -803,7 +889,11 @@ def projection_layout(compiled, paths) -> dict:
   return out
 
 
-def join_pieces(layout, pieces, batched: bool = True) -> jax.Array:
+def join_pieces(
+    layout: tuple[int, tuple[tuple[int, ...], ...]],
+    pieces: Sequence[jax.Array],
+    batched: bool = True,
+) -> jax.Array:
   """One parameter's pieces (flat, ``(B, size)`` if ``batched``) joined
   into its flat ``(B, n)`` (or ``(n,)``) form; ``layout`` is its entry of
   :func:`projection_layout`."""
@@ -818,7 +908,9 @@ def join_pieces(layout, pieces, batched: bool = True) -> jax.Array:
   return jnp.reshape(whole, lead + (-1,))
 
 
-def leaf_tiles(compiled, paths) -> Optional[dict]:
+def leaf_tiles(
+    compiled: compiler_lib.CompiledStep, paths: Sequence[str]
+) -> Optional[dict]:
   """``{path: (axis, [(relation, key), ...])}`` when every parameter in
   ``paths`` is the trainable operand of ETP relations whole or cut into
   contiguous slices along one axis that tile it once (``hk.GRU``'s gates),
@@ -831,7 +923,7 @@ def leaf_tiles(compiled, paths) -> Optional[dict]:
   for ni in compiled.weight_nodes:
     for o in program.nodes[ni].outs:
       made_by[o] = program.nodes[ni]
-  uses = {p: [] for p in paths}
+  uses: dict[str, list[tuple[Any, ...]]] = {p: [] for p in paths}
   for r, rel in enumerate(compiled.relations):
     node = program.nodes[rel.node]
     for key, i in rel.primitive.trainable_invars(rel.params).items():
@@ -882,7 +974,13 @@ def leaf_tiles(compiled, paths) -> Optional[dict]:
 
 
 def sample_projection(
-    model, params, model_state, rng, x, paths, kind: str
+    model: hk.TransformedWithState,
+    params: hk.Params,
+    model_state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+    paths: Sequence[str],
+    kind: str,
 ) -> Projection:
   """``nu`` and ``{path: (nu_b^T dh_t/dtheta per sample,)}`` of one step.
 
@@ -897,7 +995,9 @@ def sample_projection(
   h = flat_hidden(model_state)
   nu = projection_signs(rng, h, kind)
 
-  def project(h_b, state_b, x_b, nu_b):
+  def project(
+      h_b: jax.Array, state_b: hk.State, x_b: Any, nu_b: jax.Array
+  ) -> dict[str, jax.Array]:
     _, pull = jax.vjp(lambda s: one(s, h_b, state_b, x_b), sub)
     return pull(nu_b)[0]
 
@@ -908,7 +1008,14 @@ def sample_projection(
   )
 
 
-def hidden_jvp(compiled, params, model_state, rng, x, tangent):
+def hidden_jvp(
+    compiled: compiler_lib.CompiledStep,
+    params: hk.Params,
+    model_state: hk.State,
+    rng: Optional[jax.Array],
+    x: Any,
+    tangent: jax.Array,
+) -> jax.Array:
   """``J_t u``: the step's Jacobian of new hidden values with respect to old
   ones applied to ``tangent`` ``(B, H)``, through the compiled program.
 
@@ -920,7 +1027,7 @@ def hidden_jvp(compiled, params, model_state, rng, x, tangent):
   params, model_state, x = sg(params), sg(model_state), sg(x)
   entries = hidden_entries(model_state)
 
-  def f(h):
+  def f(h: jax.Array) -> jax.Array:
     st = with_flat_hidden(model_state, entries, h)
     _, new, _ = run_step(compiled, params, st, rng, x, jacobians=False)
     return flat_hidden(new, entries)
@@ -931,7 +1038,17 @@ def hidden_jvp(compiled, params, model_state, rng, x, tangent):
   return sg(ju)
 
 
-def _sample_step(model, params, model_state, rng, paths):
+def _sample_step(
+    model: hk.TransformedWithState,
+    params: hk.Params,
+    model_state: hk.State,
+    rng: Optional[jax.Array],
+    paths: Sequence[str],
+) -> tuple[
+    Callable[..., jax.Array],
+    dict[str, jax.Array],
+    dict[str, dict[str, Optional[int]]],
+]:
   """``(one, sub, state_axes)``: ``one(sub, h_b, state_b, x_b)`` is the new
   hidden values of sample ``b`` (the step on a batch of one) as a function
   of the parameters in ``paths`` (``sub``) and its old hidden values."""
@@ -946,7 +1063,9 @@ def _sample_step(model, params, model_state, rng, paths):
       for m, e in model_state.items()
   }
 
-  def one(sub, h_b, state_b, x_b):
+  def one(
+      sub: dict[str, jax.Array], h_b: jax.Array, state_b: hk.State, x_b: Any
+  ) -> jax.Array:
     p = {m: dict(e) for m, e in params.items()}
     for path, m, n in items:
       p[m][n] = sub[path]
@@ -958,6 +1077,7 @@ def _sample_step(model, params, model_state, rng, paths):
     for (m, n), shape, size in zip(entries, shapes, sizes):
       st[m][n] = jnp.reshape(h_b[start : start + size], (1,) + shape)
       start += size
+    new: hk.State
     _, new = model.apply(p, st, rng, tree_util.tree_map(lambda v: v[None], x_b))
     return jnp.concatenate([jnp.reshape(new[m][n], (-1,)) for m, n in entries])
 

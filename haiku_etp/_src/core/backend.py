@@ -34,13 +34,15 @@ overrides it (the rules benchmark measures both forms on the same machine).
 """
 
 import contextlib
-from typing import Iterator, Optional
+from typing import Iterator, Optional, TypeVar
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 
-_OVERRIDE: list = []
+_T = TypeVar("_T")
+
+_OVERRIDE: list[bool] = []
 
 
 def cpu_tuned() -> bool:
@@ -69,8 +71,10 @@ def tuning(cpu: Optional[bool]) -> Iterator[None]:
     _OVERRIDE.pop()
 
 
-def materialize(x: jax.Array) -> jax.Array:
+def materialize(x: _T) -> _T:
   """Identity that stops XLA from fusing ``x``'s producer into its consumers.
+
+  ``x`` is an array or a pytree of arrays.
 
   Fused into the trace roll, every trace element would recompute its
   position's tail derivatives (all seeds of the forward-mode pass), once per

@@ -28,13 +28,15 @@ from the identity. :func:`backward` runs all of a window's recursions (every
 group's, every filtered readout's) in one reverse scan.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Hashable, Mapping, NamedTuple, Sequence, TypeVar
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 
 from haiku_etp._src.core import backend
+
+_K = TypeVar("_K", bound=Hashable)
 
 
 def block_product(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -71,7 +73,9 @@ class Backward(NamedTuple):
   step: Callable[[Any, Any], tuple[Any, Any]]
 
 
-def backward(recursions: dict, records) -> dict:
+def backward(
+    recursions: Mapping[_K, Backward], records: Any
+) -> dict[_K, tuple[Any, Any]]:
   """Runs every recursion in one reverse scan over the window's records.
 
   Every iteration of a loop costs a fixed overhead on a CPU that small
@@ -80,7 +84,8 @@ def backward(recursions: dict, records) -> dict:
 
   Args:
     recursions: ``{key: Backward}``.
-    records: the window's records, stacked (``k``-leading); only the
+    records: the window's records, stacked (``k``-leading; a
+      ``StepRecord`` of the compiler's, a layer above); only the
       per-position fields (``d``, ``d_f``, ``c``) are read.
 
   Returns:
@@ -88,8 +93,11 @@ def backward(recursions: dict, records) -> dict:
   """
   records = records._replace(x=(), full=None, replay=None, projection=None)
 
-  def body(carries, rec):
-    out_carries, outs = {}, {}
+  def body(
+      carries: Mapping[_K, Any], rec: Any
+  ) -> tuple[dict[_K, Any], dict[_K, Any]]:
+    out_carries: dict[_K, Any] = {}
+    outs: dict[_K, Any] = {}
     for key, rec_fn in recursions.items():
       out_carries[key], outs[key] = rec_fn.step(carries[key], rec)
     return out_carries, outs
@@ -99,7 +107,11 @@ def backward(recursions: dict, records) -> dict:
   return {key: (carries[key], outs[key]) for key in recursions}
 
 
-def group_recursion(d_shape, dtype, members) -> Backward:
+def group_recursion(
+    d_shape: Sequence[int],
+    dtype: "jax.typing.DTypeLike",
+    members: tuple[int, Sequence[tuple[int, int]]],
+) -> Backward:
   r"""A group's :math:`\Psi` recursion: ``Psi <- Psi D^t`` from the
   identity, with ``c_t = Psi D_f^t`` for each ``(relation, position in its
   groups)`` of ``members``; the final carry is :math:`\Phi`.
@@ -112,7 +124,7 @@ def group_recursion(d_shape, dtype, members) -> Backward:
   g, rels = members
   eye = jnp.broadcast_to(jnp.eye(d_shape[-1], dtype=dtype), tuple(d_shape))
 
-  def step(psi, rec):
+  def step(psi: jax.Array, rec: Any) -> tuple[jax.Array, list[jax.Array]]:
     cs = [mix_blocks(psi, rec.d_f[r][n]) for r, n in rels]
     return block_product(psi, rec.d[g].astype(dtype)), cs
 

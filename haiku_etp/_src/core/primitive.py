@@ -37,7 +37,7 @@ the ``S`` axis, preferring a primitive's closed-form fast path when it has one.
 """
 
 import functools
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import warnings
 
 import jax
@@ -51,6 +51,12 @@ from haiku_etp._src.core import backend
 
 Array = jax.Array
 Params = Mapping[str, Any]
+# A relation's trace or gradients: one leaf per trainable input.
+Tree = dict[str, Array]
+Trace = Mapping[str, Array]
+Weights = Mapping[str, Array]
+# What the trace rules read of an operand: its shape and dtype.
+Aval = Union[jax.core.ShapedArray, jax.ShapeDtypeStruct]
 
 
 class DecomposedPrimitiveWarning(UserWarning):
@@ -145,7 +151,8 @@ class ETPPrimitive(jex_core.Primitive):
       own_trace_layout_fn: Optional[Callable[[Params], bool]] = None,
   ):
     super().__init__(name)
-    self.impl = impl
+    # jax's Primitive.impl is a method that def_impl replaces per instance.
+    self.impl = impl  # type: ignore[method-assign]
     self.batched = batched
     self.x_invar_index = x_invar_index
     self._trainable_invars_fn = trainable_invars_fn
@@ -177,16 +184,20 @@ class ETPPrimitive(jex_core.Primitive):
     roll and solve it, and it is no source of cross-group traces."""
     return bool(self._own_trace_layout_fn(params))
 
-  def split_operands(self, args: Sequence[Any], params: Params):
+  def split_operands(
+      self, args: Sequence[Any], params: Params
+  ) -> tuple[Any, dict[str, Any]]:
     """Splits operands into ``(x, weights)`` using the primitive's metadata."""
     x = None if self.x_invar_index is None else args[self.x_invar_index]
     weights = {k: args[i] for k, i in self.trainable_invars(params).items()}
     return x, weights
 
-  def bind_operands(self, x: Any, weights: Mapping[str, Any], params: Params):
+  def bind_operands(
+      self, x: Any, weights: Mapping[str, Any], params: Params
+  ) -> Any:
     """Binds the primitive from an input and named trainable operands."""
     index = self.trainable_invars(params)
-    args = [None] * (len(index) + (self.x_invar_index is not None))
+    args: list[Any] = [None] * (len(index) + (self.x_invar_index is not None))
     if self.x_invar_index is not None:
       args[self.x_invar_index] = x
     for k, i in index.items():
@@ -236,25 +247,33 @@ def get_etp_rules(prim: jex_core.Primitive) -> ETPRules:
     ) from None
 
 
-def _abstract_eval(*avals, impl, **params):
+def _abstract_eval(
+    *avals: jax.core.AbstractValue, impl: Callable[..., Array], **params: Any
+) -> jax.core.AbstractValue:
   # Tracing impl on the operands' own avals lets JAX's rules decide the
   # output's sharding and, under shard_map, its varying manual axes.
   closed = jax.make_jaxpr(functools.partial(impl, **params))(*avals)
   return closed.out_avals[0]
 
 
-def _jvp(primals, tangents, *, prim, **params):
+def _jvp(
+    primals: Sequence[Any],
+    tangents: Sequence[Any],
+    *,
+    prim: ETPPrimitive,
+    **params: Any,
+) -> tuple[Any, Any]:
   out = prim.bind(*primals, **params)
   nonzero = [i for i, t in enumerate(tangents) if type(t) is not ad.Zero]
 
-  def partial_impl(*nz_args):
+  def partial_impl(*nz_args: Any) -> Array:
     args = list(primals)
     for i, a in zip(nonzero, nz_args):
       args[i] = a
     return prim.tangent_impl(*args, **params)
 
   if not nonzero:
-    return out, ad.Zero.from_primal_value(out)
+    return out, ad.Zero(jax.typeof(out).to_tangent_aval())
   # The tangent map is linear in the tangents, so JAX can transpose it.
   _, t_out = jax.jvp(
       partial_impl,
@@ -264,7 +283,13 @@ def _jvp(primals, tangents, *, prim, **params):
   return out, t_out
 
 
-def _decompose(prim, args, dims, params, why):
+def _decompose(
+    prim: ETPPrimitive,
+    args: Sequence[Any],
+    dims: Sequence[Optional[int]],
+    params: Params,
+    why: str,
+) -> tuple[Array, int]:
   warnings.warn(
       f"vmap of {prim.name} {why}; it is computed with plain JAX ops and is "
       "no longer visible to the ETP compiler.",
@@ -275,10 +300,17 @@ def _decompose(prim, args, dims, params, why):
   return jax.vmap(fn, in_axes=tuple(dims))(*args), 0
 
 
-def _batching_rule(args, dims, *, prim, **params):
+def _batching_rule(
+    args: Sequence[Any],
+    dims: Sequence[Optional[int]],
+    *,
+    prim: ETPPrimitive,
+    **params: Any,
+) -> tuple[Array, int]:
   x_idx = prim.x_invar_index
   others = [d for i, d in enumerate(dims) if i != x_idx and d is not None]
-  if x_idx is None or others or dims[x_idx] is None:
+  d = None if x_idx is None else dims[x_idx]
+  if x_idx is None or others or d is None:
     return _decompose(
         prim,
         args,
@@ -286,7 +318,7 @@ def _batching_rule(args, dims, *, prim, **params):
         params,
         "over a trainable operand cannot be expressed as one op",
     )
-  x, d = args[x_idx], dims[x_idx]
+  x = args[x_idx]
   new_args = list(args)
   if not prim.batched:
     if prim.batched_counterpart is None:
@@ -394,7 +426,10 @@ def register_primitive(
 
 
 def register_primitive_pair(
-    name: str, impl: Callable[..., Array], rules: Mapping[str, Any], **kwargs
+    name: str,
+    impl: Callable[..., Array],
+    rules: Mapping[str, Any],
+    **kwargs: Any,
 ) -> tuple[ETPPrimitive, ETPPrimitive]:
   """``(batched, unbatched)`` primitives ``etp_batched_<name>`` and
   ``etp_<name>`` of one ``impl`` and one set of rules: the unbatched one
@@ -425,22 +460,39 @@ def sum_to_rank(x: Array, rank: int) -> Array:
   return sum_leading(x, x.ndim - rank)
 
 
-def _slot(tree, a):
+def _slot(tree: Mapping[str, Array], a: int) -> Tree:
   return {k: v[..., a] for k, v in tree.items()}
 
 
-def _add(a, b):
+def _add(a: Mapping[str, Array], b: Mapping[str, Array]) -> Tree:
   return {k: a[k] + b[k] for k in a}
 
 
-def drtrl_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):
+def drtrl_init(
+    prim: ETPPrimitive,
+    x_aval: Optional[Aval],
+    y_aval: Aval,
+    weight_avals: Mapping[str, Aval],
+    num_hidden_state: int,
+    params: Params,
+) -> Tree:
   """Zero D-RTRL traces of one relation feeding a group of ``S`` states."""
   return prim.rules.init_drtrl(
       x_aval, y_aval, weight_avals, num_hidden_state, **params
   )
 
 
-def drtrl_update(prim, trace, d, d_f, x, weights, params, *, fast=True):
+def drtrl_update(
+    prim: ETPPrimitive,
+    trace: Mapping[str, Array],
+    d: Array,
+    d_f: Array,
+    x: Optional[Array],
+    weights: Weights,
+    params: Params,
+    *,
+    fast: bool = True,
+) -> Tree:
   r"""One D-RTRL step for one relation.
 
   .. math::
@@ -475,7 +527,15 @@ def drtrl_update(prim, trace, d, d_f, x, weights, params, *, fast=True):
   return {k: jnp.stack([s[k] for s in slots], axis=-1) for k in trace}
 
 
-def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
+def drtrl_solve(
+    prim: ETPPrimitive,
+    trace: Mapping[str, Array],
+    g: Array,
+    weights: Weights,
+    params: Params,
+    *,
+    fast: bool = True,
+) -> Tree:
   """Parameter-shaped gradient of a relation from its trace and ``g = dL/dh``.
 
   Args:
@@ -492,12 +552,13 @@ def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
   rules = prim.rules
   if rules.drtrl_solve is not None and (fast or prim.own_trace_layout(params)):
     return rules.drtrl_solve(trace, g, weights, **params)
-  total = None
+  total: Optional[Tree] = None
   for a in range(g.shape[-1]):
     part = rules.trace_to_dw(
         rules.yw_to_w(g[..., a], _slot(trace, a), **params), weights, **params
     )
     total = part if total is None else _add(total, part)
+  assert total is not None, "a learning signal without states"
   return total
 
 
@@ -506,7 +567,9 @@ def drtrl_solve(prim, trace, g, weights, params, *, fast=True):
 WINDOW_FORMS = ("closed", "accumulated", "per_step")
 
 
-def window_form(prim, params, *, fast: bool = True) -> str:
+def window_form(
+    prim: ETPPrimitive, params: Params, *, fast: bool = True
+) -> str:
   """How :func:`drtrl_window` rolls ``prim``'s trace through a window.
 
   ``"closed"``: the primitive's ``drtrl_window`` (one contraction over the
@@ -522,26 +585,34 @@ def window_form(prim, params, *, fast: bool = True) -> str:
   return "per_step" if own else "accumulated"
 
 
-def drtrl_mix(prim, trace, phi, params):
+def drtrl_mix(
+    prim: ETPPrimitive, trace: Mapping[str, Array], phi: Array, params: Params
+) -> Tree:
   """``out[..., a] = sum_b phi[..., a, b] trace[..., b]`` with the generic
   rules; ``phi`` is ``(*y.shape, S', S)`` (``S'`` states out)."""
   rules = prim.rules
-  slots = []
+  slots: list[Tree] = []
   for a in range(phi.shape[-2]):
-    acc = None
+    acc: Tree = {}
     for b in range(phi.shape[-1]):
       part = rules.yw_to_w(phi[..., a, b], _slot(trace, b), **params)
-      acc = part if acc is None else _add(acc, part)
+      acc = _add(acc, part) if b else part
     slots.append(acc)
   return {k: jnp.stack([s[k] for s in slots], axis=-1) for k in trace}
 
 
-def outer_sum(prim, cs, xs, weights, params):
+def outer_sum(
+    prim: ETPPrimitive,
+    cs: Array,
+    xs: Optional[Array],
+    weights: Weights,
+    params: Params,
+) -> Tree:
   """``sum_t cs[t, ..., a] (x) xs[t]`` in the trace's layout, with the
   generic ``xy_to_trace`` summed step by step (a scan over the window)."""
   rules = prim.rules
 
-  def term(x, c):
+  def term(x: Optional[Array], c: Array) -> Tree:
     slots = [
         rules.xy_to_trace(x, c[..., a], weights, **params)
         for a in range(c.shape[-1])
@@ -558,7 +629,17 @@ def outer_sum(prim, cs, xs, weights, params):
   return total
 
 
-def drtrl_window(prim, trace, phi, cs, xs, weights, params, *, fast=True):
+def drtrl_window(
+    prim: ETPPrimitive,
+    trace: Mapping[str, Array],
+    phi: Array,
+    cs: Array,
+    xs: Optional[Array],
+    weights: Weights,
+    params: Params,
+    *,
+    fast: bool = True,
+) -> Tree:
   r"""A whole window's D-RTRL roll of one relation, in closed form.
 
   .. math::
@@ -586,8 +667,9 @@ def drtrl_window(prim, trace, phi, cs, xs, weights, params, *, fast=True):
       (:func:`window_form` is ``"per_step"``).
   """
   form = window_form(prim, params, fast=fast)
-  if form == "closed":
-    return prim.rules.drtrl_window(trace, phi, cs, xs, weights, **params)
+  closed = prim.rules.drtrl_window
+  if form == "closed" and closed is not None:
+    return closed(trace, phi, cs, xs, weights, **params)
   if form == "per_step":
     raise ValueError(
         f"{prim.name} keeps a trace layout of its own and has no "
@@ -599,7 +681,13 @@ def drtrl_window(prim, trace, phi, cs, xs, weights, params, *, fast=True):
   )
 
 
-def summed_dw_per_sample(prim, xs, signals, weights, params):
+def summed_dw_per_sample(
+    prim: ETPPrimitive,
+    xs: Optional[Array],
+    signals: Array,
+    weights: Weights,
+    params: Params,
+) -> Tree:
   """Per sample, ``sum_t xy_to_dw(x_t, signal_t)``: the op's weight VJP with
   the window's steps as its batch. ``xs`` is ``(k, *x.shape)`` (or
   ``None``), ``signals`` ``(k, *y.shape)``, both with the batch axis where
@@ -610,14 +698,14 @@ def summed_dw_per_sample(prim, xs, signals, weights, params):
     ValueError: for an op without a batch axis of its own.
   """
 
-  def per_sample(v, axis):
+  def per_sample(v: Array, axis: int) -> Array:
     # (k, ..., B at 1 + axis, ...) -> (B, ..., k at axis, ...).
     return jnp.moveaxis(jnp.moveaxis(v, 1 + axis, 0), 1, 1 + axis)
 
   if xs is None:
     # Input-free ops see their group's shape, batch first.
-    one = lambda s: prim.rules.xy_to_dw(None, s, weights, **params)
-    return jax.vmap(one)(per_sample(signals, 0))
+    free = lambda s: prim.rules.xy_to_dw(None, s, weights, **params)
+    return jax.vmap(free)(per_sample(signals, 0))
   axes = prim.batch_axes(params) if prim.batched else None
   if axes is None:
     raise ValueError(f"{prim.name}: no per-sample batch axis to keep.")
@@ -626,7 +714,14 @@ def summed_dw_per_sample(prim, xs, signals, weights, params):
   return jax.vmap(one)(per_sample(xs, x_axis), per_sample(signals, y_axis))
 
 
-def pp_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):
+def pp_init(
+    prim: ETPPrimitive,
+    x_aval: Optional[Aval],
+    y_aval: Aval,
+    weight_avals: Mapping[str, Aval],
+    num_hidden_state: int,
+    params: Params,
+) -> Array:
   """Zero output-side ES-D-RTRL trace ``eps_f`` of shape ``(*y.shape, S)``."""
   return prim.rules.init_pp(
       x_aval, y_aval, weight_avals, num_hidden_state, **params
@@ -634,8 +729,15 @@ def pp_init(prim, x_aval, y_aval, weight_avals, num_hidden_state, params):
 
 
 def pp_solve(
-    prim, x_trace, one_trace, f_trace, g, weights, params, correction=1.0
-):
+    prim: ETPPrimitive,
+    x_trace: Optional[Array],
+    one_trace: "jax.typing.ArrayLike",
+    f_trace: Array,
+    g: Array,
+    weights: Weights,
+    params: Params,
+    correction: "jax.typing.ArrayLike" = 1.0,
+) -> Tree:
   r"""ES-D-RTRL gradient of one relation at one step.
 
   .. math::
@@ -662,7 +764,14 @@ def pp_solve(
   return pp_signal_dw(prim, x_trace, one_trace, signal, weights, params)
 
 
-def pp_signal_dw(prim, x_trace, one_trace, signal, weights, params):
+def pp_signal_dw(
+    prim: ETPPrimitive,
+    x_trace: Optional[Array],
+    one_trace: "jax.typing.ArrayLike",
+    signal: Array,
+    weights: Weights,
+    params: Params,
+) -> Tree:
   """``xy_to_dw(eps_x, signal)``: the op's weight VJP at the filtered input.
 
   Input-free trainable operands (biases) take ``one_trace`` as their input.

@@ -30,7 +30,17 @@ the compiler asks every structural question through it.
 
 import dataclasses
 import enum
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import (
+    Any,
+    Callable,
+    Iterator,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Union,
+    cast,
+)
 
 import jax
 import jax.extend as jex
@@ -39,7 +49,7 @@ import jax.numpy as jnp
 from haiku_etp._src.core import primitive
 
 
-def set_bits(mask: int):
+def set_bits(mask: int) -> Iterator[int]:
   """The indices of the set bits of ``mask``, lowest first."""
   i = 0
   while mask:
@@ -180,6 +190,13 @@ class Lit:
   val: Any
 
 
+# An operand in the flat program: a value id or a literal.
+Atom = Union[int, Lit]
+# ``flows[i][j]``: the flow from input ``i`` to output ``j``, or ``None``.
+FlowRow = tuple[Optional["Flow"], ...]
+FlowTable = tuple[FlowRow, ...]
+
+
 @dataclasses.dataclass
 class Node:
   """One op of the flat program.
@@ -196,28 +213,33 @@ class Node:
   """
 
   prim: Any
-  params: dict
-  ins: tuple
+  params: dict[str, Any]
+  ins: tuple[Atom, ...]
   outs: tuple[int, ...]
   etp: bool
-  flows: tuple = ()
+  flows: FlowTable = ()
 
 
 @dataclasses.dataclass
 class Program:
   """A step flattened to ops over integer value ids."""
 
-  nodes: list
-  avals: dict
-  invars: list
-  outvars: list
+  nodes: list[Node]
+  avals: dict[int, jax.core.ShapedArray]
+  invars: list[int]
+  outvars: list[Atom]
 
-  def aval(self, atom):
+  def aval(self, atom: Atom) -> jax.core.ShapedArray:
     """Abstract value of a value id or literal."""
-    return jax.typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
+    return _typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
 
 
-def shape(aval) -> tuple[int, ...]:
+def _typeof(value: Any) -> jax.core.ShapedArray:
+  # The values of a model step are arrays (jax.typeof says AbstractValue).
+  return cast(jax.core.ShapedArray, jax.typeof(value))
+
+
+def shape(aval: Any) -> tuple[int, ...]:
   return tuple(getattr(aval, "shape", ()))
 
 
@@ -228,7 +250,7 @@ def bind(node: Node, vals: Sequence[Any]) -> list:
   return list(out) if node.prim.multiple_results else [out]
 
 
-def sub_jaxprs(params):
+def sub_jaxprs(params: Mapping[str, Any]) -> Iterator[jex.core.Jaxpr]:
   """The jaxprs held in an equation's params."""
   for v in params.values():
     items = v if isinstance(v, (tuple, list)) else (v,)
@@ -239,7 +261,7 @@ def sub_jaxprs(params):
         yield item
 
 
-def _find_etp(jaxpr) -> Optional[str]:
+def _find_etp(jaxpr: jex.core.Jaxpr) -> Optional[str]:
   for eqn in jaxpr.eqns:
     if primitive.is_etp_primitive(eqn.primitive):
       return eqn.primitive.name
@@ -250,7 +272,9 @@ def _find_etp(jaxpr) -> Optional[str]:
   return None
 
 
-def _inline_jaxpr(params):
+def _inline_jaxpr(
+    params: Mapping[str, Any],
+) -> Optional[tuple[jex.core.Jaxpr, list[Any]]]:
   for key in ("jaxpr", "call_jaxpr"):
     inner = params.get(key)
     if isinstance(inner, jex.core.ClosedJaxpr):
@@ -294,10 +318,11 @@ def is_reshape(node: Node) -> bool:
   return node.prim.name in _RESHAPES
 
 
-def backward_slice(program: Program, atoms: Sequence[Any]) -> set:
+def backward_slice(program: Program, atoms: Sequence[Atom]) -> set[int]:
   """Indices of the nodes needed to compute ``atoms``."""
   producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
-  need, stack = set(), [a for a in atoms if not isinstance(a, Lit)]
+  need: set[int] = set()
+  stack = [a for a in atoms if not isinstance(a, Lit)]
   while stack:
     a = stack.pop()
     ni = producer.get(a)
@@ -308,14 +333,16 @@ def backward_slice(program: Program, atoms: Sequence[Any]) -> set:
   return need
 
 
-def _strip_leading_ones(s):
+def _strip_leading_ones(s: Sequence[int]) -> tuple[int, ...]:
   s = tuple(s)
   while s and s[0] == 1:
     s = s[1:]
   return s
 
 
-def _reshape_flow(in_shape, out_shape) -> Flow:
+def _reshape_flow(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...]
+) -> Flow:
   """A reshape keeps positions iff it only adds or drops unit axes.
 
   One that keeps the leading axis renumbers the others one to one.
@@ -330,7 +357,11 @@ def _reshape_flow(in_shape, out_shape) -> Flow:
   return Flow.SHIFT
 
 
-def _broadcast_flow(params, in_shape, out_shape) -> Flow:
+def _broadcast_flow(
+    params: Mapping[str, Any],
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+) -> Flow:
   dims = tuple(params["broadcast_dimensions"])
   n, r = len(out_shape), len(in_shape)
   return Flow.KEEP if dims == tuple(range(n - r, n)) else Flow.SHIFT
@@ -344,36 +375,39 @@ class Flattener:
   """
 
   def __init__(self, bodies_only: bool = False):
-    self.nodes = []
-    self.avals = {}
+    self.nodes: list[Node] = []
+    self.avals: dict[int, jax.core.ShapedArray] = {}
     self._next = 0
     # Inside an opaque call's body or derivative rule, nested calls are
     # evaluated as plain values, so only their bodies matter.
     self._bodies_only = bodies_only
 
-  def new(self, aval) -> int:
+  def new(self, aval: jax.core.AbstractValue) -> int:
     i = self._next
     self._next += 1
-    self.avals[i] = aval
+    # The values of a model step are arrays (a jaxpr types them AbstractValue).
+    self.avals[i] = cast(jax.core.ShapedArray, aval)
     return i
 
-  def aval(self, atom):
-    return jax.typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
+  def aval(self, atom: Atom) -> jax.core.ShapedArray:
+    return _typeof(atom.val) if isinstance(atom, Lit) else self.avals[atom]
 
-  def program(self, closed) -> Program:
+  def program(self, closed: jex.core.ClosedJaxpr) -> Program:
     """Flattens ``closed`` (a ``ClosedJaxpr``) into a new program."""
     invars = [self.new(v.aval) for v in closed.jaxpr.invars]
     outvars = self.run(closed.jaxpr, list(closed.consts), invars)
     return Program(self.nodes, self.avals, invars, outvars)
 
-  def run(self, jaxpr, consts, ins) -> list:
-    env = {}
+  def run(
+      self, jaxpr: jex.core.Jaxpr, consts: Sequence[Any], ins: Sequence[Atom]
+  ) -> list[Atom]:
+    env: dict[jex.core.Var, Atom] = {}
     for v, c in zip(jaxpr.constvars, consts):
       env[v] = Lit(c)
     for v, a in zip(jaxpr.invars, ins):
       env[v] = a
 
-    def read(v):
+    def read(v: Any) -> Atom:
       if isinstance(v, jex.core.Literal):
         return Lit(v.val)
       return env[v]
@@ -407,7 +441,7 @@ class Flattener:
         env[v] = o
     return [read(v) for v in jaxpr.outvars]
 
-  def _flows(self, node: Node) -> tuple:
+  def _flows(self, node: Node) -> FlowTable:
     name = node.prim.name
     n_in, n_out = len(node.ins), len(node.outs)
     in_shapes = [shape(self.aval(a)) for a in node.ins]
@@ -434,7 +468,7 @@ class Flattener:
     return every(Flow.CUT)
 
 
-def _uniform_rows(flows) -> tuple:
+def _uniform_rows(flows: FlowTable) -> FlowTable:
   """Cuts a whole row when it cuts anywhere.
 
   The learners recompute a node on a tail with the cut inputs held constant;
@@ -448,17 +482,17 @@ def _uniform_rows(flows) -> tuple:
   )
 
 
-def row_keeps(row) -> bool:
+def row_keeps(row: FlowRow) -> bool:
   """Whether an input's flow row passes tails (keeps or shifts positions)."""
   return any(f in (Flow.KEEP, Flow.SHIFT) for f in row)
 
 
 def propagate(
     program: Program,
-    seeds: dict,
-    rule: Callable[[Node, list], Sequence[Any]],
+    seeds: Mapping[int, Any],
+    rule: Callable[[Node, list[Any]], Sequence[Any]],
     empty: Any = 0,
-) -> dict:
+) -> dict[int, Any]:
   """Runs values forward over ``program``.
 
   Args:
@@ -496,20 +530,26 @@ class Masks(NamedTuple):
       an ETP op's trainable operand.
   """
 
-  tail: dict
-  shift: dict
-  relabel: dict
-  etp: dict
-  cross: dict
+  tail: dict[int, int]
+  shift: dict[int, int]
+  relabel: dict[int, int]
+  etp: dict[int, int]
+  cross: dict[int, int]
 
-  def at(self, which: str, atom) -> int:
+  def at(self, which: str, atom: Atom) -> int:
     """The ``which`` mask of ``atom`` (0 for literals and unseen ids)."""
     if isinstance(atom, Lit):
       return 0
     return getattr(self, which).get(atom, 0)
 
 
-def _etp_masks(node: Node, ins, etp_bits: dict) -> list:
+# A value's five masks, in the order of :class:`Masks`' fields.
+_Mask5 = tuple[int, int, int, int, int]
+
+
+def _etp_masks(
+    node: Node, ins: Sequence[_Mask5], etp_bits: Mapping[int, int]
+) -> list[_Mask5]:
   """ETP node: its own bit is the tail; the input's tails cross one op."""
   xi = node.prim.x_invar_index
   t = s = p = e = c = 0
@@ -524,7 +564,10 @@ def _etp_masks(node: Node, ins, etp_bits: dict) -> list:
 
 
 def flow_masks(
-    program: Program, seeds: dict, etp_bits=None, etp_inputs=None
+    program: Program,
+    seeds: Mapping[int, int],
+    etp_bits: Optional[Mapping[int, int]] = None,
+    etp_inputs: Optional[Mapping[int, Atom]] = None,
 ) -> Masks:
   """Tail, shift, relabel, one-ETP and cross masks of ``seeds``.
 
@@ -543,7 +586,7 @@ def flow_masks(
   etp_bits = etp_bits or {}
   etp_inputs = etp_inputs or {}
 
-  def rule(node, ins):
+  def rule(node: Node, ins: Sequence[_Mask5]) -> list[_Mask5]:
     if node.etp:
       return _etp_masks(node, ins, etp_bits)
     out = []
@@ -564,8 +607,8 @@ def flow_masks(
       out.append((t, s, p, e, c))
     return out
 
-  empty = (0, 0, 0, 0, 0)
-  env = {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}
+  empty: _Mask5 = (0, 0, 0, 0, 0)
+  env: dict[int, _Mask5] = {k: (v, 0, 0, 0, 0) for k, v in seeds.items()}
   get = lambda a: empty if isinstance(a, Lit) else env.get(a, empty)
   for node in program.nodes:
     ins = [get(a) for a in node.ins]
@@ -577,14 +620,18 @@ def flow_masks(
   return Masks(*({k: v[n] for k, v in env.items() if v[n]} for n in range(5)))
 
 
-def dependencies(program: Program, seeds: dict, etp_bits=None) -> dict:
+def dependencies(
+    program: Program,
+    seeds: Mapping[int, int],
+    etp_bits: Optional[Mapping[int, int]] = None,
+) -> dict[int, int]:
   """Bit masks of the seeds each value depends on, through every op.
 
   ``etp_bits`` (``{id(node): bit}``) also seeds ETP nodes' outputs.
   """
   etp_bits = etp_bits or {}
 
-  def rule(node, ins):
+  def rule(node: Node, ins: Sequence[int]) -> list[int]:
     if node.etp:
       d = etp_bits.get(id(node), 0)
       for m in ins:
@@ -602,7 +649,9 @@ def dependencies(program: Program, seeds: dict, etp_bits=None) -> dict:
   return propagate(program, seeds, rule)
 
 
-def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
+def jaxpr_flows(
+    closed: jex.core.ClosedJaxpr, num_inputs: Optional[int] = None
+) -> FlowTable:
   """``flows[i][j]`` from input ``i`` to output ``j`` of a closed jaxpr.
 
   Nested opaque calls count by their bodies: this describes how values move
@@ -615,7 +664,7 @@ def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
   masks = flow_masks(program, seeds)
   table = []
   for i in range(n_in):
-    row = []
+    row: list[Optional[Flow]] = []
     for o in program.outvars:
       bit = 1 << i
       cut = masks.at("cross", o) | masks.at("etp", o) | masks.at("relabel", o)
@@ -631,7 +680,7 @@ def jaxpr_flows(closed, num_inputs: Optional[int] = None) -> tuple:
   return tuple(table)
 
 
-def _stronger(a, b):
+def _stronger(a: Optional[Flow], b: Optional[Flow]) -> Optional[Flow]:
   if a is None:
     return b
   if b is None:
@@ -639,17 +688,19 @@ def _stronger(a, b):
   return max(a, b)
 
 
-def _is_float(aval) -> bool:
+def _is_float(aval: Any) -> bool:
   return jnp.issubdtype(aval.dtype, jnp.inexact)
 
 
 # Opaque-call classifications by (call jaxpr, input avals). The key holds the
 # jaxpr itself, so its id cannot be reused while the entry lives.
-_OPAQUE_MEMO: dict = {}
+_OPAQUE_MEMO: dict[tuple[Any, ...], FlowTable] = {}
 _OPAQUE_MEMO_SIZE = 1024
 
 
-def opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
+def opaque_flows(
+    node: Node, in_avals: Sequence[jax.core.ShapedArray]
+) -> FlowTable:
   """Flows of a ``custom_jvp``/``custom_vjp`` call from its body and rule.
 
   The primal body says how values move; the derivative rule (the JVP for
@@ -669,7 +720,9 @@ def opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   return _OPAQUE_MEMO[key]
 
 
-def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
+def _opaque_flows(
+    node: Node, in_avals: Sequence[jax.core.ShapedArray]
+) -> FlowTable:
   n_in, n_out = len(node.ins), len(node.outs)
   fallback = tuple((Flow.CUT,) * n_out for _ in range(n_in))
   call = node.params.get("call_jaxpr")
@@ -682,7 +735,7 @@ def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   fn = lambda *args: bind(node, args)
   avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in in_avals]
 
-  def with_floats(args, float_args):
+  def with_floats(args: Sequence[Any], float_args: Sequence[Any]) -> list[Any]:
     args = list(args)
     for i, v in zip(floats, float_args):
       args[i] = v
@@ -691,7 +744,7 @@ def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   try:
     if node.prim.name in CUSTOM_JVP:
 
-      def jvp(args, tangents):
+      def jvp(args: Sequence[Any], tangents: Sequence[Any]) -> Any:
         primals = [args[i] for i in floats]
         f = lambda *fl: fn(*with_floats(args, fl))
         return jax.jvp(f, primals, list(tangents))[1]
@@ -705,7 +758,7 @@ def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
     else:
       out_avals = jax.eval_shape(fn, *avals)
 
-      def vjp(args, cts):
+      def vjp(args: Sequence[Any], cts: Sequence[Any]) -> Any:
         f = lambda *fl: fn(*with_floats(args, fl))
         _, pull = jax.vjp(f, *[args[i] for i in floats])
         return pull(list(cts))
@@ -731,7 +784,9 @@ def _opaque_flows(node: Node, in_avals: Sequence[Any]) -> tuple:
   return tuple(tuple(r) for r in table)
 
 
-def preserves_positions(fn: Callable[..., Any], *avals) -> Optional[str]:
+def preserves_positions(
+    fn: Callable[..., Any], *avals: jax.ShapeDtypeStruct
+) -> Optional[str]:
   """Why ``fn`` mixes positions, or ``None`` if it acts position by position.
 
   ``fn`` and (for floating inputs) its JVP are traced on ``avals`` and every
@@ -749,11 +804,11 @@ def preserves_positions(fn: Callable[..., Any], *avals) -> Optional[str]:
   return None
 
 
-def _mixing_ops(closed) -> str:
+def _mixing_ops(closed: jex.core.ClosedJaxpr) -> str:
   """Names of the ops in ``closed`` that mix positions (opaque calls opened)."""
-  names = []
+  names: list[str] = []
 
-  def visit(closed):
+  def visit(closed: jex.core.ClosedJaxpr) -> None:
     for node in Flattener(bodies_only=True).program(closed).nodes:
       if not any(f == Flow.CUT for row in node.flows for f in row):
         continue

@@ -14,7 +14,7 @@
 # ==============================================================================
 """saiunit support for the ETP ops: bind on mantissas, put the unit back."""
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import saiunit as u
@@ -25,7 +25,15 @@ def split(value: Any) -> tuple[jax.Array, u.Unit]:
   return u.split_mantissa_unit(value)
 
 
-def bias_mantissa(bias: Any, unit: u.Unit, op_name: str) -> jax.Array:
+def product(a: u.Unit, b: u.Unit) -> u.Unit:
+  """``a * b``, the unit of ``x * w`` (saiunit types a product of units as
+  ``Unit | Quantity``; of two units it is a unit)."""
+  return cast(u.Unit, a * b)
+
+
+def bias_mantissa(
+    bias: Any, unit: u.Unit, op_name: str
+) -> "jax.typing.ArrayLike":
   """Returns the bias mantissa expressed in ``unit`` (that of ``x * w``).
 
   Raises:
@@ -40,6 +48,6 @@ def bias_mantissa(bias: Any, unit: u.Unit, op_name: str) -> jax.Array:
   return u.Quantity(bias).to_decimal(unit)
 
 
-def with_unit(mantissa: jax.Array, unit: u.Unit) -> Any:
+def with_unit(mantissa: "jax.typing.ArrayLike", unit: u.Unit) -> Any:
   """Attaches ``unit`` to ``mantissa``; a plain array if it is unitless."""
   return u.maybe_decimal(u.Quantity(mantissa, unit=unit))

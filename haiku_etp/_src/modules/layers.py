@@ -24,12 +24,13 @@ the compiler reads as trainable relations.
 
 import math
 import operator
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union, cast
 
 import haiku as hk
 import jax
 from jax import lax
 import jax.numpy as jnp
+import numpy as np
 
 from haiku_etp._src.ops import conv as conv_lib
 from haiku_etp._src.ops import dense as dense_lib
@@ -40,7 +41,7 @@ PadFn = Callable[[int], Sequence[int]]
 Padding = Union[str, Sequence[tuple[int, int]], PadFn, Sequence[PadFn]]
 
 
-def fan_in_init(fan_in: int) -> hk.initializers.Initializer:
+def fan_in_init(fan_in: float) -> hk.initializers.Initializer:
   """Haiku's default weight initialiser: truncated normal, std ``1/sqrt(n)``."""
   return hk.initializers.TruncatedNormal(stddev=1.0 / math.sqrt(fan_in))
 
@@ -52,13 +53,16 @@ def _index(value: Any) -> int:
   return operator.index(value)
 
 
-def replicate(value: Union[int, Sequence[int]], n: int, what: str):
+def replicate(
+    value: Union[int, Sequence[int]], n: int, what: str
+) -> tuple[int, ...]:
   """An int-or-sequence argument as a tuple of ``n`` positive ints."""
   try:
     try:
       value = (_index(value),) * n
     except TypeError:
-      value = tuple(_index(v) for v in value)
+      # Not an integer: a sequence, or a TypeError below.
+      value = tuple(_index(v) for v in cast(Sequence[int], value))
   except TypeError:
     raise ValueError(
         f"{what} must be an int or a sequence of {n} ints, got {value!r}."
@@ -125,7 +129,9 @@ def dimension_numbers(
   return lax.ConvDimensionNumbers(io_spec, kernel_spec, io_spec)
 
 
-def _padding(padding: Padding, kernel_shape, rate, n: int):
+def _padding(
+    padding: Padding, kernel_shape: Sequence[int], rate: Sequence[int], n: int
+):
   """A padding string or ``n`` pairs; pad functions see the dilated size.
 
   Raises:
@@ -140,11 +146,13 @@ def _padding(padding: Padding, kernel_shape, rate, n: int):
       raise ValueError(
           f"padding needs {n} pad functions, got {len(fns)}: {padding!r}."
       )
+    pad_fns = cast(Sequence[PadFn], fns)  # every one callable
     return tuple(
         tuple(int(p) for p in f((k - 1) * r + 1))
-        for f, k, r in zip(fns, kernel_shape, rate)
+        for f, k, r in zip(pad_fns, kernel_shape, rate)
     )
-  return conv_lib.normalise_padding(padding, n)
+  # No pad functions: a string or (low, high) pairs, or an error there.
+  return conv_lib.normalise_padding(cast(conv_lib.Padding, padding), n)
 
 
 def as_floating(inputs: Any) -> jax.Array:
@@ -167,7 +175,7 @@ def _part_size(total: int, num: int, what: str) -> int:
   return total // num
 
 
-def _part(b, k, size):
+def _part(b: Optional[jax.Array], k: int, size: int) -> Optional[jax.Array]:
   return None if b is None else b[k * size : (k + 1) * size]
 
 
@@ -277,7 +285,7 @@ class Linear(hk.Module):
     return tuple(
         self._apply(
             inputs,
-            cut(w, k),
+            w[:, k * size : (k + 1) * size],
             _part(b, k, size),
             cut(self.mask, k),
             None
@@ -287,7 +295,7 @@ class Linear(hk.Module):
         for k in range(num)
     )
 
-  def _params(self, inputs):
+  def _params(self, inputs: jax.Array):
     inputs = as_floating(inputs)
     if inputs.ndim < 1:
       raise ValueError(
@@ -312,7 +320,14 @@ class Linear(hk.Module):
       )
     return inputs, w, b
 
-  def _apply(self, inputs, w, b, mask, c):
+  def _apply(
+      self,
+      inputs: jax.Array,
+      w: jax.Array,
+      b: Optional[jax.Array],
+      mask: Optional[np.ndarray],
+      c: Optional[sparse_lib.Connectivity],
+  ):
     if inputs.ndim <= 2:
       if c is not None:
         return sparse_lib.sparse(
@@ -626,7 +641,7 @@ class ConvND(hk.Module):
     )
     return tuple(o[0] for o in outs) if unbatched else outs
 
-  def _params(self, inputs):
+  def _params(self, inputs: jax.Array):
     inputs = as_floating(inputs)
     name = type(self).__name__
     unbatched_rank = self.num_spatial_dims + 1
@@ -660,14 +675,14 @@ class ConvND(hk.Module):
       w = w * self.mask
     b = None
     if self.with_bias:
-      b_shape = (self.output_channels,)
+      b_shape: tuple[int, ...] = (self.output_channels,)
       if self.channel_index != -1:
         b_shape += (1,) * self.num_spatial_dims
       b = hk.get_parameter("b", b_shape, inputs.dtype, init=self.b_init)
       b = jnp.reshape(b, (self.output_channels,))
     return inputs, w, b, unbatched
 
-  def _apply(self, inputs, w, b):
+  def _apply(self, inputs: jax.Array, w: jax.Array, b: Optional[jax.Array]):
     return conv_lib.conv(
         inputs,
         w,

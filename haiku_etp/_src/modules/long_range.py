@@ -33,7 +33,7 @@ learner's ``max_cross_bytes``.
 """
 
 import math
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -45,7 +45,7 @@ from haiku_etp._src.modules import recurrent
 from haiku_etp._src.core import state as state_lib
 
 
-def _input(cell, x_t):
+def _input(cell: str, x_t: Any) -> jax.Array:
   """``x_t`` of rank 1 or 2, cast to the default float dtype if integer or
   boolean (spikes), so the state and parameters take a float dtype."""
   x_t = jnp.asarray(x_t)
@@ -55,17 +55,17 @@ def _input(cell, x_t):
   return x_t
 
 
-def _number(value, name):
+def _number(value: Any, name: str) -> float:
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ValueError(f"{name} must be a number, got {value!r}.")
   return float(value)
 
 
-def _nu_init(r_min, r_max):
+def _nu_init(r_min: float, r_max: float) -> hk.initializers.Initializer:
   """``nu_log`` with ``|lambda| = exp(-exp(nu_log))`` uniform on the ring
   ``r_min <= |lambda| <= r_max`` (uniform in area, as Orvieto et al.)."""
 
-  def init(shape, dtype):
+  def init(shape: Sequence[int], dtype: jax.typing.DTypeLike) -> jax.Array:
     u = jax.random.uniform(hk.next_rng_key(), shape)
     nu = -0.5 * jnp.log(u * (r_max**2 - r_min**2) + r_min**2)
     return jnp.log(nu).astype(dtype)
@@ -73,15 +73,15 @@ def _nu_init(r_min, r_max):
   return init
 
 
-def _theta_init(max_phase):
-  def init(shape, dtype):
+def _theta_init(max_phase: float) -> hk.initializers.Initializer:
+  def init(shape: Sequence[int], dtype: jax.typing.DTypeLike) -> jax.Array:
     u = jax.random.uniform(hk.next_rng_key(), shape)
     return jnp.log(max_phase * u).astype(dtype)
 
   return init
 
 
-def _magnitude(nu_log):
+def _magnitude(nu_log: jax.Array) -> jax.Array:
   return jnp.exp(-jnp.exp(nu_log))
 
 
@@ -185,7 +185,9 @@ class LRU(hk.Module):
         "theta_log", (n,), dtype, init=_theta_init(self.max_phase)
     )
 
-    def gamma_init(shape, dtype):
+    def gamma_init(
+        shape: Sequence[int], dtype: jax.typing.DTypeLike
+    ) -> jax.Array:
       del shape
       radius = _magnitude(nu_log)
       return (0.5 * jnp.log1p(-(radius**2))).astype(dtype)

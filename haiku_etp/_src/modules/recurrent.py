@@ -44,7 +44,7 @@ step's loss through :math:`h_t`, with a window of ``k`` steps ``k``-step
 truncated BPTT, and no credit from steps beyond the window.
 """
 
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import haiku as hk
 import jax
@@ -57,7 +57,9 @@ from haiku_etp._src.modules import layers
 from haiku_etp._src.core import state as state_lib
 
 
-def hidden(cell: str, name: str, shape, dtype) -> jax.Array:
+def hidden(
+    cell: str, name: str, shape: Sequence[int], dtype: jax.typing.DTypeLike
+) -> jax.Array:
   """``h_tm1`` of ``shape`` in the inputs' ``dtype``; a stored state of
   another shape, or inputs of a non-floating dtype, is an error."""
   value = state_lib.hidden_state_like_input(cell, name, shape, dtype)
@@ -78,7 +80,15 @@ def check_rank(cell: str, x: jax.Array, ranks: Sequence[int]) -> None:
     )
 
 
-def _gru_update(x_t, h_tm1, w_i, w_h, b, size, op):
+def _gru_update(
+    x_t: jax.Array,
+    h_tm1: jax.Array,
+    w_i: jax.Array,
+    w_h: jax.Array,
+    b: Optional[jax.Array],
+    size: int,
+    op: Callable[..., jax.Array],
+) -> jax.Array:
   """``hk.GRU``'s update with one ETP op per gate and side.
 
   ``op(inputs, weight, bias)`` is the dense or conv op; weights and bias are
@@ -98,7 +108,7 @@ def _gru_update(x_t, h_tm1, w_i, w_h, b, size, op):
 RECURRENCES = ("dense", "elementwise")
 
 
-def _check_recurrence(recurrence):
+def _check_recurrence(recurrence: str) -> str:
   if recurrence not in RECURRENCES:
     raise ValueError(
         f"recurrence must be one of {RECURRENCES}, got {recurrence!r}."
@@ -106,13 +116,15 @@ def _check_recurrence(recurrence):
   return recurrence
 
 
-def _default_w_h_init(recurrence):
+def _default_w_h_init(recurrence: str) -> hk.initializers.Initializer:
   if recurrence == "elementwise":
     return hk.initializers.RandomUniform(-1.0, 1.0)
   return hk.initializers.VarianceScaling()
 
 
-def _elementwise_op(inputs, weight, bias=None):
+def _elementwise_op(
+    inputs: jax.Array, weight: jax.Array, bias: Optional[jax.Array] = None
+) -> jax.Array:
   """The dense op's stand-in for ``_gru_update``: a ``(I, H)`` weight is an
   input weight (dense); a ``(H,)`` weight multiplies the hidden state unit
   by unit, through the elementwise ETP op."""
@@ -122,7 +134,9 @@ def _elementwise_op(inputs, weight, bias=None):
   return y if bias is None else y + bias
 
 
-def _lstm_update(gates, c_tm1):
+def _lstm_update(
+    gates: Sequence[jax.Array], c_tm1: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """``hk.LSTM``'s update from the gate pre-activations ``(i, g, f, o)``."""
   i, g, f, o = gates
   c_t = jax.nn.sigmoid(f + 1.0) * c_tm1 + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -161,7 +175,7 @@ class VanillaRNN(hk.Module):
       self,
       hidden_size: int,
       double_bias: bool = True,
-      activation=jax.nn.relu,
+      activation: Callable[[jax.Array], jax.Array] = jax.nn.relu,
       name: Optional[str] = None,
   ):
     """Constructs the cell.
@@ -219,7 +233,7 @@ class LeakyRNN(hk.Module):
       self,
       hidden_size: int,
       alpha: float = 0.1,
-      activation=jnp.tanh,
+      activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
       name: Optional[str] = None,
   ):
     """Constructs the network.
@@ -406,7 +420,7 @@ class LSTM(hk.Module):
     c_tm1 = hidden("LSTM", "c", shape, x_t.dtype)
     h_tm1 = hidden("LSTM", "h", shape, x_t.dtype)
     if self.recurrence == "elementwise":
-      gates = layers.Linear(4 * size).split(x_t, 4)
+      gates: Sequence[jax.Array] = layers.Linear(4 * size).split(x_t, 4)
       w_h = hk.get_parameter(
           "w_h",
           (4 * size,),
@@ -453,6 +467,7 @@ class _ConvCell(hk.Module):
     super().__init__(name=name)
     n = layers.check_positive(num_spatial_dims, "num_spatial_dims")
     self.num_spatial_dims = n
+    self.input_shape: Optional[tuple[int, ...]]
     try:
       self.input_shape = tuple(
           layers.check_positive(s, "") for s in input_shape
@@ -469,7 +484,7 @@ class _ConvCell(hk.Module):
     )
     self.kernel_shape = layers.replicate(kernel_shape, n, "kernel_shape")
 
-  def _check_input(self, x_t):
+  def _check_input(self, x_t: jax.Array):
     cell = type(self).__name__
     n = self.num_spatial_dims
     check_rank(cell, x_t, (n + 1, n + 2))
@@ -611,7 +626,9 @@ class ConvNDGRU(_ConvCell):
     dn = layers.dimension_numbers(self.num_spatial_dims, channels_last=True)
     unbatched = x_t.ndim == self.num_spatial_dims + 1
 
-    def op(inputs, kernel, bias=None):
+    def op(
+        inputs: jax.Array, kernel: jax.Array, bias: Optional[jax.Array] = None
+    ) -> jax.Array:
       if unbatched:
         inputs = inputs[None]
       y = conv_lib.conv(inputs, kernel, bias, dimension_numbers=dn)

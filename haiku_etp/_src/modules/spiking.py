@@ -540,10 +540,10 @@ class _Recurrence(hk.Module):
 
   def __init__(
       self,
-      *args,
+      *args: Any,
       w_rec_init: Optional[hk.initializers.Initializer] = None,
       autapses: bool = False,
-      **kwargs,
+      **kwargs: Any,
   ):
     super().__init__(*args, **kwargs)
     self.w_rec_init = w_rec_init
@@ -552,7 +552,8 @@ class _Recurrence(hk.Module):
   def __call__(self, i_t: Any) -> jax.Array:
     """Advances the neurons by one step; returns the spikes ``(B, N)``."""
     i_t = _elementwise_input(i_t, type(self).__name__)
-    s_t = super().__call__(self._recurrent_current(i_t))
+    # A mixin: LIF's or ALIF's __call__ follows it in the MRO.
+    s_t = super().__call__(self._recurrent_current(i_t))  # type: ignore[misc]
     state_lib.set_hidden_state("s", s_t)
     return s_t
 

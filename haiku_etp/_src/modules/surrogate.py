@@ -44,12 +44,14 @@ def _with_derivative(
   # scale stays a Python float (non-differentiable and static), so one
   # function object serves every scale under jit, vmap and grad.
   @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
-  def spike(x, scale):
+  def spike(x: jax.Array, scale: float) -> jax.Array:
     del scale
     return _heaviside(x)
 
   @spike.defjvp
-  def _spike_jvp(scale, primals, tangents):
+  def _spike_jvp(
+      scale: float, primals: tuple[jax.Array], tangents: tuple[jax.Array]
+  ) -> tuple[jax.Array, jax.Array]:
     (x,), (x_dot,) = primals, tangents
     return _heaviside(x), derivative(x, scale) * x_dot
 
@@ -70,7 +72,7 @@ def _check_scale(scale: Any, fn_name: str) -> float:
   return float(scale)
 
 
-def _sigmoid_derivative(x, scale):
+def _sigmoid_derivative(x: jax.Array, scale: float) -> jax.Array:
   # sigma(z) (1 - sigma(z)) == sigma(z) sigma(-z); the second form avoids the
   # cancellation in 1 - sigma(z) and keeps full relative precision in the
   # right tail.
@@ -78,11 +80,11 @@ def _sigmoid_derivative(x, scale):
   return scale * jax.nn.sigmoid(z) * jax.nn.sigmoid(-z)
 
 
-def _fast_sigmoid_derivative(x, scale):
+def _fast_sigmoid_derivative(x: jax.Array, scale: float) -> jax.Array:
   return 1 / (1 + scale * jnp.abs(x)) ** 2
 
 
-def _triangle_derivative(x, scale):
+def _triangle_derivative(x: jax.Array, scale: float) -> jax.Array:
   return scale * jnp.maximum(0, 1 - scale * jnp.abs(x))
 
 

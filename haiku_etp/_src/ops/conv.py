@@ -43,7 +43,7 @@ input patches, so its cost is that of one im2col of ``x``.
 
 import itertools
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import jax
 from jax import lax
@@ -53,7 +53,9 @@ from haiku_etp._src.core import backend
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
 
+Array = jax.Array
 DimensionNumbers = Union[None, Sequence[str], lax.ConvDimensionNumbers]
+Padding = Union[str, Sequence[tuple[int, int]]]
 
 
 def conv_dimension_numbers(
@@ -66,13 +68,13 @@ def conv_dimension_numbers(
   return lax.conv_dimension_numbers(ones, ones, dimension_numbers)
 
 
-def _dn(params):
+def _dn(params: primitive.Params) -> lax.ConvDimensionNumbers:
   return conv_dimension_numbers(
       params["dimension_numbers"], len(params["strides"])
   )
 
 
-def _conv(x, kernel, params):
+def _conv(x: Array, kernel: Array, params: primitive.Params) -> Array:
   return lax.conv_general_dilated(
       x,
       kernel,
@@ -86,11 +88,13 @@ def _conv(x, kernel, params):
   )
 
 
-def _bias_shape(ndim, channel_axis, size):
+def _bias_shape(ndim: int, channel_axis: int, size: int) -> tuple[int, ...]:
   return tuple(size if i == channel_axis else 1 for i in range(ndim))
 
 
-def _conv_impl(x, kernel, *bias, has_bias, **params):
+def _conv_impl(
+    x: Array, kernel: Array, *bias: Array, has_bias: bool, **params: Any
+) -> Array:
   y = _conv(x, kernel, params)
   if has_bias:
     channel_axis = _dn(params).out_spec[1]
@@ -100,11 +104,11 @@ def _conv_impl(x, kernel, *bias, has_bias, **params):
   return y
 
 
-def _trainable_invars(params):
+def _trainable_invars(params: primitive.Params) -> dict[str, int]:
   return {"weight": 1, "bias": 2} if params["has_bias"] else {"weight": 1}
 
 
-def _batch_axes(params):
+def _batch_axes(params: primitive.Params) -> Optional[tuple[int, int]]:
   if params["batch_group_count"] != 1:
     return None
   dn = _dn(params)
@@ -114,7 +118,7 @@ def _batch_axes(params):
 class _Layout:
   """Axis bookkeeping for one call, batch kept or stripped."""
 
-  def __init__(self, params, kept):
+  def __init__(self, params: primitive.Params, kept: bool):
     self.dn = _dn(params)
     self.n = len(params["strides"])
     self.kept = kept
@@ -133,12 +137,14 @@ class _Layout:
     )
     self.lead = self.n + (1 if kept else 0)
 
-  def y_to_canonical(self, y, extra=0):
+  def y_to_canonical(self, y: Array, extra: int = 0) -> Array:
     """Transposes a y-shaped array (``extra`` trailing axes) to ``(B?, *sp, C)``."""
     perm = self.to_canonical + tuple(range(y.ndim - extra, y.ndim))
     return jnp.transpose(y, perm)
 
-  def y_to_kernel_slots(self, y, kernel_ndim, extra=0):
+  def y_to_kernel_slots(
+      self, y: Array, kernel_ndim: int, extra: int = 0
+  ) -> Array:
     """Moves a y-shaped array (plus ``extra`` trailing axes) to trace layout.
 
     The result has shape ``(B?, *spatial, *k)`` where ``k`` has the kernel's
@@ -151,11 +157,13 @@ class _Layout:
     return jnp.reshape(y, lead_shape + k_shape + y.shape[self.lead + 1 :])
 
 
-def _is_kept(params, y_like):
+def _is_kept(params: primitive.Params, y_like: Array) -> bool:
   return y_like.ndim == len(params["strides"]) + 2
 
 
-def _sliced_patches(x, filter_shape, params):
+def _sliced_patches(
+    x: Array, filter_shape: tuple[int, ...], params: primitive.Params
+) -> Array:
   """:func:`_input_patches` by slicing the padded input, one slice per
   filter offset (no lhs dilation): pure data movement, where the library's
   patches are a convolution with a one-hot kernel."""
@@ -189,7 +197,9 @@ def _sliced_patches(x, filter_shape, params):
   return jnp.reshape(p, p.shape[:-1] + tuple(filter_shape))
 
 
-def _input_patches(x, kernel_shape, params):
+def _input_patches(
+    x: Array, kernel_shape: Sequence[int], params: primitive.Params
+) -> Array:
   """``(B, *spatial_out, C, *filter)``: per output position, the input
   values under the filter (every input channel ``C``, batch kept)."""
   dn = _dn(params)
@@ -215,7 +225,9 @@ def _input_patches(x, kernel_shape, params):
   return jnp.reshape(p, (batch,) + spatial + (channels,) + filter_shape)
 
 
-def _to_physical_kernel(p, lead: int, n: int, rhs_spec):
+def _to_physical_kernel(
+    p: Array, lead: int, n: int, rhs_spec: Sequence[int]
+) -> Array:
   """Moves the kernel axes of ``p`` (logical order ``(O, I, *filter)``
   after ``lead`` axes; any trailing axes stay last) to the kernel's
   physical order."""
@@ -227,7 +239,9 @@ def _to_physical_kernel(p, lead: int, n: int, rhs_spec):
   return jnp.transpose(p, perm)
 
 
-def _patches(x, kernel_shape, params):
+def _patches(
+    x: Array, kernel_shape: Sequence[int], params: primitive.Params
+) -> Array:
   """Per-position kernel Jacobian ``dy[b, s, o] / dK[...]`` (batch kept).
 
   Returns ``(B_out, *spatial_out, *kernel_shape)``: the slot of output position
@@ -267,7 +281,13 @@ def _patches(x, kernel_shape, params):
   return _to_physical_kernel(p, 1 + n, n, rhs_spec)
 
 
-def _window_weight(xs, cs, kernel_shape, params, kept: bool):
+def _window_weight(
+    xs: Array,
+    cs: Array,
+    kernel_shape: Sequence[int],
+    params: primitive.Params,
+    kept: bool,
+) -> Array:
   """``sum_t patches_t (x) c_t`` in trace layout ``(B?, *sp, *kernel, S')``
   for a conv without feature or batch groups: both factors are laid out
   in the kernel's physical order with unit axes where the other has its
@@ -305,7 +325,7 @@ def _window_weight(xs, cs, kernel_shape, params, kept: bool):
   return jnp.sum(p * c, axis=0)
 
 
-def _with_batch(x, params):
+def _with_batch(x: Array, params: primitive.Params) -> Array:
   """Gives one sample's ``x`` back a unit batch axis (batch stripped)."""
   if params["batch_group_count"] != 1:
     raise ValueError(
@@ -315,7 +335,13 @@ def _with_batch(x, params):
   return jnp.expand_dims(x, _dn(params).lhs_spec[0])
 
 
-def _instantaneous_weight(x, d_f, kernel_shape, params, extra):
+def _instantaneous_weight(
+    x: Array,
+    d_f: Array,
+    kernel_shape: Sequence[int],
+    params: primitive.Params,
+    extra: int,
+) -> Array:
   """``D_f (x) patches`` in trace layout; ``d_f`` has ``extra`` trailing axes."""
   kept = d_f.ndim - extra == len(params["strides"]) + 2
   if kept:
@@ -327,7 +353,14 @@ def _instantaneous_weight(x, d_f, kernel_shape, params, extra):
   return patches.reshape(patches.shape + (1,) * extra) * d_f_w
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **params):
+def _xy_to_trace(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   kernel_shape = weights["weight"].shape
   out = {
       "weight": _instantaneous_weight(
@@ -341,7 +374,9 @@ def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **params):
   return out
 
 
-def _yw_to_w(hidden_dim, trace, *, has_bias, **params):
+def _yw_to_w(
+    hidden_dim: Array, trace: primitive.Trace, *, has_bias: bool, **params: Any
+) -> primitive.Tree:
   layout = _Layout(params, _is_kept(params, hidden_dim))
   kernel_ndim = trace["weight"].ndim - layout.lead
   out = {
@@ -354,13 +389,19 @@ def _yw_to_w(hidden_dim, trace, *, has_bias, **params):
   return out
 
 
-def _reduce_bias(y_like, params):
+def _reduce_bias(y_like: Array, params: primitive.Params) -> Array:
   """Sums a y-shaped array over everything but the layout's channel axis."""
   layout = _Layout(params, _is_kept(params, y_like))
   return primitive.sum_leading(layout.y_to_canonical(y_like), layout.lead)
 
 
-def _trace_to_dw(trace, weights, *, has_bias, **params):
+def _trace_to_dw(
+    trace: primitive.Trace,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   w = trace["weight"]
   out = {"weight": primitive.sum_leading(w, w.ndim - weights["weight"].ndim)}
   if has_bias:
@@ -369,7 +410,14 @@ def _trace_to_dw(trace, weights, *, has_bias, **params):
   return out
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, has_bias, **params):
+def _xy_to_dw(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   if _is_kept(params, hidden_dim):
     hd = hidden_dim
   else:
@@ -382,15 +430,23 @@ def _xy_to_dw(x, hidden_dim, weights, *, has_bias, **params):
   return out
 
 
-def _spatial_out(y_shape, params):
+def _spatial_out(
+    y_shape: Sequence[int], params: primitive.Params
+) -> tuple[int, ...]:
   layout = _Layout(params, len(y_shape) == len(params["strides"]) + 2)
   lead = (y_shape[_dn(params).out_spec[0]],) if layout.kept else ()
   return lead + tuple(y_shape[a] for a in layout.spatial_axes)
 
 
 def _init_drtrl(
-    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **params
-):
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   del x_aval
   y_shape = tuple(y_aval.shape)
   w_shape = tuple(weight_avals["weight"].shape)
@@ -410,13 +466,28 @@ def _init_drtrl(
 
 
 def _init_pp(
-    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **params
-):
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> Array:
   del x_aval, weight_avals, has_bias, params
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **params):
+def _drtrl_update(
+    trace: primitive.Trace,
+    d: Array,
+    d_f: Array,
+    x: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, d_f.ndim - 1 == len(params["strides"]) + 2)
   d_w = layout.y_to_kernel_slots(d, len(kernel_shape), extra=2)
@@ -433,7 +504,14 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **params):
   return out
 
 
-def _drtrl_solve(trace, g, weights, *, has_bias, **params):
+def _drtrl_solve(
+    trace: primitive.Trace,
+    g: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, g.ndim - 1 == len(params["strides"]) + 2)
   g_w = layout.y_to_kernel_slots(g, len(kernel_shape), extra=1)
@@ -447,7 +525,16 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **params):
   return out
 
 
-def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **params):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    xs: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **params: Any,
+) -> primitive.Tree:
   kernel_shape = weights["weight"].shape
   layout = _Layout(params, cs.ndim - 2 == len(params["strides"]) + 2)
   phi_w = layout.y_to_kernel_slots(phi, len(kernel_shape), extra=2)
@@ -489,7 +576,9 @@ etp_conv_p.register_etp_rules(
 _PADDING_STRINGS = ("SAME", "SAME_LOWER", "VALID")
 
 
-def normalise_padding(padding, num_spatial):
+def normalise_padding(
+    padding: Padding, num_spatial: int
+) -> Union[str, tuple[tuple[int, int], ...]]:
   """Returns a padding string or a tuple of ``num_spatial`` int pairs."""
   if isinstance(padding, str):
     if padding.upper() not in _PADDING_STRINGS:
@@ -513,7 +602,9 @@ def normalise_padding(padding, num_spatial):
   return pairs
 
 
-def _normalise_dn(dimension_numbers):
+def _normalise_dn(
+    dimension_numbers: DimensionNumbers,
+) -> Union[None, tuple[str, ...], lax.ConvDimensionNumbers]:
   if dimension_numbers is None or isinstance(
       dimension_numbers, lax.ConvDimensionNumbers
   ):
@@ -521,7 +612,9 @@ def _normalise_dn(dimension_numbers):
   return tuple(dimension_numbers)
 
 
-def _optional_tuple(value, n, what):
+def _optional_tuple(
+    value: Optional[Sequence[int]], n: int, what: str
+) -> Optional[tuple[int, ...]]:
   if value is None:
     return None
   value = tuple(int(v) for v in value)
@@ -532,7 +625,9 @@ def _optional_tuple(value, n, what):
   return value
 
 
-def _layout(dimension_numbers, dn: lax.ConvDimensionNumbers) -> str:
+def _layout(
+    dimension_numbers: DimensionNumbers, dn: lax.ConvDimensionNumbers
+) -> str:
   """The data format as the caller gave it, for messages."""
   if dimension_numbers is None:
     return (
@@ -543,7 +638,12 @@ def _layout(dimension_numbers, dn: lax.ConvDimensionNumbers) -> str:
   return f"data format {tuple(dimension_numbers)}"
 
 
-def _check_channels(x_shape, k_shape, params, dimension_numbers) -> None:
+def _check_channels(
+    x_shape: Sequence[int],
+    k_shape: Sequence[int],
+    params: primitive.Params,
+    dimension_numbers: DimensionNumbers,
+) -> None:
   """Raises ``ValueError`` when the kernel's channels do not fit ``x``."""
   dn = _dn(params)
   groups = params["feature_group_count"]
@@ -663,14 +763,15 @@ def conv(
         f"an empty output {out.shape}: the kernel does not fit the input. "
         "Use SAME padding, a smaller kernel or dilation, or a larger input."
     )
-  unit = x_unit * k_unit
-  args = [x_m, k_m]
+  unit = units.product(x_unit, k_unit)
+  args: list["jax.typing.ArrayLike"] = [x_m, k_m]
   if bias is not None:
     b_m = units.bias_mantissa(bias, unit, "conv")
     num_out = k_m.shape[_dn(params).rhs_spec[0]]
-    if b_m.shape != (num_out,):
+    if jnp.shape(b_m) != (num_out,):
       raise ValueError(
-          f"Bias of conv must have shape ({num_out},), got shape {b_m.shape}."
+          f"Bias of conv must have shape ({num_out},), got shape "
+          f"{jnp.shape(b_m)}."
       )
     args.append(b_m)
   y = etp_conv_p.bind(*args, has_bias=bias is not None, **params)

@@ -30,7 +30,7 @@ With ``max_events`` the forward pass is event-driven (see :func:`dense`);
 the rules are the same.
 """
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 from jax import lax
@@ -40,8 +40,10 @@ from haiku_etp._src.core import primitive
 from haiku_etp._src.ops import sparse as sparse_lib
 from haiku_etp._src.core import units
 
+Array = jax.Array
 
-def _event_matmul(x, w, max_events):
+
+def _event_matmul(x: Array, w: Array, max_events: int) -> Array:
   """``x @ w`` from the rows of ``w`` at the nonzero inputs (at most
   ``max_events`` per sample)."""
   lead = x.shape[:-1]
@@ -52,7 +54,13 @@ def _event_matmul(x, w, max_events):
   return jnp.reshape(y, lead + (w.shape[1],))
 
 
-def _dense_impl(x, w, *bias, has_bias, max_events=None):
+def _dense_impl(
+    x: Array,
+    w: Array,
+    *bias: Array,
+    has_bias: bool,
+    max_events: Optional[int] = None,
+) -> Array:
   if max_events is None:
     y = jnp.matmul(x, w)
   else:
@@ -66,18 +74,31 @@ def _dense_impl(x, w, *bias, has_bias, max_events=None):
   return y
 
 
-def _dense_tangent_impl(x, w, *bias, has_bias, max_events=None):
+def _dense_tangent_impl(
+    x: Array,
+    w: Array,
+    *bias: Array,
+    has_bias: bool,
+    max_events: Optional[int] = None,
+) -> Array:
   # Which inputs are nonzero has no derivative: the tangent map is the
   # matmul's.
   del max_events
   return _dense_impl(x, w, *bias, has_bias=has_bias)
 
 
-def _trainable_invars(params):
+def _trainable_invars(params: primitive.Params) -> dict[str, int]:
   return {"weight": 1, "bias": 2} if params["has_bias"] else {"weight": 1}
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **_):
+def _xy_to_trace(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   out = {"weight": x[..., :, None] * hidden_dim[..., None, :]}
   if has_bias:
@@ -85,20 +106,31 @@ def _xy_to_trace(x, hidden_dim, weights, *, has_bias, **_):
   return out
 
 
-def _yw_to_w(hidden_dim, trace, *, has_bias, **_):
+def _yw_to_w(
+    hidden_dim: Array, trace: primitive.Trace, *, has_bias: bool, **_: Any
+) -> primitive.Tree:
   out = {"weight": trace["weight"] * hidden_dim[..., None, :]}
   if has_bias:
     out["bias"] = trace["bias"] * hidden_dim
   return out
 
 
-def _trace_to_dw(trace, weights, **_):
+def _trace_to_dw(
+    trace: primitive.Trace, weights: primitive.Weights, **_: Any
+) -> primitive.Tree:
   return {
       k: primitive.sum_to_rank(v, weights[k].ndim) for k, v in trace.items()
   }
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, has_bias, **_):
+def _xy_to_dw(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   x2 = jnp.reshape(x, (-1, x.shape[-1]))
   hd2 = jnp.reshape(hidden_dim, (-1, hidden_dim.shape[-1]))
@@ -109,8 +141,14 @@ def _xy_to_dw(x, hidden_dim, weights, *, has_bias, **_):
 
 
 def _init_drtrl(
-    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **_
-):
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   lead = tuple(y_aval.shape[:-1])
   w_shape = tuple(weight_avals["weight"].shape)
   out = {
@@ -122,12 +160,27 @@ def _init_drtrl(
   return out
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
+def _init_pp(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    **_: Any,
+) -> Array:
   del x_aval, weight_avals
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **_):
+def _drtrl_update(
+    trace: primitive.Trace,
+    d: Array,
+    d_f: Array,
+    x: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   out = {
       "weight": (
@@ -140,7 +193,14 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, **_):
   return out
 
 
-def _drtrl_solve(trace, g, weights, *, has_bias, **_):
+def _drtrl_solve(
+    trace: primitive.Trace,
+    g: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   w = primitive.weighted_state_sum(trace["weight"], g[..., None, :, :])
   out = {"weight": primitive.sum_to_rank(w, weights["weight"].ndim)}
   if has_bias:
@@ -150,7 +210,16 @@ def _drtrl_solve(trace, g, weights, *, has_bias, **_):
   return out
 
 
-def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, **_):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    xs: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   # Time is the contracted axis of one batched matmul: (I x k)(k x O S).
   summed = jnp.einsum("t...i,t...os->...ios", xs.astype(cs.dtype), cs)
@@ -231,19 +300,19 @@ def dense(
         f"Input to dense has {x_m.shape[-1]} features but the weight expects "
         f"{w_m.shape[0]}: x shape {x_m.shape}, w shape {w_m.shape}."
     )
-  unit = x_unit * w_unit
-  args = [x_m, w_m]
+  unit = units.product(x_unit, w_unit)
+  args: list["jax.typing.ArrayLike"] = [x_m, w_m]
   if b is not None:
     b_m = units.bias_mantissa(b, unit, "dense")
-    if b_m.shape != (w_m.shape[1],):
+    if jnp.shape(b_m) != (w_m.shape[1],):
       raise ValueError(
           f"Bias of dense must have shape ({w_m.shape[1]},), "
-          f"got shape {b_m.shape}."
+          f"got shape {jnp.shape(b_m)}."
       )
     args.append(b_m)
   max_events = sparse_lib.check_max_events(max_events, w_m.shape[0])
   prim = etp_batched_dense_p if x_m.ndim == 2 else etp_dense_p
-  params = dict(has_bias=b is not None)
+  params: dict[str, Any] = dict(has_bias=b is not None)
   if max_events is not None:
     params["max_events"] = max_events
   y = prim.bind(*args, **params)

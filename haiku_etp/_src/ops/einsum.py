@@ -36,12 +36,15 @@ letters outside ``W``.
 """
 
 import string
-from typing import Any
+from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
+
+Array = jax.Array
 
 
 class Spec:
@@ -92,26 +95,28 @@ class Spec:
     subscripts (one), else nothing."""
     return self.batch if n else ""
 
-  def __hash__(self):
+  def __hash__(self) -> int:
     return hash(self.text)
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return isinstance(other, Spec) and other.text == self.text
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"Spec({self.text!r})"
 
 
-def _einsum_impl(x, w, *, spec):
+def _einsum_impl(x: Array, w: Array, *, spec: Spec) -> Array:
   b = spec.lead(x.ndim - len(spec.x))
   return jnp.einsum(f"{b}{spec.x},{spec.w}->{b}{spec.y}", x, w)
 
 
-def _extra(hidden_dim, spec) -> str:
+def _extra(hidden_dim: Array, spec: Spec) -> str:
   return spec.lead(hidden_dim.ndim - len(spec.y))
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, spec):
+def _xy_to_trace(
+    x: Array, hidden_dim: Array, weights: primitive.Weights, *, spec: Spec
+) -> primitive.Tree:
   del weights
   b = _extra(hidden_dim, spec)
   return {
@@ -121,7 +126,9 @@ def _xy_to_trace(x, hidden_dim, weights, *, spec):
   }
 
 
-def _yw_to_w(hidden_dim, trace, *, spec):
+def _yw_to_w(
+    hidden_dim: Array, trace: primitive.Trace, *, spec: Spec
+) -> primitive.Tree:
   b = _extra(hidden_dim, spec)
   return {
       "weight": jnp.einsum(
@@ -130,14 +137,18 @@ def _yw_to_w(hidden_dim, trace, *, spec):
   }
 
 
-def _trace_to_dw(trace, weights, *, spec):
+def _trace_to_dw(
+    trace: primitive.Trace, weights: primitive.Weights, *, spec: Spec
+) -> primitive.Tree:
   del weights
   t = trace["weight"]
   b = spec.lead(t.ndim - len(spec.u))
   return {"weight": jnp.einsum(f"{b}{spec.u}->{spec.w}", t)}
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, spec):
+def _xy_to_dw(
+    x: Array, hidden_dim: Array, weights: primitive.Weights, *, spec: Spec
+) -> primitive.Tree:
   del weights
   b = _extra(hidden_dim, spec)
   return {
@@ -145,17 +156,25 @@ def _xy_to_dw(x, hidden_dim, weights, *, spec):
   }
 
 
-def _free_letters(spec, n: int) -> str:
+def _free_letters(spec: Spec, n: int) -> str:
   """``n`` letters that no subscript of ``spec`` (nor its batch) uses."""
   used = set(spec.x + spec.w + spec.y + spec.batch)
   return "".join([c for c in string.ascii_letters if c not in used][:n])
 
 
-def _drtrl_window(trace, phi, cs, xs, weights, *, spec):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    xs: Array,
+    weights: primitive.Weights,
+    *,
+    spec: Spec,
+) -> primitive.Tree:
   del weights
   eps = trace["weight"]
   b = spec.lead(cs.ndim - 2 - len(spec.y))
-  t, s, r = _free_letters(spec, 3)
+  t, s, r = tuple(_free_letters(spec, 3))
   mixed = jnp.einsum(
       f"{b}{spec.y}{r}{s},{b}{spec.u}{s}->{b}{spec.u}{r}", phi, eps
   )
@@ -167,11 +186,15 @@ def _drtrl_window(trace, phi, cs, xs, weights, *, spec):
   return {"weight": mixed + summed}
 
 
-def _shape_of(letters: str, sizes: dict) -> tuple:
+def _shape_of(letters: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
   return tuple(sizes[c] for c in letters)
 
 
-def _sizes(y_aval, weight_avals, spec) -> tuple[dict, tuple]:
+def _sizes(
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    spec: Spec,
+) -> tuple[dict[str, int], tuple[int, ...]]:
   y_shape = tuple(y_aval.shape)
   lead = y_shape[: len(y_shape) - len(spec.y)]
   sizes = dict(zip(spec.y, y_shape[len(lead) :]))
@@ -179,7 +202,14 @@ def _sizes(y_aval, weight_avals, spec) -> tuple[dict, tuple]:
   return sizes, lead
 
 
-def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, spec):
+def _init_drtrl(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    spec: Spec,
+) -> primitive.Tree:
   del x_aval
   sizes, lead = _sizes(y_aval, weight_avals, spec)
   return {
@@ -189,7 +219,14 @@ def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, spec):
   }
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, spec):
+def _init_pp(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    spec: Spec,
+) -> Array:
   del x_aval, weight_avals, spec
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
@@ -234,32 +271,32 @@ def einsum(spec: str, x: Any, w: Any) -> Any:
   >>> einsum("hi,hio->ho", jnp.ones((5, 2, 3)), jnp.ones((2, 3, 4))).shape
   (5, 2, 4)
   """
-  spec = Spec(spec)
+  parsed = Spec(spec)
   x_m, x_unit = units.split(x)
   w_m, w_unit = units.split(w)
-  if w_m.ndim != len(spec.w):
+  if w_m.ndim != len(parsed.w):
     raise ValueError(
-        f"Weight of einsum {spec.text!r} must have rank {len(spec.w)}, got "
+        f"Weight of einsum {parsed.text!r} must have rank {len(parsed.w)}, got "
         f"shape {w_m.shape}."
     )
-  if x_m.ndim not in (len(spec.x), len(spec.x) + 1):
+  if x_m.ndim not in (len(parsed.x), len(parsed.x) + 1):
     raise ValueError(
-        f"Input to einsum {spec.text!r} must have rank {len(spec.x)} (or "
-        f"{len(spec.x) + 1} with a batch axis), got shape {x_m.shape}."
+        f"Input to einsum {parsed.text!r} must have rank {len(parsed.x)} (or "
+        f"{len(parsed.x) + 1} with a batch axis), got shape {x_m.shape}."
     )
-  batched = x_m.ndim == len(spec.x) + 1
-  sizes = {}
+  batched = x_m.ndim == len(parsed.x) + 1
+  sizes: dict[str, int] = {}
   for letters, shape, what in (
-      (spec.x, x_m.shape[int(batched) :], "input"),
-      (spec.w, w_m.shape, "weight"),
+      (parsed.x, x_m.shape[int(batched) :], "input"),
+      (parsed.w, w_m.shape, "weight"),
   ):
     for c, n in zip(letters, shape):
       if sizes.setdefault(c, n) != n:
         raise ValueError(
-            f"einsum {spec.text!r}: axis {c!r} has size {sizes[c]} in one "
+            f"einsum {parsed.text!r}: axis {c!r} has size {sizes[c]} in one "
             f"operand and {n} in the {what} (x shape {x_m.shape}, w shape "
             f"{w_m.shape})."
         )
   prim = etp_batched_einsum_p if batched else etp_einsum_p
-  y = prim.bind(x_m, w_m, spec=spec)
-  return units.with_unit(y, x_unit * w_unit)
+  y = prim.bind(x_m, w_m, spec=parsed)
+  return units.with_unit(y, units.product(x_unit, w_unit))

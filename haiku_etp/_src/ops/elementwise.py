@@ -24,7 +24,7 @@ sees it, batch included). ``vmap`` over ``w`` keeps the primitive, since an
 elementwise ``fn`` maps a batched ``w`` position by position.
 """
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,36 +34,62 @@ from haiku_etp._src.core import primitive
 from haiku_etp._src.core import program
 from haiku_etp._src.core import units
 
+Array = jax.Array
 
-def _elementwise_impl(w, *, fn):
+
+def _elementwise_impl(
+    w: Array, *, fn: Optional[Callable[[Array], Array]]
+) -> Array:
   return w if fn is None else fn(w)
 
 
-def _derivative(fn, w):
+def _derivative(fn: Optional[Callable[[Array], Array]], w: Array) -> Array:
   """``fn'(w)`` position by position."""
   if fn is None:
     return jnp.ones_like(w)
   return jax.jvp(fn, (w,), (jnp.ones_like(w),))[1]
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, fn):
+def _xy_to_trace(
+    x: Optional[Array],
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del x
   return {"weight": hidden_dim * _derivative(fn, weights["weight"])}
 
 
-def _yw_to_w(hidden_dim, trace, *, fn):
+def _yw_to_w(
+    hidden_dim: Array,
+    trace: primitive.Trace,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del fn
   return {"weight": trace["weight"] * hidden_dim}
 
 
-def _trace_to_dw(trace, weights, *, fn):
+def _trace_to_dw(
+    trace: primitive.Trace,
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del fn
   return {
       "weight": primitive.sum_to_rank(trace["weight"], weights["weight"].ndim)
   }
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, fn):
+def _xy_to_dw(
+    x: Optional[Array],
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del x
   w = weights["weight"]
   _, vjp = jax.vjp(lambda v: _elementwise_impl(v, fn=fn), w)
@@ -74,7 +100,14 @@ def _xy_to_dw(x, hidden_dim, weights, *, fn):
   }
 
 
-def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
+def _init_drtrl(
+    x_aval: Optional[primitive.Aval],
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del x_aval, weight_avals, fn
   return {
       "weight": jnp.zeros(
@@ -83,12 +116,27 @@ def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
   }
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, *, fn):
+def _init_pp(
+    x_aval: Optional[primitive.Aval],
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> Array:
   del x_aval, weight_avals, fn
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, x, weights, *, fn):
+def _drtrl_update(
+    trace: primitive.Trace,
+    d: Array,
+    d_f: Array,
+    x: Optional[Array],
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del x
   deriv = _derivative(fn, weights["weight"])
   return {
@@ -98,13 +146,27 @@ def _drtrl_update(trace, d, d_f, x, weights, *, fn):
   }
 
 
-def _drtrl_solve(trace, g, weights, *, fn):
+def _drtrl_solve(
+    trace: primitive.Trace,
+    g: Array,
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del fn
   per_position = primitive.weighted_state_sum(trace["weight"], g)
   return {"weight": primitive.sum_to_rank(per_position, weights["weight"].ndim)}
 
 
-def _drtrl_window(trace, phi, cs, xs, weights, *, fn):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    xs: Optional[Array],
+    weights: primitive.Weights,
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> primitive.Tree:
   del xs
   deriv = _derivative(fn, weights["weight"])
   return {
@@ -115,7 +177,12 @@ def _drtrl_window(trace, phi, cs, xs, weights, *, fn):
   }
 
 
-def _batching_rule(args, dims, *, fn):
+def _batching_rule(
+    args: Sequence[Any],
+    dims: Sequence[Optional[int]],
+    *,
+    fn: Optional[Callable[[Array], Array]],
+) -> tuple[Array, Optional[int]]:
   # fn acts position by position, so it maps a batched w unchanged.
   return etp_elementwise_p.bind(*args, fn=fn), dims[0]
 
@@ -144,23 +211,25 @@ etp_elementwise_p.register_etp_rules(
 class _OnMantissa:
   """Runs a unit-aware ``fn`` on mantissas: ``m -> mantissa(fn(m * unit))``."""
 
-  def __init__(self, fn, in_unit, out_unit):
+  def __init__(
+      self, fn: Callable[[Any], Any], in_unit: u.Unit, out_unit: u.Unit
+  ):
     self.fn, self.in_unit, self.out_unit = fn, in_unit, out_unit
 
-  def __call__(self, w):
+  def __call__(self, w: Array) -> Any:
     out = self.fn(u.Quantity(w, unit=self.in_unit))
     return u.Quantity(out).to_decimal(self.out_unit)
 
-  def _key(self):
+  def _key(self) -> tuple[Any, u.Unit, u.Unit]:
     return (self.fn, self.in_unit, self.out_unit)
 
-  def __eq__(self, other):
+  def __eq__(self, other: object) -> bool:
     return isinstance(other, _OnMantissa) and self._key() == other._key()
 
-  def __hash__(self):
+  def __hash__(self) -> int:
     return hash((self.fn, str(self.in_unit), str(self.out_unit)))
 
-  def __repr__(self):
+  def __repr__(self) -> str:
     return f"{getattr(self.fn, '__name__', self.fn)}[{self.in_unit}]"
 
 
@@ -190,10 +259,11 @@ def elementwise(w: Any, fn: Optional[Callable[[Any], Any]] = None) -> Any:
   if fn is None:
     out_unit = w_unit
   else:
+    user_fn = fn
     if w_unit.is_unitless:
-      on_quantity = fn
+      on_quantity = user_fn
     else:
-      on_quantity = lambda m: fn(u.Quantity(m, unit=w_unit))
+      on_quantity = lambda m: user_fn(u.Quantity(m, unit=w_unit))
     probe = jax.eval_shape(
         on_quantity, jax.ShapeDtypeStruct(w_m.shape, w_m.dtype)
     )

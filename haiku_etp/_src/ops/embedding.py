@@ -47,7 +47,7 @@ vocabulary-wide form, and a relation kept per row is not a cross-group
 source.
 """
 
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +56,10 @@ import numpy as np
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
 
+Array = jax.Array
 
-def _in_range(ids, num_rows):
+
+def _in_range(ids: Array, num_rows: int) -> Array:
   """Whether each id names a row of a table of ``num_rows`` rows."""
   valid = ids >= 0
   if num_rows <= jnp.iinfo(ids.dtype).max:
@@ -65,35 +67,50 @@ def _in_range(ids, num_rows):
   return valid
 
 
-def _embedding_impl(ids, table, *, max_rows):
+def _embedding_impl(
+    ids: Array, table: Array, *, max_rows: Optional[int]
+) -> Array:
   del max_rows
   rows = jnp.take(table, ids, axis=0, mode="clip")
   # An id out of range looks up zeros: no row is read, none gets a gradient.
   return jnp.where(_in_range(ids, table.shape[0])[..., None], rows, 0)
 
 
-def _one_hot(ids, num_rows, dtype):
+def _one_hot(ids: Array, num_rows: int, dtype: jax.typing.DTypeLike) -> Array:
   return jax.nn.one_hot(ids, num_rows, dtype=dtype)
 
 
-def _xy_to_trace(ids, hidden_dim, weights, *, max_rows):
+def _xy_to_trace(
+    ids: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   del max_rows
   table = weights["weight"]
   rows = _one_hot(ids, table.shape[0], hidden_dim.dtype)
   return {"weight": rows[..., :, None] * hidden_dim[..., None, :]}
 
 
-def _yw_to_w(hidden_dim, trace, *, max_rows):
+def _yw_to_w(
+    hidden_dim: Array, trace: primitive.Trace, *, max_rows: Optional[int]
+) -> primitive.Tree:
   del max_rows
   return {"weight": trace["weight"] * hidden_dim[..., None, :]}
 
 
-def _trace_to_dw(trace, weights, *, max_rows):
+def _trace_to_dw(
+    trace: primitive.Trace,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   del max_rows
   return {"weight": primitive.sum_to_rank(trace["weight"], 2)}
 
 
-def _scatter_rows(rows, values, num_rows):
+def _scatter_rows(rows: Array, values: Array, num_rows: int) -> Array:
   """``(V, H)``: ``values`` ``(..., H)`` added into ``rows`` ``(...)``;
   negative rows (free slots) are dropped."""
   rows = jnp.reshape(rows, (-1,))
@@ -103,7 +120,13 @@ def _scatter_rows(rows, values, num_rows):
   return out.at[rows].add(values, mode="drop")
 
 
-def _xy_to_dw(ids, hidden_dim, weights, *, max_rows):
+def _xy_to_dw(
+    ids: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   del max_rows
   table = weights["weight"]
   return {
@@ -113,7 +136,14 @@ def _xy_to_dw(ids, hidden_dim, weights, *, max_rows):
   }
 
 
-def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, max_rows):
+def _init_drtrl(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   num_rows, width = weight_avals["weight"].shape
   lead = tuple(x_aval.shape)
   if max_rows is None:
@@ -131,12 +161,20 @@ def _init_drtrl(x_aval, y_aval, weight_avals, num_hidden_state, *, max_rows):
   }
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
+def _init_pp(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    **_: Any,
+) -> Array:
   del x_aval, weight_avals
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _assign(rows, overflow, ids, max_rows, num_rows):
+def _assign(
+    rows: Array, overflow: Array, ids: Array, max_rows: int, num_rows: int
+) -> tuple[Array, Array, Array]:
   """One step's slots of a per-row trace: ``(slot, rows, overflow)``, the
   slot a one-hot over ``max_rows`` (none when every slot is taken, or for an
   id outside the table's ``num_rows`` rows, which looks nothing up)."""
@@ -162,7 +200,15 @@ def _assign(rows, overflow, ids, max_rows, num_rows):
   )
 
 
-def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
+def _drtrl_update(
+    trace: primitive.Trace,
+    d: Array,
+    d_f: Array,
+    ids: Array,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   eps = trace["weight"]
   mixed = primitive.mix_states(d[..., None, :, :, :], eps)
   if max_rows is None:
@@ -183,7 +229,15 @@ def _drtrl_update(trace, d, d_f, ids, weights, *, max_rows):
   }
 
 
-def _drtrl_window(trace, phi, cs, ids, weights, *, max_rows):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    ids: Array,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   eps = trace["weight"]
   mixed = primitive.mix_states(phi[..., None, :, :, :], eps)
   if max_rows is None:
@@ -193,7 +247,9 @@ def _drtrl_window(trace, phi, cs, ids, weights, *, max_rows):
   # The slots each step takes (ints, cheap), then one contraction over time.
   num_rows = weights["weight"].shape[0]
 
-  def body(carry, ids_t):
+  def body(
+      carry: tuple[Array, Array], ids_t: Array
+  ) -> tuple[tuple[Array, Array], Array]:
     slot, rows, overflow = _assign(*carry, ids_t, max_rows, num_rows)
     return (rows, overflow), slot
 
@@ -204,7 +260,13 @@ def _drtrl_window(trace, phi, cs, ids, weights, *, max_rows):
   return {"weight": mixed + summed, "rows": rows, "overflow": overflow}
 
 
-def _drtrl_solve(trace, g, weights, *, max_rows):
+def _drtrl_solve(
+    trace: primitive.Trace,
+    g: Array,
+    weights: primitive.Weights,
+    *,
+    max_rows: Optional[int],
+) -> primitive.Tree:
   per_slot = primitive.weighted_state_sum(trace["weight"], g[..., None, :, :])
   table = weights["weight"]
   if max_rows is None:
@@ -229,7 +291,7 @@ _RULES = dict(
 )
 
 
-def _per_row(params) -> bool:
+def _per_row(params: primitive.Params) -> bool:
   return params["max_rows"] is not None
 
 

@@ -52,7 +52,7 @@ its ``BCOO`` product, which lowers to those).
 """
 
 import hashlib
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import jax
 from jax import lax
@@ -66,6 +66,8 @@ import numpy as np
 
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
+
+Array = jax.Array
 
 
 class Connectivity:
@@ -82,7 +84,7 @@ class Connectivity:
   (3, (3, 3))
   """
 
-  def __init__(self, rows: Any, cols: Any, shape: tuple[int, int]):
+  def __init__(self, rows: Any, cols: Any, shape: Sequence[int]):
     """Builds the connectivity from synapse coordinates.
 
     Args:
@@ -208,7 +210,7 @@ class Connectivity:
   def __hash__(self) -> int:
     return hash(self._digest)
 
-  def __eq__(self, other) -> bool:
+  def __eq__(self, other: object) -> bool:
     return isinstance(other, Connectivity) and self._digest == other._digest
 
   def __repr__(self) -> str:
@@ -223,7 +225,9 @@ def _frozen(a: np.ndarray) -> np.ndarray:
   return a
 
 
-def _csr(data, indices, indptr, shape):
+def _csr(
+    data: Array, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]
+) -> jsparse.BCSR:
   return jsparse.BCSR(
       (data, jnp.asarray(indices), jnp.asarray(indptr)),
       shape=shape,
@@ -232,7 +236,7 @@ def _csr(data, indices, indptr, shape):
   )
 
 
-def _product(w, x2, connectivity):
+def _product(w: Array, x2: Array, connectivity: Connectivity) -> Array:
   """``x2 @ W`` for ``x2`` of ``(N, I)``: ``W^T`` (rows = outputs) in
   compressed sparse rows, one loop over the synapses."""
   c = connectivity
@@ -240,7 +244,9 @@ def _product(w, x2, connectivity):
   return (w_t @ x2.T).T
 
 
-def _product_transposed(w, ct, connectivity):
+def _product_transposed(
+    w: Array, ct: Array, connectivity: Connectivity
+) -> Array:
   """``ct @ W^T`` for ``ct`` of ``(N, O)``: ``W`` (rows = inputs) in
   compressed sparse rows, the synapses taken in input order."""
   c = connectivity
@@ -259,7 +265,9 @@ def _product_transposed(w, ct, connectivity):
 _DENSE_PRODUCT_ENTRIES = 1 << 24
 
 
-def _synapse_products(x2, ct, connectivity):
+def _synapse_products(
+    x2: Array, ct: Array, connectivity: Connectivity
+) -> Array:
   """``sum_n x2[n, row_k] ct[n, col_k]`` per synapse ``k``."""
   c = connectivity
   if c.shape[0] * c.shape[1] <= _DENSE_PRODUCT_ENTRIES:
@@ -292,7 +300,12 @@ mlir.register_lowering(
 )
 
 
-def _product_jvp(primals, tangents, *, connectivity):
+def _product_jvp(
+    primals: Sequence[Array],
+    tangents: Sequence[Any],
+    *,
+    connectivity: Connectivity,
+) -> tuple[Array, Any]:
   w, x2 = primals
   w_dot, x_dot = tangents
   out = _product_p.bind(w, x2, connectivity=connectivity)
@@ -302,11 +315,13 @@ def _product_jvp(primals, tangents, *, connectivity):
   if type(x_dot) is not ad.Zero:
     parts.append(_product_p.bind(w, x_dot, connectivity=connectivity))
   if not parts:
-    return out, ad.Zero.from_primal_value(out)
+    return out, ad.Zero(jax.typeof(out).to_tangent_aval())
   return out, sum(parts[1:], parts[0])
 
 
-def _product_transpose(ct, w, x2, *, connectivity):
+def _product_transpose(
+    ct: Any, w: Any, x2: Any, *, connectivity: Connectivity
+) -> tuple[Optional[Array], Optional[Array]]:
   if type(ct) is ad.Zero:
     return None, None
   if ad.is_undefined_primal(w):
@@ -314,10 +329,16 @@ def _product_transpose(ct, w, x2, *, connectivity):
   return None, _product_transposed(w, ct, connectivity).astype(x2.aval.dtype)
 
 
-def _product_batch(args, dims, *, connectivity):
+def _product_batch(
+    args: Sequence[Any],
+    dims: Sequence[Optional[int]],
+    *,
+    connectivity: Connectivity,
+) -> tuple[Array, int]:
   w, x2 = args
   dw, dx = dims
   if dw is None:
+    assert dx is not None, "vmap batches at least one operand"
     x = jnp.moveaxis(x2, dx, 0)
     n, m = x.shape[0], x.shape[1]
     y = _product_p.bind(
@@ -336,7 +357,7 @@ ad.primitive_transposes[_product_p] = _product_transpose
 batching.primitive_batchers[_product_p] = _product_batch
 
 
-def _synapse_sum(x, w, connectivity):
+def _synapse_sum(x: Array, w: Array, connectivity: Connectivity) -> Array:
   """``y[..., o] = sum over synapses into o of x[..., row] w``."""
   c = connectivity
   if not c.nnz:
@@ -346,7 +367,7 @@ def _synapse_sum(x, w, connectivity):
   return jnp.reshape(y, lead + (c.shape[1],))
 
 
-def active_inputs(x2, max_events: int):
+def active_inputs(x2: Array, max_events: int) -> tuple[Array, Array]:
   """``(idx, values)``: per sample (rows of ``x2``), the indices of the
   nonzero inputs, padded to ``max_events`` with ``I`` (one past the end),
   and their values (0 at the padding)."""
@@ -358,7 +379,9 @@ def active_inputs(x2, max_events: int):
   return idx, jnp.where(idx < num_in, values, 0)
 
 
-def _event_sum(x, w, connectivity, max_events):
+def _event_sum(
+    x: Array, w: Array, connectivity: Connectivity, max_events: int
+) -> Array:
   """The same sum from the nonzero inputs' synapses only (at most
   ``max_events`` nonzero per sample)."""
   c = connectivity
@@ -381,7 +404,14 @@ def _event_sum(x, w, connectivity, max_events):
   return jnp.reshape(y, lead + (c.shape[1],))
 
 
-def _sparse_impl(x, w, *bias, has_bias, connectivity, max_events):
+def _sparse_impl(
+    x: Array,
+    w: Array,
+    *bias: Array,
+    has_bias: bool,
+    connectivity: Connectivity,
+    max_events: Optional[int],
+) -> Array:
   if max_events is None:
     y = _synapse_sum(x, w, connectivity)
   else:
@@ -395,22 +425,32 @@ def _sparse_impl(x, w, *bias, has_bias, connectivity, max_events):
   return y
 
 
-def _sparse_tangent_impl(x, w, *bias, max_events, **params):
+def _sparse_tangent_impl(
+    x: Array, w: Array, *bias: Array, max_events: Optional[int], **params: Any
+) -> Array:
   # The event-driven sum reads which inputs are nonzero, which has no
   # derivative; the tangent map is the plain sum's.
   del max_events
   return _sparse_impl(x, w, *bias, max_events=None, **params)
 
 
-def _trainable_invars(params):
+def _trainable_invars(params: primitive.Params) -> dict[str, int]:
   return {"weight": 1, "bias": 2} if params["has_bias"] else {"weight": 1}
 
 
-def _at_synapses(v, idx):
+def _at_synapses(v: Array, idx: np.ndarray) -> Array:
   return jnp.take(v, idx, axis=-1)
 
 
-def _xy_to_trace(x, hidden_dim, weights, *, has_bias, connectivity, **_):
+def _xy_to_trace(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   c = connectivity
   out = {"weight": _at_synapses(x, c.rows) * _at_synapses(hidden_dim, c.cols)}
@@ -419,7 +459,14 @@ def _xy_to_trace(x, hidden_dim, weights, *, has_bias, connectivity, **_):
   return out
 
 
-def _yw_to_w(hidden_dim, trace, *, has_bias, connectivity, **_):
+def _yw_to_w(
+    hidden_dim: Array,
+    trace: primitive.Trace,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   out = {
       "weight": trace["weight"] * _at_synapses(hidden_dim, connectivity.cols)
   }
@@ -428,13 +475,23 @@ def _yw_to_w(hidden_dim, trace, *, has_bias, connectivity, **_):
   return out
 
 
-def _trace_to_dw(trace, weights, **_):
+def _trace_to_dw(
+    trace: primitive.Trace, weights: primitive.Weights, **_: Any
+) -> primitive.Tree:
   return {
       k: primitive.sum_to_rank(v, weights[k].ndim) for k, v in trace.items()
   }
 
 
-def _xy_to_dw(x, hidden_dim, weights, *, has_bias, connectivity, **_):
+def _xy_to_dw(
+    x: Array,
+    hidden_dim: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   c = connectivity
   x2 = jnp.reshape(x, (-1, c.shape[0]))
@@ -447,8 +504,14 @@ def _xy_to_dw(x, hidden_dim, weights, *, has_bias, connectivity, **_):
 
 
 def _init_drtrl(
-    x_aval, y_aval, weight_avals, num_hidden_state, *, has_bias, **_
-):
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    *,
+    has_bias: bool,
+    **_: Any,
+) -> primitive.Tree:
   del x_aval
   lead = tuple(y_aval.shape[:-1])
   nnz = weight_avals["weight"].shape[0]
@@ -460,12 +523,28 @@ def _init_drtrl(
   return out
 
 
-def _init_pp(x_aval, y_aval, weight_avals, num_hidden_state, **_):
+def _init_pp(
+    x_aval: primitive.Aval,
+    y_aval: primitive.Aval,
+    weight_avals: Mapping[str, primitive.Aval],
+    num_hidden_state: int,
+    **_: Any,
+) -> Array:
   del x_aval, weight_avals
   return jnp.zeros(tuple(y_aval.shape) + (num_hidden_state,), y_aval.dtype)
 
 
-def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, connectivity, **_):
+def _drtrl_update(
+    trace: primitive.Trace,
+    d: Array,
+    d_f: Array,
+    x: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   c = connectivity
   d_syn = jnp.take(d, c.cols, axis=-3)  # (..., nnz, S, S)
@@ -479,7 +558,15 @@ def _drtrl_update(trace, d, d_f, x, weights, *, has_bias, connectivity, **_):
   return out
 
 
-def _drtrl_solve(trace, g, weights, *, has_bias, connectivity, **_):
+def _drtrl_solve(
+    trace: primitive.Trace,
+    g: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   g_syn = jnp.take(g, connectivity.cols, axis=-2)
   out = {
       "weight": primitive.sum_to_rank(
@@ -493,7 +580,17 @@ def _drtrl_solve(trace, g, weights, *, has_bias, connectivity, **_):
   return out
 
 
-def _drtrl_window(trace, phi, cs, xs, weights, *, has_bias, connectivity, **_):
+def _drtrl_window(
+    trace: primitive.Trace,
+    phi: Array,
+    cs: Array,
+    xs: Array,
+    weights: primitive.Weights,
+    *,
+    has_bias: bool,
+    connectivity: Connectivity,
+    **_: Any,
+) -> primitive.Tree:
   del weights
   c = connectivity
   phi_syn = jnp.take(phi, c.cols, axis=-3)  # (..., nnz, S', S)
@@ -598,14 +695,14 @@ def sparse(
         f"shape {x_m.shape}."
     )
   max_events = check_max_events(max_events, num_in)
-  unit = x_unit * w_unit
-  args = [x_m, w_m]
+  unit = units.product(x_unit, w_unit)
+  args: list["jax.typing.ArrayLike"] = [x_m, w_m]
   if b is not None:
     b_m = units.bias_mantissa(b, unit, "sparse")
-    if b_m.shape != (num_out,):
+    if jnp.shape(b_m) != (num_out,):
       raise ValueError(
           f"Bias of sparse must have shape ({num_out},), got shape "
-          f"{b_m.shape}."
+          f"{jnp.shape(b_m)}."
       )
     args.append(b_m)
   prim = etp_batched_sparse_p if x_m.ndim == 2 else etp_sparse_p

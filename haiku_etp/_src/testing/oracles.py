@@ -29,9 +29,10 @@ its error is a direct check of the rules.
 
 import contextlib
 import re
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import warnings
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,7 +46,7 @@ def relative_error(actual: Any, expected: Any) -> float:
   errs = jax.tree_util.tree_map(
       lambda a, e: float(
           np.linalg.norm(np.asarray(a, np.float64) - np.asarray(e, np.float64))
-          / max(np.linalg.norm(np.asarray(e, np.float64)), 1e-300)
+          / max(float(np.linalg.norm(np.asarray(e, np.float64))), 1e-300)
       ),
       actual,
       expected,
@@ -84,22 +85,24 @@ class _System(NamedTuple):
   d: jax.Array  # (T, *H, S, S)
   d_f: jax.Array  # (T, *H, S)
   g: jax.Array  # (T, *H, S)
-  hidden_shape: tuple
+  hidden_shape: tuple[int, ...]
   batch_axis: Optional[int]
 
 
 def _system(
-    prim,
-    weights,
-    xs,
-    params,
-    num_steps,
-    num_hidden_state,
-    batch_size,
-    leak,
-    seed,
+    prim: primitive.ETPPrimitive,
+    weights: Mapping[str, jax.Array],
+    xs: Optional[jax.Array],
+    params: Mapping[str, Any],
+    num_steps: int,
+    num_hidden_state: int,
+    batch_size: Optional[int],
+    leak: Optional[float],
+    seed: int,
 ) -> _System:
   x0 = None if xs is None else xs[0]
+  hidden_shape: tuple[int, ...]
+  batch_axis: Optional[int]
   y = jax.eval_shape(lambda x, w: prim.bind_operands(x, w, params), x0, weights)
   if prim.x_invar_index is None and batch_size is not None:
     hidden_shape, batch_axis = (batch_size,) + tuple(y.shape), 0
@@ -121,10 +124,16 @@ def _system(
   return _System(d, d_f, g, hidden_shape, batch_axis)
 
 
-def _exact_grads(prim, weights, xs, params, system):
-  def loss(w):
+def _exact_grads(
+    prim: primitive.ETPPrimitive,
+    weights: Mapping[str, jax.Array],
+    xs: Optional[jax.Array],
+    params: Mapping[str, Any],
+    system: _System,
+) -> dict[str, jax.Array]:
+  def loss(w: Mapping[str, jax.Array]) -> Any:
     h = jnp.zeros(system.hidden_shape + (system.d.shape[-1],), system.d.dtype)
-    total = 0.0
+    total: Union[float, jax.Array] = 0.0
     for t in range(system.d.shape[0]):
       y = prim.bind_operands(None if xs is None else xs[t], w, params)
       y = jnp.broadcast_to(y, system.hidden_shape)
@@ -138,7 +147,7 @@ def _exact_grads(prim, weights, xs, params, system):
   return jax.grad(loss)(dict(weights))
 
 
-def _num_steps(xs, num_steps):
+def _num_steps(xs: Optional[jax.Array], num_steps: Optional[int]) -> int:
   if xs is not None:
     return len(xs)
   if num_steps is None:
@@ -146,11 +155,17 @@ def _num_steps(xs, num_steps):
   return num_steps
 
 
-def _aval(value):
+def _aval(value: jax.Array) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(value.shape, value.dtype)
 
 
-def _init_avals(xs, weights, system):
+def _init_avals(
+    xs: Optional[jax.Array], weights: Mapping[str, jax.Array], system: _System
+) -> tuple[
+    Optional[jax.ShapeDtypeStruct],
+    jax.ShapeDtypeStruct,
+    dict[str, jax.ShapeDtypeStruct],
+]:
   """``(x_aval, y_aval, weight_avals)`` for the init rules; y as h sees it."""
   x_aval = None if xs is None else _aval(xs[0])
   y_aval = jax.ShapeDtypeStruct(system.hidden_shape, system.d.dtype)
@@ -211,20 +226,27 @@ def drtrl_rule_oracle(
       prim, *_init_avals(xs, weights, system), num_hidden_state, params
   )
 
-  def update(trace, d, d_f, x):
+  def update(
+      trace: primitive.Trace,
+      d: jax.Array,
+      d_f: jax.Array,
+      x: Optional[jax.Array],
+  ) -> primitive.Tree:
     return primitive.drtrl_update(
         prim, trace, d, d_f, x, weights, params, fast=fast
     )
 
-  def solve(trace, g):
+  def solve(trace: primitive.Trace, g: jax.Array) -> primitive.Tree:
     return primitive.drtrl_solve(prim, trace, g, weights, params, fast=fast)
 
   if strip_batch:
     if system.batch_axis is None:
       raise ValueError(f"{prim.name} has no batch axis to strip.")
-    x_axis = None
+    x_axis: Optional[int] = None
     if prim.x_invar_index is not None:
-      x_axis = prim.batch_axes(params)[0]
+      axes = prim.batch_axes(params)
+      assert axes is not None  # the system's batch axis is the op's
+      x_axis = axes[0]
     ax = system.batch_axis
     update = jax.vmap(update, in_axes=(0, ax, ax, x_axis))
     per_sample_solve = jax.vmap(solve, in_axes=(0, ax))
@@ -238,9 +260,8 @@ def drtrl_rule_oracle(
         prim, trace, phi, cs, x, weights, params, fast=fast
     )
     if strip_batch:
-      ax = system.batch_axis
-      x_axis = None if prim.x_invar_index is None else 1 + x_axis
-      roll = jax.vmap(roll, in_axes=(0, ax, 1 + ax, x_axis))
+      xs_axis = None if x_axis is None else 1 + x_axis
+      roll = jax.vmap(roll, in_axes=(0, ax, 1 + ax, xs_axis))
     grads = _window_form(
         system, xs, weights, params, prim, window, trace, roll, solve
     )
@@ -252,7 +273,17 @@ def drtrl_rule_oracle(
   return OracleResult(grads, _exact_grads(prim, weights, xs, params, system))
 
 
-def _window_form(system, xs, weights, params, prim, window, trace, roll, solve):
+def _window_form(
+    system: _System,
+    xs: Optional[jax.Array],
+    weights: Mapping[str, jax.Array],
+    params: Mapping[str, Any],
+    prim: primitive.ETPPrimitive,
+    window: int,
+    trace: primitive.Trace,
+    roll: Callable[..., primitive.Tree],
+    solve: Callable[..., primitive.Tree],
+) -> dict[str, jax.Array]:
   """The oracle system's gradient in windows of ``window`` steps, the trace
   rolled through each window by ``roll(trace, phi, cs, xs)``."""
   steps = system.d.shape[0]
@@ -262,8 +293,9 @@ def _window_form(system, xs, weights, params, prim, window, trace, roll, solve):
   for start in range(0, steps, window):
     ts = range(start, min(start + window, steps))
 
-    def loss(w, h_e, ts=ts):
-      h, total = h_e, 0.0
+    def loss(w: Mapping[str, jax.Array], h_e: jax.Array, ts: range = ts) -> Any:
+      h = h_e
+      total: Union[float, jax.Array] = 0.0
       for t in ts:
         y = prim.bind_operands(None if xs is None else xs[t], w, params)
         y = jnp.broadcast_to(y, system.hidden_shape)
@@ -285,7 +317,7 @@ def _window_form(system, xs, weights, params, prim, window, trace, roll, solve):
     psi = jnp.broadcast_to(
         jnp.eye(system.d.shape[-1], dtype=system.d.dtype), system.d.shape[1:]
     )
-    cs = []
+    cs: list[jax.Array] = []
     for t in reversed(ts):
       cs.insert(0, jnp.einsum("...ab,...b->...a", psi, system.d_f[t]))
       psi = mix(psi, system.d[t])
@@ -348,7 +380,7 @@ def pp_rule_oracle(
   one_trace = 0.0
   grads = jax.tree_util.tree_map(jnp.zeros_like, weights)
   for t in range(steps):
-    if x_trace is not None:
+    if x_trace is not None and xs is not None:
       x_trace = alpha_x * x_trace + xs[t]
     one_trace = alpha_x * one_trace + 1.0
     f_trace = (
@@ -371,13 +403,13 @@ def pp_rule_oracle(
 
 
 def bptt_grads(
-    model,
-    loss_fn,
-    params,
-    state,
-    rng,
-    xs,
-    ys,
+    model: hk.TransformedWithState,
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params: hk.Params,
+    state: hk.State,
+    rng: Optional[jax.Array],
+    xs: Any,
+    ys: Any,
 ) -> tuple[Any, jax.Array]:
   """Whole-sequence gradients by ``jax.grad`` through ``model.apply``.
 
@@ -405,8 +437,8 @@ def bptt_grads(
   }
   num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
 
-  def total(p):
-    def body(st, inp):
+  def total(p: hk.Params) -> tuple[jax.Array, jax.Array]:
+    def body(st: Any, inp: tuple[jax.Array, Any, Any]) -> tuple[Any, jax.Array]:
       t, x, y = inp
       r = None if rng is None else jax.random.fold_in(rng, t)
       out, st = model.apply(p, st, r, x)
