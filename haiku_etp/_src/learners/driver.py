@@ -40,6 +40,7 @@ import types
 from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 import warnings
 
+import chex
 import haiku as hk
 import jax
 from jax import lax
@@ -934,12 +935,19 @@ def _value_and_grad(
     sequence.check_batch(y_t, batch, "y_t", 0)
     if mask_t is not None:
       mask_t = jnp.asarray(mask_t)
-      if mask_t.ndim > 1 or (
-          mask_t.ndim == 1 and batch is not None and mask_t.shape[0] != batch
-      ):
-        raise ValueError(
-            "mask_t must be a scalar or have shape "
-            f"({'B' if batch is None else batch},), got {mask_t.shape}."
+      message = (
+          "mask_t must be a scalar or have shape "
+          f"({'B' if batch is None else batch},), got {mask_t.shape}."
+      )
+      chex.assert_rank(
+          mask_t, {0, 1}, custom_message=message, exception_type=ValueError
+      )
+      if mask_t.ndim == 1:
+        chex.assert_shape(
+            mask_t,
+            (batch,),
+            custom_message=message,
+            exception_type=ValueError,
         )
     _checked_compile(core, params, state, rng, x_t, gradient=True)
     add = (

@@ -26,6 +26,7 @@ single-device gradient of a batch-mean loss exactly.
 import numbers
 from typing import Any
 
+import chex
 import jax
 from jax import tree_util
 import jax.numpy as jnp
@@ -222,11 +223,15 @@ def unshard_state(state: Any) -> dict:
       continue
     out[m] = {}
     for n, v in entries.items():
-      if jnp.ndim(v) < 1 or jnp.shape(v)[0] != num_devices:
-        raise ValueError(
-            f"state[{m!r}][{n!r}] has shape {jnp.shape(v)}, without the "
-            f"leading axis of {num_devices} devices that shard_state gives."
-        )
+      chex.assert_tree_shape_prefix(
+          v,
+          (num_devices,),
+          custom_message=(
+              f"state[{m!r}][{n!r}] has shape {jnp.shape(v)}, without the "
+              f"leading axis of {num_devices} devices that shard_state gives."
+          ),
+          exception_type=ValueError,
+      )
       out[m][n] = (
           unshard_batch(v)
           if _batched(m, n, jnp.shape(v)[1:])

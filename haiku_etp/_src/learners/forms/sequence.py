@@ -22,6 +22,7 @@ import inspect
 import math
 from typing import Any, Callable, Optional
 
+import chex
 import jax
 from jax import lax
 from jax import tree_util
@@ -85,14 +86,19 @@ def check_batch(tree: Any, batch: Optional[int], name: str, axis: int) -> None:
   """
   if batch is None:
     return
+  lead = "(T, B, ...)" if axis == 1 else "(B, ...)"
   for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
-    shape = np.shape(leaf)
-    if len(shape) > axis and shape[axis] != batch:
-      lead = "(T, B, ...)" if axis == 1 else "(B, ...)"
-      raise ValueError(
-          f"{name}{tree_util.keystr(path)} has shape {shape}, but the "
-          f"inputs have batch {batch}: {name} must be {lead} like the inputs "
-          f"(B = {batch} along axis {axis})."
+    if np.ndim(leaf) > axis:
+      chex.assert_axis_dimension(
+          leaf,
+          axis,
+          batch,
+          custom_message=(
+              f"{name}{tree_util.keystr(path)} has shape {np.shape(leaf)}, "
+              f"but the inputs have batch {batch}: {name} must be {lead} like "
+              f"the inputs (B = {batch} along axis {axis})."
+          ),
+          exception_type=ValueError,
       )
 
 
@@ -104,12 +110,16 @@ def check_mask(
     return None
   mask = jnp.asarray(mask)
   want = f"({num_steps},) or ({num_steps}, {'B' if batch is None else batch})"
-  if (
-      mask.ndim not in (1, 2)
-      or mask.shape[0] != num_steps
-      or (mask.ndim == 2 and batch is not None and mask.shape[1] != batch)
-  ):
-    raise ValueError(f"mask must have shape {want}, got {mask.shape}.")
+  message = f"mask must have shape {want}, got {mask.shape}."
+  chex.assert_rank(
+      mask, {1, 2}, custom_message=message, exception_type=ValueError
+  )
+  chex.assert_shape(
+      mask,
+      (num_steps,) if mask.ndim == 1 else (num_steps, batch),
+      custom_message=message,
+      exception_type=ValueError,
+  )
   return mask
 
 
@@ -145,24 +155,32 @@ def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
       scalar loss, or per-sample losses of another batch than the mask.
   """
   loss = jnp.asarray(loss)
-  if loss.ndim > 1:
-    raise ValueError(
-        "loss_fn must return a scalar or per-sample losses of shape (B,), got "
-        f"shape {loss.shape}."
-    )
+  chex.assert_rank(
+      loss,
+      {0, 1},
+      custom_message=(
+          "loss_fn must return a scalar or per-sample losses of shape (B,), "
+          f"got shape {loss.shape}."
+      ),
+      exception_type=ValueError,
+  )
   if mask_t is None:
     return jnp.mean(loss)
   mask_t = jnp.asarray(mask_t).astype(loss.dtype)
   if mask_t.ndim == 0:
     return mask_t * jnp.mean(loss)
-  if loss.shape != mask_t.shape:
-    got = "a scalar" if loss.ndim == 0 else f"shape {loss.shape}"
-    raise ValueError(
-        f"The mask weights each sample (mask_t has shape {mask_t.shape}), so "
-        f"loss_fn must return per-sample losses of shape {mask_t.shape}, got "
-        f"{got}. Return the losses before the batch mean, or pass a (T,) "
-        "mask."
-    )
+  got = "a scalar" if loss.ndim == 0 else f"shape {loss.shape}"
+  chex.assert_shape(
+      loss,
+      mask_t.shape,
+      custom_message=(
+          f"The mask weights each sample (mask_t has shape {mask_t.shape}), "
+          f"so loss_fn must return per-sample losses of shape "
+          f"{mask_t.shape}, got {got}. Return the losses before the batch "
+          "mean, or pass a (T,) mask."
+      ),
+      exception_type=ValueError,
+  )
   return jnp.sum(mask_t * loss) / loss.shape[0]
 
 
