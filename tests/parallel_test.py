@@ -147,7 +147,9 @@ class HelpersTest(parameterized.TestCase):
     self.assertEqual(sharded["lif"]["v:hidden"].shape, (_N, _B // _N, _H))
     self.assertEqual(sharded["lif"]["refractory:sample"].shape[:2], (_N, 2))
     self.assertEqual(sharded["~"]["calls"].shape, (_N,))
-    chex.assert_trees_all_equal(haiku_etp.sharding.unshard_state(sharded), state)
+    chex.assert_trees_all_equal(
+        haiku_etp.sharding.unshard_state(sharded), state
+    )
     del learner
 
   def test_state_batch_mask_matches_shard_state(self):
@@ -172,13 +174,17 @@ class HelpersTest(parameterized.TestCase):
 
   def test_unshard_of_an_unsharded_state(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
-    with self.assertRaisesRegex(ValueError, "sharded by haiku_etp.sharding.shard_state"):
+    with self.assertRaisesRegex(
+        ValueError, "sharded by haiku_etp.sharding.shard_state"
+    ):
       haiku_etp.sharding.unshard_state(state)
 
   def test_shard_twice(self):
     _, _, state, _, _ = _setup(haiku_etp.d_rtrl)
     with self.assertRaisesRegex(ValueError, "already sharded"):
-      haiku_etp.sharding.shard_state(haiku_etp.sharding.shard_state(state, 2), 2)
+      haiku_etp.sharding.shard_state(
+          haiku_etp.sharding.shard_state(state, 2), 2
+      )
 
   @parameterized.named_parameters(
       ("zero", 0), ("negative", -1), ("float", 2.0), ("bool", True)

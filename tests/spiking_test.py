@@ -981,7 +981,8 @@ class DataParallelTest(_X64TestCase):
         first(parallel.losses), single.losses, rtol=1e-10
     )
     chex.assert_trees_all_equal(
-        haiku_etp.sharding.unshard_state(parallel.state)["lif"], single.state["lif"]
+        haiku_etp.sharding.unshard_state(parallel.state)["lif"],
+        single.state["lif"],
     )
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 import haiku_etp
 from experiments import training
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.core import state as state_lib
 from tests import pipeline_util
@@ -149,32 +149,32 @@ class UsageTest(absltest.TestCase):
       params, state = learner.init(jax.random.PRNGKey(0), x)
       compiled = learner.compile(params, state, rng, x)
       paths = influence.temporal_paths(compiled)
-      self.assertTrue(jacobians.projects_by_relations(compiled, paths))
+      self.assertTrue(recording.projects_by_relations(compiled, paths))
       model_state = {
           m: {n: v + 0.3 for n, v in e.items()}
           for m, e in state_lib.split_learner_state(state)[0].items()
       }
-      fast = jacobians.relation_projection(
+      fast = recording.relation_projection(
           compiled, params, model_state, rng, x, paths, "signs"
       )
-      slow = jacobians.sample_projection(
+      slow = recording.sample_projection(
           model, params, model_state, rng, x, paths, "signs"
       )
       np.testing.assert_array_equal(fast.nu, slow.nu)
       # hk.GRU's gates are slices of w_i, w_h and b: three pieces each.
-      layout = jacobians.projection_layout(compiled, paths)
+      layout = recording.projection_layout(compiled, paths)
       self.assertEqual({len(s) for _, s in layout.values()}, {3})
-      pieces, sq_norm = jacobians.projected_pieces(
+      pieces, sq_norm = recording.projected_pieces(
           compiled, params, paths, fast
       )
-      slow_pieces, slow_sq_norm = jacobians.projected_pieces(
+      slow_pieces, slow_sq_norm = recording.projected_pieces(
           compiled, params, paths, slow
       )
       for p in paths:
         (want,) = slow_pieces[p]
         self.assertGreater(float(jnp.max(jnp.abs(want))), 0.0)
         np.testing.assert_allclose(
-            jacobians.join_pieces(layout[p], pieces[p]), want, atol=1e-12
+            recording.join_pieces(layout[p], pieces[p]), want, atol=1e-12
         )
       np.testing.assert_allclose(sq_norm, slow_sq_norm, rtol=1e-12)
 
@@ -191,7 +191,7 @@ class UsageTest(absltest.TestCase):
       params, state = plain.init(jax.random.PRNGKey(0), x)
       compiled = plain.compile(params, state, rng, x)
       self.assertFalse(
-          jacobians.projects_by_relations(
+          recording.projects_by_relations(
               compiled, influence.temporal_paths(compiled)
           )
       )

@@ -27,7 +27,7 @@
 5. *groups*: hidden states linked by tails and of one shape;
 6. *attachment*: the groups each relation feeds, and how;
 7. *cross-group traces*: the plans that carry credit across groups joined
-   by ETP ops (:mod:`~haiku_etp._src.compiler.cross`), within the budget;
+   by ETP ops (:mod:`~haiku_etp._src.compiler.cross_plan`), within the budget;
 8. *diagnostics and parameters*: every cut named with the parameters whose
    D-RTRL gradient it makes approximate, and a status per parameter.
 """
@@ -42,7 +42,7 @@ import jax
 from jax import tree_util
 import numpy as np
 
-from haiku_etp._src.compiler import cross as cross_lib
+from haiku_etp._src.compiler import cross_plan as cross_lib
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import program as program_lib
 from haiku_etp._src.core import state as state_lib
@@ -187,7 +187,7 @@ class CompiledStep:
       ``D_f`` are taken).
     weight_nodes: indices of the nodes that compute the relations' trainable
       operands from the parameters.
-    cross: the cross-group trace plans (:class:`~haiku_etp._src.compiler.cross.Plan`).
+    cross: the cross-group trace plans (:class:`~haiku_etp._src.compiler.cross_plan.Plan`).
     cross_inputs: where each hop relation's input is read for the plans.
   """
 

@@ -44,7 +44,7 @@ step's loss through :math:`h_t`, with a window of ``k`` steps ``k``-step
 truncated BPTT, and no credit from steps beyond the window.
 """
 
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import haiku as hk
 import jax

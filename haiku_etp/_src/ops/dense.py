@@ -30,7 +30,7 @@ With ``max_events`` the forward pass is event-driven (see :func:`dense`);
 the rules are the same.
 """
 
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import jax
 from jax import lax

@@ -14,7 +14,7 @@
 # ==============================================================================
 """The cross-group traces of D-RTRL: init, roll and solve.
 
-The compiler plans them (:mod:`~haiku_etp._src.compiler.cross`); this module keeps
+The compiler plans them (:mod:`~haiku_etp._src.compiler.cross_plan`); this module keeps
 them in the learner state next to the per-group traces:
 
 * ``"<relation>:<operand>@<group>"``: a full field ``(B, *param, *V, S)``,
@@ -269,7 +269,7 @@ def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
     compiled: the compiled step.
     old: the trace entries before the step (per-group traces included).
     new: the entries being built (updated in place and returned).
-    record: the step's :class:`~haiku_etp._src.compiler.jacobians.StepRecord`.
+    record: the step's :class:`~haiku_etp._src.compiler.recording.StepRecord`.
     weights: the relations' operands.
     fast: use the primitives' fast paths.
   """

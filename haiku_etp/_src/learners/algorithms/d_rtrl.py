@@ -15,12 +15,12 @@
 r"""D-RTRL and ES-D-RTRL as trace algorithms (:mod:`~haiku_etp._src.learners.algorithms.protocol`).
 
 Both keep traces per ETP relation; their ``operands`` are the relations'
-trainable operands (:func:`~haiku_etp._src.compiler.jacobians.relation_weights`), so
+trainable operands (:func:`~haiku_etp._src.compiler.recording.relation_weights`), so
 ``solve`` returns one dict per relation shaped like its trainable operands:
 
 * ``init(compiled) -> entries``: zero traces, ``{label: array}``;
 * ``roll(compiled, entries, record, weights) -> entries``: one step forward
-  with the step's :class:`~haiku_etp._src.compiler.jacobians.StepRecord`;
+  with the step's :class:`~haiku_etp._src.compiler.recording.StepRecord`;
 * ``solve(compiled, entries, signals, weights) -> grads``: the trace term of
   the window gradient from the learning signals ``dL/dh`` at the window's
   entry.
@@ -42,7 +42,7 @@ import numpy as np
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.core import closed_form
 from haiku_etp._src.learners.algorithms import cross_group
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.core import primitive
 from haiku_etp._src.learners.algorithms import protocol
 
@@ -121,7 +121,7 @@ class _RelationTraces(protocol.AlgorithmBase):
   relations' trainable operands, and nothing bounds their traces."""
 
   def operands(self, compiled, params) -> list:
-    return jacobians.relation_weights(compiled, params)
+    return recording.relation_weights(compiled, params)
 
 
 @dataclasses.dataclass(frozen=True)

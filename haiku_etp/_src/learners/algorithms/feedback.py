@@ -52,7 +52,7 @@ import numpy as np
 
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.core import program as program_lib
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.algorithms import d_rtrl as d_rtrl_lib
@@ -111,7 +111,7 @@ def readout_relation(compiled, readout: Optional[str]) -> int:
     if xi is None:
       continue
     a = program.nodes[rel.node].ins[xi]
-    reads = 0 if isinstance(a, jacobians.Lit) else deps.get(a, 0)
+    reads = 0 if isinstance(a, recording.Lit) else deps.get(a, 0)
     reads &= (1 << num_h) - 1
     if not reads:
       continue
@@ -119,7 +119,7 @@ def readout_relation(compiled, readout: Optional[str]) -> int:
     feeds = sum(
         1 << k
         for k, o in enumerate(outs)
-        if not isinstance(o, jacobians.Lit)
+        if not isinstance(o, recording.Lit)
         and deps.get(o, 0) >> (num_h + r) & 1
     )
     if reads & feeds:
@@ -200,7 +200,7 @@ class Feedback(protocol.AlgorithmBase):
   def _operand(self, compiled) -> tuple:
     """``(relation, operand name, shape)`` the feedback stands in for."""
     r = readout_relation(compiled, self.readout)
-    shapes = jacobians.operand_shapes(compiled, r)
+    shapes = recording.operand_shapes(compiled, r)
     wide = [k for k, s in shapes.items() if len(s) >= 2]
     if not wide:
       raise ValueError(
@@ -214,7 +214,7 @@ class Feedback(protocol.AlgorithmBase):
     entries = self._drtrl.init(compiled)
     if self.feedback != "symmetric":
       r, name, shape = self._operand(compiled)
-      dtype = jacobians.operand_dtype(compiled, r, name)
+      dtype = recording.operand_dtype(compiled, r, name)
       fan_in = int(np.prod(shape[:-1]))
       b = jax.random.normal(jax.random.PRNGKey(self.seed), shape, dtype)
       entries[PREFIX + str(r)] = b / np.sqrt(fan_in).astype(dtype)
@@ -321,4 +321,4 @@ def _upstream(compiled, r, path) -> bool:
   rel = compiled.relations[r]
   xi = rel.primitive.x_invar_index
   a = program.nodes[rel.node].ins[xi]
-  return not isinstance(a, jacobians.Lit) and bool(deps.get(a, 0))
+  return not isinstance(a, recording.Lit) and bool(deps.get(a, 0))

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 
 # The default ``max_trace_bytes`` of the learners that keep influence entries.
 DEFAULT_TRACE_BYTES = 1 << 30
@@ -63,7 +63,7 @@ def uses_rng(compiled: compiler_lib.CompiledStep) -> bool:
       a in rng_ids
       for node in compiled.program.nodes
       for a in node.ins
-      if not isinstance(a, jacobians.Lit)
+      if not isinstance(a, recording.Lit)
   )
 
 

@@ -65,27 +65,27 @@ class StepNeeds:
     per_position: the compiled program's per-position record: each
       relation's input ``x``, the transition blocks ``D``, the tail
       Jacobians ``D_f`` and the cross-group hops' derivatives
-      (:class:`~haiku_etp._src.compiler.jacobians.StepRecord`). Without, the record
+      (:class:`~haiku_etp._src.compiler.recording.StepRecord`). Without, the record
       holds the relation inputs only.
     full_jacobian: per sample, the whole Jacobian of the new hidden state
       with respect to the old one (every group, every position) and with
       respect to the parameters in ``full_jacobian_params``
-      (:class:`~haiku_etp._src.compiler.jacobians.FullJacobian`).
+      (:class:`~haiku_etp._src.compiler.recording.FullJacobian`).
     relation_form: with ``full_jacobian``, record ``d h_t / d theta`` in
       the relation form (per relation, ``d h_t / d y_r``; valid where the
       parameters reach the step only through ETP ops,
-      :func:`~haiku_etp._src.compiler.jacobians.projects_by_relations`).
+      :func:`~haiku_etp._src.compiler.recording.projects_by_relations`).
     full_jacobian_params: paths of the parameters whose immediate Jacobian
       ``dh_t/dtheta`` the record holds (``None``: every parameter that
       reaches hidden state).
     previous_signal: the fused form also needs ``dL_t / dh^{t-1}``.
     replay: the record also holds the step's inputs ``(model_state, rng,
       x)`` (``record.replay``), so that ``roll`` can run products through
-      the step with its traces (:func:`~haiku_etp._src.compiler.jacobians.hidden_jvp`).
+      the step with its traces (:func:`~haiku_etp._src.compiler.recording.hidden_jvp`).
     random_projection: ``"signs"``: per sample, random signs ``nu`` over the
       hidden values, drawn from the step's rng, and ``nu^T dh_t/dtheta``
       for every parameter that reaches hidden state (``record.projection``,
-      a :class:`~haiku_etp._src.compiler.jacobians.Projection`); ``"ones"`` uses
+      a :class:`~haiku_etp._src.compiler.recording.Projection`); ``"ones"`` uses
       ``nu = 1`` (a biased variant, for tests); ``None``: not recorded.
     feedback: a trace-label prefix: the entry ``<prefix><r>`` of the
       algorithm's traces is a feedback matrix for relation ``r`` (shaped like
@@ -94,7 +94,7 @@ class StepNeeds:
       matrix instead of the operand, while the forward value and the
       operand's own gradient are unchanged. ``None``: the step's own VJP.
     cut_recurrent: the inputs of the recurrent relations
-      (:func:`~haiku_etp._src.compiler.jacobians.recurrent_relations`) are
+      (:func:`~haiku_etp._src.compiler.recording.recurrent_relations`) are
       gradient-stopped in the step's VJP too, so no credit crosses the
       recurrent weights anywhere (e-prop's learning signal, the instantaneous
       ``dL_t/dh_t``).

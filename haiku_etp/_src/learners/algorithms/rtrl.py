@@ -28,7 +28,7 @@ and in the window form the trace term of a window entered at ``h^e`` is
 stacks, every group), so RTRL equals BPTT on every model whose samples are
 independent; parameters used outside ETP ops included. ``J_t`` and ``I_t``
 come per sample from ``H`` reverse-mode products
-(:func:`~haiku_etp._src.compiler.jacobians.full_jacobian`), and ``J_t M`` is one
+(:func:`~haiku_etp._src.compiler.recording.full_jacobian`), and ``J_t M`` is one
 batched matrix product per parameter: ``O(B H^2 P)`` flops and ``B H P``
 trace entries per step.
 
@@ -45,7 +45,7 @@ import numpy as np
 
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.core import primitive
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
@@ -112,7 +112,7 @@ class RTRL(protocol.AlgorithmBase):
     """Whether the immediate Jacobian is recorded per relation (``d h /
     d y_r`` and the inputs): every full parameter reaches the step only
     through ETP ops with the batch first in their output."""
-    if not jacobians.projects_by_relations(compiled, self.full_paths(compiled)):
+    if not recording.projects_by_relations(compiled, self.full_paths(compiled)):
       return False
     return all(
         rel.primitive.batch_axes(rel.params)[1] == 0
@@ -191,7 +191,7 @@ class RTRL(protocol.AlgorithmBase):
     form of ``d h / d theta`` with ``coefficients[r]`` in place of ``d h /
     d y_r``: per sample and hidden value, each relation's weight VJP over
     the steps, put together into the parameters."""
-    weights = jacobians.relation_weights(compiled, params)
+    weights = recording.relation_weights(compiled, params)
     some = next(iter(coefficients.values()))
     batch, num_h = some.shape[1], some.shape[2]
     per_relation = []
@@ -208,7 +208,7 @@ class RTRL(protocol.AlgorithmBase):
             }
         )
     paths = self.full_paths(compiled)
-    tiles = jacobians.leaf_tiles(compiled, paths)
+    tiles = recording.leaf_tiles(compiled, paths)
     if tiles is not None:
       # Whole operands or slices that tile a parameter: joined, never
       # padded and summed.
@@ -222,7 +222,7 @@ class RTRL(protocol.AlgorithmBase):
         )
         out[path] = jnp.reshape(joined, (batch, num_h, -1))
       return out
-    _, pull = jax.vjp(lambda p: jacobians.relation_weights(compiled, p), params)
+    _, pull = jax.vjp(lambda p: recording.relation_weights(compiled, p), params)
     grads = jax.vmap(jax.vmap(lambda cot: pull(cot)[0]))(per_relation)
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(grads)))
     return {p: jnp.reshape(leaves[p], (batch, num_h, -1)) for p in paths}

@@ -51,7 +51,7 @@ import numpy as np
 
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
 
@@ -164,21 +164,21 @@ def structure(compiled, paths) -> tuple:
     j_pat, i_pat = None, None
     for draw in range(_PROBES):
       params, state, rng, x = _probe_inputs(compiled, draw)
-      entries = jacobians.hidden_entries(state)
+      entries = recording.hidden_entries(state)
       leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
 
       def f(h, sub, state=state, params=params, rng=rng, x=x):
-        st = jacobians.with_flat_hidden(state, entries, h)
+        st = recording.with_flat_hidden(state, entries, h)
         flat, tree = tree_util.tree_flatten(params)
         by_path = dict(zip(compiled.param_paths, flat))
         by_path.update(sub)
         p = tree_util.tree_unflatten(
             tree, [by_path[k] for k in compiled.param_paths]
         )
-        _, new, _ = jacobians.run_step(compiled, p, st, rng, x, jacobians=False)
-        return jacobians.flat_hidden(new, entries)
+        _, new, _ = recording.run_step(compiled, p, st, rng, x, jacobians=False)
+        return recording.flat_hidden(new, entries)
 
-      h = jacobians.flat_hidden(state, entries)
+      h = recording.flat_hidden(state, entries)
       sub = {p: leaves[p] for p in paths}
       out, pull = jax.vjp(f, h, sub)
       num_h = out.shape[1]
@@ -207,7 +207,7 @@ def fast_applies(compiled, paths):
   operands, else ``None``: every parameter in ``paths`` reaches the step
   only through dense ETP ops on batched inputs, and no weight has more than
   a tenth of its entries independent of the parameters (a constant mask)."""
-  if not jacobians.projects_by_relations(compiled, paths):
+  if not recording.projects_by_relations(compiled, paths):
     return None
   if any(rel.primitive.name not in _DENSE for rel in compiled.relations):
     return None
@@ -220,7 +220,7 @@ def fast_applies(compiled, paths):
         params,
     )
     _, dw = jax.jvp(
-        lambda p: jacobians.relation_weights(compiled, p),
+        lambda p: recording.relation_weights(compiled, p),
         (params,),
         (tangents,),
     )
@@ -277,7 +277,7 @@ def fast_structure(compiled, n: int, live: dict) -> FastLayout:
     j_pat, d_pat = None, None
     for draw in range(_PROBES):
       params, state, rng, x = _probe_inputs(compiled, draw)
-      j, deltas, _ = jacobians.relation_jacobian(
+      j, deltas, _ = recording.relation_jacobian(
           compiled, params, state, rng, x
       )
       jd = np.asarray(jnp.any(j != 0, axis=0))
@@ -409,7 +409,7 @@ class SnAp(protocol.AlgorithmBase):
 
   def operands(self, compiled, params):
     if self._plan(compiled)[0] == "fast":
-      return params, jacobians.relation_weights(compiled, params)
+      return params, recording.relation_weights(compiled, params)
     leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
     return {p: leaves[p] for p in influence.temporal_paths(compiled)}
 
@@ -452,7 +452,7 @@ class SnAp(protocol.AlgorithmBase):
   def _fast_roll(self, compiled, plan, traces, record, operands) -> dict:
     params, _ = operands
     state, rng, x = record.replay
-    j, deltas, xs = jacobians.relation_jacobian(compiled, params, state, rng, x)
+    j, deltas, xs = recording.relation_jacobian(compiled, params, state, rng, x)
     batch, num_h = j.shape[:2]
     j_flat = jnp.reshape(j, (batch, -1))
     new = dict(traces)

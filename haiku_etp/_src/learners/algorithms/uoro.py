@@ -42,7 +42,7 @@ import jax.numpy as jnp
 
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.learners.algorithms import influence
 from haiku_etp._src.learners.algorithms import protocol
 
@@ -103,7 +103,7 @@ class UORO(protocol.AlgorithmBase):
     """``{path: piece shapes}``: theta is kept in the pieces in which the
     step records ``I^T nu`` (a GRU's gates apart), so that each piece's
     update is one fused pass."""
-    layout = jacobians.projection_layout(
+    layout = recording.projection_layout(
         compiled, influence.temporal_paths(compiled)
     )
     return {p: shapes for p, (_, shapes) in layout.items()}
@@ -116,11 +116,11 @@ class UORO(protocol.AlgorithmBase):
     params, _ = operands
     state, rng, x = record.replay
     nu = record.projection.nu
-    projected, proj_sq = jacobians.projected_pieces(
+    projected, proj_sq = recording.projected_pieces(
         compiled, params, list(self._pieces(compiled)), record.projection
     )
     u = traces[_U]
-    ju = jacobians.hidden_jvp(compiled, params, state, rng, x, u)
+    ju = recording.hidden_jvp(compiled, params, state, rng, x, u)
     pieces = self._pieces(compiled)
     labels = {p: _labels(p, shapes) for p, shapes in pieces.items()}
     sq = lambda v: jnp.sum(v * v, axis=-1)
@@ -148,14 +148,14 @@ class UORO(protocol.AlgorithmBase):
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
     )
     scale = jnp.sum(g.astype(traces[_U].dtype) * traces[_U], axis=-1)
-    layout = jacobians.projection_layout(compiled, list(leaves))
+    layout = recording.projection_layout(compiled, list(leaves))
     grads = {}
     for path, leaf in leaves.items():
       parts = [
           jnp.einsum("b,bn->n", scale.astype(traces[l].dtype), traces[l])
           for l in _labels(path, layout[path][1])
       ]
-      dw = jacobians.join_pieces(layout[path], parts, batched=False)
+      dw = recording.join_pieces(layout[path], parts, batched=False)
       grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
     return jax.tree_util.tree_map(jnp.zeros_like, operands[0]), grads
 

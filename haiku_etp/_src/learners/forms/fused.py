@@ -28,7 +28,7 @@ import jax
 from jax import tree_util
 import jax.numpy as jnp
 
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.forms import sequence
 from haiku_etp._src.learners.forms import window as window_lib
@@ -41,7 +41,7 @@ def gradient(problem, params, model_state, trace, inputs):
   loss_fn, has_aux = problem.loss_fn, problem.has_aux
   rng_t, x_t, y_t, mask_t = (sequence.first_step(v) for v in inputs)
   needs = protocol.step_needs(algorithm, compiled)
-  hidden_paths = jacobians.hidden_entries(model_state)
+  hidden_paths = recording.hidden_entries(model_state)
   program = compiled.program
   y_aval = lambda rel: program.aval(program.nodes[rel.node].outs[0])
   probes = {
@@ -49,12 +49,12 @@ def gradient(problem, params, model_state, trace, inputs):
       for r, rel in enumerate(compiled.relations)
       if rel.groups
   }
-  cut = jacobians.recurrent_relations(compiled)
+  cut = recording.recurrent_relations(compiled)
   h_e = [model_state[m][n] for m, n in hidden_paths]
 
   def run(p, h, pr):
     st = window_lib.with_hidden(model_state, hidden_paths, h)
-    out, st, rec = jacobians.run_step(
+    out, st, rec = recording.run_step(
         compiled,
         p,
         st,

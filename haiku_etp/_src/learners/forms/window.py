@@ -35,7 +35,7 @@ from jax import tree_util
 import jax.numpy as jnp
 
 from haiku_etp._src.compiler import compiler as compiler_lib
-from haiku_etp._src.compiler import jacobians
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.forms import sequence
 
@@ -79,7 +79,7 @@ class InWindow(NamedTuple):
     signals: ``dL_win / dh^e`` per hidden leaf, in the state's leaf order.
     losses: per-step losses ``(k,)``.
     aux: per-step auxiliary outputs, stacked (``None`` without ``has_aux``).
-    records: per-step :class:`~haiku_etp._src.compiler.jacobians.StepRecord`, stacked
+    records: per-step :class:`~haiku_etp._src.compiler.recording.StepRecord`, stacked
       (``None`` for BPTT).
     state: the model state after the window.
   """
@@ -219,16 +219,16 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
     ]
   by_relations = (
       needs.random_projection is not None
-      and jacobians.projects_by_relations(compiled, paths)
+      and recording.projects_by_relations(compiled, paths)
   )
   cut = (
-      jacobians.recurrent_relations(compiled)
+      recording.recurrent_relations(compiled)
       if needs.cut_recurrent
       else frozenset()
   )
 
   def step(p, st, rng, x):
-    out, new_state, record = jacobians.run_step(
+    out, new_state, record = recording.run_step(
         compiled,
         p,
         st,
@@ -239,19 +239,19 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
         feedback=feedback,
     )
     if needs.full_jacobian and needs.relation_form:
-      j, deltas, _ = jacobians.relation_jacobian(compiled, p, st, rng, x)
-      record = record._replace(full=jacobians.FullJacobian(j, None, deltas))
+      j, deltas, _ = recording.relation_jacobian(compiled, p, st, rng, x)
+      record = record._replace(full=recording.FullJacobian(j, None, deltas))
     elif needs.full_jacobian:
-      full = jacobians.full_jacobian(model, p, st, rng, x, paths)
+      full = recording.full_jacobian(model, p, st, rng, x, paths)
       record = record._replace(full=full)
     if needs.replay:
       record = record._replace(replay=(st, rng, x))
     if by_relations:
-      projection = jacobians.relation_projection(
+      projection = recording.relation_projection(
           compiled, p, st, rng, x, paths, needs.random_projection
       )
     elif needs.random_projection is not None:
-      projection = jacobians.sample_projection(
+      projection = recording.sample_projection(
           model, p, st, rng, x, paths, needs.random_projection
       )
     if needs.random_projection is not None:
@@ -319,7 +319,7 @@ def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
   alone).
   """
   compiled, algorithm = problem.compiled, problem.algorithm
-  hidden_paths = jacobians.hidden_entries(model_state)
+  hidden_paths = recording.hidden_entries(model_state)
   step_fn = (
       plain_step_fn(problem.model)
       if algorithm is None
