@@ -30,7 +30,7 @@ On other backends the plain forms are used: fused reductions and
 contractions are what their compilers are built for. :func:`cpu_tuned`
 decides, at trace time, from ``jax.default_backend()``; :func:`tuning`
 overrides it (the rules benchmark measures both forms on the same machine).
-``experiments/rules_benchmark.py`` shows where each form wins.
+``experiments/benchmarks/rules.py`` shows where each form wins.
 """
 
 import contextlib

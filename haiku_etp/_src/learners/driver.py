@@ -40,7 +40,6 @@ import types
 from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
 import warnings
 
-import chex
 import haiku as hk
 import jax
 from jax import lax
@@ -48,6 +47,7 @@ from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.learners.forms import fused as fused_lib
@@ -939,15 +939,12 @@ def _value_and_grad(
           "mask_t must be a scalar or have shape "
           f"({'B' if batch is None else batch},), got {mask_t.shape}."
       )
-      chex.assert_rank(
-          mask_t, {0, 1}, custom_message=message, exception_type=ValueError
-      )
+      checks.assert_rank(mask_t, {0, 1}, custom_message=message)
       if mask_t.ndim == 1:
-        chex.assert_shape(
+        checks.assert_shape(
             mask_t,
             (batch,),
             custom_message=message,
-            exception_type=ValueError,
         )
     _checked_compile(core, params, state, rng, x_t, gradient=True)
     add = (

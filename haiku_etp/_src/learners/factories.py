@@ -161,7 +161,7 @@ def es_d_rtrl(
     window_roll: how a window of ``k > 1`` steps moves the traces:
       ``"per_step"`` (the default: the traces are input- and output-sized,
       and rolling them in the window's loop costs less than the reverse
-      scan, measured by ``experiments.benchmark``) or ``"closed"`` (the
+      scan, measured by ``experiments.benchmarks.benchmark``) or ``"closed"`` (the
       input side as one weighted sum over the steps, the output side
       through D-RTRL's reverse scan of the window's blocks); the values are
       the same.

@@ -26,12 +26,12 @@ single-device gradient of a batch-mean loss exactly.
 import numbers
 from typing import Any
 
-import chex
 import jax
 from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.core import state as state_lib
 
@@ -223,14 +223,13 @@ def unshard_state(state: Any) -> dict:
       continue
     out[m] = {}
     for n, v in entries.items():
-      chex.assert_tree_shape_prefix(
+      checks.assert_tree_shape_prefix(
           v,
           (num_devices,),
           custom_message=(
               f"state[{m!r}][{n!r}] has shape {jnp.shape(v)}, without the "
               f"leading axis of {num_devices} devices that shard_state gives."
           ),
-          exception_type=ValueError,
       )
       out[m][n] = (
           unshard_batch(v)

@@ -32,6 +32,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.ops import conv as conv_lib
 from haiku_etp._src.ops import dense as dense_lib
 from haiku_etp._src.ops import embedding as embedding_lib
@@ -645,11 +646,14 @@ class ConvND(hk.Module):
     inputs = as_floating(inputs)
     name = type(self).__name__
     unbatched_rank = self.num_spatial_dims + 1
-    if inputs.ndim not in (unbatched_rank, unbatched_rank + 1):
-      raise ValueError(
-          f"Input to {name} must have rank {unbatched_rank} (unbatched) or "
-          f"{unbatched_rank + 1}, got shape {tuple(inputs.shape)}."
-      )
+    checks.assert_rank(
+        inputs,
+        {unbatched_rank, unbatched_rank + 1},
+        custom_message=(
+            f"Input to {name} must have rank {unbatched_rank} (unbatched) or "
+            f"{unbatched_rank + 1}, got shape {tuple(inputs.shape)}."
+        ),
+    )
     unbatched = inputs.ndim == unbatched_rank
     if unbatched:
       inputs = inputs[None]

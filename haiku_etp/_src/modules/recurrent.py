@@ -50,6 +50,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.ops import conv as conv_lib
 from haiku_etp._src.ops import dense as dense_lib
 from haiku_etp._src.ops import elementwise as elementwise_lib
@@ -63,12 +64,15 @@ def hidden(
   """``h_tm1`` of ``shape`` in the inputs' ``dtype``; a stored state of
   another shape, or inputs of a non-floating dtype, is an error."""
   value = state_lib.hidden_state_like_input(cell, name, shape, dtype)
-  if value.shape != tuple(shape):
-    raise ValueError(
-        f"{cell} hidden state {name!r} has shape {value.shape} but this input "
-        f"needs {tuple(shape)}; was the state initialised for another batch "
-        "size or input shape?"
-    )
+  checks.assert_shape(
+      value,
+      tuple(shape),
+      custom_message=(
+          f"{cell} hidden state {name!r} has shape {value.shape} but this input "
+          f"needs {tuple(shape)}; was the state initialised for another batch "
+          "size or input shape?"
+      ),
+  )
   return value
 
 

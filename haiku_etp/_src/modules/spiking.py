@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import saiunit as u
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.ops import dense as dense_lib
 from haiku_etp._src.ops import elementwise as elementwise_lib
 from haiku_etp._src.modules import layers
@@ -558,11 +559,14 @@ class _Recurrence(hk.Module):
     return s_t
 
   def _recurrent_current(self, i_t: jax.Array) -> jax.Array:
-    if i_t.ndim != 2:
-      raise ValueError(
-          f"Input to {type(self).__name__} must have rank 2 (batch, neurons), "
-          f"got shape {tuple(i_t.shape)}."
-      )
+    checks.assert_rank(
+        i_t,
+        2,
+        custom_message=(
+            f"Input to {type(self).__name__} must have rank 2 (batch, neurons), "
+            f"got shape {tuple(i_t.shape)}."
+        ),
+    )
     n = i_t.shape[-1]
     w_init = self.w_rec_init or layers.fan_in_init(n)
     w_rec = hk.get_parameter("w_rec", (n, n), i_t.dtype, init=w_init)
@@ -675,10 +679,13 @@ class LeakyReadout(hk.Module):
       ValueError: if ``x_t`` does not have rank 1 or 2.
     """
     x_t = jnp.asarray(x_t)
-    if x_t.ndim not in (1, 2):
-      raise ValueError(
-          f"Input to LeakyReadout must have rank 1 or 2, got shape {x_t.shape}."
-      )
+    checks.assert_rank(
+        x_t,
+        {1, 2},
+        custom_message=(
+            f"Input to LeakyReadout must have rank 1 or 2, got shape {x_t.shape}."
+        ),
+    )
     if not jnp.issubdtype(x_t.dtype, jnp.floating):
       x_t = x_t.astype(jnp.result_type(float))
     dtype = x_t.dtype

@@ -49,6 +49,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import backend
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
@@ -768,11 +769,14 @@ def conv(
   if bias is not None:
     b_m = units.bias_mantissa(bias, unit, "conv")
     num_out = k_m.shape[_dn(params).rhs_spec[0]]
-    if jnp.shape(b_m) != (num_out,):
-      raise ValueError(
-          f"Bias of conv must have shape ({num_out},), got shape "
-          f"{jnp.shape(b_m)}."
-      )
+    checks.assert_shape(
+        b_m,
+        (num_out,),
+        custom_message=(
+            f"Bias of conv must have shape ({num_out},), got shape "
+            f"{jnp.shape(b_m)}."
+        ),
+    )
     args.append(b_m)
   y = etp_conv_p.bind(*args, has_bias=bias is not None, **params)
   return units.with_unit(y, unit)

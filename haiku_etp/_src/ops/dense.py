@@ -36,6 +36,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import primitive
 from haiku_etp._src.ops import sparse as sparse_lib
 from haiku_etp._src.core import units
@@ -287,14 +288,20 @@ def dense(
   """
   x_m, x_unit = units.split(x)
   w_m, w_unit = units.split(w)
-  if w_m.ndim != 2:
-    raise ValueError(
-        f"Weight of dense must have rank 2, got shape {w_m.shape}."
-    )
-  if x_m.ndim not in (1, 2):
-    raise ValueError(
-        f"Input to dense must have rank 1 or 2, got shape {x_m.shape}."
-    )
+  checks.assert_rank(
+      w_m,
+      2,
+      custom_message=(
+          f"Weight of dense must have rank 2, got shape {w_m.shape}."
+      ),
+  )
+  checks.assert_rank(
+      x_m,
+      {1, 2},
+      custom_message=(
+          f"Input to dense must have rank 1 or 2, got shape {x_m.shape}."
+      ),
+  )
   if x_m.shape[-1] != w_m.shape[0]:
     raise ValueError(
         f"Input to dense has {x_m.shape[-1]} features but the weight expects "
@@ -304,11 +311,14 @@ def dense(
   args: list["jax.typing.ArrayLike"] = [x_m, w_m]
   if b is not None:
     b_m = units.bias_mantissa(b, unit, "dense")
-    if jnp.shape(b_m) != (w_m.shape[1],):
-      raise ValueError(
-          f"Bias of dense must have shape ({w_m.shape[1]},), "
-          f"got shape {jnp.shape(b_m)}."
-      )
+    checks.assert_shape(
+        b_m,
+        (w_m.shape[1],),
+        custom_message=(
+            f"Bias of dense must have shape ({w_m.shape[1]},), "
+            f"got shape {jnp.shape(b_m)}."
+        ),
+    )
     args.append(b_m)
   max_events = sparse_lib.check_max_events(max_events, w_m.shape[0])
   prim = etp_batched_dense_p if x_m.ndim == 2 else etp_dense_p

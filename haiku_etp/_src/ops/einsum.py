@@ -41,6 +41,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
 
@@ -274,16 +275,22 @@ def einsum(spec: str, x: Any, w: Any) -> Any:
   parsed = Spec(spec)
   x_m, x_unit = units.split(x)
   w_m, w_unit = units.split(w)
-  if w_m.ndim != len(parsed.w):
-    raise ValueError(
-        f"Weight of einsum {parsed.text!r} must have rank {len(parsed.w)}, got "
-        f"shape {w_m.shape}."
-    )
-  if x_m.ndim not in (len(parsed.x), len(parsed.x) + 1):
-    raise ValueError(
-        f"Input to einsum {parsed.text!r} must have rank {len(parsed.x)} (or "
-        f"{len(parsed.x) + 1} with a batch axis), got shape {x_m.shape}."
-    )
+  checks.assert_rank(
+      w_m,
+      len(parsed.w),
+      custom_message=(
+          f"Weight of einsum {parsed.text!r} must have rank {len(parsed.w)}, got "
+          f"shape {w_m.shape}."
+      ),
+  )
+  checks.assert_rank(
+      x_m,
+      {len(parsed.x), len(parsed.x) + 1},
+      custom_message=(
+          f"Input to einsum {parsed.text!r} must have rank {len(parsed.x)} (or "
+          f"{len(parsed.x) + 1} with a batch axis), got shape {x_m.shape}."
+      ),
+  )
   batched = x_m.ndim == len(parsed.x) + 1
   sizes: dict[str, int] = {}
   for letters, shape, what in (

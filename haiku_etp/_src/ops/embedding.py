@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
 
@@ -345,10 +346,13 @@ def embedding(
         f"ids of embedding must be integers, got dtype {ids.dtype}; cast "
         "token ids with .astype(jnp.int32)."
     )
-  if t_m.ndim != 2:
-    raise ValueError(
-        f"table of embedding must have rank 2 (V, H), got shape {t_m.shape}."
-    )
+  checks.assert_rank(
+      t_m,
+      2,
+      custom_message=(
+          f"table of embedding must have rank 2 (V, H), got shape {t_m.shape}."
+      ),
+  )
   if batched and ids.ndim < 1:
     raise ValueError(
         "ids of a batched embedding need a leading batch axis, got a scalar; "

@@ -64,6 +64,7 @@ from jax.interpreters import mlir
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import units
 
@@ -107,10 +108,13 @@ class Connectivity:
     arrays = []
     for what, v, size in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
       a = np.asarray(v)
-      if a.ndim != 1:
-        raise ValueError(
-            f"Connectivity {what} must be a vector, got shape {a.shape}."
-        )
+      checks.assert_rank(
+          a,
+          1,
+          custom_message=(
+              f"Connectivity {what} must be a vector, got shape {a.shape}."
+          ),
+      )
       if a.size and not np.issubdtype(a.dtype, np.integer):
         raise ValueError(
             f"Connectivity {what} must be integers, got dtype {a.dtype}."
@@ -684,11 +688,14 @@ def sparse(
   x_m, x_unit = units.split(x)
   w_m, w_unit = units.split(w)
   num_in, num_out = connectivity.shape
-  if w_m.shape != (connectivity.nnz,):
-    raise ValueError(
-        f"Weight of sparse must have shape ({connectivity.nnz},), one value "
-        f"per synapse, got shape {w_m.shape}."
-    )
+  checks.assert_shape(
+      w_m,
+      (connectivity.nnz,),
+      custom_message=(
+          f"Weight of sparse must have shape ({connectivity.nnz},), one value "
+          f"per synapse, got shape {w_m.shape}."
+      ),
+  )
   if x_m.ndim not in (1, 2) or x_m.shape[-1] != num_in:
     raise ValueError(
         f"Input to sparse must have shape ({num_in},) or (B, {num_in}), got "
@@ -699,11 +706,14 @@ def sparse(
   args: list["jax.typing.ArrayLike"] = [x_m, w_m]
   if b is not None:
     b_m = units.bias_mantissa(b, unit, "sparse")
-    if jnp.shape(b_m) != (num_out,):
-      raise ValueError(
-          f"Bias of sparse must have shape ({num_out},), got shape "
-          f"{jnp.shape(b_m)}."
-      )
+    checks.assert_shape(
+        b_m,
+        (num_out,),
+        custom_message=(
+            f"Bias of sparse must have shape ({num_out},), got shape "
+            f"{jnp.shape(b_m)}."
+        ),
+    )
     args.append(b_m)
   prim = etp_batched_sparse_p if x_m.ndim == 2 else etp_sparse_p
   y = prim.bind(

@@ -22,13 +22,13 @@ import inspect
 import math
 from typing import Any, Callable, Optional
 
-import chex
 import jax
 from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.core import checks
 
 def time_length(xs: Any, name: str = "xs") -> int:
   """The shared leading (time) length of the leaves of ``xs``.
@@ -89,7 +89,7 @@ def check_batch(tree: Any, batch: Optional[int], name: str, axis: int) -> None:
   lead = "(T, B, ...)" if axis == 1 else "(B, ...)"
   for path, leaf in tree_util.tree_flatten_with_path(tree)[0]:
     if np.ndim(leaf) > axis:
-      chex.assert_axis_dimension(
+      checks.assert_axis_dimension(
           leaf,
           axis,
           batch,
@@ -98,7 +98,6 @@ def check_batch(tree: Any, batch: Optional[int], name: str, axis: int) -> None:
               f"but the inputs have batch {batch}: {name} must be {lead} like "
               f"the inputs (B = {batch} along axis {axis})."
           ),
-          exception_type=ValueError,
       )
 
 
@@ -111,14 +110,11 @@ def check_mask(
   mask = jnp.asarray(mask)
   want = f"({num_steps},) or ({num_steps}, {'B' if batch is None else batch})"
   message = f"mask must have shape {want}, got {mask.shape}."
-  chex.assert_rank(
-      mask, {1, 2}, custom_message=message, exception_type=ValueError
-  )
-  chex.assert_shape(
+  checks.assert_rank(mask, {1, 2}, custom_message=message)
+  checks.assert_shape(
       mask,
       (num_steps,) if mask.ndim == 1 else (num_steps, batch),
       custom_message=message,
-      exception_type=ValueError,
   )
   return mask
 
@@ -155,14 +151,13 @@ def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
       scalar loss, or per-sample losses of another batch than the mask.
   """
   loss = jnp.asarray(loss)
-  chex.assert_rank(
+  checks.assert_rank(
       loss,
       {0, 1},
       custom_message=(
           "loss_fn must return a scalar or per-sample losses of shape (B,), "
           f"got shape {loss.shape}."
       ),
-      exception_type=ValueError,
   )
   if mask_t is None:
     return jnp.mean(loss)
@@ -170,7 +165,7 @@ def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
   if mask_t.ndim == 0:
     return mask_t * jnp.mean(loss)
   got = "a scalar" if loss.ndim == 0 else f"shape {loss.shape}"
-  chex.assert_shape(
+  checks.assert_shape(
       loss,
       mask_t.shape,
       custom_message=(
@@ -179,7 +174,6 @@ def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
           f"{mask_t.shape}, got {got}. Return the losses before the batch "
           "mean, or pass a (T,) mask."
       ),
-      exception_type=ValueError,
   )
   return jnp.sum(mask_t * loss) / loss.shape[0]
 
