@@ -86,6 +86,39 @@ class ArchitectureTest(absltest.TestCase):
           targets, _ALLOWED[folder], f"{folder}/{name} imports {targets}"
       )
 
+  def test_tests_mirror_the_layers_and_library_tests_import_no_experiments(
+      self,
+  ):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    for folder in _ALLOWED:
+      self.assertTrue(
+          os.path.isdir(os.path.join(tests, *folder.split("/"))), folder
+      )
+    for folder in _ALLOWED:
+      pattern = os.path.join(tests, *folder.split("/"), "*.py")
+      for path in glob.glob(pattern):
+        with open(path) as f:
+          tree = ast.parse(f.read())
+        imported = {
+            a.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for a in node.names
+        } | {
+            node.module.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        }
+        self.assertNotIn("experiments", imported, path)
+        self.assertFalse(
+            any(
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("tests.experiments")
+                for node in ast.walk(tree)
+            ),
+            path,
+        )
+
   def test_public_names_are_sorted(self):
     for namespace in (
         haiku_etp,

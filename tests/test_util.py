@@ -18,7 +18,9 @@ Exactness is checked in float64: tests enter ``jax.enable_x64(True)``
 themselves (``self.enter_context(jax.enable_x64(True))`` in ``setUp``).
 """
 
+import dataclasses
 import inspect
+import os
 import warnings
 
 import haiku as hk
@@ -31,6 +33,8 @@ from haiku_etp import testing
 
 # Exact learners agree with the BPTT oracle to this relative error in float64.
 EXACT_RTOL = 1e-8
+# The repository's root (README commands run from here).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 mse = testing.mse
 
@@ -256,3 +260,77 @@ def param_creations(fn, *args):
   init = hk.transform_with_state(wrapped).init
   jax.eval_shape(init, jax.random.PRNGKey(0), *args)
   return calls
+
+
+# A toy learner on the protocol, written against it without AlgorithmBase.
+
+
+@dataclasses.dataclass(frozen=True)
+class Immediate:
+  """The step's own gradient, nothing through the entry state."""
+
+  name: str = "immediate"
+  form: str = "window"
+  needs: haiku_etp.extend.StepNeeds = haiku_etp.extend.StepNeeds(
+      per_position=False
+  )
+  cross_budget: int = 0
+
+  def init(self, compiled):
+    del compiled
+    return {"steps": jnp.zeros((), jnp.int32)}
+
+  def operands(self, compiled, params):
+    del compiled, params
+    return {}
+
+  def roll(self, compiled, traces, record, operands):
+    del compiled, record, operands
+    return {"steps": traces["steps"] + 1}
+
+  def solve(self, compiled, traces, signals, operands):
+    del compiled, traces, signals, operands
+    return {}
+
+  def verdicts(self, compiled):
+    return tuple(
+        haiku_etp.ParameterVerdict(
+            p.path,
+            p.role,
+            p.role == "non-temporal",
+            () if p.role == "non-temporal" else ("immediate_only",),
+        )
+        for p in compiled.parameters
+    )
+
+  def note(self, compiled):
+    del compiled
+    return "immediate_only: no credit reaches earlier steps. "
+
+  def check(self, compiled, traces):
+    del compiled, traces
+
+
+def make_immediate(model):
+  return haiku_etp.extend.from_algorithm(model, Immediate())
+
+
+def lru_stack(
+    x: jax.Array,
+    *,
+    width: int = 4,
+    hidden: int = 5,
+    num_layers: int = 2,
+    outputs: int = 2,
+    r_min: float = 0.5,
+    r_max: float = 0.95,
+) -> jax.Array:
+  """The LRU stack of the long-range configs: a ``Linear`` encoder, blocks
+  ``u <- u + gelu(Linear(LRU(u)))``, a ``Linear`` readout."""
+  u = haiku_etp.Linear(width, name="encoder")(x)
+  for layer in range(num_layers):
+    y = haiku_etp.LRU(
+        hidden, output_size=width, r_min=r_min, r_max=r_max, name=f"lru_{layer}"
+    )(u)
+    u = u + jax.nn.gelu(haiku_etp.Linear(width, name=f"mlp_{layer}")(y))
+  return haiku_etp.Linear(outputs, name="readout")(u)

@@ -69,7 +69,11 @@ def python_files() -> list[str]:
   """Every Python file that needs a target, relative to the root."""
   files = set(glob.glob("haiku_etp/**/*.py", root_dir=ROOT, recursive=True))
   files |= set(glob.glob("experiments/**/*.py", root_dir=ROOT, recursive=True))
-  files |= set(glob.glob("tests/*.py", root_dir=ROOT))
+  files |= {
+      f
+      for f in glob.glob("tests/**/*.py", root_dir=ROOT, recursive=True)
+      if os.path.basename(f) != "__init__.py"  # the folders' empty markers
+  }
   files.add("conftest.py")
   return sorted(files)
 

@@ -39,6 +39,7 @@ import numpy as np
 import haiku_etp
 from haiku_etp import extend
 from haiku_etp import testing
+from tests import test_util
 
 _T = 33
 _WINDOWS = (2, 7, 32)
@@ -76,23 +77,13 @@ def _two_spiking_layers(x):
   return haiku_etp.LeakyReadout(2, tau=10.0)(s)
 
 
-def _lru_stack(x):
-  u = haiku_etp.Linear(4, name="encoder")(x)
-  for layer in range(2):
-    y = haiku_etp.LRU(
-        5, output_size=4, r_min=0.5, r_max=0.95, name=f"lru_{layer}"
-    )(u)
-    u = u + jax.nn.gelu(haiku_etp.Linear(4, name=f"mlp_{layer}")(y))
-  return haiku_etp.Linear(2, name="readout")(u)
-
-
 # name, step, input shape, input scale: each exact under D-RTRL.
 _CROSS_CASES = (
     ("lif_readout", _lif_readout, (3,), 3.0),
     ("synapse_lif_trained_readout", _synapse_lif_trained_readout, (3,), 3.0),
     ("conv_lif_pooled_readout", _conv_lif_readout, (4, 4, 2), 3.0),
     ("two_spiking_layers", _two_spiking_layers, (3,), 3.0),
-    ("lru_stack", _lru_stack, (3,), 1.0),
+    ("lru_stack", test_util.lru_stack, (3,), 1.0),
 )
 
 

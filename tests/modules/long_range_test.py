@@ -25,11 +25,6 @@
   build.
 """
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 
 from absl.testing import absltest
@@ -40,22 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
-from experiments import metrics
-from experiments import models
-from experiments import tasks as tasks_lib
-from experiments import training
-from experiments.configs import copy_long
-from experiments.configs import cue_accumulation_1ms
-from experiments.configs import digits_lru
-from experiments.configs import stream_recall
 from haiku_etp import testing
+from tests import test_util
 
 
 def _stack(x):
-  cfg = dict(
-      kind="lru", num_layers=2, hidden_size=3, width=3, r_min=0.5, r_max=0.95
-  )
-  return models.make_step(cfg, 2)(x)
+  return test_util.lru_stack(x, width=3, hidden=3)
 
 
 _STEPS = {
@@ -185,133 +170,6 @@ class RematTest(absltest.TestCase):
         haiku_etp.bptt(model, remat=bad)
     name, options = haiku_etp.parse_learner("bptt:remat=64")
     self.assertEqual((name, options), ("bptt", {"remat": 64}))
-
-
-class StreamTaskTest(absltest.TestCase):
-
-  def test_chunks_continue_the_stream(self):
-    task = tasks_lib.get_task("stream_recall", num_symbols=3, lag=4, chunk=10)
-    self.assertTrue(task.stream)
-    first = task.batch(tasks_lib.train_seed(7, 0), 5)
-    second = task.batch(tasks_lib.train_seed(7, 1), 5)
-    self.assertEqual(first.xs.shape, (10, 5, 3))
-    self.assertEqual(first.ys.shape, (10, 5))
-    symbols = lambda b: np.argmax(b.xs, axis=-1)
-    # Targets are the symbols 4 steps before, across the chunk boundary.
-    np.testing.assert_array_equal(first.ys[4:], symbols(first)[:-4])
-    np.testing.assert_array_equal(second.ys[:4], symbols(first)[-4:])
-    np.testing.assert_array_equal(second.ys[4:], symbols(second)[:-4])
-    # The stream's start has no history: masked; the sums are one per lane.
-    np.testing.assert_array_equal(first.mask[:4], 0.0)
-    np.testing.assert_allclose(first.mask.sum(0), 1.0, 1e-6)
-    np.testing.assert_allclose(second.mask.sum(0), 1.0, 1e-6)
-    again = task.batch(tasks_lib.train_seed(7, 1), 5)
-    np.testing.assert_array_equal(again.xs, second.xs)
-    held_out = task.batch(tasks_lib.eval_seed(7, 1), 5)
-    np.testing.assert_array_equal(held_out.mask[:4], 0.0)
-    self.assertFalse(np.array_equal(held_out.xs, second.xs))
-    with self.assertRaisesRegex(ValueError, "chunk"):
-      tasks_lib.get_task("stream_recall", lag=10, chunk=10)
-
-  def test_tiny_run_learns_and_keeps_the_stream_state(self):
-    config = stream_recall.get_config()
-    config.task.update(dict(num_symbols=2, lag=2, chunk=24))
-    config.model.update(dict(hidden_size=8, width=8))
-    config.update(
-        dict(
-            batch_size=8,
-            train_steps=30,
-            update_every=6,
-            eval_every=10,
-            log_every=10,
-            checkpoint_every=30,
-            learning_rate=0.02,
-        )
-    )
-    with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
-      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-      result = training.train(config, workdir, plot=False)
-      records = [r for r in metrics.read(workdir) if r["split"] == "eval"]
-    self.assertLen(records, 3)
-    self.assertEqual(int(result.state.step), 30)
-    self.assertLess(records[-1]["loss"], records[0]["loss"] - 0.05)
-
-  def test_configs_build(self):
-    for module in (copy_long, cue_accumulation_1ms, stream_recall):
-      with self.subTest(module.__name__):
-        config = module.get_config()
-        setup = training.build(config)
-        self.assertGreater(setup.task.num_steps, 100)
-    config = cue_accumulation_1ms.get_config()
-    self.assertBetween(training.build(config).task.num_steps, 2200, 2300)
-    self.assertGreaterEqual(copy_long.get_config().task.delay, 500)
-    self.assertEqual(digits_lru.get_config().task.mode, "pixels")
-
-
-class RunSpecTest(absltest.TestCase):
-
-  def test_config_is_validated_once_into_a_typed_spec(self):
-    config = copy_long.get_config()
-    config.learner = "bptt"
-    config.remat = "16"
-    spec = training.run_spec(config)
-    self.assertIsInstance(spec, training.RunSpec)
-    self.assertIs(training.run_spec(spec), spec)
-    self.assertEqual(spec.task_name, "delayed_copy")
-    self.assertEqual(spec.task_options["delay"], 500)
-    self.assertEqual(spec.learner_options, {"remat": 16})
-    self.assertIsNone(spec.window)  # BPTT covers the whole sequence
-    self.assertEqual(spec.model["kind"], "lru")
-    setup = training.build(spec)
-    self.assertEqual(setup.task.num_steps, 510)
-    config.window = -1
-    with self.assertRaisesRegex(training.ConfigError, "config.window"):
-      training.run_spec(config)
-
-  def test_truncation_past_the_update_interval_is_announced(self):
-    config = stream_recall.get_config()
-    config.update(dict(learner="tbptt", window=50, update_every=30))
-    with self.assertLogs(level="WARNING") as logs:
-      training.run_spec(config)
-    self.assertIn("in effect 30 steps", "\n".join(logs.output))
-
-
-class LengthTableTest(absltest.TestCase):
-
-  def test_binary_writes_the_table(self):
-    root = os.path.join(os.path.dirname(__file__), os.pardir)
-    with tempfile.TemporaryDirectory() as workdir:
-      subprocess.run(
-          [
-              sys.executable,
-              "-m",
-              "experiments.benchmarks.length_table",
-              f"--workdir={workdir}",
-              "--lengths=8,32",
-              "--models=alif",
-              "--learners=d_rtrl,bptt,bptt:remat=sqrt",
-              "--window=4",
-              "--run_max_steps=8",
-              "--repeats=1",
-          ],
-          cwd=root,
-          check=True,
-          capture_output=True,
-      )
-      with open(os.path.join(workdir, "length_table.json")) as f:
-        rows = json.load(f)["alif"]
-      with open(os.path.join(workdir, "length_table.md")) as f:
-        text = f.read()
-      self.assertIn("| bptt:remat=sqrt |", text)
-      self.assertIn("| d_rtrl, window 4 |", text)
-    self.assertTrue(rows["d_rtrl"]["8"]["run"])
-    self.assertFalse(rows["d_rtrl"]["32"]["run"])  # reported, not run
-    self.assertIn("T > 8", rows["d_rtrl"]["32"]["why"])
-    # BPTT's memory grows with T; checkpointing's grows less.
-    self.assertGreater(rows["bptt"]["32"]["mib"], rows["bptt"]["8"]["mib"])
-    self.assertLess(
-        rows["bptt:remat=sqrt"]["32"]["mib"], rows["bptt"]["32"]["mib"]
-    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,9 @@ from experiments import distributed
 from experiments import metrics as metrics_lib
 from experiments import training
 from experiments.configs import delayed_copy
+from tests import test_util
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = test_util.REPO_ROOT
 _TIMEOUT_S = 300
 # Plain SGD: Adam's normalization would magnify float32 reduction-order
 # noise in near-zero gradients and hide what is compared.

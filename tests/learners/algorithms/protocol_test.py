@@ -22,71 +22,14 @@ the registry.
 
 import dataclasses
 import inspect
-import json
 
 from absl.testing import absltest
 import haiku as hk
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from experiments import compare
-from experiments import metrics as metrics_lib
-from experiments import training
 import haiku_etp
 from haiku_etp import testing
-from tests import pipeline_util
 from tests import test_util
-
-
-@dataclasses.dataclass(frozen=True)
-class Immediate:
-  """The step's own gradient, nothing through the entry state."""
-
-  name: str = "immediate"
-  form: str = "window"
-  needs: haiku_etp.extend.StepNeeds = haiku_etp.extend.StepNeeds(
-      per_position=False
-  )
-  cross_budget: int = 0
-
-  def init(self, compiled):
-    del compiled
-    return {"steps": jnp.zeros((), jnp.int32)}
-
-  def operands(self, compiled, params):
-    del compiled, params
-    return {}
-
-  def roll(self, compiled, traces, record, operands):
-    del compiled, record, operands
-    return {"steps": traces["steps"] + 1}
-
-  def solve(self, compiled, traces, signals, operands):
-    del compiled, traces, signals, operands
-    return {}
-
-  def verdicts(self, compiled):
-    return tuple(
-        haiku_etp.ParameterVerdict(
-            p.path,
-            p.role,
-            p.role == "non-temporal",
-            () if p.role == "non-temporal" else ("immediate_only",),
-        )
-        for p in compiled.parameters
-    )
-
-  def note(self, compiled):
-    del compiled
-    return "immediate_only: no credit reaches earlier steps. "
-
-  def check(self, compiled, traces):
-    del compiled, traces
-
-
-def _make_immediate(model):
-  return haiku_etp.extend.from_algorithm(model, Immediate())
 
 
 def _gru(x):
@@ -101,7 +44,7 @@ class ToyLearnerTest(absltest.TestCase):
     self.model, self.params, self.state, self.xs, self.ys = test_util.setup(
         _gru, (3, 2), num_steps=5
     )
-    self.learner = _make_immediate(self.model)
+    self.learner = test_util.make_immediate(self.model)
     with testing.expect_warning(
         haiku_etp.ApproximationWarning, "immediate_only: no credit"
     ):
@@ -147,10 +90,6 @@ class ToyLearnerTest(absltest.TestCase):
 
 class RegistryTest(absltest.TestCase):
 
-  def setUp(self):
-    super().setUp()
-    self.config = pipeline_util.tiny_config("delayed_copy")
-
   def test_unknown_name_lists_the_registered(self):
     model = hk.transform_with_state(_gru)
     with self.assertRaisesRegex(
@@ -183,77 +122,6 @@ class RegistryTest(absltest.TestCase):
           "other", haiku_etp.d_rtrl, options=("nope",)
       )
     self.assertNotIn("other", haiku_etp.learner_names())
-
-  def test_every_registered_learner_trains_and_is_compared(self):
-    # 'all' in experiments.compare is every registered name, the toy one
-    # included, each trained on a tiny config through the pipeline.
-    haiku_etp.extend.register_learner("immediate", _make_immediate)
-    self.addCleanup(haiku_etp.extend.unregister_learner, "immediate")
-    config = pipeline_util.tiny_config(
-        "delayed_copy", train_steps=2, eval_every=2, log_every=1
-    )
-    config.model.hidden_size = 4
-    config.window = 1  # the toy is the one-step truncation
-    rows = compare.compare(
-        config, self.create_tempdir().full_path, ["all"], repeats=1
-    )
-    names = [r["learner"] for r in rows]
-    self.assertEqual(
-        [n.split("(")[0] for n in names], list(haiku_etp.learner_names())
-    )
-    self.assertIn("immediate", names)
-    for r in rows:
-      records = metrics_lib.read(r["workdir"])
-      self.assertTrue(np.all(np.isfinite([x["loss"] for x in records])))
-      self.assertGreater(r["ms_per_update"], 0.0)
-      self.assertGreater(r["update_mib"], 0.0)
-    by = {r["learner"]: r for r in rows}
-    # The exact reference is RTRL's (it fits); BPTT's and RTRL's first
-    # gradients are it, every parameter; the toy's is the one-step
-    # truncation's; RFLO's random feedback is far from it.
-    self.assertEqual(by["bptt"]["exact"], "rtrl")
-    for name in ("bptt", "rtrl"):
-      self.assertAlmostEqual(by[name]["cosine_vs_exact"], 1.0, places=5)
-      self.assertAlmostEqual(by[name]["norm_ratio_vs_exact"], 1.0, places=5)
-      for cos, ratio in by[name]["per_parameter_vs_exact"].values():
-        self.assertAlmostEqual(cos, 1.0, places=5)
-        self.assertAlmostEqual(ratio, 1.0, places=4)
-    self.assertLess(by["rflo"]["cosine_vs_exact"], 0.99)
-    # At the trained parameters too, every parameter (float32).
-    self.assertAlmostEqual(by["rtrl"]["final_cosine_vs_bptt"], 1.0, places=5)
-    self.assertLess(max(by["rtrl"]["final_relative_error"].values()), 1e-4)
-    self.assertAlmostEqual(
-        by["immediate"]["cosine_vs_exact"],
-        by["tbptt(window=1)"]["cosine_vs_exact"],
-        places=6,
-    )
-    text = compare.markdown(rows, "title")
-    self.assertLen(text.strip().splitlines(), 4 + len(rows))
-    json.dumps(rows)
-
-  def test_options_are_labelled(self):
-    labels = [
-        compare.learner_label(compare.learner_config(self.config, text))
-        for text in compare.DEFAULT_LEARNERS
-    ]
-    self.assertEqual(
-        labels,
-        [
-            "d_rtrl",
-            "es_d_rtrl(decay=0.9)",
-            "es_d_rtrl(decay=0.9, form=fused)",
-            "rtrl",
-            "bptt",
-            "tbptt(window=10)",
-        ],
-    )
-
-  def test_the_pipeline_rejects_an_unknown_learner(self):
-    config = pipeline_util.tiny_config("adding", learner="nope")
-    with self.assertRaisesRegex(
-        training.ConfigError, r"config.learner must be one of \('d_rtrl'"
-    ):
-      training.validate(config)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ dtype, or float64 without JAX's 64-bit mode, is an error naming the
 argument.
 """
 
-import tempfile
 import warnings
 
 from absl.testing import absltest
@@ -32,9 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
-from experiments import training
 from haiku_etp import testing
-from tests import pipeline_util
 
 _T, _B = 12, 4
 
@@ -138,22 +135,6 @@ class TraceDtypeTest(parameterized.TestCase):
     with jax.enable_x64(False):
       with self.assertRaisesRegex(ValueError, regex):
         learner.init(jax.random.PRNGKey(0), jnp.ones((_B, 3)))
-
-  def test_pipeline_trains_and_resumes_with_bfloat16_traces(self):
-    config = pipeline_util.tiny_config("delayed_copy", trace_dtype="bfloat16")
-    with tempfile.TemporaryDirectory() as workdir, warnings.catch_warnings():
-      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-      result = training.train(config, workdir, plot=False)
-      self.assertTrue(np.isfinite(result.eval_metrics["loss"]))
-      dtypes = {
-          v.dtype
-          for k, v in jax.tree_util.tree_leaves_with_path(result.state)
-          if "~etp/d_rtrl" in jax.tree_util.keystr(k)
-      }
-      self.assertEqual(dtypes, {jnp.dtype(jnp.bfloat16)})
-      config.trace_dtype = ""
-      with self.assertRaisesRegex(training.ConfigError, "trace_dtype"):
-        training.train(config, workdir, plot=False)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from unittest import mock
 
 from absl.testing import absltest
 import chex
-import jax
 import numpy as np
 
 from experiments import builders
@@ -37,9 +36,10 @@ from experiments import metrics as metrics_lib
 from experiments import tasks as tasks_lib
 from experiments import training
 from experiments.tasks import prefetch as prefetch_lib
-from tests import pipeline_util
+from tests.experiments import pipeline_util
+from tests import test_util
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = test_util.REPO_ROOT
 _tiny = pipeline_util.tiny_config
 
 

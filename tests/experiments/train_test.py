@@ -39,9 +39,10 @@ from experiments import training
 from experiments.configs import cue_accumulation
 from experiments.configs import stream_recall
 import haiku_etp
-from tests import pipeline_util
+from tests.experiments import pipeline_util
+from tests import test_util
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = test_util.REPO_ROOT
 
 
 _tiny = pipeline_util.tiny_config

@@ -20,8 +20,9 @@ import re
 from absl.testing import absltest
 
 from experiments import figures
+from tests import test_util
 
-_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
+_ROOT = test_util.REPO_ROOT
 _DATA = os.path.join(_ROOT, "docs", "results", "data")
 _PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -25,7 +25,6 @@ checkpoints; the adaptive feedback relaxes toward the readout. RFLO's
 traces and gradient are a direct NumPy recurrence on 3 units.
 """
 
-import tempfile
 import warnings
 
 from absl.testing import absltest
@@ -35,10 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
-from experiments import training
 from haiku_etp._src.testing import descriptors
 from haiku_etp._src.learners.algorithms import snap as snap_lib
-from tests import pipeline_util
 
 _T, _B = 4, 2
 
@@ -310,44 +307,6 @@ class FeedbackTest(absltest.TestCase):
     np.testing.assert_allclose(
         result.grads["leaky_rnn/linear_1"]["w"], grad, atol=1e-12
     )
-
-
-class PipelineTest(absltest.TestCase):
-
-  def test_adaptive_feedback_survives_a_checkpoint_round_trip(self):
-    config = pipeline_util.tiny_config(
-        "delayed_copy",
-        learner="eprop",
-        feedback="adaptive",
-        feedback_rate=0.05,
-        feedback_seed=2,
-    )
-    label = "shared:feedback:"
-
-    def feedback(state):
-      (entry,) = [v for k, v in state["~etp/eprop"].items() if label in k]
-      return np.asarray(entry)
-
-    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-      with warnings.catch_warnings():
-        warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-        whole = training.train(config, a, plot=False)
-        with self.assertRaises(training.Interrupted):
-          training.train(config, b, interrupt_after=4, plot=False)
-        resumed = training.train(config, b, plot=False)
-    setup = training.build(config)
-    start = training.init_train_state(config, setup, config.batch_size)
-    self.assertFalse(
-        np.allclose(
-            feedback(whole.state.learner_state), feedback(start.learner_state)
-        )
-    )
-    np.testing.assert_allclose(
-        feedback(resumed.state.learner_state),
-        feedback(whole.state.learner_state),
-        rtol=1e-6,
-    )
-    self.assertTrue(np.isfinite(resumed.eval_metrics["loss"]))
 
 
 if __name__ == "__main__":

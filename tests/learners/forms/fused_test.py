@@ -27,7 +27,6 @@ import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
