@@ -70,7 +70,7 @@ def sequence_gradient(problem, params, model_state, trace, inputs):
     model_state, trace, grads, pending = carry
     # The records are carried as the step returns them (window axis first)
     # and sliced here: sliced before the carry, XLA copied carried values
-    # every step (tests/loop_copies_test.py).
+    # every step (tests/learners/forms/online_loop_test.py).
     trace = roll(trace, one(pending))
     t = window_lib.terms(problem, params, model_state, trace, piece(i))
     grads = tree_util.tree_map(jnp.add, grads, t.grads)
