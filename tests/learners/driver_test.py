@@ -557,7 +557,7 @@ class EquivalenceTest(chex.TestCase):
 class BehaviourTest(chex.TestCase):
   """The learner interface on a leaky integrator (D-RTRL exact there)."""
 
-  @chex.variants(with_jit=True)
+  @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*_ALL)
   def test_value_and_grad_loop_equals_sequence_grad(self, learner_name):
     with jax.enable_x64(True):
@@ -814,7 +814,7 @@ class BehaviourTest(chex.TestCase):
       for v in jax.tree_util.tree_leaves(learner.traces(new_state)):
         np.testing.assert_array_equal(v, 0)
 
-  @chex.variants(with_jit=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   @parameterized.named_parameters(*_ALL)
   def test_apply_then_value_and_grad(self, learner_name):
     with jax.enable_x64(True):

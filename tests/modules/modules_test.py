@@ -104,6 +104,31 @@ def _model_state(state):
   return {m: e for m, e in state.items() if not m.startswith("~etp")}
 
 
+class VariantsTest(chex.TestCase):
+  """One step of each kind of module eagerly, under ``jit`` and under
+  ``pmap`` on the host devices (chex variants): the same outputs and hidden
+  state."""
+
+  def setUp(self):
+    super().setUp()
+    chex.assert_devices_available(4, "cpu", not_less_than=True)
+
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
+  @parameterized.named_parameters(
+      *[dict(testcase_name=n, name=n) for n in ("GRU", "LIF", "LRU", "Conv1D")]
+  )
+  def test_step(self, name):
+    example = _EXAMPLES[name]
+    model = hk.transform_with_state(example.step)
+    x = example.input_scale * jax.random.normal(
+        jax.random.PRNGKey(1), (_BATCH,) + example.input_shape
+    )
+    params, state = model.init(jax.random.PRNGKey(0), x)
+    want_out, want_state = jax.jit(model.apply)(params, state, None, x)
+    out, new_state = self.variant(model.apply)(params, state, None, x)
+    chex.assert_trees_all_close((out, new_state), (want_out, want_state))
+
+
 class RegistryTest(absltest.TestCase):
 
   def test_every_public_module_is_registered(self):

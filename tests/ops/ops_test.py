@@ -401,7 +401,8 @@ class ForwardTest(chex.TestCase):
 
 
 class VariantsTest(chex.TestCase):
-  """Values under ``jit`` and under ``pmap`` (chex variants), once per op.
+  """Values eagerly, under ``jit`` and under ``pmap`` (chex variants), once
+  per op.
 
   Eager values are checked by ``ForwardTest`` and ``GradTest``; the ops lower
   the same way for every layout, so one case per primitive is compiled here.
@@ -411,7 +412,7 @@ class VariantsTest(chex.TestCase):
     super().setUp()
     chex.assert_devices_available(4, "cpu", not_less_than=True)
 
-  @chex.variants(with_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_conv(self):
     _, x_shape, k_shape, kwargs = _CONV_BY_NAME["2d_custom_permutation"]
     x, kernel, bias = _conv_args(x_shape, k_shape, kwargs, jnp.float32)
@@ -421,7 +422,7 @@ class VariantsTest(chex.TestCase):
     chex.assert_equal_shape((y, expected))
     _assert_close(y, expected, "float32")
 
-  @chex.variants(with_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   @parameterized.named_parameters(
       ("batched_bias", True, True), ("unbatched_nobias", False, False)
   )
@@ -435,13 +436,13 @@ class VariantsTest(chex.TestCase):
     chex.assert_equal_shape((y, expected))
     _assert_close(y, expected, "float32")
 
-  @chex.variants(with_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_elementwise(self):
     w = _rand((2, 3), jnp.float32, 0)
     y = self.variant(lambda w: haiku_etp.elementwise(w, jax.nn.sigmoid))(w)
     _assert_close(y, jax.nn.sigmoid(w), "float32")
 
-  @chex.variants(with_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_conv_grad(self):
     _, x_shape, k_shape, kwargs = _CONV_BY_NAME["2d_custom_permutation"]
     x, kernel, bias = _conv_args(x_shape, k_shape, kwargs, jnp.float32)
@@ -455,7 +456,7 @@ class VariantsTest(chex.TestCase):
     expected = jax.grad(loss(_lax_conv), argnums=(0, 1, 2))(x, kernel, bias)
     _assert_tree_close(grads, expected, "float32")
 
-  @chex.variants(with_jit=True, with_pmap=True)
+  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   def test_dense_grad(self):
     x, w, b = _dense_args(True, jnp.float32)
 
