@@ -37,7 +37,15 @@ import inspect
 import os
 import sys
 import types
-from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Protocol,
+    TypeVar,
+)
 import warnings
 
 import haiku as hk
@@ -321,12 +329,12 @@ class Learner(NamedTuple):
 # The compile cache: bounded, keyed by structure, shapes and dtypes.
 
 
-def _signature(tree):
+def _signature(tree: Any):
   leaves, treedef = tree_util.tree_flatten(tree)
   return treedef, tuple((np.shape(l), jnp.result_type(l)) for l in leaves)
 
 
-def _table(entries, nested: bool = False) -> dict:
+def _table(entries: Mapping[str, Any], nested: bool = False) -> dict:
   """``{name: (shape, dtype)}`` of flat entries or of ``{module: entries}``."""
   if nested:
     return {
@@ -374,11 +382,11 @@ def _dtype_only(got: dict, want: dict) -> bool:
   )
 
 
-def _input_dtypes(x) -> list:
+def _input_dtypes(x: Any) -> list:
   return sorted({str(jnp.result_type(l)) for l in tree_util.tree_leaves(x)})
 
 
-def _state_batch(model_state) -> Optional[int]:
+def _state_batch(model_state: Any) -> Optional[int]:
   """The leading size of the first hidden leaf (the batch), if any."""
   for _, n, v in state_lib.iter_state(model_state):
     if state_lib.is_hidden_name(n) and np.ndim(v):
@@ -386,7 +394,7 @@ def _state_batch(model_state) -> Optional[int]:
   return None
 
 
-def _time_major_hint(model_state, xs) -> str:
+def _time_major_hint(model_state: Any, xs: Any) -> str:
   """A hint for a mismatch met by a sequence ``xs``: the time-major rule."""
   shapes = [np.shape(l) for l in tree_util.tree_leaves(xs)]
   if not shapes or len(shapes[0]) < 2:
@@ -431,7 +439,9 @@ class _Core(NamedTuple):
     return state_layout.trace_key(self.algorithm.name)
 
 
-def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
+def _check_model_state(
+    core: _Core, params: Any, model_state: Any, x: Any, xs: Any = None
+) -> None:
   """Raises ``ValueError`` when ``params`` or ``model_state`` are not what
   the model builds for ``x`` (``xs``: the sequence ``x`` came from)."""
   expected = jax.eval_shape(core.model.init, jax.random.PRNGKey(0), x)
@@ -465,12 +475,12 @@ def _check_model_state(core: _Core, params, model_state, x, xs=None) -> None:
 
 def _entry(
     core: _Core,
-    params,
-    model_state,
-    rng,
-    x,
+    params: Any,
+    model_state: Any,
+    rng: Optional[jax.Array],
+    x: Any,
     compile_step=None,
-    xs=None,
+    xs: Any = None,
     gradient=False,
 ):
   """The memoised compiled step (and checks) for these shapes.
@@ -483,7 +493,7 @@ def _entry(
   entry = core.memo.get(key)
   if entry is not None and (entry.compiled is not None or not compile_step):
     core.memo.move_to_end(key)
-    if gradient and core.online:
+    if gradient and core.online and entry.compiled is not None:
       _announce(core, entry.compiled, x, "gradient")
     return entry
   _check_model_state(core, params, model_state, x, xs)
@@ -498,6 +508,7 @@ def _entry(
         max_cross_bytes=_cross_budget(core),
     )
   if core.online:
+    assert compiled is not None and core.algorithm is not None
     shapes = jax.eval_shape(lambda: core.algorithm.init(compiled))
     core.algorithm.check(compiled, shapes)
     table = _table(shapes)
@@ -509,7 +520,7 @@ def _entry(
   return entry
 
 
-def _remember(memo: collections.OrderedDict, key, value) -> None:
+def _remember(memo: collections.OrderedDict, key: Any, value) -> None:
   memo[key] = value
   while len(memo) > _CACHE_SIZE:
     memo.popitem(last=False)
@@ -522,7 +533,7 @@ def _cross_budget(core: _Core):
   return core.algorithm.cross_budget
 
 
-def _verdicts(core: _Core, compiled) -> tuple:
+def _verdicts(core: _Core, compiled: compiler_lib.CompiledStep) -> tuple:
   """The learner's per-parameter statement (BPTT: exact over the sequence)."""
   if core.algorithm is None:
     # BPTT over the whole sequence; truncated windows cut every path
@@ -538,7 +549,7 @@ def _verdicts(core: _Core, compiled) -> tuple:
   return tuple(core.algorithm.verdicts(compiled))
 
 
-def _approximate(core: _Core, compiled) -> list:
+def _approximate(core: _Core, compiled: compiler_lib.CompiledStep) -> list:
   """``(path, reasons)`` of the parameters this learner is approximate for."""
   return [(v.path, v.reasons) for v in _verdicts(core, compiled) if not v.exact]
 
@@ -556,7 +567,9 @@ def _user_stacklevel() -> int:
   return level
 
 
-def _announce(core: _Core, compiled, x, place: str) -> None:
+def _announce(
+    core: _Core, compiled: compiler_lib.CompiledStep, x: Any, place: str
+) -> None:
   """Issues the :class:`ApproximationWarning` for input ``x`` at ``place``:
   ``"compile"`` (the step's first compilation for ``x``'s signature, at
   ``init``, ``init_state`` or whichever call comes first) or ``"gradient"``
@@ -580,7 +593,9 @@ def _announce(core: _Core, compiled, x, place: str) -> None:
   _warn_if_approximate(core, compiled, x)
 
 
-def _warn_if_approximate(core: _Core, compiled, x) -> None:
+def _warn_if_approximate(
+    core: _Core, compiled: compiler_lib.CompiledStep, x: Any
+) -> None:
   approximate = _approximate(core, compiled)
   if not approximate:
     return
@@ -601,7 +616,7 @@ def _warn_if_approximate(core: _Core, compiled, x) -> None:
 # State layout.
 
 
-def _check_params(params) -> None:
+def _check_params(params: Any) -> None:
   if not isinstance(params, dict) and not hasattr(params, "keys"):
     raise TypeError(
         "params must be the parameter mapping from learner.init, got "
@@ -609,7 +624,7 @@ def _check_params(params) -> None:
     )
 
 
-def _split(core: _Core, state) -> tuple[dict, dict, dict]:
+def _split(core: _Core, state: Any) -> tuple[dict, dict, dict]:
   """``(model_state, traces, extra)`` of a learner state.
 
   ``extra`` holds the other learner entries (the initial state, a data
@@ -633,7 +648,7 @@ def _split(core: _Core, state) -> tuple[dict, dict, dict]:
   return model_state, trace, entries
 
 
-def _join(core: _Core, model_state, trace, extra) -> dict:
+def _join(core: _Core, model_state: Any, trace: protocol.Traces, extra) -> dict:
   state = {m: dict(e) for m, e in model_state.items()}
   state.update({m: dict(e) for m, e in extra.items()})
   if core.online:
@@ -641,7 +656,7 @@ def _join(core: _Core, model_state, trace, extra) -> dict:
   return state
 
 
-def _resettable(model_state) -> dict:
+def _resettable(model_state: Any) -> dict:
   """``{path: value}`` of the hidden and per-sample entries."""
   return {
       state_lib.state_path(m, n): v
@@ -652,12 +667,12 @@ def _resettable(model_state) -> dict:
 
 def _checked_compile(
     core: _Core,
-    params,
-    state,
-    rng,
-    x,
+    params: Any,
+    state: Any,
+    rng: Optional[jax.Array],
+    x: Any,
     compile_step=None,
-    xs=None,
+    xs: Any = None,
     gradient=False,
 ):
   """``(model_state, trace, extra, entry)`` with params and traces checked.
@@ -685,12 +700,18 @@ def _checked_compile(
 # The learner functions.
 
 
-def _init(core: _Core, rng, x0):
+def _init(core: _Core, rng: Optional[jax.Array], x0: Any):
   params, model_state = core.model.init(rng, x0)
   return params, _init_state(core, params, model_state, rng, x0)
 
 
-def _init_state(core: _Core, params, model_state, rng, x0):
+def _init_state(
+    core: _Core,
+    params: Any,
+    model_state: Any,
+    rng: Optional[jax.Array],
+    x0: Any,
+):
   _check_params(params)
   model_state = {m: dict(e) for m, e in model_state.items()}
   if not state_lib.hidden_paths(model_state):
@@ -705,7 +726,9 @@ def _init_state(core: _Core, params, model_state, rng, x0):
   )
 
 
-def _apply(core: _Core, params, state, rng, x):
+def _apply(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], x: Any
+):
   model_state, trace, extra, entry = _checked_compile(
       core, params, state, rng, x
   )
@@ -721,14 +744,18 @@ def _apply(core: _Core, params, state, rng, x):
   return out, _join(core, model_state, trace, extra)
 
 
-def _evolve(core: _Core, params, state, rng, x):
+def _evolve(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], x: Any
+):
   model_state, trace, extra, _ = _checked_compile(core, params, state, rng, x)
   out, model_state = core.model.apply(params, model_state, rng, x)
   trace = state_layout.zeros_like(trace)
   return lax.stop_gradient(out), _join(core, model_state, trace, extra)
 
 
-def _unroll(core: _Core, params, state, rng, xs):
+def _unroll(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], xs: Any
+):
   num_steps = sequence.time_length(xs)
   first = tree_util.tree_map(lambda v: v[0], xs)
   rng0 = None if rng is None else jax.random.fold_in(rng, 0)
@@ -747,7 +774,7 @@ def _unroll(core: _Core, params, state, rng, xs):
   return lax.stop_gradient(outs), _join(core, model_state, trace, extra)
 
 
-def _reset(core: _Core, state, initial=None):
+def _reset(core: _Core, state: Any, initial: Any = None):
   model_state, trace, extra = _split(core, state)
   stored = extra[INITIAL_KEY]
   values = stored
@@ -772,19 +799,23 @@ def _reset(core: _Core, state, initial=None):
   return _join(core, model_state, state_layout.zeros_like(trace), extra)
 
 
-def _traces(core: _Core, state) -> dict:
+def _traces(core: _Core, state: Any) -> dict:
   if not core.online:
     return {}
   return dict(state.get(core.trace_key, {}))
 
 
-def _compile(core: _Core, params, state, rng, x):
+def _compile(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], x: Any
+):
   model_state, _ = state_lib.split_learner_state(state)
   _check_params(params)
   return _entry(core, params, model_state, rng, x, compile_step=True).compiled
 
 
-def _learner_verdicts(core: _Core, params, state, rng, x) -> tuple:
+def _learner_verdicts(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], x: Any
+) -> tuple:
   return _verdicts(core, _compile(core, params, state, rng, x))
 
 
@@ -817,7 +848,14 @@ def _plans_no_cross_traces(core: _Core) -> bool:
   )
 
 
-def _report_drtrl(core: _Core, params, state, rng, x, compiled) -> dict:
+def _report_drtrl(
+    core: _Core,
+    params: Any,
+    state: Any,
+    rng: Optional[jax.Array],
+    x: Any,
+    compiled: compiler_lib.CompiledStep,
+) -> dict:
   """``compiled.report``'s ``diagnostics`` and ``drtrl`` for a learner
   that plans no cross-group traces: D-RTRL's budget warnings are not its,
   and the closing D-RTRL verdict is D-RTRL's at its own budget."""
@@ -845,7 +883,9 @@ def _report_drtrl(core: _Core, params, state, rng, x, compiled) -> dict:
   )
 
 
-def _report(core: _Core, params, state, rng, x) -> str:
+def _report(
+    core: _Core, params: Any, state: Any, rng: Optional[jax.Array], x: Any
+) -> str:
   compiled = _compile(core, params, state, rng, x)
   traces = None
   if core.online:
@@ -894,7 +934,15 @@ def _form(core: _Core):
   return window_lib
 
 
-def _run_form(form, core: _Core, loss_fn, has_aux, params, state, inputs):
+def _run_form(
+    form,
+    core: _Core,
+    loss_fn: Callable[..., Any],
+    has_aux: bool,
+    params: Any,
+    state: Any,
+    inputs: Any,
+):
   """``form(problem, ...)`` on the split state, joined back:
   ``(grads, state, losses, aux)``."""
   model_state, trace, extra, entry = _checked_compile(
@@ -913,7 +961,14 @@ def _run_form(form, core: _Core, loss_fn, has_aux, params, state, inputs):
   return grads, _join(core, model_state, trace, extra), losses, aux
 
 
-def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
+def _window(
+    core: _Core,
+    loss_fn: Callable[..., Any],
+    has_aux: bool,
+    params: Any,
+    state: Any,
+    inputs: Any,
+):
   """One window's ``(grads, state, losses, aux)``; ``inputs`` are k-leading."""
   return _run_form(
       _form(core).gradient, core, loss_fn, has_aux, params, state, inputs
@@ -922,7 +977,7 @@ def _window(core: _Core, loss_fn, has_aux, params, state, inputs):
 
 def _value_and_grad(
     core: _Core,
-    loss_fn,
+    loss_fn: Callable[..., Any],
     *,
     has_aux: bool = False,
     axis_name: Optional[str] = None,
@@ -930,7 +985,14 @@ def _value_and_grad(
 ):
   sequence.check_loss_signature(loss_fn)
 
-  def fn(params, state, rng, x_t, y_t, mask_t=None):
+  def fn(
+      params: Any,
+      state: Any,
+      rng: Optional[jax.Array],
+      x_t: Any,
+      y_t: Any,
+      mask_t: Optional[jax.Array] = None,
+  ):
     batch = _input_batch(core, state, x_t, 0)
     sequence.check_batch(y_t, batch, "y_t", 0)
     if mask_t is not None:
@@ -974,7 +1036,7 @@ def _value_and_grad(
   return sequence.checked(fn, roles)
 
 
-def _input_batch(core: _Core, state, x, axis: int) -> Optional[int]:
+def _input_batch(core: _Core, state: Any, x: Any, axis: int) -> Optional[int]:
   """The batch of the inputs ``x`` (along ``axis``) when it is the state's.
 
   ``None`` when they disagree (the state checks then name the mismatch) or
@@ -986,7 +1048,7 @@ def _input_batch(core: _Core, state, x, axis: int) -> Optional[int]:
   return batch if batch == _state_batch(model_state) else None
 
 
-def check_window(window) -> None:
+def check_window(window: Optional[int]) -> None:
   """Raises a ``ValueError`` unless ``window`` is ``None`` or a positive int."""
   if window is not None and (
       isinstance(window, bool) or not isinstance(window, int) or window < 1
@@ -999,7 +1061,7 @@ def check_window(window) -> None:
 
 def _sequence_grad(
     core: _Core,
-    loss_fn,
+    loss_fn: Callable[..., Any],
     *,
     window: Optional[int] = None,
     reduction: str = "sum",
@@ -1015,7 +1077,14 @@ def _sequence_grad(
 
   sequence.check_loss_signature(loss_fn)
 
-  def fn(params, state, rng, xs, ys, mask=None):
+  def fn(
+      params: Any,
+      state: Any,
+      rng: Optional[jax.Array],
+      xs: Any,
+      ys: Any,
+      mask: Optional[jax.Array] = None,
+  ):
     num_steps = sequence.time_length(xs, "xs")
     if sequence.time_length(ys, "ys") != num_steps:
       raise ValueError(
@@ -1100,7 +1169,7 @@ def _sequence_grad(
 # Factories.
 
 
-def _as_model(model) -> hk.TransformedWithState:
+def _as_model(model: hk.TransformedWithState) -> hk.TransformedWithState:
   """The model, with ``hk.without_apply_rng`` undone so ``apply`` takes rng."""
   if not isinstance(model, hk.TransformedWithState):
     raise TypeError(
@@ -1121,7 +1190,12 @@ def _as_model(model) -> hk.TransformedWithState:
 
 
 def build_learner(
-    model, algorithm, name: str, window=None, remat=None, trace_dtype=None
+    model: hk.TransformedWithState,
+    algorithm: Optional[protocol.TraceAlgorithm],
+    name: str,
+    window: Optional[int] = None,
+    remat=None,
+    trace_dtype=None,
 ) -> Learner:
   """The :class:`Learner` of ``algorithm`` (``None``: BPTT, whose default
   window is ``window``) on ``model``, named ``name``; the factories' one

@@ -41,7 +41,7 @@ from haiku_etp._src.core import state as state_lib
 SHARDS_KEY = state_layout.SHARDS_KEY
 
 
-def _np(v):
+def _np(v: Any):
   """NumPy (host) for concrete arrays, ``jnp`` under a trace.
 
   Sharding and replication are layout changes made on the host before a
@@ -75,7 +75,7 @@ def shard_batch(tree: Any, num_devices: int, axis: int = 0) -> Any:
   """
   num_devices = _check_count(num_devices)
 
-  def split(path, v):
+  def split(path: tuple, v: Any):
     xp = _np(v)
     v = xp.asarray(v)
     if v.ndim <= axis or v.shape[axis] % num_devices:
@@ -100,7 +100,7 @@ def unshard_batch(tree: Any, axis: int = 0) -> Any:
     ValueError: for a leaf without the device axis and the batch axis.
   """
 
-  def merge(path, v):
+  def merge(path: tuple, v: Any):
     xp = _np(v)
     v = xp.asarray(v)
     if v.ndim < axis + 2:
@@ -123,7 +123,7 @@ def replicate(tree: Any, num_devices: int) -> Any:
   """
   num_devices = _check_count(num_devices)
 
-  def copies(v):
+  def copies(v: Any):
     xp = _np(v)
     v = xp.asarray(v)
     return xp.broadcast_to(v, (num_devices,) + v.shape)

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.compiler import recording
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.learners.algorithms import protocol
 
 TRACE_DTYPES = ("bfloat16", "float16", "float32", "float64")
@@ -59,7 +61,7 @@ def check_trace_dtype(trace_dtype: Any) -> Optional[np.dtype]:
   return dtype
 
 
-def check_available(dtype) -> None:
+def check_available(dtype: Any) -> None:
   """Raises ``ValueError`` when JAX cannot hold traces of ``dtype`` now
   (``float64`` with 64-bit mode off)."""
   if jax.dtypes.canonicalize_dtype(dtype) != dtype:
@@ -84,7 +86,7 @@ class StoredIn:
   inner: Any
   dtype: Any
 
-  def __getattr__(self, name):
+  def __getattr__(self, name: str):
     # Optional members (needs_for, fused_solve, ...) are the inner's.
     if name in ("inner", "dtype"):
       raise AttributeError(name)
@@ -106,7 +108,7 @@ class StoredIn:
   def cross_budget(self):
     return self.inner.cross_budget
 
-  def _dtypes(self, compiled) -> dict:
+  def _dtypes(self, compiled: compiler_lib.CompiledStep) -> dict:
     """The dtype the inner algorithm computes each entry in (``None`` for
     entries kept as they are)."""
     shapes = jax.eval_shape(lambda: self.inner.init(compiled))
@@ -121,29 +123,35 @@ class StoredIn:
         for k, v in shapes.items()
     }
 
-  def _store(self, compiled, traces: dict) -> dict:
+  def _store(self, compiled: compiler_lib.CompiledStep, traces: dict) -> dict:
     dtypes = self._dtypes(compiled)
     return {
         k: v if dtypes.get(k) is None else v.astype(self.dtype)
         for k, v in traces.items()
     }
 
-  def _load(self, compiled, traces: dict) -> dict:
+  def _load(self, compiled: compiler_lib.CompiledStep, traces: dict) -> dict:
     dtypes = self._dtypes(compiled)
     return {
         k: v if dtypes.get(k) is None else v.astype(dtypes[k])
         for k, v in traces.items()
     }
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     # 64-bit mode may have been switched off since the learner was made.
     check_available(self.dtype)
     return self._store(compiled, self.inner.init(compiled))
 
-  def operands(self, compiled, params):
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any):
     return self.inner.operands(compiled, params)
 
-  def roll(self, compiled, traces, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     new = self.inner.roll(
         compiled, self._load(compiled, traces), record, operands
     )
@@ -157,18 +165,37 @@ class StoredIn:
     if inner is None:
       return None
 
-    def roll_window(compiled, traces, records, operands) -> dict:
+    def roll_window(
+        compiled: compiler_lib.CompiledStep,
+        traces: protocol.Traces,
+        records: recording.StepRecord,
+        operands: Any,
+    ) -> dict:
       new = inner(compiled, self._load(compiled, traces), records, operands)
       return self._store(compiled, new)
 
     return roll_window
 
-  def solve(self, compiled, traces, signals, operands):
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      signals: protocol.Signals,
+      operands: Any,
+  ):
     return self.inner.solve(
         compiled, self._load(compiled, traces), signals, operands
     )
 
-  def fused_solve(self, compiled, trace, new_trace, prev, immediate, operands):
+  def fused_solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      trace: protocol.Traces,
+      new_trace,
+      prev,
+      immediate,
+      operands: Any,
+  ):
     return self.inner.fused_solve(
         compiled,
         self._load(compiled, trace),
@@ -178,17 +205,19 @@ class StoredIn:
         operands,
     )
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     return self.inner.verdicts(compiled)
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     return self.inner.note(compiled)
 
-  def check(self, compiled, traces) -> None:
+  def check(
+      self, compiled: compiler_lib.CompiledStep, traces: protocol.Traces
+  ) -> None:
     self.inner.check(compiled, traces)
 
 
-def store_traces_in(algorithm, trace_dtype):
+def store_traces_in(algorithm: protocol.TraceAlgorithm, trace_dtype):
   """``algorithm`` with its traces stored in ``trace_dtype`` (``None``:
   unchanged)."""
   dtype = check_trace_dtype(trace_dtype)

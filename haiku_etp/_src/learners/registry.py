@@ -25,6 +25,7 @@ import ast
 import inspect
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import haiku as hk
 from haiku_etp._src.learners import factories
 from haiku_etp._src.learners import driver
 
@@ -131,7 +132,9 @@ def learner_spec(name: str) -> LearnerSpec:
   return spec
 
 
-def make_learner(name: str, model, **options) -> driver.Learner:
+def make_learner(
+    name: str, model: hk.TransformedWithState, **options
+) -> driver.Learner:
   """Builds the learner registered as ``name`` on ``model``.
 
   Raises:

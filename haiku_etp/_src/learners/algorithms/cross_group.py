@@ -38,24 +38,33 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.learners.algorithms import protocol
+from haiku_etp._src.compiler import recording
+from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.core import closed_form
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import program as program_lib
 
 
-def full_label(rel, operand: str, group) -> str:
+def full_label(
+    rel: compiler_lib.Relation, operand: str, group: compiler_lib.HiddenGroup
+) -> str:
   return f"{rel.key}:{operand}@{group.name}"
 
 
-def filtered_label(rel, operand: str, group) -> str:
+def filtered_label(
+    rel: compiler_lib.Relation, operand: str, group: compiler_lib.HiddenGroup
+) -> str:
   return f"{rel.key}:{operand}@{group.name}/filtered"
 
 
-def tail_label(rel, group) -> str:
+def tail_label(
+    rel: compiler_lib.Relation, group: compiler_lib.HiddenGroup
+) -> str:
   return f"{rel.key}@{group.name}/tail"
 
 
-def _weight_avals(compiled, r: int) -> dict:
+def _weight_avals(compiled: compiler_lib.CompiledStep, r: int) -> dict:
   rel = compiled.relations[r]
   node = compiled.program.nodes[rel.node]
   return {
@@ -64,7 +73,9 @@ def _weight_avals(compiled, r: int) -> dict:
   }
 
 
-def _compact_init(compiled, r: int, pre_aval, dtype) -> dict:
+def _compact_init(
+    compiled: compiler_lib.CompiledStep, r: int, pre_aval, dtype: Any
+) -> dict:
   """Zero one-state traces of relation ``r`` over ``pre_aval``'s positions."""
   rel = compiled.relations[r]
   node = compiled.program.nodes[rel.node]
@@ -76,7 +87,7 @@ def _compact_init(compiled, r: int, pre_aval, dtype) -> dict:
   )
 
 
-def init(compiled) -> dict:
+def init(compiled: compiler_lib.CompiledStep) -> dict:
   """Zero cross-group traces of every plan."""
   entries = {}
   for plan in compiled.cross:
@@ -104,7 +115,7 @@ def init(compiled) -> dict:
   return entries
 
 
-def _op_of_pre(compiled, j: int, weights_j):
+def _op_of_pre(compiled: compiler_lib.CompiledStep, j: int, weights_j):
   """``pre -> y_j``: the hop relation's op after the chain of parameter-free
   linear ops that leads to its input (constants and bias included)."""
   program = compiled.program
@@ -128,7 +139,9 @@ def _op_of_pre(compiled, j: int, weights_j):
   return f
 
 
-def input_rows(compiled, j: int, weights_j, pre_aval) -> jax.Array:
+def input_rows(
+    compiled: compiler_lib.CompiledStep, j: int, weights_j, pre_aval
+) -> jax.Array:
   """Rows of the hop op's input Jacobian: ``(U, *pre[1:])`` for the ``U``
   positions of one sample's output (the op is the same for every sample)."""
   f = _op_of_pre(compiled, j, weights_j)
@@ -144,7 +157,9 @@ def input_rows(compiled, j: int, weights_j, pre_aval) -> jax.Array:
   return lax.stop_gradient(jax.vmap(row)(jnp.arange(per_sample)))
 
 
-def _per_sample_solve(rel, trace, rows, weights):
+def _per_sample_solve(
+    rel: compiler_lib.Relation, trace: protocol.Traces, rows, weights: Any
+):
   """``out[b, ..., u] = sum over positions of rows[u] * trace[b]``, per
   operand, with the relation's solve rule on one sample at a time."""
 
@@ -164,7 +179,7 @@ def _contract_field(field, rows, num_pre: int):
   return jnp.tensordot(field, rows, axes=(axes, tuple(range(1, num_pre + 1))))
 
 
-def _state_column(c, bits, dtype):
+def _state_column(c, bits, dtype: Any):
   """Stack per-state derivatives ``(*pre,)`` into ``(*pre, S)``; a state the
   input is no tail of contributes zeros (its paths are cut or followed by
   other hops)."""
@@ -175,21 +190,29 @@ def _state_column(c, bits, dtype):
   )
 
 
-def _group_bits(compiled, g: int) -> list:
+def _group_bits(compiled: compiler_lib.CompiledStep, g: int) -> list:
   pos = {leaf: i for i, leaf in enumerate(compiled.hidden)}
   return [pos[leaf] for leaf in compiled.group_leaves(g)]
 
 
-def _rel_bit(compiled, r: int) -> int:
+def _rel_bit(compiled: compiler_lib.CompiledStep, r: int) -> int:
   return len(compiled.hidden) + r
 
 
-def _with_params(x, num_param: int, lead: int = 1):
+def _with_params(x: Any, num_param: int, lead: int = 1):
   """Insert ``num_param`` unit axes after the first ``lead`` axes."""
   return jnp.reshape(x, x.shape[:lead] + (1,) * num_param + x.shape[lead:])
 
 
-def _compact_input(compiled, plan, hop, entries, record, weights, fast):
+def _compact_input(
+    compiled: compiler_lib.CompiledStep,
+    plan: Any,
+    hop,
+    entries: protocol.Traces,
+    record: recording.StepRecord,
+    weights: Any,
+    fast: bool,
+):
   """The source's compact trace at the hop's input (or ``None``)."""
   if not (hop.own_groups or hop.own_output):
     return None
@@ -231,7 +254,14 @@ def _compact_input(compiled, plan, hop, entries, record, weights, fast):
   return out
 
 
-def _full_input(compiled, plan, hop, old, fields_y, record):
+def _full_input(
+    compiled: compiler_lib.CompiledStep,
+    plan: Any,
+    hop,
+    old: protocol.Traces,
+    fields_y,
+    record: recording.StepRecord,
+):
   """The downstream fields at the hop's input (or ``None``)."""
   rel = compiled.relations[plan.relation]
   c = record.c[hop.relation]
@@ -262,7 +292,14 @@ def _add(a: Optional[dict], b: dict) -> dict:
   return out
 
 
-def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
+def roll(
+    compiled: compiler_lib.CompiledStep,
+    old: dict,
+    new: dict,
+    record: recording.StepRecord,
+    weights: Any,
+    fast: bool,
+) -> dict:
   """The cross-group traces after one step.
 
   Args:
@@ -331,7 +368,12 @@ def roll(compiled, old: dict, new: dict, record, weights, fast: bool) -> dict:
   return new
 
 
-def solve(compiled, entries: dict, signals, weights) -> dict:
+def solve(
+    compiled: compiler_lib.CompiledStep,
+    entries: dict,
+    signals: list,
+    weights: Any,
+) -> dict:
   """``{relation: {operand: gradient}}`` of the cross-group traces."""
   out = {}
   for plan in compiled.cross:
@@ -381,7 +423,7 @@ def solve(compiled, entries: dict, signals, weights) -> dict:
 # sum_t G_t (x) x^t`` (``docs/design.md``, "The closed-form window roll").
 
 
-def _own_shape(compiled, plan):
+def _own_shape(compiled: compiler_lib.CompiledStep, plan: Any):
   """The shape of the source's instantaneous coefficient: its own groups'
   positions and the hop inputs it reaches directly must agree."""
   rel = compiled.relations[plan.relation]
@@ -393,7 +435,7 @@ def _own_shape(compiled, plan):
   return shapes.pop() if len(shapes) == 1 else None
 
 
-def window_obstacle(compiled, plan) -> str:
+def window_obstacle(compiled: compiler_lib.CompiledStep, plan: Any) -> str:
   """Why ``plan``'s traces cannot take the closed-form window roll (``""``
   when they can)."""
   rel = compiled.relations[plan.relation]
@@ -416,7 +458,7 @@ def _elements(shape) -> int:
   return int(np.prod(shape))
 
 
-def fields_per_step(compiled) -> str:
+def fields_per_step(compiled: compiler_lib.CompiledStep) -> str:
   """Why full cross-group fields are better rolled step by step (``""``
   when the closed form costs less, or there are none).
 
@@ -471,7 +513,9 @@ def _plus(a, b):
   return a + b
 
 
-def _filtered_recursion(compiled, plan, m: int) -> closed_form.Backward:
+def _filtered_recursion(
+    compiled: compiler_lib.CompiledStep, plan: Any, m: int
+) -> closed_form.Backward:
   """The backward recursion of ``plan``'s ``m``-th filtered trace.
 
   Its roll is ``f^t = kappa_t f^{t-1} + sum_a <C_a^t, own_a^{t-1}> + c^t
@@ -517,7 +561,7 @@ def _filtered_recursion(compiled, plan, m: int) -> closed_form.Backward:
   return closed_form.Backward(init, step)
 
 
-def _fields_signature(compiled, plan) -> tuple:
+def _fields_signature(compiled: compiler_lib.CompiledStep, plan: Any) -> tuple:
   """What the backward recursion of ``plan``'s fields depends on: its own
   groups and its hops, downstream groups and filtered sinks (plans that
   agree share one recursion; what each source adds itself, its tail
@@ -530,7 +574,9 @@ def _fields_signature(compiled, plan) -> tuple:
   return (tuple(rel.groups), hops, plan.groups, plan.filtered)
 
 
-def _hop_transposes(compiled, plan, weights) -> dict:
+def _hop_transposes(
+    compiled: compiler_lib.CompiledStep, plan: Any, weights: Any
+) -> dict:
   """Per hop, the transpose of its linear map ``pre -> y`` (a bias left
   out), for a learning signal ``(B, *y[1:])``."""
   out = {}
@@ -544,7 +590,9 @@ def _hop_transposes(compiled, plan, weights) -> dict:
   return out
 
 
-def _fields_recursion(compiled, plan, weights) -> closed_form.Backward:
+def _fields_recursion(
+    compiled: compiler_lib.CompiledStep, plan: Any, weights: Any
+) -> closed_form.Backward:
   """The backward recursion of a plan with full fields, one seed per field
   coordinate (a one-hot, the same for every sample) and per filtered trace
   (ones), the seeds after the batch axis of every array.
@@ -645,7 +693,9 @@ def _fields_recursion(compiled, plan, weights) -> closed_form.Backward:
   return closed_form.Backward((own, fields, filtered), step)
 
 
-def window_recursions(compiled, weights) -> dict:
+def window_recursions(
+    compiled: compiler_lib.CompiledStep, weights: Any
+) -> dict:
   """The backward recursions of the cross-group traces: per plan without
   full fields, one per filtered trace (``("filtered", plan, m)``); per
   signature of plans with fields, one shared (``("fields", signature)``,
@@ -663,7 +713,14 @@ def window_recursions(compiled, weights) -> dict:
 
 
 def _plan_window(
-    compiled, p: int, old, new, records, weights, fast, coefficients
+    compiled: compiler_lib.CompiledStep,
+    p: int,
+    old: protocol.Traces,
+    new,
+    records: recording.StepRecord,
+    weights: Any,
+    fast: bool,
+    coefficients: Any,
 ) -> None:
   """Writes plan ``p``'s traces after the window into ``new``
   (``coefficients``: :func:`window_recursions`' results)."""
@@ -699,7 +756,7 @@ def _plan_window(
     )
   else:
     # Filtered traces alone: position by position, no seeds over fields.
-    def filtered_coefficients(m):
+    def filtered_coefficients(m: int):
       (on_own, on_entry), on_q = coefficients[("filtered", p, m)]
       return on_entry, on_own, on_q
 
@@ -773,7 +830,16 @@ def _plan_window(
       new[label] = value.reshape(field.shape)
 
 
-def _field_terms(rel, own_traces, on_own, on_q, seeds, xs, weights, fast):
+def _field_terms(
+    rel: compiler_lib.Relation,
+    own_traces,
+    on_own,
+    on_q,
+    seeds,
+    xs: Any,
+    weights: Any,
+    fast: bool,
+):
   """``{operand: (B, *param, seeds)}``: a field's terms from the own traces
   at the entry and from the window's step terms (``on_q`` ``(k, B, seeds,
   *q[1:])``), the seeds last."""
@@ -808,7 +874,13 @@ def _plus_dict(a, b):
 
 
 def roll_window(
-    compiled, old: dict, new: dict, records, weights, fast, coefficients
+    compiled: compiler_lib.CompiledStep,
+    old: dict,
+    new: dict,
+    records: recording.StepRecord,
+    weights: Any,
+    fast: bool,
+    coefficients: Any,
 ) -> dict:
   """The cross-group traces after a window, in closed form (``records`` are
   the window's, stacked; every plan's :func:`window_obstacle` is empty;

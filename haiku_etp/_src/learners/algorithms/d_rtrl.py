@@ -32,7 +32,7 @@ Trace labels are built from the compiler's relation keys and group names:
 
 import dataclasses
 import numbers
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 from jax import lax
@@ -47,7 +47,7 @@ from haiku_etp._src.core import primitive
 from haiku_etp._src.learners.algorithms import protocol
 
 
-def _aval(shape, dtype):
+def _aval(shape, dtype: Any):
   return jax.ShapeDtypeStruct(tuple(shape), dtype)
 
 
@@ -76,12 +76,16 @@ def relation_avals(
   return x_aval, _aval(shape, y.dtype), weights
 
 
-def drtrl_label(rel, operand: str, group) -> str:
+def drtrl_label(
+    rel: compiler_lib.Relation, operand: str, group: compiler_lib.HiddenGroup
+) -> str:
   """The D-RTRL trace label of one relation operand and group."""
   return f"{rel.key}:{operand}@{group.name}"
 
 
-def _solve_relations(compiled, weights, part) -> list:
+def _solve_relations(
+    compiled: compiler_lib.CompiledStep, weights: Any, part
+) -> list:
   """Sums ``part(r, g)`` over each relation's groups, in the weights' dtypes."""
   out = []
   for r, rel in enumerate(compiled.relations):
@@ -110,7 +114,7 @@ def check_window_roll(window_roll) -> None:
     )
 
 
-def _scan_records(fn, carry, records):
+def _scan_records(fn: Callable[..., Any], carry, records: recording.StepRecord):
   """``fn(carry, record)`` over a window's stacked records."""
   carry, _ = lax.scan(lambda c, rec: (fn(c, rec), None), carry, records)
   return carry
@@ -120,7 +124,7 @@ class _RelationTraces(protocol.AlgorithmBase):
   """What the relation-trace algorithms share: their operands are the
   relations' trainable operands, and nothing bounds their traces."""
 
-  def operands(self, compiled, params) -> list:
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any) -> list:
     return recording.relation_weights(compiled, params)
 
 
@@ -145,10 +149,10 @@ class DRTRL(_RelationTraces):
   def cross_budget(self) -> Optional[int]:
     return self.max_cross_bytes
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     return protocol.compiler_verdicts(compiled)
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     entries = {}
     for r, rel in enumerate(compiled.relations):
       for g in rel.groups:
@@ -163,7 +167,13 @@ class DRTRL(_RelationTraces):
     entries.update(cross_group.init(compiled))
     return entries
 
-  def _trace(self, compiled, entries, r, g) -> dict:
+  def _trace(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      r: int,
+      g: int,
+  ) -> dict:
     rel = compiled.relations[r]
     group = compiled.groups[g]
     if rel.primitive.own_trace_layout(rel.params):
@@ -176,7 +186,13 @@ class DRTRL(_RelationTraces):
       }
     return {k: entries[drtrl_label(rel, k, group)] for k in rel.weights}
 
-  def roll(self, compiled, entries, record, weights) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      record: recording.StepRecord,
+      weights: Any,
+  ) -> dict:
     new = dict(entries)
     for r, rel in enumerate(compiled.relations):
       for n, g in enumerate(rel.groups):
@@ -195,7 +211,7 @@ class DRTRL(_RelationTraces):
           new[drtrl_label(rel, k, compiled.groups[g])] = v
     return cross_group.roll(compiled, entries, new, record, weights, self.fast)
 
-  def _per_step_why(self, compiled) -> str:
+  def _per_step_why(self, compiled: compiler_lib.CompiledStep) -> str:
     """Why every trace rolls step by step (``""``: the closed form): the
     cross-group traces need the source's per-step traces unless all of them
     take the closed form."""
@@ -208,7 +224,7 @@ class DRTRL(_RelationTraces):
         return f"the cross-group traces of {key}: {why}"
     return cross_group.fields_per_step(compiled)
 
-  def window_forms(self, compiled) -> list:
+  def window_forms(self, compiled: compiler_lib.CompiledStep) -> list:
     """``(what, form, why)`` for each trace: how a window of ``k > 1``
     steps rolls it (``"closed"``, ``"accumulated"`` or ``"per_step"``,
     :func:`~haiku_etp._src.core.primitive.window_form`)."""
@@ -242,7 +258,13 @@ class DRTRL(_RelationTraces):
       out.append((f"cross-group traces of {key}", "closed", ""))
     return out
 
-  def roll_window(self, compiled, entries, records, weights) -> dict:
+  def roll_window(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      records: recording.StepRecord,
+      weights: Any,
+  ) -> dict:
     """The traces after a window of ``k`` steps, in closed form (one
     reverse scan of output-sized coefficients, one contraction over the
     window per relation); ``records`` are the window's, stacked."""
@@ -301,7 +323,13 @@ class DRTRL(_RelationTraces):
         compiled, entries, new, records, weights, self.fast, coefficients
     )
 
-  def solve(self, compiled, entries, signals, weights) -> list:
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      signals: protocol.Signals,
+      weights: Any,
+  ) -> list:
     groups = signals.groups
     out = _solve_relations(
         compiled,
@@ -426,7 +454,7 @@ class ESDRTRL(_RelationTraces):
         previous_signal=self.fused and self.alpha_f != 0.0,
     )
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     # The compiler plans no cross-group traces for ES-D-RTRL (its budget is
     # 0); the paths they would carry are its own cut, not a budget to raise.
     out = []
@@ -442,7 +470,7 @@ class ESDRTRL(_RelationTraces):
       out.append(v._replace(reasons=reasons))
     return tuple(out)
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     cut = any(_OVER_BUDGET in p.reasons for p in compiled.parameters)
     return (
         _ES_NOTE
@@ -450,7 +478,7 @@ class ESDRTRL(_RelationTraces):
         + (_FUSED_NOTE if self.fused else "")
     )
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     entries = {}
     for r, rel in enumerate(compiled.relations):
       if not rel.groups:
@@ -478,7 +506,13 @@ class ESDRTRL(_RelationTraces):
     entries["steps"] = jnp.zeros((), jnp.int32)
     return entries
 
-  def roll(self, compiled, entries, record, weights) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      record: recording.StepRecord,
+      weights: Any,
+  ) -> dict:
     del weights
     ax, af = self.alpha_x, self.alpha_f
     new = dict(entries)
@@ -504,7 +538,7 @@ class ESDRTRL(_RelationTraces):
     new["steps"] = entries["steps"] + 1
     return new
 
-  def window_forms(self, compiled) -> list:
+  def window_forms(self, compiled: compiler_lib.CompiledStep) -> list:
     """Every trace takes the closed form, or none (``window_roll=
     "per_step"``, the default: input- and output-sized traces cost less to
     roll in the window's loop)."""
@@ -516,7 +550,13 @@ class ESDRTRL(_RelationTraces):
     )
     return [("input- and output-side traces", form, why)]
 
-  def roll_window(self, compiled, entries, records, weights) -> dict:
+  def roll_window(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      records: recording.StepRecord,
+      weights: Any,
+  ) -> dict:
     r"""The traces after a window of ``k`` steps in closed form: the input
     side :math:`\epsilon_x \leftarrow \alpha_x^k \epsilon_x + \sum_t
     \alpha_x^{k-1-t} x^t` (one weighted sum over the steps), the output side
@@ -579,8 +619,14 @@ class ESDRTRL(_RelationTraces):
     new["steps"] = entries["steps"] + k
     return new
 
-  def solve(self, compiled, entries, signals, weights) -> list:
-    signals = signals.groups
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      signals: protocol.Signals,
+      weights: Any,
+  ) -> list:
+    groups = signals.groups
     steps = entries["steps"]
     dtype = entries["one"].dtype
     correction = jnp.where(
@@ -595,7 +641,7 @@ class ESDRTRL(_RelationTraces):
             entries.get(f"x:{rels[r].input_key}"),
             entries["one"],
             entries[f"f:{rels[r].key}@{compiled.groups[g].name}"],
-            signals[g],
+            groups[g],
             weights[r],
             rels[r].params,
             correction,
@@ -603,7 +649,13 @@ class ESDRTRL(_RelationTraces):
     )
 
   def fused_solve(
-      self, compiled, old, new, prev_signals, immediate, weights
+      self,
+      compiled: compiler_lib.CompiledStep,
+      old: protocol.Traces,
+      new,
+      prev_signals,
+      immediate,
+      weights: Any,
   ) -> list:
     r"""The fused gradient of one step, one contraction per relation.
 

@@ -43,7 +43,7 @@ al.'s adaptive e-prop lets ``B`` follow ``W``'s updates).
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 from jax import lax
@@ -61,7 +61,9 @@ FEEDBACKS = ("symmetric", "random", "adaptive")
 PREFIX = state_layout.FEEDBACK_PREFIX
 
 
-def readout_relation(compiled, readout: Optional[str]) -> int:
+def readout_relation(
+    compiled: compiler_lib.CompiledStep, readout: Optional[str]
+) -> int:
   """The index of the readout relation that the feedback replaces.
 
   ``readout`` is the path of its weight (``"leaky_readout/w"``); ``None``
@@ -182,7 +184,7 @@ class Feedback(protocol.AlgorithmBase):
   def _drtrl(self) -> d_rtrl_lib.DRTRL:
     return d_rtrl_lib.DRTRL(max_cross_bytes=self.max_cross_bytes)
 
-  def window_forms(self, compiled) -> list:
+  def window_forms(self, compiled: compiler_lib.CompiledStep) -> list:
     return self._drtrl.window_forms(compiled)
 
   @property
@@ -197,7 +199,7 @@ class Feedback(protocol.AlgorithmBase):
   def cross_budget(self) -> Optional[int]:
     return self.max_cross_bytes
 
-  def _operand(self, compiled) -> tuple:
+  def _operand(self, compiled: compiler_lib.CompiledStep) -> tuple:
     """``(relation, operand name, shape)`` the feedback stands in for."""
     r = readout_relation(compiled, self.readout)
     shapes = recording.operand_shapes(compiled, r)
@@ -210,7 +212,7 @@ class Feedback(protocol.AlgorithmBase):
       )
     return r, wide[0], shapes[wide[0]]
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     entries = self._drtrl.init(compiled)
     if self.feedback != "symmetric":
       r, name, shape = self._operand(compiled)
@@ -220,16 +222,23 @@ class Feedback(protocol.AlgorithmBase):
       entries[PREFIX + str(r)] = b / np.sqrt(fan_in).astype(dtype)
     return entries
 
-  def _matrix(self, compiled, traces) -> Optional[tuple]:
+  def _matrix(
+      self, compiled: compiler_lib.CompiledStep, traces: protocol.Traces
+  ) -> Optional[tuple]:
     if self.feedback == "symmetric":
       return None
     r, name, _ = self._operand(compiled)
     return r, name, lax.stop_gradient(traces[PREFIX + str(r)])
 
-  def operands(self, compiled, params) -> list:
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any) -> list:
     return self._drtrl.operands(compiled, params)
 
-  def _with_feedback(self, compiled, traces, weights) -> list:
+  def _with_feedback(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      weights: Any,
+  ) -> list:
     """The operands with ``B``'s value in the readout's weight (its
     derivative still the weight's): the cross-group traces through the
     readout then carry the feedback too."""
@@ -243,7 +252,13 @@ class Feedback(protocol.AlgorithmBase):
     out[r][name] = w + lax.stop_gradient(b.astype(w.dtype) - w)
     return out
 
-  def roll(self, compiled, traces, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     new = self._drtrl.roll(
         compiled,
         traces,
@@ -259,7 +274,13 @@ class Feedback(protocol.AlgorithmBase):
       new[PREFIX + str(r)] = b
     return new
 
-  def roll_window(self, compiled, traces, records, operands) -> dict:
+  def roll_window(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      records: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     """D-RTRL's closed-form window roll; the adaptive matrix relaxes ``k``
     steps towards the (fixed) weight at once."""
     new = self._drtrl.roll_window(
@@ -278,7 +299,13 @@ class Feedback(protocol.AlgorithmBase):
       new[PREFIX + str(r)] = b
     return new
 
-  def solve(self, compiled, traces, signals, operands) -> list:
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      signals: protocol.Signals,
+      operands: Any,
+  ) -> list:
     return self._drtrl.solve(
         compiled,
         traces,
@@ -286,7 +313,7 @@ class Feedback(protocol.AlgorithmBase):
         self._with_feedback(compiled, traces, operands),
     )
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     if self.feedback == "symmetric":
       return self._drtrl.verdicts(compiled)
     r, _, _ = self._operand(compiled)
@@ -299,7 +326,7 @@ class Feedback(protocol.AlgorithmBase):
         out.append(protocol.with_reasons(v, "feedback_matrix"))
     return tuple(out)
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     if self.feedback == "symmetric":
       return ""
     r, _, _ = self._operand(compiled)
@@ -312,7 +339,7 @@ class Feedback(protocol.AlgorithmBase):
     )
 
 
-def _upstream(compiled, r, path) -> bool:
+def _upstream(compiled: compiler_lib.CompiledStep, r: int, path: str) -> bool:
   """Whether parameter ``path`` acts before relation ``r`` in the step (its
   credit crosses the readout backwards)."""
   program = compiled.program

@@ -49,6 +49,7 @@ from typing import (
 
 import jax
 
+from haiku_etp._src.compiler import recording
 from haiku_etp._src.compiler import compiler as compiler_lib
 
 FORMS = ("window", "fused")
@@ -186,35 +187,60 @@ class TraceAlgorithm(Protocol):
   why)`` per trace for ``report()``; ``fused_solve`` (the fused form).
   """
 
-  name: str
-  form: str
-  needs: StepNeeds
-  cross_budget: Optional[int]
+  @property
+  def name(self) -> str:
+    """The learner's name."""
 
-  def init(self, compiled) -> dict:
+  @property
+  def form(self) -> str:
+    """``"window"`` or ``"fused"``."""
+
+  @property
+  def needs(self) -> StepNeeds:
+    """What every step must record."""
+
+  @property
+  def cross_budget(self) -> Optional[int]:
+    """The ``max_cross_bytes`` the compiler plans with."""
+
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     """Zero traces ``{label: array}`` for the compiled step."""
 
-  def operands(self, compiled, params) -> Any:
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any) -> Any:
     """What ``solve`` gives gradients for, computed from ``params``
     (differentiably: the driver pulls ``solve`` back through its VJP)."""
 
-  def roll(self, compiled, traces: dict, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: dict,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     """The traces one step later, from the step's record."""
 
-  def solve(self, compiled, traces: dict, signals, operands) -> Any:
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: dict,
+      signals: "Signals",
+      operands: Any,
+  ) -> Any:
     """The trace term at a window's entry, shaped like ``operands``.
 
     ``signals`` are ``dL/dh`` at the entry: per group ``(*V, S)``, and, in
     the record's order, per hidden leaf (``signals.leaves``).
     """
 
-  def verdicts(self, compiled) -> tuple[ParameterVerdict, ...]:
+  def verdicts(
+      self, compiled: compiler_lib.CompiledStep
+  ) -> tuple[ParameterVerdict, ...]:
     """One :class:`ParameterVerdict` per parameter, in leaf order."""
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     """Text appended to the approximation warning (``""`` for none)."""
 
-  def check(self, compiled, traces: dict) -> None:
+  def check(self, compiled: compiler_lib.CompiledStep, traces: dict) -> None:
     """Raises ``ValueError`` when the traces do not fit (a budget)."""
 
 
@@ -262,7 +288,9 @@ class Signals(NamedTuple):
   leaves: list
 
 
-def step_needs(algorithm, compiled) -> StepNeeds:
+def step_needs(
+    algorithm: TraceAlgorithm, compiled: compiler_lib.CompiledStep
+) -> StepNeeds:
   """The :class:`StepNeeds` of ``algorithm`` on ``compiled``: its
   ``needs_for(compiled)`` where it defines one (needs that depend on the
   step), else its ``needs``."""
@@ -270,7 +298,7 @@ def step_needs(algorithm, compiled) -> StepNeeds:
   return algorithm.needs if needs_for is None else needs_for(compiled)
 
 
-def check_algorithm(algorithm) -> None:
+def check_algorithm(algorithm: TraceAlgorithm) -> None:
   """Raises ``TypeError`` unless ``algorithm`` follows the protocol."""
   if not isinstance(algorithm, TraceAlgorithm):
     missing = [

@@ -37,7 +37,7 @@ recurrent weight) and D-RTRL's traces for the rest.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +54,9 @@ from haiku_etp._src.learners.algorithms import d_rtrl as d_rtrl_lib
 _PREFIX = state_layout.INFLUENCE_PREFIX
 
 
-def _relation_dw(rel, xs, coefficients, weights) -> dict:
+def _relation_dw(
+    rel: compiler_lib.Relation, xs: Any, coefficients: Any, weights: Any
+) -> dict:
   """``{operand: (B, H, *w)}``: per sample and hidden value, the op's weight
   VJP summed over the steps, ``xs`` ``(k, B, ...)`` and ``coefficients``
   ``(k, B, H, *y[1:])`` in place of its output cotangent."""
@@ -108,7 +110,7 @@ class RTRL(protocol.AlgorithmBase):
         full_jacobian_params=self.params,
     )
 
-  def relation_form(self, compiled) -> bool:
+  def relation_form(self, compiled: compiler_lib.CompiledStep) -> bool:
     """Whether the immediate Jacobian is recorded per relation (``d h /
     d y_r`` and the inputs): every full parameter reaches the step only
     through ETP ops with the batch first in their output."""
@@ -120,7 +122,9 @@ class RTRL(protocol.AlgorithmBase):
         if rel.key in self._skipped(compiled)
     )
 
-  def needs_for(self, compiled) -> protocol.StepNeeds:
+  def needs_for(
+      self, compiled: compiler_lib.CompiledStep
+  ) -> protocol.StepNeeds:
     return dataclasses.replace(
         self.needs, relation_form=self.relation_form(compiled)
     )
@@ -129,7 +133,7 @@ class RTRL(protocol.AlgorithmBase):
   def cross_budget(self) -> Optional[int]:
     return self.max_cross_bytes if self.partial else 0
 
-  def full_paths(self, compiled) -> tuple[str, ...]:
+  def full_paths(self, compiled: compiler_lib.CompiledStep) -> tuple[str, ...]:
     """The parameters whose full influence is kept, in leaf order."""
     if self.params is None:
       return influence.temporal_paths(compiled)
@@ -141,7 +145,7 @@ class RTRL(protocol.AlgorithmBase):
       )
     return tuple(p for p in compiled.param_paths if p in set(self.params))
 
-  def _skipped(self, compiled) -> frozenset:
+  def _skipped(self, compiled: compiler_lib.CompiledStep) -> frozenset:
     """Relations left to the full influence: any that a full parameter
     feeds (D-RTRL's term would count it twice)."""
     full = set(self.full_paths(compiled))
@@ -151,12 +155,12 @@ class RTRL(protocol.AlgorithmBase):
         if any(full & set(paths) for paths in rel.weights.values())
     )
 
-  def _drtrl(self, compiled) -> d_rtrl_lib.DRTRL:
+  def _drtrl(self, compiled: compiler_lib.CompiledStep) -> d_rtrl_lib.DRTRL:
     return d_rtrl_lib.DRTRL(
         max_cross_bytes=self.max_cross_bytes, skip=self._skipped(compiled)
     )
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     hidden = influence.hidden_avals(compiled)
     batch = hidden[0].shape[0]
     num_h = sum(influence.size(a) // batch for a in hidden)
@@ -172,7 +176,7 @@ class RTRL(protocol.AlgorithmBase):
       entries.update(self._drtrl(compiled).init(compiled))
     return entries
 
-  def operands(self, compiled, params) -> tuple:
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any) -> tuple:
     """``(full parameters, D-RTRL's operands or None, params)``: the last,
     gradient-stopped, only pulls the relation form back to the parameters
     (its solve is zero)."""
@@ -185,7 +189,13 @@ class RTRL(protocol.AlgorithmBase):
     )
     return full, rest, jax.lax.stop_gradient(params)
 
-  def _influence(self, compiled, params, coefficients, xs) -> dict:
+  def _influence(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      params: Any,
+      coefficients: Any,
+      xs: Any,
+  ) -> dict:
     """``{path: (B, H, n)}``: summed over the steps (the leading axis of
     ``coefficients[r]`` ``(k, B, H, *y[1:])`` and ``xs[r]``), the relation
     form of ``d h / d theta`` with ``coefficients[r]`` in place of ``d h /
@@ -227,7 +237,13 @@ class RTRL(protocol.AlgorithmBase):
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(grads)))
     return {p: jnp.reshape(leaves[p], (batch, num_h, -1)) for p in paths}
 
-  def roll(self, compiled, entries, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     new = dict(entries)
     if self.partial:
       new.update(
@@ -256,7 +272,7 @@ class RTRL(protocol.AlgorithmBase):
       )
     return new
 
-  def window_forms(self, compiled) -> list:
+  def window_forms(self, compiled: compiler_lib.CompiledStep) -> list:
     """How a window of ``k > 1`` steps rolls the influence (and, with
     ``params=``, D-RTRL's traces)."""
     out = []
@@ -275,7 +291,13 @@ class RTRL(protocol.AlgorithmBase):
       out.extend(self._drtrl(compiled).window_forms(compiled))
     return out
 
-  def roll_window(self, compiled, entries, records, operands) -> dict:
+  def roll_window(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      records: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     r"""The influence after a window of ``k`` steps in closed form:
     :math:`M^{e+k} = \Phi M^e + \sum_t \Psi_t I_t` with :math:`\Psi_t
     = J^{e+k} \cdots J^{t+1}` from one reverse scan of ``H x H`` products
@@ -321,7 +343,13 @@ class RTRL(protocol.AlgorithmBase):
       )
     return new
 
-  def solve(self, compiled, entries, signals, operands) -> tuple:
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      entries: protocol.Traces,
+      signals: protocol.Signals,
+      operands: Any,
+  ) -> tuple:
     full, rest, params = operands
     g = jnp.concatenate(
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
@@ -338,7 +366,7 @@ class RTRL(protocol.AlgorithmBase):
     )
     return grads, rest_grads, jax.tree_util.tree_map(jnp.zeros_like, params)
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     full = set(self.full_paths(compiled))
     random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
     shared = {
@@ -365,7 +393,7 @@ class RTRL(protocol.AlgorithmBase):
         out.append(protocol.verdict(p, tuple(p.reasons) + shares))
     return tuple(out)
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     parts = []
     if influence.uses_rng(compiled):
       parts.append(

@@ -41,7 +41,7 @@ one product per stored pair of entries of the same parameter column.
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 import zlib
 
 import jax
@@ -125,7 +125,7 @@ class Pattern:
     return out
 
 
-def _probe_inputs(compiled, key):
+def _probe_inputs(compiled: compiler_lib.CompiledStep, key: Any):
   """Random ``(params, state, rng, x)`` in the compiled step's structure.
 
   Each leaf's draw depends on its path in that structure, not its position,
@@ -142,7 +142,7 @@ def _probe_inputs(compiled, key):
   scale = _SCALES[key]
   base = jax.random.PRNGKey(key)
 
-  def draw(path, aval):
+  def draw(path: tuple, aval):
     sub = jax.random.fold_in(
         base, zlib.crc32(tree_util.keystr(path).encode()) & 0x7FFFFFFF
     )
@@ -157,7 +157,9 @@ def _probe_inputs(compiled, key):
   return tree_util.tree_map_with_path(draw, avals)
 
 
-def structure(compiled, paths) -> tuple:
+def structure(
+    compiled: compiler_lib.CompiledStep, paths: Sequence[str]
+) -> tuple:
   """``(J, {path: I})``: boolean ``H x H`` and ``H x n`` nonzero patterns of
   the step's Jacobians, a union over samples and random draws."""
   with jax.ensure_compile_time_eval():
@@ -167,7 +169,14 @@ def structure(compiled, paths) -> tuple:
       entries = recording.hidden_entries(state)
       leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
 
-      def f(h, sub, state=state, params=params, rng=rng, x=x):
+      def f(
+          h,
+          sub,
+          state: Any = state,
+          params: Any = params,
+          rng: Optional[jax.Array] = rng,
+          x: Any = x,
+      ):
         st = recording.with_flat_hidden(state, entries, h)
         flat, tree = tree_util.tree_flatten(params)
         by_path = dict(zip(compiled.param_paths, flat))
@@ -202,7 +211,7 @@ _DENSE = ("etp_batched_dense",)
 _MAX_DEAD = 0.1
 
 
-def fast_applies(compiled, paths):
+def fast_applies(compiled: compiler_lib.CompiledStep, paths: Sequence[str]):
   """``{relation: live (I, O) mask}`` where SnAp can work on the relations'
   operands, else ``None``: every parameter in ``paths`` reaches the step
   only through dense ETP ops on batched inputs, and no weight has more than
@@ -240,7 +249,9 @@ class FastLayout:
   ``units`` ``(G,)`` and ``rows`` ``(G, k)``.
   """
 
-  def __init__(self, compiled, supports, closed, live):
+  def __init__(
+      self, compiled: compiler_lib.CompiledStep, supports, closed, live
+  ):
     self.closed = closed  # per relation
     self.live = live  # per relation, (I, O): the weight's unmasked entries
     self.classes = {}
@@ -264,13 +275,17 @@ class FastLayout:
         r: "bias" in compiled.relations[r].weights for r in supports
     }
 
-  def labels(self, compiled, r: int, c: int) -> tuple:
+  def labels(
+      self, compiled: compiler_lib.CompiledStep, r: int, c: int
+  ) -> tuple:
     key = compiled.relations[r].key
     k = self.classes[r][c][1].shape[1]
     return f"{_PREFIX}{key}/{k}", f"{_PREFIX}{key}/{k}:bias"
 
 
-def fast_structure(compiled, n: int, live: dict) -> FastLayout:
+def fast_structure(
+    compiled: compiler_lib.CompiledStep, n: int, live: dict
+) -> FastLayout:
   """The operand-space pattern: ``J``'s and each relation's ``deltas``'
   nonzeros at two random points, grown by ``n - 1`` steps of ``J``."""
   with jax.ensure_compile_time_eval():
@@ -350,7 +365,7 @@ class SnAp(protocol.AlgorithmBase):
           f"{self.max_trace_bytes!r}."
       )
 
-  def _plan(self, compiled) -> tuple:
+  def _plan(self, compiled: compiler_lib.CompiledStep) -> tuple:
     """``("fast", FastLayout)`` or ``("general", (patterns, closed))``,
     cached per step and ``n``."""
     key = (id(compiled), self.n)
@@ -377,15 +392,17 @@ class SnAp(protocol.AlgorithmBase):
     kind, plan = self._plan(compiled)
     return plan if kind == "general" else None
 
-  def needs_for(self, compiled) -> protocol.StepNeeds:
+  def needs_for(
+      self, compiled: compiler_lib.CompiledStep
+  ) -> protocol.StepNeeds:
     if self._plan(compiled)[0] == "fast":
       return protocol.StepNeeds(per_position=False, replay=True)
     return self.needs
 
-  def _batch(self, compiled) -> int:
+  def _batch(self, compiled: compiler_lib.CompiledStep) -> int:
     return influence.hidden_avals(compiled)[0].shape[0]
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     kind, plan = self._plan(compiled)
     batch = self._batch(compiled)
     entries = {}
@@ -407,13 +424,19 @@ class SnAp(protocol.AlgorithmBase):
       entries[_PREFIX + path] = jnp.zeros(shape, dtype)
     return entries
 
-  def operands(self, compiled, params):
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any):
     if self._plan(compiled)[0] == "fast":
       return params, recording.relation_weights(compiled, params)
     leaves = dict(zip(compiled.param_paths, tree_util.tree_leaves(params)))
     return {p: leaves[p] for p in influence.temporal_paths(compiled)}
 
-  def roll(self, compiled, traces, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     kind, plan = self._plan(compiled)
     if kind == "fast":
       return self._fast_roll(compiled, plan, traces, record, operands)
@@ -449,7 +472,14 @@ class SnAp(protocol.AlgorithmBase):
       new[_PREFIX + path] = padded[:, pat.position].astype(m.dtype)
     return new
 
-  def _fast_roll(self, compiled, plan, traces, record, operands) -> dict:
+  def _fast_roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      plan: Any,
+      traces: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     params, _ = operands
     state, rng, x = record.replay
     j, deltas, xs = recording.relation_jacobian(compiled, params, state, rng, x)
@@ -488,7 +518,13 @@ class SnAp(protocol.AlgorithmBase):
           new[b_label] = rolled_b + d_g
     return new
 
-  def solve(self, compiled, traces, signals, operands):
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      signals: protocol.Signals,
+      operands: Any,
+  ):
     kind, plan = self._plan(compiled)
     g = jnp.concatenate(
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
@@ -532,7 +568,7 @@ class SnAp(protocol.AlgorithmBase):
       grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
     return grads
 
-  def _closed(self, compiled) -> dict:
+  def _closed(self, compiled: compiler_lib.CompiledStep) -> dict:
     """``{parameter path: closed}``."""
     kind, plan = self._plan(compiled)
     if kind == "general":
@@ -545,7 +581,7 @@ class SnAp(protocol.AlgorithmBase):
             closed[p] = closed[p] and ok
     return closed
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     closed = self._closed(compiled)
     random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
     if self._plan(compiled)[0] == "fast":
@@ -561,7 +597,7 @@ class SnAp(protocol.AlgorithmBase):
       out.append(protocol.verdict(p, reasons, compiler_lib.ParameterRole.FULL))
     return tuple(out)
 
-  def stored(self, compiled) -> tuple:
+  def stored(self, compiled: compiler_lib.CompiledStep) -> tuple:
     """``(kept, full)``: influence entries per sample that SnAp stores and
     that RTRL would."""
     kind, plan = self._plan(compiled)
@@ -587,7 +623,7 @@ class SnAp(protocol.AlgorithmBase):
     )
     return kept, full
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     if all(self._closed(compiled).values()):
       return ""
     kept, full = self.stored(compiled)
@@ -615,6 +651,6 @@ class SnAp(protocol.AlgorithmBase):
     )
 
 
-def stored_entries(compiled, n: int) -> int:
+def stored_entries(compiled: compiler_lib.CompiledStep, n: int) -> int:
   """Influence entries per sample that SnAp-n stores for ``compiled``."""
   return SnAp(n=n).stored(compiled)[0]

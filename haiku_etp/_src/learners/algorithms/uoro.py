@@ -36,6 +36,7 @@ transpose of its VJP).
 
 import dataclasses
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ class UORO(protocol.AlgorithmBase):
         per_position=False, replay=True, random_projection=self.projection
     )
 
-  def init(self, compiled) -> dict:
+  def init(self, compiled: compiler_lib.CompiledStep) -> dict:
     hidden = influence.hidden_avals(compiled)
     batch = hidden[0].shape[0]
     num_h = sum(influence.size(a) // batch for a in hidden)
@@ -99,7 +100,7 @@ class UORO(protocol.AlgorithmBase):
         entries[label] = jnp.zeros((batch, math.prod(shape)), avals[path].dtype)
     return entries
 
-  def _pieces(self, compiled) -> dict:
+  def _pieces(self, compiled: compiler_lib.CompiledStep) -> dict:
     """``{path: piece shapes}``: theta is kept in the pieces in which the
     step records ``I^T nu`` (a GRU's gates apart), so that each piece's
     update is one fused pass."""
@@ -108,11 +109,17 @@ class UORO(protocol.AlgorithmBase):
     )
     return {p: shapes for p, (_, shapes) in layout.items()}
 
-  def operands(self, compiled, params):
+  def operands(self, compiled: compiler_lib.CompiledStep, params: Any):
     leaves = dict(zip(compiled.param_paths, jax.tree_util.tree_leaves(params)))
     return params, {p: leaves[p] for p in influence.temporal_paths(compiled)}
 
-  def roll(self, compiled, traces, record, operands) -> dict:
+  def roll(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      record: recording.StepRecord,
+      operands: Any,
+  ) -> dict:
     params, _ = operands
     state, rng, x = record.replay
     nu = record.projection.nu
@@ -142,7 +149,13 @@ class UORO(protocol.AlgorithmBase):
         ).astype(theta.dtype)
     return new
 
-  def solve(self, compiled, traces, signals, operands):
+  def solve(
+      self,
+      compiled: compiler_lib.CompiledStep,
+      traces: protocol.Traces,
+      signals: protocol.Signals,
+      operands: Any,
+  ):
     leaves = operands[1]
     g = jnp.concatenate(
         [jnp.reshape(s, (s.shape[0], -1)) for s in signals.leaves], axis=-1
@@ -159,7 +172,7 @@ class UORO(protocol.AlgorithmBase):
       grads[path] = jnp.reshape(dw, jnp.shape(leaf)).astype(leaf.dtype)
     return jax.tree_util.tree_map(jnp.zeros_like, operands[0]), grads
 
-  def verdicts(self, compiled) -> tuple:
+  def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     out = []
     for p in compiled.parameters:
       if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
@@ -172,7 +185,7 @@ class UORO(protocol.AlgorithmBase):
         )
     return tuple(out)
 
-  def note(self, compiled) -> str:
+  def note(self, compiled: compiler_lib.CompiledStep) -> str:
     del compiled
     return (
         "uoro_rank_one: UORO estimates each sample's influence by one "

@@ -24,6 +24,7 @@ relations' inputs held; the traces are rolled, then the algorithm's
 fused form").
 """
 
+from typing import Any
 import jax
 from jax import tree_util
 import jax.numpy as jnp
@@ -34,7 +35,9 @@ from haiku_etp._src.learners.forms import sequence
 from haiku_etp._src.learners.forms import window as window_lib
 
 
-def gradient(problem, params, model_state, trace, inputs):
+def gradient(
+    problem, params: Any, model_state: Any, trace: protocol.Traces, inputs: Any
+):
   """One step's ``(grads, model_state, trace, losses, aux)`` in the fused
   form; ``inputs`` are ``(rngs, xs, ys, masks)`` with a leading axis of 1."""
   compiled, algorithm = problem.compiled, problem.algorithm

@@ -24,10 +24,14 @@ step (the window form's order, contraction then roll, both reading the entry
 traces, makes it copy). The sums are the window form's.
 """
 
+from typing import Any
+
+import jax
 from jax import lax
 from jax import tree_util
 import jax.numpy as jnp
 
+from haiku_etp._src.learners.algorithms import protocol
 from haiku_etp._src.learners.forms import sequence
 from haiku_etp._src.learners.forms import window as window_lib
 
@@ -42,7 +46,9 @@ def check_order(order: str) -> None:
     raise ValueError(f"roll_order must be one of {ORDERS}, got {order!r}.")
 
 
-def sequence_gradient(problem, params, model_state, trace, inputs):
+def sequence_gradient(
+    problem, params: Any, model_state: Any, trace: protocol.Traces, inputs: Any
+):
   """``(grads, model_state, trace, losses, aux)`` over a whole sequence of
   one-step windows; ``inputs`` are ``(rngs, xs, ys, masks)``, time-leading.
 
@@ -66,7 +72,7 @@ def sequence_gradient(problem, params, model_state, trace, inputs):
       tree_util.tree_map(lambda v: v[:1], inputs),
   )
 
-  def body(carry, i):
+  def body(carry, i: jax.Array):
     model_state, trace, grads, pending = carry
     # The records are carried as the step returns them (window axis first)
     # and sliced here: sliced before the carry, XLA copied carried values

@@ -30,6 +30,7 @@ import numpy as np
 
 from haiku_etp._src.core import checks
 
+
 def time_length(xs: Any, name: str = "xs") -> int:
   """The shared leading (time) length of the leaves of ``xs``.
 
@@ -178,7 +179,9 @@ def step_loss(loss: jax.Array, mask_t: Optional[jax.Array]) -> jax.Array:
   return jnp.sum(mask_t * loss) / loss.shape[0]
 
 
-def mean_count(mask: Optional[jax.Array], num_steps: int, dtype) -> jax.Array:
+def mean_count(
+    mask: Optional[jax.Array], num_steps: int, dtype: Any
+) -> jax.Array:
   """What ``reduction="mean"`` divides by: the unmasked steps.
 
   ``T`` without a mask, ``sum_t mask[t]`` for a ``(T,)`` mask and
@@ -226,7 +229,7 @@ def scan_windows(
     carry, outs = window_fn(carry, cut(0, k))
   else:
 
-    def body(carry, i):
+    def body(carry, i: jax.Array):
       piece = tree_util.tree_map(
           lambda v: lax.dynamic_slice_in_dim(v, i * k, k), inputs
       )
@@ -240,7 +243,7 @@ def scan_windows(
   return carry, outs
 
 
-def scan_steps(step_fn, carry, inputs, length: int):
+def scan_steps(step_fn, carry, inputs: Any, length: int):
   """``lax.scan`` of ``step_fn``, called directly for a single step.
 
   A one-step window (the online rule) is the hot path; calling the step
@@ -278,7 +281,7 @@ def check_remat(remat):
   return remat
 
 
-def scan_remat(step_fn, carry, inputs, length: int, segment: int):
+def scan_remat(step_fn, carry, inputs: Any, length: int, segment: int):
   """:func:`scan_steps` with the steps grouped into segments of ``segment``
   steps, each under ``jax.checkpoint``: differentiated, only the carries
   at segment boundaries are stored and each segment's forward pass is

@@ -27,8 +27,9 @@ the traces at the entry; :func:`roll` then moves the traces through the
 window's steps (``docs/design.md``, "The window form").
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+import haiku as hk
 import jax
 from jax import lax
 from jax import tree_util
@@ -42,7 +43,13 @@ from haiku_etp._src.learners.forms import sequence
 StepFn = Callable[..., tuple[Any, Any, Any]]
 
 
-def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
+def call_loss(
+    loss_fn: Callable[..., Any],
+    out,
+    y: Any,
+    mask_t: Optional[jax.Array],
+    has_aux: bool,
+):
   """``(loss, aux)`` of one step, the mask applied (``sequence.step_loss``)."""
   res = loss_fn(out, y)
   if has_aux:
@@ -63,7 +70,9 @@ def call_loss(loss_fn, out, y, mask_t, has_aux: bool):
   return sequence.step_loss(loss, mask_t), aux
 
 
-def with_hidden(model_state, hidden_paths, values) -> dict:
+def with_hidden(
+    model_state: Any, hidden_paths: Sequence[tuple[str, str]], values: Any
+) -> dict:
   """A copy of ``model_state`` with the hidden entries set to ``values``."""
   state = {m: dict(e) for m, e in model_state.items()}
   for (m, n), v in zip(hidden_paths, values):
@@ -94,11 +103,11 @@ class InWindow(NamedTuple):
 
 def in_window(
     step_fn: StepFn,
-    loss_fn,
-    params,
-    model_state,
-    hidden_paths,
-    inputs,
+    loss_fn: Callable[..., Any],
+    params: Any,
+    model_state: Any,
+    hidden_paths: Sequence[tuple[str, str]],
+    inputs: Any,
     *,
     has_aux: bool,
     remat=None,
@@ -149,7 +158,11 @@ def in_window(
   return InWindow(grads, signals, losses, auxes, recs, state)
 
 
-def group_signals(compiled, hidden_paths, signals) -> list:
+def group_signals(
+    compiled: compiler_lib.CompiledStep,
+    hidden_paths: Sequence[tuple[str, str]],
+    signals: Sequence[jax.Array],
+) -> list:
   """Per group, the learning signal ``(*V, S)`` from per-leaf signals."""
   pos = {path: i for i, path in enumerate(hidden_paths)}
   out = []
@@ -162,7 +175,13 @@ def group_signals(compiled, hidden_paths, signals) -> list:
   return out
 
 
-def trace_term(compiled, algorithm, trace, signals, params):
+def trace_term(
+    compiled: compiler_lib.CompiledStep,
+    algorithm: protocol.TraceAlgorithm,
+    trace: protocol.Traces,
+    signals: protocol.Signals,
+    params: Any,
+):
   """The trace contraction, pulled back from the operands to ``params``.
 
   Args:
@@ -181,7 +200,14 @@ def trace_term(compiled, algorithm, trace, signals, params):
   return grads, operands
 
 
-def roll(compiled, algorithm, trace, records, operands, length: int):
+def roll(
+    compiled: compiler_lib.CompiledStep,
+    algorithm: protocol.TraceAlgorithm,
+    trace: protocol.Traces,
+    records: recording.StepRecord,
+    operands: Any,
+    length: int,
+):
   """Moves the traces through the window's ``length`` steps: in closed form
   where the algorithm has ``roll_window`` and ``length > 1``, else one
   ``roll`` per step."""
@@ -193,7 +219,9 @@ def roll(compiled, algorithm, trace, records, operands, length: int):
   return trace
 
 
-def feedback_matrices(needs, trace) -> dict:
+def feedback_matrices(
+    needs: protocol.StepNeeds, trace: protocol.Traces
+) -> dict:
   """``{relation index: B}`` from the traces' entries that ``needs.feedback``
   names (empty without)."""
   prefix = needs.feedback
@@ -206,12 +234,19 @@ def feedback_matrices(needs, trace) -> dict:
   }
 
 
-def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
+def recording_step_fn(
+    compiled: compiler_lib.CompiledStep,
+    model: hk.TransformedWithState,
+    needs: protocol.StepNeeds,
+    feedback=None,
+) -> StepFn:
   """The step through the compiled program, recording what ``needs`` asks
   (a :class:`~haiku_etp._src.learners.algorithms.protocol.StepNeeds`); ``feedback`` is
   ``{relation index: B}`` (:func:`feedback_matrices`)."""
-  paths = needs.full_jacobian_params
-  if paths is None:
+  paths: Sequence[str]
+  if needs.full_jacobian_params is not None:
+    paths = needs.full_jacobian_params
+  else:
     paths = [
         p.path
         for p in compiled.parameters
@@ -227,7 +262,7 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
       else frozenset()
   )
 
-  def step(p, st, rng, x):
+  def step(p, st, rng: Optional[jax.Array], x: Any):
     out, new_state, record = recording.run_step(
         compiled,
         p,
@@ -246,7 +281,7 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
       record = record._replace(full=full)
     if needs.replay:
       record = record._replace(replay=(st, rng, x))
-    if by_relations:
+    if by_relations and needs.random_projection is not None:
       projection = recording.relation_projection(
           compiled, p, st, rng, x, paths, needs.random_projection
       )
@@ -261,10 +296,10 @@ def recording_step_fn(compiled, model, needs, feedback=None) -> StepFn:
   return step
 
 
-def plain_step_fn(model) -> StepFn:
+def plain_step_fn(model: hk.TransformedWithState) -> StepFn:
   """The model's own ``apply``, without a record (BPTT)."""
 
-  def step(p, st, rng, x):
+  def step(p, st, rng: Optional[jax.Array], x: Any):
     out, st = model.apply(p, st, rng, x)
     return out, st, None
 
@@ -312,7 +347,13 @@ class Terms(NamedTuple):
   aux: Any
 
 
-def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
+def terms(
+    problem: Problem,
+    params: Any,
+    model_state: Any,
+    trace: protocol.Traces,
+    inputs: Any,
+) -> Terms:
   """The in-window VJP plus the entry traces' contraction of one window.
 
   ``problem.algorithm`` is ``None`` for BPTT (no traces: the in-window term
@@ -354,7 +395,13 @@ def terms(problem: Problem, params, model_state, trace, inputs) -> Terms:
   return Terms(grads, w.state, w.records, operands, w.losses, w.aux)
 
 
-def gradient(problem: Problem, params, model_state, trace, inputs):
+def gradient(
+    problem: Problem,
+    params: Any,
+    model_state: Any,
+    trace: protocol.Traces,
+    inputs: Any,
+):
   """One window's ``(grads, model_state, trace, losses, aux)``, the traces
   rolled through it; ``inputs`` are ``(rngs, xs, ys, masks)``, k-leading."""
   t = terms(problem, params, model_state, trace, inputs)
