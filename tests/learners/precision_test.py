@@ -72,7 +72,9 @@ class TraceDtypeTest(parameterized.TestCase):
     rng = jax.random.PRNGKey(1)
     fn = jax.jit(low.sequence_grad(testing.mse))
     result = fn(params, low_state, rng, xs, ys)
-    reference = full.sequence_grad(testing.mse)(params, full_state, rng, xs, ys)
+    reference = jax.jit(full.sequence_grad(testing.mse))(
+        params, full_state, rng, xs, ys
+    )
     traces = low.traces(result.state)
     feedback = {k for k in traces if "feedback:" in k}
     for k, v in traces.items():

@@ -397,7 +397,7 @@ class SparseLearnerTest(absltest.TestCase):
         warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
         learner = haiku_etp.make_learner(name, model)
         full = learner.init_state(params, state, None, xs[0])
-        got = learner.sequence_grad(testing.mse)(
+        got = jax.jit(learner.sequence_grad(testing.mse))(
             params, full, jax.random.PRNGKey(1), xs, ys
         ).grads
         np.testing.assert_array_equal(got["rec"]["w"][off], 0.0)

@@ -27,7 +27,9 @@ from absl.testing import flagsaver
 from experiments import common
 from experiments.benchmarks import benchmark
 
-_MODELS = ("conv_lif", "eprop")
+# Every learner and window on one model; the conv model through one
+# learner and BPTT (test_conv_model_runs): the rows are built the same way.
+_MODELS = ("eprop",)
 _LEARNERS = (
     "d_rtrl",
     "es_d_rtrl",
@@ -134,6 +136,16 @@ class BenchmarkTest(absltest.TestCase):
         for g in payload["memory_growth"]
     }
     self.assertCountEqual(growth, {key[:3] for key in expected})
+
+  def test_conv_model_runs(self):
+    rows = self.run_benchmark((4,), ("conv_lif",), ("d_rtrl", "bptt"))["rows"]
+    self.assertEqual(
+        [(r["model"], r["learner"]) for r in rows],
+        [("conv_lif", "d_rtrl"), ("conv_lif", "bptt")],
+    )
+    for row in rows:
+      self.assertTrue(_positive_finite(row["ms_per_step"]), row)
+      self.assertTrue(_positive_finite(row["compiled_bytes"]), row)
 
   def test_over_budget_is_reported_not_run(self):
     rows = self.run_benchmark((4,), ("eprop",), (_OVER, "bptt"))["rows"]

@@ -56,7 +56,7 @@ def _data(model, num_in, scale=1.0):
 
 def _grads(learner, params, xs, ys):
   _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  return learner.sequence_grad(_loss)(params, state, None, xs, ys)
+  return jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
 
 
 def _max_diff(a, b) -> float:
@@ -223,7 +223,7 @@ class FeedbackTest(absltest.TestCase):
     _, state = learner.init(jax.random.PRNGKey(0), xs[0])
     b = learner.traces(state)["shared:feedback:2"]
     self.assertEqual(b.shape, (4, 2))
-    result = learner.sequence_grad(_loss)(params, state, None, xs, ys)
+    result = jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
     oracle = _grads(haiku_etp.bptt(net(True, b)), params, xs, ys).grads
     self.assertLess(_max_diff(result.grads, oracle), 1e-12)
     self.assertLess(
@@ -285,7 +285,7 @@ class FeedbackTest(absltest.TestCase):
     learner = haiku_etp.rflo(model, feedback_seed=1)
     _, state = learner.init(jax.random.PRNGKey(0), xs[0])
     b = np.asarray(learner.traces(state)["shared:feedback:2"])
-    result = learner.sequence_grad(_loss)(params, state, None, xs, ys)
+    result = jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
     p = jax.tree_util.tree_map(np.asarray, params)
     w_in, b_in = p["leaky_rnn/linear"]["w"], p["leaky_rnn/linear"]["b"]
     w_h, w_out = p["leaky_rnn/linear_1"]["w"], p["out"]["w"]

@@ -54,7 +54,9 @@ def _seed_means(projection):
   ys = jax.random.normal(jax.random.PRNGKey(2), (4, 1, 2), jnp.float64)
   exact = haiku_etp.rtrl(model)
   params, state = exact.init(jax.random.PRNGKey(0), xs[0])
-  reference = exact.sequence_grad(_loss)(params, state, None, xs, ys).grads
+  reference = jax.jit(exact.sequence_grad(_loss))(
+      params, state, None, xs, ys
+  ).grads
   uoro = haiku_etp.uoro(model, projection=projection)
   _, uoro_state = uoro.init(jax.random.PRNGKey(0), xs[0])
   grad = uoro.sequence_grad(_loss)
@@ -124,7 +126,7 @@ class UsageTest(absltest.TestCase):
     learner = haiku_etp.uoro(spiking)
     xs = 3.0 * jax.random.normal(jax.random.PRNGKey(3), (5, 2, 3))
     params, state = learner.init(jax.random.PRNGKey(0), xs[0])
-    result = learner.sequence_grad(_loss)(
+    result = jax.jit(learner.sequence_grad(_loss))(
         params, state, jax.random.PRNGKey(1), xs, jnp.zeros((5, 2, 2))
     )
     for leaf in jax.tree_util.tree_leaves(result.grads):
