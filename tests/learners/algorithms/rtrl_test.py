@@ -104,7 +104,7 @@ class ExactTest(parameterized.TestCase):
 
   @parameterized.product(name=sorted(_STEPS), window=(1, 3))
   def test_equals_bptt(self, name, window):
-    model, params, state, xs, ys = _problem(name, 30 if window == 1 else 10)
+    model, params, state, xs, ys = _problem(name, 12 if window == 1 else 10)
     reference, ref_losses = testing.bptt_grads(
         model, testing.mse, params, state, None, xs, ys
     )
