@@ -32,14 +32,15 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
 
 # One compilation cache for the session: the pipeline tests build the same
 # programs from fresh closures (a resumed run, a baseline run), which the
-# in-memory caches cannot see.
+# in-memory caches cannot see, and many tests compile the same small steps;
+# every program that takes 50 ms or more to compile is kept.
 # The directory is new for each session (set here in the controller, inherited
 # by the xdist workers), so no run is faster for what an earlier one compiled.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
       prefix="haiku_etp_jax_cache_"
   )
-  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
 
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
