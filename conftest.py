@@ -14,7 +14,7 @@
 # ==============================================================================
 """pytest set-up: four host CPU devices, so pmap is tested without accelerators.
 
-The flags must be set before JAX starts, hence here rather than in a test.
+The flag must be set before JAX starts, hence here rather than in a test.
 absltest's temporary-directory helpers read absl flags, which pytest never
 parses; they are marked parsed (with their defaults) here.
 """
@@ -24,18 +24,11 @@ import tempfile
 
 from absl import flags
 
-# Four host devices; and the backend's code generated without optimization:
-# the tests' programs are small and run a few times, so compiling them is
-# most of their cost (a fifth less with this flag), and XLA's graph passes,
-# which fix what a program computes, are unchanged.
-for _FLAG in (
-    "--xla_force_host_platform_device_count=4",
-    "--xla_backend_optimization_level=0",
-):
-  if _FLAG.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " " + _FLAG
-    ).strip()
+_FLAG = "--xla_force_host_platform_device_count=4"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") + " " + _FLAG
+  ).strip()
 
 # One compilation cache for the session: the pipeline tests build the same
 # programs from fresh closures (a resumed run, a baseline run), which the
