@@ -88,7 +88,7 @@ def _trace_bytes(example, name, run) -> int:
     # The row lists the approximate parameters instead.
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
     _, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), run.xs[0])
-  return timing.nbytes(state[f"~etp/{learner.name}"]) // run.xs.shape[1]
+  return timing.nbytes(learner.traces(state)) // run.xs.shape[1]
 
 
 def report_row(example, num_steps, batch_size, window, dtype) -> dict:

@@ -301,14 +301,7 @@ def network(sizes, density, learners, batch, steps, updates, repeats):
             "kind": kind,
             "learner": learner_name,
             "param_mib": timing.nbytes(shapes[0]) / 2**20,
-            "trace_mib": timing.nbytes(
-                [
-                    v
-                    for k, v in jax.tree_util.tree_leaves_with_path(shapes[1])
-                    if "~etp/" + learner.name in jax.tree_util.keystr(k)
-                ]
-            )
-            / 2**20,
+            "trace_mib": timing.nbytes(learner.traces(shapes[1])) / 2**20,
             "compiled_mib": (
                 mem.argument_size_in_bytes
                 + mem.temp_size_in_bytes

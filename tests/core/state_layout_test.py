@@ -45,10 +45,6 @@ class StateLayoutTest(absltest.TestCase):
     zeroed = state_layout.zeros_like(entries)
     np.testing.assert_array_equal(zeroed["shared:feedback:0"], 1.0)
     np.testing.assert_array_equal(zeroed["x:r"], 0.0)
-    self.assertEqual(
-        list(state_layout.with_prefix(entries, "shared:")),
-        ["shared:feedback:0"],
-    )
 
   def test_learners_lay_out_their_state_by_the_keys(self):
     model = hk.transform_with_state(_step)

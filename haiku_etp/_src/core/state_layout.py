@@ -76,10 +76,3 @@ def zeros_like(entries: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
   return {
       k: v if is_shared(k) else jnp.zeros_like(v) for k, v in entries.items()
   }
-
-
-def with_prefix(
-    entries: Mapping[str, jax.Array], prefix: str
-) -> dict[str, jax.Array]:
-  """The entries whose labels start with ``prefix``."""
-  return {k: v for k, v in entries.items() if k.startswith(prefix)}
