@@ -24,6 +24,7 @@ loaded and its overrides applied), without running it.
 
 import contextlib
 import glob
+import json
 import io
 import os
 import re
@@ -72,15 +73,34 @@ def _commands(path):
   return commands
 
 
-# Parses one command line of a binary with its flags, as its main would,
-# then stops.
+# Parses command lines of the binaries with their flags, as their mains
+# would, then stops. One interpreter imports what the binaries share (JAX,
+# Haiku, the library, the pipeline) once; each command is parsed in a forked
+# child, since two binaries define flags of the same name. Nothing here
+# starts a JAX backend, so forking is safe. Prints one line per failure.
 _PARSE = """
-import importlib, sys
+import importlib, json, os, sys, traceback
 from absl import flags
-module = importlib.import_module(sys.argv[1])
-flags.FLAGS(sys.argv[1:])
-if "config" in flags.FLAGS and flags.FLAGS["config"].present:
-  flags.FLAGS.config  # loads the file and applies the overrides
+import experiments.training  # noqa: F401  (the shared, heavy imports)
+failed = 0
+for module, argv in json.loads(sys.argv[1]):
+  pid = os.fork()
+  if pid == 0:
+    try:
+      sys.argv = [module] + argv  # config_flags reads its overrides here
+      importlib.import_module(module)
+      flags.FLAGS([module] + argv)
+      if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+        flags.FLAGS.config  # loads the file and applies the overrides
+    except BaseException:
+      traceback.print_exc()
+      os._exit(1)
+    os._exit(0)
+  _, status = os.waitpid(pid, 0)
+  if status:
+    failed += 1
+    print("FAILED:", module, " ".join(argv), file=sys.stderr)
+sys.exit(1 if failed else 0)
 """
 
 _PAGES = _pages()
@@ -111,28 +131,19 @@ class PagesTest(parameterized.TestCase):
   def test_commands_parse(self):
     commands = sorted({c for p in _PAGES for c in _commands(p)})
     self.assertNotEmpty(commands)
+    parsed = [shlex.split(c) for c in commands]
+    jobs = json.dumps([(argv[2], argv[3:]) for argv in parsed])
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    # A few at a time: each is an interpreter importing JAX.
-    for start in range(0, len(commands), 4):
-      running = []
-      for command in commands[start : start + 4]:
-        argv = shlex.split(command)
-        running.append(
-            (
-                command,
-                subprocess.Popen(
-                    [sys.executable, "-c", _PARSE, argv[2]] + argv[3:],
-                    cwd=_ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                ),
-            )
-        )
-      for command, process in running:
-        _, stderr = process.communicate(timeout=300)
-        self.assertEqual(process.returncode, 0, f"{command}\n{stderr[-2000:]}")
+    process = subprocess.run(
+        [sys.executable, "-c", _PARSE, jobs],
+        cwd=_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
+    self.assertEqual(process.returncode, 0, process.stderr[-4000:])
 
 
 def _reference_names(rst):
