@@ -48,6 +48,7 @@ from haiku_etp._src.learners.factories import uoro
 from haiku_etp._src.learners.factories import eprop
 from haiku_etp._src.learners.factories import snap
 from haiku_etp._src.learners.factories import rflo
+from haiku_etp._src.modules.cores import RNNCoreStep
 from haiku_etp._src.modules.layers import Conv1D
 from haiku_etp._src.modules.layers import Conv2D
 from haiku_etp._src.modules.layers import Conv3D
@@ -163,6 +164,7 @@ __all__ = (
     "MinGRU",
     "MinLSTM",
     "ParameterVerdict",
+    "RNNCoreStep",
     "RecurrentALIF",
     "RecurrentLIF",
     "SequenceResult",

@@ -19,6 +19,7 @@ import doctest
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from haiku_etp._src.modules import cores
 from haiku_etp._src.ops import conv
 from haiku_etp._src.ops import dense
 from haiku_etp._src.ops import elementwise
@@ -36,6 +37,7 @@ class DoctestTest(parameterized.TestCase):
 
   @parameterized.parameters(
       conv,
+      cores,
       dense,
       elementwise,
       factories,
