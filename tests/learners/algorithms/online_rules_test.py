@@ -23,6 +23,9 @@ BPTT of the network whose readout passes the error back through ``B``, is
 fixed by its seed, shared by the samples and kept across resets and
 checkpoints; the adaptive feedback relaxes toward the readout. RFLO's
 traces and gradient are a direct NumPy recurrence on 3 units.
+
+A test's data and parameters come from one compiled program, and the
+sequences it compares from another (``test_util.fast_jit``).
 """
 
 import warnings
@@ -36,6 +39,7 @@ import numpy as np
 import haiku_etp
 from haiku_etp._src.testing import descriptors
 from haiku_etp._src.learners.algorithms import snap as snap_lib
+from tests import test_util
 
 _T, _B = 4, 2
 
@@ -45,18 +49,35 @@ def _loss(out, y):
 
 
 def _data(model, num_in, scale=1.0):
-  xs = scale * jax.random.normal(
-      jax.random.PRNGKey(1), (_T, _B, num_in), jnp.float64
-  )
-  params, state = haiku_etp.bptt(model).init(jax.random.PRNGKey(0), xs[0])
-  out, _ = model.apply(params, state, None, xs[0])
-  ys = jax.random.normal(jax.random.PRNGKey(2), (_T,) + out.shape, out.dtype)
-  return params, xs, ys
+  """``(params, model state, xs, ys)``, drawn in one compiled program."""
+
+  def draw():
+    xs = scale * jax.random.normal(
+        jax.random.PRNGKey(1), (_T, _B, num_in), jnp.float64
+    )
+    params, state = model.init(jax.random.PRNGKey(0), xs[0])
+    out, _ = model.apply(params, state, None, xs[0])
+    ys = jax.random.normal(jax.random.PRNGKey(2), (_T,) + out.shape, out.dtype)
+    return params, state, xs, ys
+
+  return test_util.fast_jit(draw)()
 
 
-def _grads(learner, params, xs, ys):
-  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  return jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
+def _grads(learners, params, state, xs, ys, states=None):
+  """``{key: SequenceResult}`` of ``learners`` (``{key: learner}``), each
+  from ``states[key]`` or else its fresh entry state, in one program."""
+  states = dict(states or {})
+  for k, learner in learners.items():
+    if k not in states:
+      states[k] = learner.init_state(params, state, None, xs[0])
+
+  def run(params, states, xs, ys):
+    return {
+        k: learner.sequence_grad(_loss)(params, states[k], None, xs, ys)
+        for k, learner in learners.items()
+    }
+
+  return test_util.fast_jit(run)(params, states, xs, ys)
 
 
 def _max_diff(a, b) -> float:
@@ -99,19 +120,24 @@ class SnApTest(absltest.TestCase):
     model = hk.transform_with_state(
         lambda x: haiku_etp.Linear(2)(haiku_etp.GRU(3)(x))
     )
-    params, xs, ys = _data(model, 2)
-    exact = _grads(haiku_etp.rtrl(model), params, xs, ys).grads
-    self.assertLess(
-        _max_diff(
-            _grads(haiku_etp.snap(model, 2), params, xs, ys).grads, exact
-        ),
-        1e-10,
-    )
+    params, model_state, xs, ys = _data(model, 2)
     snap1 = haiku_etp.snap(model, 1)
-    self.assertGreater(
-        _max_diff(_grads(snap1, params, xs, ys).grads, exact), 1e-4
+    state = snap1.init_state(params, model_state, None, xs[0])
+    results = _grads(
+        {
+            "rtrl": haiku_etp.rtrl(model),
+            "snap2": haiku_etp.snap(model, 2),
+            "snap1": snap1,
+        },
+        params,
+        model_state,
+        xs,
+        ys,
+        states={"snap1": state},
     )
-    _, state = snap1.init(jax.random.PRNGKey(0), xs[0])
+    exact = results["rtrl"].grads
+    self.assertLess(_max_diff(results["snap2"].grads, exact), 1e-10)
+    self.assertGreater(_max_diff(results["snap1"].grads, exact), 1e-4)
     verdicts = {v.path: v for v in snap1.verdicts(params, state, None, xs[0])}
     self.assertEqual(verdicts["gru/w_h"].reasons, ("snap_truncated",))
     self.assertTrue(verdicts["linear/w"].exact)
@@ -133,12 +159,21 @@ class SnApTest(absltest.TestCase):
     model = hk.transform_with_state(
         lambda x: haiku_etp.Linear(2)(haiku_etp.MinGRU(3)(x))
     )
-    params, xs, ys = _data(model, 2)
-    exact = _grads(haiku_etp.bptt(model), params, xs, ys).grads
-    for learner in (haiku_etp.snap(model, 1), haiku_etp.d_rtrl(model)):
-      self.assertLess(
-          _max_diff(_grads(learner, params, xs, ys).grads, exact), 1e-10
-      )
+    params, state, xs, ys = _data(model, 2)
+    results = _grads(
+        {
+            "bptt": haiku_etp.bptt(model),
+            "snap1": haiku_etp.snap(model, 1),
+            "d_rtrl": haiku_etp.d_rtrl(model),
+        },
+        params,
+        state,
+        xs,
+        ys,
+    )
+    exact = results["bptt"].grads
+    for name in ("snap1", "d_rtrl"):
+      self.assertLess(_max_diff(results[name].grads, exact), 1e-10, name)
 
   def test_a_masked_recurrent_weight_stores_fewer(self):
     rng = np.random.default_rng(0)
@@ -149,7 +184,9 @@ class SnApTest(absltest.TestCase):
       model = _masked_step(jnp.asarray(m))
       learner = haiku_etp.snap(model, 2)
       x0 = jnp.ones((_B, 2), jnp.float64)
-      params, state = learner.init(jax.random.PRNGKey(0), x0)
+      params, state = test_util.fast_jit(learner.init)(
+          jax.random.PRNGKey(0), x0
+      )
       counts[name] = {k: v.size // _B for k, v in learner.traces(state).items()}
       compiled = learner.compile(params, state, None, x0)
       kept[name] = snap_lib.SnAp(n=2).stored(compiled)[0]
@@ -211,20 +248,37 @@ class FeedbackTest(absltest.TestCase):
       return hk.transform_with_state(step)
 
     model = net()
-    params, xs, ys = _data(model, 3)
-    symmetric = _grads(haiku_etp.eprop(model), params, xs, ys).grads
-    cut = _grads(haiku_etp.bptt(net(cut=True)), params, xs, ys).grads
+    params, model_state, xs, ys = _data(model, 3)
+    learner = haiku_etp.eprop(model, feedback="random", feedback_seed=3)
+    state = learner.init_state(params, model_state, None, xs[0])
+    b = learner.traces(state)["shared:feedback:2"]
+    self.assertEqual(b.shape, (4, 2))
+    adaptive = haiku_etp.eprop(
+        model, feedback="adaptive", feedback_seed=3, feedback_rate=0.5
+    )
+    # Every sequence in one program; the oracle's feedback is B, drawn above.
+    results = _grads(
+        {
+            "symmetric": haiku_etp.eprop(model),
+            "cut": haiku_etp.bptt(net(cut=True)),
+            "d_rtrl": haiku_etp.d_rtrl(model),
+            "random": learner,
+            "oracle": haiku_etp.bptt(net(True, b)),
+            "adaptive": adaptive,
+        },
+        params,
+        model_state,
+        xs,
+        ys,
+        states={"random": state},
+    )
+    symmetric, cut = results["symmetric"].grads, results["cut"].grads
     # The readout's leak is filtered in exactly (cross-group traces).
     self.assertLess(_max_diff(symmetric, cut), 1e-12)
     # D-RTRL's window form also backpropagates each step through w_rec.
-    d_rtrl = _grads(haiku_etp.d_rtrl(model), params, xs, ys).grads
+    d_rtrl = results["d_rtrl"].grads
     self.assertGreater(_max_diff(symmetric, d_rtrl), 1e-4)
-    learner = haiku_etp.eprop(model, feedback="random", feedback_seed=3)
-    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-    b = learner.traces(state)["shared:feedback:2"]
-    self.assertEqual(b.shape, (4, 2))
-    result = jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
-    oracle = _grads(haiku_etp.bptt(net(True, b)), params, xs, ys).grads
+    result, oracle = results["random"], results["oracle"].grads
     self.assertLess(_max_diff(result.grads, oracle), 1e-12)
     self.assertLess(
         _max_diff(result.grads["~"]["w2"], symmetric["~"]["w2"]), 1e-12
@@ -234,22 +288,17 @@ class FeedbackTest(absltest.TestCase):
     )
     # Fixed by its seed, kept across the roll and resets, shared.
     again = haiku_etp.eprop(model, feedback="random", feedback_seed=3)
-    _, state2 = again.init(jax.random.PRNGKey(5), xs[0])
+    _, state2 = test_util.fast_jit(again.init)(jax.random.PRNGKey(5), xs[0])
     np.testing.assert_array_equal(again.traces(state2)["shared:feedback:2"], b)
     other = haiku_etp.eprop(model, feedback="random", feedback_seed=4)
-    _, state3 = other.init(jax.random.PRNGKey(0), xs[0])
+    _, state3 = test_util.fast_jit(other.init)(jax.random.PRNGKey(0), xs[0])
     self.assertFalse(np.allclose(other.traces(state3)["shared:feedback:2"], b))
     after = learner.reset(result.state)
     np.testing.assert_array_equal(learner.traces(after)["shared:feedback:2"], b)
     mask = haiku_etp.sharding.state_batch_mask(state)
     self.assertFalse(mask["~etp/eprop"]["shared:feedback:2"])
     # Adaptive: B moves toward the readout's weights.
-    adaptive = haiku_etp.eprop(
-        model, feedback="adaptive", feedback_seed=3, feedback_rate=0.5
-    )
-    _, st = adaptive.init(jax.random.PRNGKey(0), xs[0])
-    out = adaptive.sequence_grad(_loss)(params, st, None, xs, ys)
-    moved = adaptive.traces(out.state)["shared:feedback:2"]
+    moved = adaptive.traces(results["adaptive"].state)["shared:feedback:2"]
     w2 = params["~"]["w2"]
     self.assertGreater(float(jnp.max(jnp.abs(b - w2))), 0.1)
     np.testing.assert_allclose(moved - w2, (b - w2) * 0.5**_T, atol=1e-12)
@@ -281,11 +330,13 @@ class FeedbackTest(absltest.TestCase):
             haiku_etp.LeakyRNN(num_h, alpha=alpha)(x)
         )
     )
-    params, xs, ys = _data(model, 2)
+    params, model_state, xs, ys = _data(model, 2)
     learner = haiku_etp.rflo(model, feedback_seed=1)
-    _, state = learner.init(jax.random.PRNGKey(0), xs[0])
+    state = learner.init_state(params, model_state, None, xs[0])
     b = np.asarray(learner.traces(state)["shared:feedback:2"])
-    result = jax.jit(learner.sequence_grad(_loss))(params, state, None, xs, ys)
+    result = test_util.fast_jit(learner.sequence_grad(_loss))(
+        params, state, None, xs, ys
+    )
     p = jax.tree_util.tree_map(np.asarray, params)
     w_in, b_in = p["leaky_rnn/linear"]["w"], p["leaky_rnn/linear"]["b"]
     w_h, w_out = p["leaky_rnn/linear_1"]["w"], p["out"]["w"]

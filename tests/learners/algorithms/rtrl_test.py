@@ -16,9 +16,10 @@
 parameters, masks and auxiliary outputs; its budget and its partial form.
 
 Float64 against ``testing.bptt_grads``, windows 1 and 3. Every case also
-checks that D-RTRL is far off there, so the reference is not vacuous. The
-registered modules are covered by ``modules_test`` (``rtrl`` is one of
-``testing.MODULE_LEARNERS``).
+checks that D-RTRL is far off there, so the reference is not vacuous; a
+case's reference and learners run in one program, compiled once
+(``test_util.fast_jit``). The registered modules are covered by
+``modules_test`` (``rtrl`` is one of ``testing.MODULE_LEARNERS``).
 """
 
 import warnings
@@ -82,18 +83,45 @@ _STEPS = {
 }
 
 
-def _problem(name, num_steps=30):
+def _problem(name, num_steps=30, dtype=jnp.float64):
+  """``test_util.setup``'s problem, its init compiled (eager init dispatches
+  every op of the step's initialisers)."""
   step, shape, scale = _STEPS[name]
-  return test_util.setup(step, (3,) + shape, num_steps=num_steps, scale=scale)
+  model = hk.transform_with_state(step)
+  xs = test_util.sequence((3,) + shape, num_steps, dtype=dtype, scale=scale)
+  params, state = test_util.fast_jit(model.init)(jax.random.PRNGKey(0), xs[0])
+  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+  ys = test_util.sequence(out.shape, num_steps, seed=1, dtype=dtype)
+  return model, params, state, xs, ys
 
 
-def _grads(learner, params, state, xs, ys, **kwargs):
+def _run(model, learners, params, state, xs, ys, states=None):
+  """``(reference, reference losses, {key: SequenceResult})``: BPTT and
+  ``learners`` (``{key: (learner, window)}``) in one program, each from
+  ``states[key]`` or, where that is not given, its fresh entry state."""
+  states = dict(states or {})
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", H.ApproximationWarning)
-    st = learner.init_state(params, state, None, xs[0])
-    return jax.jit(learner.sequence_grad(testing.mse, **kwargs))(
-        params, st, None, xs, ys
+    for k, (learner, _) in learners.items():
+      if k not in states:
+        states[k] = learner.init_state(params, state, None, xs[0])
+
+  def run(params, states, xs, ys):
+    reference = testing.bptt_grads(
+        model, testing.mse, params, state, None, xs, ys
     )
+    results = {
+        k: learner.sequence_grad(testing.mse, window=window)(
+            params, states[k], None, xs, ys
+        )
+        for k, (learner, window) in learners.items()
+    }
+    return reference, results
+
+  (reference, ref_losses), results = test_util.fast_jit(run)(
+      params, states, xs, ys
+  )
+  return reference, ref_losses, results
 
 
 class ExactTest(parameterized.TestCase):
@@ -102,24 +130,37 @@ class ExactTest(parameterized.TestCase):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
 
-  @parameterized.product(name=sorted(_STEPS), window=(1, 3))
-  def test_equals_bptt(self, name, window):
-    model, params, state, xs, ys = _problem(name, 12 if window == 1 else 10)
-    reference, ref_losses = testing.bptt_grads(
-        model, testing.mse, params, state, None, xs, ys
+  # Windows 1 and 3 (3 full windows and a shorter last one) in one program.
+  @parameterized.named_parameters((name, name) for name in sorted(_STEPS))
+  def test_equals_bptt(self, name):
+    model, params, state, xs, ys = _problem(name, 10)
+    rtrl = H.rtrl(model)
+    reference, ref_losses, results = _run(
+        model,
+        {
+            "window 1": (rtrl, 1),
+            "window 3": (rtrl, 3),
+            "d_rtrl": (H.d_rtrl(model), None),
+        },
+        params,
+        state,
+        xs,
+        ys,
     )
-    res = _grads(H.rtrl(model), params, state, xs, ys, window=window)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(res.grads):
-      ref = reference
-      for k in path:
-        ref = ref[k.key]
-      err = testing.relative_error(leaf, ref)
-      self.assertLessEqual(err, 1e-10, f"{name} {jax.tree_util.keystr(path)}")
-    np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-12)
-    if window == 1:
-      # The reference is not vacuous: D-RTRL is approximate here.
-      cut = _grads(H.d_rtrl(model), params, state, xs, ys)
-      self.assertGreater(testing.relative_error(cut.grads, reference), 1e-3)
+    for window in (1, 3):
+      res = results[f"window {window}"]
+      for path, leaf in jax.tree_util.tree_leaves_with_path(res.grads):
+        ref = reference
+        for k in path:
+          ref = ref[k.key]
+        err = testing.relative_error(leaf, ref)
+        self.assertLessEqual(
+            err, 1e-10, f"{name} window {window} {jax.tree_util.keystr(path)}"
+        )
+      np.testing.assert_allclose(res.losses, ref_losses, rtol=1e-12)
+    # The reference is not vacuous: D-RTRL is approximate here.
+    cut = results["d_rtrl"]
+    self.assertGreater(testing.relative_error(cut.grads, reference), 1e-3)
 
   def test_mask_and_aux(self):
     model, params, state, xs, ys = _problem("gru", 12)
@@ -129,10 +170,7 @@ class ExactTest(parameterized.TestCase):
       return jnp.sum((out - y) ** 2, axis=-1), {"out": out}
 
     learner = H.rtrl(model)
-    _, st = learner.init(jax.random.PRNGKey(0), xs[0])
-    res = jax.jit(
-        learner.sequence_grad(per_sample, has_aux=True, reduction="mean")
-    )(params, st, None, xs, ys, mask)
+    st = learner.init_state(params, state, None, xs[0])
 
     # BPTT with the same weighting, written out.
     def total(p):
@@ -146,15 +184,24 @@ class ExactTest(parameterized.TestCase):
       _, losses = jax.lax.scan(body, st, (xs, ys, mask.astype(xs.dtype)))
       return jnp.sum(losses) / (jnp.sum(mask) / 3)
 
-    test_util.assert_trees_close(res.grads, jax.grad(total)(params), 1e-10)
+    def run(params, st, xs, ys, mask):
+      res = learner.sequence_grad(per_sample, has_aux=True, reduction="mean")(
+          params, st, None, xs, ys, mask
+      )
+      return res, jax.grad(total)(params)
+
+    res, expected = test_util.fast_jit(run)(params, st, xs, ys, mask)
+    test_util.assert_trees_close(res.grads, expected, 1e-10)
     self.assertEqual(res.aux["out"].shape, (12, 3, 2))
 
   def test_value_and_grad_steps_sum_to_the_sequence(self):
     model, params, state, xs, ys = _problem("eprop", 6)
     learner = H.rtrl(model)
-    _, st = learner.init(jax.random.PRNGKey(0), xs[0])
-    seq = jax.jit(learner.sequence_grad(testing.mse))(params, st, None, xs, ys)
-    step = jax.jit(learner.value_and_grad(testing.mse))
+    st = learner.init_state(params, state, None, xs[0])
+    seq = test_util.fast_jit(learner.sequence_grad(testing.mse))(
+        params, st, None, xs, ys
+    )
+    step = test_util.fast_jit(learner.value_and_grad(testing.mse))
     total = jax.tree_util.tree_map(jnp.zeros_like, params)
     for t in range(6):
       res = step(params, st, None, xs[t], ys[t])
@@ -179,9 +226,7 @@ class ExactTest(parameterized.TestCase):
 class BudgetTest(absltest.TestCase):
 
   def test_over_budget_names_the_bytes(self):
-    model, params, state, xs, _ = test_util.setup(
-        _gru, (3, 3), num_steps=2, dtype=jnp.float32
-    )
+    model, params, state, xs, _ = _problem("gru", 2, dtype=jnp.float32)
     # H = 5, P = 3 (3 x 5 + 5 x 5 + 5) = 135 reaching hidden state.
     with self.assertRaisesRegex(
         ValueError,
@@ -200,7 +245,7 @@ class BudgetTest(absltest.TestCase):
     ):
       with self.assertRaisesRegex(ValueError, regex):
         H.rtrl(model, **kwargs)
-    _, params, state, xs, _ = test_util.setup(_gru, (3, 3), num_steps=1)
+    _, params, state, xs, _ = _problem("gru", 1, dtype=jnp.float32)
     with self.assertRaisesRegex(
         ValueError, r"\['gru/w_hh'\] are not parameters"
     ):
@@ -233,9 +278,6 @@ class PartialTest(absltest.TestCase):
   def test_full_influence_for_the_recurrent_weight_only(self):
     with jax.enable_x64(True):
       model, params, state, xs, ys = _problem("eprop", 20)
-      reference, _ = testing.bptt_grads(
-          model, testing.mse, params, state, None, xs, ys
-      )
       learner = H.rtrl(model, params=["recurrent_alif/w_rec"])
       with testing.expect_warning(
           H.ApproximationWarning,
@@ -244,10 +286,16 @@ class PartialTest(absltest.TestCase):
           r"rtrl\(params=\['recurrent_alif/w_rec'\]\) keeps the full influence",
       ):
         st = learner.init_state(params, state, None, xs[0])
-      res = jax.jit(learner.sequence_grad(testing.mse))(
-          params, st, None, xs, ys
+      reference, _, results = _run(
+          model,
+          {"rtrl": (learner, None), "d_rtrl": (H.d_rtrl(model), None)},
+          params,
+          state,
+          xs,
+          ys,
+          states={"rtrl": st},
       )
-      drtrl = _grads(H.d_rtrl(model), params, state, xs, ys).grads
+      res, drtrl = results["rtrl"], results["d_rtrl"].grads
       err = lambda g, m, n: testing.relative_error(g[m][n], reference[m][n])
       self.assertLessEqual(err(res.grads, "recurrent_alif", "w_rec"), 1e-10)
       self.assertGreater(err(drtrl, "recurrent_alif", "w_rec"), 1e-2)

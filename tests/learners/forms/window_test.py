@@ -23,8 +23,10 @@ The cases: every ``testing.MODULE_EXAMPLES`` entry under D-RTRL (the 3-D
 and N-D convolutions take the 1-D and 2-D ones' path and are left out), the
 cross-group cases whose fields cross layers (two spiking layers, the
 two-block LRU stack; a layer into a readout is checked against BPTT in
-tests/compiler/cross_plan_test.py), and RTRL on the spiking cell and the
-LRU (the dense and conv cells: tests/learners/algorithms/rtrl_test.py).
+tests/compiler/cross_plan_test.py), ES-D-RTRL on four examples and RTRL on
+the spiking cell and the LRU (the dense and conv cells:
+tests/learners/algorithms/rtrl_test.py). An example's learners run in one
+compiled program that shares its parameters, data and BPTT reference.
 A relation that cannot take the closed form is named in ``report()``.
 """
 
@@ -52,8 +54,6 @@ _BATCH = 2
 _ROLL_TOL = 1e-12
 _BPTT_TOL = 1e-10
 _ROLLS = ("closed", "per_step")
-# Run once each: compile time dominates, as in testing.run_module_example.
-_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
 def _mse(out_t, y_t):
@@ -89,63 +89,78 @@ _CROSS_CASES = (
 )
 
 
-def _run(step, input_shape, input_scale, make, windows=_WINDOWS):
-  """Whole-sequence BPTT and ``make(model, roll)``'s gradients in each
-  window, one jitted program; returns ``(reference, results, learner)``."""
+def _run(step, input_shape, input_scale, makers, windows=_WINDOWS):
+  """Whole-sequence BPTT and, for each ``name: make`` of ``makers``,
+  ``make(model, roll)``'s gradients in each window, all in one jitted
+  program (compiled once: :func:`test_util.fast_jit`); returns
+  ``(reference, {name: (results, learner, verdicts)})``."""
   seed = zlib.crc32(repr(input_shape).encode())
   model = hk.transform_with_state(step)
   rs = np.random.RandomState(seed)
   xs = jnp.asarray(input_scale * rs.normal(size=(_T, _BATCH) + input_shape))
-  jit = lambda f: jax.jit(f, compiler_options=_OPTIONS)
-  params, state = jit(model.init)(jax.random.PRNGKey(seed), xs[0])
+  params, state = test_util.fast_jit(model.init)(
+      jax.random.PRNGKey(seed), xs[0]
+  )
   out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
   ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
-  fns, states = {}, {}
+  fns, states, learners = {}, {}, {}
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-    for roll in _ROLLS:
-      learner = make(model, roll)
-      states[roll] = learner.init_state(params, state, None, xs[0])
-      for k in windows:
-        fns[(k, roll)] = learner.sequence_grad(_mse, window=k)
-    verdicts = learner.verdicts(params, states["closed"], None, xs[0])
+    for name, make in makers.items():
+      for roll in _ROLLS:
+        learner = make(model, roll)
+        states[(name, roll)] = learner.init_state(params, state, None, xs[0])
+        for k in windows:
+          fns[(name, k, roll)] = learner.sequence_grad(_mse, window=k)
+      verdicts = learner.verdicts(params, states[(name, "closed")], None, xs[0])
+      learners[name] = (learner, verdicts)
 
   def run(params, states, xs, ys):
     reference, _ = testing.bptt_grads(model, _mse, params, state, None, xs, ys)
     results = {
-        key: fn(params, states[key[1]], None, xs, ys) for key, fn in fns.items()
+        key: fn(params, states[(key[0], key[2])], None, xs, ys)
+        for key, fn in fns.items()
     }
     return reference, results
 
-  reference, results = jit(run)(params, states, xs, ys)
-  return reference, results, learner, verdicts
+  reference, results = test_util.fast_jit(run)(params, states, xs, ys)
+  runs = {
+      name: (
+          {key[1:]: r for key, r in results.items() if key[0] == name},
+          learner,
+          verdicts,
+      )
+      for name, (learner, verdicts) in learners.items()
+  }
+  return reference, runs
 
 
 class _WindowCase(parameterized.TestCase):
 
-  def check(self, reference, results, learner, exact: bool):
+  def check(self, reference, results, learner, exact: bool, label=""):
     """Closed form = per-step roll (gradients and traces); = BPTT where
     ``exact``. Prints the largest errors."""
     worst = {}
     for k in sorted({k for k, _ in results}):
+      where = f"{label} window {k}"
       closed, per_step = results[(k, "closed")], results[(k, "per_step")]
       err = testing.relative_error(closed.grads, per_step.grads)
-      self.assertLessEqual(err, _ROLL_TOL, f"window {k}: gradients")
+      self.assertLessEqual(err, _ROLL_TOL, f"{where}: gradients")
       traces_c = learner.traces(closed.state)
       traces_p = learner.traces(per_step.state)
       self.assertEqual(sorted(traces_c), sorted(traces_p))
-      for label, want in traces_p.items():
+      for name, want in traces_p.items():
         scale = float(jnp.max(jnp.abs(want)))
-        diff = float(jnp.max(jnp.abs(traces_c[label] - want)))
+        diff = float(jnp.max(jnp.abs(traces_c[name] - want)))
         self.assertLessEqual(
-            diff, _ROLL_TOL * max(scale, 1e-300), f"window {k}: {label}"
+            diff, _ROLL_TOL * max(scale, 1e-300), f"{where}: {name}"
         )
       worst["roll"] = max(worst.get("roll", 0.0), err)
       if exact:
         bptt = testing.relative_error(closed.grads, reference)
-        self.assertLessEqual(bptt, _BPTT_TOL, f"window {k}: against BPTT")
+        self.assertLessEqual(bptt, _BPTT_TOL, f"{where}: against BPTT")
         worst["bptt"] = max(worst.get("bptt", 0.0), bptt)
-    print(f"{self.id()}: {worst}")
+    print(f"{self.id()} {label}: {worst}")
 
 
 # Conv3D's and ConvND's layers and cells take the conv rule's path that
@@ -160,20 +175,51 @@ def _d_rtrl(model, roll):
   return haiku_etp.d_rtrl(model, max_cross_bytes=None, window_roll=roll)
 
 
-class DRTRLModuleExamplesTest(_WindowCase):
+def _es_d_rtrl(decay):
+  return lambda model, roll: haiku_etp.es_d_rtrl(
+      model, decay=decay if decay else 0.5, window_roll=roll
+  )
+
+
+def _rtrl(model, roll):
+  return haiku_etp.rtrl(model, window_roll=roll)
+
+
+# ES-D-RTRL's closed form (an option; the per-step roll is its default)
+# equals the per-step roll; with decay (lam, 0) on a uniform leak it equals
+# BPTT. Run on these examples, in their D-RTRL program.
+_ES_EXAMPLES = ("Linear", "ExponentialSynapse", "LIF", "GRU")
+# The dense and conv cells' closed form equals BPTT in
+# tests/learners/algorithms/rtrl_test.py (windows of 3); here RTRL runs on
+# the spiking cell and the LRU, whose full parameters reach the step outside
+# ETP ops, in their D-RTRL program.
+_RTRL_EXAMPLES = ("RecurrentALIF", "LRU")
+
+
+class ModuleExamplesTest(_WindowCase):
+  """D-RTRL on every example; ES-D-RTRL and RTRL on some, in one program."""
 
   @parameterized.named_parameters(
       (e.name, e) for e in testing.MODULE_EXAMPLES if e.name not in _SAME_PATH
   )
   def test_closed_form(self, example):
+    makers = {"d_rtrl": _d_rtrl}
+    exact = {"d_rtrl": "d_rtrl" in example.exact}
+    if example.name in _ES_EXAMPLES:
+      makers["es_d_rtrl"] = _es_d_rtrl(example.es_decay)
+      exact["es_d_rtrl"] = "es_d_rtrl" in example.exact
+    if example.name in _RTRL_EXAMPLES:
+      makers["rtrl"] = _rtrl
+      exact["rtrl"] = True
     with jax.enable_x64(True):
-      reference, results, learner, verdicts = _run(
-          example.step, example.input_shape, example.input_scale, _d_rtrl
+      reference, runs = _run(
+          example.step, example.input_shape, example.input_scale, makers
       )
-      exact = "d_rtrl" in example.exact
-      # The example's claim and the learner's own verdicts agree.
-      self.assertEqual(exact, all(v.exact for v in verdicts))
-      self.check(reference, results, learner, exact)
+      # The example's claim and D-RTRL's own verdicts agree.
+      verdicts = runs["d_rtrl"][2]
+      self.assertEqual(exact["d_rtrl"], all(v.exact for v in verdicts))
+      for name, (results, learner, _) in runs.items():
+        self.check(reference, results, learner, exact[name], name)
 
 
 class DRTRLCrossGroupTest(_WindowCase):
@@ -181,55 +227,11 @@ class DRTRLCrossGroupTest(_WindowCase):
   @parameterized.named_parameters(*_CROSS_CASES)
   def test_closed_form(self, step, input_shape, input_scale, windows):
     with jax.enable_x64(True):
-      reference, results, learner, verdicts = _run(
-          step, input_shape, input_scale, _d_rtrl, windows
+      reference, runs = _run(
+          step, input_shape, input_scale, {"d_rtrl": _d_rtrl}, windows
       )
+      results, learner, verdicts = runs["d_rtrl"]
       self.assertTrue(all(v.exact for v in verdicts), verdicts)
-      self.check(reference, results, learner, exact=True)
-
-
-class ESDRTRLTest(_WindowCase):
-  """Its closed form (an option; the per-step roll is its default) equals
-  the per-step roll; with decay (lam, 0) on a uniform leak it equals BPTT."""
-
-  @parameterized.named_parameters(
-      (e.name, e)
-      for e in testing.MODULE_EXAMPLES
-      if e.name in ("Linear", "ExponentialSynapse", "LIF", "GRU")
-  )
-  def test_closed_form(self, example):
-    decay = example.es_decay
-    with jax.enable_x64(True):
-      reference, results, learner, _ = _run(
-          example.step,
-          example.input_shape,
-          example.input_scale,
-          lambda model, roll: haiku_etp.es_d_rtrl(
-              model, decay=decay if decay else 0.5, window_roll=roll
-          ),
-      )
-      self.check(reference, results, learner, "es_d_rtrl" in example.exact)
-
-
-# The dense and conv cells' closed form equals BPTT in
-# tests/learners/algorithms/rtrl_test.py (windows of 3); here the spiking
-# cell and the LRU, whose full parameters reach the step outside ETP ops.
-_RTRL_EXAMPLES = ("RecurrentALIF", "LRU")
-
-
-class RTRLTest(_WindowCase):
-
-  @parameterized.named_parameters(
-      (e.name, e) for e in testing.MODULE_EXAMPLES if e.name in _RTRL_EXAMPLES
-  )
-  def test_closed_form(self, example):
-    with jax.enable_x64(True):
-      reference, results, learner, _ = _run(
-          example.step,
-          example.input_shape,
-          example.input_scale,
-          lambda model, roll: haiku_etp.rtrl(model, window_roll=roll),
-      )
       self.check(reference, results, learner, exact=True)
 
 
@@ -276,10 +278,11 @@ class ReportTest(absltest.TestCase):
 
   def test_generic_rules_are_named_and_exact(self):
     with jax.enable_x64(True):
-      reference, results, learner, _ = _run(_generic_step, (3,), 1.0, _d_rtrl)
+      reference, runs = _run(_generic_step, (3,), 1.0, {"d_rtrl": _d_rtrl})
+      results, learner, _ = runs["d_rtrl"]
       x0 = jnp.ones((_BATCH, 3))
       closed = _d_rtrl(hk.transform_with_state(_generic_step), "closed")
-      params, state = closed.init(jax.random.PRNGKey(0), x0)
+      params, state = test_util.fast_jit(closed.init)(jax.random.PRNGKey(0), x0)
       report = closed.report(params, state, None, x0)
       self.assertIn("window roll (sequence_grad with window > 1)", report)
       self.assertRegex(
@@ -293,7 +296,7 @@ class ReportTest(absltest.TestCase):
     model = hk.transform_with_state(_lif_readout)
     learner = haiku_etp.d_rtrl(model)
     x0 = jnp.ones((_BATCH, 3))
-    params, state = learner.init(jax.random.PRNGKey(0), x0)
+    params, state = test_util.fast_jit(learner.init)(jax.random.PRNGKey(0), x0)
     self.assertIn(
         "closed form for every trace (once per window)",
         learner.report(params, state, None, x0),
