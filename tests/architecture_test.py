@@ -33,7 +33,7 @@ _SRC = os.path.join(
 _ALLOWED = {
     "core": set(),
     "ops": {"core"},
-    "compiler": {"core"},
+    "compiler": {"core", "ops"},
     "modules": {"core", "ops"},
     "learners/algorithms": {"core", "compiler"},
     "learners/forms": {"core", "compiler", "learners/algorithms"},

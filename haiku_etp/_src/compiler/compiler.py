@@ -45,6 +45,7 @@ import numpy as np
 from haiku_etp._src.compiler import cross_plan as cross_lib
 from haiku_etp._src.core import primitive
 from haiku_etp._src.core import program as program_lib
+from haiku_etp._src.compiler import plain_layers
 from haiku_etp._src.core import state as state_lib
 
 Lit = program_lib.Lit
@@ -406,6 +407,9 @@ def _trace(
     program = program_lib.Flattener().program(closed)
   except ValueError as e:
     raise CompileError(str(e)) from None
+  if plain_layers.adopt(program, len(param_paths)):
+    plain_layers.split_relations(program)
+  plain_layers.bias_relations(program, len(param_paths))
   return _Step(
       program, in_tree, out_tree_box[0], param_paths, state_paths, hidden
   )

@@ -468,6 +468,14 @@ class Flattener:
     return every(Flow.CUT)
 
 
+def node_flows(program: Program, node: Node) -> FlowTable:
+  """The flows of a new non-ETP ``node`` over ``program``'s values, as the
+  flattener gives them (for rewrites that add nodes)."""
+  flattener = Flattener()
+  flattener.avals = program.avals
+  return _uniform_rows(flattener._flows(node))
+
+
 def _uniform_rows(flows: FlowTable) -> FlowTable:
   """Cuts a whole row when it cuts anywhere.
 

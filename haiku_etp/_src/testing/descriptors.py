@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from haiku_etp._src.modules import cores
 from haiku_etp._src.modules import layers
 from haiku_etp._src.learners import driver as driver_lib
 from haiku_etp._src.modules import long_range
@@ -173,6 +174,9 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     _cell("LeakyRNN", lambda: recurrent.LeakyRNN(4, alpha=0.3), (3,)),
     _cell("GRU", lambda: recurrent.GRU(4), (3,)),
     _cell("LSTM", lambda: recurrent.LSTM(4), (3,)),
+    # Haiku's own LSTM, unmodified: D-RTRL reads its matmul and gates as
+    # the library's LSTM (tests/compiler/plain_layers_test.py).
+    _cell("RNNCoreStep", lambda: cores.RNNCoreStep(hk.LSTM(4)), (3,)),
     _cell(
         "ConvNDLSTM", lambda: recurrent.ConvNDLSTM(2, (4, 4), 2, 3), (4, 4, 2)
     ),

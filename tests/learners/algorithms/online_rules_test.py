@@ -317,11 +317,18 @@ class FeedbackTest(absltest.TestCase):
     )
     with self.assertRaisesRegex(ValueError, "is not the weight of any ETP op"):
       learner.init(jax.random.PRNGKey(0), x0)
+    # A readout that is no relation: a parameter scaling the state.
     own = hk.transform_with_state(
-        lambda x: hk.Linear(2)(haiku_etp.VanillaRNN(3)(x))
+        lambda x: haiku_etp.VanillaRNN(3)(x)
+        * hk.get_parameter("scale", (3,), init=jnp.ones)
     )
     with self.assertRaisesRegex(ValueError, "no ETP readout"):
       haiku_etp.rflo(own).init(jax.random.PRNGKey(0), x0)
+    # A plain hk.Linear readout is the dense op it equals.
+    plain = hk.transform_with_state(
+        lambda x: hk.Linear(2)(haiku_etp.VanillaRNN(3)(x))
+    )
+    haiku_etp.rflo(plain).init(jax.random.PRNGKey(0), x0)
 
   def test_rflo_is_murrays_recurrence(self):
     alpha, num_h = 0.3, 3
