@@ -29,6 +29,9 @@ made of haiku_etp modules; ``make_model`` wraps it in
 * ``min_gru``, ``min_lstm``: the minimal cells and a ``Linear`` readout;
 * ``leaky_rnn``: Murray's leaky rate network (``alpha``, default 0.1) and a
   ``Linear`` readout, RFLO's network;
+* ``haiku_deep_rnn``: dm-haiku's own ``hk.DeepRNN([hk.LSTM(n), jax.nn.relu,
+  hk.LSTM(n)])`` (its RNN example's core) and an ``hk.Linear`` readout,
+  unmodified, through ``haiku_etp.RNNCoreStep``;
 * ``lru``: a stack of ``num_layers`` blocks on a ``Linear`` encoder of
   ``width`` features, each block ``u <- u + gelu(Linear(LRU(u)))`` (an LRU of
   ``hidden_size`` complex units, radii in ``[r_min, r_max]``), then a
@@ -53,6 +56,7 @@ KINDS = (
     "min_lstm",
     "lru",
     "leaky_rnn",
+    "haiku_deep_rnn",
 )
 NEURONS = ("lif", "alif")
 READOUTS = ("leaky", "linear")
@@ -196,7 +200,15 @@ def make_step(
       u = u + jax.nn.gelu(haiku_etp.Linear(width, name=f"mlp_{layer}")(y))
     return haiku_etp.Linear(output_size, name="readout")(u)
 
-  return dict(snn=snn, conv_snn=conv_snn, lru=lru).get(kind, cell)
+  def haiku_deep_rnn(x_t):
+    core = hk.DeepRNN([hk.LSTM(hidden), jax.nn.relu, hk.LSTM(hidden)])
+    h_t = haiku_etp.RNNCoreStep(core)(x_t)
+    return hk.Linear(output_size, name="readout")(h_t)
+
+  steps = dict(
+      snn=snn, conv_snn=conv_snn, lru=lru, haiku_deep_rnn=haiku_deep_rnn
+  )
+  return steps.get(kind, cell)
 
 
 def make_model(

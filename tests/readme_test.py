@@ -46,6 +46,14 @@ def _modules_block() -> str:
   return next(b for b in blocks if "def snn" in b)
 
 
+def _haiku_block() -> str:
+  """The block that trains an unmodified Haiku model."""
+  with open(_README) as f:
+    text = f.read()
+  blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+  return next(b for b in blocks if "def haiku_rnn" in b)
+
+
 class ReadmeTest(absltest.TestCase):
 
   def test_block_is_short(self):
@@ -82,6 +90,38 @@ class ReadmeTest(absltest.TestCase):
     self.assertCountEqual(
         params, ["linear", "leaky_readout"], "the block's modules"
     )
+
+  def test_haiku_block_is_rtrl_exact(self):
+    namespace = dict(haiku_etp=haiku_etp, hk=hk, jax=jax)
+    exec(compile(_haiku_block(), "README.md", "exec"), namespace)  # pylint: disable=exec-used
+    learner = namespace["learner"]
+    model = hk.transform_with_state(namespace["haiku_rnn"])
+    with jax.enable_x64(True):
+      xs = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 3), jnp.float64)
+      ys = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 1), jnp.float64)
+      params, state = learner.init(jax.random.PRNGKey(2), xs[0])
+      mse = lambda o, y: jnp.mean((o - y) ** 2)
+      grads = jax.jit(learner.sequence_grad(mse, window=1))(
+          params, state, None, xs, ys
+      ).grads
+      model_state = {k: v for k, v in state.items() if not k.startswith("~")}
+      reference, _ = haiku_etp.testing.bptt_grads(
+          model, mse, params, model_state, None, xs, ys
+      )
+    self.assertLess(haiku_etp.testing.relative_error(grads, reference), 1e-10)
+    # The model is Haiku's: its parameters carry Haiku's own names.
+    self.assertCountEqual(params, ["lstm/linear", "lstm_1/linear", "linear"])
+    # D-RTRL announces where it cuts, naming the LSTMs' weights.
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      haiku_etp.d_rtrl(model).init(jax.random.PRNGKey(2), xs[0])
+    messages = [
+        str(w.message)
+        for w in caught
+        if w.category is haiku_etp.ApproximationWarning
+    ]
+    self.assertLen(messages, 1)
+    self.assertIn("lstm/linear/w", messages[0])
 
 
 if __name__ == "__main__":

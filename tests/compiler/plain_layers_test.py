@@ -107,6 +107,19 @@ class PlainLayersExactTest(parameterized.TestCase):
           {f"{m}/{n}" for m in params for n in params[m]},
       )
 
+  def test_a_plain_embed_is_announced(self):
+    # Not read as a relation yet: the table is a plain parameter that
+    # reaches hidden state, and D-RTRL says so.
+    model = _leaky(lambda: hk.Embed(5, 3))
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      H.d_rtrl(model).init(jax.random.PRNGKey(0), jnp.array([1, 2]))
+    messages = [
+        str(w.message) for w in caught if w.category is H.ApproximationWarning
+    ]
+    self.assertLen(messages, 1)
+    self.assertIn("embed/embeddings: untraced_parameter", messages[0])
+
 
 def _core_model(make_core):
   def step(x):

@@ -34,6 +34,7 @@ from experiments import training
 from experiments.configs import copy_long
 from experiments.configs import cue_accumulation_1ms
 from experiments.configs import digits_lru
+from experiments.configs import haiku_rnn
 from experiments.configs import stream_recall
 import haiku_etp
 from tests.experiments import pipeline_util
@@ -173,6 +174,52 @@ class AdaptiveFeedbackPipelineTest(absltest.TestCase):
         rtol=1e-6,
     )
     self.assertTrue(np.isfinite(resumed.eval_metrics["loss"]))
+
+
+class HaikuModelConfigTest(absltest.TestCase):
+
+  def test_haikus_own_rnn_trains_and_resumes(self):
+    # configs/haiku_rnn.py: hk.DeepRNN of two hk.LSTMs and an hk.Linear,
+    # unmodified, through RNNCoreStep.
+    config = haiku_rnn.get_config()
+    config.task.update(dict(length=3, num_symbols=3, delay=3))
+    config.model.hidden_size = 8
+    config.update(
+        dict(
+            batch_size=8,
+            train_steps=40,
+            eval_every=40,
+            log_every=10,
+            checkpoint_every=20,
+            learning_rate=0.05,
+        )
+    )
+    workdir = self.create_tempdir().full_path
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      result = training.train(config, workdir, plot=False)
+      hidden = result.state.learner_state["rnn_core_step"]
+      self.assertEqual(
+          sorted(hidden),
+          [
+              "0_cell:hidden",
+              "0_hidden:hidden",
+              "1_cell:hidden",
+              "1_hidden:hidden",
+          ],
+      )
+      records = metrics_lib.read(workdir)
+      losses = [r["loss"] for r in records if "loss" in r]
+      self.assertTrue(np.all(np.isfinite(losses)))
+      self.assertLess(np.mean(losses[-2:]), losses[0])
+      # Resumed from its last checkpoint, the run is finished: same state.
+      again = training.train(config, workdir, plot=False)
+    self.assertEqual(int(again.state.step), 40)
+    chex_params = jax.tree_util.tree_leaves(again.state.params)
+    for a, b in zip(
+        chex_params, jax.tree_util.tree_leaves(result.state.params)
+    ):
+      np.testing.assert_array_equal(a, b)
 
 
 class LongRangeConfigsTest(absltest.TestCase):

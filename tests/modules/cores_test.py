@@ -160,7 +160,7 @@ class StateTest(absltest.TestCase):
     self.assertEqual(names(lambda: hk.VanillaRNN(2)), ["state:hidden"])
     self.assertEqual(
         names(lambda: hk.DeepRNN([hk.GRU(2), hk.LSTM(2)])),
-        ["0:hidden", "1.cell:hidden", "1.hidden:hidden"],
+        ["0:hidden", "1_cell:hidden", "1_hidden:hidden"],
     )
 
 

@@ -41,8 +41,8 @@ def _key_name(key: Any) -> str:
 def state_names(state: Any) -> list[str]:
   """The hidden-state name of each leaf of a core's state, in leaf order.
 
-  A leaf's name is its path in the state joined with ``"."`` (``"hidden"``
-  and ``"cell"`` for ``hk.LSTMState``, ``"0.hidden"`` for the first core of
+  A leaf's name is its path in the state joined with ``"_"`` (``"hidden"``
+  and ``"cell"`` for ``hk.LSTMState``, ``"0_hidden"`` for the first core of
   an ``hk.DeepRNN``); a state that is one array is ``"state"``.
 
   >>> import haiku as hk, jax.numpy as jnp
@@ -50,7 +50,7 @@ def state_names(state: Any) -> list[str]:
   ['hidden', 'cell']
   """
   paths = jax.tree_util.tree_flatten_with_path(state)[0]
-  names = [".".join(_key_name(k) for k in path) for path, _ in paths]
+  names = ["_".join(_key_name(k) for k in path) for path, _ in paths]
   return [name or "state" for name in names]
 
 
