@@ -789,7 +789,9 @@ class ErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(haiku_etp.CompileError, "inside 'scan'"):
       _compile(self._with_weight_user(weight_user))
 
-  def test_etp_op_inside_cond(self):
+  def test_etp_op_inside_cond_is_a_relation(self):
+    # Every branch runs, a select keeps the taken one (control_flow_test
+    # checks the gradients against BPTT).
     def weight_user(x, w):
       return jax.lax.cond(
           x[0, 0] > 0,
@@ -797,8 +799,9 @@ class ErrorsTest(parameterized.TestCase):
           lambda: jnp.zeros((x.shape[0], _O), x.dtype),
       )
 
-    with self.assertRaisesRegex(haiku_etp.CompileError, "inside 'cond'"):
-      _compile(self._with_weight_user(weight_user))
+    compiled = _compile(self._with_weight_user(weight_user))
+    self.assertEqual([r.key for r in compiled.relations], ["~/w"])
+    self.assertIn("select_n", [n.prim.name for n in compiled.program.nodes])
 
   def test_etp_op_inside_while_loop(self):
     def weight_user(x, w):

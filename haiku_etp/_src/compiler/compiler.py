@@ -1019,8 +1019,8 @@ def compile_step(
     ValueError: for a negative or non-integer ``max_cross_bytes``.
     CompileError: if the step has no hidden state; a hidden state is read but
       never written, or written but never read; an ETP weight is not a
-      parameter; or an ETP op sits inside ``scan``/``cond``/``while`` or a
-      custom-derivative function.
+      parameter; or an ETP op sits inside ``scan``/``while`` or a
+      custom-derivative function (``cond`` and ``switch`` are fine).
   """
   if not isinstance(model, hk.TransformedWithState):
     raise CompileError(

@@ -43,6 +43,7 @@ from typing import (
 )
 
 import jax
+from jax import lax
 import jax.extend as jex
 import jax.numpy as jnp
 
@@ -272,6 +273,27 @@ def _find_etp(jaxpr: jex.core.Jaxpr) -> Optional[str]:
   return None
 
 
+# Ops the compiler reads as relations: ETP ops and the plain layers it
+# rewrites into them (compiler/plain_layers.py).
+_LEARNABLE = frozenset({"dot_general", "conv_general_dilated"})
+
+
+def _learnable_inside(params: Mapping[str, Any]) -> bool:
+  """Whether a sub-jaxpr of ``params`` binds an ETP op or a plain layer."""
+
+  def visit(jaxpr: jex.core.Jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+      if primitive.is_etp_primitive(eqn.primitive):
+        return True
+      if eqn.primitive.name in _LEARNABLE:
+        return True
+      if any(visit(sub) for sub in sub_jaxprs(eqn.params)):
+        return True
+    return False
+
+  return any(visit(sub) for sub in sub_jaxprs(params))
+
+
 def _inline_jaxpr(
     params: Mapping[str, Any],
 ) -> Optional[tuple[jex.core.Jaxpr, list[Any]]]:
@@ -421,6 +443,10 @@ class Flattener:
         for v, o in zip(eqn.outvars, self.run(inline[0], inline[1], args)):
           env[v] = o
         continue
+      if eqn.primitive.name == "cond" and _learnable_inside(eqn.params):
+        for v, o in zip(eqn.outvars, self._select(eqn, args)):
+          env[v] = o
+        continue
       is_etp = primitive.is_etp_primitive(eqn.primitive)
       if not is_etp:
         for sub in sub_jaxprs(eqn.params):
@@ -428,9 +454,9 @@ class Flattener:
           if found:
             raise ValueError(
                 f"The ETP op {found!r} sits inside {eqn.primitive.name!r}. "
-                "ETP ops inside scan, cond, while_loop or custom derivative "
+                "ETP ops inside scan, while_loop or custom derivative "
                 "functions are not supported; call them at the top level of "
-                "the step (jit is fine)."
+                "the step (jit, cond and switch are fine)."
             )
       outs = tuple(self.new(v.aval) for v in eqn.outvars)
       node = Node(eqn.primitive, dict(eqn.params), tuple(args), outs, is_etp)
@@ -440,6 +466,33 @@ class Flattener:
       for v, o in zip(eqn.outvars, outs):
         env[v] = o
     return [read(v) for v in jaxpr.outvars]
+
+  def _select(self, eqn: Any, args: Sequence[Atom]) -> list[Atom]:
+    """``cond`` / ``switch`` as every branch followed by a select.
+
+    Each branch runs on the operands and ``select_n(index, *outs)`` keeps
+    the taken branch's results, so the relations of every branch are in
+    the program and only the taken one's reach the state: ``select_n``'s
+    derivative with respect to a branch that is not taken is zero, which is
+    what ``cond``'s is.
+    """
+    index, operands = args[0], list(args[1:])
+    outs = [
+        self.run(branch.jaxpr, list(branch.consts), operands)
+        for branch in eqn.params["branches"]
+    ]
+    results: list[Atom] = []
+    for j, v in enumerate(eqn.outvars):
+      cases = tuple(out[j] for out in outs)
+      if all(c == cases[0] for c in cases[1:]):
+        results.append(cases[0])
+        continue
+      out = self.new(v.aval)
+      node = Node(lax.select_n_p, {}, (index,) + cases, (out,), False)
+      node.flows = _uniform_rows(self._flows(node))
+      self.nodes.append(node)
+      results.append(out)
+    return results
 
   def _flows(self, node: Node) -> FlowTable:
     name = node.prim.name

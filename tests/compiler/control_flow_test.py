@@ -1,0 +1,103 @@
+# Copyright 2026 The haiku_etp Authors. All Rights Reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+# ==============================================================================
+"""ETP ops and plain Haiku layers inside ``cond`` / ``hk.cond`` /
+``hk.switch``: D-RTRL equals BPTT (float64, windows 1 and 3) with a branch
+chosen by the data at every step."""
+
+import warnings
+
+from absl.testing import absltest
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import haiku_etp
+from haiku_etp import testing
+from tests import test_util
+
+H = haiku_etp
+_T, _B = 8, 2
+
+
+def _leak(y):
+  v = H.get_hidden_state("v", y.shape, y.dtype)
+  v = 0.8 * v + y
+  H.set_hidden_state("v", v)
+  return v
+
+
+def _cond_step(x):
+  a, b = H.Linear(4, name="a"), H.Linear(4, name="b")
+  if hk.running_init():  # both branches' parameters
+    a(x), b(x)
+  y = hk.cond(jnp.sum(x) > 0, lambda x: a(x), lambda x: jnp.tanh(b(x)), x)
+  return _leak(y)
+
+
+def _switch_step(x):
+  p, q = hk.Linear(4, name="p"), hk.Linear(4, name="q")
+  if hk.running_init():
+    p(x), q(x)
+  branches = [
+      lambda x: p(x),
+      lambda x: 2.0 * q(x),
+      lambda x: jnp.tanh(x @ jnp.ones((3, 4), x.dtype)),
+  ]
+  index = jnp.argmax(jnp.sum(x, axis=0)) % 3
+  return _leak(hk.switch(index, branches, x))
+
+
+class CondTest(absltest.TestCase):
+
+  def check(self, step, branch_of):
+    with jax.enable_x64(True):
+      model = hk.transform_with_state(step)
+      rs = np.random.RandomState(1)  # a draw that takes every branch
+      xs = jnp.asarray(rs.normal(size=(_T, _B, 3)))
+      ys = jnp.asarray(rs.normal(size=(_T, _B, 4)))
+      learner = H.d_rtrl(model)
+      with warnings.catch_warnings():
+        warnings.simplefilter("error", H.ApproximationWarning)
+        params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+      model_state = {k: v for k, v in state.items() if not k.startswith("~etp")}
+      fns = {k: learner.sequence_grad(testing.mse, window=k) for k in (1, 3)}
+
+      def run(params, state, xs, ys):
+        reference, _ = testing.bptt_grads(
+            model, testing.mse, params, model_state, None, xs, ys
+        )
+        return reference, {
+            k: f(params, state, None, xs, ys) for k, f in fns.items()
+        }
+
+      reference, results = test_util.fast_jit(run)(params, state, xs, ys)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(reference):
+        self.assertTrue(np.any(leaf != 0), jax.tree_util.keystr(path))
+      for result in results.values():
+        test_util.assert_trees_close(result.grads, reference)
+      return {branch_of(x) for x in xs}
+
+  def test_cond_of_etp_layers(self):
+    taken = self.check(_cond_step, lambda x: bool(jnp.sum(x) > 0))
+    self.assertEqual(taken, {True, False})
+
+  def test_switch_of_plain_layers(self):
+    branch = lambda x: int(jnp.argmax(jnp.sum(x, axis=0)) % 3)
+    self.assertEqual(self.check(_switch_step, branch), {0, 1, 2})
+
+
+if __name__ == "__main__":
+  absltest.main()
