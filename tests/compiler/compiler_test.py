@@ -776,7 +776,7 @@ class ErrorsTest(parameterized.TestCase):
     ):
       _compile(step)
 
-  def test_etp_op_inside_scan(self):
+  def test_etp_op_inside_scan_is_unrolled(self):
     def weight_user(x, w):
       y, _ = jax.lax.scan(
           lambda c, _: (c + haiku_etp.dense(x, w), None),
@@ -786,8 +786,9 @@ class ErrorsTest(parameterized.TestCase):
       )
       return y
 
-    with self.assertRaisesRegex(haiku_etp.CompileError, "inside 'scan'"):
-      _compile(self._with_weight_user(weight_user))
+    compiled = _compile(self._with_weight_user(weight_user))
+    # One relation per iteration, on the same parameter.
+    self.assertEqual([r.key for r in compiled.relations], ["~/w", "~/w#2"])
 
   def test_etp_op_inside_cond_is_a_relation(self):
     # Every branch runs, a select keeps the taken one (control_flow_test

@@ -13,8 +13,8 @@
 # limitations under the License.
 # ==============================================================================
 """ETP ops and plain Haiku layers inside ``cond`` / ``hk.cond`` /
-``hk.switch``: D-RTRL equals BPTT (float64, windows 1 and 3) with a branch
-chosen by the data at every step."""
+``hk.switch`` (a branch chosen by the data at every step), ``fori_loop``
+and ``hk.layer_stack``: D-RTRL equals BPTT (float64, windows 1 and 3)."""
 
 import warnings
 
@@ -60,18 +60,38 @@ def _switch_step(x):
   return _leak(hk.switch(index, branches, x))
 
 
-class CondTest(absltest.TestCase):
+def _fori_step(x):
+  # One hk.Linear applied twice (shared weights) in a loop of two.
+  lin = hk.Linear(3, name="shared")
+  if hk.running_init():
+    lin(x)
+  return _leak(hk.fori_loop(0, 2, lambda i, h: jnp.tanh(lin(h)), x))
 
-  def check(self, step, branch_of):
+
+def _stack_step(x):
+  # Three plain layers, their parameters stacked along a layer axis.
+  layer = lambda h: jnp.tanh(hk.Linear(3)(h))
+  return _leak(hk.layer_stack(3)(layer)(x))
+
+
+def _stack_etp_step(x):
+  layer = lambda h: jnp.tanh(H.Linear(3)(h))
+  return _leak(hk.layer_stack(3)(layer)(x))
+
+
+class ControlFlowTest(absltest.TestCase):
+
+  def check(self, step, branch_of=lambda x: None):
     with jax.enable_x64(True):
       model = hk.transform_with_state(step)
       rs = np.random.RandomState(1)  # a draw that takes every branch
       xs = jnp.asarray(rs.normal(size=(_T, _B, 3)))
-      ys = jnp.asarray(rs.normal(size=(_T, _B, 4)))
       learner = H.d_rtrl(model)
       with warnings.catch_warnings():
         warnings.simplefilter("error", H.ApproximationWarning)
         params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+      size = jax.eval_shape(model.apply, params, state, None, xs[0])[0].shape
+      ys = jnp.asarray(rs.normal(size=(_T,) + size))
       model_state = {k: v for k, v in state.items() if not k.startswith("~etp")}
       fns = {k: learner.sequence_grad(testing.mse, window=k) for k in (1, 3)}
 
@@ -97,6 +117,25 @@ class CondTest(absltest.TestCase):
   def test_switch_of_plain_layers(self):
     branch = lambda x: int(jnp.argmax(jnp.sum(x, axis=0)) % 3)
     self.assertEqual(self.check(_switch_step, branch), {0, 1, 2})
+
+  def test_fori_loop_of_two(self):
+    self.check(_fori_step)
+
+  def test_layer_stack_of_three(self):
+    for step in (_stack_step, _stack_etp_step):
+      self.check(step)
+
+  def test_a_stacked_hidden_state_is_refused(self):
+    def step(x):
+      layer = lambda h: _leak(H.Linear(3)(h))
+      return hk.layer_stack(3)(layer)(x)
+
+    with self.assertRaisesRegex(
+        H.CompileError, r"is sliced by a scan: it has a leading layer axis"
+    ):
+      H.d_rtrl(hk.transform_with_state(step)).init(
+          jax.random.PRNGKey(0), jnp.ones((2, 3))
+      )
 
 
 if __name__ == "__main__":

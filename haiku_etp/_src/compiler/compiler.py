@@ -403,10 +403,23 @@ def _trace(
       for l in leaves
   ]
   closed = jax.make_jaxpr(flat_apply)(*avals)
+  flattener = program_lib.Flattener()
   try:
-    program = program_lib.Flattener().program(closed)
+    program = flattener.program(closed)
   except ValueError as e:
     raise CompileError(str(e)) from None
+  num_p = len(param_paths)
+  for leaf in hidden:
+    if program.invars[num_p + leaf] in flattener.sliced:
+      path = state_lib.state_path(*state_paths[leaf])
+      raise CompileError(
+          f"Hidden state {path!r} is sliced by a scan: it has a leading "
+          "layer axis (hk.layer_stack stacks the state of the layers it "
+          "repeats), so it is not batch first. Stack layers that keep "
+          "hidden state with a Python loop (or give each its own module); "
+          "hk.layer_stack, hk.scan and fori_loop are fine for layers "
+          "without it."
+      )
   if plain_layers.adopt(program, len(param_paths)):
     plain_layers.split_relations(program)
   plain_layers.bias_relations(program, len(param_paths))

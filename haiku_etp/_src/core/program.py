@@ -46,6 +46,7 @@ import jax
 from jax import lax
 import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 
 from haiku_etp._src.core import primitive
 
@@ -403,6 +404,8 @@ class Flattener:
     # Inside an opaque call's body or derivative rule, nested calls are
     # evaluated as plain values, so only their bodies matter.
     self._bodies_only = bodies_only
+    # Values an unrolled scan slices per iteration (its ``xs``).
+    self.sliced: set[int] = set()
 
   def new(self, aval: jax.core.AbstractValue) -> int:
     i = self._next
@@ -443,6 +446,10 @@ class Flattener:
         for v, o in zip(eqn.outvars, self.run(inline[0], inline[1], args)):
           env[v] = o
         continue
+      if eqn.primitive.name == "scan" and _learnable_inside(eqn.params):
+        for v, o in zip(eqn.outvars, self._unroll(eqn, args)):
+          env[v] = o
+        continue
       if eqn.primitive.name == "cond" and _learnable_inside(eqn.params):
         for v, o in zip(eqn.outvars, self._select(eqn, args)):
           env[v] = o
@@ -454,9 +461,10 @@ class Flattener:
           if found:
             raise ValueError(
                 f"The ETP op {found!r} sits inside {eqn.primitive.name!r}. "
-                "ETP ops inside scan, while_loop or custom derivative "
-                "functions are not supported; call them at the top level of "
-                "the step (jit, cond and switch are fine)."
+                "ETP ops inside while_loop (a loop without a static trip "
+                "count) or custom derivative functions are not supported; "
+                "call them at the top level of the step (jit, cond, switch, "
+                "scan and fori_loop with static bounds are fine)."
             )
       outs = tuple(self.new(v.aval) for v in eqn.outvars)
       node = Node(eqn.primitive, dict(eqn.params), tuple(args), outs, is_etp)
@@ -493,6 +501,56 @@ class Flattener:
       self.nodes.append(node)
       results.append(out)
     return results
+
+  def _emit(self, fn: Callable[..., Any], ins: Sequence[Atom]) -> int:
+    """Appends the one equation ``fn`` binds on ``ins``; returns its
+    result."""
+    avals = [self.aval(a) for a in ins]
+    jaxpr = jax.make_jaxpr(fn)(
+        *[jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+    ).jaxpr
+    (eqn,) = jaxpr.eqns
+    out = self.new(eqn.outvars[0].aval)
+    node = Node(eqn.primitive, dict(eqn.params), tuple(ins), (out,), False)
+    node.flows = _uniform_rows(self._flows(node))
+    self.nodes.append(node)
+    return out
+
+  def _unroll(self, eqn: Any, args: Sequence[Atom]) -> list[Atom]:
+    """``scan`` (``hk.scan``, ``hk.layer_stack``, a ``fori_loop`` with a
+    static trip count) unrolled: its body once per iteration on the
+    iteration's slice of ``xs``, the results stacked.
+
+    The carry flows from one iteration to the next as in straight-line
+    code; the slices and the stacking are position-mixing ops, so a hidden
+    state that is sliced or stacked (a layer stack's own state) is a cut
+    path, announced as such.
+    """
+    p = eqn.params
+    body = p["jaxpr"]
+    n, nc, ncar = int(p["length"]), int(p["num_consts"]), int(p["num_carry"])
+    consts = list(args[:nc])
+    carry = list(args[nc : nc + ncar])
+    xs = list(args[nc + ncar :])
+    self.sliced.update(x for x in xs if not isinstance(x, Lit))
+    per_step: list[list[Atom]] = [[] for _ in range(n)]
+    for i in reversed(range(n)) if p["reverse"] else range(n):
+      x_i: list[Atom] = []
+      for x in xs:
+        if isinstance(x, Lit):
+          x_i.append(Lit(np.asarray(x.val)[i]))
+          continue
+        piece = self._emit(lambda a, i=i: lax.slice_in_dim(a, i, i + 1), [x])
+        x_i.append(self._emit(lambda a: lax.squeeze(a, (0,)), [piece]))
+      outs = self.run(body.jaxpr, list(body.consts), consts + carry + x_i)
+      carry, per_step[i] = list(outs[:ncar]), list(outs[ncar:])
+    ys: list[Atom] = []
+    for j in range(len(eqn.outvars) - ncar):
+      rows = []
+      for step in per_step:
+        rows.append(self._emit(lambda a: jnp.expand_dims(a, 0), [step[j]]))
+      ys.append(self._emit(lambda *a: lax.concatenate(a, 0), rows))
+    return carry + ys
 
   def _flows(self, node: Node) -> FlowTable:
     name = node.prim.name
