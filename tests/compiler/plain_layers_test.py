@@ -19,7 +19,9 @@ plain ``hk.Linear``, ``hk.Conv2D`` and ``hk.nets.MLP`` inside a leaky
 integrator; on unmodified ``hk.VanillaRNN``, ``hk.LSTM``, ``hk.GRU`` and
 ``hk.Conv1DLSTM`` cores (through ``RNNCoreStep``) it gives the gradients it
 gives on the library's twins of those cells, and announces the
-approximation.
+approximation. Normalisation inside the recurrence: ``hk.LayerNorm`` mixes
+a sample's units (D-RTRL announces it, RTRL stays exact), ``hk.BatchNorm``
+mixes samples (RTRL and SnAp announce it per parameter).
 """
 
 import warnings
@@ -216,6 +218,77 @@ class CoresTest(parameterized.TestCase):
         # Measured, not asserted beyond sanity: the recurrent matmul is cut.
         self.assertGreater(cos, 0.0)
         self.assertGreater(err, 1e-6)
+
+
+def _norm_step(norm):
+  def step(x):
+    v = H.get_hidden_state("v", (x.shape[0], 4), x.dtype)
+    if norm == "layer":
+      y = hk.LayerNorm(-1, True, True)(hk.Linear(4)(x) + v)
+    else:
+      y = hk.BatchNorm(True, True, 0.9)(hk.Linear(4)(x), is_training=True)
+    v = 0.8 * v + y
+    H.set_hidden_state("v", v)
+    return v
+
+  return hk.transform_with_state(step)
+
+
+def _announced(learner, x0):
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    params, state = learner.init(jax.random.PRNGKey(0), x0)
+  messages = [
+      str(w.message) for w in caught if w.category is H.ApproximationWarning
+  ]
+  return params, state, messages
+
+
+class NormalisationTest(absltest.TestCase):
+
+  def test_layer_norm_is_announced_and_rtrl_stays_exact(self):
+    with jax.enable_x64(True):
+      model = _norm_step("layer")
+      rs = np.random.RandomState(3)
+      xs = jnp.asarray(rs.normal(size=(_T, _B, 3)))
+      ys = jnp.asarray(rs.normal(size=(_T, _B, 4)))
+      # LayerNorm mixes a sample's units: D-RTRL names every parameter.
+      _, _, messages = _announced(H.d_rtrl(model), xs[0])
+      self.assertLen(messages, 1)
+      for path in ("layer_norm/scale", "layer_norm/offset", "linear/w"):
+        self.assertIn(f"  {path}: ", messages[0])
+      # The step is per sample: RTRL is exact and says nothing.
+      learner = H.rtrl(model)
+      params, state, messages = _announced(learner, xs[0])
+      self.assertEmpty(messages)
+      model_state = {k: v for k, v in state.items() if not k.startswith("~etp")}
+
+      def run(params, state, xs, ys):
+        reference, _ = testing.bptt_grads(
+            model, testing.mse, params, model_state, None, xs, ys
+        )
+        return reference, [
+            learner.sequence_grad(testing.mse, window=k)(
+                params, state, None, xs, ys
+            ).grads
+            for k in _WINDOWS
+        ]
+
+      reference, grads = test_util.fast_jit(run)(params, state, xs, ys)
+      for g in grads:
+        test_util.assert_trees_close(g, reference)
+
+  def test_batch_norm_mixes_samples(self):
+    model = _norm_step("batch")
+    x0 = jnp.ones((3, 3))
+    params, _, messages = _announced(H.rtrl(model), x0)
+    self.assertLen(messages, 1)
+    for m in params:
+      for n in params[m]:
+        self.assertRegex(messages[0], rf"  {m}/{n}: .*rtrl_mixed_samples")
+    self.assertIn("combines samples", messages[0])
+    _, _, messages = _announced(H.snap(model, n=2), x0)
+    self.assertIn("rtrl_mixed_samples", messages[0])
 
 
 if __name__ == "__main__":

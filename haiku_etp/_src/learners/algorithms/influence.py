@@ -67,6 +67,46 @@ def uses_rng(compiled: compiler_lib.CompiledStep) -> bool:
   )
 
 
+# Ops that combine entries along an axis, with the param naming the axes.
+_AXES_PARAM = {
+    "reduce_sum": "axes",
+    "reduce_max": "axes",
+    "reduce_min": "axes",
+    "reduce_prod": "axes",
+    "reduce_and": "axes",
+    "reduce_or": "axes",
+    "argmax": "axes",
+    "argmin": "axes",
+    "cumsum": "axis",
+    "cumprod": "axis",
+    "cummax": "axis",
+    "cummin": "axis",
+    "cumlogsumexp": "axis",
+    "sort": "dimension",
+}
+
+
+def mixes_samples(compiled: compiler_lib.CompiledStep) -> bool:
+  """Whether the step combines samples: a reduction, cumulative op or sort
+  along the batch axis (axis 0) of a value computed from the inputs or the
+  state (batch statistics, as ``hk.BatchNorm`` in training takes)."""
+  num_p = compiled.num_param_leaves
+  program = compiled.program
+  data = set(program.invars[num_p:])
+  for node in program.nodes:
+    if not any(a in data for a in node.ins if not isinstance(a, recording.Lit)):
+      continue
+    data.update(node.outs)
+    key = _AXES_PARAM.get(node.prim.name)
+    if key is None:
+      continue
+    axes = node.params.get(key)
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    if 0 in tuple(int(a) for a in axes):
+      return True
+  return False
+
+
 def size(aval: Union[jax.core.ShapedArray, jax.Array]) -> int:
   """The number of entries of ``aval``."""
   return int(math.prod(aval.shape))

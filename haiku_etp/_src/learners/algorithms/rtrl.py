@@ -369,6 +369,8 @@ class RTRL(protocol.AlgorithmBase):
   def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     full = set(self.full_paths(compiled))
     random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
+    if influence.mixes_samples(compiled):
+      random += ("rtrl_mixed_samples",)
     shared = {
         path
         for rel in compiled.relations
@@ -400,6 +402,13 @@ class RTRL(protocol.AlgorithmBase):
           "rtrl_random_step: the step draws random numbers from its rng; "
           "RTRL's per-sample Jacobians replay it on batches of one, whose "
           "draws differ. "
+      )
+    if influence.mixes_samples(compiled):
+      parts.append(
+          "rtrl_mixed_samples: the step combines samples (a reduction or "
+          "sort along the batch axis, such as hk.BatchNorm's batch "
+          "statistics); RTRL's per-sample Jacobians leave out how one "
+          "sample's state moves another's. "
       )
     if self.partial:
       parts.append(

@@ -586,6 +586,8 @@ class SnAp(protocol.AlgorithmBase):
     random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
     if self._plan(compiled)[0] == "fast":
       random = ()  # The batched record uses the step's own draws.
+    if influence.mixes_samples(compiled):
+      random += ("rtrl_mixed_samples",)
     out = []
     for p in compiled.parameters:
       if p.role == compiler_lib.ParameterRole.NON_TEMPORAL:
