@@ -368,7 +368,9 @@ class RTRL(protocol.AlgorithmBase):
 
   def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     full = set(self.full_paths(compiled))
-    random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
+    random: tuple[str, ...] = (
+        ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
+    )
     if influence.mixes_samples(compiled):
       random += ("rtrl_mixed_samples",)
     shared = {

@@ -583,7 +583,9 @@ class SnAp(protocol.AlgorithmBase):
 
   def verdicts(self, compiled: compiler_lib.CompiledStep) -> tuple:
     closed = self._closed(compiled)
-    random = ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
+    random: tuple[str, ...] = (
+        ("rtrl_random_step",) if influence.uses_rng(compiled) else ()
+    )
     if self._plan(compiled)[0] == "fast":
       random = ()  # The batched record uses the step's own draws.
     if influence.mixes_samples(compiled):
