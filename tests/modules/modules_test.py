@@ -33,7 +33,10 @@ entry is run automatically through
   approximate, and ``compile(...).drtrl_exact`` says the same.
 
 The oracle, the learners and the unroll of one entry are one ``jit``
-program, compiled once and run again for the checkpoint.
+program, compiled once and run again for the checkpoint. An entry whose step
+is another entry's under another module name (the N-D convolutional cells
+built with two spatial dimensions) is checked to trace the same program and
+runs once, as the other.
 
 A public module without an entry, or an entry naming no public module,
 fails ``test_every_public_module_is_registered``.
@@ -59,6 +62,13 @@ from tests import test_util
 
 _EXAMPLES = {e.name: e for e in testing.MODULE_EXAMPLES}
 _NAMES = [dict(testcase_name=n, name=n) for n in _EXAMPLES]
+# Entries whose step is another entry's step under another module name:
+# ConvNDLSTM(2, (4, 4), 2, 3) is Conv2DLSTM((4, 4), 2, 3) (and the GRUs
+# alike), the same jaxpr and parameters (checked by
+# RegistryTest.test_same_steps). ModuleTest runs the covering entry only:
+# ModuleTest.test_module_Conv2DLSTM / test_module_Conv2DGRU cover these.
+_SAME_STEP = {"ConvNDLSTM": "Conv2DLSTM", "ConvNDGRU": "Conv2DGRU"}
+_MODULE_NAMES = [n for n in _NAMES if n["name"] not in _SAME_STEP]
 _STEPS = 6
 _BATCH = 2
 _LEARNERS = testing.MODULE_LEARNERS + (testing.TRUNCATED_BPTT,)
@@ -96,7 +106,9 @@ def _unflatten(flat):
     node = tree
     for p in parents:
       node = node.setdefault(p, {})
-    node[leaf] = jnp.asarray(value)
+    # device_put copies the array as it is (jnp.asarray compiles a program
+    # per shape to do the same).
+    node[leaf] = jax.device_put(value)
   return tree
 
 
@@ -109,22 +121,38 @@ class VariantsTest(chex.TestCase):
   ``pmap`` on the host devices (chex variants): the same outputs and hidden
   state."""
 
+  # The three variants of a module share its inputs, parameters and
+  # expected outputs: ``{name: (model, params, state, x, want)}``.
+  _problems = {}
+
   def setUp(self):
     super().setUp()
     chex.assert_devices_available(4, "cpu", not_less_than=True)
+
+  def problem(self, name):
+    if name not in self._problems:
+      example = _EXAMPLES[name]
+      model = hk.transform_with_state(example.step)
+      # Drawn with NumPy and initialised in one program: no per-op
+      # programs to compile for the set-up.
+      x = jnp.asarray(
+          example.input_scale
+          * np.random.RandomState(1).normal(
+              size=(_BATCH,) + example.input_shape
+          ),
+          jnp.float32,
+      )
+      params, state = test_util.fast_jit(model.init)(jax.random.PRNGKey(0), x)
+      want = jax.jit(model.apply)(params, state, None, x)
+      self._problems[name] = (model, params, state, x, want)
+    return self._problems[name]
 
   @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
   @parameterized.named_parameters(
       *[dict(testcase_name=n, name=n) for n in ("GRU", "LIF", "LRU", "Conv1D")]
   )
   def test_step(self, name):
-    example = _EXAMPLES[name]
-    model = hk.transform_with_state(example.step)
-    x = example.input_scale * jax.random.normal(
-        jax.random.PRNGKey(1), (_BATCH,) + example.input_shape
-    )
-    params, state = model.init(jax.random.PRNGKey(0), x)
-    want_out, want_state = jax.jit(model.apply)(params, state, None, x)
+    model, params, state, x, (want_out, want_state) = self.problem(name)
     out, new_state = self.variant(model.apply)(params, state, None, x)
     chex.assert_trees_all_close((out, new_state), (want_out, want_state))
 
@@ -141,6 +169,31 @@ class RegistryTest(absltest.TestCase):
         sorted(set(_EXAMPLES) - public), [], "entries naming no public module"
     )
     self.assertLen(testing.MODULE_EXAMPLES, len(_EXAMPLES), "duplicates")
+
+  def test_same_steps(self):
+    """The entries ModuleTest leaves to another trace that entry's step."""
+
+    def step(name):
+      example = _EXAMPLES[name]
+      model = hk.transform_with_state(example.step)
+      x = _x0(example)
+      params, state = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+      jaxpr = jax.make_jaxpr(model.apply)(params, state, None, x)
+      creations = test_util.param_creations(example.step, x)
+      # Everything but the module's name.
+      return (
+          example.input_shape,
+          example.input_scale,
+          example.exact,
+          example.es_decay,
+          str(jaxpr),
+          [c[1:] for c in creations],
+          [len(e) for e in state.values()],
+      )
+
+    for name, cover in _SAME_STEP.items():
+      with self.subTest(name):
+        self.assertEqual(step(name), step(cover))
 
   def test_each_step_uses_its_module(self):
     for name, example in _EXAMPLES.items():
@@ -212,6 +265,9 @@ class ModuleTest(parameterized.TestCase):
       exact = ",".join(_EXAMPLES[name].exact) or "-"
       cells = [f"{row[k][0]:.2e} / {row[k][1]:.4f}" for k in row]
       lines.append(f"{name} | {exact} | " + " | ".join(cells))
+    for name, cover in sorted(_SAME_STEP.items()):
+      if cover in cls.rows:
+        lines.append(f"{name} | the step of {cover}")
     if cls.rows:
       print("\n".join(lines + ["(relative error / cosine vs BPTT)"]))
     super().tearDownClass()
@@ -220,31 +276,44 @@ class ModuleTest(parameterized.TestCase):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
 
-  def problem(self, example):
-    """``(model, params, state, xs, ys)`` in float64 from the name's seed."""
+  def problem(self, example, model, learners):
+    """``(params, state, states, xs, ys)`` in float64 from the name's seed.
+
+    ``states[n]`` is learner ``n``'s initial state. The model's
+    initialisation and the learners' initial states are one program.
+    """
     seed = zlib.crc32(example.name.encode())
     rs = np.random.RandomState(seed)
-    model = hk.transform_with_state(example.step)
     size = (_STEPS, _BATCH) + example.input_shape
-    xs = jnp.asarray(example.input_scale * rs.normal(size=size))
-    params, state = test_util.fast_jit(model.init)(
-        jax.random.PRNGKey(seed), xs[0]
-    )
-    out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
-    ys = jnp.asarray(rs.normal(size=(_STEPS,) + out.shape))
-    return model, params, state, xs, ys
+    xs = jax.device_put(example.input_scale * rs.normal(size=size))
 
-  @parameterized.named_parameters(_NAMES)
+    def setup(key, xs):
+      params, state = model.init(key, xs[0])
+      states = {
+          n: l.init_state(params, state, None, xs[0])
+          for n, l in learners.items()
+      }
+      return params, state, states
+
+    params, state, states = test_util.fast_jit(setup)(
+        jax.random.PRNGKey(seed), xs
+    )
+    x0 = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+    out = jax.eval_shape(model.apply, params, state, None, x0)[0]
+    ys = jax.device_put(rs.normal(size=(_STEPS,) + out.shape))
+    return params, state, states, xs, ys
+
+  @parameterized.named_parameters(_MODULE_NAMES)
   def test_module(self, name):
     example = _EXAMPLES[name]
-    model, params, state, xs, ys = self.problem(example)
-    learners, states = {}, {}
+    model = hk.transform_with_state(example.step)
     with warnings.catch_warnings():
       # Checked by VerdictTest.
       warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-      for n in _LEARNERS:
-        learners[n] = testing.make_module_learner(example, n, model)
-        states[n] = learners[n].init_state(params, state, None, xs[0])
+      learners = {
+          n: testing.make_module_learner(example, n, model) for n in _LEARNERS
+      }
+      params, state, states, xs, ys = self.problem(example, model, learners)
     fns = {
         n: l.sequence_grad(testing.mse, window=None if n == "bptt" else 1)
         for n, l in learners.items()
@@ -275,8 +344,10 @@ class ModuleTest(parameterized.TestCase):
   def check_jit(self, model, params, state, xs, unrolled):
     """``unroll`` under ``jit`` equals the step applied eagerly."""
     outs, unrolled_state = unrolled
-    for t, x in enumerate(xs):
-      out, state = model.apply(params, state, None, x)
+    # Inputs and outputs sliced on the host: no programs to slice them.
+    outs = np.asarray(outs)
+    for t, x in enumerate(np.asarray(xs)):
+      out, state = model.apply(params, state, None, jax.device_put(x))
       np.testing.assert_allclose(outs[t], out, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(
         _model_state(unrolled_state), state, rtol=1e-5, atol=1e-6

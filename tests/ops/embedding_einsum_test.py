@@ -63,23 +63,50 @@ def _integrator(layer):
   return hk.transform_with_state(step)
 
 
-def _check_exact(test, model, xs, learners=("d_rtrl",)):
-  params, state = model.init(jax.random.PRNGKey(0), xs[0])
-  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+def _check_exact(test, model, xs, learners=("d_rtrl",), extra=None):
+  """D-RTRL (and ``learners``) against BPTT at windows 1 and 3.
+
+  One program (``test_util.compile_once``: only tolerances are checked)
+  initialises the model, computes the BPTT reference and every learner's
+  gradients, and ``extra(params, state, *extra_args)`` where ``extra`` is
+  ``(fn, args)``. Returns ``(learners, results, params, state, extra)``,
+  ``results[name, window]`` the learner's ``SequenceResult``.
+  """
+  key = jax.random.PRNGKey(0)
+  x0 = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+  params, state = jax.eval_shape(model.init, key, x0)
+  out = jax.eval_shape(model.apply, params, state, None, x0)[0]
   ys = _normal(7, (_T,) + out.shape)
-  reference = testing.bptt_grads(
-      model, testing.mse, params, state, None, xs, ys
-  )[0]
-  for name in learners:
-    learner = haiku_etp.make_learner(name, model)
-    full = learner.init_state(params, state, None, xs[0])
-    for window in (1, 3):
-      got = learner.sequence_grad(testing.mse, window=window)(
-          params, full, None, xs, ys
-      )
-      err = testing.relative_error(got.grads, reference)
-      test.assertLess(err, 1e-12, (name, window))
-  return learner, got
+  made = {name: haiku_etp.make_learner(name, model) for name in learners}
+  extra_fn, extra_args = extra or (lambda *_: None, ())
+
+  def run(xs, ys, extra_args):
+    params, state = model.init(key, xs[0])
+    reference = testing.bptt_grads(
+        model, testing.mse, params, state, None, xs, ys
+    )[0]
+    results = {}
+    for name, learner in made.items():
+      full = learner.init_state(params, state, None, xs[0])
+      for window in (1, 3):
+        results[name, window] = learner.sequence_grad(
+            testing.mse, window=window
+        )(params, full, None, xs, ys)
+    return (
+        reference,
+        results,
+        params,
+        state,
+        extra_fn(params, state, *extra_args),
+    )
+
+  reference, results, params, state, extra_out = test_util.compile_once(run)(
+      xs, ys, extra_args
+  )
+  for (name, window), got in results.items():
+    err = testing.relative_error(got.grads, reference)
+    test.assertLess(err, 1e-12, (name, window))
+  return made, results, params, state, extra_out
 
 
 class EmbeddingTest(parameterized.TestCase):
@@ -113,70 +140,95 @@ class EmbeddingTest(parameterized.TestCase):
   def test_d_rtrl_per_row_is_exact_and_counts_overflow(self):
     model = _integrator(lambda: haiku_etp.Embed(_V, _H, max_rows=3))
     xs = _ids(3, (_T, _B, 2), distinct=3)
-    learner, got = _check_exact(self, model, xs)
-    traces = learner.traces(got.state)
+    # Five distinct rows into three slots: counted, and no longer exact
+    # (run in the same program, from the same parameters).
+    over_xs = _ids(4, (_T, _B, 2), distinct=5)
+    over_ys = _normal(8, (_T, _B, 2, 2))
+    learner = haiku_etp.d_rtrl(model)
+
+    def overflow(params, state, xs, ys):
+      full = learner.init_state(params, state, None, xs[0])
+      return learner.sequence_grad(testing.mse)(params, full, None, xs, ys)
+
+    made, results, _, _, over = _check_exact(
+        self, model, xs, extra=(overflow, (over_xs, over_ys))
+    )
+    got = results["d_rtrl", 3]
+    traces = made["d_rtrl"].traces(got.state)
     weight = [v for k, v in traces.items() if ":weight@" in k]
     rows = [v for k, v in traces.items() if ":rows@" in k]
-    overflow = [v for k, v in traces.items() if ":overflow@" in k]
+    overflow_counts = [v for k, v in traces.items() if ":overflow@" in k]
     # One slot per looked-up row: (B, L, R, H, S), not (B, L, V, H, S).
     self.assertEqual([w.shape for w in weight], [(_B, 2, 3, _H, 1)])
-    self.assertEqual(int(jnp.sum(overflow[0])), 0)
+    self.assertEqual(int(jnp.sum(overflow_counts[0])), 0)
     for b in range(_B):
       for l in range(2):
         self.assertEqual(
             set(np.asarray(rows[0][b, l]).tolist()) - {-1},
             set(np.asarray(xs[:, b, l]).tolist()),
         )
-    # Five distinct rows into three slots: counted, and no longer exact.
-    xs = _ids(4, (_T, _B, 2), distinct=5)
-    params, state = model.init(jax.random.PRNGKey(0), xs[0])
-    full = learner.init_state(params, state, None, xs[0])
-    ys = _normal(8, (_T, _B, 2, 2))
-    got = learner.sequence_grad(testing.mse)(params, full, None, xs, ys)
-    over = [v for k, v in learner.traces(got.state).items() if "overflow" in k]
+    over = [v for k, v in learner.traces(over.state).items() if "overflow" in k]
     self.assertGreater(int(jnp.sum(over[0])), 0)
 
   def test_vocabulary_trace_and_learners(self):
     model = _integrator(lambda: haiku_etp.Embed(_V, _H))
     xs = _ids(5, (_T, _B), distinct=6)
-    learner, got = _check_exact(self, model, xs, ("d_rtrl", "rtrl"))
-    del learner, got
+    _, _, params, state, _ = _check_exact(self, model, xs, ("d_rtrl", "rtrl"))
     # ES-D-RTRL: exact with decay (0, lam) on this leak... of the table's
     # input side there is nothing to filter; alpha_x > 0 is refused.
     with self.assertRaisesRegex(ValueError, "integer inputs .* cannot be"):
       learner = haiku_etp.es_d_rtrl(model, decay=(0.8, 0.0))
-      params, state = model.init(jax.random.PRNGKey(0), xs[0])
       learner.init_state(params, state, None, xs[0])
 
   def test_traced_ids_out_of_range_look_up_zeros_and_train_no_row(self):
     table = _normal(1, (_V, _H))
     ids = jnp.array([_V, -1, 0, _V + 5], jnp.int32)
-    lookup = jax.jit(haiku_etp.embedding)
-    out = lookup(ids, table)
-    np.testing.assert_array_equal(out[jnp.array([0, 1, 3])], 0.0)
-    np.testing.assert_array_equal(out[2], table[0])
-    grad = jax.jit(jax.grad(lambda t, i: jnp.sum(haiku_etp.embedding(i, t))))
-    want = np.zeros((_V, _H))
-    want[0] = 1.0
-    np.testing.assert_array_equal(grad(table, ids), want)
-    # Eager (concrete) ids out of range are still refused.
-    with self.assertRaisesRegex(ValueError, rf"must lie in \[0, {_V}\)"):
-      haiku_etp.embedding(ids, table)
     # Inside the learners: no gradient for the last row (a clamped id would
     # give it one), no slot taken, no overflow counted.
     xs = np.asarray(_ids(6, (_T, _B, 2), distinct=3)) % (_V - 1)
     xs[::2, 0, 0] = _V
     xs[1::2, 1, 1] = -1
     xs = jnp.asarray(xs)
-    for name, max_rows in (("bptt", None), ("d_rtrl", None), ("d_rtrl", 3)):
-      with self.subTest(name=name, max_rows=max_rows):
-        model = _integrator(lambda: haiku_etp.Embed(_V, _H, max_rows=max_rows))
-        learner = haiku_etp.make_learner(name, model)
-        params, state = learner.init(jax.random.PRNGKey(0), xs[0] % _V)
-        ys = _normal(8, (_T, _B, 2, 2))
-        got = jax.jit(learner.sequence_grad(testing.mse))(
-            params, state, None, xs, ys
+    ys = _normal(8, (_T, _B, 2, 2))
+    cases = (("bptt", None), ("d_rtrl", None), ("d_rtrl", 3))
+    learners = [
+        haiku_etp.make_learner(
+            name,
+            _integrator(
+                lambda max_rows=max_rows: haiku_etp.Embed(
+                    _V, _H, max_rows=max_rows
+                )
+            ),
         )
+        for name, max_rows in cases
+    ]
+
+    # The lookup, its gradient and the learners: one program with traced
+    # ids.
+    def run(table, ids, xs, ys):
+      out = haiku_etp.embedding(ids, table)
+      grad = jax.grad(lambda t, i: jnp.sum(haiku_etp.embedding(i, t)))(
+          table, ids
+      )
+      results = []
+      for learner in learners:
+        params, state = learner.init(jax.random.PRNGKey(0), xs[0] % _V)
+        results.append(
+            learner.sequence_grad(testing.mse)(params, state, None, xs, ys)
+        )
+      return out, grad, results
+
+    out, grad, results = test_util.compile_once(run)(table, ids, xs, ys)
+    np.testing.assert_array_equal(out[jnp.array([0, 1, 3])], 0.0)
+    np.testing.assert_array_equal(out[2], table[0])
+    want = np.zeros((_V, _H))
+    want[0] = 1.0
+    np.testing.assert_array_equal(grad, want)
+    # Eager (concrete) ids out of range are still refused.
+    with self.assertRaisesRegex(ValueError, rf"must lie in \[0, {_V}\)"):
+      haiku_etp.embedding(ids, table)
+    for (name, max_rows), learner, got in zip(cases, learners, results):
+      with self.subTest(name=name, max_rows=max_rows):
         self.assertTrue(np.any(got.grads["embed"]["embeddings"][0] != 0))
         np.testing.assert_array_equal(got.grads["embed"]["embeddings"][-1], 0)
         traces = learner.traces(got.state)
@@ -233,7 +285,9 @@ class EinsumTest(parameterized.TestCase):
     params = {"spec": einsum_lib.Spec(spec)}
     weights = {"weight": _normal(1, w_shape)}
     xs = _normal(2, (_T, 2) + x_shape)
-    # Step by step, then windows of 4 over 6 steps in closed form.
+    # Step by step on two steps (the trace rolled through D once; the
+    # oracles unroll their steps, and more take no other code path, as in
+    # oracles_test), then windows of 4 over 6 steps in closed form.
     for strip, num_states, window in (
         (False, 2, 1),
         (True, 1, 1),
@@ -246,11 +300,11 @@ class EinsumTest(parameterized.TestCase):
           num_hidden_state=num_states,
           strip_batch=strip,
           window=window,
-      )(weights, xs)
+      )(weights, xs if window > 1 else xs[:2])
       self.assertLess(r.relative_error, 1e-12)
     r = test_util.jit_oracle(
         testing.pp_rule_oracle, prim, params, decay=(0.8, 0.0), leak=0.8
-    )(weights, xs)
+    )(weights, xs[:2])
     self.assertLess(r.relative_error, 1e-12)
 
     def layer():

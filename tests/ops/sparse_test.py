@@ -203,35 +203,42 @@ class SparseOpTest(parameterized.TestCase):
     dense_w = jnp.zeros((_I, _O)).at[c.rows, c.cols].set(w)
     # Spikes at a rate of about 1/3, scaled, so the values matter.
     x = _normal(3, (8, _I)) * (np.random.RandomState(4).rand(8, _I) < 0.35)
-    want = x @ dense_w + b
-    active = int(jnp.max(jnp.sum(x != 0, -1)))
-    for max_events in (None, active, _I, 1):  # 1: falls back to the sum
+    want = np.asarray(x) @ np.asarray(dense_w) + np.asarray(b)
+    active = int(np.max(np.sum(np.asarray(x) != 0, -1)))
+    all_max_events = (None, active, _I, 1)  # 1: falls back to the sum
+
+    # The products, the sums and the derivatives in one program: the op is
+    # the same function under jit as eagerly (its impl is its lowering).
+    def run(x, w, b, dense_w):
+      outs = [
+          (
+              haiku_etp.sparse(x, w, c, b, max_events=max_events),
+              haiku_etp.dense(x, dense_w, b, max_events=max_events),
+              haiku_etp.sparse(x[0], w, c, b, max_events=max_events),
+          )
+          for max_events in all_max_events
+      ]
+      f = lambda x, w: jnp.sum(jnp.sin(haiku_etp.sparse(x, w, c, max_events=6)))
+      g = lambda x, w: jnp.sum(jnp.sin(x @ w))
+      e = lambda x, w: jnp.sum(jnp.sin(haiku_etp.dense(x, w, max_events=6)))
+      grads = [
+          jax.grad(f, (0, 1))(x, w),
+          jax.grad(g, (0, 1))(x, dense_w),
+          jax.grad(e, (0, 1))(x, dense_w),
+      ]
+      return outs, grads
+
+    outs, grads = test_util.fast_jit(run)(x, w, b, dense_w)
+    for max_events, (sparse_out, dense_out, one) in zip(all_max_events, outs):
       with self.subTest(max_events=max_events):
-        np.testing.assert_allclose(
-            haiku_etp.sparse(x, w, c, b, max_events=max_events),
-            want,
-            atol=1e-12,
-        )
-        np.testing.assert_allclose(
-            haiku_etp.dense(x, dense_w, b, max_events=max_events),
-            want,
-            atol=1e-12,
-        )
-        np.testing.assert_allclose(
-            haiku_etp.sparse(x[0], w, c, b, max_events=max_events),
-            want[0],
-            atol=1e-12,
-        )
+        np.testing.assert_allclose(sparse_out, want, atol=1e-12)
+        np.testing.assert_allclose(dense_out, want, atol=1e-12)
+        np.testing.assert_allclose(one, want[0], atol=1e-12)
     # The event-driven sum's derivatives are the product's, also at the
     # inputs that are zero.
-    f = lambda x, w: jnp.sum(jnp.sin(haiku_etp.sparse(x, w, c, max_events=6)))
-    g = lambda x, w: jnp.sum(jnp.sin(x @ w))
-    gx, gw = jax.grad(f, (0, 1))(x, w)
-    hx, hw = jax.grad(g, (0, 1))(x, dense_w)
+    (gx, gw), (hx, hw), (ex, ew) = grads
     np.testing.assert_allclose(gx, hx, atol=1e-12)
     np.testing.assert_allclose(gw, hw[c.rows, c.cols], atol=1e-12)
-    e = lambda x, w: jnp.sum(jnp.sin(haiku_etp.dense(x, w, max_events=6)))
-    ex, ew = jax.grad(e, (0, 1))(x, dense_w)
     np.testing.assert_allclose(ex, hx, atol=1e-12)
     np.testing.assert_allclose(ew, hw, atol=1e-12)
     # vmap over the input keeps the primitive.
@@ -246,15 +253,19 @@ class SparseOpTest(parameterized.TestCase):
       ("kept_S2_fast_window", False, 2, True, 2),
       ("stripped_S1_generic_window", True, 1, False, 2),
   )
-  def test_rule_oracles(self, strip, num_states, fast, window):
+  def test_drtrl_rule_oracle(self, strip, num_states, fast, window):
     c = haiku_etp.Connectivity.from_mask(_mask())
     weights = {"weight": _normal(5, (c.nnz,)), "bias": _normal(6, (_O,))}
     xs = _normal(7, (_T, 3, _I))
+    if window == 1:
+      # Step by step on two steps: the trace is rolled through D once, and
+      # the oracle unrolls its steps, so more take no other code path (as
+      # in oracles_test).
+      xs = xs[:2]
     params = {"has_bias": True, "connectivity": c, "max_events": None}
-    prim = extend.etp_batched_sparse_p
     r = test_util.jit_oracle(
         testing.drtrl_rule_oracle,
-        prim,
+        extend.etp_batched_sparse_p,
         params,
         num_hidden_state=num_states,
         strip_batch=strip,
@@ -262,9 +273,18 @@ class SparseOpTest(parameterized.TestCase):
         window=window,
     )(weights, xs)
     self.assertLess(r.relative_error, 1e-12)
+
+  # ES-D-RTRL's oracle takes no batch, fast or window option: once per S
+  # (it ran identically in every row of test_drtrl_rule_oracle with that S).
+  @parameterized.parameters(1, 2)
+  def test_pp_rule_oracle(self, num_states):
+    c = haiku_etp.Connectivity.from_mask(_mask())
+    weights = {"weight": _normal(5, (c.nnz,)), "bias": _normal(6, (_O,))}
+    xs = _normal(7, (_T, 3, _I))[:2]  # Two steps, as above.
+    params = {"has_bias": True, "connectivity": c, "max_events": None}
     r = test_util.jit_oracle(
         testing.pp_rule_oracle,
-        prim,
+        extend.etp_batched_sparse_p,
         params,
         num_hidden_state=num_states,
         decay=(0.8, 0.0),
@@ -274,6 +294,9 @@ class SparseOpTest(parameterized.TestCase):
 
 
 class SparseLearnerTest(absltest.TestCase):
+  """Each test is one program: the initialisation, the BPTT references and
+  every learner it compares (``test_util.compile_once``: only tolerances
+  and exact zeros are checked)."""
 
   def setUp(self):
     super().setUp()
@@ -288,50 +311,67 @@ class SparseLearnerTest(absltest.TestCase):
     dense = _integrator(lambda: haiku_etp.Linear(_O))
     xs = _normal(8, (_T, _B, _I))
     ys = _normal(9, (_T, _B, 3))
-    params, state = masked.init(jax.random.PRNGKey(0), xs[0])
-    # The dense model with the masked weights computes the same function.
-    dense_params = {
-        "linear": {
-            "w": params["linear"]["w"] * mask,
-            "b": params["linear"]["b"],
-        },
-        "readout": {
-            "w": params["readout"]["w"] * readout_mask,
-            "b": params["readout"]["b"],
-        },
+    learners = {
+        name: haiku_etp.make_learner(name, masked, **options)
+        for name, options in (
+            ("d_rtrl", {}),
+            ("es_d_rtrl", {"decay": (0.8, 0.0)}),
+        )
     }
-    reference = testing.bptt_grads(
-        masked, testing.mse, params, state, None, xs, ys
-    )[0]
-    dense_ref = testing.bptt_grads(
-        dense, testing.mse, dense_params, state, None, xs, ys
-    )[0]
+    windows = (1, 3)
+
+    def run(xs, ys):
+      params, state = masked.init(jax.random.PRNGKey(0), xs[0])
+      # The dense model with the masked weights computes the same function.
+      dense_params = {
+          "linear": {
+              "w": params["linear"]["w"] * mask,
+              "b": params["linear"]["b"],
+          },
+          "readout": {
+              "w": params["readout"]["w"] * readout_mask,
+              "b": params["readout"]["b"],
+          },
+      }
+      reference = testing.bptt_grads(
+          masked, testing.mse, params, state, None, xs, ys
+      )[0]
+      dense_ref = testing.bptt_grads(
+          dense, testing.mse, dense_params, state, None, xs, ys
+      )[0]
+      got = {
+          (name, window): _grads(learner, params, state, xs, ys, window)
+          for name, learner in learners.items()
+          for window in windows
+      }
+      return params, state, reference, dense_ref, got
+
+    params, state, reference, dense_ref, got = test_util.compile_once(run)(
+        xs, ys
+    )
     for m, path in ((mask, "linear"), (readout_mask, "readout")):
       np.testing.assert_array_equal(reference[path]["w"][~m.astype(bool)], 0)
       np.testing.assert_allclose(
           reference[path]["w"], dense_ref[path]["w"] * m, atol=1e-12
       )
-    for name in ("d_rtrl", "es_d_rtrl"):
-      options = {"decay": (0.8, 0.0)} if name == "es_d_rtrl" else {}
-      learner = haiku_etp.make_learner(name, masked, **options)
-      for window in (1, 3):
+    for name in learners:
+      for window in windows:
         with self.subTest(learner=name, window=window):
+          grads = got[name, window]
           if name == "es_d_rtrl":
             # Exact for the layer's weights on this uniform leak; the
             # readout's input is tanh(v), not a leak, so only the layer.
-            got = _grads(learner, params, state, xs, ys, window)
             np.testing.assert_allclose(
-                got["linear"]["w"], reference["linear"]["w"], atol=1e-10
+                grads["linear"]["w"], reference["linear"]["w"], atol=1e-10
             )
             continue
-          got = _grads(learner, params, state, xs, ys, window)
           chex_close = jax.tree_util.tree_map(
-              lambda a, b: float(jnp.max(jnp.abs(a - b))), got, reference
+              lambda a, b: float(jnp.max(jnp.abs(a - b))), grads, reference
           )
           self.assertLess(max(jax.tree_util.tree_leaves(chex_close)), 1e-10)
     # One trace entry per synapse: (B, nnz, S).
-    learner = haiku_etp.d_rtrl(masked)
-    full = learner.init_state(params, state, None, xs[0])
+    learner = learners["d_rtrl"]
+    full = jax.eval_shape(learner.init_state, params, state, None, xs[0])
     shapes = {
         k: v.shape for k, v in learner.traces(full).items() if ":weight@" in k
     }
@@ -344,13 +384,18 @@ class SparseLearnerTest(absltest.TestCase):
     dense = _integrator(lambda: haiku_etp.Linear(_O))
     xs = _normal(10, (_T, _B, _I))
     ys = _normal(11, (_T, _B, 3))
-    params, state = dense.init(jax.random.PRNGKey(0), xs[0])
-    outs = [m.apply(params, state, None, xs[0])[0] for m in (full, dense)]
+
+    def run(xs, ys):
+      params, state = dense.init(jax.random.PRNGKey(0), xs[0])
+      outs = [m.apply(params, state, None, xs[0])[0] for m in (full, dense)]
+      got = [
+          _grads(haiku_etp.d_rtrl(m), params, state, xs, ys, 1)
+          for m in (full, dense)
+      ]
+      return outs, got
+
+    outs, got = test_util.compile_once(run)(xs, ys)
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-14)
-    got = [
-        _grads(haiku_etp.d_rtrl(m), params, state, xs, ys, 1)
-        for m in (full, dense)
-    ]
     chex_close = jax.tree_util.tree_map(
         lambda a, b: float(jnp.max(jnp.abs(a - b))), got[0], got[1]
     )
@@ -361,12 +406,17 @@ class SparseLearnerTest(absltest.TestCase):
     model = _integrator(lambda: haiku_etp.SparseLinear(c, max_events=_I))
     xs = jnp.asarray(np.random.RandomState(12).rand(_T, _B, _I) < 0.3, float)
     ys = _normal(13, (_T, _B, 3))
-    params, state = model.init(jax.random.PRNGKey(0), xs[0])
+
+    def run(xs, ys):
+      params, state = model.init(jax.random.PRNGKey(0), xs[0])
+      reference = testing.bptt_grads(
+          model, testing.mse, params, state, None, xs, ys
+      )[0]
+      got = _grads(haiku_etp.d_rtrl(model), params, state, xs, ys, 1)
+      return params, reference, got
+
+    params, reference, got = test_util.compile_once(run)(xs, ys)
     self.assertEqual(params["sparse_linear"]["w"].shape, (c.nnz,))
-    reference = testing.bptt_grads(
-        model, testing.mse, params, state, None, xs, ys
-    )[0]
-    got = _grads(haiku_etp.d_rtrl(model), params, state, xs, ys, 1)
     np.testing.assert_allclose(
         got["sparse_linear"]["w"], reference["sparse_linear"]["w"], atol=1e-10
     )
@@ -387,22 +437,36 @@ class SparseLearnerTest(absltest.TestCase):
 
     model = hk.transform_with_state(step)
     xs, ys = _normal(14, (_T, _B, 3)), _normal(15, (_T, _B, 2))
-    params, state = model.init(jax.random.PRNGKey(0), xs[0])
-    reference = testing.bptt_grads(
-        model, testing.mse, params, state, None, xs, ys
-    )[0]
+    names = ("rtrl", "snap", "uoro")
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      learners = {name: haiku_etp.make_learner(name, model) for name in names}
+
+    def run(xs, ys, rng):
+      params, state = model.init(jax.random.PRNGKey(0), xs[0])
+      reference = testing.bptt_grads(
+          model, testing.mse, params, state, None, xs, ys
+      )[0]
+      got = {}
+      for name, learner in learners.items():
+        # With the gradient's rng: one compiled step (and one SnAp pattern
+        # search) serves both calls.
+        full = learner.init_state(params, state, rng, xs[0])
+        fn = learner.sequence_grad(testing.mse)
+        got[name] = fn(params, full, rng, xs, ys).grads
+      return reference, got
+
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
+      reference, got = test_util.compile_once(run)(
+          xs, ys, jax.random.PRNGKey(1)
+      )
     off = ~mask.astype(bool)
-    for name in ("rtrl", "snap", "uoro"):
-      with self.subTest(name), warnings.catch_warnings():
-        warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
-        learner = haiku_etp.make_learner(name, model)
-        full = learner.init_state(params, state, None, xs[0])
-        got = jax.jit(learner.sequence_grad(testing.mse))(
-            params, full, jax.random.PRNGKey(1), xs, ys
-        ).grads
-        np.testing.assert_array_equal(got["rec"]["w"][off], 0.0)
+    for name in names:
+      with self.subTest(name):
+        np.testing.assert_array_equal(got[name]["rec"]["w"][off], 0.0)
         if name == "rtrl":
-          self.assertLess(testing.relative_error(got, reference), 1e-12)
+          self.assertLess(testing.relative_error(got[name], reference), 1e-12)
 
 
 if __name__ == "__main__":
