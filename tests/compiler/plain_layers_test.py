@@ -15,8 +15,8 @@
 """Plain Haiku layers are learned as the ETP ops they equal.
 
 Float64 against ``testing.bptt_grads``, windows 1 and 3: D-RTRL is exact on
-plain ``hk.Linear``, ``hk.Conv2D`` and ``hk.nets.MLP`` inside a leaky
-integrator; on unmodified ``hk.VanillaRNN``, ``hk.LSTM``, ``hk.GRU`` and
+plain ``hk.Linear``, ``hk.Conv2D``, ``hk.Embed`` and ``hk.nets.MLP`` inside a
+leaky integrator; on unmodified ``hk.VanillaRNN``, ``hk.LSTM``, ``hk.GRU`` and
 ``hk.Conv1DLSTM`` cores (through ``RNNCoreStep``) it gives the gradients it
 gives on the library's twins of those cells, and announces the
 approximation. Normalisation inside the recurrence: ``hk.LayerNorm`` mixes
@@ -74,53 +74,51 @@ _LAYERS = {
 
 class PlainLayersExactTest(parameterized.TestCase):
 
+  def check_exact(self, model, xs):
+    """D-RTRL equals BPTT at windows 1 and 3, every parameter a relation's
+    operand, and no warning."""
+    rs = np.random.RandomState(0)
+    learner = H.d_rtrl(model)
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", H.ApproximationWarning)
+      params, lstate = learner.init(jax.random.PRNGKey(0), xs[0])
+      verdicts = learner.verdicts(params, lstate, None, xs[0])
+    self.assertTrue(all(v.exact for v in verdicts), verdicts)
+    state = {k: v for k, v in lstate.items() if not k.startswith("~etp")}
+    out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+    ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
+    fns = {k: learner.sequence_grad(testing.mse, window=k) for k in _WINDOWS}
+
+    def run(params, lstate, xs, ys):
+      reference, _ = testing.bptt_grads(
+          model, testing.mse, params, state, None, xs, ys
+      )
+      return reference, {
+          k: f(params, lstate, None, xs, ys) for k, f in fns.items()
+      }
+
+    reference, results = test_util.fast_jit(run)(params, lstate, xs, ys)
+    for result in results.values():
+      test_util.assert_trees_close(result.grads, reference)
+    compiled = learner.compile(params, lstate, None, xs[0])
+    traced = {
+        p for r in compiled.relations for ps in r.weights.values() for p in ps
+    }
+    self.assertEqual(traced, {f"{m}/{n}" for m in params for n in params[m]})
+
   @parameterized.named_parameters((n, n) for n in _LAYERS)
   def test_d_rtrl_equals_bptt(self, name):
     make_layer, shape = _LAYERS[name]
     with jax.enable_x64(True):
-      model = _leaky(make_layer)
-      params, state, xs, ys = _problem(model, shape, 0)
-      learner = H.d_rtrl(model)
-      with warnings.catch_warnings():
-        warnings.simplefilter("error", H.ApproximationWarning)
-        lstate = learner.init_state(params, state, None, xs[0])
-        verdicts = learner.verdicts(params, lstate, None, xs[0])
-      self.assertTrue(all(v.exact for v in verdicts), verdicts)
-      fns = {k: learner.sequence_grad(testing.mse, window=k) for k in _WINDOWS}
+      xs = jnp.asarray(np.random.RandomState(0).normal(size=(_T, _B) + shape))
+      self.check_exact(_leaky(make_layer), xs)
 
-      def run(params, lstate, xs, ys):
-        reference, _ = testing.bptt_grads(
-            model, testing.mse, params, state, None, xs, ys
-        )
-        return reference, {
-            k: f(params, lstate, None, xs, ys) for k, f in fns.items()
-        }
-
-      reference, results = test_util.fast_jit(run)(params, lstate, xs, ys)
-      for k, result in results.items():
-        test_util.assert_trees_close(result.grads, reference)
-      # Every weight and bias is a relation's operand.
-      compiled = learner.compile(params, lstate, None, xs[0])
-      traced = {
-          p for r in compiled.relations for ps in r.weights.values() for p in ps
-      }
-      self.assertEqual(
-          traced,
-          {f"{m}/{n}" for m in params for n in params[m]},
-      )
-
-  def test_a_plain_embed_is_announced(self):
-    # Not read as a relation yet: the table is a plain parameter that
-    # reaches hidden state, and D-RTRL says so.
-    model = _leaky(lambda: hk.Embed(5, 3))
-    with warnings.catch_warnings(record=True) as caught:
-      warnings.simplefilter("always")
-      H.d_rtrl(model).init(jax.random.PRNGKey(0), jnp.array([1, 2]))
-    messages = [
-        str(w.message) for w in caught if w.category is H.ApproximationWarning
-    ]
-    self.assertLen(messages, 1)
-    self.assertIn("embed/embeddings: untraced_parameter", messages[0])
+  def test_embed_d_rtrl_equals_bptt(self):
+    with jax.enable_x64(True):
+      rs = np.random.RandomState(0)
+      table = rs.normal(size=(5, 3))  # float64 (hk.Embed's default is f32)
+      model = _leaky(lambda: hk.Embed(embedding_matrix=table))
+      self.check_exact(model, jnp.asarray(rs.randint(0, 5, size=(_T, _B))))
 
 
 def _core_model(make_core):

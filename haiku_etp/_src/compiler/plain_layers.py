@@ -14,7 +14,7 @@
 # ==============================================================================
 """Plain Haiku layers read as the ETP ops they equal.
 
-``hk.Linear``, ``hk.ConvND``, ``hk.nets.MLP`` and the matmuls Haiku's cores
+``hk.Linear``, ``hk.ConvND``, ``hk.Embed``, ``hk.nets.MLP`` and the matmuls Haiku's cores
 write themselves bind ``dot_general`` and ``conv_general_dilated`` with a
 parameter as one operand, and add a parameter as the bias. The compiler
 rewrites such equations in the flat program into the ETP op they equal
@@ -27,7 +27,9 @@ rewrites such equations in the flat program into the ETP op they equal
   and one batch group: the conv op with the same strides, padding,
   dilations, layout and feature groups;
 * either one followed by the addition of a parameter broadcast along the
-  output features (channels) and used nowhere else: that op with a bias.
+  output features (channels) and used nowhere else: that op with a bias;
+* ``gather`` of whole rows of a parameter table ``(V, H)`` by integer ids
+  (``hk.Embed``'s ``table[ids]``): the embedding op.
 
 The rewritten op computes the same values (the ETP ops' forward passes are
 these equations) and carries the ETP op's trace rules. The model's code is
@@ -43,6 +45,7 @@ from haiku_etp._src.core import program as program_lib
 from haiku_etp._src.ops import conv as conv_lib
 from haiku_etp._src.ops import dense as dense_lib
 from haiku_etp._src.ops import elementwise as elementwise_lib
+from haiku_etp._src.ops import embedding as embedding_lib
 
 Lit = program_lib.Lit
 
@@ -135,6 +138,44 @@ def _conv(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   return conv_lib.etp_conv_p, params, dn.out_spec[1]
 
 
+def _embed(program: program_lib.Program, node: program_lib.Node, only) -> Any:
+  """``(ids, table)`` when ``node`` looks rows of a parameter table up by
+  integer ids (``hk.Embed``'s ``table[ids]``), or ``None``."""
+  table, indices = node.ins
+  if isinstance(table, Lit) or isinstance(indices, Lit):
+    return None
+  if table not in only or indices in only:
+    return None
+  t_shape = program_lib.shape(program.aval(table))
+  i_shape = program_lib.shape(program.aval(indices))
+  dn = node.params["dimension_numbers"]
+  if (
+      len(t_shape) != 2
+      or len(i_shape) < 2
+      or i_shape[-1] != 1
+      or tuple(dn.offset_dims) != (len(i_shape) - 1,)
+      or tuple(dn.collapsed_slice_dims) != (0,)
+      or tuple(dn.start_index_map) != (0,)
+      or tuple(getattr(dn, "operand_batching_dims", ())) != ()
+      or tuple(node.params["slice_sizes"]) != (1, t_shape[1])
+  ):
+    return None
+  # The ids before the trailing index axis was added.
+  producer = {o: n for n in program.nodes for o in n.outs}
+  expand = producer.get(indices)
+  if expand is None or isinstance(expand.ins[0], Lit):
+    return None
+  ids = expand.ins[0]
+  if (
+      expand.prim.name not in ("broadcast_in_dim", "reshape", "expand_dims")
+      or program_lib.shape(program.aval(ids)) != i_shape[:-1]
+  ):
+    return None
+  if not str(program.aval(ids).dtype).startswith(("int", "uint")):
+    return None
+  return ids
+
+
 def _bias(
     program: program_lib.Program,
     ni: int,
@@ -190,6 +231,18 @@ def adopt(program: program_lib.Program, num_params: int) -> int:
   count = 0
   for ni, node in enumerate(program.nodes):
     if node.etp or ni in dropped:
+      continue
+    if node.prim.name == "gather":
+      ids = _embed(program, node, only)
+      if ids is not None:
+        program.nodes[ni] = program_lib.Node(
+            embedding_lib.etp_batched_embedding_p,
+            {"max_rows": None},
+            (ids, node.ins[0]),
+            node.outs,
+            True,
+        )
+        count += 1
       continue
     if node.prim.name == "dot_general":
       found = _dense(program, node, only)
