@@ -88,26 +88,48 @@ _CASES = {
 _SEQUENCES = ((50, 1), (20, 3))
 
 
+# Initial parameters and state per case: they do not depend on T.
+_INITS = {}
+
+
 def _problem(name, num_steps):
+  """``(model, params, state, xs, ys)`` as ``test_util.setup`` makes them,
+  with the parameters drawn in one compiled program (``compile_once``), once
+  per case."""
   step, shape = _CASES[name]
-  return test_util.setup(step, shape, num_steps, scale=_SCALE)
+  model = hk.transform_with_state(step)
+  xs = test_util.sequence(shape, num_steps, scale=_SCALE)
+  if name not in _INITS:
+    _INITS[name] = test_util.compile_once(model.init)(
+        jax.random.PRNGKey(0), xs[0]
+    )
+  params, state = _INITS[name]
+  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+  ys = test_util.sequence(out.shape, num_steps, seed=1)
+  return model, params, state, xs, ys
 
 
-def _grads(learner, params, xs, ys, window):
-  return test_util.learner_grads(
-      learner, test_util.mse, params, xs, ys, window=window
-  )
+def _learner_state(learner, params, state, xs):
+  """The learner's state on the model's own (``init_state``: nothing drawn)."""
+  return learner.init_state(params, state, None, xs[0])
 
 
-def _spike_rate(name, params, state, xs):
-  """Mean spike rate of every ``:hidden`` state named ``v`` that fires."""
-  model = hk.transform_with_state(_CASES[name][0])
+def _oracle(model, params, state, xs, ys):
+  return testing.bptt_grads(model, test_util.mse, params, state, None, xs, ys)
+
+
+def _states(model, params, state, xs):
+  """The model's state after every step, stacked over time."""
 
   def body(st, x):
     _, st = model.apply(params, st, None, x)
     return st, st
 
-  _, states = jax.lax.scan(body, state, xs)
+  return jax.lax.scan(body, state, xs)[1]
+
+
+def _spike_rate(states):
+  """Mean spike rate of every ``:hidden`` state named ``v`` that fires."""
   rates = []
   for module, entries in states.items():
     if "lif" in module and "v:hidden" in entries:
@@ -124,39 +146,59 @@ class CrossGroupExactTest(parameterized.TestCase):
     super().setUp()
     self.enter_context(jax.enable_x64(True))
 
-  @parameterized.named_parameters(
-      (f"{name}_T{t}_w{w}", name, t, w)
-      for name in _CASES
-      for t, w in _SEQUENCES
-  )
-  def test_d_rtrl_equals_bptt(self, name, num_steps, window):
-    model, params, state, xs, ys = _problem(name, num_steps)
-    reference, losses = testing.bptt_grads(
-        model, test_util.mse, params, state, None, xs, ys
-    )
-    learner = H.d_rtrl(model)
+  @parameterized.named_parameters((name, name) for name in _CASES)
+  def test_d_rtrl_equals_bptt(self, name):
+    # Both (T, window) sequences in one compiled program: for each, the
+    # oracle, D-RTRL, truncated BPTT and the model's states (spike rates).
+    problems = [_problem(name, t) for t, _ in _SEQUENCES]
+    model, params, state = problems[0][:3]
+    learner, truncated = H.d_rtrl(model), H.bptt(model)
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter("always")
-      result = _grads(learner, params, xs, ys, window)
+      lstate = _learner_state(learner, params, state, problems[0][3])
+      bstate = _learner_state(truncated, params, state, problems[0][3])
+
+      def run(params, data):
+        out = []
+        for (_, window), (state, xs, ys) in zip(_SEQUENCES, data):
+          grad_fns = [
+              l.sequence_grad(test_util.mse, window=window)
+              for l in (learner, truncated)
+          ]
+          out.append(
+              (
+                  _oracle(model, params, state, xs, ys),
+                  grad_fns[0](params, lstate, None, xs, ys),
+                  grad_fns[1](params, bstate, None, xs, ys).grads,
+                  _states(model, params, state, xs),
+              )
+          )
+        return out
+
+      results = test_util.fast_jit(run)(
+          params, [(state, xs, ys) for _, _, state, xs, ys in problems]
+      )
     self.assertEmpty(
         [w for w in caught if w.category is H.ApproximationWarning]
     )
-    _, lstate = learner.init(jax.random.PRNGKey(0), xs[0])
-    compiled = learner.compile(params, lstate, None, xs[0])
+    compiled = learner.compile(params, lstate, None, problems[0][3][0])
     self.assertTrue(compiled.drtrl_exact, compiled.report())
     self.assertNotEmpty(compiled.cross)
-    for path, leaf in jax.tree_util.tree_leaves_with_path(reference):
-      self.assertTrue(np.any(np.asarray(leaf) != 0), jax.tree_util.keystr(path))
-    per_leaf = jax.tree_util.tree_map(
-        testing.relative_error, result.grads, reference
-    )
-    for path, err in jax.tree_util.tree_leaves_with_path(per_leaf):
-      self.assertLess(err, test_util.EXACT_RTOL, jax.tree_util.keystr(path))
-    np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
-    truncated = _grads(H.bptt(model), params, xs, ys, window)
-    self.assertGreater(testing.relative_error(truncated.grads, reference), 0.1)
-    for rate in _spike_rate(name, params, state, xs):
-      self.assertBetween(rate, 0.02, 0.98)
+    for (t, w), (ref, result, trunc, states) in zip(_SEQUENCES, results):
+      reference, losses = ref
+      for path, leaf in jax.tree_util.tree_leaves_with_path(reference):
+        where = f"T={t} w={w} {jax.tree_util.keystr(path)}"
+        self.assertTrue(np.any(np.asarray(leaf) != 0), where)
+      per_leaf = jax.tree_util.tree_map(
+          testing.relative_error, result.grads, reference
+      )
+      for path, err in jax.tree_util.tree_leaves_with_path(per_leaf):
+        where = f"T={t} w={w} {jax.tree_util.keystr(path)}"
+        self.assertLess(err, test_util.EXACT_RTOL, where)
+      np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
+      self.assertGreater(testing.relative_error(trunc, reference), 0.1)
+      for rate in _spike_rate(states):
+        self.assertBetween(rate, 0.02, 0.98)
 
 
 class MemoryTest(parameterized.TestCase):
@@ -169,13 +211,19 @@ class MemoryTest(parameterized.TestCase):
     learner = H.d_rtrl(model, max_cross_bytes=max_cross_bytes)
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", H.ApproximationWarning)
-      params, state = learner.init(jax.random.PRNGKey(0), xs[0])
+      # Shapes are all the measures need: nothing is drawn or run.
+      params, state = jax.eval_shape(learner.init, jax.random.PRNGKey(0), xs[0])
       model_state = {m: e for m, e in state.items() if not m.startswith("~etp")}
       out = jax.eval_shape(model.apply, params, model_state, None, xs[0])[0]
-      ys = jnp.zeros((4,) + out.shape)
-      fn = jax.jit(learner.sequence_grad(test_util.mse))
+      ys = jax.ShapeDtypeStruct((4,) + out.shape, out.dtype)
+      # The compiled sizes are printed, not asserted (within 1% of a
+      # default-options compile's).
+      fn = test_util.fast_jit(learner.sequence_grad(test_util.mse))
       mem = fn.lower(params, state, None, xs, ys).compile().memory_analysis()
-    traces = sum(v.nbytes for v in learner.traces(state).values())
+    traces = sum(
+        int(np.prod(v.shape)) * v.dtype.itemsize
+        for v in learner.traces(state).values()
+    )
     return traces, mem.temp_size_in_bytes + mem.output_size_in_bytes
 
   @parameterized.named_parameters(
@@ -207,10 +255,16 @@ class BudgetTest(absltest.TestCase):
       with testing.expect_warning(
           H.ApproximationWarning, r"linear/w: .*cross_trace_over_budget"
       ):
-        _, lstate = learner.init(jax.random.PRNGKey(0), xs[0])
-      result = jax.jit(learner.sequence_grad(test_util.mse))(
-          params, lstate, None, xs, ys
-      )
+        lstate = _learner_state(learner, params, state, xs)
+      # The learner and the oracle in one program.
+      result, (reference, _) = test_util.fast_jit(
+          lambda params, lstate, state, xs, ys: (
+              learner.sequence_grad(test_util.mse)(
+                  params, lstate, None, xs, ys
+              ),
+              _oracle(model, params, state, xs, ys),
+          )
+      )(params, lstate, state, xs, ys)
       compiled = learner.compile(params, lstate, None, xs[0])
       (d,) = [
           d for d in compiled.diagnostics if d.code == "cross_trace_over_budget"
@@ -218,9 +272,6 @@ class BudgetTest(absltest.TestCase):
       self.assertRegex(d.message, r"need \d+ B, over max_cross_bytes")
       self.assertCountEqual(d.parameters, ("linear/b", "linear/w"))
       self.assertEmpty(compiled.cross)
-      reference, _ = testing.bptt_grads(
-          model, test_util.mse, params, state, None, xs, ys
-      )
       self.assertGreater(
           testing.relative_error(result.grads["linear"], reference["linear"]),
           1e-3,
@@ -238,14 +289,24 @@ class ESDRTRLMeasureTest(absltest.TestCase):
       warnings.simplefilter("ignore", H.ApproximationWarning)
       for name in _CASES:
         model, params, state, xs, ys = _problem(name, 20)
-        reference, _ = testing.bptt_grads(
-            model, test_util.mse, params, state, None, xs, ys
-        )
-        for form in ("window", "fused"):
-          learner = H.es_d_rtrl(model, decay=(0.8, 0.0), form=form)
-          es = _grads(learner, params, xs, ys, 1)
+        forms = ("window", "fused")
+        learners = [H.es_d_rtrl(model, decay=(0.8, 0.0), form=f) for f in forms]
+        lstates = [_learner_state(l, params, state, xs) for l in learners]
+        # The oracle and both forms in one program.
+        reference, grads = test_util.fast_jit(
+            lambda params, lstates, state, xs, ys: (
+                _oracle(model, params, state, xs, ys)[0],
+                [
+                    l.sequence_grad(test_util.mse, window=1)(
+                        params, s, None, xs, ys
+                    ).grads
+                    for l, s in zip(learners, lstates)
+                ],
+            )
+        )(params, lstates, state, xs, ys)
+        for form, es_grads in zip(forms, grads):
           for path, ref in jax.tree_util.tree_leaves_with_path(reference):
-            got = _at(es.grads, path)
+            got = _at(es_grads, path)
             cos = testing.cosine_similarity(got, ref)
             norm = float(np.linalg.norm(got) / max(np.linalg.norm(ref), 1e-300))
             where = f"{name} {form} {jax.tree_util.keystr(path)}"

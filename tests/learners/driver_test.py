@@ -44,6 +44,7 @@ import optax
 
 import haiku_etp
 from haiku_etp import testing
+from tests import test_util
 
 _RTOL = 1e-10
 _HIDDEN = ":hidden"
@@ -51,6 +52,11 @@ _HIDDEN = ":hidden"
 _LEARNER_PREFIX = "~etp"
 
 _T, _B, _I, _H, _O = 8, 3, 4, 5, 2
+
+# Every program here is compiled with the cheap options (a test compiles each
+# once); results are compared against tolerances, or against the same
+# program's, or are exact zeros and constants.
+_jit = test_util.fast_jit
 
 
 # Models. Every trainable op that feeds hidden state goes through
@@ -290,17 +296,26 @@ def _hidden_names(state):
   )
 
 
-def _bptt_grads(step, params, xs, ys, loss_fn=_sum_loss):
-  """Exact gradient: one BPTT window over the whole sequence."""
+def _grads_and_exact(step, runs, params, xs, ys, extra=None):
+  """``(grads of each (learner, state) in runs, exact[, extra(params)])``.
+
+  The exact gradient is one BPTT window over the whole sequence; everything
+  is computed in one program.
+  """
   ref = haiku_etp.bptt(hk.transform_with_state(step))
-  ref_params, state = _init(ref, xs)
+  ref_params, ref_state = _init(ref, xs)
   chex.assert_trees_all_equal(ref_params, params)
-  return jax.jit(ref.sequence_grad(loss_fn))(params, state, None, xs, ys).grads
 
+  def run(params, states, ref_state, xs, ys):
+    grads = [
+        learner.sequence_grad(_sum_loss)(params, st, None, xs, ys).grads
+        for (learner, _), st in zip(runs, states)
+    ]
+    exact = ref.sequence_grad(_sum_loss)(params, ref_state, None, xs, ys)
+    out = (grads, exact.grads)
+    return out if extra is None else out + (extra(params),)
 
-def _online_grads(learner, params, state, xs, ys, loss_fn=_sum_loss):
-  fn = jax.jit(learner.sequence_grad(loss_fn))
-  return fn(params, state, None, xs, ys).grads
+  return _jit(run)(params, [st for _, st in runs], ref_state, xs, ys)
 
 
 def _num_equations(jaxpr) -> int:
@@ -340,8 +355,9 @@ class NegativeControlTest(parameterized.TestCase):
           hk.transform_with_state(_STEPS[step]), **kwargs
       )
       params, state = _init(learner, xs)
-      grads = _online_grads(learner, params, state, xs, ys)
-      exact = _bptt_grads(_STEPS[step], params, xs, ys)
+      (grads,), exact = _grads_and_exact(
+          _STEPS[step], [(learner, state)], params, xs, ys
+      )
       err = testing.relative_error(grads, exact)
       cos = testing.cosine_similarity(grads, exact)
       print(f"negative control {step} d_rtrl: rel err {err:.3e}, cos {cos:.6f}")
@@ -358,8 +374,10 @@ class NegativeControlTest(parameterized.TestCase):
       xs, ys = _data(num_steps=12)
       learner = _learner("d_rtrl", "stack")
       params, state = _init(learner, xs)
-      grads = _online_grads(learner, params, state, xs, ys)
-      _assert_trees_close(grads, _bptt_grads(_stack_step, params, xs, ys))
+      (grads,), exact = _grads_and_exact(
+          _stack_step, [(learner, state)], params, xs, ys
+      )
+      _assert_trees_close(grads, exact)
       self.assertTrue(learner.compile(params, state, None, xs[0]).drtrl_exact)
 
   def test_es_d_rtrl_with_decay_differs_on_lif(self):
@@ -367,27 +385,30 @@ class NegativeControlTest(parameterized.TestCase):
       xs, ys = _data(num_steps=12)
       d_rtrl = _learner("d_rtrl", "lif")
       params, state = _init(d_rtrl, xs)
-      exact = _bptt_grads(_lif_step, params, xs, ys)
+      es = _learner("es_d_rtrl", "lif")
+      _, es_state = _init(es, xs)
+      lif = hk.transform_with_state(lambda x: _LIF(_H, name="lif")(x))
+      _, lif_state = lif.init(jax.random.PRNGKey(0), xs[0])
+
+      def spikes(params):
+        return jax.lax.scan(
+            lambda st, x: lif.apply({"lif": params["lif"]}, st, None, x)[::-1],
+            lif_state,
+            xs,
+        )[1]
+
+      # Both learners, the exact gradient and the spikes in one program.
+      (grads, es_grads), exact, spikes = _grads_and_exact(
+          _lif_step, [(d_rtrl, state), (es, es_state)], params, xs, ys, spikes
+      )
       # Positive control on the same step: D-RTRL is exact on a feed-forward
       # LIF, so the gap below is the decay's, not a broken step.
-      grads = _online_grads(d_rtrl, params, state, xs, ys)
       self.assertLess(testing.relative_error(grads, exact), _RTOL)
       self.assertTrue(d_rtrl.compile(params, state, None, xs[0]).drtrl_exact)
       # The reset path is only exercised if the neurons spike.
-      lif = hk.transform_with_state(lambda x: _LIF(_H, name="lif")(x))
-      lif_params = {"lif": params["lif"]}
-      _, lif_state = lif.init(jax.random.PRNGKey(0), xs[0])
-      _, spikes = jax.lax.scan(
-          lambda st, x: lif.apply(lif_params, st, None, x)[::-1],
-          lif_state,
-          xs,
-      )
       self.assertGreater(float(jnp.mean(spikes)), 0.05)
-      es = _learner("es_d_rtrl", "lif")
-      _, es_state = _init(es, xs)
-      grads = _online_grads(es, params, es_state, xs, ys)
-      err = testing.relative_error(grads, exact)
-      cos = testing.cosine_similarity(grads, exact)
+      err = testing.relative_error(es_grads, exact)
+      cos = testing.cosine_similarity(es_grads, exact)
       print(
           f"negative control lif es_d_rtrl(0.5): rel err {err:.3e}, "
           f"cos {cos:.6f}"
@@ -409,13 +430,27 @@ class ApproximationReportTest(absltest.TestCase):
       xs, ys = _data(num_steps=16)
       for step_name in ("rnn", "gru", "lstm"):
         model = hk.transform_with_state(_STEPS[step_name])
-        exact = None
-        for learner_name, make in learners:
-          learner = make(model)
-          params, state = _init(learner, xs)
-          if exact is None:
-            exact = _bptt_grads(_STEPS[step_name], params, xs, ys)
-          grads = _online_grads(learner, params, state, xs, ys)
+        online = [make(model) for _, make in learners]
+        inits = [_init(learner, xs) for learner in online]
+        params = inits[0][0]
+        ref = haiku_etp.bptt(model)
+        ref_params, ref_state = _init(ref, xs)
+        for other, _ in inits[1:] + [(ref_params, None)]:
+          chex.assert_trees_all_equal(other, params)
+
+        # The exact gradient and every learner's in one program.
+        def run(params, states, ref_state, online=online, ref=ref):
+          exact = ref.sequence_grad(_sum_loss)(
+              params, ref_state, None, xs, ys
+          ).grads
+          grads = [
+              learner.sequence_grad(_sum_loss)(params, st, None, xs, ys).grads
+              for learner, st in zip(online, states)
+          ]
+          return exact, grads
+
+        exact, all_grads = _jit(run)(params, [st for _, st in inits], ref_state)
+        for (learner_name, _), grads in zip(learners, all_grads):
           chex.assert_tree_all_finite(grads)
           cos = testing.cosine_similarity(grads, exact)
           err = testing.relative_error(grads, exact)
@@ -446,12 +481,13 @@ class ApproximationWarningTest(absltest.TestCase):
     xs, ys = _data(dtype=jnp.float32)
     (params, state), (message,) = self._caught(lambda: _init(learner, xs))
     self.assertIn("rnn/u: cut_memory_path", message)
-    grad = jax.jit(learner.sequence_grad(_sum_loss))
+    grad = _jit(learner.sequence_grad(_sum_loss))
     _, (again,) = self._caught(lambda: grad(params, state, None, xs, ys))
     self.assertEqual(again, message)
     # Once per learner and input signature: not at later calls, nor for
-    # another gradient function of the same learner.
-    other = learner.sequence_grad(_sum_loss, window=2)
+    # another gradient function of the same learner (traced here: the
+    # warning is issued in Python, traced or not).
+    other = _jit(learner.sequence_grad(_sum_loss, window=2))
     _, more = self._caught(
         lambda: (
             grad(params, state, None, xs, ys),
@@ -466,7 +502,7 @@ class ApproximationWarningTest(absltest.TestCase):
     with warnings.catch_warnings():
       warnings.simplefilter("ignore", haiku_etp.ApproximationWarning)
       params, state = _init(learner, xs)
-    step = learner.value_and_grad(_sum_loss)
+    step = _jit(learner.value_and_grad(_sum_loss))
     _, (message,) = self._caught(
         lambda: step(params, state, None, xs[0], ys[0])
     )
@@ -478,7 +514,7 @@ class ApproximationWarningTest(absltest.TestCase):
 
     def run():
       params, state = _init(learner, xs)
-      return learner.sequence_grad(_sum_loss)(params, state, None, xs, ys)
+      return _jit(learner.sequence_grad(_sum_loss))(params, state, None, xs, ys)
 
     _, messages = self._caught(run)
     self.assertLen(messages, 1)
@@ -493,7 +529,7 @@ class EquivalenceTest(chex.TestCase):
       xs, ys = _data(batch=3)
       learner = _learner(learner_name, "lstm")
       params, state = _init(learner, xs)
-      fn = jax.jit(learner.sequence_grad(_sum_loss))
+      fn = _jit(learner.sequence_grad(_sum_loss))
       batch_grads = fn(params, state, None, xs, ys).grads
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       for b in range(xs.shape[1]):
@@ -510,7 +546,7 @@ class EquivalenceTest(chex.TestCase):
       half = _T // 2
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      fn = jax.jit(learner.sequence_grad(_sum_loss))
+      fn = _jit(learner.sequence_grad(_sum_loss))
       losses_1, grads_1, mid, _ = fn(params, state, None, xs[:half], ys[:half])
 
       restored = {}
@@ -557,16 +593,14 @@ class EquivalenceTest(chex.TestCase):
 class BehaviourTest(chex.TestCase):
   """The learner interface on a leaky integrator (D-RTRL exact there)."""
 
-  @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.named_parameters(*_ALL)
-  def test_value_and_grad_loop_equals_sequence_grad(self, learner_name):
+  def _value_and_grad_loop_equals_sequence_grad(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      losses, grads, end, _ = jax.jit(
-          learner.sequence_grad(_sum_loss, window=1)
-      )(params, state, None, xs, ys)
+      losses, grads, end, _ = _jit(learner.sequence_grad(_sum_loss, window=1))(
+          params, state, None, xs, ys
+      )
       step = self.variant(learner.value_and_grad(_sum_loss))
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       loop_losses = []
@@ -578,6 +612,21 @@ class BehaviourTest(chex.TestCase):
       _assert_trees_close(jnp.stack(loop_losses), losses)
       _assert_trees_close(state, end)
 
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*_ALL)
+  def test_value_and_grad_loop_equals_sequence_grad(self, learner_name):
+    self._value_and_grad_loop_equals_sequence_grad(learner_name)
+
+  # Unjitted, the two driver paths: es_d_rtrl's steps are d_rtrl's online
+  # path (unjitted in ..._unjitted_d_rtrl) with its own rules (checked by
+  # test_value_and_grad_loop_equals_sequence_grad_es_d_rtrl__with_jit).
+  @chex.variants(without_jit=True)
+  @parameterized.named_parameters(*_DRIVERS)
+  def test_value_and_grad_loop_equals_sequence_grad_unjitted(
+      self, learner_name
+  ):
+    self._value_and_grad_loop_equals_sequence_grad(learner_name)
+
   @parameterized.named_parameters(*_DRIVERS)
   def test_zero_mask_equals_prefix(self, learner_name):
     with jax.enable_x64(True):
@@ -586,7 +635,7 @@ class BehaviourTest(chex.TestCase):
       mask = jnp.asarray([1.0] * prefix + [0.0] * (_T - prefix))
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      fn = jax.jit(learner.sequence_grad(_sum_loss))
+      fn = _jit(learner.sequence_grad(_sum_loss))
       losses, grads, _, _ = fn(params, state, None, xs, ys, mask)
       expected_losses, expected, _, _ = fn(
           params, state, None, xs[:prefix], ys[:prefix]
@@ -603,10 +652,10 @@ class BehaviourTest(chex.TestCase):
       mask = jnp.ones((_T,)).at[skipped].set(0.0)
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      losses, grads, end, _ = jax.jit(
-          learner.sequence_grad(_sum_loss, window=1)
-      )(params, state, None, xs, ys, mask)
-      step = jax.jit(learner.value_and_grad(_sum_loss))
+      losses, grads, end, _ = _jit(learner.sequence_grad(_sum_loss, window=1))(
+          params, state, None, xs, ys, mask
+      )
+      step = _jit(learner.value_and_grad(_sum_loss))
       total = jax.tree_util.tree_map(jnp.zeros_like, params)
       for t in range(_T):
         _, g, state, _ = step(params, state, None, xs[t], ys[t])
@@ -622,12 +671,13 @@ class BehaviourTest(chex.TestCase):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      total = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, state, None, xs, ys
-      ).grads
-      mean = jax.jit(learner.sequence_grad(_sum_loss, reduction="mean"))(
-          params, state, None, xs, ys
-      ).grads
+      # Both reductions in one program.
+      total, mean = _jit(
+          lambda *args: [
+              learner.sequence_grad(_sum_loss, reduction=r)(*args).grads
+              for r in ("sum", "mean")
+          ]
+      )(params, state, None, xs, ys)
       _assert_trees_close(mean, jax.tree_util.tree_map(lambda g: g / _T, total))
 
   @parameterized.named_parameters(*_DRIVERS)
@@ -639,12 +689,13 @@ class BehaviourTest(chex.TestCase):
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
       mask = jnp.asarray([1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
-      total = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, state, None, xs, ys, mask
-      )
-      mean = jax.jit(learner.sequence_grad(_sum_loss, reduction="mean"))(
-          params, state, None, xs, ys, mask
-      )
+      # Both reductions in one program.
+      total, mean = _jit(
+          lambda *args: [
+              learner.sequence_grad(_sum_loss, reduction=r)(*args)
+              for r in ("sum", "mean")
+          ]
+      )(params, state, None, xs, ys, mask)
       _assert_trees_close(
           mean.grads, jax.tree_util.tree_map(lambda g: g / 4.0, total.grads)
       )
@@ -657,24 +708,29 @@ class BehaviourTest(chex.TestCase):
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
       mask = jnp.ones((_T, _B)).at[:, 1].set(0.0)
-      fn = jax.jit(learner.sequence_grad(_per_sample_loss, reduction="mean"))
-      losses, grads, _, _ = fn(params, state, None, xs, ys, mask)
-      # Samples are independent: masking sample 1 everywhere is dropping it
-      # (the mean is over the unmasked entries).
       keep = jnp.asarray([0, 2])
       _, kept_state = _init(learner, xs[:, keep])
-      expected_losses, expected, _, _ = fn(
-          params, kept_state, None, xs[:, keep], ys[:, keep]
-      )
-      _assert_trees_close(grads, expected)
-      _assert_trees_close(losses, expected_losses)
+      mean_fn = learner.sequence_grad(_per_sample_loss, reduction="mean")
+      sum_fn = learner.sequence_grad(_per_sample_loss)
+
+      # The masked batch under both reductions and the kept samples alone, in
+      # one program.
+      def run(params, state, kept_state, xs, ys, mask):
+        return (
+            mean_fn(params, state, None, xs, ys, mask),
+            mean_fn(params, kept_state, None, xs[:, keep], ys[:, keep]),
+            sum_fn(params, state, None, xs, ys, mask),
+        )
+
+      masked, kept, summed = _jit(run)(params, state, kept_state, xs, ys, mask)
+      # Samples are independent: masking sample 1 everywhere is dropping it
+      # (the mean is over the unmasked entries).
+      _assert_trees_close(masked.grads, kept.grads)
+      _assert_trees_close(masked.losses, kept.losses)
       # The sum reduction keeps the batch mean with masked samples as 0.
-      summed = jax.jit(learner.sequence_grad(_per_sample_loss))(
-          params, state, None, xs, ys, mask
-      )
       _assert_trees_close(
           summed.grads,
-          jax.tree_util.tree_map(lambda g: g * _T * 2 / _B, expected),
+          jax.tree_util.tree_map(lambda g: g * _T * 2 / _B, kept.grads),
       )
 
   @parameterized.named_parameters(*_DRIVERS)
@@ -683,14 +739,22 @@ class BehaviourTest(chex.TestCase):
     xs, ys = _data(dtype=jnp.float32)
     learner = _learner(learner_name)
     params, state = _init(learner, xs)
-    for reduction in ("sum", "mean"):
-      for mask in (jnp.zeros((_T,)), jnp.zeros((_T, _B))):
-        res = jax.jit(
-            learner.sequence_grad(_per_sample_loss, reduction=reduction)
-        )(params, state, None, xs, ys, mask)
-        for leaf in jax.tree_util.tree_leaves(res.grads):
-          np.testing.assert_array_equal(leaf, 0.0)
-        np.testing.assert_array_equal(res.losses, 0.0)
+    masks = (jnp.zeros((_T,)), jnp.zeros((_T, _B)))
+    # Both reductions with both mask shapes in one program.
+    results = _jit(
+        lambda params, state, xs, ys, masks: [
+            learner.sequence_grad(_per_sample_loss, reduction=reduction)(
+                params, state, None, xs, ys, mask
+            )
+            for reduction in ("sum", "mean")
+            for mask in masks
+        ]
+    )(params, state, xs, ys, masks)
+    self.assertLen(results, 4)
+    for res in results:
+      for leaf in jax.tree_util.tree_leaves(res.grads):
+        np.testing.assert_array_equal(leaf, 0.0)
+      np.testing.assert_array_equal(res.losses, 0.0)
 
   @parameterized.named_parameters(
       ("d_rtrl", "d_rtrl", 1),
@@ -708,29 +772,36 @@ class BehaviourTest(chex.TestCase):
       def loss_fn(out, y):
         return _sum_loss(out, y), {"out": out, "norm": jnp.sum(out**2)}
 
-      losses, grads, end, auxes = jax.jit(
-          learner.sequence_grad(loss_fn, window=window, has_aux=True)
-      )(params, state, None, xs, ys)
-      plain_losses, plain, plain_end, no_aux = jax.jit(
-          learner.sequence_grad(_sum_loss, window=window)
-      )(params, state, None, xs, ys)
+      # The sequence with and without aux, the step-by-step outputs and one
+      # step with aux, in one program.
+      def run(params, state, xs, ys):
+        with_aux = learner.sequence_grad(loss_fn, window=window, has_aux=True)(
+            params, state, None, xs, ys
+        )
+        plain = learner.sequence_grad(_sum_loss, window=window)(
+            params, state, None, xs, ys
+        )
+        outs, st = [], state
+        for t in range(_T):
+          out, st = learner.apply(params, st, None, xs[t])
+          outs.append(out)
+        step = learner.value_and_grad(loss_fn, has_aux=True)(
+            params, state, None, xs[0], ys[0]
+        )
+        return with_aux, plain, jnp.stack(outs), step
+
+      with_aux, plain, outs, step = _jit(run)(params, state, xs, ys)
+      losses, grads, end, auxes = with_aux
+      plain_losses, plain_grads, plain_end, no_aux = plain
       self.assertIsNone(no_aux)
-      _assert_trees_close(grads, plain)
+      _assert_trees_close(grads, plain_grads)
       _assert_trees_close(end, plain_end)
       _assert_trees_close(losses, plain_losses)
       chex.assert_shape(auxes["out"], (_T, _B, _O))
       chex.assert_shape(auxes["norm"], (_T,))
-      outs = []
-      st = state
-      apply = jax.jit(learner.apply)
-      for t in range(_T):
-        out, st = apply(params, st, None, xs[t])
-        outs.append(out)
-      _assert_trees_close(auxes["out"], jnp.stack(outs))
+      _assert_trees_close(auxes["out"], outs)
 
-      loss, _, _, aux = jax.jit(learner.value_and_grad(loss_fn, has_aux=True))(
-          params, state, None, xs[0], ys[0]
-      )
+      loss, _, _, aux = step
       chex.assert_shape(aux["out"], (_B, _O))
       np.testing.assert_allclose(loss, losses[0], rtol=_RTOL)
 
@@ -740,7 +811,7 @@ class BehaviourTest(chex.TestCase):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      state = jax.jit(learner.sequence_grad(_sum_loss))(
+      state = _jit(learner.sequence_grad(_sum_loss))(
           params, state, None, xs, ys
       ).state
       count = state["linear"]["count"]
@@ -780,7 +851,7 @@ class BehaviourTest(chex.TestCase):
     xs, ys = _data(dtype=jnp.float32)
     learner = _LEARNERS[learner_name](hk.transform_with_state(step))
     params, state = _init(learner, xs)
-    state = jax.jit(learner.sequence_grad(_sum_loss))(
+    state = _jit(learner.sequence_grad(_sum_loss))(
         params, state, None, xs, ys
     ).state
     self.assertFalse(np.allclose(state["~"]["v:hidden"], 1.0))
@@ -795,14 +866,14 @@ class BehaviourTest(chex.TestCase):
       xs, ys = _data()
       learner = _learner(learner_name)
       params, state = _init(learner, xs)
-      state = jax.jit(learner.sequence_grad(_sum_loss))(
+      state = _jit(learner.sequence_grad(_sum_loss))(
           params, state, None, xs[:3], ys[:3]
       ).state
       if learner.name != "bptt":
         self.assertTrue(
             any(np.any(v != 0) for v in learner.traces(state).values())
         )
-      out, new_state = jax.jit(learner.evolve)(params, state, None, xs[3])
+      out, new_state = _jit(learner.evolve)(params, state, None, xs[3])
       expected_out, expected_state = hk.transform_with_state(_leaky_step).apply(
           params, _model_state(state), None, xs[3]
       )
@@ -814,9 +885,7 @@ class BehaviourTest(chex.TestCase):
       for v in jax.tree_util.tree_leaves(learner.traces(new_state)):
         np.testing.assert_array_equal(v, 0)
 
-  @chex.variants(with_jit=True, without_jit=True, with_pmap=True)
-  @parameterized.named_parameters(*_ALL)
-  def test_apply_then_value_and_grad(self, learner_name):
+  def _apply_then_value_and_grad(self, learner_name):
     with jax.enable_x64(True):
       xs, ys = _data()
       learner = _learner(learner_name)
@@ -827,12 +896,26 @@ class BehaviourTest(chex.TestCase):
           params, st, None, xs[1], ys[1]
       )
       # apply rolls the traces like a step whose loss has weight 0.
-      losses, expected, expected_state, _ = jax.jit(
+      losses, expected, expected_state, _ = _jit(
           learner.sequence_grad(_sum_loss, window=1)
       )(params, state, None, xs[:2], ys[:2], jnp.asarray([0.0, 1.0]))
       _assert_trees_close(grads, expected)
       _assert_trees_close(st, expected_state)
       np.testing.assert_allclose(loss, losses[1], rtol=_RTOL)
+
+  @chex.variants(with_jit=True)
+  @parameterized.named_parameters(*_ALL)
+  def test_apply_then_value_and_grad(self, learner_name):
+    self._apply_then_value_and_grad(learner_name)
+
+  # Unjitted and under pmap, the two driver paths: es_d_rtrl's steps are
+  # d_rtrl's online path (unjitted and pmapped in ..._transformed_d_rtrl)
+  # with its own rules (checked by test_apply_then_value_and_grad_es_d_rtrl
+  # __with_jit; parallel_test's pmap_equals_one_device pmaps es_d_rtrl).
+  @chex.variants(without_jit=True, with_pmap=True)
+  @parameterized.named_parameters(*_DRIVERS)
+  def test_apply_then_value_and_grad_transformed(self, learner_name):
+    self._apply_then_value_and_grad(learner_name)
 
   def test_trace_labels_are_readable(self):
     xs, _ = _data(dtype=jnp.float32)
@@ -865,12 +948,12 @@ class BehaviourTest(chex.TestCase):
     xs, ys = _data(dtype=jnp.float32)
     learner = _learner(learner_name)
     params, state = _init(learner, xs)
-    grads = jax.jit(learner.value_and_grad(_sum_loss))(
+    grads = _jit(learner.value_and_grad(_sum_loss))(
         params, state, None, xs[0], ys[0]
     ).grads
     chex.assert_trees_all_equal_structs(grads, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
-    grads = jax.jit(learner.sequence_grad(_sum_loss))(
+    grads = _jit(learner.sequence_grad(_sum_loss))(
         params, state, None, xs, ys
     ).grads
     chex.assert_trees_all_equal_structs(grads, params)
@@ -909,7 +992,7 @@ class InterfaceTest(parameterized.TestCase):
           jax.make_jaxpr(grad_fn)(*args).jaxpr
       )
       counts[num_steps] = len(calls)
-      fn = jax.jit(grad_fn)
+      fn = _jit(grad_fn)
       fn(*args)
       traced = len(calls)
       res = fn(*args[:3], *data(num_steps, seed=1))
@@ -929,36 +1012,49 @@ class InterfaceTest(parameterized.TestCase):
       xs, ys = _data()
       learner = _learner(learner_name, "rnn")
       params, state = _init(learner, xs)
-      default = jax.jit(learner.sequence_grad(_sum_loss))(
+      default = _jit(learner.sequence_grad(_sum_loss))(
           params, state, None, xs, ys
       )
       k = _T if learner_name == "bptt" else 1
-      explicit = jax.jit(learner.sequence_grad(_sum_loss, window=k))(
+      explicit = _jit(learner.sequence_grad(_sum_loss, window=k))(
           params, state, None, xs, ys
       )
       _assert_trees_close(default.grads, explicit.grads)
 
-  @parameterized.named_parameters(*_ALL)
-  def test_unroll_is_the_forward_pass(self, learner_name):
+  def test_unroll_is_the_forward_pass(self):
+    # Every learner's unroll against one step-by-step forward pass (the
+    # learners init the same parameters and model state).
     with jax.enable_x64(True):
       xs, _ = _data()
-      learner = _learner(learner_name, "lstm")
-      params, state = _init(learner, xs)
-      outs, end = jax.jit(learner.unroll)(params, state, None, xs)
+      learners = {name: _learner(name, "lstm") for name in _LEARNERS}
+      inits = {name: _init(l, xs) for name, l in learners.items()}
+      params, state = inits["d_rtrl"]
       model = hk.transform_with_state(_lstm_step)
-      st, expected = _model_state(state), []
-      for t in range(_T):
-        out, st = model.apply(params, st, None, xs[t])
-        expected.append(out)
-      _assert_trees_close(outs, jnp.stack(expected))
-      _assert_trees_close(_model_state(end), st)
-      for v in jax.tree_util.tree_leaves(learner.traces(end)):
-        np.testing.assert_array_equal(v, 0)
 
-  @parameterized.named_parameters(*_ALL)
-  def test_step_that_consumes_an_rng(self, learner_name):
+      def forward(params, st):
+        expected = []
+        for t in range(_T):
+          out, st = model.apply(params, st, None, xs[t])
+          expected.append(out)
+        return jnp.stack(expected), st
+
+      expected, expected_end = _jit(forward)(params, _model_state(state))
+      for name, learner in learners.items():
+        with self.subTest(name):
+          chex.assert_trees_all_equal(inits[name][0], params)
+          chex.assert_trees_all_equal(
+              _model_state(inits[name][1]), _model_state(state)
+          )
+          outs, end = _jit(learner.unroll)(*inits[name], None, xs)
+          _assert_trees_close(outs, expected)
+          _assert_trees_close(_model_state(end), expected_end)
+          for v in jax.tree_util.tree_leaves(learner.traces(end)):
+            np.testing.assert_array_equal(v, 0)
+
+  def test_step_that_consumes_an_rng(self):
     # Dropout on the input: the per-step key is fold_in(rng, t) in the
-    # learners and in the oracle, and the leaky step stays exact.
+    # learners and in the oracle, and the leaky step stays exact. The oracle
+    # and every learner, at two rngs, run in one program.
     def step(x):
       keep = jax.random.bernoulli(hk.next_rng_key(), 0.7, x.shape)
       return _leaky_step(jnp.where(keep, x / 0.7, 0.0))
@@ -966,22 +1062,35 @@ class InterfaceTest(parameterized.TestCase):
     with jax.enable_x64(True):
       xs, ys = _data()
       model = hk.transform_with_state(step)
-      learner = _LEARNERS[learner_name](model)
-      params, state = _init(learner, xs)
-      rng = jax.random.PRNGKey(3)
-      result = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, state, rng, xs, ys
+      learners = [make(model) for make in _LEARNERS.values()]
+      inits = [_init(learner, xs) for learner in learners]
+      params, state = inits[0]
+      for other_params, _ in inits[1:]:
+        chex.assert_trees_all_equal(other_params, params)
+      rngs = (jax.random.PRNGKey(3), jax.random.PRNGKey(4))
+
+      def run(params, states, rngs):
+        oracle = testing.bptt_grads(
+            model, _sum_loss, params, _model_state(state), rngs[0], xs, ys
+        )
+        results = [
+            [
+                learner.sequence_grad(_sum_loss)(params, st, rng, xs, ys)
+                for rng in rngs
+            ]
+            for learner, st in zip(learners, states)
+        ]
+        return oracle, results
+
+      (expected, losses), results = _jit(run)(
+          params, [st for _, st in inits], rngs
       )
-      expected, losses = testing.bptt_grads(
-          model, _sum_loss, params, _model_state(state), rng, xs, ys
-      )
-      _assert_trees_close(result.losses, losses)
-      if learner_name != "es_d_rtrl":
-        _assert_trees_close(result.grads, expected)
-      other = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, state, jax.random.PRNGKey(4), xs, ys
-      )
-      self.assertFalse(np.allclose(other.losses, result.losses))
+    for name, (result, other) in zip(_LEARNERS, results):
+      with self.subTest(name):
+        _assert_trees_close(result.losses, losses)
+        if name != "es_d_rtrl":
+          _assert_trees_close(result.grads, expected)
+        self.assertFalse(np.allclose(other.losses, result.losses))
 
   def test_model_without_apply_rng(self):
     with jax.enable_x64(True):
@@ -989,12 +1098,10 @@ class InterfaceTest(parameterized.TestCase):
       model = hk.without_apply_rng(hk.transform_with_state(_leaky_step))
       learner = haiku_etp.d_rtrl(model)
       params, state = _init(learner, xs)
-      result = jax.jit(learner.sequence_grad(_sum_loss))(
-          params, state, None, xs, ys
+      (grads,), exact = _grads_and_exact(
+          _leaky_step, [(learner, state)], params, xs, ys
       )
-      _assert_trees_close(
-          result.grads, _bptt_grads(_leaky_step, params, xs, ys)
-      )
+      _assert_trees_close(grads, exact)
 
 
 class ErrorsTest(parameterized.TestCase):
@@ -1171,17 +1278,19 @@ class ErrorsTest(parameterized.TestCase):
     model = hk.transform_with_state(_leaky_step)
     with jax.enable_x64(True):
       xs, ys = _data()
-      by_rank = _online_grads(
-          *self._with_state(haiku_etp.es_d_rtrl(model, rank=3), xs), xs, ys
+      learners = (
+          haiku_etp.es_d_rtrl(model, rank=3),
+          haiku_etp.es_d_rtrl(model, decay=0.5),
       )
-      by_decay = _online_grads(
-          *self._with_state(haiku_etp.es_d_rtrl(model, decay=0.5), xs), xs, ys
-      )
+      inits = [_init(learner, xs) for learner in learners]
+      # Both learners in one program.
+      by_rank, by_decay = _jit(
+          lambda inits, xs, ys: [
+              learner.sequence_grad(_sum_loss)(p, st, None, xs, ys).grads
+              for learner, (p, st) in zip(learners, inits)
+          ]
+      )(inits, xs, ys)
       _assert_trees_close(by_rank, by_decay)
-
-  def _with_state(self, learner, xs):
-    params, state = _init(learner, xs)
-    return learner, params, state
 
   @parameterized.named_parameters(*_ONLINE)
   def test_state_from_another_batch_size(self, learner_name):
@@ -1208,19 +1317,16 @@ class CheckFiniteTest(parameterized.TestCase):
     super().setUp()
     self.xs, self.ys = _data(dtype=jnp.float32)
 
-  @parameterized.named_parameters(*_DRIVERS)
-  def test_finite_run_passes(self, learner_name):
+  @parameterized.named_parameters(*_ALL)
+  def test_finite_run_passes_nan_input_raises_after_the_call(
+      self, learner_name
+  ):
+    # One function, called on finite data and then on data with a NaN.
     learner = _learner(learner_name)
     params, state = _init(learner, self.xs)
     fn = learner.sequence_grad(_sum_loss, check_finite=True)
     result = fn(params, state, None, self.xs, self.ys)
     chex.assert_tree_all_finite(result.grads)
-
-  @parameterized.named_parameters(*_ALL)
-  def test_nan_input_raises_after_the_call(self, learner_name):
-    learner = _learner(learner_name)
-    params, state = _init(learner, self.xs)
-    fn = learner.sequence_grad(_sum_loss, check_finite=True)
     xs = self.xs.at[2, 0, 1].set(jnp.nan)
     with self.assertRaisesRegex(
         FloatingPointError, r"xs.*losses.*grads\['linear'\]\['w'\]"
@@ -1241,7 +1347,7 @@ class CheckFiniteTest(parameterized.TestCase):
   def test_inside_jit_the_message_is_carried(self):
     learner = _learner("d_rtrl")
     params, state = _init(learner, self.xs)
-    fn = jax.jit(learner.sequence_grad(_sum_loss, check_finite=True))
+    fn = _jit(learner.sequence_grad(_sum_loss, check_finite=True))
     with self.assertRaisesRegex(Exception, "FloatingPointError.*Non-finite"):
       jax.block_until_ready(
           fn(params, state, None, self.xs.at[0].set(jnp.nan), self.ys)
@@ -1271,7 +1377,7 @@ class OptaxTest(absltest.TestCase):
     opt_state = opt.init(params)
     grad_fn = learner.sequence_grad(_mean_loss, reduction="mean")
 
-    @jax.jit
+    @_jit
     def update(params, opt_state):
       losses, grads, _, _ = grad_fn(params, learner.reset(state), None, xs, ys)
       updates, opt_state = opt.update(grads, opt_state, params)

@@ -296,33 +296,64 @@ def _seed(*parts) -> int:
   return zlib.crc32(repr(parts).encode())
 
 
+# Problems per (model, T) and initial parameters and state per model, shared
+# by the test classes (the arrays are never written to).
+_PROBLEMS = {}
+_INITS = {}
+
+
 def _problem(name, num_steps):
-  """``(model, loss, params, xs, ys)`` in float64; call under x64."""
-  step, x_shape, loss, _ = _MODELS[name]
-  model = hk.transform_with_state(step)
-  rs = np.random.RandomState(_seed(name, num_steps))
-  xs = jnp.asarray(rs.normal(size=(num_steps, _BATCH) + x_shape))
-  params, state = model.init(jax.random.PRNGKey(_seed(name)), xs[0])
-  out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
-  ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape))
-  return model, loss, params, xs, ys
+  """``(model, loss, params, state, xs, ys)`` in float64; call under x64.
+
+  ``state`` is the model's initial state. Parameters and state do not depend
+  on ``num_steps``: they are initialised once per model.
+  """
+  key = (name, num_steps)
+  if key not in _PROBLEMS:
+    step, x_shape, loss, _ = _MODELS[name]
+    model = hk.transform_with_state(step)
+    rs = np.random.RandomState(_seed(name, num_steps))
+    xs = jnp.asarray(rs.normal(size=(num_steps, _BATCH) + x_shape))
+    if name not in _INITS:
+      _INITS[name] = model.init(jax.random.PRNGKey(_seed(name)), xs[0])
+    params, state = _INITS[name]
+    out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
+    ys = jnp.asarray(rs.normal(size=(num_steps,) + out.shape))
+    _PROBLEMS[key] = (model, loss, params, state, xs, ys)
+  return _PROBLEMS[key]
 
 
 # Whole-sequence BPTT per (model, T), shared by the test classes.
 _REFERENCES = {}
 
 
-def _run(learner, loss, params, xs, ys, window):
-  """``(grads, losses)`` of ``learner`` over the sequence from its init."""
-  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  fn = jax.jit(learner.sequence_grad(loss, window=window))
-  result = fn(params, state, None, xs, ys)
-  return result.grads, np.asarray(result.losses)
+def _run(*runs):
+  """``[(grads, losses)]`` of each ``(learner, window, problem)`` in ``runs``.
+
+  Each learner runs over its problem's sequence from its initial state (the
+  model's initial state, zero traces); all runs are one compiled program.
+  """
+  args = [
+      (params, learner.init_state(params, state, None, xs[0]), xs, ys)
+      for learner, _, (_, _, params, state, xs, ys) in runs
+  ]
+
+  def fn(args):
+    results = []
+    for (learner, window, problem), (params, state, xs, ys) in zip(runs, args):
+      grad_fn = learner.sequence_grad(problem[1], window=window)
+      result = grad_fn(params, state, None, xs, ys)
+      results.append((result.grads, result.losses))
+    return results
+
+  results = test_util.fast_jit(fn)(args)
+  return [(grads, np.asarray(losses)) for grads, losses in results]
 
 
-def _compiled(learner, params, xs):
-  _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-  return learner.compile(params, state, None, xs[0])
+def _compiled(learner, problem):
+  _, _, params, state, xs, _ = problem
+  lstate = learner.init_state(params, state, None, xs[0])
+  return learner.compile(params, lstate, None, xs[0])
 
 
 def _print_table(title, errors):
@@ -360,8 +391,7 @@ class _ExactTestCase(parameterized.TestCase):
     key = (name, num_steps)
     if key not in _REFERENCES:
       problem = _problem(name, num_steps)
-      model, loss, params, xs, ys = problem
-      grads, losses = _run(haiku_etp.bptt(model), loss, params, xs, ys, None)
+      ((grads, losses),) = _run((haiku_etp.bptt(problem[0]), None, problem))
       _REFERENCES[key] = (problem, grads, losses)
     return _REFERENCES[key]
 
@@ -382,54 +412,41 @@ class _ExactTestCase(parameterized.TestCase):
     self.assertLessEqual(err, _TOL, msg=case)
     return err
 
+  def assert_losses(self, losses, losses_ref):
+    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+
 
 class DRTRLExactTest(_ExactTestCase):
   """D-RTRL equals BPTT, whatever the window, on per-position models."""
 
-  @parameterized.named_parameters(
-      _cases(name=_DRTRL_EXACT, sequence=_SEQUENCES)
-  )
-  def test_equals_bptt(self, name, sequence):
-    num_steps, window = sequence
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, num_steps
-    )
-    learner = haiku_etp.d_rtrl(model)
-    grads, losses = _run(learner, loss, params, xs, ys, window)
-    self.assert_exact(
-        f"d_rtrl/{name}/T={num_steps}/w={window}", grads, grads_ref
-    )
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
-
   @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
-  def test_generic_rules_equal_bptt(self, name):
-    num_steps, window = _LONG, 1
-    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
-        name, num_steps
-    )
-    learner = haiku_etp.d_rtrl(model, fast=False)
-    grads, _ = _run(learner, loss, params, xs, ys, window)
+  def test_equals_bptt(self, name):
+    # One program per model: D-RTRL at every (T, window) of _SEQUENCES,
+    # D-RTRL with the generic rules (fast=False) and truncated BPTT (the
+    # in-window term alone) at T = _LONG with one-step windows.
+    refs = {t: self.reference(name, t) for t in {t for t, _ in _SEQUENCES}}
+    model = refs[_LONG][0][0]
+    d_rtrl = haiku_etp.d_rtrl(model)
+    runs = [(d_rtrl, w, refs[t][0]) for t, w in _SEQUENCES]
+    runs.append((haiku_etp.d_rtrl(model, fast=False), 1, refs[_LONG][0]))
+    runs.append((haiku_etp.bptt(model), 1, refs[_LONG][0]))
+    *exact, (generic, _), (truncated, _) = _run(*runs)
+    for (num_steps, window), (grads, losses) in zip(_SEQUENCES, exact):
+      _, grads_ref, losses_ref = refs[num_steps]
+      self.assert_exact(
+          f"d_rtrl/{name}/T={num_steps}/w={window}", grads, grads_ref
+      )
+      self.assert_losses(losses, losses_ref)
     self.assert_exact(
-        f"d_rtrl(fast=False)/{name}/T={num_steps}/w={window}", grads, grads_ref
+        f"d_rtrl(fast=False)/{name}/T={_LONG}/w=1", generic, refs[_LONG][1]
     )
-
-  @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
-  def test_traces_matter(self, name):
-    # Truncated BPTT (the in-window term alone) must be far from the
-    # reference, so the equalities above exercise the trace contraction.
-    num_steps, window = _LONG, 1
-    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
-        name, num_steps
-    )
-    grads, _ = _run(haiku_etp.bptt(model), loss, params, xs, ys, window)
-    err = testing.relative_error(grads, grads_ref)
-    self.errors[f"bptt(truncated)/{name}/T={num_steps}/w={window}"] = err
+    # Truncated BPTT must be far from the reference, so the equalities
+    # above exercise the trace contraction.
+    err = testing.relative_error(truncated, refs[_LONG][1])
+    self.errors[f"bptt(truncated)/{name}/T={_LONG}/w=1"] = err
     self.assertGreater(err, 1e-3)
-
-  @parameterized.named_parameters(_cases(name=_DRTRL_EXACT))
-  def test_compiler_finds_exact_step(self, name):
-    model, _, params, xs, _ = _problem(name, 1)
-    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    # The compiler finds the exact step.
+    compiled = _compiled(d_rtrl, _problem(name, 1))
     self.assertTrue(compiled.drtrl_exact, msg=compiled.report())
     self.assertLen(compiled.groups, 1)
     self.assertEqual(compiled.groups[0].num_states, _MODELS[name][3])
@@ -439,8 +456,8 @@ class DRTRLExactTest(_ExactTestCase):
       _cases(name=("lif_readout", "lif_readout_jax_nn"))
   )
   def test_readout_is_non_temporal(self, name):
-    model, _, params, xs, _ = _problem(name, 1)
-    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    problem = _problem(name, 1)
+    compiled = _compiled(haiku_etp.d_rtrl(problem[0]), problem)
     self.assertIn("~/w_out", compiled.non_temporal)
     self.assertIn("~/b_out", compiled.non_temporal)
 
@@ -468,51 +485,40 @@ class ESDRTRLExactTest(_ExactTestCase):
       )
   )  # pyformat: disable
   def test_single_step_any_decay(self, name, decay):
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, 1
-    )
-    learner = haiku_etp.es_d_rtrl(model, **decay)
-    grads, losses = _run(learner, loss, params, xs, ys, 1)
+    problem, grads_ref, losses_ref = self.reference(name, 1)
+    learner = haiku_etp.es_d_rtrl(problem[0], **decay)
+    ((grads, losses),) = _run((learner, 1, problem))
     self.assert_exact(f"es/T=1/{name}/{decay}", grads, grads_ref)
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    self.assert_losses(losses, losses_ref)
 
   @parameterized.named_parameters(
-      _cases(
-          name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"),
-          sequence=_SEQUENCES[1:],
-      )
+      _cases(name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"))
   )
-  def test_uniform_leak_decay_lambda_zero(self, name, sequence):
-    num_steps, window = sequence
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, num_steps
-    )
+  def test_uniform_leak_decay_lambda_zero(self, name):
+    # Every (T, window) of _SEQUENCES[1:] (one sequence) in one program.
+    problem, grads_ref, losses_ref = self.reference(name, _LONG)
     leak = 0.8 if name == "dense_leaky" else 0.7
-    learner = haiku_etp.es_d_rtrl(model, decay=(leak, 0.0))
-    grads, losses = _run(learner, loss, params, xs, ys, window)
-    self.assert_exact(
-        f"es/leak/{name}/T={num_steps}/w={window}", grads, grads_ref
-    )
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    learner = haiku_etp.es_d_rtrl(problem[0], decay=(leak, 0.0))
+    results = _run(*[(learner, w, problem) for _, w in _SEQUENCES[1:]])
+    for (num_steps, window), (grads, losses) in zip(_SEQUENCES[1:], results):
+      self.assert_exact(
+          f"es/leak/{name}/T={num_steps}/w={window}", grads, grads_ref
+      )
+      self.assert_losses(losses, losses_ref)
 
-  @parameterized.named_parameters(_cases(sequence=_SEQUENCES[1:]))
-  def test_zero_decays_on_memoryless_group(self, sequence):
-    num_steps, window = sequence
-    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
-        "d_zero", num_steps
-    )
-    grads, _ = _run(
-        haiku_etp.es_d_rtrl(model, decay=(0.0, 0.0)),
-        loss,
-        params,
-        xs,
-        ys,
-        window,
-    )
-    grads_d, _ = _run(haiku_etp.d_rtrl(model), loss, params, xs, ys, window)
-    case = f"es/D=0/T={num_steps}/w={window}"
-    self.assert_exact(case + " vs bptt", grads, grads_ref)
-    self.assert_exact(case + " vs d_rtrl", grads, grads_d)
+  def test_zero_decays_on_memoryless_group(self):
+    # Every (T, window) of _SEQUENCES[1:], ES-D-RTRL and D-RTRL, in one
+    # program.
+    problem, grads_ref, _ = self.reference("d_zero", _LONG)
+    es = haiku_etp.es_d_rtrl(problem[0], decay=(0.0, 0.0))
+    d_rtrl = haiku_etp.d_rtrl(problem[0])
+    runs = [(l, w, problem) for _, w in _SEQUENCES[1:] for l in (es, d_rtrl)]
+    results = iter(_run(*runs))
+    for num_steps, window in _SEQUENCES[1:]:
+      (grads, _), (grads_d, _) = next(results), next(results)
+      case = f"es/D=0/T={num_steps}/w={window}"
+      self.assert_exact(case + " vs bptt", grads, grads_ref)
+      self.assert_exact(case + " vs d_rtrl", grads, grads_d)
 
 
 class FusedESDRTRLExactTest(_ExactTestCase):
@@ -526,80 +532,71 @@ class FusedESDRTRLExactTest(_ExactTestCase):
               "two_state",
               "trained_leak",
               "lif_readout",
-          ),
-          decay=((0.3, 0.7), (0.0, 0.0), (0.9, 0.9)),
+          )
       )
   )
-  def test_single_step_any_decay(self, name, decay):
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, 1
+  def test_single_step_any_decay(self, name):
+    # Every decay in one program.
+    decays = ((0.3, 0.7), (0.0, 0.0), (0.9, 0.9))
+    problem, grads_ref, losses_ref = self.reference(name, 1)
+    results = _run(
+        *[
+            (haiku_etp.es_d_rtrl(problem[0], decay=d, form="fused"), 1, problem)
+            for d in decays
+        ]
     )
-    learner = haiku_etp.es_d_rtrl(model, decay=decay, form="fused")
-    grads, losses = _run(learner, loss, params, xs, ys, 1)
-    self.assert_exact(f"fused/T=1/{name}/{decay}", grads, grads_ref)
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    for decay, (grads, losses) in zip(decays, results):
+      self.assert_exact(f"fused/T=1/{name}/{decay}", grads, grads_ref)
+      self.assert_losses(losses, losses_ref)
 
   @parameterized.named_parameters(
-      _cases(
-          name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"),
-          num_steps=(_LONG, 20),
-      )
+      _cases(name=("dense_leaky", "conv_nchw_leaky", "conv_nhwc_leaky"))
   )
-  def test_uniform_leak_decay_lambda_zero(self, name, num_steps):
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, num_steps
-    )
+  def test_uniform_leak_decay_lambda_zero(self, name):
+    # Both lengths, and the control at each, in one program.
+    lengths = (_LONG, 20)
+    refs = [self.reference(name, t) for t in lengths]
     leak = 0.8 if name == "dense_leaky" else 0.7
-    learner = haiku_etp.es_d_rtrl(model, decay=(leak, 0.0), form="fused")
-    grads, losses = _run(learner, loss, params, xs, ys, None)
-    self.assert_exact(f"fused/leak/{name}/T={num_steps}", grads, grads_ref)
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
-    # The leak is what makes it exact: another input decay is far off.
-    other, _ = _run(
-        haiku_etp.es_d_rtrl(model, decay=(leak / 2, 0.0), form="fused"),
-        loss,
-        params,
-        xs,
-        ys,
-        None,
+    model = refs[0][0][0]
+    exact = haiku_etp.es_d_rtrl(model, decay=(leak, 0.0), form="fused")
+    other = haiku_etp.es_d_rtrl(model, decay=(leak / 2, 0.0), form="fused")
+    results = iter(
+        _run(*[(l, None, ref[0]) for ref in refs for l in (exact, other)])
     )
-    self.assertGreater(testing.relative_error(other, grads_ref), 1e-3)
+    for num_steps, (_, grads_ref, losses_ref) in zip(lengths, refs):
+      (grads, losses), (other_grads, _) = next(results), next(results)
+      self.assert_exact(f"fused/leak/{name}/T={num_steps}", grads, grads_ref)
+      self.assert_losses(losses, losses_ref)
+      # The leak is what makes it exact: another input decay is far off.
+      self.assertGreater(testing.relative_error(other_grads, grads_ref), 1e-3)
 
   def test_loss_reading_the_old_state_is_not_exact(self):
     # docs/design.md: the fused form keeps only an alpha_f share of the
     # credit through a loss that reads the state before the step writes it
     # (d_zero's output reads h_{t-1}); the window form is exact there.
-    (model, loss, params, xs, ys), grads_ref, _ = self.reference(
-        "d_zero", _LONG
-    )
-    fused, _ = _run(
-        haiku_etp.es_d_rtrl(model, decay=(0.0, 0.0), form="fused"),
-        loss,
-        params,
-        xs,
-        ys,
-        None,
-    )
+    problem, grads_ref, _ = self.reference("d_zero", _LONG)
+    learner = haiku_etp.es_d_rtrl(problem[0], decay=(0.0, 0.0), form="fused")
+    ((fused, _),) = _run((learner, None, problem))
     err = testing.relative_error(fused, grads_ref)
     self.errors[f"fused/D=0/T={_LONG} (not exact)"] = err
     self.assertGreater(err, 1e-3)
 
   def test_keeps_no_output_side_trace_at_alpha_f_zero(self):
-    model, _, params, xs, _ = _problem("tanh_rnn", 1)
+    model, _, params, state, xs, _ = _problem("tanh_rnn", 1)
     for decay, want in (((0.5, 0.0), []), ((0.5, 0.5), ["f:"])):
       learner = haiku_etp.es_d_rtrl(model, decay=decay, form="fused")
-      _, state = learner.init(jax.random.PRNGKey(0), xs[0])
-      kinds = sorted({k[:2] for k in learner.traces(state) if k[:2] == "f:"})
+      lstate = learner.init_state(params, state, None, xs[0])
+      kinds = sorted({k[:2] for k in learner.traces(lstate) if k[:2] == "f:"})
       self.assertEqual(kinds, want, msg=str(decay))
 
   def test_longer_window_is_an_error(self):
-    (model, loss, params, xs, ys), _, _ = self.reference("dense_leaky", _LONG)
-    learner = haiku_etp.es_d_rtrl(model, decay=0.5, form="fused")
+    problem, _, _ = self.reference("dense_leaky", _LONG)
+    learner = haiku_etp.es_d_rtrl(problem[0], decay=0.5, form="fused")
     with self.assertRaisesRegex(ValueError, r"window=3.*window=1"):
-      _run(learner, loss, params, xs, ys, 3)
+      _run((learner, 3, problem))
 
   def test_unknown_form_is_an_error(self):
-    model, _, _, _, _ = _problem("dense_leaky", 1)
+    model = _problem("dense_leaky", 1)[0]
     with self.assertRaisesRegex(ValueError, "form must be 'window' or 'fused'"):
       haiku_etp.es_d_rtrl(model, decay=0.5, form="step")
 
@@ -611,26 +608,26 @@ class FullWindowTest(_ExactTestCase):
       _cases(learner=("d_rtrl", "es_d_rtrl"), num_steps=(_LONG,))
   )
   def test_full_window_is_bptt(self, learner, num_steps):
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        "tanh_rnn", num_steps
-    )
+    problem, grads_ref, losses_ref = self.reference("tanh_rnn", num_steps)
     make = dict(
         d_rtrl=haiku_etp.d_rtrl,
         es_d_rtrl=lambda m: haiku_etp.es_d_rtrl(m, decay=(0.5, 0.5)),
     )[learner]
-    grads, losses = _run(make(model), loss, params, xs, ys, num_steps)
+    # The full window and one-step windows in one program.
+    (grads, losses), (grads_1, _) = _run(
+        (make(problem[0]), num_steps, problem), (make(problem[0]), 1, problem)
+    )
     self.assert_exact(f"{learner}/tanh_rnn/T={num_steps}/w=T", grads, grads_ref)
-    np.testing.assert_allclose(losses, losses_ref, rtol=1e-12, atol=1e-14)
+    self.assert_losses(losses, losses_ref)
     # The same learner with one-step windows is only an approximation here,
     # so the full-window equality is not an accident of the model.
-    grads_1, _ = _run(make(model), loss, params, xs, ys, 1)
     err_1 = testing.relative_error(grads_1, grads_ref)
     self.errors[f"{learner}/tanh_rnn/T={num_steps}/w=1 (approx.)"] = err_1
     self.assertGreater(err_1, 1e-4)
 
   def test_compiler_flags_recurrent_weights(self):
-    model, _, params, xs, _ = _problem("tanh_rnn", 1)
-    compiled = _compiled(haiku_etp.d_rtrl(model), params, xs)
+    problem = _problem("tanh_rnn", 1)
+    compiled = _compiled(haiku_etp.d_rtrl(problem[0]), problem)
     self.assertFalse(compiled.drtrl_exact)
 
 
@@ -640,21 +637,27 @@ class ReferenceTest(_ExactTestCase):
   @parameterized.named_parameters(_cases(name=tuple(_MODELS)))
   def test_bptt_is_unrolled_grad(self, name):
     num_steps = 5
-    (model, loss, params, xs, ys), grads_ref, losses_ref = self.reference(
-        name, num_steps
+    model, loss, params, state, xs, ys = _problem(name, num_steps)
+    learner = haiku_etp.bptt(model)
+    lstate = learner.init_state(params, state, None, xs[0])
+
+    def both(params, lstate):
+      # The BPTT learner and the unrolled loop in one program.
+      def total(params):
+        st, losses = state, []
+        for t in range(num_steps):
+          out, st = model.apply(params, st, None, xs[t])
+          losses.append(loss(out, ys[t]))
+        return sum(losses), jnp.stack(losses)
+
+      result = learner.sequence_grad(loss)(params, lstate, None, xs, ys)
+      return result.grads, result.losses, jax.grad(total, has_aux=True)(params)
+
+    grads_ref, losses_ref, (grads, losses) = test_util.fast_jit(both)(
+        params, lstate
     )
-    _, state = model.init(jax.random.PRNGKey(0), xs[0])
-
-    def total(params):
-      st, losses = state, []
-      for t in range(num_steps):
-        out, st = model.apply(params, st, None, xs[t])
-        losses.append(loss(out, ys[t]))
-      return sum(losses), jnp.stack(losses)
-
-    grads, losses = jax.grad(total, has_aux=True)(params)
     self.assert_exact(f"bptt/{name}/T={num_steps}", grads_ref, grads)
-    np.testing.assert_allclose(losses_ref, losses, rtol=1e-12, atol=1e-14)
+    self.assert_losses(losses_ref, losses)
 
 
 if __name__ == "__main__":
