@@ -121,6 +121,130 @@ class PlainLayersExactTest(parameterized.TestCase):
       self.check_exact(model, jnp.asarray(rs.randint(0, 5, size=(_T, _B))))
 
 
+def _relations(fn, x):
+  """``(parameters that are a relation's operand, all parameters)`` of the
+  leaky integrator of ``fn(x)``."""
+
+  def step(x):
+    return _leak(fn(x))
+
+  model = hk.transform_with_state(step)
+  params, state = model.init(jax.random.PRNGKey(0), x)
+  compiled = H.compiler.compile_step(model, params, state, None, x)
+  traced = {
+      p for r in compiled.relations for ps in r.weights.values() for p in ps
+  }
+  return traced, {f"{m}/{n}" for m in params for n in params[m]}, compiled
+
+
+def _leak(y):
+  v = H.get_hidden_state("v", y.shape, y.dtype)
+  v = 0.8 * v + y
+  H.set_hidden_state("v", v)
+  return v
+
+
+def _param(name, shape):
+  return hk.get_parameter(name, shape, init=hk.initializers.RandomNormal())
+
+
+class RewriteBoundsTest(parameterized.TestCase):
+  """Which equations become relations, and which stay plain (announced)."""
+
+  @parameterized.named_parameters(
+      (
+          "high_precision",
+          lambda x: jnp.dot(
+              x, _param("w", (3, 4)), precision=jax.lax.Precision.HIGHEST
+          ),
+      ),
+      ("parameter_on_the_left", lambda x: (_param("w", (4, 3)) @ x.T).T),
+      (
+          "batch_dimensions",
+          lambda x: jnp.einsum("bi,bio->bo", x, _param("w", (2, 3, 4))),
+      ),
+      (
+          "rank_3_input",
+          lambda x: jnp.reshape(
+              jnp.reshape(x, (2, 3, 1)) @ _param("w", (1, 4)), (2, 12)
+          ),
+      ),
+      (
+          "rows_of_the_other_axis",
+          lambda x: jnp.take(
+              _param("t", (3, 5)), (x[:, 0] > 0).astype(jnp.int32), axis=1
+          ),
+      ),
+  )
+  def test_stays_plain(self, fn):
+    traced, params, _ = _relations(fn, jnp.ones((2, 3)))
+    self.assertEmpty(traced & {p for p in params if not p.endswith("/b")})
+
+  def test_constant_weights_are_no_relation(self):
+    traced, params, compiled = _relations(
+        lambda x: x @ np.ones((3, 4)) + _param("b", (4,)), jnp.ones((2, 3))
+    )
+    # The broadcast bias alone is a relation (elementwise).
+    self.assertEqual(traced, params)
+    self.assertEqual(
+        [r.primitive.name for r in compiled.relations], ["etp_elementwise"]
+    )
+    kernel = np.ones((3, 1, 1), np.float32)
+    traced, _, compiled = _relations(
+        lambda x: jax.lax.conv_general_dilated(
+            x[..., None],
+            kernel,
+            (1,),
+            "SAME",
+            dimension_numbers=("NWC", "WIO", "NWC"),
+        )[..., 0],
+        jnp.ones((2, 3)),
+    )
+    self.assertEmpty(compiled.relations)
+
+  def test_a_product_used_twice_keeps_its_bias_apart(self):
+    def fn(x):
+      y = x @ _param("w", (3, 4))
+      return (y + _param("b", (4,))) * y
+
+    traced, params, compiled = _relations(fn, jnp.ones((2, 3)))
+    self.assertEqual(traced, params)
+    names = sorted(r.primitive.name for r in compiled.relations)
+    self.assertEqual(len(names), 2)
+    self.assertIn("etp_elementwise", names)
+
+  def test_slices_of_a_product_are_relations_per_part(self):
+    def fn(x):
+      y = jnp.tanh(x @ _param("w", (3, 4)))
+      # The same part twice is one relation.
+      return y[:, :2] * y[:, 2:] + y[:, :2]
+
+    traced, params, compiled = _relations(fn, jnp.ones((2, 3)))
+    self.assertEqual(traced, params)
+    self.assertLen(compiled.relations, 2)
+    self.assertEqual([r.y_shape for r in compiled.relations], [(2, 2), (2, 2)])
+
+    # A part of a position-mixing op's result is a plain slice of it; the
+    # product stays whole for it.
+    def mixed(x):
+      y = x @ _param("w", (3, 4))
+      z = y + jnp.cumsum(y, axis=-1)
+      return z[:, :2] * z[:, 2:]
+
+    traced, params, compiled = _relations(mixed, jnp.ones((2, 3)))
+    self.assertEqual(traced, params)
+    self.assertIn((2, 4), [r.y_shape for r in compiled.relations])
+
+  def test_a_split_along_the_batch_stays_one_relation(self):
+    def fn(x):
+      a, b = jnp.split(x @ _param("w", (3, 4)), 2, axis=0)
+      return jnp.concatenate([b, a], axis=0)
+
+    traced, params, compiled = _relations(fn, jnp.ones((2, 3)))
+    self.assertEqual(traced, params)
+    self.assertLen(compiled.relations, 1)
+
+
 def _core_model(make_core):
   def step(x):
     h = H.RNNCoreStep(make_core())(x)

@@ -171,6 +171,28 @@ class ErrorsTest(absltest.TestCase):
     with self.assertRaisesRegex(TypeError, r"core must be an hk.RNNCore"):
       hk.transform_with_state(step).init(None, jnp.ones((2, 3)))
 
+  def test_a_state_the_learners_cannot_keep(self):
+    class Core(hk.RNNCore):
+
+      def __init__(self, state, change=False):
+        super().__init__()
+        self.state, self.change = state, change
+
+      def initial_state(self, batch_size):
+        return self.state
+
+      def __call__(self, x, state):
+        return x, (state, state) if self.change else state
+
+    for state, change, message in (
+        (jnp.zeros((2, 3), jnp.int32), False, r"has dtype int32"),
+        (jnp.zeros((3,)), False, r"must be batch first"),
+        (jnp.zeros((2, 3)), True, r"returned a state of structure"),
+    ):
+      step = lambda x: haiku_etp.RNNCoreStep(Core(state, change))(x)
+      with self.assertRaisesRegex(ValueError, message):
+        hk.transform_with_state(step).init(None, jnp.ones((2, 3)))
+
   def test_inputs_without_a_batch_axis(self):
     step = lambda x: haiku_etp.RNNCoreStep(hk.LSTM(3))(x)
     with self.assertRaisesRegex(ValueError, r"batch first .* shape \(\)"):

@@ -82,12 +82,22 @@ def _default_precision(params: dict[str, Any]) -> bool:
   return all(p is None or str(p).endswith("DEFAULT") for p in items)
 
 
+def _weight_and_data(data: Any, weight: Any, only: set[int], params) -> bool:
+  """Whether ``weight`` is computed from parameters alone and ``data`` is
+  not, at the default precision."""
+  return (
+      not isinstance(data, Lit)
+      and not isinstance(weight, Lit)
+      and weight in only
+      and data not in only
+      and _default_precision(params)
+  )
+
+
 def _dense(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   """``(primitive, params)`` of the dense op ``node`` equals, or ``None``."""
   lhs, rhs = node.ins
-  if isinstance(lhs, Lit) or isinstance(rhs, Lit):
-    return None
-  if rhs not in only or lhs in only or not _default_precision(node.params):
+  if not _weight_and_data(lhs, rhs, only, node.params):
     return None
   (lc, rc), (lb, rb) = node.params["dimension_numbers"]
   ls = program_lib.shape(program.aval(lhs))
@@ -112,9 +122,7 @@ def _conv(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   """``(primitive, params, channel axis)`` of the conv op ``node`` equals,
   or ``None``."""
   lhs, rhs = node.ins
-  if isinstance(lhs, Lit) or isinstance(rhs, Lit):
-    return None
-  if rhs not in only or lhs in only or not _default_precision(node.params):
+  if not _weight_and_data(lhs, rhs, only, node.params):
     return None
   p = node.params
   if p["batch_group_count"] != 1:
@@ -142,9 +150,7 @@ def _embed(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   """``(ids, table)`` when ``node`` looks rows of a parameter table up by
   integer ids (``hk.Embed``'s ``table[ids]``), or ``None``."""
   table, indices = node.ins
-  if isinstance(table, Lit) or isinstance(indices, Lit):
-    return None
-  if table not in only or indices in only:
+  if not _weight_and_data(indices, table, only, {}):
     return None
   t_shape = program_lib.shape(program.aval(table))
   i_shape = program_lib.shape(program.aval(indices))
@@ -162,18 +168,41 @@ def _embed(program: program_lib.Program, node: program_lib.Node, only) -> Any:
     return None
   # The ids before the trailing index axis was added.
   producer = {o: n for n in program.nodes for o in n.outs}
-  expand = producer.get(indices)
-  if expand is None or isinstance(expand.ins[0], Lit):
-    return None
-  ids = expand.ins[0]
+  expand = producer.get(indices) if isinstance(indices, int) else None
+  ids = expand.ins[0] if expand is not None else Lit(None)
   if (
-      expand.prim.name not in ("broadcast_in_dim", "reshape", "expand_dims")
+      expand is None
+      or isinstance(ids, Lit)
+      or expand.prim.name not in ("broadcast_in_dim", "reshape", "expand_dims")
       or program_lib.shape(program.aval(ids)) != i_shape[:-1]
+      or not str(program.aval(ids).dtype).startswith(("int", "uint"))
   ):
     return None
-  if not str(program.aval(ids).dtype).startswith(("int", "uint")):
-    return None
   return ids
+
+
+def _broadcast_param(
+    program: program_lib.Program,
+    atom: program_lib.Atom,
+    axis: int,
+    only: set[int],
+    producer: dict[int, int],
+) -> Optional[int]:
+  """The rank-1 value computed from parameters alone that ``atom``
+  broadcasts along ``axis``, or ``None``."""
+  if isinstance(atom, Lit) or atom not in only or atom not in producer:
+    return None
+  bcast = program.nodes[producer[atom]]
+  b = bcast.ins[0]
+  if (
+      bcast.prim.name != "broadcast_in_dim"
+      or isinstance(b, Lit)
+      or b not in only
+      or len(program_lib.shape(program.aval(b))) != 1
+      or tuple(bcast.params["broadcast_dimensions"]) != (axis,)
+  ):
+    return None
+  return b
 
 
 def _bias(
@@ -188,34 +217,19 @@ def _bias(
   """``(bias value id, index of the add node)`` when ``out``'s one use adds
   a parameter broadcast along ``channel_axis``."""
   users = uses.get(out, [])
-  if len(users) != 1 or users[0] < 0:
-    return None
-  add = program.nodes[users[0]]
-  if add.prim.name != "add" or add.etp:
+  add = program.nodes[users[0]] if len(users) == 1 and users[0] >= 0 else None
+  if add is None or add.prim.name != "add" or add.ins[0] == add.ins[1]:
     return None
   other = add.ins[1] if add.ins[0] == out else add.ins[0]
-  if isinstance(other, Lit) or other not in only or add.ins[0] == add.ins[1]:
-    return None
-  bi = producer.get(other)
-  if bi is None:
-    return None
-  bcast = program.nodes[bi]
-  if bcast.prim.name != "broadcast_in_dim":
-    return None
-  b = bcast.ins[0]
-  if isinstance(b, Lit) or b not in only:
-    return None
-  b_shape = program_lib.shape(program.aval(b))
+  b = _broadcast_param(program, other, channel_axis, only, producer)
   out_aval = program.avals[out]
   if (
-      len(b_shape) != 1
-      or tuple(bcast.params["broadcast_dimensions"]) != (channel_axis,)
+      b is None
       or program_lib.shape(program.avals[add.outs[0]]) != out_aval.shape
       or program.aval(b).dtype != out_aval.dtype
+      # The bias must exist where the op runs.
+      or (b in producer and producer[b] > ni)
   ):
-    return None
-  # The bias must exist where the op runs.
-  if b in producer and producer[b] > ni:
     return None
   return b, users[0]
 
@@ -509,20 +523,13 @@ def bias_relations(program: program_lib.Program, num_params: int) -> int:
     ins = list(node.ins)
     for i, a in enumerate(ins):
       other = ins[1 - i]
-      if isinstance(a, Lit) or a not in only or a not in producer:
-        continue
-      if isinstance(other, Lit) or other in only:
-        continue
+      shape = program_lib.shape(program.aval(a))
+      b = _broadcast_param(program, a, len(shape) - 1, only, producer)
+      if b is None or isinstance(a, Lit) or isinstance(other, Lit):
+        continue  # not a parameter broadcast, or added to a constant
+      if other in only:
+        continue  # parameters alone: not on the data's path
       bcast = program.nodes[producer[a]]
-      shape = program_lib.shape(program.avals[a])
-      if (
-          bcast.prim.name != "broadcast_in_dim"
-          or isinstance(bcast.ins[0], Lit)
-          or len(program_lib.shape(program.aval(bcast.ins[0]))) != 1
-          or tuple(bcast.params["broadcast_dimensions"]) != (len(shape) - 1,)
-      ):
-        continue
-      b = bcast.ins[0]
       parts.emitted = []
       rel = parts.emit(
           elementwise_lib.etp_elementwise_p,
