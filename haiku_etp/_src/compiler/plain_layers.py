@@ -94,10 +94,19 @@ def _weight_and_data(data: Any, weight: Any, only: set[int], params) -> bool:
   )
 
 
+def _one_dtype(program: program_lib.Program, node: program_lib.Node) -> bool:
+  """Whether ``node``'s operands and result share one dtype (no mixed
+  precision, which the ETP ops do not model)."""
+  out = program.avals[node.outs[0]].dtype
+  return all(program.aval(a).dtype == out for a in node.ins)
+
+
 def _dense(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   """``(primitive, params)`` of the dense op ``node`` equals, or ``None``."""
   lhs, rhs = node.ins
   if not _weight_and_data(lhs, rhs, only, node.params):
+    return None
+  if not _one_dtype(program, node):
     return None
   (lc, rc), (lb, rb) = node.params["dimension_numbers"]
   ls = program_lib.shape(program.aval(lhs))
@@ -105,12 +114,6 @@ def _dense(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   if lb or rb or len(rs) != 2 or len(ls) not in (1, 2):
     return None
   if tuple(lc) != (len(ls) - 1,) or tuple(rc) != (0,):
-    return None
-  out = program.avals[node.outs[0]]
-  if (
-      out.dtype != program.aval(lhs).dtype
-      or out.dtype != program.aval(rhs).dtype
-  ):
     return None
   prim = (
       dense_lib.etp_batched_dense_p if len(ls) == 2 else dense_lib.etp_dense_p
@@ -124,14 +127,10 @@ def _conv(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   lhs, rhs = node.ins
   if not _weight_and_data(lhs, rhs, only, node.params):
     return None
+  if not _one_dtype(program, node):
+    return None
   p = node.params
   if p["batch_group_count"] != 1:
-    return None
-  out = program.avals[node.outs[0]]
-  if (
-      out.dtype != program.aval(lhs).dtype
-      or out.dtype != program.aval(rhs).dtype
-  ):
     return None
   dn = p["dimension_numbers"]
   params = dict(
