@@ -14,7 +14,8 @@
 # ==============================================================================
 """ETP ops and plain Haiku layers inside ``cond`` / ``hk.cond`` /
 ``hk.switch`` (a branch chosen by the data at every step), ``fori_loop``
-and ``hk.layer_stack``: D-RTRL equals BPTT (float64, windows 1 and 3)."""
+and ``hk.layer_stack`` (of layers with and without hidden state): D-RTRL
+equals BPTT (float64, windows 1 and 3)."""
 
 import warnings
 
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
+from haiku_etp import compiler as etp_compiler
 from haiku_etp import testing
 from tests import test_util
 
@@ -79,6 +81,15 @@ def _stack_etp_step(x):
   return _leak(hk.layer_stack(3)(layer)(x))
 
 
+def _leaky_stack_step(x):
+  # Three leaky layers (an ETP layer, then plain hk.Linear) in a layer
+  # stack: Haiku stacks each one's hidden state along a layer axis.
+  def layer(h):
+    return _leak(jnp.tanh(H.Linear(3, name="etp")(h) + hk.Linear(3)(h)))
+
+  return hk.layer_stack(3)(layer)(x)
+
+
 class ControlFlowTest(absltest.TestCase):
 
   def check(self, step, branch_of=lambda x: None):
@@ -90,9 +101,13 @@ class ControlFlowTest(absltest.TestCase):
       with warnings.catch_warnings():
         warnings.simplefilter("error", H.ApproximationWarning)
         params, state = learner.init(jax.random.PRNGKey(0), xs[0])
-      size = jax.eval_shape(model.apply, params, state, None, xs[0])[0].shape
+      # The reference runs the model as written, on the state its own init
+      # builds (the learner's initial state, stacked as the model keeps it).
+      _, model_state = model.init(jax.random.PRNGKey(0), xs[0])
+      size = jax.eval_shape(model.apply, params, model_state, None, xs[0])[
+          0
+      ].shape
       ys = jnp.asarray(rs.normal(size=(_T,) + size))
-      model_state = {k: v for k, v in state.items() if not k.startswith("~etp")}
       fns = {k: learner.sequence_grad(testing.mse, window=k) for k in (1, 3)}
 
       def run(params, state, xs, ys):
@@ -125,17 +140,55 @@ class ControlFlowTest(absltest.TestCase):
     for step in (_stack_step, _stack_etp_step):
       self.check(step)
 
-  def test_a_stacked_hidden_state_is_refused(self):
-    def step(x):
-      layer = lambda h: _leak(H.Linear(3)(h))
-      return hk.layer_stack(3)(layer)(x)
+  def test_layer_stack_of_three_leaky_layers(self):
+    self.check(_leaky_stack_step)
 
+  def test_a_layer_stacks_state_is_kept_per_layer(self):
+    model = hk.transform_with_state(_leaky_stack_step)
+    x = jnp.asarray(np.random.RandomState(0).normal(size=(_B, 3)), jnp.float32)
+    learner = H.d_rtrl(model)
+    params, state = learner.init(jax.random.PRNGKey(0), x)
+    _, own = model.init(jax.random.PRNGKey(0), x)
+    ((module, entries),) = own.items()
+    self.assertEqual(
+        jax.tree_util.tree_map(np.shape, entries), {"v:hidden": (3, _B, 3)}
+    )
+    per_layer = {f"v@layer{i}:hidden": (_B, 3) for i in range(3)}
+    self.assertEqual(jax.tree_util.tree_map(np.shape, state[module]), per_layer)
+    # Each layer's state is a hidden group of its own.
+    compiled = learner.compile(params, state, None, x)
+    self.assertEqual(
+        sorted(s for g in compiled.groups for s in g.states),
+        [f"{module}/v@layer{i}" for i in range(3)],
+    )
+    # The model's own (stacked) state is split by init_state, and the
+    # learner's steps give the model's outputs and new state, per layer.
+    self.assertEqual(
+        jax.tree_util.tree_map(
+            np.shape, learner.init_state(params, own, None, x)[module]
+        ),
+        per_layer,
+    )
+    out, stepped = jax.jit(learner.apply)(params, state, None, x)
+    want, own_new = model.apply(params, own, None, x)
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    for i in range(3):
+      np.testing.assert_allclose(
+          stepped[module][f"v@layer{i}:hidden"],
+          own_new[module]["v:hidden"][i],
+          rtol=1e-6,
+      )
+    # reset restores the initial state per layer (hk.layer_stack's init
+    # keeps the values its layers write while it runs).
+    reset = learner.reset(stepped)
+    for name, value in state[module].items():
+      np.testing.assert_array_equal(reset[module][name], value)
+      self.assertFalse(np.array_equal(stepped[module][name], value))
+    # The compiler alone, given the stacked state, names the remedy.
     with self.assertRaisesRegex(
         H.CompileError, r"is sliced by a scan: it has a leading layer axis"
     ):
-      H.d_rtrl(hk.transform_with_state(step)).init(
-          jax.random.PRNGKey(0), jnp.ones((2, 3))
-      )
+      etp_compiler.compile_step(model, params, own, None, x)
 
 
 if __name__ == "__main__":

@@ -408,6 +408,9 @@ def _trace(
     program = flattener.program(closed)
   except ValueError as e:
     raise CompileError(str(e)) from None
+  if flattener.aliased:
+    # The stacking that reads saw through is left unused.
+    program_lib.drop_dead(program)
   num_p = len(param_paths)
   for leaf in hidden:
     if program.invars[num_p + leaf] in flattener.sliced:
@@ -415,10 +418,10 @@ def _trace(
       raise CompileError(
           f"Hidden state {path!r} is sliced by a scan: it has a leading "
           "layer axis (hk.layer_stack stacks the state of the layers it "
-          "repeats), so it is not batch first. Stack layers that keep "
-          "hidden state with a Python loop (or give each its own module); "
-          "hk.layer_stack, hk.scan and fori_loop are fine for layers "
-          "without it."
+          "repeats), so it is not batch first. The learners keep such "
+          "state per layer ('name@layer0', ...) and compile that: build the "
+          "state with learner.init or learner.init_state and compile with "
+          "learner.compile, or stack the layers with a Python loop."
       )
   if plain_layers.adopt(program, len(param_paths)):
     plain_layers.split_relations(program)

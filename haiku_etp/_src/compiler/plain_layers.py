@@ -490,19 +490,8 @@ def split_relations(program: program_lib.Program) -> int:
     node.ins = tuple(sub(a) for a in node.ins)
   program.outvars[:] = [sub(a) for a in program.outvars]
   program.nodes[:] = nodes
-  _drop_dead(program)
+  program_lib.drop_dead(program)
   return count
-
-
-def _drop_dead(program: program_lib.Program) -> None:
-  """Removes the nodes none of whose results is used."""
-  live = {a for a in program.outvars if not isinstance(a, Lit)}
-  kept = []
-  for node in reversed(program.nodes):
-    if any(o in live for o in node.outs):
-      kept.append(node)
-      live.update(a for a in node.ins if not isinstance(a, Lit))
-  program.nodes[:] = kept[::-1]
 
 
 def bias_relations(program: program_lib.Program, num_params: int) -> int:
@@ -547,5 +536,5 @@ def bias_relations(program: program_lib.Program, num_params: int) -> int:
     nodes.append(node)
   if count:
     program.nodes[:] = nodes
-    _drop_dead(program)
+    program_lib.drop_dead(program)
   return count

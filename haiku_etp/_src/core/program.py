@@ -406,6 +406,12 @@ class Flattener:
     self._bodies_only = bodies_only
     # Values an unrolled scan slices per iteration (its ``xs``).
     self.sliced: set[int] = set()
+    # Stacking seen through (:meth:`_note`): a value with a leading unit
+    # axis added to an array, a concatenation of such rows along axis 0,
+    # and how many reads of a row were taken from the array itself.
+    self._unit: dict[int, Atom] = {}
+    self._rows: dict[int, list[Atom]] = {}
+    self.aliased = 0
 
   def new(self, aval: jax.core.AbstractValue) -> int:
     i = self._next
@@ -454,6 +460,10 @@ class Flattener:
         for v, o in zip(eqn.outvars, self._select(eqn, args)):
           env[v] = o
         continue
+      row = self._row_read(eqn, args)
+      if row is not None:
+        env[eqn.outvars[0]] = row
+        continue
       is_etp = primitive.is_etp_primitive(eqn.primitive)
       if not is_etp:
         for sub in sub_jaxprs(eqn.params):
@@ -470,6 +480,7 @@ class Flattener:
       node = Node(eqn.primitive, dict(eqn.params), tuple(args), outs, is_etp)
       if not is_etp:
         node.flows = _uniform_rows(self._flows(node))
+        self._note(node)
       self.nodes.append(node)
       for v, o in zip(eqn.outvars, outs):
         env[v] = o
@@ -513,8 +524,71 @@ class Flattener:
     out = self.new(eqn.outvars[0].aval)
     node = Node(eqn.primitive, dict(eqn.params), tuple(ins), (out,), False)
     node.flows = _uniform_rows(self._flows(node))
+    self._note(node)
     self.nodes.append(node)
     return out
+
+  def _note(self, node: Node) -> None:
+    """Remembers a stacking that later reads can see through.
+
+    A leading unit axis added to an array (``broadcast_in_dim`` or
+    ``reshape``), a ``concatenate`` of such rows along axis 0 (a stack:
+    what an unrolled scan makes of its per-iteration results, and how a
+    layer stack's per-layer state is put together), and a unit slice of a
+    stack along axis 0 (the row's value with the unit axis).
+    """
+    name = node.prim.name
+    ins = [a for a in node.ins if not isinstance(a, Lit)]
+    if len(ins) != len(node.ins) or len(node.outs) != 1:
+      return
+    out = node.outs[0]
+    out_shape = shape(self.avals[out])
+    if name in ("broadcast_in_dim", "reshape") and len(ins) == 1:
+      in_shape = shape(self.aval(ins[0]))
+      dims = node.params.get("broadcast_dimensions")
+      plain = (
+          dims == tuple(range(1, len(in_shape) + 1))
+          if name == "broadcast_in_dim"
+          else node.params.get("dimensions") is None
+      )
+      if plain and out_shape == (1,) + in_shape:
+        self._unit[out] = ins[0]
+    elif name == "concatenate" and node.params.get("dimension") == 0:
+      if all(a in self._unit for a in ins):
+        self._rows[out] = [self._unit[a] for a in ins]
+    elif name == "slice" and ins[0] in self._rows:
+      rows = self._rows[ins[0]]
+      start = tuple(node.params["start_indices"])
+      limit = tuple(node.params["limit_indices"])
+      strides = node.params.get("strides")
+      full = shape(self.aval(ins[0]))
+      i = start[0]
+      if (
+          (strides is None or all(s == 1 for s in strides))
+          and limit[0] == i + 1
+          and all(a == 0 for a in start[1:])
+          and limit[1:] == full[1:]
+      ):
+        self._unit[out] = rows[i]
+
+  def _row_read(self, eqn: Any, args: Sequence[Atom]) -> Optional[Atom]:
+    """The stacked row that ``eqn`` reads back (dropping the unit axis of
+    a unit slice of a stack, see :meth:`_note`), or ``None``."""
+    name = eqn.primitive.name
+    if len(args) != 1 or isinstance(args[0], Lit) or args[0] not in self._unit:
+      return None
+    if name == "squeeze" and tuple(eqn.params["dimensions"]) != (0,):
+      return None
+    if name == "reshape" and eqn.params.get("dimensions") is not None:
+      return None
+    if name not in ("squeeze", "reshape"):
+      return None
+    row = self._unit[args[0]]
+    want, have = eqn.outvars[0].aval, self.aval(row)
+    if shape(want) != shape(have) or want.dtype != have.dtype:
+      return None
+    self.aliased += 1
+    return row
 
   def _unroll(self, eqn: Any, args: Sequence[Atom]) -> list[Atom]:
     """``scan`` (``hk.scan``, ``hk.layer_stack``, a ``fori_loop`` with a
@@ -532,13 +606,23 @@ class Flattener:
     consts = list(args[:nc])
     carry = list(args[nc : nc + ncar])
     xs = list(args[nc + ncar :])
-    self.sliced.update(x for x in xs if not isinstance(x, Lit))
+    # A stack of rows (the rows' own values) is read row by row.
+    stacked = (
+        lambda x: not isinstance(x, Lit) and len(self._rows.get(x, ())) == n
+    )
+    self.sliced.update(
+        x for x in xs if not isinstance(x, Lit) and not stacked(x)
+    )
     per_step: list[list[Atom]] = [[] for _ in range(n)]
     for i in reversed(range(n)) if p["reverse"] else range(n):
       x_i: list[Atom] = []
       for x in xs:
         if isinstance(x, Lit):
           x_i.append(Lit(np.asarray(x.val)[i]))
+          continue
+        if stacked(x):
+          self.aliased += 1
+          x_i.append(self._rows[x][i])
           continue
         piece = self._emit(lambda a, i=i: lax.slice_in_dim(a, i, i + 1), [x])
         x_i.append(self._emit(lambda a: lax.squeeze(a, (0,)), [piece]))
@@ -577,6 +661,17 @@ class Flattener:
         return jaxpr_flows(call)
       return opaque_flows(node, [self.aval(a) for a in node.ins])
     return every(Flow.CUT)
+
+
+def drop_dead(program: Program) -> None:
+  """Removes the nodes none of whose results is used."""
+  live = {a for a in program.outvars if not isinstance(a, Lit)}
+  kept = []
+  for node in reversed(program.nodes):
+    if any(o in live for o in node.outs):
+      kept.append(node)
+      live.update(a for a in node.ins if not isinstance(a, Lit))
+  program.nodes[:] = kept[::-1]
 
 
 def node_flows(program: Program, node: Node) -> FlowTable:

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from haiku_etp._src.core import checks
+from haiku_etp._src.core import layer_state
 from haiku_etp._src.core import state_layout
 from haiku_etp._src.compiler import compiler as compiler_lib
 from haiku_etp._src.learners.forms import fused as fused_lib
@@ -702,7 +703,7 @@ def _checked_compile(
 
 def _init(core: _Core, rng: Optional[jax.Array], x0: Any):
   params, model_state = core.model.init(rng, x0)
-  return params, _init_state(core, params, model_state, rng, x0)
+  return params, _init_state(core, params, model_state, rng, x0, split=False)
 
 
 def _init_state(
@@ -711,9 +712,16 @@ def _init_state(
     model_state: Any,
     rng: Optional[jax.Array],
     x0: Any,
+    split: bool = True,
 ):
   _check_params(params)
   model_state = {m: dict(e) for m, e in model_state.items()}
+  if split:
+    # The model's own init stacks a layer stack's state; keep it per layer.
+    stacked = layer_state.stacked_leaves(
+        core.model, params, model_state, rng, x0
+    )
+    model_state = layer_state.split(model_state, stacked)
   if not state_lib.hidden_paths(model_state):
     raise compiler_lib.CompileError(
         "The step declares no hidden state. Keep recurrent memory with "
@@ -1170,7 +1178,9 @@ def _sequence_grad(
 
 
 def _as_model(model: hk.TransformedWithState) -> hk.TransformedWithState:
-  """The model, with ``hk.without_apply_rng`` undone so ``apply`` takes rng."""
+  """The model, with ``hk.without_apply_rng`` undone so ``apply`` takes rng,
+  keeping the state ``hk.layer_stack`` stacks per layer
+  (:func:`layer_state.per_layer`)."""
   if not isinstance(model, hk.TransformedWithState):
     raise TypeError(
         "Learners take an hk.transform_with_state model (a step x_t -> "
@@ -1180,13 +1190,13 @@ def _as_model(model: hk.TransformedWithState) -> hk.TransformedWithState:
     takes_rng = "rng" in inspect.signature(model.apply).parameters
   except (TypeError, ValueError):
     takes_rng = True
-  if takes_rng:
-    return model
-  apply = model.apply
-  return hk.TransformedWithState(
-      init=model.init,
-      apply=lambda params, state, rng, *args: apply(params, state, *args),
-  )
+  if not takes_rng:
+    apply = model.apply
+    model = hk.TransformedWithState(
+        init=model.init,
+        apply=lambda params, state, rng, *args: apply(params, state, *args),
+    )
+  return layer_state.per_layer(model)
 
 
 def build_learner(
