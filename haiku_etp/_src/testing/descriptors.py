@@ -61,6 +61,9 @@ class ModuleExample(NamedTuple):
       step's uniform leak ``lam``.
     input_scale: inputs are standard normal times this (spiking examples use
       a scale at which neurons fire).
+    module: the public class name where ``name`` labels one of several
+      entries of one module (``"RNNCoreStep"`` for ``"RNNCoreStep_GRU"``);
+      ``None``: ``name`` is it.
   """
 
   name: str
@@ -69,6 +72,12 @@ class ModuleExample(NamedTuple):
   exact: tuple[str, ...] = ()
   es_decay: Decay = 0.9
   input_scale: float = 1.0
+  module: Optional[str] = None
+
+  @property
+  def module_name(self) -> str:
+    """The public class the entry registers."""
+    return self.name if self.module is None else self.module
 
 
 _LEAK = 0.8
@@ -110,6 +119,18 @@ def _cell(
 ) -> ModuleExample:
   return ModuleExample(
       name=name, step=lambda x: make()(x), input_shape=input_shape
+  )
+
+
+def _core(
+    name: str, make: Callable[[], hk.RNNCore], input_shape: tuple[int, ...]
+) -> ModuleExample:
+  """Haiku's own core ``hk.<name>``, unmodified, as a step."""
+  return ModuleExample(
+      name=f"RNNCoreStep_{name}",
+      step=lambda x: cores.RNNCoreStep(make())(x),
+      input_shape=input_shape,
+      module="RNNCoreStep",
   )
 
 
@@ -177,6 +198,15 @@ MODULE_EXAMPLES: tuple[ModuleExample, ...] = (
     # Haiku's own LSTM, unmodified: D-RTRL reads its matmul and gates as
     # the library's LSTM (tests/compiler/plain_layers_test.py).
     _cell("RNNCoreStep", lambda: cores.RNNCoreStep(hk.LSTM(4)), (3,)),
+    # The other cores of Haiku's own that RNNCoreStep adapts.
+    _core("VanillaRNN", lambda: hk.VanillaRNN(4), (3,)),
+    _core("GRU", lambda: hk.GRU(4), (3,)),
+    _core(
+        "DeepRNN",
+        lambda: hk.DeepRNN([hk.LSTM(3), jax.nn.relu, hk.LSTM(4)]),
+        (3,),
+    ),
+    _core("Conv1DLSTM", lambda: hk.Conv1DLSTM((5,), 2, 3), (5, 2)),
     _cell(
         "ConvNDLSTM", lambda: recurrent.ConvNDLSTM(2, (4, 4), 2, 3), (4, 4, 2)
     ),

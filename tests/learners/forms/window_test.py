@@ -166,8 +166,12 @@ class _WindowCase(parameterized.TestCase):
 # Conv3D's and ConvND's layers and cells take the conv rule's path that
 # Conv1D and Conv2D take (the same primitive, more spatial axes);
 # tests/modules/modules_test.py checks all of them against BPTT.
+# Haiku's own VanillaRNN, GRU and Conv1DLSTM give D-RTRL the relations of
+# the library's twins, bitwise (tests/compiler/plain_layers_test.py), whose
+# entries take this path.
 _SAME_PATH = frozenset(
     {"Conv3D", "Conv3DGRU", "Conv3DLSTM", "ConvND", "ConvNDGRU", "ConvNDLSTM"}
+    | {f"RNNCoreStep_{c}" for c in ("VanillaRNN", "GRU", "Conv1DLSTM")}
 )
 
 
