@@ -74,7 +74,10 @@ _LEARNERS = flags.DEFINE_list(
     "the config's options.",
 )
 _REPEATS = flags.DEFINE_integer(
-    "repeats", 11, "Timed calls of one update per learner (median)."
+    "repeats",
+    11,
+    "Timed calls of one update per learner (median); 0 measures neither "
+    "time nor memory (the table shows '-').",
 )
 
 
@@ -250,10 +253,16 @@ def compare(config, workdir: str, learners, repeats: int = 5) -> list[dict]:
         ),
         "workdir": run_dir,
     }
-    row.update(measure_update(cfg, setup, ts, repeats))
+    if repeats > 0:
+      row.update(measure_update(cfg, setup, ts, repeats))
     rows.append(row)
     logging.info("compare: %s", row)
   return rows
+
+
+def _cell(row: dict, key: str) -> str:
+  """A measured number to one decimal, ``-`` where it was not measured."""
+  return f"{row[key]:.1f}" if key in row else "-"
 
 
 def markdown(rows: list[dict], title: str) -> str:
@@ -279,7 +288,7 @@ def markdown(rows: list[dict], title: str) -> str:
     )
     lines.append(
         f"| {r['learner']} | {r['test']:.4f} | {r['train_s']:.0f} | "
-        f"{r['ms_per_update']:.1f} | {r['update_mib']:.1f} | "
+        f"{_cell(r, 'ms_per_update')} | {_cell(r, 'update_mib')} | "
         f"{r['cosine_vs_exact']:.4f} | {r['norm_ratio_vs_exact']:.3f} | "
         f"{name} ({cos:.3f}, {ratio:.2f}) | "
         f"{r['final_cosine_vs_bptt']:.4f} | {worst[1]:.1e} ({worst[0]}) |"

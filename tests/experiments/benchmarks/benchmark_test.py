@@ -30,11 +30,11 @@ from experiments.benchmarks import benchmark
 # Every learner and window on one model; the conv model through one
 # learner and BPTT (test_conv_model_runs): the rows are built the same way.
 _MODELS = ("eprop",)
-# RTRL's rows are made as D-RTRL's; its budget check runs in
-# test_over_budget_is_reported_not_run.
+# RTRL's and ES-D-RTRL's window rows are made as D-RTRL's (RTRL's budget
+# check runs in test_over_budget_is_reported_not_run); ES-D-RTRL's fused
+# form has rows of its own.
 _LEARNERS = (
     "d_rtrl",
-    "es_d_rtrl",
     "es_d_rtrl:form=fused",
     "bptt",
 )
