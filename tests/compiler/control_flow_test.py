@@ -140,6 +140,26 @@ class ControlFlowTest(absltest.TestCase):
     for step in (_stack_step, _stack_etp_step):
       self.check(step)
 
+  def test_a_scan_over_constants_is_unrolled(self):
+    # hk.scan over a constant sequence (its xs are literals of the step):
+    # one relation per iteration, and D-RTRL names none approximate.
+    def step(x):
+      lin = hk.Linear(3, name="shared")
+      if hk.running_init():
+        lin(x)
+      scale = jnp.asarray([1.0, 0.5], x.dtype)
+      y, _ = hk.scan(lambda h, s: (jnp.tanh(lin(h)) * s, None), x, scale)
+      return _leak(y)
+
+    learner = H.d_rtrl(hk.transform_with_state(step))
+    x = jnp.ones((_B, 3))
+    params, state = learner.init(jax.random.PRNGKey(0), x)
+    compiled = learner.compile(params, state, None, x)
+    self.assertLen(compiled.relations, 2)
+    self.assertTrue(
+        all(v.exact for v in learner.verdicts(params, state, None, x))
+    )
+
   def test_layer_stack_of_three_leaky_layers(self):
     self.check(_leaky_stack_step)
 

@@ -160,6 +160,10 @@ class RewriteBoundsTest(parameterized.TestCase):
       ),
       ("parameter_on_the_left", lambda x: (_param("w", (4, 3)) @ x.T).T),
       (
+          "weight_contracted_on_its_last_axis",
+          lambda x: jnp.einsum("bi,oi->bo", x, _param("w", (4, 3))),
+      ),
+      (
           "batch_dimensions",
           lambda x: jnp.einsum("bi,bio->bo", x, _param("w", (2, 3, 4))),
       ),

@@ -17,6 +17,7 @@
 from absl.testing import absltest
 import haiku as hk
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -147,6 +148,46 @@ class PerLayerTest(absltest.TestCase):
     }
     self.assertEqual(readers, {"mul", "add"})
     self.assertNotIn("concatenate", {n.prim.name for n in program.nodes})
+
+
+class RowReadTest(absltest.TestCase):
+  """What the flattener reads through a stack of rows, and what it keeps."""
+
+  def flatten(self, fn, *shapes):
+    flattener = program_lib.Flattener()
+    avals = [jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes]
+    program = flattener.program(jax.make_jaxpr(fn)(*avals))
+    return flattener, program
+
+  def test_reads(self):
+    def stack(a, b):
+      return lax.concatenate([lax.expand_dims(v, (0,)) for v in (a, b)], 0)
+
+    def rows(a, b):
+      s = stack(a, b)
+      one = lax.slice_in_dim(s, 1, 2)
+      return (
+          lax.squeeze(one, (0,)),  # row 1 itself
+          lax.reshape(one, a.shape),  # row 1 itself
+          lax.reshape(one, (a.size,)),  # another shape: kept
+          lax.reshape(one, a.shape, dimensions=(0, 2, 1)),  # a transpose
+      )
+
+    flattener, program = self.flatten(rows, (2, 3), (2, 3))
+    _, b = program.invars
+    self.assertEqual(program.outvars[:2], [b, b])
+    self.assertNotIn(b, program.outvars[2:])
+    self.assertEqual(flattener.aliased, 2)
+
+    def unit_axes(a, b):
+      # Rows with a unit axis of their own: dropping that axis of a row's
+      # slice is no row.
+      s = stack(a, b)
+      return lax.squeeze(lax.slice_in_dim(s, 0, 1), (1,))
+
+    flattener, program = self.flatten(unit_axes, (1, 3), (1, 3))
+    self.assertEqual(flattener.aliased, 0)
+    self.assertNotIn(program.invars[0], program.outvars)
 
 
 if __name__ == "__main__":

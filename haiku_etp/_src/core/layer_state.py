@@ -151,26 +151,16 @@ def per_layer(model: hk.TransformedWithState) -> hk.TransformedWithState:
   the same way (given the model's own form, it is ``model.apply``).
   """
 
-  def init(rng: Optional[jax.Array], *args: Any, **kwargs: Any):
-    params, state = model.init(rng, *args, **kwargs)
-    if kwargs:
-      return params, state
+  def init(rng: Optional[jax.Array], *args: Any):
+    params, state = model.init(rng, *args)
     leaves = stacked_leaves(model, params, state, rng, *args)
     return params, (split(state, leaves) if leaves else state)
 
-  def apply(
-      params: Any,
-      state: Any,
-      rng: Optional[jax.Array],
-      *args: Any,
-      **kwargs: Any,
-  ):
+  def apply(params: Any, state: Any, rng: Optional[jax.Array], *args: Any):
     groups = _per_layer_entries(state)
     if not groups:
-      return model.apply(params, state, rng, *args, **kwargs)
-    out, new_state = model.apply(
-        params, _restack(state, groups), rng, *args, **kwargs
-    )
+      return model.apply(params, state, rng, *args)
+    out, new_state = model.apply(params, _restack(state, groups), rng, *args)
     leaves = {k: len(names) for k, names in groups.items()}
     return out, split(new_state, leaves)
 
