@@ -23,19 +23,12 @@ matmuls are cut, announced); ``--config.learner=rtrl`` is exact.
 python -m experiments.train --config=experiments/configs/haiku_rnn.py
 """
 
-from experiments.configs import common
+from experiments.configs import delayed_copy
 
 
 def get_config():
-  config = common.base_config()
-  config.task.name = "delayed_copy"
-  config.task.length = 5
-  config.task.num_symbols = 4
-  config.task.delay = 10
+  # The delayed copy config, with Haiku's own core in place of the GRU.
+  config = delayed_copy.get_config()
   config.model.kind = "haiku_deep_rnn"
   config.model.hidden_size = 32
-  config.learner = "d_rtrl"
-  config.learning_rate = 5e-3
-  config.batch_size = 64
-  config.train_steps = 500
   return config

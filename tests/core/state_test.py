@@ -289,6 +289,15 @@ class NameAndDtypeErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, ":hidden"):
       self._init(lambda x: haiku_etp.set_hidden_state("v:hidden", jnp.zeros(2)))
 
+  def test_name_like_a_layers_entry(self):
+    # The learners name hk.layer_stack's per-layer state so.
+    with self.assertRaisesRegex(ValueError, "per-layer names"):
+      self._init(lambda x: haiku_etp.get_hidden_state("v@layer0", (2,)))
+    with self.assertRaisesRegex(ValueError, "per-layer names"):
+      self._init(lambda x: haiku_etp.get_sample_state("n@layer12", (2,)))
+    # Elsewhere in a name the mark is fine.
+    self._init(lambda x: haiku_etp.get_hidden_state("v@layer0x", (2,)))
+
 
 class WriteErrorsTest(parameterized.TestCase):
   """A write that does not match its declaration fails at the call."""

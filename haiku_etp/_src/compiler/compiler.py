@@ -389,25 +389,11 @@ def _trace(
         "haiku_etp.get_hidden_state / set_hidden_state so the learners know "
         "what to trace."
     )
-  leaves, in_tree = tree_util.tree_flatten((params, state, rng, x))
-  out_tree_box = []
-
-  def flat_apply(*flat: Any) -> list[Any]:
-    out = model.apply(*tree_util.tree_unflatten(in_tree, flat))
-    out_leaves, out_tree = tree_util.tree_flatten(out)
-    out_tree_box.append(out_tree)
-    return out_leaves
-
-  avals = [
-      jax.ShapeDtypeStruct(np.shape(l), jax.numpy.result_type(l))
-      for l in leaves
-  ]
-  closed = jax.make_jaxpr(flat_apply)(*avals)
-  flattener = program_lib.Flattener()
   try:
-    program = flattener.program(closed)
-  except ValueError as e:
+    traced = program_lib.trace(model.apply, params, state, rng, x)
+  except program_lib.UnreadableStep as e:
     raise CompileError(str(e)) from None
+  flattener, program = traced.flattener, traced.program
   if flattener.aliased:
     # The stacking that reads saw through is left unused.
     program_lib.drop_dead(program)
@@ -427,7 +413,7 @@ def _trace(
     plain_layers.split_relations(program)
   plain_layers.bias_relations(program, len(param_paths))
   return _Step(
-      program, in_tree, out_tree_box[0], param_paths, state_paths, hidden
+      program, traced.in_tree, traced.out_tree, param_paths, state_paths, hidden
   )
 
 
@@ -1035,8 +1021,10 @@ def compile_step(
     ValueError: for a negative or non-integer ``max_cross_bytes``.
     CompileError: if the step has no hidden state; a hidden state is read but
       never written, or written but never read; an ETP weight is not a
-      parameter; or an ETP op sits inside ``scan``/``while`` or a
-      custom-derivative function (``cond`` and ``switch`` are fine).
+      parameter; an ETP op sits inside a ``while_loop`` without a static
+      trip count or a custom-derivative function (``cond``, ``switch`` and
+      ``scan`` are fine); or a hidden state is sliced by a scan (a layer
+      stack's own state: the learners keep it per layer).
   """
   if not isinstance(model, hk.TransformedWithState):
     raise CompileError(

@@ -204,7 +204,7 @@ def _graph(
     findings: Sequence[tuple[str, int, int]],
 ) -> _Graph:
   program = step.program
-  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  producer = program_lib.producers(program)
   group_bits = [0] * len(groups)
   for k, leaf in enumerate(step.hidden):
     group_bits[hidden_group[leaf]] |= 1 << k

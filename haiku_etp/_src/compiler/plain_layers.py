@@ -145,9 +145,14 @@ def _conv(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   return conv_lib.etp_conv_p, params, dn.out_spec[1]
 
 
-def _embed(program: program_lib.Program, node: program_lib.Node, only) -> Any:
-  """``(ids, table)`` when ``node`` looks rows of a parameter table up by
-  integer ids (``hk.Embed``'s ``table[ids]``), or ``None``."""
+def _embed(
+    program: program_lib.Program,
+    node: program_lib.Node,
+    only: set[int],
+    producer: dict[int, int],
+) -> Any:
+  """The ids when ``node`` looks rows of a parameter table up by integer
+  ids (``hk.Embed``'s ``table[ids]``), or ``None``."""
   table, indices = node.ins
   if not _weight_and_data(indices, table, only, {}):
     return None
@@ -166,8 +171,8 @@ def _embed(program: program_lib.Program, node: program_lib.Node, only) -> Any:
   ):
     return None
   # The ids before the trailing index axis was added.
-  producer = {o: n for n in program.nodes for o in n.outs}
-  expand = producer.get(indices) if isinstance(indices, int) else None
+  at = producer.get(indices) if isinstance(indices, int) else None
+  expand = None if at is None else program.nodes[at]
   ids = expand.ins[0] if expand is not None else Lit(None)
   if (
       expand is None
@@ -239,14 +244,14 @@ def adopt(program: program_lib.Program, num_params: int) -> int:
   leaves. Returns how many were rewritten."""
   only = _param_only(program, num_params)
   uses = _uses(program)
-  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  producer = program_lib.producers(program)
   dropped: set[int] = set()
   count = 0
   for ni, node in enumerate(program.nodes):
     if node.etp or ni in dropped:
       continue
     if node.prim.name == "gather":
-      ids = _embed(program, node, only)
+      ids = _embed(program, node, only, producer)
       if ids is not None:
         program.nodes[ni] = program_lib.Node(
             embedding_lib.etp_batched_embedding_p,
@@ -500,7 +505,7 @@ def bias_relations(program: program_lib.Program, num_params: int) -> int:
   relation: an identity ``etp_elementwise`` op on the parameter (its trace
   is the elementwise rule's). Returns how many were rewritten."""
   only = _param_only(program, num_params)
-  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  producer = program_lib.producers(program)
   parts = _Parts(program)
   nodes: list[program_lib.Node] = []
   count = 0

@@ -41,15 +41,18 @@ import numpy as np
 from haiku_etp._src.core import program as program_lib
 from haiku_etp._src.core import state as state_lib
 
-LAYER_MARK = "@layer"
-_LAYER_NAME = re.compile(r"^(.*)@layer(\d+)(:hidden|:sample)$")
+LAYER_MARK = state_lib.LAYER_MARK
+_SUFFIXES = (state_lib.HIDDEN_SUFFIX, state_lib.SAMPLE_SUFFIX)
+_LAYER_NAME = re.compile(
+    rf"^(.*){re.escape(LAYER_MARK)}(\d+)({'|'.join(map(re.escape, _SUFFIXES))})$"
+)
 _Leaf = tuple[str, str]  # (module name, entry name)
 
 
 def layer_name(name: str, layer: int) -> str:
   """The per-layer name of stacked entry ``name`` (``v:hidden`` ->
   ``v@layer0:hidden``)."""
-  for suffix in (state_lib.HIDDEN_SUFFIX, state_lib.SAMPLE_SUFFIX):
+  for suffix in _SUFFIXES:
     if name.endswith(suffix):
       return f"{name[: -len(suffix)]}{LAYER_MARK}{layer}{suffix}"
   raise ValueError(f"{name!r} is neither hidden nor per-sample state.")
@@ -85,23 +88,16 @@ def stacked_leaves(
     return {}
   params = hk.data_structures.to_mutable_dict(params)
   state = hk.data_structures.to_mutable_dict(state)
-  leaves, in_tree = tree_util.tree_flatten((params, state, rng, args))
   num_p = len(tree_util.tree_leaves(params))
-
-  def flat_apply(*flat: Any) -> Any:
-    p, s, r, a = tree_util.tree_unflatten(in_tree, flat)
-    return model.apply(p, s, r, *a)
-
-  avals = [jax.ShapeDtypeStruct(np.shape(l), np.result_type(l)) for l in leaves]
-  flattener = program_lib.Flattener()
   try:
-    invars = flattener.program(jax.make_jaxpr(flat_apply)(*avals)).invars
+    traced = program_lib.trace(model.apply, params, state, rng, *args)
   except Exception:  # pylint: disable=broad-except
     return {}
+  invars, sliced = traced.program.invars, traced.flattener.sliced
   return {
       (m, n): int(np.shape(v)[0])
       for k, m, n, v in candidates
-      if invars[num_p + k] in flattener.sliced
+      if invars[num_p + k] in sliced
   }
 
 

@@ -341,9 +341,14 @@ def is_reshape(node: Node) -> bool:
   return node.prim.name in _RESHAPES
 
 
+def producers(program: Program) -> dict[int, int]:
+  """``{value id: index of the node that computes it}``."""
+  return {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+
+
 def backward_slice(program: Program, atoms: Sequence[Atom]) -> set[int]:
   """Indices of the nodes needed to compute ``atoms``."""
-  producer = {o: ni for ni, n in enumerate(program.nodes) for o in n.outs}
+  producer = producers(program)
   need: set[int] = set()
   stack = [a for a in atoms if not isinstance(a, Lit)]
   while stack:
@@ -469,7 +474,7 @@ class Flattener:
         for sub in sub_jaxprs(eqn.params):
           found = _find_etp(sub)
           if found:
-            raise ValueError(
+            raise UnreadableStep(
                 f"The ETP op {found!r} sits inside {eqn.primitive.name!r}. "
                 "ETP ops inside while_loop (a loop without a static trip "
                 "count) or custom derivative functions are not supported; "
@@ -596,9 +601,10 @@ class Flattener:
     iteration's slice of ``xs``, the results stacked.
 
     The carry flows from one iteration to the next as in straight-line
-    code; the slices and the stacking are position-mixing ops, so a hidden
-    state that is sliced or stacked (a layer stack's own state) is a cut
-    path, announced as such.
+    code. An ``xs`` that is a stack of rows (:meth:`_note`) is read row by
+    row; any other is sliced and recorded in :attr:`sliced` (the compiler
+    refuses a hidden state sliced so: a layer stack's own state, which the
+    learners keep per layer, ``core/layer_state.py``).
     """
     p = eqn.params
     body = p["jaxpr"]
@@ -661,6 +667,53 @@ class Flattener:
         return jaxpr_flows(call)
       return opaque_flows(node, [self.aval(a) for a in node.ins])
     return every(Flow.CUT)
+
+
+class UnreadableStep(ValueError):
+  """A step the flattener cannot read (an ETP op inside a loop without a
+  static trip count or a custom-derivative function)."""
+
+
+class Traced(NamedTuple):
+  """A function traced on abstract values and flattened (:func:`trace`).
+
+  Attributes:
+    flattener: the :class:`Flattener` that built ``program`` (what scans
+      sliced, how many stacked reads it saw through).
+    program: the flat program over the leaves of the arguments.
+    in_tree: the arguments' pytree structure.
+    out_tree: the result's pytree structure.
+  """
+
+  flattener: "Flattener"
+  program: Program
+  in_tree: Any
+  out_tree: Any
+
+
+def trace(fn: Callable[..., Any], *args: Any) -> Traced:
+  """Traces ``fn(*args)`` on the shapes and dtypes of ``args``' leaves and
+  flattens it; the program's inputs are those leaves in pytree order.
+
+  Raises:
+    UnreadableStep: an ETP op where the flattener cannot read it. Errors
+      that ``fn`` raises while it is traced propagate as they are.
+  """
+  leaves, in_tree = jax.tree_util.tree_flatten(args)
+  out_trees = []
+
+  def flat(*flat_args: Any) -> list[Any]:
+    out = fn(*jax.tree_util.tree_unflatten(in_tree, flat_args))
+    out_leaves, out_tree = jax.tree_util.tree_flatten(out)
+    out_trees.append(out_tree)
+    return out_leaves
+
+  avals = [
+      jax.ShapeDtypeStruct(np.shape(l), jnp.result_type(l)) for l in leaves
+  ]
+  flattener = Flattener()
+  program = flattener.program(jax.make_jaxpr(flat)(*avals))
+  return Traced(flattener, program, in_tree, out_trees[0])
 
 
 def drop_dead(program: Program) -> None:

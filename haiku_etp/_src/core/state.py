@@ -25,6 +25,7 @@ declared with :func:`get_sample_state` / :func:`set_sample_state` (suffix
 of guessing from its shape.
 """
 
+import re
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import haiku as hk
@@ -35,6 +36,11 @@ from haiku_etp._src.core import state_layout
 
 HIDDEN_SUFFIX = ":hidden"
 SAMPLE_SUFFIX = ":sample"
+# The learners keep the state hk.layer_stack stacks along a layer axis as
+# one entry per layer, ``name@layer0``, ``name@layer1``, ...
+# (core/layer_state.py); a model's own names cannot end so.
+LAYER_MARK = "@layer"
+_LAYER_SUFFIX = re.compile(re.escape(LAYER_MARK) + r"\d+$")
 # Top-level state entries owned by the learners (traces, counters) start with
 # this prefix; they are never part of a model's own state.
 LEARNER_PREFIX = state_layout.LEARNER_PREFIX
@@ -52,6 +58,12 @@ def _check_name(name: str) -> None:
       raise ValueError(
           f"Give the bare name, not one ending in {suffix!r}: {name!r}."
       )
+  if _LAYER_SUFFIX.search(name):
+    raise ValueError(
+        f"State name {name!r} ends like the learners' per-layer names "
+        f"({LAYER_MARK}0, {LAYER_MARK}1, ... for hk.layer_stack's state); "
+        "choose another name."
+    )
 
 
 def get_hidden_state(
