@@ -208,6 +208,26 @@ def fast_jit(fn, **kwargs):
   return jax.jit(fn, compiler_options=FAST_COMPILE, **kwargs)
 
 
+def bptt_and_windows(
+    model, learner, params, learner_state, model_state, xs, ys, windows
+):
+  """``(BPTT's gradients, {window: learner's SequenceResult})`` on
+  ``(xs, ys)`` with :func:`testing.mse`, all in one :func:`fast_jit`
+  program; BPTT runs ``model`` from ``model_state``, the learner from
+  ``learner_state``."""
+  fns = {k: learner.sequence_grad(testing.mse, window=k) for k in windows}
+
+  def run(params, learner_state, xs, ys):
+    reference, _ = testing.bptt_grads(
+        model, testing.mse, params, model_state, None, xs, ys
+    )
+    return reference, {
+        k: fn(params, learner_state, None, xs, ys) for k, fn in fns.items()
+    }
+
+  return fast_jit(run)(params, learner_state, xs, ys)
+
+
 def random_params(shapes, seed=0):
   """Parameters with the structure of ``shapes`` (e.g. from ``eval_shape``).
 

@@ -27,7 +27,6 @@ import numpy as np
 
 import haiku_etp
 from haiku_etp import compiler as etp_compiler
-from haiku_etp import testing
 from tests import test_util
 
 H = haiku_etp
@@ -104,21 +103,11 @@ class ControlFlowTest(absltest.TestCase):
       # The reference runs the model as written, on the state its own init
       # builds (the learner's initial state, stacked as the model keeps it).
       _, model_state = model.init(jax.random.PRNGKey(0), xs[0])
-      size = jax.eval_shape(model.apply, params, model_state, None, xs[0])[
-          0
-      ].shape
-      ys = jnp.asarray(rs.normal(size=(_T,) + size))
-      fns = {k: learner.sequence_grad(testing.mse, window=k) for k in (1, 3)}
-
-      def run(params, state, xs, ys):
-        reference, _ = testing.bptt_grads(
-            model, testing.mse, params, model_state, None, xs, ys
-        )
-        return reference, {
-            k: f(params, state, None, xs, ys) for k, f in fns.items()
-        }
-
-      reference, results = test_util.fast_jit(run)(params, state, xs, ys)
+      out = jax.eval_shape(model.apply, params, model_state, None, xs[0])[0]
+      ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
+      reference, results = test_util.bptt_and_windows(
+          model, learner, params, state, model_state, xs, ys, (1, 3)
+      )
       for path, leaf in jax.tree_util.tree_leaves_with_path(reference):
         self.assertTrue(np.any(leaf != 0), jax.tree_util.keystr(path))
       for result in results.values():

@@ -87,17 +87,9 @@ class PlainLayersExactTest(parameterized.TestCase):
     state = {k: v for k, v in lstate.items() if not k.startswith("~etp")}
     out = jax.eval_shape(model.apply, params, state, None, xs[0])[0]
     ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
-    fns = {k: learner.sequence_grad(testing.mse, window=k) for k in _WINDOWS}
-
-    def run(params, lstate, xs, ys):
-      reference, _ = testing.bptt_grads(
-          model, testing.mse, params, state, None, xs, ys
-      )
-      return reference, {
-          k: f(params, lstate, None, xs, ys) for k, f in fns.items()
-      }
-
-    reference, results = test_util.fast_jit(run)(params, lstate, xs, ys)
+    reference, results = test_util.bptt_and_windows(
+        model, learner, params, lstate, state, xs, ys, _WINDOWS
+    )
     for result in results.values():
       test_util.assert_trees_close(result.grads, reference)
     compiled = learner.compile(params, lstate, None, xs[0])

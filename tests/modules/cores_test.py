@@ -19,8 +19,6 @@ Float64 against ``testing.bptt_grads`` (which unrolls the wrapped step as
 core, each with a plain ``hk.Linear`` readout.
 """
 
-import warnings
-
 from absl.testing import absltest
 from absl.testing import parameterized
 import haiku as hk
@@ -29,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 
 import haiku_etp
-from haiku_etp import testing
 from tests import test_util
 
 _T, _B = 6, 2
@@ -76,17 +73,9 @@ def _rtrl_against_bptt(model, xs, seed):
   model_state = {k: v for k, v in state.items() if not k.startswith("~etp")}
   out = jax.eval_shape(model.apply, params, model_state, None, x0)[0]
   ys = jnp.asarray(rs.normal(size=(_T,) + out.shape))
-  fns = {k: learner.sequence_grad(testing.mse, window=k) for k in (1, 3)}
-
-  def run(params, state, xs, ys):
-    reference, _ = testing.bptt_grads(
-        model, testing.mse, params, model_state, None, xs, ys
-    )
-    return reference, {
-        k: fn(params, state, None, xs, ys) for k, fn in fns.items()
-    }
-
-  reference, results = test_util.fast_jit(run)(params, state, xs, ys)
+  reference, results = test_util.bptt_and_windows(
+      model, learner, params, state, model_state, xs, ys, (1, 3)
+  )
   return params, state, reference, results
 
 
